@@ -1,0 +1,331 @@
+//! The API key format: `{prefix}_{env}_{body}{check}`.
+//!
+//! `body` is 32 bytes from the OS CSPRNG written as one big-endian base62
+//! number of 43 digits; `check` is the CRC32 (IEEE) of everything before it,
+//! in 6 base62 digits. The checksum lets scanners find keys without false
+//! positives and lets the server refuse a mistyped or invented key before it
+//! touches storage. Parsing is total: every input either yields a
+//! [`ParsedKey`] or a [`KeyFormatError`] naming the cause, never a panic.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::base62;
+
+/// Digits in a key body: 62^43 is the first power of 62 above 2^256.
+pub const BODY_LEN: usize = 43;
+/// Digits in the checksum: 62^6 is above 2^32.
+pub const CHECK_LEN: usize = 6;
+/// Longest prefix allowed.
+pub const MAX_PREFIX_LEN: usize = 12;
+/// Longest possible key: a 12-character prefix and the 4-character `live`/`test`.
+pub const MAX_KEY_LEN: usize = MAX_PREFIX_LEN + 1 + 4 + 1 + BODY_LEN + CHECK_LEN;
+/// Characters of a key kept for display ("the start"), enough to tell keys
+/// apart in a list and far too few to guess the rest.
+pub const DISPLAY_START_LEN: usize = 12;
+/// The prefix of admin tokens, reserved: no API may use it.
+pub const ADMIN_PREFIX: &str = "kwa";
+
+/// Why a string is not a well-formed key. One variant per cause so tests can
+/// pin each; the HTTP layer reports them all as `MALFORMED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyFormatError {
+    #[error("key is longer than any valid key")]
+    TooLong,
+    #[error("key contains characters outside the key alphabet")]
+    BadCharacter,
+    #[error("key does not have the shape prefix_env_body")]
+    BadShape,
+    #[error("key prefix must be 1 to 12 characters of a-z and 0-9")]
+    BadPrefix,
+    #[error("key environment must be live, test or dev")]
+    BadEnvironment,
+    #[error("key body is not 43 base62 digits of a 32-byte number")]
+    BadBody,
+    #[error("key checksum does not match")]
+    BadChecksum,
+}
+
+/// An environment: keys of one never verify where another is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Live,
+    Test,
+    Dev,
+}
+
+impl Environment {
+    pub const ALL: [Environment; 3] = [Environment::Live, Environment::Test, Environment::Dev];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Live => "live",
+            Environment::Test => "test",
+            Environment::Dev => "dev",
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Environment {
+    type Err = KeyFormatError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "live" => Ok(Environment::Live),
+            "test" => Ok(Environment::Test),
+            "dev" => Ok(Environment::Dev),
+            _ => Err(KeyFormatError::BadEnvironment),
+        }
+    }
+}
+
+/// An API's key prefix: 1–12 characters of `[a-z0-9]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Prefix(String);
+
+impl Prefix {
+    pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
+        let valid_chars = s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if s.is_empty() || s.len() > MAX_PREFIX_LEN || !valid_chars {
+            return Err(KeyFormatError::BadPrefix);
+        }
+        Ok(Prefix(s.to_owned()))
+    }
+
+    /// The prefix of admin tokens.
+    pub fn admin() -> Self {
+        Prefix(ADMIN_PREFIX.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.0 == ADMIN_PREFIX
+    }
+}
+
+impl TryFrom<String> for Prefix {
+    type Error = KeyFormatError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Prefix::parse(&s)
+    }
+}
+
+impl From<Prefix> for String {
+    fn from(p: Prefix) -> String {
+        p.0
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The plaintext of a key. It exists only between generation and the one
+/// response that shows it, and between a verify request and its digest. No
+/// `Debug`, `Display` or `Serialize`: showing it takes an explicit `expose`.
+pub struct PlaintextKey(Zeroizing<String>);
+
+impl PlaintextKey {
+    /// Generates a new key for `prefix` and `environment` from the OS CSPRNG.
+    pub fn generate(prefix: &Prefix, environment: Environment) -> Result<Self, getrandom::Error> {
+        let mut body = Zeroizing::new([0u8; 32]);
+        getrandom::fill(body.as_mut())?;
+        Ok(Self::from_body(prefix, environment, &body))
+    }
+
+    /// Builds the key for a given body. Deterministic; used by generation and
+    /// by known-answer tests.
+    pub fn from_body(prefix: &Prefix, environment: Environment, body: &[u8; 32]) -> Self {
+        let mut key = Zeroizing::new(String::with_capacity(MAX_KEY_LEN));
+        key.push_str(prefix.as_str());
+        key.push('_');
+        key.push_str(environment.as_str());
+        key.push('_');
+        // 43 digits always hold a 32-byte number, so encoding cannot fail;
+        // the fallback keeps this function total without a panic path.
+        let mut digits = base62::encode(body, BODY_LEN).unwrap_or_default();
+        key.push_str(&digits);
+        digits.zeroize();
+        let check = checksum(key.as_bytes());
+        key.push_str(&check);
+        PlaintextKey(key)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn digest(&self) -> KeyDigest {
+        KeyDigest::of(self.expose())
+    }
+
+    /// The first characters, stored and shown to tell keys apart.
+    pub fn display_start(&self) -> String {
+        self.0.chars().take(DISPLAY_START_LEN).collect()
+    }
+}
+
+/// A key that passed the format check, borrowed from the caller's input.
+#[derive(Clone, Copy)]
+pub struct ParsedKey<'a> {
+    text: &'a str,
+    prefix: &'a str,
+    environment: Environment,
+}
+
+impl<'a> ParsedKey<'a> {
+    /// Checks the shape, alphabet, body range and checksum of `text`.
+    pub fn parse(text: &'a str) -> Result<Self, KeyFormatError> {
+        if text.len() > MAX_KEY_LEN {
+            return Err(KeyFormatError::TooLong);
+        }
+        if !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(KeyFormatError::BadCharacter);
+        }
+        let mut parts = text.splitn(3, '_');
+        let (Some(prefix), Some(environment), Some(tail)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(KeyFormatError::BadShape);
+        };
+        Prefix::parse(prefix)?;
+        let environment: Environment = environment.parse()?;
+        if tail.len() != BODY_LEN + CHECK_LEN || tail.contains('_') {
+            return Err(KeyFormatError::BadShape);
+        }
+        let (body, check) = tail.split_at(BODY_LEN);
+        if base62::decode::<32>(body.as_bytes()).is_none() {
+            return Err(KeyFormatError::BadBody);
+        }
+        let signed = &text[..text.len() - CHECK_LEN];
+        if checksum(signed.as_bytes()) != check {
+            return Err(KeyFormatError::BadChecksum);
+        }
+        Ok(ParsedKey {
+            text,
+            prefix,
+            environment,
+        })
+    }
+
+    pub fn prefix(&self) -> &'a str {
+        self.prefix
+    }
+
+    pub fn environment(&self) -> Environment {
+        self.environment
+    }
+
+    pub fn digest(&self) -> KeyDigest {
+        KeyDigest::of(self.text)
+    }
+}
+
+/// CRC32 (IEEE) of `signed` in six base62 digits.
+fn checksum(signed: &[u8]) -> String {
+    let crc = crc32fast::hash(signed);
+    // Six digits always hold a 32-bit number.
+    base62::encode(&crc.to_be_bytes(), CHECK_LEN).unwrap_or_default()
+}
+
+/// SHA-256 of a key's full text: the only form in which a key is stored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyDigest([u8; 32]);
+
+impl KeyDigest {
+    pub fn of(key: &str) -> Self {
+        KeyDigest(Sha256::digest(key.as_bytes()).into())
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        KeyDigest(bytes)
+    }
+
+    /// Reads a digest from storage; `None` if it is not 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(KeyDigest)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Constant-time equality, so a timing side channel cannot reveal how
+    /// much of a digest matched.
+    pub fn ct_eq(&self, other: &KeyDigest) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A digest is not secret, but there is no reason to print it whole.
+        write!(f, "KeyDigest({:02x}{:02x}…)", self.0[0], self.0[1])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(prefix: &str, env: Environment, body: [u8; 32]) -> String {
+        let prefix = Prefix::parse(prefix).unwrap();
+        PlaintextKey::from_body(&prefix, env, &body)
+            .expose()
+            .to_owned()
+    }
+
+    #[test]
+    fn generated_keys_have_the_documented_shape() {
+        let prefix = Prefix::parse("tm").unwrap();
+        let k = PlaintextKey::generate(&prefix, Environment::Live).unwrap();
+        assert!(k.expose().starts_with("tm_live_"));
+        assert_eq!(k.expose().len(), "tm_live_".len() + BODY_LEN + CHECK_LEN);
+        assert!(ParsedKey::parse(k.expose()).is_ok());
+        assert_eq!(k.display_start(), &k.expose()[..12]);
+    }
+
+    #[test]
+    fn every_cause_is_named() {
+        let valid = key("tm", Environment::Live, [7; 32]);
+        let cases: Vec<(String, KeyFormatError)> = vec![
+            (format!("{valid}x"), KeyFormatError::BadShape),
+            ("x".repeat(MAX_KEY_LEN + 1), KeyFormatError::TooLong),
+            (valid.replace("tm_", "tm-"), KeyFormatError::BadCharacter),
+            ("tm_live".into(), KeyFormatError::BadShape),
+            (valid.replace("tm_", "_"), KeyFormatError::BadPrefix),
+            (valid.replace("_live_", "_prod_"), KeyFormatError::BadEnvironment),
+            (valid.replacen('_', "__", 2), KeyFormatError::BadEnvironment),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(ParsedKey::parse(&input).err(), Some(expected), "{input}");
+        }
+    }
+
+    #[test]
+    fn digests_compare_in_constant_time_and_correctly() {
+        let a = KeyDigest::of("a");
+        assert!(a.ct_eq(&KeyDigest::of("a")));
+        assert!(!a.ct_eq(&KeyDigest::of("b")));
+    }
+}

@@ -1,0 +1,24 @@
+//! Keyward's domain: the key format, identifiers, the records Keyward keeps
+//! and the rules that decide a verify.
+//!
+//! This crate does no I/O and knows nothing of HTTP, JSON APIs or SQL; every
+//! other crate builds on its types. Its one source of non-determinism is the
+//! OS CSPRNG, used to generate keys and ids.
+//!
+//! - [`key`]: the `{prefix}_{env}_{body}{check}` format, parsing and digests.
+//! - [`id`]: time-ordered identifiers for APIs, keys, tokens and events.
+//! - [`model`]: APIs, key records, admin tokens, audit events and their values.
+//! - [`verify`]: the verify result codes and the rules that produce them.
+
+#![forbid(unsafe_code)]
+
+pub mod base62;
+pub mod id;
+pub mod key;
+pub mod model;
+pub mod verify;
+
+pub use id::{ApiId, EventId, IdError, KeyId, TokenId};
+pub use key::{Environment, KeyDigest, KeyFormatError, ParsedKey, PlaintextKey, Prefix};
+pub use model::{AdminScope, AdminToken, Api, AuditEvent, KeyRecord, KeyState, Scope, ValueError};
+pub use verify::{evaluate, Requirements, VerifyCode};

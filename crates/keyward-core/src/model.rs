@@ -1,0 +1,291 @@
+//! The records Keyward keeps: APIs, keys, admin tokens and audit events, and
+//! the small validated values they are made of.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::id::{ApiId, EventId, KeyId, TokenId};
+use crate::key::{Environment, KeyDigest, Prefix};
+
+/// Why a value given by a caller was refused. The HTTP layer maps every
+/// variant to `INVALID_REQUEST` with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValueError {
+    #[error("scope must be 1 to 128 characters of a-z, A-Z, 0-9 and _ . : / * -")]
+    Scope,
+    #[error("unknown admin scope {0:?}")]
+    AdminScope(String),
+    #[error("{field} must be 1 to {max} characters with no control characters")]
+    Text { field: &'static str, max: usize },
+    #[error("metadata must be a JSON object of at most {max} bytes")]
+    Metadata { max: usize },
+}
+
+/// A permission a key carries and a verify may require, e.g. `orders:write`.
+/// Matching is exact: least privilege has no implicit wildcards.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Scope(String);
+
+impl Scope {
+    pub fn parse(s: &str) -> Result<Self, ValueError> {
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:/*-".contains(&b));
+        if ok {
+            Ok(Scope(s.to_owned()))
+        } else {
+            Err(ValueError::Scope)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Scope {
+    type Error = ValueError;
+    fn try_from(s: String) -> Result<Self, ValueError> {
+        Scope::parse(&s)
+    }
+}
+
+impl From<Scope> for String {
+    fn from(s: Scope) -> String {
+        s.0
+    }
+}
+
+/// Sorts and deduplicates scopes so stored sets compare and display stably.
+pub fn normalize_scopes(mut scopes: Vec<Scope>) -> Vec<Scope> {
+    scopes.sort();
+    scopes.dedup();
+    scopes
+}
+
+/// A permission of an admin token on the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum AdminScope {
+    ApisRead,
+    ApisWrite,
+    KeysRead,
+    KeysWrite,
+    KeysVerify,
+    TokensRead,
+    TokensWrite,
+    AuditRead,
+}
+
+impl AdminScope {
+    pub const ALL: [AdminScope; 8] = [
+        AdminScope::ApisRead,
+        AdminScope::ApisWrite,
+        AdminScope::KeysRead,
+        AdminScope::KeysWrite,
+        AdminScope::KeysVerify,
+        AdminScope::TokensRead,
+        AdminScope::TokensWrite,
+        AdminScope::AuditRead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminScope::ApisRead => "apis:read",
+            AdminScope::ApisWrite => "apis:write",
+            AdminScope::KeysRead => "keys:read",
+            AdminScope::KeysWrite => "keys:write",
+            AdminScope::KeysVerify => "keys:verify",
+            AdminScope::TokensRead => "tokens:read",
+            AdminScope::TokensWrite => "tokens:write",
+            AdminScope::AuditRead => "audit:read",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ValueError> {
+        AdminScope::ALL
+            .into_iter()
+            .find(|scope| scope.as_str() == s)
+            .ok_or_else(|| ValueError::AdminScope(s.chars().take(64).collect()))
+    }
+}
+
+impl TryFrom<String> for AdminScope {
+    type Error = ValueError;
+    fn try_from(s: String) -> Result<Self, ValueError> {
+        AdminScope::parse(&s)
+    }
+}
+
+impl From<AdminScope> for String {
+    fn from(s: AdminScope) -> String {
+        s.as_str().to_owned()
+    }
+}
+
+impl fmt::Display for AdminScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Checks free text given by a caller (names, owners, reasons).
+pub fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), ValueError> {
+    if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
+        Err(ValueError::Text { field, max })
+    } else {
+        Ok(())
+    }
+}
+
+/// Largest metadata object accepted, serialized.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// Checks a key's metadata: a JSON object of bounded size.
+pub fn check_metadata(metadata: &serde_json::Value) -> Result<(), ValueError> {
+    let size = serde_json::to_vec(metadata).map(|v| v.len()).unwrap_or(usize::MAX);
+    if metadata.is_object() && size <= MAX_METADATA_BYTES {
+        Ok(())
+    } else {
+        Err(ValueError::Metadata {
+            max: MAX_METADATA_BYTES,
+        })
+    }
+}
+
+/// An API of the provider: the surface a set of keys opens, with the key
+/// prefix that makes its keys recognisable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Api {
+    pub id: ApiId,
+    pub name: String,
+    /// Unique across APIs, so a key's text names its API.
+    pub prefix: Prefix,
+    /// The environments keys may be issued in.
+    pub environments: Vec<Environment>,
+    pub created_at: OffsetDateTime,
+}
+
+/// A stored API key. The plaintext is never part of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    pub id: KeyId,
+    pub api_id: ApiId,
+    pub environment: Environment,
+    pub name: String,
+    /// The identity the key belongs to: the provider's customer.
+    pub owner: String,
+    pub scopes: Vec<Scope>,
+    /// Caller-defined JSON object returned by verify.
+    pub metadata: serde_json::Value,
+    pub digest: KeyDigest,
+    /// The first characters of the key, for display.
+    pub start: String,
+    pub enabled: bool,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revoke_reason: Option<String>,
+    /// The key this one replaced by rotation.
+    pub rotated_from: Option<KeyId>,
+    /// The successor issued when this key was rotated; set at most once.
+    pub rotated_to: Option<KeyId>,
+}
+
+/// The lifecycle state of a key at a moment, derived from its fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyState {
+    Active,
+    Disabled,
+    Expired,
+    Revoked,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Disabled => "disabled",
+            KeyState::Expired => "expired",
+            KeyState::Revoked => "revoked",
+        }
+    }
+}
+
+impl KeyRecord {
+    /// Revocation outranks expiry, which outranks being disabled: the state
+    /// names the most final reason the key does not work.
+    pub fn state(&self, now: OffsetDateTime) -> KeyState {
+        if self.revoked_at.is_some() {
+            KeyState::Revoked
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            KeyState::Expired
+        } else if !self.enabled {
+            KeyState::Disabled
+        } else {
+            KeyState::Active
+        }
+    }
+}
+
+/// A token for the admin API. Tokens are Keyward keys with the `kwa` prefix;
+/// like keys, only their digest is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminToken {
+    pub id: TokenId,
+    pub name: String,
+    pub digest: KeyDigest,
+    pub start: String,
+    pub scopes: Vec<AdminScope>,
+    /// When set, the token sees only keys of these APIs; others look absent.
+    pub api_ids: Option<Vec<ApiId>>,
+    /// When set, the token sees only keys of these environments.
+    pub environments: Option<Vec<Environment>>,
+    /// The token that created this one; `None` for the root token.
+    pub created_by: Option<TokenId>,
+    pub created_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl AdminToken {
+    pub fn is_usable(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| at > now)
+    }
+
+    pub fn has_scope(&self, scope: AdminScope) -> bool {
+        self.scopes.contains(&scope)
+    }
+
+    /// Whether the token may see keys of `api` in `environment`.
+    pub fn can_access(&self, api: &ApiId, environment: Environment) -> bool {
+        self.api_ids.as_ref().is_none_or(|ids| ids.contains(api))
+            && self
+                .environments
+                .as_ref()
+                .is_none_or(|envs| envs.contains(&environment))
+    }
+}
+
+/// One entry of the audit log: who did what to which record, when. It never
+/// holds a key or token plaintext.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub id: EventId,
+    pub at: OffsetDateTime,
+    /// The admin token that acted; `None` for the server itself.
+    pub actor: Option<TokenId>,
+    /// What happened, e.g. `key.create`, `key.revoke`.
+    pub action: String,
+    /// The id of the record acted on.
+    pub target: String,
+    /// Further facts as a JSON object, free of secrets.
+    pub details: serde_json::Value,
+}
