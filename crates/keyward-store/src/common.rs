@@ -1,0 +1,710 @@
+//! What the two SQL backends share: row shapes, their conversion to records,
+//! and the [`Store`](crate::Store) implementation itself, written once as a
+//! macro over the sqlx database type.
+//!
+//! Both schemas use the same column types as sqlx sees them (64-bit integers
+//! for times, text for JSON, bytes for digests) and both drivers accept `$N`
+//! placeholders, so one body of SQL serves both. The few statements that
+//! differ come from the backend's [`Dialect`].
+
+use keyward_core::{
+    AdminScope, AdminToken, Api, ApiId, AuditEvent, Environment, EventId, KeyId, KeyRecord, Prefix,
+    Scope, TokenId,
+};
+
+use crate::rows::{corrupt, digest, environment, from_millis, json, opt_from_millis};
+use crate::StoreError;
+
+/// SQL that differs between backends.
+pub(crate) struct Dialect {
+    /// Opens a condition "the JSON array column `scopes` contains the value
+    /// bound next"; [`Dialect::scope_match_close`] closes it.
+    pub scope_match_open: &'static str,
+    pub scope_match_close: &'static str,
+}
+
+pub(crate) const KEY_COLUMNS: &str = "id, api_id, environment, name, owner, scopes, metadata, \
+     digest, start, enabled, created_at, updated_at, expires_at, revoked_at, revoke_reason, \
+     rotated_from, rotated_to";
+
+pub(crate) const TOKEN_COLUMNS: &str = "id, name, digest, start, scopes, api_ids, environments, \
+     created_by, created_at, expires_at, revoked_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ApiRow {
+    id: String,
+    name: String,
+    prefix: String,
+    environments: String,
+    created_at: i64,
+}
+
+impl TryFrom<ApiRow> for Api {
+    type Error = StoreError;
+    fn try_from(r: ApiRow) -> Result<Api, StoreError> {
+        const T: &str = "apis";
+        Ok(Api {
+            id: ApiId::parse(&r.id).map_err(|e| corrupt(T, e))?,
+            name: r.name,
+            prefix: Prefix::parse(&r.prefix).map_err(|e| corrupt(T, e))?,
+            environments: json(T, &r.environments)?,
+            created_at: from_millis(T, r.created_at)?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyRow {
+    id: String,
+    api_id: String,
+    environment: String,
+    name: String,
+    owner: String,
+    scopes: String,
+    metadata: String,
+    digest: Vec<u8>,
+    start: String,
+    enabled: bool,
+    created_at: i64,
+    updated_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    revoke_reason: Option<String>,
+    rotated_from: Option<String>,
+    rotated_to: Option<String>,
+}
+
+impl TryFrom<KeyRow> for KeyRecord {
+    type Error = StoreError;
+    fn try_from(r: KeyRow) -> Result<KeyRecord, StoreError> {
+        const T: &str = "keys";
+        let key_id = |s: &str| KeyId::parse(s).map_err(|e| corrupt(T, e));
+        Ok(KeyRecord {
+            id: key_id(&r.id)?,
+            api_id: ApiId::parse(&r.api_id).map_err(|e| corrupt(T, e))?,
+            environment: environment(T, &r.environment)?,
+            name: r.name,
+            owner: r.owner,
+            scopes: json::<Vec<Scope>>(T, &r.scopes)?,
+            metadata: json(T, &r.metadata)?,
+            digest: digest(T, &r.digest)?,
+            start: r.start,
+            enabled: r.enabled,
+            created_at: from_millis(T, r.created_at)?,
+            updated_at: from_millis(T, r.updated_at)?,
+            expires_at: opt_from_millis(T, r.expires_at)?,
+            revoked_at: opt_from_millis(T, r.revoked_at)?,
+            revoke_reason: r.revoke_reason,
+            rotated_from: r.rotated_from.as_deref().map(key_id).transpose()?,
+            rotated_to: r.rotated_to.as_deref().map(key_id).transpose()?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TokenRow {
+    id: String,
+    name: String,
+    digest: Vec<u8>,
+    start: String,
+    scopes: String,
+    api_ids: Option<String>,
+    environments: Option<String>,
+    created_by: Option<String>,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+impl TryFrom<TokenRow> for AdminToken {
+    type Error = StoreError;
+    fn try_from(r: TokenRow) -> Result<AdminToken, StoreError> {
+        const T: &str = "admin_tokens";
+        let token_id = |s: &str| TokenId::parse(s).map_err(|e| corrupt(T, e));
+        Ok(AdminToken {
+            id: token_id(&r.id)?,
+            name: r.name,
+            digest: digest(T, &r.digest)?,
+            start: r.start,
+            scopes: json::<Vec<AdminScope>>(T, &r.scopes)?,
+            api_ids: r
+                .api_ids
+                .as_deref()
+                .map(|s| json::<Vec<ApiId>>(T, s))
+                .transpose()?,
+            environments: r
+                .environments
+                .as_deref()
+                .map(|s| json::<Vec<Environment>>(T, s))
+                .transpose()?,
+            created_by: r.created_by.as_deref().map(token_id).transpose()?,
+            created_at: from_millis(T, r.created_at)?,
+            expires_at: opt_from_millis(T, r.expires_at)?,
+            revoked_at: opt_from_millis(T, r.revoked_at)?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    id: String,
+    at: i64,
+    actor: Option<String>,
+    action: String,
+    target: String,
+    details: String,
+}
+
+impl TryFrom<EventRow> for AuditEvent {
+    type Error = StoreError;
+    fn try_from(r: EventRow) -> Result<AuditEvent, StoreError> {
+        const T: &str = "audit_events";
+        Ok(AuditEvent {
+            id: EventId::parse(&r.id).map_err(|e| corrupt(T, e))?,
+            at: from_millis(T, r.at)?,
+            actor: r
+                .actor
+                .as_deref()
+                .map(|s| TokenId::parse(s).map_err(|e| corrupt(T, e)))
+                .transpose()?,
+            action: r.action,
+            target: r.target,
+            details: json(T, &r.details)?,
+        })
+    }
+}
+
+/// Converts rows, stopping at the first corrupt one.
+pub(crate) fn convert<R, T>(rows: Vec<R>) -> Result<Vec<T>, StoreError>
+where
+    T: TryFrom<R, Error = StoreError>,
+{
+    rows.into_iter().map(T::try_from).collect()
+}
+
+/// Implements [`Store`](crate::Store) for a backend type with inherent
+/// methods `reader()` and `writer()` returning its pools and a `DIALECT`
+/// constant. The SQL is shared; see the module documentation.
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        use async_trait::async_trait;
+        use keyward_core::{
+            AdminToken, Api, ApiId, AuditEvent, KeyDigest, KeyId, KeyRecord, KeyState, TokenId,
+        };
+        use sqlx::QueryBuilder;
+        use time::OffsetDateTime;
+
+        use $crate::common::{
+            convert, ApiRow, EventRow, KeyRow, TokenRow, KEY_COLUMNS, TOKEN_COLUMNS,
+        };
+        use $crate::rows::{millis, to_json};
+        use $crate::{
+            AuditFilter, BulkRevokeFilter, KeyFilter, KeyPatch, Page, Result, Rotation, Store,
+            StoreError,
+        };
+
+        /// Most rows one multi-row INSERT carries, well under both drivers'
+        /// bind-parameter limits.
+        const EVENTS_PER_INSERT: usize = 500;
+
+        async fn insert_events(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            events: &[AuditEvent],
+        ) -> Result<()> {
+            for chunk in events.chunks(EVENTS_PER_INSERT) {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                    "INSERT INTO audit_events (id, at, actor, action, target, details) ",
+                );
+                q.push_values(chunk, |mut row, e| {
+                    row.push_bind(e.id.as_str().to_owned())
+                        .push_bind(millis(e.at))
+                        .push_bind(e.actor.as_ref().map(|a| a.as_str().to_owned()))
+                        .push_bind(e.action.clone())
+                        .push_bind(e.target.clone())
+                        .push_bind(to_json(&e.details));
+                });
+                q.build().execute(&mut **tx).await?;
+            }
+            Ok(())
+        }
+
+        fn push_key_filter(
+            q: &mut QueryBuilder<'_, $db>,
+            api_ids_within: &Option<Vec<ApiId>>,
+            environments_within: &Option<Vec<keyward_core::Environment>>,
+        ) {
+            if let Some(ids) = api_ids_within {
+                if ids.is_empty() {
+                    q.push(" AND FALSE");
+                } else {
+                    q.push(" AND api_id IN (");
+                    let mut list = q.separated(", ");
+                    for id in ids {
+                        list.push_bind(id.as_str().to_owned());
+                    }
+                    q.push(")");
+                }
+            }
+            if let Some(envs) = environments_within {
+                if envs.is_empty() {
+                    q.push(" AND FALSE");
+                } else {
+                    q.push(" AND environment IN (");
+                    let mut list = q.separated(", ");
+                    for env in envs {
+                        list.push_bind(env.as_str());
+                    }
+                    q.push(")");
+                }
+            }
+        }
+
+        async fn insert_key(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            key: &KeyRecord,
+        ) -> Result<()> {
+            let sql = format!(
+                "INSERT INTO keys ({KEY_COLUMNS}) VALUES \
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+            );
+            sqlx::query(&sql)
+                .bind(key.id.as_str())
+                .bind(key.api_id.as_str())
+                .bind(key.environment.as_str())
+                .bind(&key.name)
+                .bind(&key.owner)
+                .bind(to_json(&key.scopes))
+                .bind(to_json(&key.metadata))
+                .bind(key.digest.as_bytes().as_slice())
+                .bind(&key.start)
+                .bind(key.enabled)
+                .bind(millis(key.created_at))
+                .bind(millis(key.updated_at))
+                .bind(key.expires_at.map(millis))
+                .bind(key.revoked_at.map(millis))
+                .bind(key.revoke_reason.as_deref())
+                .bind(key.rotated_from.as_ref().map(|k| k.as_str()))
+                .bind(key.rotated_to.as_ref().map(|k| k.as_str()))
+                .execute(&mut **tx)
+                .await
+                .map_err(unique_violation("a key with this digest already exists"))?;
+            Ok(())
+        }
+
+        /// Maps a unique-constraint failure to `Conflict` with `what`.
+        fn unique_violation(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+            move |e| match &e {
+                sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+                _ => StoreError::Database(e),
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(self.reader()).await?;
+                Ok(())
+            }
+
+            async fn bootstrap(&self, root: &AdminToken, event: &AuditEvent) -> Result<bool> {
+                let mut tx = self.writer().begin().await?;
+                let claimed = sqlx::query(
+                    "INSERT INTO bootstrap (singleton, at, root_token) VALUES (1, $1, $2) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(millis(root.created_at))
+                .bind(root.id.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !claimed {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                insert_token(&mut tx, root).await?;
+                insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn create_api(&self, api: &Api, event: &AuditEvent) -> Result<()> {
+                let mut tx = self.writer().begin().await?;
+                sqlx::query(
+                    "INSERT INTO apis (id, name, prefix, environments, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(api.id.as_str())
+                .bind(&api.name)
+                .bind(api.prefix.as_str())
+                .bind(to_json(&api.environments))
+                .bind(millis(api.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(unique_violation("an API with this prefix already exists"))?;
+                insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_api(&self, id: &ApiId) -> Result<Option<Api>> {
+                let row: Option<ApiRow> = sqlx::query_as(
+                    "SELECT id, name, prefix, environments, created_at FROM apis WHERE id = $1",
+                )
+                .bind(id.as_str())
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(Api::try_from).transpose()
+            }
+
+            async fn list_apis(&self) -> Result<Vec<Api>> {
+                let rows: Vec<ApiRow> = sqlx::query_as(
+                    "SELECT id, name, prefix, environments, created_at FROM apis ORDER BY id",
+                )
+                .fetch_all(self.reader())
+                .await?;
+                convert(rows)
+            }
+
+            async fn create_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<()> {
+                let mut tx = self.writer().begin().await?;
+                insert_key(&mut tx, key).await?;
+                insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>> {
+                let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = $1");
+                let row: Option<KeyRow> = sqlx::query_as(&sql)
+                    .bind(id.as_str())
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(KeyRecord::try_from).transpose()
+            }
+
+            async fn find_key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>> {
+                let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE digest = $1");
+                let row: Option<KeyRow> = sqlx::query_as(&sql)
+                    .bind(digest.as_bytes().as_slice())
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(KeyRecord::try_from).transpose()
+            }
+
+            async fn list_keys(
+                &self,
+                filter: &KeyFilter,
+                page: &Page,
+                now: OffsetDateTime,
+            ) -> Result<Vec<KeyRecord>> {
+                let mut q: QueryBuilder<$db> =
+                    QueryBuilder::new(format!("SELECT {KEY_COLUMNS} FROM keys WHERE TRUE"));
+                if let Some(api_id) = &filter.api_id {
+                    q.push(" AND api_id = ").push_bind(api_id.as_str().to_owned());
+                }
+                if let Some(owner) = &filter.owner {
+                    q.push(" AND owner = ").push_bind(owner.clone());
+                }
+                if let Some(env) = filter.environment {
+                    q.push(" AND environment = ").push_bind(env.as_str());
+                }
+                if let Some(state) = filter.state {
+                    let now = millis(now);
+                    match state {
+                        KeyState::Revoked => {
+                            q.push(" AND revoked_at IS NOT NULL");
+                        }
+                        KeyState::Expired => {
+                            q.push(" AND revoked_at IS NULL AND expires_at <= ")
+                                .push_bind(now);
+                        }
+                        KeyState::Disabled | KeyState::Active => {
+                            q.push(" AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ")
+                                .push_bind(now)
+                                .push(") AND enabled = ")
+                                .push_bind(state == KeyState::Active);
+                        }
+                    }
+                }
+                push_key_filter(&mut q, &filter.api_ids_within, &filter.environments_within);
+                if let Some(after) = &page.after {
+                    q.push(" AND id > ").push_bind(after.clone());
+                }
+                q.push(" ORDER BY id LIMIT ").push_bind(i64::from(page.limit));
+                let rows: Vec<KeyRow> = q.build_query_as().fetch_all(self.reader()).await?;
+                convert(rows)
+            }
+
+            async fn update_key(
+                &self,
+                id: &KeyId,
+                patch: &KeyPatch,
+                now: OffsetDateTime,
+                event: &AuditEvent,
+            ) -> Result<KeyRecord> {
+                let mut tx = self.writer().begin().await?;
+                let sql = format!(
+                    "UPDATE keys SET \
+                       name = COALESCE($2, name), \
+                       scopes = COALESCE($3, scopes), \
+                       metadata = COALESCE($4, metadata), \
+                       expires_at = CASE WHEN $5 THEN $6 ELSE expires_at END, \
+                       enabled = COALESCE($7, enabled), \
+                       updated_at = $8 \
+                     WHERE id = $1 RETURNING {KEY_COLUMNS}"
+                );
+                let row: Option<KeyRow> = sqlx::query_as(&sql)
+                    .bind(id.as_str())
+                    .bind(patch.name.as_deref())
+                    .bind(patch.scopes.as_ref().map(to_json))
+                    .bind(patch.metadata.as_ref().map(to_json))
+                    .bind(patch.expires_at.is_some())
+                    .bind(patch.expires_at.flatten().map(millis))
+                    .bind(patch.enabled)
+                    .bind(millis(now))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(row) = row else {
+                    return Err(StoreError::NotFound);
+                };
+                let record = KeyRecord::try_from(row)?;
+                insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                tx.commit().await?;
+                Ok(record)
+            }
+
+            async fn revoke_key(
+                &self,
+                id: &KeyId,
+                reason: &str,
+                now: OffsetDateTime,
+                event: &AuditEvent,
+            ) -> Result<(KeyRecord, bool)> {
+                let mut tx = self.writer().begin().await?;
+                let sql = format!(
+                    "UPDATE keys SET revoked_at = $2, revoke_reason = $3, updated_at = $2 \
+                     WHERE id = $1 AND revoked_at IS NULL RETURNING {KEY_COLUMNS}"
+                );
+                let row: Option<KeyRow> = sqlx::query_as(&sql)
+                    .bind(id.as_str())
+                    .bind(millis(now))
+                    .bind(reason)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match row {
+                    Some(row) => {
+                        let record = KeyRecord::try_from(row)?;
+                        insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                        tx.commit().await?;
+                        Ok((record, true))
+                    }
+                    None => {
+                        tx.rollback().await?;
+                        let record = self.get_key(id).await?.ok_or(StoreError::NotFound)?;
+                        Ok((record, false))
+                    }
+                }
+            }
+
+            async fn rotate_key(&self, rotation: &Rotation, events: &[AuditEvent]) -> Result<()> {
+                let mut tx = self.writer().begin().await?;
+                let until = millis(rotation.old_expires_at);
+                let marked = sqlx::query(
+                    "UPDATE keys SET rotated_to = $2, updated_at = $3, \
+                       expires_at = CASE WHEN expires_at IS NULL OR expires_at > $4 \
+                                         THEN $4 ELSE expires_at END \
+                     WHERE id = $1 AND revoked_at IS NULL AND rotated_to IS NULL",
+                )
+                .bind(rotation.old.as_str())
+                .bind(rotation.successor.id.as_str())
+                .bind(millis(rotation.successor.created_at))
+                .bind(until)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if marked != 1 {
+                    tx.rollback().await?;
+                    return match self.get_key(&rotation.old).await? {
+                        None => Err(StoreError::NotFound),
+                        Some(_) => Err(StoreError::Conflict(
+                            "the key is revoked or was already rotated",
+                        )),
+                    };
+                }
+                insert_key(&mut tx, &rotation.successor).await?;
+                insert_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn bulk_revoke(
+                &self,
+                filter: &BulkRevokeFilter,
+                reason: &str,
+                now: OffsetDateTime,
+                template: &AuditEvent,
+            ) -> Result<u64> {
+                if !filter.has_criteria() {
+                    return Err(StoreError::Conflict("a bulk revocation needs a filter"));
+                }
+                let mut tx = self.writer().begin().await?;
+                let mut q: QueryBuilder<$db> = QueryBuilder::new("UPDATE keys SET revoked_at = ");
+                q.push_bind(millis(now))
+                    .push(", updated_at = ")
+                    .push_bind(millis(now))
+                    .push(", revoke_reason = ")
+                    .push_bind(reason.to_owned())
+                    .push(" WHERE revoked_at IS NULL");
+                if let Some(owner) = &filter.owner {
+                    q.push(" AND owner = ").push_bind(owner.clone());
+                }
+                if let Some(api_id) = &filter.api_id {
+                    q.push(" AND api_id = ").push_bind(api_id.as_str().to_owned());
+                }
+                if let Some(env) = filter.environment {
+                    q.push(" AND environment = ").push_bind(env.as_str());
+                }
+                if let Some(before) = filter.created_before {
+                    q.push(" AND created_at < ").push_bind(millis(before));
+                }
+                if let Some(scope) = &filter.scope {
+                    q.push(" AND ")
+                        .push(Self::DIALECT.scope_match_open)
+                        .push_bind(scope.as_str().to_owned())
+                        .push(Self::DIALECT.scope_match_close);
+                }
+                push_key_filter(&mut q, &filter.api_ids_within, &filter.environments_within);
+                q.push(" RETURNING id");
+                let ids: Vec<(String,)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                let mut events = Vec::with_capacity(ids.len());
+                for (id,) in &ids {
+                    events.push(AuditEvent {
+                        id: $crate::event_id(now)?,
+                        target: id.clone(),
+                        ..template.clone()
+                    });
+                }
+                insert_events(&mut tx, &events).await?;
+                tx.commit().await?;
+                Ok(ids.len() as u64)
+            }
+
+            async fn create_token(&self, token: &AdminToken, event: &AuditEvent) -> Result<()> {
+                let mut tx = self.writer().begin().await?;
+                insert_token(&mut tx, token).await?;
+                insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn get_token(&self, id: &TokenId) -> Result<Option<AdminToken>> {
+                let sql = format!("SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE id = $1");
+                let row: Option<TokenRow> = sqlx::query_as(&sql)
+                    .bind(id.as_str())
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(AdminToken::try_from).transpose()
+            }
+
+            async fn find_token_by_digest(&self, digest: &KeyDigest) -> Result<Option<AdminToken>> {
+                let sql = format!("SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE digest = $1");
+                let row: Option<TokenRow> = sqlx::query_as(&sql)
+                    .bind(digest.as_bytes().as_slice())
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(AdminToken::try_from).transpose()
+            }
+
+            async fn list_tokens(&self, page: &Page) -> Result<Vec<AdminToken>> {
+                let sql = format!(
+                    "SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE id > $1 ORDER BY id LIMIT $2"
+                );
+                let rows: Vec<TokenRow> = sqlx::query_as(&sql)
+                    .bind(page.after.clone().unwrap_or_default())
+                    .bind(i64::from(page.limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                convert(rows)
+            }
+
+            async fn revoke_token(
+                &self,
+                id: &TokenId,
+                now: OffsetDateTime,
+                event: &AuditEvent,
+            ) -> Result<bool> {
+                let mut tx = self.writer().begin().await?;
+                let revoked = sqlx::query(
+                    "UPDATE admin_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(id.as_str())
+                .bind(millis(now))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !revoked {
+                    tx.rollback().await?;
+                    return match self.get_token(id).await? {
+                        None => Err(StoreError::NotFound),
+                        Some(_) => Ok(false),
+                    };
+                }
+                insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn list_audit(
+                &self,
+                filter: &AuditFilter,
+                page: &Page,
+            ) -> Result<Vec<AuditEvent>> {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                    "SELECT id, at, actor, action, target, details FROM audit_events WHERE TRUE",
+                );
+                if let Some(target) = &filter.target {
+                    q.push(" AND target = ").push_bind(target.clone());
+                }
+                if let Some(action) = &filter.action {
+                    q.push(" AND action = ").push_bind(action.clone());
+                }
+                if let Some(after) = &page.after {
+                    q.push(" AND id > ").push_bind(after.clone());
+                }
+                q.push(" ORDER BY id LIMIT ").push_bind(i64::from(page.limit));
+                let rows: Vec<EventRow> = q.build_query_as().fetch_all(self.reader()).await?;
+                convert(rows)
+            }
+        }
+
+        async fn insert_token(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            token: &AdminToken,
+        ) -> Result<()> {
+            let sql = format!(
+                "INSERT INTO admin_tokens ({TOKEN_COLUMNS}) VALUES \
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            );
+            sqlx::query(&sql)
+                .bind(token.id.as_str())
+                .bind(&token.name)
+                .bind(token.digest.as_bytes().as_slice())
+                .bind(&token.start)
+                .bind(to_json(&token.scopes))
+                .bind(token.api_ids.as_ref().map(to_json))
+                .bind(token.environments.as_ref().map(to_json))
+                .bind(token.created_by.as_ref().map(|t| t.as_str()))
+                .bind(millis(token.created_at))
+                .bind(token.expires_at.map(millis))
+                .bind(token.revoked_at.map(millis))
+                .execute(&mut **tx)
+                .await
+                .map_err(unique_violation("a token with this digest already exists"))?;
+            Ok(())
+        }
+    };
+}
+
+pub(crate) use impl_store;

@@ -1,0 +1,267 @@
+//! Keyward's storage: the [`Store`] trait and its two implementations,
+//! [`SqliteStore`] (the embedded default) and [`PgStore`] (the multi-node
+//! store). [`open`] picks one by the database URL's scheme.
+//!
+//! Only this crate knows SQL. Each backend keeps its own migrations under
+//! `migrations/<backend>/` and applies them on open. Every mutation that the
+//! audit log must record takes its [`AuditEvent`]s and writes them in the same
+//! transaction, so a change is never acknowledged without its audit entry.
+
+#![forbid(unsafe_code)]
+
+mod common;
+mod postgres;
+mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use keyward_core::{
+    AdminToken, Api, ApiId, AuditEvent, Environment, EventId, KeyDigest, KeyId, KeyRecord,
+    KeyState, Scope, TokenId,
+};
+use time::OffsetDateTime;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// A storage failure. Callers map `Conflict` and `NotFound` to client errors
+/// and log everything else as an internal error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A uniqueness rule was broken, e.g. an API prefix already in use.
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The record acted on does not exist.
+    #[error("record not found")]
+    NotFound,
+    /// A stored row could not be read back into a record; the database was
+    /// changed outside Keyward or is corrupt.
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+    /// The database URL names no supported backend.
+    #[error("unsupported database URL scheme (use sqlite:// or postgres://)")]
+    UnsupportedUrl,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which keys a listing returns. Every field narrows; `None` does not.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    pub api_id: Option<ApiId>,
+    pub owner: Option<String>,
+    pub environment: Option<Environment>,
+    /// The state at `now`.
+    pub state: Option<KeyState>,
+    /// Restricts the listing to these APIs (an admin token's reach).
+    pub api_ids_within: Option<Vec<ApiId>>,
+    /// Restricts the listing to these environments (an admin token's reach).
+    pub environments_within: Option<Vec<Environment>>,
+}
+
+/// One page of a listing in id order.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Return only records with ids after this one.
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+/// Which keys a bulk revocation hits. At least one of the caller's criteria
+/// must be set; the `*_within` fields only restrict to the caller's reach.
+#[derive(Debug, Clone, Default)]
+pub struct BulkRevokeFilter {
+    pub owner: Option<String>,
+    pub api_id: Option<ApiId>,
+    pub environment: Option<Environment>,
+    pub created_before: Option<OffsetDateTime>,
+    pub scope: Option<Scope>,
+    pub api_ids_within: Option<Vec<ApiId>>,
+    pub environments_within: Option<Vec<Environment>>,
+}
+
+impl BulkRevokeFilter {
+    /// Whether the caller named any criterion. An empty filter would revoke
+    /// every key the caller can reach, which is never what an incident needs.
+    pub fn has_criteria(&self) -> bool {
+        self.owner.is_some()
+            || self.api_id.is_some()
+            || self.environment.is_some()
+            || self.created_before.is_some()
+            || self.scope.is_some()
+    }
+}
+
+/// A change to a key's mutable attributes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub scopes: Option<Vec<Scope>>,
+    pub metadata: Option<serde_json::Value>,
+    /// `Some(None)` removes the expiry.
+    pub expires_at: Option<Option<OffsetDateTime>>,
+    pub enabled: Option<bool>,
+}
+
+/// How a rotation changes the old key and what it issues.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub old: KeyId,
+    /// When the old key stops verifying: now plus the grace period, or its
+    /// own earlier expiry.
+    pub old_expires_at: OffsetDateTime,
+    pub successor: KeyRecord,
+}
+
+/// The audit log filter for listings.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub target: Option<String>,
+    pub action: Option<String>,
+}
+
+/// Everything Keyward persists. Implementations must make every method that
+/// returns `Ok` durable before returning.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// Stores the root admin token unless the store was bootstrapped before.
+    /// Returns whether this call did it; safe when several nodes start at once.
+    async fn bootstrap(&self, root: &AdminToken, event: &AuditEvent) -> Result<bool>;
+
+    async fn create_api(&self, api: &Api, event: &AuditEvent) -> Result<()>;
+    async fn get_api(&self, id: &ApiId) -> Result<Option<Api>>;
+    async fn list_apis(&self) -> Result<Vec<Api>>;
+
+    async fn create_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<()>;
+    async fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>>;
+    async fn find_key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>>;
+    async fn list_keys(
+        &self,
+        filter: &KeyFilter,
+        page: &Page,
+        now: OffsetDateTime,
+    ) -> Result<Vec<KeyRecord>>;
+    /// Applies `patch` atomically; `NotFound` if the key does not exist.
+    async fn update_key(
+        &self,
+        id: &KeyId,
+        patch: &KeyPatch,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<KeyRecord>;
+    /// Revokes the key unless it already is; returns the record and whether
+    /// this call revoked it (the event is written only then).
+    async fn revoke_key(
+        &self,
+        id: &KeyId,
+        reason: &str,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<(KeyRecord, bool)>;
+    /// Marks the old key rotated and stores the successor in one transaction.
+    /// `Conflict` if the old key is revoked or was rotated before.
+    async fn rotate_key(&self, rotation: &Rotation, events: &[AuditEvent]) -> Result<()>;
+    /// Revokes every unrevoked key matching `filter` in one transaction, with
+    /// one audit event per key: a copy of `template` with a fresh id and the
+    /// key as target. Returns how many were revoked.
+    async fn bulk_revoke(
+        &self,
+        filter: &BulkRevokeFilter,
+        reason: &str,
+        now: OffsetDateTime,
+        template: &AuditEvent,
+    ) -> Result<u64>;
+
+    async fn create_token(&self, token: &AdminToken, event: &AuditEvent) -> Result<()>;
+    async fn get_token(&self, id: &TokenId) -> Result<Option<AdminToken>>;
+    async fn find_token_by_digest(&self, digest: &KeyDigest) -> Result<Option<AdminToken>>;
+    async fn list_tokens(&self, page: &Page) -> Result<Vec<AdminToken>>;
+    /// Revokes the token unless it already is; returns whether this call did.
+    async fn revoke_token(
+        &self,
+        id: &TokenId,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<bool>;
+
+    async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> Result<Vec<AuditEvent>>;
+}
+
+/// Opens the store a database URL names: `sqlite://PATH` or `postgres://…`
+/// (also `postgresql://`), and applies pending migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url, None).await?))
+    } else if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(SqliteStore::open(Path::new(path)).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl)
+    }
+}
+
+/// Builds an audit event id, failing only if the OS has no randomness.
+pub fn event_id(now: OffsetDateTime) -> Result<EventId> {
+    EventId::generate(now).map_err(|e| StoreError::Io(std::io::Error::other(e)))
+}
+
+/// Helpers shared by both backends for reading rows back into records.
+pub(crate) mod rows {
+    use super::StoreError;
+    use keyward_core::{Environment, KeyDigest};
+    use time::OffsetDateTime;
+
+    pub fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
+        StoreError::Corrupt {
+            table,
+            detail: detail.to_string(),
+        }
+    }
+
+    pub fn millis(at: OffsetDateTime) -> i64 {
+        (at.unix_timestamp_nanos() / 1_000_000) as i64
+    }
+
+    pub fn from_millis(table: &'static str, ms: i64) -> Result<OffsetDateTime, StoreError> {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .map_err(|e| corrupt(table, e))
+    }
+
+    pub fn opt_from_millis(
+        table: &'static str,
+        ms: Option<i64>,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
+        ms.map(|m| from_millis(table, m)).transpose()
+    }
+
+    pub fn environment(table: &'static str, s: &str) -> Result<Environment, StoreError> {
+        s.parse().map_err(|e| corrupt(table, e))
+    }
+
+    pub fn digest(table: &'static str, bytes: &[u8]) -> Result<KeyDigest, StoreError> {
+        KeyDigest::from_slice(bytes).ok_or_else(|| corrupt(table, "digest is not 32 bytes"))
+    }
+
+    pub fn json<T: serde::de::DeserializeOwned>(
+        table: &'static str,
+        text: &str,
+    ) -> Result<T, StoreError> {
+        serde_json::from_str(text).map_err(|e| corrupt(table, e))
+    }
+
+    pub fn to_json<T: serde::Serialize>(value: &T) -> String {
+        // Serializing plain data (strings, lists, JSON values) cannot fail.
+        serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+    }
+}

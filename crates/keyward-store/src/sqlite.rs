@@ -1,0 +1,65 @@
+//! The embedded default: one SQLite file in WAL mode with `synchronous=FULL`,
+//! so a commit is on disk before it is acknowledged.
+//!
+//! SQLite allows one writer at a time. Writes go through a pool of exactly one
+//! connection, which serializes them in Keyward instead of failing with
+//! `SQLITE_BUSY` when two deferred transactions both try to upgrade; reads use
+//! a separate pool and run concurrently with the writer thanks to WAL.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool};
+
+use crate::common::{impl_store, Dialect};
+
+/// Connections for concurrent reads.
+const READERS: u32 = 8;
+
+/// A Keyward store in one SQLite database file.
+pub struct SqliteStore {
+    /// Serves every read; WAL lets these run beside the writer.
+    readers: SqlitePool,
+    /// The single connection all writes go through.
+    writer: SqlitePool,
+}
+
+impl SqliteStore {
+    const DIALECT: Dialect = Dialect {
+        scope_match_open: "EXISTS (SELECT 1 FROM json_each(keys.scopes) WHERE json_each.value = ",
+        scope_match_close: ")",
+    };
+
+    /// Opens (creating if needed) the database file at `path` and migrates it.
+    pub async fn open(path: &Path) -> crate::Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore { readers, writer })
+    }
+
+    fn reader(&self) -> &SqlitePool {
+        &self.readers
+    }
+
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+}
+
+impl_store!(SqliteStore, Sqlite);

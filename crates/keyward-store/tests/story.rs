@@ -1,0 +1,557 @@
+//! One storage story, generic over [`Store`], told against SQLite (a fresh
+//! file per test) and against PostgreSQL (a fresh schema per test) when
+//! `KEYWARD_TEST_POSTGRES_URL` names a server.
+
+use std::sync::Arc;
+
+use keyward_core::{
+    AdminScope, AdminToken, Api, ApiId, AuditEvent, Environment, EventId, KeyId, KeyRecord,
+    KeyState, PlaintextKey, Prefix, Scope, TokenId,
+};
+use keyward_store::{
+    AuditFilter, BulkRevokeFilter, KeyFilter, KeyPatch, Page, PgStore, Rotation, Store, StoreError,
+};
+use time::{Duration, OffsetDateTime};
+
+fn now() -> OffsetDateTime {
+    // Millisecond precision, as stored.
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap()
+}
+
+fn event(action: &str, target: &str) -> AuditEvent {
+    AuditEvent {
+        id: EventId::generate(now()).unwrap(),
+        at: now(),
+        actor: None,
+        action: action.into(),
+        target: target.into(),
+        details: serde_json::json!({"why": "story"}),
+    }
+}
+
+fn api(prefix: &str) -> Api {
+    Api {
+        id: ApiId::generate(now()).unwrap(),
+        name: format!("{prefix} api"),
+        prefix: Prefix::parse(prefix).unwrap(),
+        environments: vec![Environment::Live, Environment::Test],
+        created_at: now(),
+    }
+}
+
+fn key(api: &Api, env: Environment, owner: &str, scopes: &[&str]) -> (KeyRecord, PlaintextKey) {
+    let plain = PlaintextKey::generate(&api.prefix, env).unwrap();
+    let record = KeyRecord {
+        id: KeyId::generate(now()).unwrap(),
+        api_id: api.id.clone(),
+        environment: env,
+        name: "story key".into(),
+        owner: owner.into(),
+        scopes: scopes.iter().map(|s| Scope::parse(s).unwrap()).collect(),
+        metadata: serde_json::json!({"plan": "pro"}),
+        digest: plain.digest(),
+        start: plain.display_start(),
+        enabled: true,
+        created_at: now(),
+        updated_at: now(),
+        expires_at: None,
+        revoked_at: None,
+        revoke_reason: None,
+        rotated_from: None,
+        rotated_to: None,
+    };
+    (record, plain)
+}
+
+fn token(scopes: Vec<AdminScope>) -> (AdminToken, PlaintextKey) {
+    let plain = PlaintextKey::generate(&Prefix::admin(), Environment::Live).unwrap();
+    let token = AdminToken {
+        id: TokenId::generate(now()).unwrap(),
+        name: "story token".into(),
+        digest: plain.digest(),
+        start: plain.display_start(),
+        scopes,
+        api_ids: None,
+        environments: None,
+        created_by: None,
+        created_at: now(),
+        expires_at: None,
+        revoked_at: None,
+    };
+    (token, plain)
+}
+
+fn page(limit: u32) -> Page {
+    Page { after: None, limit }
+}
+
+async fn apis_and_keys(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+    let tm = api("tm");
+    store
+        .create_api(&tm, &event("api.create", tm.id.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(store.get_api(&tm.id).await.unwrap(), Some(tm.clone()));
+    let clash = Api {
+        id: ApiId::generate(now()).unwrap(),
+        ..tm.clone()
+    };
+    assert!(matches!(
+        store.create_api(&clash, &event("api.create", "x")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.list_apis().await.unwrap(), vec![tm.clone()]);
+
+    let (k, plain) = key(&tm, Environment::Live, "acme", &["prices:read"]);
+    store
+        .create_key(&k, &event("key.create", k.id.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(store.get_key(&k.id).await.unwrap(), Some(k.clone()));
+    assert_eq!(
+        store.find_key_by_digest(&plain.digest()).await.unwrap(),
+        Some(k.clone())
+    );
+    let other = PlaintextKey::generate(&tm.prefix, Environment::Live).unwrap();
+    assert_eq!(
+        store.find_key_by_digest(&other.digest()).await.unwrap(),
+        None
+    );
+
+    let patched = store
+        .update_key(
+            &k.id,
+            &KeyPatch {
+                scopes: Some(vec![Scope::parse("signals:read").unwrap()]),
+                expires_at: Some(Some(now() + Duration::hours(1))),
+                enabled: Some(false),
+                ..KeyPatch::default()
+            },
+            now(),
+            &event("key.update", k.id.as_str()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.name, k.name, "untouched fields stay");
+    assert_eq!(patched.scopes, vec![Scope::parse("signals:read").unwrap()]);
+    assert!(!patched.enabled && patched.expires_at.is_some());
+    let cleared = store
+        .update_key(
+            &k.id,
+            &KeyPatch {
+                expires_at: Some(None),
+                ..KeyPatch::default()
+            },
+            now(),
+            &event("key.update", k.id.as_str()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.expires_at, None);
+    let missing = KeyId::generate(now()).unwrap();
+    assert!(matches!(
+        store
+            .update_key(
+                &missing,
+                &KeyPatch::default(),
+                now(),
+                &event("key.update", "x")
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    let (revoked, first) = store
+        .revoke_key(
+            &k.id,
+            "customer asked",
+            now(),
+            &event("key.revoke", k.id.as_str()),
+        )
+        .await
+        .unwrap();
+    assert!(first && revoked.revoked_at.is_some());
+    assert_eq!(revoked.revoke_reason.as_deref(), Some("customer asked"));
+    let (_, again) = store
+        .revoke_key(&k.id, "again", now(), &event("key.revoke", k.id.as_str()))
+        .await
+        .unwrap();
+    assert!(!again, "a second revoke changes nothing");
+
+    let trail = store
+        .list_audit(
+            &AuditFilter {
+                target: Some(k.id.to_string()),
+                action: None,
+            },
+            &page(100),
+        )
+        .await
+        .unwrap();
+    let actions: Vec<&str> = trail.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["key.create", "key.update", "key.update", "key.revoke"]
+    );
+}
+
+async fn listing_and_pagination(store: Arc<dyn Store>) {
+    let tm = api("pg");
+    store
+        .create_api(&tm, &event("api.create", tm.id.as_str()))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let env = if i % 2 == 0 {
+            Environment::Live
+        } else {
+            Environment::Test
+        };
+        let (k, _) = key(
+            &tm,
+            env,
+            if i < 5 { "acme" } else { "zeta" },
+            &["prices:read"],
+        );
+        store
+            .create_key(&k, &event("key.create", k.id.as_str()))
+            .await
+            .unwrap();
+        ids.push(k.id);
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let batch = store
+            .list_keys(
+                &KeyFilter::default(),
+                &Page {
+                    after: after.clone(),
+                    limit: 3,
+                },
+                now(),
+            )
+            .await
+            .unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        after = batch.last().map(|k| k.id.to_string());
+        seen.extend(batch.into_iter().map(|k| k.id));
+    }
+    assert_eq!(seen, ids, "pages cover every key once, in creation order");
+
+    let acme_live = store
+        .list_keys(
+            &KeyFilter {
+                owner: Some("acme".into()),
+                environment: Some(Environment::Live),
+                ..KeyFilter::default()
+            },
+            &page(100),
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(acme_live.len(), 3);
+    let within_other_api = store
+        .list_keys(
+            &KeyFilter {
+                api_ids_within: Some(vec![]),
+                ..KeyFilter::default()
+            },
+            &page(100),
+            now(),
+        )
+        .await
+        .unwrap();
+    assert!(within_other_api.is_empty());
+
+    store
+        .revoke_key(&ids[0], "r", now(), &event("key.revoke", ids[0].as_str()))
+        .await
+        .unwrap();
+    store
+        .update_key(
+            &ids[1],
+            &KeyPatch {
+                expires_at: Some(Some(now() - Duration::seconds(1))),
+                ..Default::default()
+            },
+            now(),
+            &event("key.update", ids[1].as_str()),
+        )
+        .await
+        .unwrap();
+    store
+        .update_key(
+            &ids[2],
+            &KeyPatch {
+                enabled: Some(false),
+                ..Default::default()
+            },
+            now(),
+            &event("key.update", ids[2].as_str()),
+        )
+        .await
+        .unwrap();
+    for (state, expected) in [
+        (KeyState::Revoked, vec![ids[0].clone()]),
+        (KeyState::Expired, vec![ids[1].clone()]),
+        (KeyState::Disabled, vec![ids[2].clone()]),
+        (KeyState::Active, ids[3..].to_vec()),
+    ] {
+        let got: Vec<KeyId> = store
+            .list_keys(
+                &KeyFilter {
+                    state: Some(state),
+                    ..Default::default()
+                },
+                &page(100),
+                now(),
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.id)
+            .collect();
+        assert_eq!(got, expected, "{state:?}");
+    }
+}
+
+async fn rotation(store: Arc<dyn Store>) {
+    let tm = api("rot");
+    store
+        .create_api(&tm, &event("api.create", tm.id.as_str()))
+        .await
+        .unwrap();
+    let (old, _) = key(&tm, Environment::Live, "acme", &["orders:write"]);
+    store
+        .create_key(&old, &event("key.create", old.id.as_str()))
+        .await
+        .unwrap();
+    let (mut successor, _) = key(&tm, Environment::Live, "acme", &["orders:write"]);
+    successor.rotated_from = Some(old.id.clone());
+    let until = now() + Duration::minutes(5);
+    let rotation = Rotation {
+        old: old.id.clone(),
+        old_expires_at: until,
+        successor: successor.clone(),
+    };
+    store
+        .rotate_key(&rotation, &[event("key.rotate", old.id.as_str())])
+        .await
+        .unwrap();
+    let old_now = store.get_key(&old.id).await.unwrap().unwrap();
+    assert_eq!(old_now.rotated_to, Some(successor.id.clone()));
+    assert_eq!(old_now.expires_at, Some(until));
+    assert_eq!(
+        store.get_key(&successor.id).await.unwrap(),
+        Some(successor.clone())
+    );
+
+    let (again, _) = key(&tm, Environment::Live, "acme", &[]);
+    let twice = Rotation {
+        old: old.id.clone(),
+        old_expires_at: until,
+        successor: again.clone(),
+    };
+    assert!(matches!(
+        store.rotate_key(&twice, &[]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_key(&again.id).await.unwrap(),
+        None,
+        "nothing half-written"
+    );
+}
+
+async fn bulk_revocation(store: Arc<dyn Store>) {
+    let a = api("bulka");
+    let b = api("bulkb");
+    for x in [&a, &b] {
+        store
+            .create_api(x, &event("api.create", x.id.as_str()))
+            .await
+            .unwrap();
+    }
+    let mut made = Vec::new();
+    for (api, env, owner, scopes) in [
+        (
+            &a,
+            Environment::Live,
+            "acme",
+            vec!["withdrawals:write", "prices:read"],
+        ),
+        (&a, Environment::Test, "acme", vec!["prices:read"]),
+        (&a, Environment::Live, "zeta", vec!["withdrawals:write"]),
+        (&b, Environment::Live, "acme", vec!["withdrawals:write"]),
+    ] {
+        let (k, _) = key(api, env, owner, &scopes);
+        store
+            .create_key(&k, &event("key.create", k.id.as_str()))
+            .await
+            .unwrap();
+        made.push(k.id);
+    }
+    let template = event("key.revoke", "");
+    assert!(store
+        .bulk_revoke(&BulkRevokeFilter::default(), "all", now(), &template)
+        .await
+        .is_err());
+    let n = store
+        .bulk_revoke(
+            &BulkRevokeFilter {
+                owner: Some("acme".into()),
+                scope: Some(Scope::parse("withdrawals:write").unwrap()),
+                api_ids_within: Some(vec![a.id.clone()]),
+                ..Default::default()
+            },
+            "incident 7",
+            now(),
+            &template,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let states: Vec<bool> = futures_states(&store, &made).await;
+    assert_eq!(states, [true, false, false, false]);
+    let n = store
+        .bulk_revoke(
+            &BulkRevokeFilter {
+                environment: Some(Environment::Live),
+                ..Default::default()
+            },
+            "incident 8",
+            now(),
+            &template,
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "already revoked keys are not counted again");
+    let events = store
+        .list_audit(
+            &AuditFilter {
+                action: Some("key.revoke".into()),
+                target: None,
+            },
+            &page(100),
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 3, "one audit event per revoked key");
+}
+
+async fn futures_states(store: &Arc<dyn Store>, ids: &[KeyId]) -> Vec<bool> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(
+            store
+                .get_key(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_some(),
+        );
+    }
+    out
+}
+
+async fn tokens_and_bootstrap(store: Arc<dyn Store>) {
+    let (root, plain) = token(AdminScope::ALL.to_vec());
+    assert!(store
+        .bootstrap(&root, &event("token.create", root.id.as_str()))
+        .await
+        .unwrap());
+    let (second, _) = token(AdminScope::ALL.to_vec());
+    assert!(!store
+        .bootstrap(&second, &event("token.create", "x"))
+        .await
+        .unwrap());
+    assert_eq!(store.get_token(&second.id).await.unwrap(), None);
+    assert_eq!(
+        store.find_token_by_digest(&plain.digest()).await.unwrap(),
+        Some(root.clone())
+    );
+
+    let (mut limited, _) = token(vec![AdminScope::KeysVerify]);
+    limited.api_ids = Some(vec![ApiId::generate(now()).unwrap()]);
+    limited.environments = Some(vec![Environment::Test]);
+    limited.created_by = Some(root.id.clone());
+    store
+        .create_token(&limited, &event("token.create", limited.id.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_token(&limited.id).await.unwrap(),
+        Some(limited.clone())
+    );
+    assert_eq!(store.list_tokens(&page(10)).await.unwrap().len(), 2);
+    assert!(store
+        .revoke_token(&limited.id, now(), &event("token.revoke", "t"))
+        .await
+        .unwrap());
+    assert!(!store
+        .revoke_token(&limited.id, now(), &event("token.revoke", "t"))
+        .await
+        .unwrap());
+    let after = store.get_token(&limited.id).await.unwrap().unwrap();
+    assert!(!after.is_usable(now()));
+}
+
+macro_rules! story {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = keyward_store::SqliteStore::open(&dir.path().join("k.db"))
+                        .await
+                        .unwrap();
+                    super::$name(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(store) = super::postgres_store().await else { return };
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+story!(
+    apis_and_keys,
+    listing_and_pagination,
+    rotation,
+    bulk_revocation,
+    tokens_and_bootstrap
+);
+
+/// A store in a fresh schema of the server `KEYWARD_TEST_POSTGRES_URL` names;
+/// `None` (the test passes vacuously, saying so) when the variable is unset.
+async fn postgres_store() -> Option<Arc<dyn Store>> {
+    let Ok(url) = std::env::var("KEYWARD_TEST_POSTGRES_URL") else {
+        eprintln!("KEYWARD_TEST_POSTGRES_URL is not set; PostgreSQL story not run");
+        return None;
+    };
+    // The id's random tail makes the schema unique to this test.
+    let id = EventId::generate(now()).unwrap();
+    let schema = format!("kw_test_{}", id.as_str()[4..].to_ascii_lowercase());
+    Some(Arc::new(
+        PgStore::connect(&url, Some(&schema))
+            .await
+            .expect("PostgreSQL reachable"),
+    ))
+}
