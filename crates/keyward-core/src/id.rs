@@ -24,6 +24,7 @@ pub struct IdError {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $tag:literal, $kind:literal) => {
         $(#[$doc])*
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);

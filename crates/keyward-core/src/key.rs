@@ -53,6 +53,7 @@ pub enum KeyFormatError {
 }
 
 /// An environment: keys of one never verify where another is required.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
@@ -93,6 +94,7 @@ impl FromStr for Environment {
 }
 
 /// An API's key prefix: 1–12 characters of `[a-z0-9]`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Prefix(String);
@@ -204,7 +206,8 @@ impl<'a> ParsedKey<'a> {
             return Err(KeyFormatError::BadCharacter);
         }
         let mut parts = text.splitn(3, '_');
-        let (Some(prefix), Some(environment), Some(tail)) = (parts.next(), parts.next(), parts.next())
+        let (Some(prefix), Some(environment), Some(tail)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return Err(KeyFormatError::BadShape);
         };
@@ -314,7 +317,10 @@ mod tests {
             (valid.replace("tm_", "tm-"), KeyFormatError::BadCharacter),
             ("tm_live".into(), KeyFormatError::BadShape),
             (valid.replace("tm_", "_"), KeyFormatError::BadPrefix),
-            (valid.replace("_live_", "_prod_"), KeyFormatError::BadEnvironment),
+            (
+                valid.replace("_live_", "_prod_"),
+                KeyFormatError::BadEnvironment,
+            ),
             (valid.replacen('_', "__", 2), KeyFormatError::BadEnvironment),
         ];
         for (input, expected) in cases {

@@ -26,6 +26,7 @@ pub enum ValueError {
 
 /// A permission a key carries and a verify may require, e.g. `orders:write`.
 /// Matching is exact: least privilege has no implicit wildcards.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Scope(String);
@@ -148,7 +149,9 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 /// Checks a key's metadata: a JSON object of bounded size.
 pub fn check_metadata(metadata: &serde_json::Value) -> Result<(), ValueError> {
-    let size = serde_json::to_vec(metadata).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(metadata)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if metadata.is_object() && size <= MAX_METADATA_BYTES {
         Ok(())
     } else {
@@ -199,6 +202,7 @@ pub struct KeyRecord {
 }
 
 /// The lifecycle state of a key at a moment, derived from its fields.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyState {

@@ -8,6 +8,7 @@ use crate::key::Environment;
 use crate::model::{KeyRecord, Scope};
 
 /// The outcome of a verify. Stable: callers branch on these names.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[non_exhaustive]
@@ -117,7 +118,10 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         check(|_, _| {}, VerifyCode::Valid);
         check(|r, _| r.revoked_at = Some(now), VerifyCode::Revoked);
-        check(|r, _| r.expires_at = Some(now - Duration::seconds(1)), VerifyCode::Expired);
+        check(
+            |r, _| r.expires_at = Some(now - Duration::seconds(1)),
+            VerifyCode::Expired,
+        );
         check(|r, _| r.enabled = false, VerifyCode::Disabled);
         check(
             |_, q| q.environment = Some(Environment::Test),

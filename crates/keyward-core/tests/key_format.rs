@@ -1,11 +1,16 @@
 //! Known-answer vectors from the shared key-format file, and properties of
 //! generated keys.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic in a test is a failed test.
+
 use keyward_core::{Environment, KeyDigest, ParsedKey, PlaintextKey, Prefix};
 use proptest::prelude::*;
 
 fn vectors() -> serde_json::Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/testdata/key-format-vectors.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/testdata/key-format-vectors.json"
+    );
     let text = std::fs::read_to_string(path).expect("vector file is part of the repository");
     serde_json::from_str(&text).expect("vector file is JSON")
 }
@@ -51,7 +56,11 @@ fn invalid_vectors_fail_to_parse() {
 }
 
 fn any_env() -> impl Strategy<Value = Environment> {
-    prop_oneof![Just(Environment::Live), Just(Environment::Test), Just(Environment::Dev)]
+    prop_oneof![
+        Just(Environment::Live),
+        Just(Environment::Test),
+        Just(Environment::Dev)
+    ]
 }
 
 proptest! {

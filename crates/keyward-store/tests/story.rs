@@ -2,6 +2,8 @@
 //! file per test) and against PostgreSQL (a fresh schema per test) when
 //! `KEYWARD_TEST_POSTGRES_URL` names a server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic in a test is a failed test.
+
 use std::sync::Arc;
 
 use keyward_core::{

@@ -1,0 +1,77 @@
+//! Who is calling: the admin token in `Authorization: Bearer`, checked on
+//! every admin request.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use keyward_core::{AdminScope, AdminToken, ApiId, Environment, ParsedKey};
+use time::OffsetDateTime;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The authenticated admin token of a request.
+pub struct Caller {
+    pub token: AdminToken,
+}
+
+impl Caller {
+    /// Refuses the request unless the token carries `scope`.
+    pub fn require(&self, scope: AdminScope) -> Result<(), ApiError> {
+        if self.token.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::MissingScope(scope))
+        }
+    }
+
+    /// Whether records of `api` in `environment` are within this token's reach.
+    pub fn can_access(&self, api: &ApiId, environment: Environment) -> bool {
+        self.token.can_access(api, environment)
+    }
+
+    /// Whether the token is limited to some APIs or environments.
+    pub fn is_restricted(&self) -> bool {
+        self.token.api_ids.is_some() || self.token.environments.is_some()
+    }
+
+    pub fn id(&self) -> &keyward_core::TokenId {
+        &self.token.id
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthenticated)?;
+        let presented = header
+            .strip_prefix("Bearer ")
+            .ok_or(ApiError::Unauthenticated)?
+            .trim();
+        // The format check runs before any storage access: garbage costs a
+        // parse, not a query.
+        let parsed = ParsedKey::parse(presented).map_err(|_| ApiError::Unauthenticated)?;
+        if parsed.prefix() != keyward_core::key::ADMIN_PREFIX {
+            return Err(ApiError::Unauthenticated);
+        }
+        let digest = parsed.digest();
+        let token = state
+            .store
+            .find_token_by_digest(&digest)
+            .await?
+            .filter(|t| t.digest.ct_eq(&digest))
+            .filter(|t| t.is_usable(OffsetDateTime::now_utc()))
+            .ok_or(ApiError::Unauthenticated)?;
+        Ok(Caller { token })
+    }
+}

@@ -1,0 +1,466 @@
+//! `/v1/keys`: issuing, reading, changing, rotating, revoking and verifying
+//! API keys.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use keyward_core::model::{check_metadata, check_text, normalize_scopes};
+use keyward_core::{
+    evaluate, AdminScope, ApiId, KeyId, KeyRecord, ParsedKey, PlaintextKey, Requirements, Scope,
+    VerifyCode,
+};
+use keyward_store::{BulkRevokeFilter, KeyFilter, KeyPatch, Rotation};
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+
+use super::{audit_event, next_cursor, now, page, Json, OptionalJson, Query};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::wire::{
+    BulkRevokeRequest, BulkRevokeResult, ErrorResponse, IssuedKey, KeyCreate, KeyList, KeyQuery,
+    KeyUpdate, KeyView, RevokeRequest, RotateRequest, VerifyRequest, VerifyResult,
+};
+use crate::AppState;
+
+/// Most scopes one key may carry.
+const MAX_SCOPES: usize = 64;
+/// Longest grace period a rotation may give the old key: 30 days.
+const MAX_GRACE_SECONDS: u64 = 30 * 24 * 3600;
+
+/// Issues a key. The plaintext is in this response and nowhere else, ever.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = KeyCreate,
+    responses((status = 201, body = IssuedKey), (status = 400, body = ErrorResponse),
+              (status = 404, body = ErrorResponse)),
+    security(("admin_token" = ["keys:write"])))]
+pub async fn create_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<KeyCreate>,
+) -> Result<(StatusCode, Json<IssuedKey>), ApiError> {
+    caller.require(AdminScope::KeysWrite)?;
+    let now = now();
+    let api_id = ApiId::parse(&body.api_id).map_err(|_| ApiError::NotFound("api"))?;
+    let api = state
+        .store
+        .get_api(&api_id)
+        .await?
+        .filter(|a| caller.can_access(&a.id, body.environment))
+        .ok_or(ApiError::NotFound("api"))?;
+    if !api.environments.contains(&body.environment) {
+        return Err(ApiError::InvalidRequest(format!(
+            "this API does not issue keys in the {} environment",
+            body.environment
+        )));
+    }
+    check_text("owner", &body.owner, 256)?;
+    let name = body.name.unwrap_or_else(|| body.owner.clone());
+    check_text("name", &name, 256)?;
+    let scopes = parse_scopes(body.scopes)?;
+    let metadata = body.metadata.unwrap_or_else(|| json!({}));
+    check_metadata(&metadata)?;
+    check_future("expires_at", body.expires_at, now)?;
+
+    let plaintext =
+        PlaintextKey::generate(&api.prefix, body.environment).map_err(ApiError::internal)?;
+    let record = KeyRecord {
+        id: KeyId::generate(now).map_err(ApiError::internal)?,
+        api_id: api.id,
+        environment: body.environment,
+        name,
+        owner: body.owner,
+        scopes,
+        metadata,
+        digest: plaintext.digest(),
+        start: plaintext.display_start(),
+        enabled: body.enabled.unwrap_or(true),
+        created_at: now,
+        updated_at: now,
+        expires_at: body.expires_at,
+        revoked_at: None,
+        revoke_reason: None,
+        rotated_from: None,
+        rotated_to: None,
+    };
+    let event = audit_event(
+        Some(&caller),
+        "key.create",
+        record.id.as_str(),
+        created(&record),
+        now,
+    )?;
+    state.store.create_key(&record, &event).await?;
+    let issued = IssuedKey {
+        record: KeyView::new(record, now),
+        key: plaintext.expose().to_owned(),
+    };
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// Reads a key (never its plaintext).
+#[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys",
+    params(("id" = String, Path, description = "key id")),
+    responses((status = 200, body = KeyView), (status = 404, body = ErrorResponse)),
+    security(("admin_token" = ["keys:read"])))]
+pub async fn get_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<KeyView>, ApiError> {
+    caller.require(AdminScope::KeysRead)?;
+    let record = load(&state, &caller, &id).await?;
+    Ok(Json(KeyView::new(record, now())))
+}
+
+/// Lists keys in creation order, a page at a time.
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", params(KeyQuery),
+    responses((status = 200, body = KeyList), (status = 400, body = ErrorResponse)),
+    security(("admin_token" = ["keys:read"])))]
+pub async fn list_keys(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(query): Query<KeyQuery>,
+) -> Result<Json<KeyList>, ApiError> {
+    caller.require(AdminScope::KeysRead)?;
+    let page = page(query.cursor, query.limit)?;
+    let api_id = query.api_id.as_deref().map(ApiId::parse).transpose()?;
+    let filter = KeyFilter {
+        api_id,
+        owner: query.owner,
+        environment: query.environment,
+        state: query.state,
+        api_ids_within: caller.token.api_ids.clone(),
+        environments_within: caller.token.environments.clone(),
+    };
+    let now = now();
+    let records = state.store.list_keys(&filter, &page, now).await?;
+    let next = next_cursor(records.iter().map(|k| k.id.as_str()), records.len(), &page);
+    let keys = records.into_iter().map(|k| KeyView::new(k, now)).collect();
+    Ok(Json(KeyList {
+        keys,
+        next_cursor: next,
+    }))
+}
+
+/// Changes a key's name, scopes, metadata, expiry or enabled flag; fields left
+/// out stay as they are, and `expires_at: null` removes the expiry.
+#[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = KeyUpdate,
+    params(("id" = String, Path, description = "key id")),
+    responses((status = 200, body = KeyView), (status = 400, body = ErrorResponse),
+              (status = 404, body = ErrorResponse)),
+    security(("admin_token" = ["keys:write"])))]
+pub async fn update_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(body): Json<KeyUpdate>,
+) -> Result<Json<KeyView>, ApiError> {
+    caller.require(AdminScope::KeysWrite)?;
+    let record = load(&state, &caller, &id).await?;
+    let now = now();
+    if let Some(name) = &body.name {
+        check_text("name", name, 256)?;
+    }
+    let scopes = body.scopes.map(parse_scopes).transpose()?;
+    if let Some(metadata) = &body.metadata {
+        check_metadata(metadata)?;
+    }
+    if let Some(expires_at) = body.expires_at {
+        check_future("expires_at", expires_at, now)?;
+    }
+    let mut changed = Vec::new();
+    for (field, set) in [
+        ("name", body.name.is_some()),
+        ("scopes", scopes.is_some()),
+        ("metadata", body.metadata.is_some()),
+        ("expires_at", body.expires_at.is_some()),
+        ("enabled", body.enabled.is_some()),
+    ] {
+        if set {
+            changed.push(field);
+        }
+    }
+    let mut details = json!({ "fields": changed });
+    if let Some(scopes) = &scopes {
+        details["scopes"] = json!(scopes);
+    }
+    if let Some(enabled) = body.enabled {
+        details["enabled"] = json!(enabled);
+    }
+    let patch = KeyPatch {
+        name: body.name,
+        scopes,
+        metadata: body.metadata,
+        expires_at: body.expires_at,
+        enabled: body.enabled,
+    };
+    let event = audit_event(
+        Some(&caller),
+        "key.update",
+        record.id.as_str(),
+        details,
+        now,
+    )?;
+    let updated = state
+        .store
+        .update_key(&record.id, &patch, now, &event)
+        .await?;
+    Ok(Json(KeyView::new(updated, now)))
+}
+
+/// Revokes a key at once. Revoking a revoked key changes nothing.
+#[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys", request_body = RevokeRequest,
+    params(("id" = String, Path, description = "key id")),
+    responses((status = 200, body = KeyView), (status = 404, body = ErrorResponse)),
+    security(("admin_token" = ["keys:write"])))]
+pub async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<RevokeRequest>,
+) -> Result<Json<KeyView>, ApiError> {
+    caller.require(AdminScope::KeysWrite)?;
+    let record = load(&state, &caller, &id).await?;
+    let reason = body
+        .and_then(|b| b.reason)
+        .unwrap_or_else(|| "revoked".to_owned());
+    check_text("reason", &reason, 1024)?;
+    let now = now();
+    let event = audit_event(
+        Some(&caller),
+        "key.revoke",
+        record.id.as_str(),
+        json!({ "reason": reason }),
+        now,
+    )?;
+    let (revoked, _) = state
+        .store
+        .revoke_key(&record.id, &reason, now, &event)
+        .await?;
+    Ok(Json(KeyView::new(revoked, now)))
+}
+
+/// Issues a successor with the same attributes; the old key keeps working for
+/// the grace period, then answers `EXPIRED`.
+#[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", request_body = RotateRequest,
+    params(("id" = String, Path, description = "key id")),
+    responses((status = 201, body = IssuedKey), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse)),
+    security(("admin_token" = ["keys:write"])))]
+pub async fn rotate_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    OptionalJson(body): OptionalJson<RotateRequest>,
+) -> Result<(StatusCode, Json<IssuedKey>), ApiError> {
+    caller.require(AdminScope::KeysWrite)?;
+    let old = load(&state, &caller, &id).await?;
+    let body = body.unwrap_or_default();
+    if body.grace_period_seconds > MAX_GRACE_SECONDS {
+        return Err(ApiError::InvalidRequest(format!(
+            "grace_period_seconds must be at most {MAX_GRACE_SECONDS}"
+        )));
+    }
+    if old.revoked_at.is_some() {
+        return Err(ApiError::Conflict("a revoked key cannot be rotated"));
+    }
+    if old.rotated_to.is_some() {
+        return Err(ApiError::Conflict("this key was already rotated"));
+    }
+    let now = now();
+    let expires_at = body.expires_at.unwrap_or(old.expires_at);
+    check_future("expires_at", expires_at, now)?;
+    let api = state
+        .store
+        .get_api(&old.api_id)
+        .await?
+        .ok_or(ApiError::NotFound("api"))?;
+    let plaintext =
+        PlaintextKey::generate(&api.prefix, old.environment).map_err(ApiError::internal)?;
+    let successor = KeyRecord {
+        id: KeyId::generate(now).map_err(ApiError::internal)?,
+        digest: plaintext.digest(),
+        start: plaintext.display_start(),
+        created_at: now,
+        updated_at: now,
+        expires_at,
+        revoked_at: None,
+        revoke_reason: None,
+        rotated_from: Some(old.id.clone()),
+        rotated_to: None,
+        ..old.clone()
+    };
+    let grace = Duration::seconds(body.grace_period_seconds as i64);
+    let events = [
+        audit_event(
+            Some(&caller),
+            "key.rotate",
+            old.id.as_str(),
+            json!({
+                "successor": successor.id,
+                "grace_period_seconds": body.grace_period_seconds,
+            }),
+            now,
+        )?,
+        audit_event(
+            Some(&caller),
+            "key.create",
+            successor.id.as_str(),
+            json!({ "rotated_from": old.id, "start": successor.start }),
+            now,
+        )?,
+    ];
+    let rotation = Rotation {
+        old: old.id.clone(),
+        old_expires_at: now + grace,
+        successor: successor.clone(),
+    };
+    state.store.rotate_key(&rotation, &events).await?;
+    let issued = IssuedKey {
+        record: KeyView::new(successor, now),
+        key: plaintext.expose().to_owned(),
+    };
+    Ok((StatusCode::CREATED, Json(issued)))
+}
+
+/// Revokes every key matching all given criteria (the incident button).
+/// At least one criterion is required.
+#[utoipa::path(post, path = "/v1/keys/bulk-revoke", tag = "keys",
+    request_body = BulkRevokeRequest,
+    responses((status = 200, body = BulkRevokeResult), (status = 400, body = ErrorResponse)),
+    security(("admin_token" = ["keys:write"])))]
+pub async fn bulk_revoke(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<BulkRevokeRequest>,
+) -> Result<Json<BulkRevokeResult>, ApiError> {
+    caller.require(AdminScope::KeysWrite)?;
+    check_text("reason", &body.reason, 1024)?;
+    let filter = BulkRevokeFilter {
+        owner: body.owner,
+        api_id: body.api_id.as_deref().map(ApiId::parse).transpose()?,
+        environment: body.environment,
+        created_before: body.created_before,
+        scope: body.scope.as_deref().map(Scope::parse).transpose()?,
+        api_ids_within: caller.token.api_ids.clone(),
+        environments_within: caller.token.environments.clone(),
+    };
+    if !filter.has_criteria() {
+        return Err(ApiError::EmptyFilter);
+    }
+    let now = now();
+    let mut criteria = json!({});
+    if let Some(owner) = &filter.owner {
+        criteria["owner"] = json!(owner);
+    }
+    if let Some(api_id) = &filter.api_id {
+        criteria["api_id"] = json!(api_id);
+    }
+    if let Some(env) = filter.environment {
+        criteria["environment"] = json!(env);
+    }
+    if let Some(before) = filter.created_before {
+        criteria["created_before"] = json!(before.unix_timestamp());
+    }
+    if let Some(scope) = &filter.scope {
+        criteria["scope"] = json!(scope);
+    }
+    let template = audit_event(
+        Some(&caller),
+        "key.revoke",
+        "",
+        json!({ "reason": body.reason, "bulk": criteria }),
+        now,
+    )?;
+    let revoked = state
+        .store
+        .bulk_revoke(&filter, &body.reason, now, &template)
+        .await?;
+    Ok(Json(BulkRevokeResult { revoked }))
+}
+
+/// Verifies a key presented to the provider's API: always 200, with the
+/// answer in `code`. Keys outside the token's reach answer `NOT_FOUND`.
+#[utoipa::path(post, path = "/v1/keys/verify", tag = "keys", request_body = VerifyRequest,
+    responses((status = 200, body = VerifyResult), (status = 400, body = ErrorResponse)),
+    security(("admin_token" = ["keys:verify"])))]
+pub async fn verify_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<VerifyRequest>,
+) -> Result<Json<VerifyResult>, ApiError> {
+    caller.require(AdminScope::KeysVerify)?;
+    let required = Requirements {
+        scopes: body
+            .scopes
+            .iter()
+            .map(|s| Scope::parse(s))
+            .collect::<Result<_, _>>()?,
+        environment: body.environment,
+    };
+    let Ok(parsed) = ParsedKey::parse(&body.key) else {
+        return Ok(Json(VerifyResult::bare(VerifyCode::Malformed)));
+    };
+    let digest = parsed.digest();
+    let found = state
+        .store
+        .find_key_by_digest(&digest)
+        .await?
+        .filter(|k| k.digest.ct_eq(&digest))
+        .filter(|k| caller.can_access(&k.api_id, k.environment));
+    let Some(record) = found else {
+        return Ok(Json(VerifyResult::bare(VerifyCode::NotFound)));
+    };
+    let code = evaluate(&record, &required, OffsetDateTime::now_utc());
+    Ok(Json(VerifyResult::of(code, record)))
+}
+
+/// Loads a key by its id from the path, as `NOT_FOUND` when it is malformed,
+/// absent or outside the caller's reach.
+async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<KeyRecord, ApiError> {
+    let id = KeyId::parse(id).map_err(|_| ApiError::NotFound("key"))?;
+    state
+        .store
+        .get_key(&id)
+        .await?
+        .filter(|k| caller.can_access(&k.api_id, k.environment))
+        .ok_or(ApiError::NotFound("key"))
+}
+
+fn parse_scopes(scopes: Vec<String>) -> Result<Vec<Scope>, ApiError> {
+    if scopes.len() > MAX_SCOPES {
+        return Err(ApiError::InvalidRequest(format!(
+            "a key carries at most {MAX_SCOPES} scopes"
+        )));
+    }
+    let parsed = scopes
+        .iter()
+        .map(|s| Scope::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(normalize_scopes(parsed))
+}
+
+fn check_future(
+    field: &str,
+    at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    match at {
+        Some(at) if at <= now => Err(ApiError::InvalidRequest(format!(
+            "{field} must be in the future"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Audit details of a new key: everything but secrets.
+fn created(record: &KeyRecord) -> serde_json::Value {
+    json!({
+        "api_id": record.api_id,
+        "environment": record.environment,
+        "owner": record.owner,
+        "scopes": record.scopes,
+        "start": record.start,
+        "expires_at": record.expires_at.map(|t| t.unix_timestamp()),
+    })
+}

@@ -1,0 +1,125 @@
+//! Request handlers, one module per resource, and what they share: the JSON
+//! extractors that turn rejections into typed errors, audit event building
+//! and pagination.
+
+pub mod apis;
+pub mod audit;
+pub mod keys;
+pub mod system;
+pub mod tokens;
+
+use axum::extract::{FromRequest, FromRequestParts};
+use time::OffsetDateTime;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use keyward_core::AuditEvent;
+use keyward_store::Page;
+
+/// `axum::Json` whose rejections become [`ApiError`]s with stable codes.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// A JSON body that may be left out entirely (an empty body is `None`), for
+/// actions whose parameters all have defaults, such as revoke and rotate.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
+        }
+        serde_json::from_slice(&bytes)
+            .map(|v| OptionalJson(Some(v)))
+            .map_err(|e| ApiError::InvalidRequest(crate::error::redact_quoted(&e.to_string())))
+    }
+}
+
+/// `axum::extract::Query` whose rejections become [`ApiError`]s.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+/// Default page size of listings.
+pub const DEFAULT_LIMIT: u32 = 100;
+/// Largest page size a caller may ask for.
+pub const MAX_LIMIT: u32 = 1000;
+
+/// Builds a page request from `cursor` and `limit` query parameters.
+pub fn page(cursor: Option<String>, limit: Option<u32>) -> Result<Page, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::InvalidRequest(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    Ok(Page {
+        after: cursor,
+        limit,
+    })
+}
+
+/// The cursor of the page after one that returned `ids`: the last id when the
+/// page was full.
+pub fn next_cursor<'a>(
+    ids: impl DoubleEndedIterator<Item = &'a str>,
+    len: usize,
+    page: &Page,
+) -> Option<String> {
+    if len == page.limit as usize {
+        ids.last().map(str::to_owned)
+    } else {
+        None
+    }
+}
+
+/// An audit event for an action of `caller` on `target`.
+pub fn audit_event(
+    caller: Option<&Caller>,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+    now: OffsetDateTime,
+) -> Result<AuditEvent, ApiError> {
+    Ok(AuditEvent {
+        id: keyward_store::event_id(now)?,
+        at: now,
+        actor: caller.map(|c| c.id().clone()),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        details,
+    })
+}
+
+/// Whether a restriction `inner` is at least as narrow as `outer`
+/// (`None` = unrestricted).
+pub fn within<T: PartialEq>(inner: &Option<Vec<T>>, outer: &Option<Vec<T>>) -> bool {
+    match (inner, outer) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(i), Some(o)) => i.iter().all(|x| o.contains(x)),
+    }
+}
+
+/// The current time at millisecond precision, the precision stored.
+pub fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    let millis = t.unix_timestamp_nanos() / 1_000_000 * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(millis).unwrap_or(t)
+}

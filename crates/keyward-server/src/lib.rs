@@ -1,0 +1,238 @@
+//! Keyward's HTTP server: the admin API and the verify endpoint.
+//!
+//! This is the only crate that knows HTTP and JSON. It is built as
+//! [`Application::build`] then [`Application::run_until_stopped`], so the
+//! binary and the tests start exactly the same server, the tests on
+//! `127.0.0.1:0`.
+//!
+//! - [`settings`]: what the server needs to start.
+//! - [`auth`]: the admin token of each request.
+//! - [`handlers`]: one module per resource.
+//! - [`wire`]: the JSON request and response shapes (the public contract).
+//! - [`error`]: the table from failures to status codes and stable `code`s.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod error;
+pub mod handlers;
+pub mod settings;
+pub mod wire;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use keyward_core::{AdminScope, AdminToken, Environment, PlaintextKey, Prefix, TokenId};
+use keyward_store::Store;
+use tokio::net::TcpListener;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use settings::Settings;
+
+/// Largest request body accepted. Admin requests are small; this keeps a
+/// flood of large bodies from costing memory.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler shares.
+pub struct AppState {
+    /// The source of truth for APIs, keys, tokens and the audit log.
+    pub store: Arc<dyn Store>,
+}
+
+/// A server bound to its listener and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    /// The root token when this start created it; shown once, then dropped.
+    root_token: Option<PlaintextKey>,
+}
+
+impl Application {
+    /// Opens the store the settings name, migrates it, creates the root admin
+    /// token on the first start and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let store = settings.open_store().await?;
+        Self::with_store(settings, store).await
+    }
+
+    /// Like [`Application::build`] with a store opened by the caller.
+    pub async fn with_store(settings: Settings, store: Arc<dyn Store>) -> Result<Self, StartError> {
+        let root_token = bootstrap(store.as_ref()).await?;
+        let listener = TcpListener::bind(settings.listen).await?;
+        let state = Arc::new(AppState { store });
+        Ok(Application {
+            listener,
+            router: router(state),
+            root_token,
+        })
+    }
+
+    /// The address the server listens on (the real port when 0 was asked).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The root admin token if this start created it. It exists nowhere else:
+    /// the caller shows it once to the operator.
+    pub fn take_root_token(&mut self) -> Option<PlaintextKey> {
+        self.root_token.take()
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] keyward_store::StoreError),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    #[error("the OS random number generator failed: {0}")]
+    Random(#[from] getrandom::Error),
+    #[error("invalid settings: {0}")]
+    Settings(String),
+}
+
+/// The OpenAPI document of everything the router serves, built from the same
+/// handler list as the router so the two cannot drift apart.
+pub fn openapi() -> OpenApiDoc {
+    api_router().split_for_parts().1
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Keyward",
+        description = "Keyward issues, verifies, rotates and revokes API keys. \
+            Admin calls carry an admin token in `Authorization: Bearer`.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "apis", description = "The provider's APIs and their key prefixes"),
+        (name = "keys", description = "API keys: issue, verify, rotate, revoke"),
+        (name = "tokens", description = "Admin tokens"),
+        (name = "audit", description = "The audit log"),
+        (name = "system", description = "Health and readiness"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut OpenApiDoc) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+fn api_router() -> OpenApiRouter<Arc<AppState>> {
+    use handlers::{apis, audit, keys, system, tokens};
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(system::health))
+        .routes(routes!(system::ready))
+        .routes(routes!(apis::create_api, apis::list_apis))
+        .routes(routes!(apis::get_api))
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::get_key, keys::update_key))
+        .routes(routes!(keys::revoke_key))
+        .routes(routes!(keys::rotate_key))
+        .routes(routes!(keys::bulk_revoke))
+        .routes(routes!(keys::verify_key))
+        .routes(routes!(tokens::create_token, tokens::list_tokens))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(audit::list_audit))
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let (router, doc) = api_router().split_for_parts();
+    let doc = Arc::new(doc);
+    router
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let doc = Arc::clone(&doc);
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { error::ApiError::NotFound("route") })
+        .layer(middleware::from_fn(log_request))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Logs method, path, status and latency of every request. Never the body
+/// or the query string: a key may be in either by mistake.
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    tracing::info!(
+        %method,
+        path = %path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+/// Creates the root admin token on the first start of a store. Returns its
+/// plaintext only to the start that created it.
+async fn bootstrap(store: &dyn Store) -> Result<Option<PlaintextKey>, StartError> {
+    let now = handlers::now();
+    let plaintext = PlaintextKey::generate(&Prefix::admin(), Environment::Live)?;
+    let root = AdminToken {
+        id: TokenId::generate(now)?,
+        name: "root".to_owned(),
+        digest: plaintext.digest(),
+        start: plaintext.display_start(),
+        scopes: AdminScope::ALL.to_vec(),
+        api_ids: None,
+        environments: None,
+        created_by: None,
+        created_at: now,
+        expires_at: None,
+        revoked_at: None,
+    };
+    let event = handlers::audit_event(
+        None,
+        "token.create",
+        root.id.as_str(),
+        serde_json::json!({ "name": "root", "start": root.start, "bootstrap": true }),
+        now,
+    )
+    .map_err(|e| StartError::Settings(e.to_string()))?;
+    if store.bootstrap(&root, &event).await? {
+        tracing::info!(token_id = %root.id, "created the root admin token");
+        Ok(Some(plaintext))
+    } else {
+        Ok(None)
+    }
+}

@@ -1,0 +1,398 @@
+//! The JSON shapes of the HTTP API: what requests carry and responses show.
+//! They are the public contract; records from the core are converted here
+//! so storage fields (digests) never reach a response by accident.
+
+use keyward_core::{
+    AdminToken, Api, ApiId, AuditEvent, Environment, KeyId, KeyRecord, KeyState, Prefix, TokenId,
+    VerifyCode,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+/// Reads a field that distinguishes "absent" (`None`) from `null`
+/// (`Some(None)`), for PATCH bodies where `null` clears a value.
+fn double_option<'de, D>(d: D) -> Result<Option<Option<OffsetDateTime>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    time::serde::rfc3339::option::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiCreate {
+    pub name: String,
+    /// 1–12 characters of a-z and 0-9; unique; `kwa` is reserved.
+    pub prefix: String,
+    /// Environments keys may be issued in; all three when absent.
+    pub environments: Option<Vec<Environment>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiView {
+    pub id: ApiId,
+    pub name: String,
+    pub prefix: Prefix,
+    pub environments: Vec<Environment>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<Api> for ApiView {
+    fn from(a: Api) -> Self {
+        ApiView {
+            id: a.id,
+            name: a.name,
+            prefix: a.prefix,
+            environments: a.environments,
+            created_at: a.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiList {
+    pub apis: Vec<ApiView>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCreate {
+    pub api_id: String,
+    pub environment: Environment,
+    /// A label for people; defaults to the owner.
+    pub name: Option<String>,
+    /// The identity the key belongs to (the provider's customer).
+    pub owner: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// A JSON object returned by every verify of this key.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Defaults to true.
+    pub enabled: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: KeyId,
+    pub api_id: ApiId,
+    pub environment: Environment,
+    pub name: String,
+    pub owner: String,
+    pub scopes: Vec<String>,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    /// The first characters of the key, for telling keys apart.
+    pub start: String,
+    pub enabled: bool,
+    /// The state now: active, disabled, expired or revoked.
+    pub state: KeyState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revoke_reason: Option<String>,
+    pub rotated_from: Option<KeyId>,
+    pub rotated_to: Option<KeyId>,
+}
+
+impl KeyView {
+    pub fn new(k: KeyRecord, now: OffsetDateTime) -> Self {
+        let state = k.state(now);
+        KeyView {
+            id: k.id,
+            api_id: k.api_id,
+            environment: k.environment,
+            name: k.name,
+            owner: k.owner,
+            scopes: k.scopes.into_iter().map(String::from).collect(),
+            metadata: k.metadata,
+            start: k.start,
+            enabled: k.enabled,
+            state,
+            created_at: k.created_at,
+            updated_at: k.updated_at,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+            revoke_reason: k.revoke_reason,
+            rotated_from: k.rotated_from,
+            rotated_to: k.rotated_to,
+        }
+    }
+}
+
+/// A key record with its plaintext, returned once at creation and rotation.
+#[derive(Serialize, ToSchema)]
+pub struct IssuedKey {
+    #[serde(flatten)]
+    pub record: KeyView,
+    /// The plaintext key. Shown only in this response; store it now.
+    pub key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct KeyQuery {
+    pub api_id: Option<String>,
+    pub owner: Option<String>,
+    pub environment: Option<Environment>,
+    pub state: Option<KeyState>,
+    pub cursor: Option<String>,
+    /// 1–1000, default 100.
+    pub limit: Option<u32>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyUpdate {
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    /// A new expiry, or `null` to remove it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Option<OffsetDateTime>>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// Why the key is revoked; kept with the key and in the audit log.
+    pub reason: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// How long the old key keeps working; 0 (the default) stops it now.
+    #[serde(default)]
+    pub grace_period_seconds: u64,
+    /// Expiry of the successor; by default it keeps the old key's expiry.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub expires_at: Option<Option<OffsetDateTime>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRevokeRequest {
+    pub owner: Option<String>,
+    pub api_id: Option<String>,
+    pub environment: Option<Environment>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub created_before: Option<OffsetDateTime>,
+    /// Keys carrying this scope.
+    pub scope: Option<String>,
+    pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BulkRevokeResult {
+    /// How many keys this call revoked.
+    pub revoked: u64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The key the caller presented.
+    pub key: String,
+    /// Scopes the key must all carry.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The environment the key must belong to.
+    pub environment: Option<Environment>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VerifyResult {
+    pub valid: bool,
+    pub code: VerifyCode,
+    /// Present whenever the key exists and is within the caller's reach.
+    pub key_id: Option<KeyId>,
+    pub owner: Option<String>,
+    pub environment: Option<Environment>,
+    pub scopes: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl VerifyResult {
+    /// A denial that says nothing about any key.
+    pub fn bare(code: VerifyCode) -> Self {
+        VerifyResult {
+            valid: false,
+            code,
+            key_id: None,
+            owner: None,
+            environment: None,
+            scopes: None,
+            metadata: None,
+            expires_at: None,
+        }
+    }
+
+    pub fn of(code: VerifyCode, k: KeyRecord) -> Self {
+        VerifyResult {
+            valid: code == VerifyCode::Valid,
+            code,
+            key_id: Some(k.id),
+            owner: Some(k.owner),
+            environment: Some(k.environment),
+            scopes: Some(k.scopes.into_iter().map(String::from).collect()),
+            metadata: Some(k.metadata),
+            expires_at: k.expires_at,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreate {
+    pub name: String,
+    /// Admin scopes, each also held by the creating token.
+    #[schema(value_type = Vec<String>, example = json!(["keys:verify"]))]
+    pub scopes: Vec<String>,
+    /// Limit the token to these APIs (within the creator's reach).
+    pub api_ids: Option<Vec<String>>,
+    /// Limit the token to these environments (within the creator's reach).
+    pub environments: Option<Vec<Environment>>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenView {
+    pub id: TokenId,
+    pub name: String,
+    pub start: String,
+    #[schema(value_type = Vec<String>)]
+    pub scopes: Vec<String>,
+    pub api_ids: Option<Vec<ApiId>>,
+    pub environments: Option<Vec<Environment>>,
+    pub created_by: Option<TokenId>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl From<AdminToken> for TokenView {
+    fn from(t: AdminToken) -> Self {
+        TokenView {
+            id: t.id,
+            name: t.name,
+            start: t.start,
+            scopes: t.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
+            api_ids: t.api_ids,
+            environments: t.environments,
+            created_by: t.created_by,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked_at: t.revoked_at,
+        }
+    }
+}
+
+/// A token record with its plaintext, returned once at creation.
+#[derive(Serialize, ToSchema)]
+pub struct IssuedToken {
+    #[serde(flatten)]
+    pub record: TokenView,
+    /// The plaintext token. Shown only in this response.
+    pub token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<TokenView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Events about this record id.
+    pub target: Option<String>,
+    /// Events of this action, e.g. `key.revoke`.
+    pub action: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditView {
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub actor: Option<TokenId>,
+    pub action: String,
+    pub target: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+impl From<AuditEvent> for AuditView {
+    fn from(e: AuditEvent) -> Self {
+        AuditView {
+            id: e.id.to_string(),
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            details: e.details,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditList {
+    pub events: Vec<AuditView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine code, e.g. `UNAUTHENTICATED`, `FORBIDDEN`, `NOT_FOUND`,
+    /// `INVALID_REQUEST`, `CONFLICT`, `EMPTY_FILTER`.
+    pub code: String,
+    pub message: String,
+}

@@ -1,0 +1,604 @@
+//! The client commands: each is one admin API call, printed for people or,
+//! with `--json`, as the server's JSON.
+
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// How to reach the server; shared by every client command.
+#[derive(Args)]
+pub struct Conn {
+    /// Server address.
+    #[arg(
+        long,
+        env = "KEYWARD_ADDR",
+        default_value = "http://127.0.0.1:8720",
+        global = true
+    )]
+    addr: String,
+    /// Admin token.
+    #[arg(long, env = "KEYWARD_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Print the server's JSON instead of a summary.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ApisArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    command: ApisCommand,
+}
+
+#[derive(Subcommand)]
+enum ApisCommand {
+    /// Create an API with its own key prefix.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// 1–12 characters of a-z and 0-9.
+        #[arg(long)]
+        prefix: String,
+        /// Environments keys may be issued in [default: live,test,dev].
+        #[arg(long, value_delimiter = ',')]
+        environments: Vec<String>,
+    },
+    /// List APIs.
+    List,
+    /// Show one API.
+    Get { id: String },
+}
+
+#[derive(Args)]
+pub struct KeysArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Issue a key; its plaintext is printed this once.
+    Create {
+        #[arg(long)]
+        api_id: String,
+        /// live, test or dev.
+        #[arg(long = "env")]
+        environment: String,
+        /// The identity the key belongs to (your customer).
+        #[arg(long)]
+        owner: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// A scope the key carries; repeat for several.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// A JSON object returned by every verify.
+        #[arg(long)]
+        metadata: Option<String>,
+        /// RFC 3339 time after which the key stops working.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// List keys, a page at a time.
+    List {
+        #[arg(long)]
+        api_id: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long = "env")]
+        environment: Option<String>,
+        /// active, disabled, expired or revoked.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Show one key.
+    Get { id: String },
+    /// Change a key's name, scopes, metadata, expiry or enabled flag.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Replaces all scopes; repeat for several.
+        #[arg(long = "scope")]
+        scopes: Option<Vec<String>>,
+        #[arg(long)]
+        metadata: Option<String>,
+        #[arg(long, conflicts_with = "no_expiry")]
+        expires_at: Option<String>,
+        /// Remove the expiry.
+        #[arg(long)]
+        no_expiry: bool,
+        #[arg(long, conflicts_with = "disable")]
+        enable: bool,
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Issue a successor; the old key works for the grace period.
+    Rotate {
+        id: String,
+        /// Seconds the old key keeps working (0 = it stops now).
+        #[arg(long, default_value_t = 0)]
+        grace: u64,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Revoke every key matching all the given filters.
+    BulkRevoke {
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        api_id: Option<String>,
+        #[arg(long = "env")]
+        environment: Option<String>,
+        /// RFC 3339 time: keys created before it.
+        #[arg(long)]
+        created_before: Option<String>,
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Verify a key. Pass `-` (or nothing) to read it from standard input,
+    /// which keeps it out of shell history. Exits 0 only when VALID.
+    Verify {
+        key: Option<String>,
+        /// A scope the key must carry; repeat for several.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// The environment the key must belong to.
+        #[arg(long = "env")]
+        environment: Option<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct TokensArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    command: TokensCommand,
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Create an admin token with some of your token's scopes.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// e.g. keys:verify; repeat for several.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Limit the token to these APIs.
+        #[arg(long = "api-id")]
+        api_ids: Option<Vec<String>>,
+        /// Limit the token to these environments.
+        #[arg(long = "env")]
+        environments: Option<Vec<String>>,
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// List admin tokens.
+    List,
+    /// Revoke an admin token.
+    Revoke { id: String },
+}
+
+pub async fn apis(args: ApisArgs) -> anyhow::Result<ExitCode> {
+    let c = &args.conn;
+    let (method, path, body) = match args.command {
+        ApisCommand::Create {
+            name,
+            prefix,
+            environments,
+        } => {
+            let mut body = json!({ "name": name, "prefix": prefix });
+            if !environments.is_empty() {
+                body["environments"] = json!(environments);
+            }
+            (Method::POST, "/v1/apis".to_owned(), Some(body))
+        }
+        ApisCommand::List => (Method::GET, "/v1/apis".to_owned(), None),
+        ApisCommand::Get { id } => (Method::GET, format!("/v1/apis/{id}"), None),
+    };
+    let value = call(c, method, &path, body).await?;
+    if c.json {
+        print_json(&value);
+    } else if let Some(apis) = value["apis"].as_array() {
+        for api in apis {
+            print_api(api);
+        }
+    } else {
+        print_api(&value);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
+    let c = &args.conn;
+    match args.command {
+        KeysCommand::Create {
+            api_id,
+            environment,
+            owner,
+            name,
+            scopes,
+            metadata,
+            expires_at,
+        } => {
+            let mut body = json!({
+                "api_id": api_id, "environment": environment, "owner": owner, "scopes": scopes,
+            });
+            if let Some(name) = name {
+                body["name"] = json!(name);
+            }
+            if let Some(metadata) = metadata {
+                body["metadata"] = parse_json_arg("--metadata", &metadata)?;
+            }
+            if let Some(at) = expires_at {
+                body["expires_at"] = json!(at);
+            }
+            let value = call(c, Method::POST, "/v1/keys", Some(body)).await?;
+            print_issued(c, &value);
+        }
+        KeysCommand::List {
+            api_id,
+            owner,
+            environment,
+            state,
+            cursor,
+            limit,
+        } => {
+            let mut query = Vec::new();
+            for (name, value) in [
+                ("api_id", api_id),
+                ("owner", owner),
+                ("environment", environment),
+                ("state", state),
+                ("cursor", cursor),
+                ("limit", limit.map(|l| l.to_string())),
+            ] {
+                if let Some(value) = value {
+                    query.push(format!("{name}={}", urlencode(&value)));
+                }
+            }
+            let path = if query.is_empty() {
+                "/v1/keys".to_owned()
+            } else {
+                format!("/v1/keys?{}", query.join("&"))
+            };
+            let value = call(c, Method::GET, &path, None).await?;
+            if c.json {
+                print_json(&value);
+            } else {
+                for key in value["keys"].as_array().into_iter().flatten() {
+                    print_key_line(key);
+                }
+                if let Some(next) = value["next_cursor"].as_str() {
+                    println!("more: --cursor {next}");
+                }
+            }
+        }
+        KeysCommand::Get { id } => {
+            let value = call(c, Method::GET, &format!("/v1/keys/{id}"), None).await?;
+            print_key(c, &value);
+        }
+        KeysCommand::Update {
+            id,
+            name,
+            scopes,
+            metadata,
+            expires_at,
+            no_expiry,
+            enable,
+            disable,
+        } => {
+            let mut body = json!({});
+            if let Some(name) = name {
+                body["name"] = json!(name);
+            }
+            if let Some(scopes) = scopes {
+                body["scopes"] = json!(scopes);
+            }
+            if let Some(metadata) = metadata {
+                body["metadata"] = parse_json_arg("--metadata", &metadata)?;
+            }
+            if let Some(at) = expires_at {
+                body["expires_at"] = json!(at);
+            }
+            if no_expiry {
+                body["expires_at"] = Value::Null;
+            }
+            if enable || disable {
+                body["enabled"] = json!(enable);
+            }
+            let value = call(c, Method::PATCH, &format!("/v1/keys/{id}"), Some(body)).await?;
+            print_key(c, &value);
+        }
+        KeysCommand::Rotate { id, grace } => {
+            let body = json!({ "grace_period_seconds": grace });
+            let value = call(
+                c,
+                Method::POST,
+                &format!("/v1/keys/{id}/rotate"),
+                Some(body),
+            )
+            .await?;
+            print_issued(c, &value);
+        }
+        KeysCommand::Revoke { id, reason } => {
+            let body = json!({ "reason": reason });
+            let value = call(
+                c,
+                Method::POST,
+                &format!("/v1/keys/{id}/revoke"),
+                Some(body),
+            )
+            .await?;
+            print_key(c, &value);
+        }
+        KeysCommand::BulkRevoke {
+            owner,
+            api_id,
+            environment,
+            created_before,
+            scope,
+            reason,
+        } => {
+            let body = json!({
+                "owner": owner, "api_id": api_id, "environment": environment,
+                "created_before": created_before, "scope": scope, "reason": reason,
+            });
+            let value = call(c, Method::POST, "/v1/keys/bulk-revoke", Some(body)).await?;
+            if c.json {
+                print_json(&value);
+            } else {
+                println!("revoked {} keys", value["revoked"]);
+            }
+        }
+        KeysCommand::Verify {
+            key,
+            scopes,
+            environment,
+        } => {
+            let key = match key.as_deref() {
+                None | Some("-") => read_key_from_stdin()?,
+                Some(key) => key.to_owned(),
+            };
+            let body = json!({ "key": key, "scopes": scopes, "environment": environment });
+            let value = call(c, Method::POST, "/v1/keys/verify", Some(body)).await?;
+            if c.json {
+                print_json(&value);
+            } else {
+                let mut line = text(&value["code"]).to_owned();
+                if let Some(id) = value["key_id"].as_str() {
+                    line.push_str(&format!(
+                        "  {id}  owner={}  env={}  scopes={}",
+                        text(&value["owner"]),
+                        text(&value["environment"]),
+                        join(&value["scopes"])
+                    ));
+                }
+                println!("{line}");
+            }
+            return Ok(if value["valid"] == json!(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
+    let c = &args.conn;
+    match args.command {
+        TokensCommand::Create {
+            name,
+            scopes,
+            api_ids,
+            environments,
+            expires_at,
+        } => {
+            let body = json!({
+                "name": name, "scopes": scopes, "api_ids": api_ids,
+                "environments": environments, "expires_at": expires_at,
+            });
+            let value = call(c, Method::POST, "/v1/tokens", Some(body)).await?;
+            if c.json {
+                print_json(&value);
+            } else {
+                println!(
+                    "{}  {}  scopes={}",
+                    text(&value["id"]),
+                    text(&value["name"]),
+                    join(&value["scopes"])
+                );
+                println!(
+                    "token (shown once, store it now): {}",
+                    text(&value["token"])
+                );
+            }
+        }
+        TokensCommand::List => {
+            let value = call(c, Method::GET, "/v1/tokens", None).await?;
+            if c.json {
+                print_json(&value);
+            } else {
+                for t in value["tokens"].as_array().into_iter().flatten() {
+                    let state = if t["revoked_at"].is_null() {
+                        "active"
+                    } else {
+                        "revoked"
+                    };
+                    println!(
+                        "{}  {}  {}…  {state}  scopes={}",
+                        text(&t["id"]),
+                        text(&t["name"]),
+                        text(&t["start"]),
+                        join(&t["scopes"])
+                    );
+                }
+            }
+        }
+        TokensCommand::Revoke { id } => {
+            let value = call(c, Method::POST, &format!("/v1/tokens/{id}/revoke"), None).await?;
+            if c.json {
+                print_json(&value);
+            } else {
+                println!("{}  revoked", text(&value["id"]));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends one request and returns the JSON body, or the server's error as
+/// `CODE: message`.
+async fn call(c: &Conn, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let Some(token) = c.token.as_deref() else {
+        bail!("no admin token: set KEYWARD_TOKEN or pass --token");
+    };
+    let url = format!("{}{}", c.addr.trim_end_matches('/'), path);
+    let client = reqwest::Client::new();
+    let mut request = client.request(method, &url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the server at {}", c.addr))?;
+    let status = response.status();
+    let value: Value = response
+        .json()
+        .await
+        .with_context(|| format!("the server answered {status} without JSON"))?;
+    if !status.is_success() {
+        bail!(
+            "{}: {} (HTTP {})",
+            text(&value["error"]["code"]),
+            text(&value["error"]["message"]),
+            status.as_u16()
+        );
+    }
+    Ok(value)
+}
+
+fn read_key_from_stdin() -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("key: ");
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the key")?;
+    Ok(line.trim().to_owned())
+}
+
+fn parse_json_arg(flag: &str, text: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(text).with_context(|| format!("{flag} must be JSON"))
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+fn join(v: &Value) -> String {
+    let items: Vec<&str> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(",")
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn print_api(api: &Value) {
+    println!(
+        "{}  {}  prefix={}  environments={}",
+        text(&api["id"]),
+        text(&api["name"]),
+        text(&api["prefix"]),
+        join(&api["environments"])
+    );
+}
+
+fn print_key_line(k: &Value) {
+    println!(
+        "{}  {}…  {}  {}  owner={}  scopes={}",
+        text(&k["id"]),
+        text(&k["start"]),
+        text(&k["environment"]),
+        text(&k["state"]),
+        text(&k["owner"]),
+        join(&k["scopes"])
+    );
+}
+
+fn print_key(c: &Conn, k: &Value) {
+    if c.json {
+        print_json(k);
+        return;
+    }
+    print_key_line(k);
+    for field in [
+        "name",
+        "expires_at",
+        "revoked_at",
+        "revoke_reason",
+        "rotated_from",
+        "rotated_to",
+    ] {
+        if let Some(v) = k[field].as_str() {
+            println!("  {field}: {v}");
+        }
+    }
+}
+
+fn print_issued(c: &Conn, v: &Value) {
+    if c.json {
+        print_json(v);
+        return;
+    }
+    print_key_line(v);
+    println!("key (shown once, store it now): {}", text(&v["key"]));
+}

@@ -1,0 +1,62 @@
+//! The `keyward` command: runs the server (`serve`) and talks to a running
+//! one over HTTP (`apis`, `keys`, `tokens`). The reusable parts live in the
+//! library crates; this crate parses arguments, reads configuration and
+//! prints.
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Keyward: API keys for crypto API providers — issue, verify, rotate, revoke.
+#[derive(Parser)]
+#[command(name = "keyward", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Manage APIs (each with its own key prefix).
+    Apis(client::ApisArgs),
+    /// Issue, inspect, change, rotate, revoke and verify API keys.
+    Keys(client::KeysArgs),
+    /// Manage admin tokens.
+    Tokens(client::TokensArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Apis(args) => client::apis(args).await,
+            Command::Keys(args) => client::keys(args).await,
+            Command::Tokens(args) => client::tokens(args).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
