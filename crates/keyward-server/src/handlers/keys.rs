@@ -14,7 +14,7 @@ use keyward_store::{BulkRevokeFilter, KeyFilter, KeyPatch, Rotation};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
-use super::{audit_event, next_cursor, now, page, Json, OptionalJson, Query};
+use super::{audit_event, next_cursor, now, page, Json, LenientJson, OptionalJson, Query};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::wire::{
@@ -387,7 +387,7 @@ pub async fn bulk_revoke(
 pub async fn verify_key(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Json(body): Json<VerifyRequest>,
+    LenientJson(body): LenientJson<VerifyRequest>,
 ) -> Result<Json<VerifyResult>, ApiError> {
     caller.require(AdminScope::KeysVerify)?;
     let required = Requirements {

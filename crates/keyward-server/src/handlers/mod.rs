@@ -51,6 +51,30 @@ where
     }
 }
 
+/// A JSON body read leniently: bytes that are not UTF-8 become U+FFFD
+/// instead of failing the whole request, and no content type is required.
+/// Verify uses it so a key with stray bytes answers `MALFORMED` like any
+/// other malformed key, rather than a request error.
+pub struct LenientJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for LenientJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge)?;
+        let text = String::from_utf8_lossy(&bytes);
+        serde_json::from_str(&text)
+            .map(LenientJson)
+            .map_err(|e| ApiError::InvalidRequest(crate::error::redact_quoted(&e.to_string())))
+    }
+}
+
 /// `axum::extract::Query` whose rejections become [`ApiError`]s.
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]

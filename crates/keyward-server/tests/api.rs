@@ -1,0 +1,1003 @@
+//! The admin API and verify, end to end against the real server: every test
+//! runs on SQLite and, when `KEYWARD_TEST_POSTGRES_URL` is set, PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic in a test is a failed test.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use support::TestApp;
+
+on_both_backends!(
+    created_key_verifies_valid_with_its_attributes,
+    each_denial_code_is_reported,
+    revoked_key_is_rejected_immediately,
+    rotated_key_works_during_grace_and_expires_after,
+    rotation_with_zero_grace_stops_the_old_key_at_once,
+    bulk_revoke_hits_exactly_the_matching_keys,
+    test_key_is_refused_where_live_is_required,
+    malformed_keys_answer_malformed_without_a_storage_lookup,
+    admin_calls_need_a_valid_token_with_the_scope,
+    tokens_cannot_grant_or_revoke_more_than_they_hold,
+    keys_outside_a_tokens_reach_do_not_exist_for_it,
+    listing_pages_through_every_key_once,
+    bad_input_gets_typed_errors,
+    lifecycle_is_audited_without_plaintext,
+    openapi_document_matches_the_served_routes,
+);
+
+async fn setup(app: &TestApp) -> String {
+    app.create_api("tm", &["live", "test"]).await
+}
+
+fn key_of(v: &Value) -> String {
+    v["key"].as_str().unwrap().to_owned()
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_owned()
+}
+
+async fn created_key_verifies_valid_with_its_attributes(app: TestApp) {
+    let api = setup(&app).await;
+    let issued = app
+        .create_key(json!({
+            "api_id": api, "environment": "live", "name": "acme prod", "owner": "acme",
+            "scopes": ["signals:read", "prices:read"], "metadata": {"plan": "pro"},
+        }))
+        .await;
+    let key = key_of(&issued);
+    assert!(key.starts_with("tm_live_"));
+    assert_eq!(issued["start"], key[..12]);
+    assert_eq!(issued["state"], "active");
+    let v = app
+        .verify(json!({"key": key, "scopes": ["prices:read"], "environment": "live"}))
+        .await;
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["code"], "VALID");
+    assert_eq!(v["key_id"], issued["id"]);
+    assert_eq!(v["owner"], "acme");
+    assert_eq!(v["scopes"], json!(["prices:read", "signals:read"]));
+    assert_eq!(v["metadata"], json!({"plan": "pro"}));
+    assert_eq!(v["expires_at"], Value::Null);
+
+    let fetched = app
+        .ok(Method::GET, &format!("/v1/keys/{}", id_of(&issued)), None)
+        .await;
+    assert!(
+        fetched.get("key").is_none(),
+        "the plaintext is shown only once"
+    );
+}
+
+async fn each_denial_code_is_reported(app: TestApp) {
+    let api = setup(&app).await;
+    let make = |extra: Value| {
+        let mut body = json!({"api_id": api, "environment": "live", "owner": "acme",
+                              "scopes": ["prices:read"]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let valid = key_of(&app.create_key(make(json!({}))).await);
+
+    // NOT_FOUND: well-formed, never issued.
+    let unknown = keyward_core::PlaintextKey::generate(
+        &keyward_core::Prefix::parse("tm").unwrap(),
+        keyward_core::Environment::Live,
+    )
+    .unwrap();
+    assert_eq!(
+        app.verify_code(json!({"key": unknown.expose()})).await,
+        "NOT_FOUND"
+    );
+
+    // EXPIRED: an expiry that has passed.
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(1500);
+    let soon = soon
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let expiring = key_of(&app.create_key(make(json!({"expires_at": soon}))).await);
+    assert_eq!(app.verify_code(json!({"key": expiring})).await, "VALID");
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert_eq!(app.verify_code(json!({"key": expiring})).await, "EXPIRED");
+
+    // DISABLED, and back.
+    let issued = app.create_key(make(json!({}))).await;
+    let path = format!("/v1/keys/{}", id_of(&issued));
+    app.ok(Method::PATCH, &path, Some(json!({"enabled": false})))
+        .await;
+    assert_eq!(
+        app.verify_code(json!({"key": key_of(&issued)})).await,
+        "DISABLED"
+    );
+    app.ok(Method::PATCH, &path, Some(json!({"enabled": true})))
+        .await;
+    assert_eq!(
+        app.verify_code(json!({"key": key_of(&issued)})).await,
+        "VALID"
+    );
+
+    // WRONG_ENVIRONMENT and INSUFFICIENT_SCOPE.
+    let body = json!({"key": valid, "environment": "test"});
+    assert_eq!(app.verify_code(body).await, "WRONG_ENVIRONMENT");
+    let body = json!({"key": valid, "scopes": ["prices:read", "orders:write"]});
+    assert_eq!(app.verify_code(body).await, "INSUFFICIENT_SCOPE");
+
+    // A scope change applies on the next verify.
+    let id = app.verify(json!({"key": valid})).await["key_id"].clone();
+    let path = format!("/v1/keys/{}", id.as_str().unwrap());
+    app.ok(
+        Method::PATCH,
+        &path,
+        Some(json!({"scopes": ["orders:write", "prices:read"]})),
+    )
+    .await;
+    let body = json!({"key": valid, "scopes": ["prices:read", "orders:write"]});
+    assert_eq!(app.verify_code(body).await, "VALID");
+
+    // REVOKED and MALFORMED.
+    app.ok(Method::POST, &format!("{path}/revoke"), None).await;
+    assert_eq!(app.verify_code(json!({"key": valid})).await, "REVOKED");
+    assert_eq!(
+        app.verify_code(json!({"key": "tm_live_nope"})).await,
+        "MALFORMED"
+    );
+}
+
+async fn revoked_key_is_rejected_immediately(app: TestApp) {
+    let api = setup(&app).await;
+    let issued = app
+        .create_key(json!({"api_id": api, "environment": "live", "owner": "acme"}))
+        .await;
+    let key = key_of(&issued);
+    assert_eq!(app.verify_code(json!({"key": key})).await, "VALID");
+    let revoked = app
+        .ok(
+            Method::POST,
+            &format!("/v1/keys/{}/revoke", id_of(&issued)),
+            Some(json!({"reason": "leaked in a gist"})),
+        )
+        .await;
+    assert_eq!(revoked["state"], "revoked");
+    assert_eq!(revoked["revoke_reason"], "leaked in a gist");
+    // The very next verify, with no wait, refuses it.
+    let v = app.verify(json!({"key": key})).await;
+    assert_eq!(
+        (v["valid"].clone(), v["code"].clone()),
+        (json!(false), json!("REVOKED"))
+    );
+    // Revoking again is harmless and keeps the first reason.
+    let again = app
+        .ok(
+            Method::POST,
+            &format!("/v1/keys/{}/revoke", id_of(&issued)),
+            None,
+        )
+        .await;
+    assert_eq!(again["revoke_reason"], "leaked in a gist");
+}
+
+async fn rotated_key_works_during_grace_and_expires_after(app: TestApp) {
+    let api = setup(&app).await;
+    let old = app
+        .create_key(
+            json!({"api_id": api, "environment": "live", "owner": "acme",
+                           "scopes": ["orders:write"], "metadata": {"desk": "fx"}}),
+        )
+        .await;
+    let rotated = app
+        .ok(
+            Method::POST,
+            &format!("/v1/keys/{}/rotate", id_of(&old)),
+            Some(json!({"grace_period_seconds": 2})),
+        )
+        .await;
+    let new_key = key_of(&rotated);
+    assert_ne!(new_key, key_of(&old));
+    assert_eq!(rotated["rotated_from"], old["id"]);
+    assert_eq!(rotated["scopes"], json!(["orders:write"]));
+    assert_eq!(rotated["metadata"], json!({"desk": "fx"}));
+    assert_eq!(app.verify_code(json!({"key": key_of(&old)})).await, "VALID");
+    assert_eq!(app.verify_code(json!({"key": new_key})).await, "VALID");
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert_eq!(
+        app.verify_code(json!({"key": key_of(&old)})).await,
+        "EXPIRED"
+    );
+    assert_eq!(app.verify_code(json!({"key": new_key})).await, "VALID");
+
+    // A key is rotated once; its successor can be rotated in turn.
+    let (status, body) = app
+        .call(
+            Method::POST,
+            &format!("/v1/keys/{}/rotate", id_of(&old)),
+            Some(&app.root),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::CONFLICT, json!("CONFLICT"))
+    );
+    app.ok(
+        Method::POST,
+        &format!("/v1/keys/{}/rotate", id_of(&rotated)),
+        None,
+    )
+    .await;
+}
+
+async fn rotation_with_zero_grace_stops_the_old_key_at_once(app: TestApp) {
+    let api = setup(&app).await;
+    let old = app
+        .create_key(json!({"api_id": api, "environment": "live", "owner": "acme"}))
+        .await;
+    let rotated = app
+        .ok(
+            Method::POST,
+            &format!("/v1/keys/{}/rotate", id_of(&old)),
+            None,
+        )
+        .await;
+    assert_eq!(
+        app.verify_code(json!({"key": key_of(&old)})).await,
+        "EXPIRED"
+    );
+    assert_eq!(
+        app.verify_code(json!({"key": key_of(&rotated)})).await,
+        "VALID"
+    );
+    // A revoked key cannot be rotated back to life.
+    app.ok(
+        Method::POST,
+        &format!("/v1/keys/{}/revoke", id_of(&rotated)),
+        None,
+    )
+    .await;
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/v1/keys/{}/rotate", id_of(&rotated)),
+            Some(&app.root),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+async fn bulk_revoke_hits_exactly_the_matching_keys(app: TestApp) {
+    let tm = setup(&app).await;
+    let other = app.create_api("ex", &["live"]).await;
+    let mut keys = Vec::new();
+    for (api, env, owner, scopes) in [
+        (
+            &tm,
+            "live",
+            "acme",
+            json!(["withdrawals:write", "prices:read"]),
+        ), // hit
+        (&tm, "test", "acme", json!(["withdrawals:write"])), // hit
+        (&tm, "live", "acme", json!(["prices:read"])),       // wrong scope
+        (&tm, "live", "zeta", json!(["withdrawals:write"])), // wrong owner
+        (&other, "live", "acme", json!(["withdrawals:write"])), // wrong API
+    ] {
+        let k = app
+            .create_key(
+                json!({"api_id": api, "environment": env, "owner": owner, "scopes": scopes}),
+            )
+            .await;
+        keys.push(key_of(&k));
+    }
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/keys/bulk-revoke",
+            Some(&app.root),
+            Some(json!({"reason": "all"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("EMPTY_FILTER"))
+    );
+
+    let result = app
+        .ok(
+            Method::POST,
+            "/v1/keys/bulk-revoke",
+            Some(
+                json!({"owner": "acme", "api_id": tm, "scope": "withdrawals:write",
+                        "reason": "incident 42"}),
+            ),
+        )
+        .await;
+    assert_eq!(result["revoked"], 2);
+    let mut codes = Vec::new();
+    for key in &keys {
+        codes.push(app.verify_code(json!({"key": key})).await);
+    }
+    assert_eq!(codes, ["REVOKED", "REVOKED", "VALID", "VALID", "VALID"]);
+
+    // A creation window: everything created before now in the other API.
+    let now = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let now = now
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let result = app
+        .ok(
+            Method::POST,
+            "/v1/keys/bulk-revoke",
+            Some(json!({"api_id": other, "created_before": now, "reason": "rotate all"})),
+        )
+        .await;
+    assert_eq!(result["revoked"], 1);
+    assert_eq!(app.verify_code(json!({"key": keys[4]})).await, "REVOKED");
+    assert_eq!(app.verify_code(json!({"key": keys[2]})).await, "VALID");
+}
+
+async fn test_key_is_refused_where_live_is_required(app: TestApp) {
+    let api = setup(&app).await;
+    let test_key = key_of(
+        &app.create_key(
+            json!({"api_id": api, "environment": "test", "owner": "acme",
+                               "scopes": ["orders:write"]}),
+        )
+        .await,
+    );
+    assert!(test_key.starts_with("tm_test_"));
+    let body = json!({"key": test_key, "environment": "live", "scopes": ["orders:write"]});
+    assert_eq!(app.verify_code(body).await, "WRONG_ENVIRONMENT");
+    let body = json!({"key": test_key, "environment": "test", "scopes": ["orders:write"]});
+    assert_eq!(app.verify_code(body).await, "VALID");
+    // A token limited to live cannot see test keys at all.
+    let live_only = app
+        .token(json!({"name": "live gateway", "scopes": ["keys:verify"], "environments": ["live"]}))
+        .await;
+    let (_, v) = app
+        .call(
+            Method::POST,
+            "/v1/keys/verify",
+            Some(&live_only),
+            Some(json!({"key": test_key})),
+        )
+        .await;
+    assert_eq!(v["code"], "NOT_FOUND");
+    assert_eq!(v["key_id"], Value::Null);
+}
+
+async fn malformed_keys_answer_malformed_without_a_storage_lookup(app: TestApp) {
+    let api = setup(&app).await;
+    let good = key_of(
+        &app.create_key(json!({"api_id": api, "environment": "live", "owner": "acme"}))
+            .await,
+    );
+    let last = good.chars().last().unwrap();
+    let flipped = format!(
+        "{}{}",
+        &good[..good.len() - 1],
+        if last == 'A' { 'B' } else { 'A' }
+    );
+    let cases = [
+        flipped,                                    // wrong checksum
+        good.replace("_live_", "_prod_"),           // unknown environment
+        good.to_uppercase(),                        // wrong case
+        format!("{good}{good}"),                    // too long
+        "k".repeat(20_000),                         // oversized
+        String::new(),                              // empty
+        "tm_live_".to_owned(),                      // no body
+        format!("{} {}", &good[..20], &good[21..]), // a space inside
+    ];
+    let before = app.store.lookups();
+    for key in &cases {
+        let v = app.verify(json!({"key": key})).await;
+        assert_eq!(v["code"], "MALFORMED", "{key:.40}");
+        assert_eq!(v["valid"], false);
+    }
+    // Bytes that are not UTF-8, sent raw in the body.
+    let mut raw = b"{\"key\":\"tm_live_".to_vec();
+    raw.extend_from_slice(&[0xff, 0xfe, 0x80]);
+    raw.extend_from_slice(&good.as_bytes()[11..]);
+    raw.extend_from_slice(b"\"}");
+    let response = app
+        .client
+        .post(format!("{}/v1/keys/verify", app.base))
+        .bearer_auth(&app.root)
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let v: Value = response.json().await.unwrap();
+    assert_eq!(v["code"], "MALFORMED");
+    assert_eq!(
+        app.store.lookups(),
+        before,
+        "no malformed key reached the store"
+    );
+    assert_eq!(app.verify_code(json!({"key": good})).await, "VALID");
+    assert_eq!(app.store.lookups(), before + 1);
+}
+
+async fn admin_calls_need_a_valid_token_with_the_scope(app: TestApp) {
+    let api = setup(&app).await;
+    let body = json!({"api_id": api, "environment": "live", "owner": "acme"});
+    let unauthenticated = |s: StatusCode, v: &Value| {
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+        assert_eq!(v["error"]["code"], "UNAUTHENTICATED");
+    };
+    let (s, v) = app
+        .call(Method::POST, "/v1/keys", None, Some(body.clone()))
+        .await;
+    unauthenticated(s, &v);
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/keys",
+            Some("not-a-token"),
+            Some(body.clone()),
+        )
+        .await;
+    unauthenticated(s, &v);
+    // An API key is not an admin token, even a valid one.
+    let api_key = key_of(&app.create_key(body.clone()).await);
+    let (s, v) = app
+        .call(Method::GET, "/v1/apis", Some(&api_key), None)
+        .await;
+    unauthenticated(s, &v);
+    // A well-formed admin token that was never issued.
+    let forged = keyward_core::PlaintextKey::generate(
+        &keyward_core::Prefix::admin(),
+        keyward_core::Environment::Live,
+    )
+    .unwrap();
+    let (s, v) = app
+        .call(Method::GET, "/v1/apis", Some(forged.expose()), None)
+        .await;
+    unauthenticated(s, &v);
+
+    // A token without keys:write cannot issue keys, but can verify.
+    let verifier = app
+        .token(json!({"name": "gateway", "scopes": ["keys:verify"]}))
+        .await;
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/keys",
+            Some(&verifier),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (StatusCode::FORBIDDEN, json!("FORBIDDEN"))
+    );
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/keys/verify",
+            Some(&verifier),
+            Some(json!({"key": api_key})),
+        )
+        .await;
+    assert_eq!((s, v["code"].clone()), (StatusCode::OK, json!("VALID")));
+
+    // Once revoked, the token opens nothing, at once.
+    let tokens = app.ok(Method::GET, "/v1/tokens", None).await;
+    let id = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "gateway")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.ok(Method::POST, &format!("/v1/tokens/{id}/revoke"), None)
+        .await;
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/keys/verify",
+            Some(&verifier),
+            Some(json!({"key": api_key})),
+        )
+        .await;
+    unauthenticated(s, &v);
+
+    // An expired token is refused too.
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(800);
+    let soon = soon
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let brief = app
+        .token(json!({"name": "brief", "scopes": ["apis:read"], "expires_at": soon}))
+        .await;
+    let (s, _) = app.call(Method::GET, "/v1/apis", Some(&brief), None).await;
+    assert_eq!(s, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (s, v) = app.call(Method::GET, "/v1/apis", Some(&brief), None).await;
+    unauthenticated(s, &v);
+}
+
+async fn tokens_cannot_grant_or_revoke_more_than_they_hold(app: TestApp) {
+    let api = setup(&app).await;
+    let manager = app
+        .token(
+            json!({"name": "manager", "scopes": ["tokens:write", "tokens:read", "keys:verify"],
+                      "api_ids": [api]}),
+        )
+        .await;
+    let escalate = json!({"name": "x", "scopes": ["keys:write"]});
+    let (s, v) = app
+        .call(Method::POST, "/v1/tokens", Some(&manager), Some(escalate))
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (StatusCode::FORBIDDEN, json!("FORBIDDEN"))
+    );
+    let wider = json!({"name": "x", "scopes": ["keys:verify"]});
+    let (s, _) = app
+        .call(Method::POST, "/v1/tokens", Some(&manager), Some(wider))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "an unrestricted token is wider than its creator"
+    );
+    let narrower = json!({"name": "x", "scopes": ["keys:verify"], "api_ids": [api]});
+    let (s, _) = app
+        .call(Method::POST, "/v1/tokens", Some(&manager), Some(narrower))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    let tokens = app.ok(Method::GET, "/v1/tokens", None).await;
+    let root_id = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "root")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, _) = app
+        .call(
+            Method::POST,
+            &format!("/v1/tokens/{root_id}/revoke"),
+            Some(&manager),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = app
+        .call(Method::GET, "/v1/apis", Some(&app.root), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "the root token still works");
+}
+
+async fn keys_outside_a_tokens_reach_do_not_exist_for_it(app: TestApp) {
+    let tm = setup(&app).await;
+    let other = app.create_api("ex", &["live"]).await;
+    let theirs = app
+        .create_key(json!({"api_id": other, "environment": "live", "owner": "acme"}))
+        .await;
+    let scoped = app
+        .token(
+            json!({"name": "tm only", "scopes": ["keys:verify", "keys:read", "keys:write"],
+                      "api_ids": [tm]}),
+        )
+        .await;
+    let (_, v) = app
+        .call(
+            Method::POST,
+            "/v1/keys/verify",
+            Some(&scoped),
+            Some(json!({"key": key_of(&theirs)})),
+        )
+        .await;
+    assert_eq!(v["code"], "NOT_FOUND");
+    assert_eq!(v["owner"], Value::Null);
+    let (s, v) = app
+        .call(
+            Method::GET,
+            &format!("/v1/keys/{}", id_of(&theirs)),
+            Some(&scoped),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].clone()),
+        (StatusCode::NOT_FOUND, json!("NOT_FOUND"))
+    );
+    let (s, _) = app
+        .call(
+            Method::POST,
+            &format!("/v1/keys/{}/revoke", id_of(&theirs)),
+            Some(&scoped),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let bulk = json!({"owner": "acme", "reason": "scoped incident"});
+    let (_, v) = app
+        .call(
+            Method::POST,
+            "/v1/keys/bulk-revoke",
+            Some(&scoped),
+            Some(bulk),
+        )
+        .await;
+    assert_eq!(v["revoked"], 0, "bulk revocation stays within reach");
+    let (_, v) = app.call(Method::GET, "/v1/keys", Some(&scoped), None).await;
+    assert_eq!(v["keys"], json!([]));
+    let body = json!({"api_id": other, "environment": "live", "owner": "acme"});
+    let (s, _) = app
+        .call(Method::POST, "/v1/keys", Some(&scoped), Some(body))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.verify_code(json!({"key": key_of(&theirs)})).await,
+        "VALID"
+    );
+}
+
+async fn listing_pages_through_every_key_once(app: TestApp) {
+    let api = setup(&app).await;
+    let mut made = Vec::new();
+    for i in 0..7 {
+        let owner = if i < 4 { "acme" } else { "zeta" };
+        let k = app
+            .create_key(json!({"api_id": api, "environment": "live", "owner": owner}))
+            .await;
+        made.push(id_of(&k));
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/keys?limit=3&cursor={c}"),
+            None => "/v1/keys?limit=3".to_owned(),
+        };
+        let page = app.ok(Method::GET, &path, None).await;
+        seen.extend(page["keys"].as_array().unwrap().iter().map(id_of));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, made);
+    let zeta = app
+        .ok(Method::GET, "/v1/keys?owner=zeta&state=active", None)
+        .await;
+    assert_eq!(zeta["keys"].as_array().unwrap().len(), 3);
+    app.ok(Method::POST, &format!("/v1/keys/{}/revoke", made[0]), None)
+        .await;
+    let revoked = app.ok(Method::GET, "/v1/keys?state=revoked", None).await;
+    assert_eq!(
+        revoked["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(id_of)
+            .collect::<Vec<_>>(),
+        [made[0].clone()]
+    );
+}
+
+async fn bad_input_gets_typed_errors(app: TestApp) {
+    let api = setup(&app).await;
+    let root = Some(app.root.clone());
+    let root = root.as_deref();
+    let cases: Vec<(Method, &str, Value, StatusCode, &str)> = vec![
+        (
+            Method::POST,
+            "/v1/apis",
+            json!({"name": "x", "prefix": "kwa"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/v1/apis",
+            json!({"name": "x", "prefix": "Bad_Prefix"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/v1/apis",
+            json!({"name": "x", "prefix": "tm"}),
+            StatusCode::CONFLICT,
+            "CONFLICT",
+        ),
+        (
+            Method::POST,
+            "/v1/apis",
+            json!({"name": "x"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/v1/keys",
+            json!({"api_id": api, "environment": "dev", "owner": "a"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/v1/keys",
+            json!({"api_id": api, "environment": "prod", "owner": "a"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/v1/keys",
+            json!({"api_id": "api_nope", "environment": "live", "owner": "a"}),
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            Method::POST,
+            "/v1/keys",
+            json!({"api_id": api, "environment": "live", "owner": ""}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/v1/keys",
+            json!({"api_id": api, "environment": "live", "owner": "a", "scopes": ["no spaces"]}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/v1/keys",
+            json!({"api_id": api, "environment": "live", "owner": "a", "metadata": [1]}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/v1/keys",
+            json!({"api_id": api, "environment": "live", "owner": "a", "expires_at": "2001-01-01T00:00:00Z"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/v1/keys",
+            json!({"api_id": api, "environment": "live", "owner": "a", "expires_at": "tomorrow"}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/v1/keys",
+            json!({"api_id": api, "environment": "live", "owner": "a", "surprise": 1}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::GET,
+            "/v1/keys/key_doesnotexist",
+            Value::Null,
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+        (
+            Method::GET,
+            "/v1/keys?limit=0",
+            Value::Null,
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::GET,
+            "/v1/keys?state=sleepy",
+            Value::Null,
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/v1/keys/verify",
+            json!({"key": 42}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::POST,
+            "/v1/keys/verify",
+            json!({"key": "x", "scopes": ["bad scope"]}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+        ),
+        (
+            Method::GET,
+            "/v1/nothing-here",
+            Value::Null,
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let body = (!body.is_null()).then_some(body.clone());
+        let (s, v) = app.call(method.clone(), path, root, body.clone()).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path} {body:?}: {v}"
+        );
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    // Not JSON at all, and a body far too large.
+    let r = app
+        .client
+        .post(format!("{}/v1/keys", app.base))
+        .bearer_auth(&app.root)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let big =
+        json!({"api_id": api, "environment": "live", "owner": "a", "name": "n".repeat(200_000)});
+    let (s, v) = app.call(Method::POST, "/v1/keys", root, Some(big)).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("PAYLOAD_TOO_LARGE"))
+    );
+    // A key pasted into the wrong field is not echoed back.
+    let key = key_of(
+        &app.create_key(json!({"api_id": api, "environment": "live", "owner": "a"}))
+            .await,
+    );
+    let (s, v) = app
+        .call(
+            Method::POST,
+            "/v1/keys/abc/rotate",
+            root,
+            Some(json!({"grace_period_seconds": key})),
+        )
+        .await;
+    assert!(s.is_client_error());
+    assert!(!v.to_string().contains(&key), "{v}");
+}
+
+async fn lifecycle_is_audited_without_plaintext(app: TestApp) {
+    let api = setup(&app).await;
+    let issued = app
+        .create_key(json!({"api_id": api, "environment": "live", "owner": "acme"}))
+        .await;
+    let id = id_of(&issued);
+    app.ok(
+        Method::PATCH,
+        &format!("/v1/keys/{id}"),
+        Some(json!({"scopes": ["a:b"]})),
+    )
+    .await;
+    let rotated = app
+        .ok(
+            Method::POST,
+            &format!("/v1/keys/{id}/rotate"),
+            Some(json!({"grace_period_seconds": 60})),
+        )
+        .await;
+    app.ok(
+        Method::POST,
+        &format!("/v1/keys/{id}/revoke"),
+        Some(json!({"reason": "done"})),
+    )
+    .await;
+    let trail = app
+        .ok(Method::GET, &format!("/v1/audit?target={id}"), None)
+        .await;
+    let actions: Vec<&str> = trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["key.create", "key.update", "key.rotate", "key.revoke"]
+    );
+    let tokens = app.ok(Method::GET, "/v1/tokens", None).await;
+    let root_id = tokens["tokens"][0]["id"].clone();
+    assert!(trail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["actor"] == root_id));
+
+    let everything = app
+        .ok(Method::GET, "/v1/audit?limit=1000", None)
+        .await
+        .to_string();
+    let planted = [key_of(&issued), key_of(&rotated), app.root.clone()];
+    for secret in &planted {
+        assert!(
+            !everything.contains(secret.as_str()),
+            "audit holds a plaintext"
+        );
+    }
+    if let Some(db) = &app.db_file {
+        // Every file SQLite keeps: the database, its WAL and shared memory.
+        let dir = db.parent().unwrap();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            for secret in &planted {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "a plaintext key is on disk"
+                );
+            }
+        }
+    }
+}
+
+async fn openapi_document_matches_the_served_routes(app: TestApp) {
+    let (status, doc) = app.call(Method::GET, "/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let paths = doc["paths"].as_object().unwrap();
+    let contract = [
+        ("post", "/v1/apis"),
+        ("get", "/v1/apis"),
+        ("get", "/v1/apis/{id}"),
+        ("post", "/v1/keys"),
+        ("get", "/v1/keys"),
+        ("get", "/v1/keys/{id}"),
+        ("patch", "/v1/keys/{id}"),
+        ("post", "/v1/keys/{id}/revoke"),
+        ("post", "/v1/keys/{id}/rotate"),
+        ("post", "/v1/keys/bulk-revoke"),
+        ("post", "/v1/keys/verify"),
+        ("get", "/health"),
+        ("get", "/ready"),
+    ];
+    for (method, path) in contract {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} undocumented"
+        );
+    }
+    // Every documented operation is served: none answers 404 for the route
+    // or 405, whatever its inputs.
+    for (path, item) in paths {
+        for (method, _) in item.as_object().unwrap() {
+            let concrete = path.replace("{id}", "key_0000000000000000000000");
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let (status, body) = app
+                .call(method.clone(), &concrete, Some(&app.root), None)
+                .await;
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(
+                status != StatusCode::NOT_FOUND || body["error"]["message"] != "route not found",
+                "{method} {path} is documented but not routed"
+            );
+        }
+    }
+    // Every request and response schema the document refers to is defined.
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = reference.split('"').next().unwrap();
+        assert!(
+            schemas.contains_key(name),
+            "{name} is referenced but not defined"
+        );
+    }
+}

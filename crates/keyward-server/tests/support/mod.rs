@@ -1,0 +1,281 @@
+//! Starts the real server on `127.0.0.1:0` with a fresh store per test: a new
+//! SQLite file, or a new PostgreSQL schema on the server
+//! `KEYWARD_TEST_POSTGRES_URL` names.
+
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use keyward_core::{AdminToken, Api, ApiId, AuditEvent, KeyDigest, KeyId, KeyRecord, TokenId};
+use keyward_server::{Application, Settings};
+use keyward_store::{
+    AuditFilter, BulkRevokeFilter, KeyFilter, KeyPatch, Page, PgStore, Rotation, SqliteStore, Store,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    pub base: String,
+    pub root: String,
+    pub client: reqwest::Client,
+    /// Counts storage lookups by digest, to prove some answers need none.
+    pub store: Arc<CountingStore>,
+    /// The SQLite database file, for tests that inspect what is on disk.
+    pub db_file: Option<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a server on `backend`, or returns `None` when that backend is not
+/// configured (PostgreSQL without `KEYWARD_TEST_POSTGRES_URL`).
+pub async fn spawn(backend: Backend) -> Option<TestApp> {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, db_file): (Arc<dyn Store>, _) = match backend {
+        Backend::Sqlite => {
+            let path = dir.path().join("keyward.db");
+            (
+                Arc::new(SqliteStore::open(&path).await.unwrap()),
+                Some(path),
+            )
+        }
+        Backend::Postgres => {
+            let Ok(url) = std::env::var("KEYWARD_TEST_POSTGRES_URL") else {
+                eprintln!("KEYWARD_TEST_POSTGRES_URL is not set; PostgreSQL suite not run");
+                return None;
+            };
+            let id = KeyId::generate(OffsetDateTime::now_utc()).unwrap();
+            let schema = format!("kw_api_{}", id.as_str()[4..].to_ascii_lowercase());
+            let store = PgStore::connect(&url, Some(&schema))
+                .await
+                .expect("PostgreSQL named by KEYWARD_TEST_POSTGRES_URL is reachable");
+            (Arc::new(store), None)
+        }
+    };
+    let store = Arc::new(CountingStore {
+        inner,
+        digest_lookups: AtomicUsize::new(0),
+    });
+    let settings = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        database_url: None,
+    };
+    let mut app = Application::with_store(settings, store.clone())
+        .await
+        .unwrap();
+    let root = app
+        .take_root_token()
+        .expect("first start creates the root token");
+    let addr = app.local_addr().unwrap();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    Some(TestApp {
+        base: format!("http://{addr}"),
+        root: root.expose().to_owned(),
+        client: reqwest::Client::new(),
+        store,
+        db_file,
+        _dir: dir,
+    })
+}
+
+impl TestApp {
+    /// Sends a request with `token` (none when `None`) and returns the status
+    /// and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    /// A call as root that must succeed.
+    pub async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, value) = self
+            .call(method, path, Some(&self.root.clone()), body)
+            .await;
+        assert!(status.is_success(), "{path}: {status} {value}");
+        value
+    }
+
+    pub async fn create_api(&self, prefix: &str, environments: &[&str]) -> String {
+        let api = self
+            .ok(
+                Method::POST,
+                "/v1/apis",
+                Some(json!({"name": format!("{prefix} API"), "prefix": prefix, "environments": environments})),
+            )
+            .await;
+        api["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Issues a key and returns (record with plaintext `key`).
+    pub async fn create_key(&self, body: Value) -> Value {
+        self.ok(Method::POST, "/v1/keys", Some(body)).await
+    }
+
+    /// Verifies as root; returns the verify response.
+    pub async fn verify(&self, body: Value) -> Value {
+        self.ok(Method::POST, "/v1/keys/verify", Some(body)).await
+    }
+
+    pub async fn verify_code(&self, body: Value) -> String {
+        self.verify(body).await["code"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates an admin token as root and returns its plaintext.
+    pub async fn token(&self, body: Value) -> String {
+        let t = self.ok(Method::POST, "/v1/tokens", Some(body)).await;
+        t["token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A real store with a counter on digest lookups. Everything is delegated.
+pub struct CountingStore {
+    inner: Arc<dyn Store>,
+    pub digest_lookups: AtomicUsize,
+}
+
+impl CountingStore {
+    pub fn lookups(&self) -> usize {
+        self.digest_lookups.load(Ordering::SeqCst)
+    }
+}
+
+type R<T> = keyward_store::Result<T>;
+
+#[async_trait]
+impl Store for CountingStore {
+    async fn ping(&self) -> R<()> {
+        self.inner.ping().await
+    }
+    async fn bootstrap(&self, root: &AdminToken, event: &AuditEvent) -> R<bool> {
+        self.inner.bootstrap(root, event).await
+    }
+    async fn create_api(&self, api: &Api, event: &AuditEvent) -> R<()> {
+        self.inner.create_api(api, event).await
+    }
+    async fn get_api(&self, id: &ApiId) -> R<Option<Api>> {
+        self.inner.get_api(id).await
+    }
+    async fn list_apis(&self) -> R<Vec<Api>> {
+        self.inner.list_apis().await
+    }
+    async fn create_key(&self, key: &KeyRecord, event: &AuditEvent) -> R<()> {
+        self.inner.create_key(key, event).await
+    }
+    async fn get_key(&self, id: &KeyId) -> R<Option<KeyRecord>> {
+        self.inner.get_key(id).await
+    }
+    async fn find_key_by_digest(&self, digest: &KeyDigest) -> R<Option<KeyRecord>> {
+        self.digest_lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.find_key_by_digest(digest).await
+    }
+    async fn list_keys(&self, f: &KeyFilter, p: &Page, now: OffsetDateTime) -> R<Vec<KeyRecord>> {
+        self.inner.list_keys(f, p, now).await
+    }
+    async fn update_key(
+        &self,
+        id: &KeyId,
+        patch: &KeyPatch,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> R<KeyRecord> {
+        self.inner.update_key(id, patch, now, event).await
+    }
+    async fn revoke_key(
+        &self,
+        id: &KeyId,
+        reason: &str,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> R<(KeyRecord, bool)> {
+        self.inner.revoke_key(id, reason, now, event).await
+    }
+    async fn rotate_key(&self, rotation: &Rotation, events: &[AuditEvent]) -> R<()> {
+        self.inner.rotate_key(rotation, events).await
+    }
+    async fn bulk_revoke(
+        &self,
+        filter: &BulkRevokeFilter,
+        reason: &str,
+        now: OffsetDateTime,
+        template: &AuditEvent,
+    ) -> R<u64> {
+        self.inner.bulk_revoke(filter, reason, now, template).await
+    }
+    async fn create_token(&self, token: &AdminToken, event: &AuditEvent) -> R<()> {
+        self.inner.create_token(token, event).await
+    }
+    async fn get_token(&self, id: &TokenId) -> R<Option<AdminToken>> {
+        self.inner.get_token(id).await
+    }
+    async fn find_token_by_digest(&self, digest: &KeyDigest) -> R<Option<AdminToken>> {
+        self.inner.find_token_by_digest(digest).await
+    }
+    async fn list_tokens(&self, page: &Page) -> R<Vec<AdminToken>> {
+        self.inner.list_tokens(page).await
+    }
+    async fn revoke_token(&self, id: &TokenId, now: OffsetDateTime, event: &AuditEvent) -> R<bool> {
+        self.inner.revoke_token(id, now, event).await
+    }
+    async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> R<Vec<AuditEvent>> {
+        self.inner.list_audit(filter, page).await
+    }
+}
+
+/// Declares each listed test once per backend: `sqlite::NAME` always runs,
+/// `postgres::NAME` runs when `KEYWARD_TEST_POSTGRES_URL` is set.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let app = $crate::support::spawn($crate::support::Backend::Sqlite)
+                        .await
+                        .unwrap();
+                    super::$name(app).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(app) = $crate::support::spawn($crate::support::Backend::Postgres).await
+                    else {
+                        return;
+                    };
+                    super::$name(app).await;
+                }
+            )*
+        }
+    };
+}
