@@ -1,5 +1,6 @@
 //! The admin API and verify, end to end against the real server: every test
-//! runs on SQLite and, when `KEYWARD_TEST_POSTGRES_URL` is set, PostgreSQL.
+//! runs on SQLite and, with `--ignored` and `KEYWARD_TEST_POSTGRES_URL`, on
+//! PostgreSQL.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A panic in a test is a failed test.
 

@@ -1,6 +1,6 @@
 //! One storage story, generic over [`Store`], told against SQLite (a fresh
-//! file per test) and against PostgreSQL (a fresh schema per test) when
-//! `KEYWARD_TEST_POSTGRES_URL` names a server.
+//! file per test) and against PostgreSQL (a fresh schema per test on the
+//! server `KEYWARD_TEST_POSTGRES_URL` names; run with `--ignored`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A panic in a test is a failed test.
 
@@ -524,9 +524,9 @@ macro_rules! story {
         mod postgres {
             $(
                 #[tokio::test]
+                #[ignore = "needs PostgreSQL: set KEYWARD_TEST_POSTGRES_URL, pass --ignored"]
                 async fn $name() {
-                    let Some(store) = super::postgres_store().await else { return };
-                    super::$name(store).await;
+                    super::$name(super::postgres_store().await).await;
                 }
             )*
         }
@@ -541,19 +541,17 @@ story!(
     tokens_and_bootstrap
 );
 
-/// A store in a fresh schema of the server `KEYWARD_TEST_POSTGRES_URL` names;
-/// `None` (the test passes vacuously, saying so) when the variable is unset.
-async fn postgres_store() -> Option<Arc<dyn Store>> {
-    let Ok(url) = std::env::var("KEYWARD_TEST_POSTGRES_URL") else {
-        eprintln!("KEYWARD_TEST_POSTGRES_URL is not set; PostgreSQL story not run");
-        return None;
-    };
+/// A store in a fresh schema of the server `KEYWARD_TEST_POSTGRES_URL` names.
+/// These tests are ignored by default; asked for without a server, they fail.
+async fn postgres_store() -> Arc<dyn Store> {
+    let url = std::env::var("KEYWARD_TEST_POSTGRES_URL")
+        .expect("KEYWARD_TEST_POSTGRES_URL must name the PostgreSQL server to test against");
     // The id's random tail makes the schema unique to this test.
     let id = EventId::generate(now()).unwrap();
     let schema = format!("kw_test_{}", id.as_str()[4..].to_ascii_lowercase());
-    Some(Arc::new(
+    Arc::new(
         PgStore::connect(&url, Some(&schema))
             .await
             .expect("PostgreSQL reachable"),
-    ))
+    )
 }

@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 
 /// Keyward: API keys for crypto API providers — issue, verify, rotate, revoke.
 #[derive(Parser)]
-#[command(name = "keyward", version, about, long_about = None)]
+#[command(name = "keyward", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

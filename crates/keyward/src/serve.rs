@@ -33,7 +33,7 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     database_url: Option<String>,
-    /// Log filter, e.g. `info` or `keyward_server=debug` [default: info].
+    /// Log filter, e.g. `info` or `keyward_server=debug`.
     #[arg(
         long,
         env = "KEYWARD_LOG",
@@ -86,12 +86,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             root.expose()
         );
     }
-    tracing::info!(
-        addr = %app.local_addr()?,
-        store = if embedded { "sqlite" } else { "postgres" },
-        data_dir = %settings.data_dir.display(),
-        "keyward is serving"
-    );
+    // The PostgreSQL URL may hold a password, so only the SQLite path is named.
+    let database = if embedded {
+        settings.database_url()
+    } else {
+        "postgres".to_owned()
+    };
+    tracing::info!(addr = %app.local_addr()?, %database, "keyward is serving");
     app.run_until_stopped(shutdown_signal()).await?;
     tracing::info!("keyward stopped");
     Ok(())

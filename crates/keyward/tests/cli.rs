@@ -1,0 +1,393 @@
+//! The `keyward` binary as operators run it: `serve` in its own process, the
+//! CLI against it, signals, crashes and what ends up in logs and on disk.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic in a test is a failed test.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+
+/// A `keyward serve` process and everything it wrote to stderr.
+struct Server {
+    child: Child,
+    addr: String,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("KEYWARD_DATABASE_URL")
+            .env_remove("KEYWARD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in extra_env {
+            command.env(k, v);
+        }
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Server {
+        let mut child = command.spawn().unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let found = stderr.lock().unwrap().iter().find_map(|l| {
+                l.contains("keyward is serving").then(|| {
+                    let rest = &l[l.find("addr=").unwrap() + 5..];
+                    rest.split_whitespace().next().unwrap().to_owned()
+                })
+            });
+            if let Some(addr) = found {
+                break addr;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("server exited with {status}: {:?}", stderr.lock().unwrap());
+            }
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Server {
+            child,
+            addr: format!("http://{addr}"),
+            stderr,
+        }
+    }
+
+    /// The root token, if this start printed one.
+    fn root_token(&self) -> Option<String> {
+        self.stderr.lock().unwrap().iter().find_map(|l| {
+            l.contains("root admin token (shown once")
+                .then(|| l.rsplit(' ').next().unwrap().to_owned())
+        })
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Runs a client command against this server.
+    fn cli(&self, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("KEYWARD_ADDR", &self.addr)
+            .env("KEYWARD_TOKEN", token)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    fn cli_json(&self, token: &str, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.cli(token, &all, None);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit on its own.
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn killed_server_restarted_on_the_same_data_has_every_acknowledged_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Server::start(dir.path(), &[]);
+    let root = first
+        .root_token()
+        .expect("first start prints the root token");
+    let api = first.cli_json(
+        &root,
+        &["apis", "create", "--name", "Prices", "--prefix", "px"],
+    );
+    let api_id = api["id"].as_str().unwrap().to_owned();
+    let mut keys = Vec::new();
+    for i in 0..25 {
+        let owner = format!("customer{i}");
+        let issued = first.cli_json(
+            &root,
+            &[
+                "keys", "create", "--api-id", &api_id, "--env", "live", "--owner", &owner,
+            ],
+        );
+        keys.push(issued["key"].as_str().unwrap().to_owned());
+    }
+    // No clean shutdown: SIGKILL right after the last acknowledgement.
+    first.child.kill().unwrap();
+    first.wait(Duration::from_secs(10));
+
+    let second = Server::start(dir.path(), &[]);
+    assert_eq!(second.root_token(), None, "the root token is created once");
+    for key in &keys {
+        let v = second.cli_json(&root, &["keys", "verify", key]);
+        assert_eq!(v["code"], "VALID");
+    }
+}
+
+#[test]
+fn sigterm_and_sigint_stop_the_server_cleanly() {
+    for signal in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Server::start(dir.path(), &[]);
+        server.signal(signal);
+        let status = server.wait(Duration::from_secs(10));
+        assert!(status.success(), "SIG{signal}: {status}");
+        assert!(server.log().contains("keyward stopped"));
+    }
+}
+
+#[test]
+fn cli_tour_and_no_plaintext_in_logs_or_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[("KEYWARD_LOG", "debug")]);
+    let root = server.root_token().unwrap();
+    let api = server.cli_json(
+        &root,
+        &["apis", "create", "--name", "Signals", "--prefix", "sig"],
+    );
+    let api_id = api["id"].as_str().unwrap();
+
+    let out = server.cli(
+        &root,
+        &[
+            "keys",
+            "create",
+            "--api-id",
+            api_id,
+            "--env",
+            "live",
+            "--owner",
+            "acme",
+            "--scope",
+            "signals:read",
+            "--metadata",
+            r#"{"plan":"pro"}"#,
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let human = String::from_utf8(out.stdout).unwrap();
+    let key = human
+        .lines()
+        .find_map(|l| l.strip_prefix("key (shown once, store it now): "))
+        .expect("the plaintext is printed once")
+        .to_owned();
+    let key_id = human.split_whitespace().next().unwrap().to_owned();
+
+    // Verify reads the key from stdin, keeping it out of argv.
+    let out = server.cli(
+        &root,
+        &["keys", "verify", "--scope", "signals:read"],
+        Some(&key),
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("VALID"));
+    let out = server.cli(
+        &root,
+        &["keys", "verify", "--scope", "orders:write", &key],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("INSUFFICIENT_SCOPE"));
+
+    let rotated = server.cli_json(&root, &["keys", "rotate", &key_id, "--grace", "3600"]);
+    let successor = rotated["key"].as_str().unwrap().to_owned();
+    let listed = server.cli_json(&root, &["keys", "list", "--owner", "acme"]);
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 2);
+    let updated = server.cli_json(&root, &["keys", "update", &key_id, "--disable"]);
+    assert_eq!(updated["state"], "disabled");
+    let revoked = server.cli_json(&root, &["keys", "revoke", &key_id, "--reason", "tour"]);
+    assert_eq!(revoked["state"], "revoked");
+    let out = server.cli(&root, &["keys", "verify", &key], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("REVOKED"));
+
+    // A client error is reported with the server's code.
+    let out = server.cli(&root, &["keys", "get", "key_missing"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT_FOUND"));
+    let out = server.cli("kwa_live_wrong", &["apis", "list"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UNAUTHENTICATED"));
+
+    server.signal("TERM");
+    server.wait(Duration::from_secs(10));
+
+    let log = server.log();
+    assert!(
+        log.contains("POST") && log.contains("/v1/keys/verify"),
+        "requests are logged"
+    );
+    for planted in [&key, &successor] {
+        assert!(!log.contains(planted.as_str()), "a key is in the log");
+    }
+    assert_eq!(
+        log.matches(root.as_str()).count(),
+        1,
+        "the root token is printed once only"
+    );
+    let mut files = 0;
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        files += 1;
+        for planted in [&key, &successor, &root] {
+            let needle = planted.as_bytes();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "a plaintext is on disk"
+            );
+        }
+    }
+    assert!(files >= 1);
+}
+
+#[test]
+fn config_file_is_read_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_file = dir.path().join("from-file");
+    let config = dir.path().join("keyward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+            from_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("KEYWARD_DATA_DIR")
+        .env_remove("KEYWARD_LISTEN")
+        .env_remove("KEYWARD_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    let server = Server::spawn(command);
+    assert!(from_file.join("keyward.db").exists());
+    drop(server);
+
+    let flagged = dir.path().join("from-env");
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("KEYWARD_DATA_DIR", &flagged)
+        .env_remove("KEYWARD_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    let server = Server::spawn(command);
+    assert!(
+        flagged.join("keyward.db").exists(),
+        "KEYWARD_DATA_DIR beats the file"
+    );
+    drop(server);
+
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nsurprise = 1\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("surprise"));
+}
+
+#[test]
+fn serve_help_documents_every_option() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "--listen",
+        "KEYWARD_LISTEN",
+        "127.0.0.1:8720",
+        "--data-dir",
+        "KEYWARD_DATA_DIR",
+        "--database-url",
+        "KEYWARD_DATABASE_URL",
+        "postgres://",
+        "--config",
+        "KEYWARD_CONFIG",
+        "--log",
+        "KEYWARD_LOG",
+    ] {
+        assert!(
+            help.contains(needle),
+            "serve --help lacks {needle}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_database_url_fails_to_start_with_a_clear_error() {
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            "mysql://x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unsupported database URL"), "{err}");
+}
