@@ -28,6 +28,9 @@ pub const MAX_KEY_LEN: usize = MAX_PREFIX_LEN + 1 + 4 + 1 + BODY_LEN + CHECK_LEN
 /// Characters of a key kept for display ("the start"), enough to tell keys
 /// apart in a list and far too few to guess the rest.
 pub const DISPLAY_START_LEN: usize = 12;
+/// The body of the largest 32-byte number, 2^256 − 1.
+const MAX_BODY: &str = "yhjskwdA6OZ1AL1YmHWZWm8LLG7HjnuCA2j5rOw8Xp1";
+
 /// The prefix of admin tokens, reserved: no API may use it.
 pub const ADMIN_PREFIX: &str = "kwa";
 
@@ -217,7 +220,11 @@ impl<'a> ParsedKey<'a> {
             return Err(KeyFormatError::BadShape);
         }
         let (body, check) = tail.split_at(BODY_LEN);
-        if base62::decode::<32>(body.as_bytes()).is_none() {
+        // Fixed width and an alphabet in ASCII order make string order the
+        // numeric order, so the range check is a comparison, not a decode.
+        // The alphabet itself was checked above except for `_`, excluded by
+        // the shape check.
+        if body.as_bytes() > MAX_BODY.as_bytes() {
             return Err(KeyFormatError::BadBody);
         }
         let signed = &text[..text.len() - CHECK_LEN];
@@ -326,6 +333,16 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(ParsedKey::parse(&input).err(), Some(expected), "{input}");
         }
+    }
+
+    #[test]
+    fn the_body_limit_is_the_largest_32_byte_number() {
+        assert_eq!(
+            base62::encode(&[0xff; 32], BODY_LEN).as_deref(),
+            Some(MAX_BODY)
+        );
+        let max = key("tm", Environment::Live, [0xff; 32]);
+        assert!(ParsedKey::parse(&max).is_ok());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`key`]: the `{prefix}_{env}_{body}{check}` format, parsing and digests.
 //! - [`id`]: time-ordered identifiers for APIs, keys, tokens and events.
 //! - [`model`]: APIs, key records, admin tokens, audit events and their values.
+//! - [`limits`]: rate limits (GCRA), usage credits and IP allowlists.
 //! - [`verify`]: the verify result codes and the rules that produce them.
 
 #![forbid(unsafe_code)]
@@ -15,10 +16,11 @@
 pub mod base62;
 pub mod id;
 pub mod key;
+pub mod limits;
 pub mod model;
 pub mod verify;
 
 pub use id::{ApiId, EventId, IdError, KeyId, TokenId};
 pub use key::{Environment, KeyDigest, KeyFormatError, ParsedKey, PlaintextKey, Prefix};
 pub use model::{AdminScope, AdminToken, Api, AuditEvent, KeyRecord, KeyState, Scope, ValueError};
-pub use verify::{evaluate, Requirements, VerifyCode};
+pub use verify::{evaluate, KeyPolicy, Requirements, VerifyCode};

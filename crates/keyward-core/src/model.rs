@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use crate::id::{ApiId, EventId, KeyId, TokenId};
 use crate::key::{Environment, KeyDigest, Prefix};
+use crate::limits::{Cidr, Credits, RateLimit};
 
 /// Why a value given by a caller was refused. The HTTP layer maps every
 /// variant to `INVALID_REQUEST` with this message.
@@ -22,6 +23,12 @@ pub enum ValueError {
     Text { field: &'static str, max: usize },
     #[error("metadata must be a JSON object of at most {max} bytes")]
     Metadata { max: usize },
+    #[error("rate limits need unique names (a-z, 0-9, _ . -), a limit of 1 to 1e9 and a duration_ms of 1 ms to 31 days; at most 8")]
+    RateLimit,
+    #[error("a refill needs an interval (daily or monthly), an amount, and for monthly refills a day of 1 to 28")]
+    Refill,
+    #[error("IP allowlist entries must be IPv4 or IPv6 addresses or CIDR ranges; at most 256")]
+    Cidr,
 }
 
 /// A permission a key carries and a verify may require, e.g. `orders:write`.
@@ -199,6 +206,14 @@ pub struct KeyRecord {
     pub rotated_from: Option<KeyId>,
     /// The successor issued when this key was rotated; set at most once.
     pub rotated_to: Option<KeyId>,
+    /// Named rate limits, all enforced on every verify.
+    pub ratelimits: Vec<RateLimit>,
+    /// Usage credits; `None` means unmetered.
+    pub credits: Option<Credits>,
+    /// Addresses the key may be used from; empty means any.
+    pub ip_allowlist: Vec<Cidr>,
+    /// When a verify last found the key (flushed in batches, so a little behind).
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 /// The lifecycle state of a key at a moment, derived from its fields.

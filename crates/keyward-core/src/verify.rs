@@ -1,10 +1,14 @@
 //! The verification rules: given a stored key and what the caller requires,
 //! the one code that answers the verify.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::key::Environment;
+use crate::limits::Cidr;
 use crate::model::{KeyRecord, Scope};
 
 /// The outcome of a verify. Stable: callers branch on these names.
@@ -25,6 +29,12 @@ pub enum VerifyCode {
     WrongEnvironment,
     /// The key lacks a scope the caller requires.
     InsufficientScope,
+    /// The caller's IP address is outside the key's allowlist.
+    IpNotAllowed,
+    /// A rate limit of the key or its owner is exhausted for now.
+    RateLimited,
+    /// The key's usage credits are used up until the next refill.
+    UsageExceeded,
 }
 
 impl VerifyCode {
@@ -38,6 +48,9 @@ impl VerifyCode {
             VerifyCode::Disabled => "DISABLED",
             VerifyCode::WrongEnvironment => "WRONG_ENVIRONMENT",
             VerifyCode::InsufficientScope => "INSUFFICIENT_SCOPE",
+            VerifyCode::IpNotAllowed => "IP_NOT_ALLOWED",
+            VerifyCode::RateLimited => "RATE_LIMITED",
+            VerifyCode::UsageExceeded => "USAGE_EXCEEDED",
         }
     }
 }
@@ -49,31 +62,71 @@ pub struct Requirements {
     pub scopes: Vec<Scope>,
     /// When set, the key must belong to this environment.
     pub environment: Option<Environment>,
+    /// The address of the client that presented the key; required when the
+    /// key has an IP allowlist.
+    pub ip: Option<IpAddr>,
 }
 
-/// Applies the rules in order of finality: a revoked key reports `REVOKED`
-/// even if it has also expired, and the environment wall is checked before
-/// scopes so a `test` key never learns what a `live` endpoint requires.
-pub fn evaluate(record: &KeyRecord, required: &Requirements, now: OffsetDateTime) -> VerifyCode {
-    if record.revoked_at.is_some() {
+/// What verification reads of a key: a small, cheap-to-share view kept in
+/// the verify cache for every key, so it holds no display fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyPolicy {
+    pub environment: Environment,
+    pub enabled: bool,
+    pub revoked: bool,
+    pub expires_at: Option<OffsetDateTime>,
+    /// Shared between keys with the same scope set.
+    pub scopes: Arc<[Scope]>,
+    pub ip_allowlist: Box<[Cidr]>,
+}
+
+impl KeyRecord {
+    /// The record's policy, with its own copy of the scopes.
+    pub fn policy(&self) -> KeyPolicy {
+        KeyPolicy {
+            environment: self.environment,
+            enabled: self.enabled,
+            revoked: self.revoked_at.is_some(),
+            expires_at: self.expires_at,
+            scopes: self.scopes.clone().into(),
+            ip_allowlist: self.ip_allowlist.clone().into(),
+        }
+    }
+}
+
+/// Applies the stateless rules in order of finality: a revoked key reports
+/// `REVOKED` even if it has also expired, and the environment wall is checked
+/// before scopes so a `test` key never learns what a `live` endpoint
+/// requires. Rate limits and credits, which need state, come after these.
+pub fn evaluate(key: &KeyPolicy, required: &Requirements, now: OffsetDateTime) -> VerifyCode {
+    if key.revoked {
         return VerifyCode::Revoked;
     }
-    if record.expires_at.is_some_and(|at| at <= now) {
+    if key.expires_at.is_some_and(|at| at <= now) {
         return VerifyCode::Expired;
     }
-    if !record.enabled {
+    if !key.enabled {
         return VerifyCode::Disabled;
     }
     if required
         .environment
-        .is_some_and(|env| env != record.environment)
+        .is_some_and(|env| env != key.environment)
     {
         return VerifyCode::WrongEnvironment;
     }
-    if !required.scopes.iter().all(|s| record.scopes.contains(s)) {
+    if !required.scopes.iter().all(|s| key.scopes.contains(s)) {
         return VerifyCode::InsufficientScope;
     }
+    if !ip_allowed(&key.ip_allowlist, required.ip) {
+        return VerifyCode::IpNotAllowed;
+    }
     VerifyCode::Valid
+}
+
+/// An empty allowlist admits any address; a non-empty one admits only the
+/// addresses in its ranges, and fails closed when the address is unknown.
+pub fn ip_allowed(allowlist: &[Cidr], ip: Option<IpAddr>) -> bool {
+    allowlist.is_empty() || ip.is_some_and(|ip| allowlist.iter().any(|c| c.contains(ip)))
 }
 
 #[cfg(test)]
@@ -102,6 +155,10 @@ mod tests {
             revoke_reason: None,
             rotated_from: None,
             rotated_to: None,
+            ratelimits: Vec::new(),
+            credits: None,
+            ip_allowlist: Vec::new(),
+            last_used_at: None,
         }
     }
 
@@ -110,7 +167,7 @@ mod tests {
         let mut rec = record(now);
         let mut req = Requirements::default();
         mutate(&mut rec, &mut req);
-        assert_eq!(evaluate(&rec, &req, now), expected);
+        assert_eq!(evaluate(&rec.policy(), &req, now), expected);
     }
 
     #[test]
@@ -133,6 +190,33 @@ mod tests {
         );
         check(
             |_, q| q.scopes = vec![Scope::parse("prices:read").unwrap()],
+            VerifyCode::Valid,
+        );
+    }
+
+    #[test]
+    fn ip_allowlists_fail_closed() {
+        let list = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+        check(
+            |r, _| r.ip_allowlist = list.clone(),
+            VerifyCode::IpNotAllowed,
+        );
+        check(
+            |r, q| {
+                r.ip_allowlist = list.clone();
+                q.ip = Some("10.1.1.1".parse().unwrap());
+            },
+            VerifyCode::Valid,
+        );
+        check(
+            |r, q| {
+                r.ip_allowlist = list.clone();
+                q.ip = Some("192.0.2.1".parse().unwrap());
+            },
+            VerifyCode::IpNotAllowed,
+        );
+        check(
+            |_, q| q.ip = Some("192.0.2.1".parse().unwrap()),
             VerifyCode::Valid,
         );
     }

@@ -6,11 +6,50 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use keyward_core::{AdminScope, AdminToken, ApiId, Environment, ParsedKey};
+use std::time::{Duration, Instant};
+
+use keyward_core::{AdminScope, AdminToken, ApiId, Environment, KeyDigest, ParsedKey};
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
 use crate::AppState;
+
+/// Admin tokens by digest, known or known to be absent, for a short TTL.
+/// Revocation through this node drops the entry at once; other nodes see it
+/// within the TTL.
+pub struct TokenCache {
+    entries: quick_cache::sync::Cache<[u8; 32], Arc<(Instant, Option<AdminToken>)>>,
+    ttl: Duration,
+}
+
+impl TokenCache {
+    /// Tokens in use are few; this bounds the memory a flood of forged
+    /// tokens can take.
+    const CAPACITY: usize = 10_000;
+
+    pub fn new(ttl: Duration) -> Self {
+        TokenCache {
+            entries: quick_cache::sync::Cache::new(Self::CAPACITY),
+            ttl,
+        }
+    }
+
+    /// `Some(token or None)` when the answer is cached and fresh.
+    fn get(&self, digest: &KeyDigest) -> Option<Option<AdminToken>> {
+        let entry = self.entries.get(digest.as_bytes())?;
+        (entry.0.elapsed() < self.ttl).then(|| entry.1.clone())
+    }
+
+    fn insert(&self, digest: &KeyDigest, token: Option<AdminToken>) {
+        self.entries
+            .insert(*digest.as_bytes(), Arc::new((Instant::now(), token)));
+    }
+
+    /// Drops a token after it changed (revoked).
+    pub fn forget(&self, digest: &KeyDigest) {
+        self.entries.remove(digest.as_bytes());
+    }
+}
 
 /// The authenticated admin token of a request.
 pub struct Caller {
@@ -65,11 +104,19 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             return Err(ApiError::Unauthenticated);
         }
         let digest = parsed.digest();
-        let token = state
-            .store
-            .find_token_by_digest(&digest)
-            .await?
-            .filter(|t| t.digest.ct_eq(&digest))
+        let token = match state.tokens.get(&digest) {
+            Some(found) => found,
+            None => {
+                let found = state
+                    .store
+                    .find_token_by_digest(&digest)
+                    .await?
+                    .filter(|t| t.digest.ct_eq(&digest));
+                state.tokens.insert(&digest, found.clone());
+                found
+            }
+        };
+        let token = token
             .filter(|t| t.is_usable(OffsetDateTime::now_utc()))
             .ok_or(ApiError::Unauthenticated)?;
         Ok(Caller { token })

@@ -8,6 +8,7 @@
 //! - [`settings`]: what the server needs to start.
 //! - [`auth`]: the admin token of each request.
 //! - [`handlers`]: one module per resource.
+//! - [`verifier`]: the verify hot path — cache, limits, credits, usage.
 //! - [`wire`]: the JSON request and response shapes (the public contract).
 //! - [`error`]: the table from failures to status codes and stable `code`s.
 
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod error;
 pub mod handlers;
 pub mod settings;
+pub mod verifier;
 pub mod wire;
 
 use std::future::Future;
@@ -39,6 +41,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use settings::Settings;
+pub use verifier::{Verifier, VerifierConfig};
 
 /// Largest request body accepted. Admin requests are small; this keeps a
 /// flood of large bodies from costing memory.
@@ -48,12 +51,18 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     /// The source of truth for APIs, keys, tokens and the audit log.
     pub store: Arc<dyn Store>,
+    /// The verify hot path, shared with the gateway.
+    pub verifier: Arc<Verifier>,
+    /// Admin tokens recently seen, so authenticating a verify call costs no
+    /// query.
+    pub tokens: auth::TokenCache,
 }
 
 /// A server bound to its listener and ready to run.
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    verifier: Arc<Verifier>,
     /// The root token when this start created it; shown once, then dropped.
     root_token: Option<PlaintextKey>,
 }
@@ -70,10 +79,17 @@ impl Application {
     pub async fn with_store(settings: Settings, store: Arc<dyn Store>) -> Result<Self, StartError> {
         let root_token = bootstrap(store.as_ref()).await?;
         let listener = TcpListener::bind(settings.listen).await?;
-        let state = Arc::new(AppState { store });
+        let config = settings.verify.config();
+        let verifier = Arc::new(Verifier::new(Arc::clone(&store), config.clone()));
+        let state = Arc::new(AppState {
+            store,
+            verifier: Arc::clone(&verifier),
+            tokens: auth::TokenCache::new(config.cache_ttl),
+        });
         Ok(Application {
             listener,
             router: router(state),
+            verifier,
             root_token,
         })
     }
@@ -89,14 +105,29 @@ impl Application {
         self.root_token.take()
     }
 
-    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    /// The verify hot path of this server.
+    pub fn verifier(&self) -> Arc<Verifier> {
+        Arc::clone(&self.verifier)
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests,
+    /// writes the usage counted in memory and gives back leased credits.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let flusher = tokio::spawn(Arc::clone(&self.verifier).run_flusher(async {
+            let _ = stopped.await;
+        }));
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        let _ = stop.send(());
+        if let Err(e) = flusher.await {
+            tracing::error!(error = %e, "the usage flusher failed");
+        }
+        served
     }
 }
 
@@ -164,6 +195,11 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(keys::rotate_key))
         .routes(routes!(keys::bulk_revoke))
         .routes(routes!(keys::verify_key))
+        .routes(routes!(keys::key_usage))
+        .routes(routes!(
+            keys::get_owner_ratelimits,
+            keys::set_owner_ratelimits
+        ))
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(audit::list_audit))

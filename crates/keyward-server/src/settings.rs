@@ -8,7 +8,8 @@ use std::sync::Arc;
 use keyward_store::Store;
 use serde::Deserialize;
 
-use crate::StartError;
+use crate::{StartError, VerifierConfig};
+use std::time::Duration;
 
 /// Server settings. Every field has a default, so an empty file (or none)
 /// gives a working single-machine server.
@@ -22,6 +23,54 @@ pub struct Settings {
     /// `postgres://…` for the multi-node store, or `sqlite://PATH`; when
     /// unset, `keyward.db` in `data_dir`.
     pub database_url: Option<String>,
+    /// Tuning of the verify hot path (`[verify]` in the file).
+    pub verify: VerifySettings,
+}
+
+/// The `[verify]` section: cache, negative cache, usage flushing and credit
+/// leasing. Durations are in milliseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifySettings {
+    /// How long a cached key is trusted; bounds staleness across nodes.
+    pub cache_ttl_ms: u64,
+    /// Most keys held in memory.
+    pub cache_capacity: usize,
+    /// How long an unknown key is remembered as unknown.
+    pub negative_ttl_ms: u64,
+    /// Most unknown keys remembered.
+    pub negative_capacity: usize,
+    /// How often usage counts and last-used times are written.
+    pub usage_flush_interval_ms: u64,
+    /// Credits a node leases from the store at a time.
+    pub credit_block: u64,
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        let d = VerifierConfig::default();
+        VerifySettings {
+            cache_ttl_ms: d.cache_ttl.as_millis() as u64,
+            cache_capacity: d.cache_capacity,
+            negative_ttl_ms: d.negative_ttl.as_millis() as u64,
+            negative_capacity: d.negative_capacity,
+            usage_flush_interval_ms: d.usage_flush_interval.as_millis() as u64,
+            credit_block: d.credit_block,
+        }
+    }
+}
+
+impl VerifySettings {
+    pub fn config(&self) -> VerifierConfig {
+        VerifierConfig {
+            cache_ttl: Duration::from_millis(self.cache_ttl_ms),
+            cache_capacity: self.cache_capacity,
+            negative_ttl: Duration::from_millis(self.negative_ttl_ms),
+            negative_capacity: self.negative_capacity,
+            usage_flush_interval: Duration::from_millis(self.usage_flush_interval_ms.max(10)),
+            credit_block: self.credit_block.max(1),
+        }
+    }
 }
 
 /// The default listen address: loopback only, so a fresh install is not
@@ -36,6 +85,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8720)),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database_url: None,
+            verify: VerifySettings::default(),
         }
     }
 }

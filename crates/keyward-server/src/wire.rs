@@ -2,6 +2,7 @@
 //! They are the public contract; records from the core are converted here
 //! so storage fields (digests) never reach a response by accident.
 
+use keyward_core::limits::{RateLimit, Refill};
 use keyward_core::{
     AdminToken, Api, ApiId, AuditEvent, Environment, KeyId, KeyRecord, KeyState, Prefix, TokenId,
     VerifyCode,
@@ -10,6 +11,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use crate::verifier::{CachedKey, Verification};
+
 /// Reads a field that distinguishes "absent" (`None`) from `null`
 /// (`Some(None)`), for PATCH bodies where `null` clears a value.
 fn double_option<'de, D>(d: D) -> Result<Option<Option<OffsetDateTime>>, D::Error>
@@ -17,6 +20,36 @@ where
     D: Deserializer<'de>,
 {
     time::serde::rfc3339::option::deserialize(d).map(Some)
+}
+
+/// Like `double_option` for any value: absent is `None`, `null` is
+/// `Some(None)`.
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Usage credits as callers set them.
+#[derive(Deserialize, Serialize, ToSchema, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct CreditsInput {
+    /// Credits available now.
+    pub remaining: u64,
+    /// When set, credits are reset to `amount` every period.
+    pub refill: Option<Refill>,
+}
+
+/// Usage credits as stored.
+#[derive(Serialize, ToSchema)]
+pub struct CreditsView {
+    /// Credits in storage; nodes may hold a few more leased.
+    pub remaining: u64,
+    pub refill: Option<Refill>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub refilled_at: OffsetDateTime,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -74,6 +107,14 @@ pub struct KeyCreate {
     pub expires_at: Option<OffsetDateTime>,
     /// Defaults to true.
     pub enabled: Option<bool>,
+    /// Named rate limits, all enforced on every verify.
+    #[serde(default)]
+    pub ratelimits: Vec<RateLimit>,
+    /// Usage credits; unmetered when absent.
+    pub credits: Option<CreditsInput>,
+    /// IPv4/IPv6 addresses or CIDR ranges the key may be used from.
+    #[serde(default)]
+    pub ip_allowlist: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -102,6 +143,13 @@ pub struct KeyView {
     pub revoke_reason: Option<String>,
     pub rotated_from: Option<KeyId>,
     pub rotated_to: Option<KeyId>,
+    pub ratelimits: Vec<RateLimit>,
+    pub credits: Option<CreditsView>,
+    pub ip_allowlist: Vec<String>,
+    /// When a verify last found the key (written in batches, so a few
+    /// seconds behind).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 impl KeyView {
@@ -125,6 +173,14 @@ impl KeyView {
             revoke_reason: k.revoke_reason,
             rotated_from: k.rotated_from,
             rotated_to: k.rotated_to,
+            ratelimits: k.ratelimits,
+            credits: k.credits.map(|c| CreditsView {
+                remaining: c.remaining,
+                refill: c.refill,
+                refilled_at: c.refilled_at,
+            }),
+            ip_allowlist: k.ip_allowlist.iter().map(ToString::to_string).collect(),
+            last_used_at: k.last_used_at,
         }
     }
 }
@@ -169,6 +225,14 @@ pub struct KeyUpdate {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Option<OffsetDateTime>>,
     pub enabled: Option<bool>,
+    /// Replaces all rate limits; `[]` removes them.
+    pub ratelimits: Option<Vec<RateLimit>>,
+    /// New credits, or `null` to make the key unmetered.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<CreditsInput>)]
+    pub credits: Option<Option<CreditsInput>>,
+    /// Replaces the allowlist; `[]` allows any address.
+    pub ip_allowlist: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -219,6 +283,19 @@ pub struct VerifyRequest {
     pub scopes: Vec<String>,
     /// The environment the key must belong to.
     pub environment: Option<Environment>,
+    /// The address of the client that presented the key, for IP allowlists.
+    pub ip: Option<String>,
+    /// Units this request counts against rate limits and credits (default 1).
+    pub cost: Option<u64>,
+}
+
+/// The tightest rate limit after a verify, for `X-RateLimit-*` headers.
+#[derive(Serialize, ToSchema)]
+pub struct RateLimitView {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Unix time in milliseconds when the limit is replenished.
+    pub reset: i64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -231,38 +308,70 @@ pub struct VerifyResult {
     pub environment: Option<Environment>,
     pub scopes: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
-    pub metadata: Option<serde_json::Value>,
+    pub metadata: Option<Box<serde_json::value::RawValue>>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
+    /// Present when the key or its owner has rate limits.
+    pub ratelimit: Option<RateLimitView>,
+    /// Present when the key is metered.
+    pub credits_remaining: Option<u64>,
 }
 
-impl VerifyResult {
-    /// A denial that says nothing about any key.
-    pub fn bare(code: VerifyCode) -> Self {
+impl From<Verification> for VerifyResult {
+    fn from(v: Verification) -> Self {
+        let ratelimit = v.ratelimit.map(|r| RateLimitView {
+            limit: r.limit,
+            remaining: r.remaining,
+            reset: r.reset,
+        });
+        let key: Option<&CachedKey> = v.key.as_deref();
         VerifyResult {
-            valid: false,
-            code,
-            key_id: None,
-            owner: None,
-            environment: None,
-            scopes: None,
-            metadata: None,
-            expires_at: None,
+            valid: v.code == VerifyCode::Valid,
+            code: v.code,
+            key_id: key.map(|k| k.id.clone()),
+            owner: key.map(|k| k.owner.to_string()),
+            environment: key.map(CachedKey::environment),
+            scopes: key.map(|k| {
+                k.policy
+                    .scopes
+                    .iter()
+                    .map(|s| s.as_str().to_owned())
+                    .collect()
+            }),
+            metadata: key.map(|k| match &k.metadata {
+                Some(raw) => raw.clone(),
+                None => empty_object(),
+            }),
+            expires_at: key.and_then(|k| k.policy.expires_at),
+            ratelimit,
+            credits_remaining: v.credits_remaining,
         }
     }
+}
 
-    pub fn of(code: VerifyCode, k: KeyRecord) -> Self {
-        VerifyResult {
-            valid: code == VerifyCode::Valid,
-            code,
-            key_id: Some(k.id),
-            owner: Some(k.owner),
-            environment: Some(k.environment),
-            scopes: Some(k.scopes.into_iter().map(String::from).collect()),
-            metadata: Some(k.metadata),
-            expires_at: k.expires_at,
-        }
-    }
+fn empty_object() -> Box<serde_json::value::RawValue> {
+    serde_json::value::RawValue::from_string("{}".to_owned())
+        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerRateLimits {
+    /// Limits shared by all keys of the owner; `[]` removes them.
+    pub ratelimits: Vec<RateLimit>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsageView {
+    /// Unix time in seconds of the minute's start.
+    pub minute: i64,
+    pub code: String,
+    pub count: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UsageList {
+    pub usage: Vec<UsageView>,
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -38,6 +38,16 @@ fn key_of(v: &Value) -> String {
     v["key"].as_str().unwrap().to_owned()
 }
 
+async fn token_id_named(app: &TestApp, name: &str) -> String {
+    let tokens = app.ok(Method::GET, "/v1/tokens", None).await;
+    let token = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name);
+    id_of(token.unwrap())
+}
+
 fn id_of(v: &Value) -> String {
     v["id"].as_str().unwrap().to_owned()
 }
@@ -489,16 +499,7 @@ async fn admin_calls_need_a_valid_token_with_the_scope(app: TestApp) {
     assert_eq!((s, v["code"].clone()), (StatusCode::OK, json!("VALID")));
 
     // Once revoked, the token opens nothing, at once.
-    let tokens = app.ok(Method::GET, "/v1/tokens", None).await;
-    let id = tokens["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "gateway")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = token_id_named(&app, "gateway").await;
     app.ok(Method::POST, &format!("/v1/tokens/{id}/revoke"), None)
         .await;
     let (s, v) = app
@@ -557,16 +558,7 @@ async fn tokens_cannot_grant_or_revoke_more_than_they_hold(app: TestApp) {
         .await;
     assert_eq!(s, StatusCode::CREATED);
 
-    let tokens = app.ok(Method::GET, "/v1/tokens", None).await;
-    let root_id = tokens["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "root")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let root_id = token_id_named(&app, "root").await;
     let (s, _) = app
         .call(
             Method::POST,

@@ -7,6 +7,7 @@
 //! placeholders, so one body of SQL serves both. The few statements that
 //! differ come from the backend's [`Dialect`].
 
+use keyward_core::limits::{Credits, Refill};
 use keyward_core::{
     AdminScope, AdminToken, Api, ApiId, AuditEvent, Environment, EventId, KeyId, KeyRecord, Prefix,
     Scope, TokenId,
@@ -21,11 +22,15 @@ pub(crate) struct Dialect {
     /// bound next"; [`Dialect::scope_match_close`] closes it.
     pub scope_match_open: &'static str,
     pub scope_match_close: &'static str,
+    /// Appended to a SELECT whose rows the transaction will update. SQLite
+    /// needs none: its single writer connection serializes transactions.
+    pub for_update: &'static str,
 }
 
 pub(crate) const KEY_COLUMNS: &str = "id, api_id, environment, name, owner, scopes, metadata, \
      digest, start, enabled, created_at, updated_at, expires_at, revoked_at, revoke_reason, \
-     rotated_from, rotated_to";
+     rotated_from, rotated_to, ratelimits, credits_remaining, credits_refill, \
+     credits_refilled_at, ip_allowlist, last_used_at";
 
 pub(crate) const TOKEN_COLUMNS: &str = "id, name, digest, start, scopes, api_ids, environments, \
      created_by, created_at, expires_at, revoked_at";
@@ -72,6 +77,12 @@ pub(crate) struct KeyRow {
     revoke_reason: Option<String>,
     rotated_from: Option<String>,
     rotated_to: Option<String>,
+    ratelimits: String,
+    credits_remaining: Option<i64>,
+    credits_refill: Option<String>,
+    credits_refilled_at: Option<i64>,
+    ip_allowlist: String,
+    last_used_at: Option<i64>,
 }
 
 impl TryFrom<KeyRow> for KeyRecord {
@@ -97,6 +108,21 @@ impl TryFrom<KeyRow> for KeyRecord {
             revoke_reason: r.revoke_reason,
             rotated_from: r.rotated_from.as_deref().map(key_id).transpose()?,
             rotated_to: r.rotated_to.as_deref().map(key_id).transpose()?,
+            ratelimits: json(T, &r.ratelimits)?,
+            credits: match r.credits_remaining {
+                None => None,
+                Some(remaining) => Some(Credits {
+                    remaining: u64::try_from(remaining).map_err(|e| corrupt(T, e))?,
+                    refill: r
+                        .credits_refill
+                        .as_deref()
+                        .map(|s| json::<Refill>(T, s))
+                        .transpose()?,
+                    refilled_at: from_millis(T, r.credits_refilled_at.unwrap_or(r.created_at))?,
+                }),
+            },
+            ip_allowlist: json(T, &r.ip_allowlist)?,
+            last_used_at: opt_from_millis(T, r.last_used_at)?,
         })
     }
 }
@@ -198,9 +224,10 @@ macro_rules! impl_store {
             convert, ApiRow, EventRow, KeyRow, TokenRow, KEY_COLUMNS, TOKEN_COLUMNS,
         };
         use $crate::rows::{millis, to_json};
+        use keyward_core::limits::{RateLimit, Refill};
         use $crate::{
-            AuditFilter, BulkRevokeFilter, KeyFilter, KeyPatch, Page, Result, Rotation, Store,
-            StoreError,
+            AuditFilter, BulkRevokeFilter, CreditLease, KeyFilter, KeyPatch, Page, Result,
+            Rotation, Store, StoreError, UsageRow,
         };
 
         /// Most rows one multi-row INSERT carries, well under both drivers'
@@ -265,7 +292,8 @@ macro_rules! impl_store {
         ) -> Result<()> {
             let sql = format!(
                 "INSERT INTO keys ({KEY_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+                  $18, $19, $20, $21, $22, $23)"
             );
             sqlx::query(&sql)
                 .bind(key.id.as_str())
@@ -285,6 +313,12 @@ macro_rules! impl_store {
                 .bind(key.revoke_reason.as_deref())
                 .bind(key.rotated_from.as_ref().map(|k| k.as_str()))
                 .bind(key.rotated_to.as_ref().map(|k| k.as_str()))
+                .bind(to_json(&key.ratelimits))
+                .bind(key.credits.map(|c| c.remaining.min(i64::MAX as u64) as i64))
+                .bind(key.credits.and_then(|c| c.refill).map(|r| to_json(&r)))
+                .bind(key.credits.map(|c| millis(c.refilled_at)))
+                .bind(to_json(&key.ip_allowlist))
+                .bind(key.last_used_at.map(millis))
                 .execute(&mut **tx)
                 .await
                 .map_err(unique_violation("a key with this digest already exists"))?;
@@ -451,9 +485,15 @@ macro_rules! impl_store {
                        metadata = COALESCE($4, metadata), \
                        expires_at = CASE WHEN $5 THEN $6 ELSE expires_at END, \
                        enabled = COALESCE($7, enabled), \
-                       updated_at = $8 \
+                       updated_at = $8, \
+                       ratelimits = COALESCE($9, ratelimits), \
+                       ip_allowlist = COALESCE($10, ip_allowlist), \
+                       credits_remaining = CASE WHEN $11 THEN $12 ELSE credits_remaining END, \
+                       credits_refill = CASE WHEN $11 THEN $13 ELSE credits_refill END, \
+                       credits_refilled_at = CASE WHEN $11 THEN $14 ELSE credits_refilled_at END \
                      WHERE id = $1 RETURNING {KEY_COLUMNS}"
                 );
+                let credits = patch.credits.flatten();
                 let row: Option<KeyRow> = sqlx::query_as(&sql)
                     .bind(id.as_str())
                     .bind(patch.name.as_deref())
@@ -463,6 +503,12 @@ macro_rules! impl_store {
                     .bind(patch.expires_at.flatten().map(millis))
                     .bind(patch.enabled)
                     .bind(millis(now))
+                    .bind(patch.ratelimits.as_ref().map(to_json))
+                    .bind(patch.ip_allowlist.as_ref().map(to_json))
+                    .bind(patch.credits.is_some())
+                    .bind(credits.map(|c| c.remaining.min(i64::MAX as u64) as i64))
+                    .bind(credits.and_then(|c| c.refill).map(|r| to_json(&r)))
+                    .bind(credits.map(|_| millis(now)))
                     .fetch_optional(&mut *tx)
                     .await?;
                 let Some(row) = row else {
@@ -544,7 +590,7 @@ macro_rules! impl_store {
                 reason: &str,
                 now: OffsetDateTime,
                 template: &AuditEvent,
-            ) -> Result<u64> {
+            ) -> Result<Vec<KeyDigest>> {
                 if !filter.has_criteria() {
                     return Err(StoreError::Conflict("a bulk revocation needs a filter"));
                 }
@@ -575,19 +621,171 @@ macro_rules! impl_store {
                         .push(Self::DIALECT.scope_match_close);
                 }
                 push_key_filter(&mut q, &filter.api_ids_within, &filter.environments_within);
-                q.push(" RETURNING id");
-                let ids: Vec<(String,)> = q.build_query_as().fetch_all(&mut *tx).await?;
-                let mut events = Vec::with_capacity(ids.len());
-                for (id,) in &ids {
+                q.push(" RETURNING id, digest");
+                let rows: Vec<(String, Vec<u8>)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                let mut events = Vec::with_capacity(rows.len());
+                let mut digests = Vec::with_capacity(rows.len());
+                for (id, digest) in rows {
+                    digests.push($crate::rows::digest("keys", &digest)?);
                     events.push(AuditEvent {
                         id: $crate::event_id(now)?,
-                        target: id.clone(),
+                        target: id,
                         ..template.clone()
                     });
                 }
                 insert_events(&mut tx, &events).await?;
                 tx.commit().await?;
-                Ok(ids.len() as u64)
+                Ok(digests)
+            }
+
+            async fn lease_credits(
+                &self,
+                id: &KeyId,
+                want: u64,
+                now: OffsetDateTime,
+            ) -> Result<Option<CreditLease>> {
+                let mut tx = self.writer().begin().await?;
+                let sql = format!(
+                    "SELECT credits_remaining, credits_refill, credits_refilled_at, created_at \
+                     FROM keys WHERE id = $1{}",
+                    Self::DIALECT.for_update
+                );
+                let row: Option<(Option<i64>, Option<String>, Option<i64>, i64)> =
+                    sqlx::query_as(&sql)
+                        .bind(id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some((Some(remaining), refill, refilled_at, created_at)) = row else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                const T: &str = "keys";
+                let refill = refill.as_deref().map(|s| $crate::rows::json::<Refill>(T, s)).transpose()?;
+                let mut period = $crate::rows::from_millis(T, refilled_at.unwrap_or(created_at))?;
+                let mut remaining = u64::try_from(remaining).unwrap_or(0);
+                if let Some(refill) = refill.filter(|r| r.is_due(period, now)) {
+                    remaining = refill.amount;
+                    period = refill.period_start(now);
+                }
+                let granted = want.min(remaining);
+                remaining -= granted;
+                sqlx::query(
+                    "UPDATE keys SET credits_remaining = $2, credits_refilled_at = $3 WHERE id = $1",
+                )
+                .bind(id.as_str())
+                .bind(remaining as i64)
+                .bind(millis(period))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Some(CreditLease { granted, remaining, period }))
+            }
+
+            async fn return_credits(
+                &self,
+                id: &KeyId,
+                amount: u64,
+                period: OffsetDateTime,
+            ) -> Result<()> {
+                sqlx::query(
+                    "UPDATE keys SET credits_remaining = credits_remaining + $2 \
+                     WHERE id = $1 AND credits_remaining IS NOT NULL AND credits_refilled_at = $3",
+                )
+                .bind(id.as_str())
+                .bind(amount.min(i64::MAX as u64) as i64)
+                .bind(millis(period))
+                .execute(self.writer())
+                .await?;
+                Ok(())
+            }
+
+            async fn record_usage(
+                &self,
+                rows: &[UsageRow],
+                last_used: &[(KeyId, OffsetDateTime)],
+            ) -> Result<()> {
+                let mut tx = self.writer().begin().await?;
+                for chunk in rows.chunks(EVENTS_PER_INSERT) {
+                    let mut q: QueryBuilder<$db> =
+                        QueryBuilder::new("INSERT INTO key_usage (key_id, minute, code, count) ");
+                    q.push_values(chunk, |mut row, u| {
+                        row.push_bind(u.key_id.as_str().to_owned())
+                            .push_bind(u.minute)
+                            .push_bind(u.code.clone())
+                            .push_bind(u.count.min(i64::MAX as u64) as i64);
+                    });
+                    q.push(
+                        " ON CONFLICT (key_id, minute, code) \
+                         DO UPDATE SET count = key_usage.count + excluded.count",
+                    );
+                    q.build().execute(&mut *tx).await?;
+                }
+                for (id, at) in last_used {
+                    sqlx::query(
+                        "UPDATE keys SET last_used_at = $2 \
+                         WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+                    )
+                    .bind(id.as_str())
+                    .bind(millis(*at))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn key_usage(&self, id: &KeyId) -> Result<Vec<UsageRow>> {
+                let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+                    "SELECT minute, code, count FROM key_usage WHERE key_id = $1 \
+                     ORDER BY minute, code",
+                )
+                .bind(id.as_str())
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(minute, code, count)| UsageRow {
+                        key_id: id.clone(),
+                        minute,
+                        code,
+                        count: u64::try_from(count).unwrap_or(0),
+                    })
+                    .collect())
+            }
+
+            async fn owner_ratelimits(&self, owner: &str) -> Result<Vec<RateLimit>> {
+                let row: Option<(String,)> =
+                    sqlx::query_as("SELECT ratelimits FROM owner_ratelimits WHERE owner = $1")
+                        .bind(owner)
+                        .fetch_optional(self.reader())
+                        .await?;
+                match row {
+                    Some((text,)) => $crate::rows::json("owner_ratelimits", &text),
+                    None => Ok(Vec::new()),
+                }
+            }
+
+            async fn set_owner_ratelimits(
+                &self,
+                owner: &str,
+                limits: &[RateLimit],
+                now: OffsetDateTime,
+                event: &AuditEvent,
+            ) -> Result<()> {
+                let mut tx = self.writer().begin().await?;
+                sqlx::query(
+                    "INSERT INTO owner_ratelimits (owner, ratelimits, updated_at) \
+                     VALUES ($1, $2, $3) ON CONFLICT (owner) \
+                     DO UPDATE SET ratelimits = excluded.ratelimits, updated_at = excluded.updated_at",
+                )
+                .bind(owner)
+                .bind(to_json(&limits))
+                .bind(millis(now))
+                .execute(&mut *tx)
+                .await?;
+                insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn create_token(&self, token: &AdminToken, event: &AuditEvent) -> Result<()> {

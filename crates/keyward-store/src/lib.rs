@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use keyward_core::limits::{Cidr, RateLimit, Refill};
 use keyward_core::{
     AdminToken, Api, ApiId, AuditEvent, Environment, EventId, KeyDigest, KeyId, KeyRecord,
     KeyState, Scope, TokenId,
@@ -110,6 +111,40 @@ pub struct KeyPatch {
     /// `Some(None)` removes the expiry.
     pub expires_at: Option<Option<OffsetDateTime>>,
     pub enabled: Option<bool>,
+    pub ratelimits: Option<Vec<RateLimit>>,
+    /// `Some(None)` makes the key unmetered; `Some(Some(_))` sets its credits
+    /// (and starts a new refill period now).
+    pub credits: Option<Option<CreditsPatch>>,
+    pub ip_allowlist: Option<Vec<Cidr>>,
+}
+
+/// New credits for a key.
+#[derive(Debug, Clone, Copy)]
+pub struct CreditsPatch {
+    pub remaining: u64,
+    pub refill: Option<Refill>,
+}
+
+/// Credits taken out of storage by one node, to hand out from memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditLease {
+    /// Credits granted by this lease (0 when none are left).
+    pub granted: u64,
+    /// Credits left in storage after it.
+    pub remaining: u64,
+    /// The refill period the credits belong to; a lease from an older period
+    /// is worthless once a refill happened.
+    pub period: OffsetDateTime,
+}
+
+/// Verifications of one key in one minute with one result code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub key_id: KeyId,
+    /// Minutes since the Unix epoch.
+    pub minute: i64,
+    pub code: String,
+    pub count: u64,
 }
 
 /// How a rotation changes the old key and what it issues.
@@ -175,14 +210,46 @@ pub trait Store: Send + Sync + 'static {
     async fn rotate_key(&self, rotation: &Rotation, events: &[AuditEvent]) -> Result<()>;
     /// Revokes every unrevoked key matching `filter` in one transaction, with
     /// one audit event per key: a copy of `template` with a fresh id and the
-    /// key as target. Returns how many were revoked.
+    /// key as target. Returns the digests of the keys it revoked, so caches
+    /// can drop them.
     async fn bulk_revoke(
         &self,
         filter: &BulkRevokeFilter,
         reason: &str,
         now: OffsetDateTime,
         template: &AuditEvent,
-    ) -> Result<u64>;
+    ) -> Result<Vec<KeyDigest>>;
+
+    /// Takes up to `want` credits of a metered key out of storage, refilling
+    /// first when a refill period began. `None` when the key does not exist
+    /// or is unmetered.
+    async fn lease_credits(
+        &self,
+        id: &KeyId,
+        want: u64,
+        now: OffsetDateTime,
+    ) -> Result<Option<CreditLease>>;
+    /// Gives back credits of a lease that were not used, unless a refill
+    /// happened since (then they are void).
+    async fn return_credits(&self, id: &KeyId, amount: u64, period: OffsetDateTime) -> Result<()>;
+    /// Adds usage counts and moves `last_used_at` forward, in one transaction.
+    async fn record_usage(
+        &self,
+        rows: &[UsageRow],
+        last_used: &[(KeyId, OffsetDateTime)],
+    ) -> Result<()>;
+    /// Usage of one key, oldest minute first.
+    async fn key_usage(&self, id: &KeyId) -> Result<Vec<UsageRow>>;
+
+    /// The rate limits shared by all keys of `owner` (empty when none).
+    async fn owner_ratelimits(&self, owner: &str) -> Result<Vec<RateLimit>>;
+    async fn set_owner_ratelimits(
+        &self,
+        owner: &str,
+        limits: &[RateLimit],
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> Result<()>;
 
     async fn create_token(&self, token: &AdminToken, event: &AuditEvent) -> Result<()>;
     async fn get_token(&self, id: &TokenId) -> Result<Option<AdminToken>>;

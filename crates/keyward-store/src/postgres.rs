@@ -22,6 +22,7 @@ impl PgStore {
     const DIALECT: Dialect = Dialect {
         scope_match_open: "(keys.scopes::jsonb ? ",
         scope_match_close: ")",
+        for_update: " FOR UPDATE",
     };
 
     /// Connects to `url` and migrates. With `schema`, everything lives in

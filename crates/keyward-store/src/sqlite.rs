@@ -30,6 +30,7 @@ impl SqliteStore {
     const DIALECT: Dialect = Dialect {
         scope_match_open: "EXISTS (SELECT 1 FROM json_each(keys.scopes) WHERE json_each.value = ",
         scope_match_close: ")",
+        for_update: "",
     };
 
     /// Opens (creating if needed) the database file at `path` and migrates it.

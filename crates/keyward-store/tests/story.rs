@@ -6,12 +6,14 @@
 
 use std::sync::Arc;
 
+use keyward_core::limits::{Cidr, Credits, RateLimit, Refill, RefillInterval};
 use keyward_core::{
     AdminScope, AdminToken, Api, ApiId, AuditEvent, Environment, EventId, KeyId, KeyRecord,
     KeyState, PlaintextKey, Prefix, Scope, TokenId,
 };
 use keyward_store::{
-    AuditFilter, BulkRevokeFilter, KeyFilter, KeyPatch, Page, PgStore, Rotation, Store, StoreError,
+    AuditFilter, BulkRevokeFilter, CreditsPatch, KeyFilter, KeyPatch, Page, PgStore, Rotation,
+    Store, StoreError, UsageRow,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -63,6 +65,10 @@ fn key(api: &Api, env: Environment, owner: &str, scopes: &[&str]) -> (KeyRecord,
         revoke_reason: None,
         rotated_from: None,
         rotated_to: None,
+        ratelimits: Vec::new(),
+        credits: None,
+        ip_allowlist: Vec::new(),
+        last_used_at: None,
     };
     (record, plain)
 }
@@ -419,7 +425,8 @@ async fn bulk_revocation(store: Arc<dyn Store>) {
             &template,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .len();
     assert_eq!(n, 1);
     let states: Vec<bool> = futures_states(&store, &made).await;
     assert_eq!(states, [true, false, false, false]);
@@ -434,7 +441,8 @@ async fn bulk_revocation(store: Arc<dyn Store>) {
             &template,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .len();
     assert_eq!(n, 2, "already revoked keys are not counted again");
     let events = store
         .list_audit(
@@ -447,6 +455,176 @@ async fn bulk_revocation(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(events.len(), 3, "one audit event per revoked key");
+}
+
+async fn limits_credits_and_usage(store: Arc<dyn Store>) {
+    let tm = api("lim");
+    store
+        .create_api(&tm, &event("api.create", tm.id.as_str()))
+        .await
+        .unwrap();
+    let (mut k, _) = key(&tm, Environment::Live, "acme", &[]);
+    k.ratelimits = vec![RateLimit {
+        name: "burst".into(),
+        limit: 10,
+        duration_ms: 1000,
+    }];
+    k.ip_allowlist = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+    k.credits = Some(Credits {
+        remaining: 25,
+        refill: None,
+        refilled_at: now(),
+    });
+    store
+        .create_key(&k, &event("key.create", k.id.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(store.get_key(&k.id).await.unwrap(), Some(k.clone()));
+
+    // Leases never hand out more than there is.
+    let first = store
+        .lease_credits(&k.id, 10, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.granted, first.remaining), (10, 15));
+    let second = store
+        .lease_credits(&k.id, 20, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((second.granted, second.remaining), (15, 0));
+    let third = store.lease_credits(&k.id, 5, now()).await.unwrap().unwrap();
+    assert_eq!(third.granted, 0);
+    store.return_credits(&k.id, 4, second.period).await.unwrap();
+    assert_eq!(
+        store
+            .get_key(&k.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .credits
+            .unwrap()
+            .remaining,
+        4
+    );
+    // A lease from before a refill is void when given back.
+    store
+        .return_credits(&k.id, 4, second.period - Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_key(&k.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .credits
+            .unwrap()
+            .remaining,
+        4
+    );
+
+    // A refill period that began since the last refill resets the credits.
+    let daily = Refill {
+        interval: RefillInterval::Daily,
+        amount: 100,
+        day: None,
+    };
+    let patch = KeyPatch {
+        credits: Some(Some(CreditsPatch {
+            remaining: 0,
+            refill: Some(daily),
+        })),
+        ratelimits: Some(vec![]),
+        ip_allowlist: Some(vec![]),
+        ..KeyPatch::default()
+    };
+    let patched = store
+        .update_key(&k.id, &patch, now(), &event("key.update", "k"))
+        .await
+        .unwrap();
+    assert!(patched.ratelimits.is_empty() && patched.ip_allowlist.is_empty());
+    assert_eq!(patched.credits.unwrap().remaining, 0);
+    assert_eq!(
+        store
+            .lease_credits(&k.id, 5, now())
+            .await
+            .unwrap()
+            .unwrap()
+            .granted,
+        0
+    );
+    let tomorrow = now() + Duration::days(1);
+    let refilled = store
+        .lease_credits(&k.id, 5, tomorrow)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((refilled.granted, refilled.remaining), (5, 95));
+    let unmetered = KeyPatch {
+        credits: Some(None),
+        ..KeyPatch::default()
+    };
+    store
+        .update_key(&k.id, &unmetered, now(), &event("key.update", "k"))
+        .await
+        .unwrap();
+    assert_eq!(store.lease_credits(&k.id, 5, now()).await.unwrap(), None);
+
+    // Usage adds up across flushes; last_used_at only moves forward.
+    let row = |minute, code: &str, count| UsageRow {
+        key_id: k.id.clone(),
+        minute,
+        code: code.into(),
+        count,
+    };
+    let later = now();
+    store
+        .record_usage(
+            &[row(1, "VALID", 3), row(1, "RATE_LIMITED", 1)],
+            &[(k.id.clone(), later)],
+        )
+        .await
+        .unwrap();
+    store
+        .record_usage(
+            &[row(1, "VALID", 2), row(2, "VALID", 1)],
+            &[(k.id.clone(), later - Duration::hours(1))],
+        )
+        .await
+        .unwrap();
+    let usage = store.key_usage(&k.id).await.unwrap();
+    assert_eq!(
+        usage,
+        vec![
+            row(1, "RATE_LIMITED", 1),
+            row(1, "VALID", 5),
+            row(2, "VALID", 1)
+        ]
+    );
+    assert_eq!(
+        store.get_key(&k.id).await.unwrap().unwrap().last_used_at,
+        Some(later)
+    );
+
+    // Owner limits are stored per owner and replaced whole.
+    assert!(store.owner_ratelimits("acme").await.unwrap().is_empty());
+    let limits = vec![RateLimit {
+        name: "day".into(),
+        limit: 1000,
+        duration_ms: 86_400_000,
+    }];
+    store
+        .set_owner_ratelimits("acme", &limits, now(), &event("owner.ratelimits", "acme"))
+        .await
+        .unwrap();
+    store
+        .set_owner_ratelimits("acme", &limits, now(), &event("owner.ratelimits", "acme"))
+        .await
+        .unwrap();
+    assert_eq!(store.owner_ratelimits("acme").await.unwrap(), limits);
+    assert!(store.owner_ratelimits("zeta").await.unwrap().is_empty());
 }
 
 async fn futures_states(store: &Arc<dyn Store>, ids: &[KeyId]) -> Vec<bool> {
@@ -538,7 +716,8 @@ story!(
     listing_and_pagination,
     rotation,
     bulk_revocation,
-    tokens_and_bootstrap
+    tokens_and_bootstrap,
+    limits_credits_and_usage,
 );
 
 /// A store in a fresh schema of the server `KEYWARD_TEST_POSTGRES_URL` names.

@@ -1,16 +1,15 @@
 //! `/v1/keys`: issuing, reading, changing, rotating, revoking and verifying
 //! API keys.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use keyward_core::limits::{check_rate_limits, parse_allowlist, Credits};
 use keyward_core::model::{check_metadata, check_text, normalize_scopes};
-use keyward_core::{
-    evaluate, AdminScope, ApiId, KeyId, KeyRecord, ParsedKey, PlaintextKey, Requirements, Scope,
-    VerifyCode,
-};
-use keyward_store::{BulkRevokeFilter, KeyFilter, KeyPatch, Rotation};
+use keyward_core::{AdminScope, ApiId, KeyId, KeyRecord, PlaintextKey, Requirements, Scope};
+use keyward_store::{BulkRevokeFilter, CreditsPatch, KeyFilter, KeyPatch, Rotation};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
@@ -18,11 +17,14 @@ use super::{audit_event, next_cursor, now, page, Json, LenientJson, OptionalJson
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::wire::{
-    BulkRevokeRequest, BulkRevokeResult, ErrorResponse, IssuedKey, KeyCreate, KeyList, KeyQuery,
-    KeyUpdate, KeyView, RevokeRequest, RotateRequest, VerifyRequest, VerifyResult,
+    BulkRevokeRequest, BulkRevokeResult, CreditsInput, ErrorResponse, IssuedKey, KeyCreate,
+    KeyList, KeyQuery, KeyUpdate, KeyView, OwnerRateLimits, RevokeRequest, RotateRequest,
+    UsageList, UsageView, VerifyRequest, VerifyResult,
 };
 use crate::AppState;
 
+/// Largest cost of one verify.
+const MAX_COST: u64 = 1_000_000;
 /// Most scopes one key may carry.
 const MAX_SCOPES: usize = 64;
 /// Longest grace period a rotation may give the old key: 30 days.
@@ -60,6 +62,9 @@ pub async fn create_key(
     let metadata = body.metadata.unwrap_or_else(|| json!({}));
     check_metadata(&metadata)?;
     check_future("expires_at", body.expires_at, now)?;
+    check_rate_limits(&body.ratelimits)?;
+    let ip_allowlist = parse_allowlist(&body.ip_allowlist)?;
+    let credits = body.credits.map(|c| credits_of(c, now)).transpose()?;
 
     let plaintext =
         PlaintextKey::generate(&api.prefix, body.environment).map_err(ApiError::internal)?;
@@ -81,6 +86,10 @@ pub async fn create_key(
         revoke_reason: None,
         rotated_from: None,
         rotated_to: None,
+        ratelimits: body.ratelimits,
+        credits,
+        ip_allowlist,
+        last_used_at: None,
     };
     let event = audit_event(
         Some(&caller),
@@ -90,6 +99,7 @@ pub async fn create_key(
         now,
     )?;
     state.store.create_key(&record, &event).await?;
+    state.verifier.key_changed(&record.digest);
     let issued = IssuedKey {
         record: KeyView::new(record, now),
         key: plaintext.expose().to_owned(),
@@ -168,6 +178,25 @@ pub async fn update_key(
     if let Some(expires_at) = body.expires_at {
         check_future("expires_at", expires_at, now)?;
     }
+    if let Some(limits) = &body.ratelimits {
+        check_rate_limits(limits)?;
+    }
+    let ip_allowlist = body
+        .ip_allowlist
+        .as_deref()
+        .map(parse_allowlist)
+        .transpose()?;
+    let credits = match body.credits {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(c)) => {
+            credits_of(c, now)?;
+            Some(Some(CreditsPatch {
+                remaining: c.remaining,
+                refill: c.refill,
+            }))
+        }
+    };
     let mut changed = Vec::new();
     for (field, set) in [
         ("name", body.name.is_some()),
@@ -175,6 +204,9 @@ pub async fn update_key(
         ("metadata", body.metadata.is_some()),
         ("expires_at", body.expires_at.is_some()),
         ("enabled", body.enabled.is_some()),
+        ("ratelimits", body.ratelimits.is_some()),
+        ("credits", credits.is_some()),
+        ("ip_allowlist", ip_allowlist.is_some()),
     ] {
         if set {
             changed.push(field);
@@ -193,6 +225,9 @@ pub async fn update_key(
         metadata: body.metadata,
         expires_at: body.expires_at,
         enabled: body.enabled,
+        ratelimits: body.ratelimits,
+        credits,
+        ip_allowlist,
     };
     let event = audit_event(
         Some(&caller),
@@ -205,6 +240,7 @@ pub async fn update_key(
         .store
         .update_key(&record.id, &patch, now, &event)
         .await?;
+    state.verifier.key_changed(&record.digest);
     Ok(Json(KeyView::new(updated, now)))
 }
 
@@ -237,6 +273,7 @@ pub async fn revoke_key(
         .store
         .revoke_key(&record.id, &reason, now, &event)
         .await?;
+    state.verifier.key_changed(&record.digest);
     Ok(Json(KeyView::new(revoked, now)))
 }
 
@@ -288,6 +325,7 @@ pub async fn rotate_key(
         revoke_reason: None,
         rotated_from: Some(old.id.clone()),
         rotated_to: None,
+        last_used_at: None,
         ..old.clone()
     };
     let grace = Duration::seconds(body.grace_period_seconds as i64);
@@ -316,6 +354,8 @@ pub async fn rotate_key(
         successor: successor.clone(),
     };
     state.store.rotate_key(&rotation, &events).await?;
+    state.verifier.key_changed(&old.digest);
+    state.verifier.key_changed(&successor.digest);
     let issued = IssuedKey {
         record: KeyView::new(successor, now),
         key: plaintext.expose().to_owned(),
@@ -376,7 +416,12 @@ pub async fn bulk_revoke(
         .store
         .bulk_revoke(&filter, &body.reason, now, &template)
         .await?;
-    Ok(Json(BulkRevokeResult { revoked }))
+    for digest in &revoked {
+        state.verifier.key_changed(digest);
+    }
+    Ok(Json(BulkRevokeResult {
+        revoked: revoked.len() as u64,
+    }))
 }
 
 /// Verifies a key presented to the provider's API: always 200, with the
@@ -390,6 +435,20 @@ pub async fn verify_key(
     LenientJson(body): LenientJson<VerifyRequest>,
 ) -> Result<Json<VerifyResult>, ApiError> {
     caller.require(AdminScope::KeysVerify)?;
+    let ip = body
+        .ip
+        .as_deref()
+        .map(|ip| {
+            ip.parse::<IpAddr>()
+                .map_err(|_| ApiError::InvalidRequest("ip must be an IPv4 or IPv6 address".into()))
+        })
+        .transpose()?;
+    let cost = body.cost.unwrap_or(1);
+    if cost > MAX_COST {
+        return Err(ApiError::InvalidRequest(format!(
+            "cost must be at most {MAX_COST}"
+        )));
+    }
     let required = Requirements {
         scopes: body
             .scopes
@@ -397,22 +456,91 @@ pub async fn verify_key(
             .map(|s| Scope::parse(s))
             .collect::<Result<_, _>>()?,
         environment: body.environment,
+        ip,
     };
-    let Ok(parsed) = ParsedKey::parse(&body.key) else {
-        return Ok(Json(VerifyResult::bare(VerifyCode::Malformed)));
-    };
-    let digest = parsed.digest();
-    let found = state
+    let verification = state
+        .verifier
+        .verify(&caller.token, &body.key, &required, cost)
+        .await?;
+    Ok(Json(verification.into()))
+}
+
+/// Verifications of a key per minute and result code, as flushed so far.
+#[utoipa::path(get, path = "/v1/keys/{id}/usage", tag = "keys",
+    params(("id" = String, Path, description = "key id")),
+    responses((status = 200, body = UsageList), (status = 404, body = ErrorResponse)),
+    security(("admin_token" = ["keys:read"])))]
+pub async fn key_usage(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<UsageList>, ApiError> {
+    caller.require(AdminScope::KeysRead)?;
+    let record = load(&state, &caller, &id).await?;
+    let rows = state.store.key_usage(&record.id).await?;
+    Ok(Json(UsageList {
+        usage: rows
+            .into_iter()
+            .map(|u| UsageView {
+                minute: u.minute * 60,
+                code: u.code,
+                count: u.count,
+            })
+            .collect(),
+    }))
+}
+
+/// Reads the rate limits shared by all keys of an owner.
+#[utoipa::path(get, path = "/v1/owners/{owner}/ratelimits", tag = "keys",
+    params(("owner" = String, Path, description = "the owner")),
+    responses((status = 200, body = OwnerRateLimits)),
+    security(("admin_token" = ["keys:read"])))]
+pub async fn get_owner_ratelimits(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(owner): Path<String>,
+) -> Result<Json<OwnerRateLimits>, ApiError> {
+    caller.require(AdminScope::KeysRead)?;
+    check_text("owner", &owner, 256)?;
+    let ratelimits = state.store.owner_ratelimits(&owner).await?;
+    Ok(Json(OwnerRateLimits { ratelimits }))
+}
+
+/// Sets the rate limits shared by all keys of an owner; they apply on the
+/// next verify.
+#[utoipa::path(put, path = "/v1/owners/{owner}/ratelimits", tag = "keys",
+    params(("owner" = String, Path, description = "the owner")),
+    request_body = OwnerRateLimits,
+    responses((status = 200, body = OwnerRateLimits), (status = 400, body = ErrorResponse)),
+    security(("admin_token" = ["keys:write"])))]
+pub async fn set_owner_ratelimits(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(owner): Path<String>,
+    Json(body): Json<OwnerRateLimits>,
+) -> Result<Json<OwnerRateLimits>, ApiError> {
+    caller.require(AdminScope::KeysWrite)?;
+    if caller.is_restricted() {
+        return Err(ApiError::Forbidden(
+            "owner limits span APIs; a token limited to some APIs or environments cannot set them",
+        ));
+    }
+    check_text("owner", &owner, 256)?;
+    check_rate_limits(&body.ratelimits)?;
+    let now = now();
+    let event = audit_event(
+        Some(&caller),
+        "owner.ratelimits",
+        &owner,
+        json!({ "ratelimits": body.ratelimits }),
+        now,
+    )?;
+    state
         .store
-        .find_key_by_digest(&digest)
-        .await?
-        .filter(|k| k.digest.ct_eq(&digest))
-        .filter(|k| caller.can_access(&k.api_id, k.environment));
-    let Some(record) = found else {
-        return Ok(Json(VerifyResult::bare(VerifyCode::NotFound)));
-    };
-    let code = evaluate(&record, &required, OffsetDateTime::now_utc());
-    Ok(Json(VerifyResult::of(code, record)))
+        .set_owner_ratelimits(&owner, &body.ratelimits, now, &event)
+        .await?;
+    state.verifier.owner_changed(&owner);
+    Ok(Json(body))
 }
 
 /// Loads a key by its id from the path, as `NOT_FOUND` when it is malformed,
@@ -438,6 +566,23 @@ fn parse_scopes(scopes: Vec<String>) -> Result<Vec<Scope>, ApiError> {
         .map(|s| Scope::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(normalize_scopes(parsed))
+}
+
+/// Checks credits given by a caller and starts their refill period now.
+fn credits_of(c: CreditsInput, now: OffsetDateTime) -> Result<Credits, ApiError> {
+    if let Some(refill) = &c.refill {
+        refill.check()?;
+    }
+    if c.remaining > i64::MAX as u64 {
+        return Err(ApiError::InvalidRequest(
+            "credits.remaining is too large".into(),
+        ));
+    }
+    Ok(Credits {
+        remaining: c.remaining,
+        refill: c.refill,
+        refilled_at: c.refill.map_or(now, |r| r.period_start(now)),
+    })
 }
 
 fn check_future(

@@ -39,15 +39,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|_| ApiError::PayloadTooLarge)?;
+        let bytes = body_bytes(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(None));
         }
-        serde_json::from_slice(&bytes)
-            .map(|v| OptionalJson(Some(v)))
-            .map_err(|e| ApiError::InvalidRequest(crate::error::redact_quoted(&e.to_string())))
+        Ok(OptionalJson(Some(parse_json(&String::from_utf8_lossy(
+            &bytes,
+        ))?)))
     }
 }
 
@@ -65,14 +63,31 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|_| ApiError::PayloadTooLarge)?;
-        let text = String::from_utf8_lossy(&bytes);
-        serde_json::from_str(&text)
-            .map(LenientJson)
-            .map_err(|e| ApiError::InvalidRequest(crate::error::redact_quoted(&e.to_string())))
+        let bytes = body_bytes(req, state).await?;
+        parse_json(&String::from_utf8_lossy(&bytes)).map(LenientJson)
     }
+}
+
+/// The whole body, within the router's size limit.
+async fn body_bytes<S: Send + Sync>(
+    req: axum::extract::Request,
+    state: &S,
+) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::InvalidRequest("the request body could not be read".into())
+            }
+        })
+}
+
+/// Parses JSON, reporting errors without the offending values.
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApiError> {
+    serde_json::from_str(text)
+        .map_err(|e| ApiError::InvalidRequest(crate::error::redact_quoted(&e.to_string())))
 }
 
 /// `axum::extract::Query` whose rejections become [`ApiError`]s.

@@ -153,6 +153,7 @@ pub async fn revoke_token(
     let now = now();
     let event = audit_event(Some(&caller), "token.revoke", id.as_str(), json!({}), now)?;
     state.store.revoke_token(&id, now, &event).await?;
+    state.tokens.forget(&target.digest);
     let after = state
         .store
         .get_token(&id)

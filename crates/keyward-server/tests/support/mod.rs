@@ -9,11 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use keyward_core::limits::RateLimit;
 use keyward_core::{AdminToken, Api, ApiId, AuditEvent, KeyDigest, KeyId, KeyRecord, TokenId};
+use keyward_server::settings::VerifySettings;
 use keyward_server::{Application, Settings};
 use keyward_store::{
     AuditFilter, BulkRevokeFilter, KeyFilter, KeyPatch, Page, PgStore, Rotation, SqliteStore, Store,
 };
+use keyward_store::{CreditLease, UsageRow};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -31,14 +34,25 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// Counts storage lookups by digest, to prove some answers need none.
     pub store: Arc<CountingStore>,
+    pub verifier: Arc<keyward_server::Verifier>,
     /// The SQLite database file, for tests that inspect what is on disk.
     pub db_file: Option<PathBuf>,
+    /// Stops the server and waits until it has shut down.
+    stop: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    )>,
     _dir: tempfile::TempDir,
 }
 
 /// Starts a server on `backend`. PostgreSQL needs `KEYWARD_TEST_POSTGRES_URL`;
 /// its tests are ignored by default and fail when asked for without it.
 pub async fn spawn(backend: Backend) -> TestApp {
+    spawn_with(backend, VerifySettings::default()).await
+}
+
+/// Like [`spawn`] with the given hot-path tuning.
+pub async fn spawn_with(backend: Backend, verify: VerifySettings) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let (inner, db_file): (Arc<dyn Store>, _) = match backend {
         Backend::Sqlite => {
@@ -68,6 +82,7 @@ pub async fn spawn(backend: Backend) -> TestApp {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_owned(),
         database_url: None,
+        verify,
     };
     let mut app = Application::with_store(settings, store.clone())
         .await
@@ -76,18 +91,38 @@ pub async fn spawn(backend: Backend) -> TestApp {
         .take_root_token()
         .expect("first start creates the root token");
     let addr = app.local_addr().unwrap();
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let verifier = app.verifier();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
     TestApp {
         base: format!("http://{addr}"),
         root: root.expose().to_owned(),
         client: reqwest::Client::new(),
         store,
+        verifier,
         db_file,
+        stop: Some((stop, server)),
         _dir: dir,
     }
 }
 
 impl TestApp {
+    /// Shuts the server down as a signal would: drains requests, flushes
+    /// usage and gives back leased credits.
+    pub async fn stop(&mut self) {
+        if let Some((stop, server)) = self.stop.take() {
+            let _ = stop.send(());
+            server.await.unwrap().unwrap();
+        }
+    }
+
+    /// The store underneath, to start a second server on the same data.
+    pub fn inner_store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store.inner)
+    }
+
     /// Sends a request with `token` (none when `None`) and returns the status
     /// and JSON body.
     pub async fn call(
@@ -156,7 +191,7 @@ impl TestApp {
 
 /// A real store with a counter on digest lookups. Everything is delegated.
 pub struct CountingStore {
-    inner: Arc<dyn Store>,
+    pub inner: Arc<dyn Store>,
     pub digest_lookups: AtomicUsize,
 }
 
@@ -225,8 +260,43 @@ impl Store for CountingStore {
         reason: &str,
         now: OffsetDateTime,
         template: &AuditEvent,
-    ) -> R<u64> {
+    ) -> R<Vec<KeyDigest>> {
         self.inner.bulk_revoke(filter, reason, now, template).await
+    }
+    async fn lease_credits(
+        &self,
+        id: &KeyId,
+        want: u64,
+        now: OffsetDateTime,
+    ) -> R<Option<CreditLease>> {
+        self.inner.lease_credits(id, want, now).await
+    }
+    async fn return_credits(&self, id: &KeyId, amount: u64, period: OffsetDateTime) -> R<()> {
+        self.inner.return_credits(id, amount, period).await
+    }
+    async fn record_usage(
+        &self,
+        rows: &[UsageRow],
+        last_used: &[(KeyId, OffsetDateTime)],
+    ) -> R<()> {
+        self.inner.record_usage(rows, last_used).await
+    }
+    async fn key_usage(&self, id: &KeyId) -> R<Vec<UsageRow>> {
+        self.inner.key_usage(id).await
+    }
+    async fn owner_ratelimits(&self, owner: &str) -> R<Vec<RateLimit>> {
+        self.inner.owner_ratelimits(owner).await
+    }
+    async fn set_owner_ratelimits(
+        &self,
+        owner: &str,
+        limits: &[RateLimit],
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> R<()> {
+        self.inner
+            .set_owner_ratelimits(owner, limits, now, event)
+            .await
     }
     async fn create_token(&self, token: &AdminToken, event: &AuditEvent) -> R<()> {
         self.inner.create_token(token, event).await

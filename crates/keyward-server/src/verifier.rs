@@ -1,0 +1,568 @@
+//! The verify hot path: key records from memory, limits and credits from
+//! memory, usage counted in memory and flushed in batches.
+//!
+//! - Key records live in a bounded cache keyed by digest (quick_cache: a
+//!   sharded CLOCK-PRO cache with small per-entry overhead, which matters at a
+//!   million keys). Entries older than the TTL are reloaded, which bounds
+//!   staleness even without change notifications; every change made through
+//!   this node drops the entry before it is acknowledged.
+//! - Digests that are not in the store are remembered briefly in a separate,
+//!   smaller cache, so a flood of random well-formed keys costs one query per
+//!   key per negative TTL, not one per request.
+//! - Rate limits are GCRA (`keyward_core::limits`): one timestamp per key and
+//!   limit, kept in a concurrent map beside the cache so evicting a record
+//!   does not reset its limits.
+//! - Credits are leased from the store in blocks and handed out from memory.
+//!   A crash loses at most the unused part of a block — credits are never
+//!   handed out twice — and a clean shutdown gives the unused part back.
+//! - Usage (count per key, minute and code, and `last_used_at`) is counted in
+//!   memory and written by a background task every flush interval and at
+//!   shutdown: no database write per verify.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use keyward_core::limits::{Gcra, LimitStatus, RateLimit, Refill};
+use keyward_core::{
+    evaluate, AdminToken, ApiId, Environment, KeyDigest, KeyId, KeyPolicy, KeyRecord, ParsedKey,
+    Requirements, Scope, VerifyCode,
+};
+use keyward_store::{Store, StoreError, UsageRow};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+
+/// Tuning of the hot path. The defaults suit one node with up to a few
+/// million keys.
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    /// How long a cached key record is trusted before it is read again; the
+    /// bound on staleness for changes made on other nodes.
+    pub cache_ttl: Duration,
+    /// Most key records held in memory.
+    pub cache_capacity: usize,
+    /// How long "no such key" is remembered for a digest.
+    pub negative_ttl: Duration,
+    /// Most unknown digests remembered.
+    pub negative_capacity: usize,
+    /// How often usage counters are written to the store.
+    pub usage_flush_interval: Duration,
+    /// Credits leased from the store at a time.
+    pub credit_block: u64,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        VerifierConfig {
+            cache_ttl: Duration::from_secs(30),
+            cache_capacity: 2_000_000,
+            negative_ttl: Duration::from_secs(5),
+            negative_capacity: 200_000,
+            usage_flush_interval: Duration::from_secs(5),
+            credit_block: 100,
+        }
+    }
+}
+
+/// What verification keeps of a key in memory.
+pub struct CachedKey {
+    pub id: KeyId,
+    pub api_id: ApiId,
+    pub owner: Arc<str>,
+    pub policy: KeyPolicy,
+    /// The metadata JSON as stored; `None` for an empty object.
+    pub metadata: Option<Box<RawValue>>,
+    pub ratelimits: Arc<[RateLimit]>,
+    /// Whether the key is metered, and how its credits refill.
+    pub credits: Option<Option<Refill>>,
+    loaded_at: Instant,
+}
+
+/// The answer to one verify.
+pub struct Verification {
+    pub code: VerifyCode,
+    /// The key, when it exists and is within the caller's reach.
+    pub key: Option<Arc<CachedKey>>,
+    /// The tightest rate limit of the key and its owner.
+    pub ratelimit: Option<RateLimitState>,
+    pub credits_remaining: Option<u64>,
+}
+
+/// A rate limit's state as callers see it, for `X-RateLimit-*` headers.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitState {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Unix time in milliseconds when the limit is fully replenished, or
+    /// when a refused request would fit.
+    pub reset: i64,
+}
+
+/// The hot path. One per server, shared by the verify endpoint and the
+/// gateway.
+pub struct Verifier {
+    store: Arc<dyn Store>,
+    config: VerifierConfig,
+    cache: quick_cache::sync::Cache<[u8; 32], Arc<CachedKey>>,
+    negative: quick_cache::sync::Cache<[u8; 32], Instant>,
+    /// GCRA states per key digest, aligned with the key's `ratelimits`.
+    key_limits: DashMap<[u8; 32], Vec<Gcra>>,
+    /// Owner rate limits as configured, with when they were read.
+    owner_config: quick_cache::sync::Cache<Arc<str>, Arc<OwnerLimits>>,
+    /// GCRA states per owner, aligned with the owner's limits.
+    owner_limits: DashMap<Arc<str>, Vec<Gcra>>,
+    /// Credit leases per key digest.
+    credits: DashMap<[u8; 32], Arc<tokio::sync::Mutex<Lease>>>,
+    /// Usage counted since the last flush, per key digest.
+    usage: DashMap<[u8; 32], UsageCell>,
+    /// Interned scope sets, shared by every cached key with the same set.
+    scope_sets: Mutex<HashMap<Vec<Scope>, Arc<[Scope]>>>,
+    /// The zero of the monotonic clock GCRA states count from.
+    epoch: Instant,
+}
+
+/// An owner's rate limits as read from the store, and when.
+struct OwnerLimits {
+    loaded_at: Instant,
+    limits: Arc<[RateLimit]>,
+}
+
+struct Lease {
+    key_id: KeyId,
+    /// Credits leased and not yet handed out.
+    local: u64,
+    /// Credits left in the store after the last lease.
+    stored: u64,
+    /// The refill period of `local`.
+    period: Option<OffsetDateTime>,
+}
+
+struct UsageCell {
+    key_id: KeyId,
+    last_used: OffsetDateTime,
+    /// (minute, code, count); almost always one or two entries.
+    counts: Vec<(i64, VerifyCode, u64)>,
+}
+
+impl Verifier {
+    pub fn new(store: Arc<dyn Store>, config: VerifierConfig) -> Self {
+        Verifier {
+            store,
+            cache: quick_cache::sync::Cache::new(config.cache_capacity.max(1)),
+            negative: quick_cache::sync::Cache::new(config.negative_capacity.max(1)),
+            key_limits: DashMap::new(),
+            owner_config: quick_cache::sync::Cache::new(100_000),
+            owner_limits: DashMap::new(),
+            credits: DashMap::new(),
+            usage: DashMap::new(),
+            scope_sets: Mutex::new(HashMap::new()),
+            epoch: Instant::now(),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &VerifierConfig {
+        &self.config
+    }
+
+    /// Verifies `key` for a caller whose reach is `caller`. Malformed keys
+    /// are answered without touching the cache or the store.
+    pub async fn verify(
+        &self,
+        caller: &AdminToken,
+        key: &str,
+        required: &Requirements,
+        cost: u64,
+    ) -> Result<Verification, StoreError> {
+        let Ok(parsed) = ParsedKey::parse(key) else {
+            return Ok(Verification::bare(VerifyCode::Malformed));
+        };
+        let digest = parsed.digest();
+        let Some(cached) = self.lookup(&digest).await? else {
+            return Ok(Verification::bare(VerifyCode::NotFound));
+        };
+        if !caller.can_access(&cached.api_id, cached.policy.environment) {
+            return Ok(Verification::bare(VerifyCode::NotFound));
+        }
+        let now = OffsetDateTime::now_utc();
+        let mut outcome = Verification {
+            code: evaluate(&cached.policy, required, now),
+            key: None,
+            ratelimit: None,
+            credits_remaining: None,
+        };
+        if outcome.code == VerifyCode::Valid {
+            self.apply_limits(&digest, &cached, cost, now, &mut outcome)
+                .await?;
+        }
+        self.count(&digest, &cached.id, outcome.code, now);
+        outcome.key = Some(cached);
+        Ok(outcome)
+    }
+
+    /// Forgets what this node holds about a key, before a change to it is
+    /// acknowledged: the record, "no such key", its limit states and its
+    /// credit lease (a change of credits makes the stored value the truth).
+    pub fn key_changed(&self, digest: &KeyDigest) {
+        let d = *digest.as_bytes();
+        self.cache.remove(&d);
+        self.negative.remove(&d);
+        self.key_limits.remove(&d);
+        self.credits.remove(&d);
+    }
+
+    /// Forgets an owner's limits after they changed.
+    pub fn owner_changed(&self, owner: &str) {
+        self.owner_config.remove(owner);
+        self.owner_limits.remove(owner);
+    }
+
+    /// Writes the usage counted so far to the store.
+    pub async fn flush_usage(&self) -> Result<(), StoreError> {
+        let digests: Vec<[u8; 32]> = self.usage.iter().map(|e| *e.key()).collect();
+        let mut rows = Vec::new();
+        let mut last_used = Vec::new();
+        for digest in digests {
+            if let Some((_, cell)) = self.usage.remove(&digest) {
+                for (minute, code, count) in cell.counts {
+                    rows.push(UsageRow {
+                        key_id: cell.key_id.clone(),
+                        minute,
+                        code: code.as_str().to_owned(),
+                        count,
+                    });
+                }
+                last_used.push((cell.key_id, cell.last_used));
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.store.record_usage(&rows, &last_used).await
+    }
+
+    /// Flushes usage and gives back unused leased credits; for shutdown.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.flush_usage().await {
+            tracing::error!(error = %e, "could not flush usage at shutdown");
+        }
+        let leases: Vec<_> = self.credits.iter().map(|e| Arc::clone(e.value())).collect();
+        for lease in leases {
+            let mut lease = lease.lock().await;
+            if let (Some(period), true) = (lease.period, lease.local > 0) {
+                let amount = std::mem::take(&mut lease.local);
+                if let Err(e) = self
+                    .store
+                    .return_credits(&lease.key_id, amount, period)
+                    .await
+                {
+                    tracing::error!(error = %e, key_id = %lease.key_id, "could not return credits");
+                }
+            }
+        }
+    }
+
+    /// Writes usage every flush interval until `stop` resolves, then once
+    /// more with the leases given back.
+    pub async fn run_flusher(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        let mut ticker = tokio::time::interval(self.config.usage_flush_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    if let Err(e) = self.flush_usage().await {
+                        tracing::error!(error = %e, "could not flush usage; will retry");
+                    }
+                    self.forget_idle_limits();
+                }
+                () = &mut stop => break,
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Drops limit states that hold nothing back any more, so the maps stay
+    /// the size of the keys in active use.
+    fn forget_idle_limits(&self) {
+        let now = self.now_ns();
+        self.key_limits
+            .retain(|_, states| !states.iter().all(|s| s.is_idle(now)));
+        self.owner_limits
+            .retain(|_, states| !states.iter().all(|s| s.is_idle(now)));
+    }
+
+    async fn lookup(&self, digest: &KeyDigest) -> Result<Option<Arc<CachedKey>>, StoreError> {
+        let d = *digest.as_bytes();
+        if let Some(cached) = self.cache.get(&d) {
+            if cached.loaded_at.elapsed() < self.config.cache_ttl {
+                return Ok(Some(cached));
+            }
+        }
+        if let Some(since) = self.negative.get(&d) {
+            if since.elapsed() < self.config.negative_ttl {
+                return Ok(None);
+            }
+        }
+        let found = self
+            .store
+            .find_key_by_digest(digest)
+            .await?
+            .filter(|k| k.digest.ct_eq(digest));
+        match found {
+            Some(record) => {
+                let cached = Arc::new(self.compact(record));
+                self.cache.insert(d, Arc::clone(&cached));
+                Ok(Some(cached))
+            }
+            None => {
+                self.negative.insert(d, Instant::now());
+                Ok(None)
+            }
+        }
+    }
+
+    fn compact(&self, record: KeyRecord) -> CachedKey {
+        let scopes = {
+            let mut sets = self
+                .scope_sets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(
+                sets.entry(record.scopes.clone())
+                    .or_insert_with(|| record.scopes.clone().into()),
+            )
+        };
+        let metadata = match &record.metadata {
+            serde_json::Value::Object(map) if map.is_empty() => None,
+            other => serde_json::value::to_raw_value(other).ok(),
+        };
+        CachedKey {
+            policy: KeyPolicy {
+                environment: record.environment,
+                enabled: record.enabled,
+                revoked: record.revoked_at.is_some(),
+                expires_at: record.expires_at,
+                scopes,
+                ip_allowlist: record.ip_allowlist.into(),
+            },
+            id: record.id,
+            api_id: record.api_id,
+            owner: record.owner.into(),
+            metadata,
+            ratelimits: record.ratelimits.into(),
+            credits: record.credits.map(|c| c.refill),
+            loaded_at: Instant::now(),
+        }
+    }
+
+    /// Rate limits of the key and its owner, then credits.
+    async fn apply_limits(
+        &self,
+        digest: &KeyDigest,
+        key: &CachedKey,
+        cost: u64,
+        now: OffsetDateTime,
+        outcome: &mut Verification,
+    ) -> Result<(), StoreError> {
+        let owner_limits = self.owner_limits_of(&key.owner).await?;
+        if !key.ratelimits.is_empty() || !owner_limits.is_empty() {
+            let (allowed, tightest) = self.admit(digest, key, &owner_limits, cost);
+            outcome.ratelimit = tightest.map(|s| self.to_state(s, now));
+            if !allowed {
+                outcome.code = VerifyCode::RateLimited;
+                return Ok(());
+            }
+        }
+        if let Some(refill) = key.credits {
+            let (allowed, remaining) = self.spend(digest, key, refill, cost, now).await?;
+            outcome.credits_remaining = remaining;
+            if !allowed {
+                outcome.code = VerifyCode::UsageExceeded;
+            }
+        }
+        Ok(())
+    }
+
+    /// Admits `cost` against every limit of the key and of its owner, or
+    /// against none of them.
+    fn admit(
+        &self,
+        digest: &KeyDigest,
+        key: &CachedKey,
+        owner_limits: &[RateLimit],
+        cost: u64,
+    ) -> (bool, Option<LimitStatus>) {
+        let now = self.now_ns();
+        let mut key_states = self
+            .key_limits
+            .entry(*digest.as_bytes())
+            .or_insert_with(|| vec![Gcra::default(); key.ratelimits.len()]);
+        if key_states.len() != key.ratelimits.len() {
+            *key_states = vec![Gcra::default(); key.ratelimits.len()];
+        }
+        let mut owner_states = (!owner_limits.is_empty()).then(|| {
+            let mut states = self
+                .owner_limits
+                .entry(Arc::clone(&key.owner))
+                .or_insert_with(|| vec![Gcra::default(); owner_limits.len()]);
+            if states.len() != owner_limits.len() {
+                *states = vec![Gcra::default(); owner_limits.len()];
+            }
+            states
+        });
+        let mut next_key = Vec::with_capacity(key_states.len());
+        let mut next_owner = Vec::new();
+        let mut tightest: Option<LimitStatus> = None;
+        let mut consider = |status: LimitStatus| {
+            let tighter = tightest
+                .is_none_or(|t| (t.allowed, t.remaining) > (status.allowed, status.remaining));
+            if tighter {
+                tightest = Some(status);
+            }
+        };
+        for (limit, state) in key.ratelimits.iter().zip(key_states.iter()) {
+            let (status, after) = state.peek(limit, now, cost);
+            consider(status);
+            next_key.push(after);
+        }
+        if let Some(states) = &owner_states {
+            for (limit, state) in owner_limits.iter().zip(states.iter()) {
+                let (status, after) = state.peek(limit, now, cost);
+                consider(status);
+                next_owner.push(after);
+            }
+        }
+        let allowed = tightest.is_none_or(|t| t.allowed);
+        if allowed {
+            key_states.copy_from_slice(&next_key);
+            if let Some(states) = owner_states.as_mut() {
+                states.copy_from_slice(&next_owner);
+            }
+        }
+        (allowed, tightest)
+    }
+
+    async fn owner_limits_of(&self, owner: &Arc<str>) -> Result<Arc<[RateLimit]>, StoreError> {
+        if let Some(entry) = self.owner_config.get(owner) {
+            if entry.loaded_at.elapsed() < self.config.cache_ttl {
+                return Ok(Arc::clone(&entry.limits));
+            }
+        }
+        let limits: Arc<[RateLimit]> = self.store.owner_ratelimits(owner).await?.into();
+        self.owner_config.insert(
+            Arc::clone(owner),
+            Arc::new(OwnerLimits {
+                loaded_at: Instant::now(),
+                limits: Arc::clone(&limits),
+            }),
+        );
+        Ok(limits)
+    }
+
+    /// Hands out `cost` credits from the node's lease, leasing more from the
+    /// store when it runs short. Returns whether they were granted and the
+    /// credits left (this node's lease plus what the store holds).
+    async fn spend(
+        &self,
+        digest: &KeyDigest,
+        key: &CachedKey,
+        refill: Option<Refill>,
+        cost: u64,
+        now: OffsetDateTime,
+    ) -> Result<(bool, Option<u64>), StoreError> {
+        let cell = Arc::clone(
+            self.credits
+                .entry(*digest.as_bytes())
+                .or_insert_with(|| {
+                    Arc::new(tokio::sync::Mutex::new(Lease {
+                        key_id: key.id.clone(),
+                        local: 0,
+                        stored: 0,
+                        period: None,
+                    }))
+                })
+                .value(),
+        );
+        let mut lease = cell.lock().await;
+        // Credits of a period that a refill has closed are void.
+        if let (Some(refill), Some(period)) = (refill, lease.period) {
+            if refill.is_due(period, now) {
+                lease.local = 0;
+            }
+        }
+        if lease.local < cost {
+            let want = (cost - lease.local).max(self.config.credit_block);
+            match self.store.lease_credits(&key.id, want, now).await? {
+                // The key stopped being metered since it was cached.
+                None => return Ok((true, None)),
+                Some(taken) => {
+                    if lease.period.is_some_and(|p| p != taken.period) {
+                        lease.local = 0;
+                    }
+                    lease.local += taken.granted;
+                    lease.stored = taken.remaining;
+                    lease.period = Some(taken.period);
+                }
+            }
+        }
+        let allowed = lease.local >= cost;
+        if allowed {
+            lease.local -= cost;
+        }
+        Ok((allowed, Some(lease.local + lease.stored)))
+    }
+
+    fn count(&self, digest: &KeyDigest, id: &KeyId, code: VerifyCode, now: OffsetDateTime) {
+        let minute = now.unix_timestamp().div_euclid(60);
+        let mut cell = self
+            .usage
+            .entry(*digest.as_bytes())
+            .or_insert_with(|| UsageCell {
+                key_id: id.clone(),
+                last_used: now,
+                counts: Vec::with_capacity(1),
+            });
+        cell.last_used = now;
+        match cell
+            .counts
+            .iter_mut()
+            .find(|(m, c, _)| *m == minute && *c == code)
+        {
+            Some(entry) => entry.2 += 1,
+            None => cell.counts.push((minute, code, 1)),
+        }
+    }
+
+    fn now_ns(&self) -> u128 {
+        self.epoch.elapsed().as_nanos()
+    }
+
+    fn to_state(&self, status: LimitStatus, now: OffsetDateTime) -> RateLimitState {
+        let reset_ms = (status.reset_in_ns / 1_000_000) as i64;
+        let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        RateLimitState {
+            limit: status.limit,
+            remaining: status.remaining,
+            reset: now_ms + reset_ms,
+        }
+    }
+}
+
+impl Verification {
+    fn bare(code: VerifyCode) -> Self {
+        Verification {
+            code,
+            key: None,
+            ratelimit: None,
+            credits_remaining: None,
+        }
+    }
+}
+
+impl CachedKey {
+    pub fn environment(&self) -> Environment {
+        self.policy.environment
+    }
+}
