@@ -357,7 +357,10 @@ impl Verifier {
         }
     }
 
-    /// Rate limits of the key and its owner, then credits.
+    /// Rate limits of the key and its owner, then credits. A request refused
+    /// by either consumes neither: limits are checked, credits spent, and
+    /// only then are the limits charged (with the credits given back if a
+    /// concurrent request took the last unit in between).
     async fn apply_limits(
         &self,
         digest: &KeyDigest,
@@ -367,8 +370,9 @@ impl Verifier {
         outcome: &mut Verification,
     ) -> Result<(), StoreError> {
         let owner_limits = self.owner_limits_of(&key.owner).await?;
-        if !key.ratelimits.is_empty() || !owner_limits.is_empty() {
-            let (allowed, tightest) = self.admit(digest, key, &owner_limits, cost);
+        let limited = !key.ratelimits.is_empty() || !owner_limits.is_empty();
+        if limited {
+            let (allowed, tightest) = self.admit(digest, key, &owner_limits, cost, false);
             outcome.ratelimit = tightest.map(|s| self.to_state(s, now));
             if !allowed {
                 outcome.code = VerifyCode::RateLimited;
@@ -380,19 +384,44 @@ impl Verifier {
             outcome.credits_remaining = remaining;
             if !allowed {
                 outcome.code = VerifyCode::UsageExceeded;
+                return Ok(());
+            }
+        }
+        if limited {
+            let (allowed, tightest) = self.admit(digest, key, &owner_limits, cost, true);
+            outcome.ratelimit = tightest.map(|s| self.to_state(s, now));
+            if !allowed {
+                outcome.code = VerifyCode::RateLimited;
+                if key.credits.is_some() {
+                    if let Some(remaining) = self.refund(digest, cost).await {
+                        outcome.credits_remaining = Some(remaining);
+                    }
+                }
             }
         }
         Ok(())
     }
 
-    /// Admits `cost` against every limit of the key and of its owner, or
-    /// against none of them.
+    /// Gives back credits spent by a request that was refused after all.
+    async fn refund(&self, digest: &KeyDigest, cost: u64) -> Option<u64> {
+        let cell = self
+            .credits
+            .get(digest.as_bytes())
+            .map(|c| Arc::clone(c.value()))?;
+        let mut lease = cell.lock().await;
+        lease.local += cost;
+        Some(lease.local + lease.stored)
+    }
+
+    /// Checks `cost` against every limit of the key and of its owner; with
+    /// `commit`, charges all of them when all allow it.
     fn admit(
         &self,
         digest: &KeyDigest,
         key: &CachedKey,
         owner_limits: &[RateLimit],
         cost: u64,
+        commit: bool,
     ) -> (bool, Option<LimitStatus>) {
         let now = self.now_ns();
         let mut key_states = self
@@ -435,7 +464,7 @@ impl Verifier {
             }
         }
         let allowed = tightest.is_none_or(|t| t.allowed);
-        if allowed {
+        if allowed && commit {
             key_states.copy_from_slice(&next_key);
             if let Some(states) = owner_states.as_mut() {
                 states.copy_from_slice(&next_owner);

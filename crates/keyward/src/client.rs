@@ -86,6 +86,8 @@ enum KeysCommand {
         /// RFC 3339 time after which the key stops working.
         #[arg(long)]
         expires_at: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// List keys, a page at a time.
     List {
@@ -124,6 +126,17 @@ enum KeysCommand {
         enable: bool,
         #[arg(long)]
         disable: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Remove all rate limits.
+        #[arg(long, conflicts_with = "ratelimits")]
+        no_ratelimits: bool,
+        /// Make the key unmetered.
+        #[arg(long, conflicts_with = "credits")]
+        no_credits: bool,
+        /// Remove the IP allowlist (any address may use the key).
+        #[arg(long, conflicts_with = "ips")]
+        any_ip: bool,
     },
     /// Issue a successor; the old key works for the grace period.
     Rotate {
@@ -164,6 +177,111 @@ enum KeysCommand {
         /// The environment the key must belong to.
         #[arg(long = "env")]
         environment: Option<String>,
+        /// The client's IP address, for keys with an allowlist.
+        #[arg(long)]
+        ip: Option<String>,
+        /// Units this request counts against limits and credits.
+        #[arg(long)]
+        cost: Option<u64>,
+    },
+}
+
+/// Limits of a key, as flags of `keys create` and `keys update`.
+#[derive(Args)]
+struct LimitArgs {
+    /// A rate limit NAME:LIMIT:DURATION_MS, e.g. burst:10:1000; repeat for
+    /// several (on update, replaces all).
+    #[arg(long = "ratelimit", value_name = "NAME:LIMIT:MS")]
+    ratelimits: Vec<String>,
+    /// Usage credits available now.
+    #[arg(long)]
+    credits: Option<u64>,
+    /// Refill of the credits: daily:AMOUNT or monthly:AMOUNT[:DAY].
+    #[arg(long, requires = "credits")]
+    refill: Option<String>,
+    /// An address or CIDR range the key may be used from; repeat for
+    /// several (on update, replaces all).
+    #[arg(long = "ip", value_name = "CIDR")]
+    ips: Vec<String>,
+}
+
+impl LimitArgs {
+    /// Adds the limits given to a request body.
+    fn apply(&self, body: &mut Value) -> anyhow::Result<()> {
+        if !self.ratelimits.is_empty() {
+            body["ratelimits"] = parse_ratelimits(&self.ratelimits)?;
+        }
+        if let Some(remaining) = self.credits {
+            let mut credits = json!({ "remaining": remaining });
+            if let Some(refill) = &self.refill {
+                credits["refill"] = parse_refill(refill)?;
+            }
+            body["credits"] = credits;
+        }
+        if !self.ips.is_empty() {
+            body["ip_allowlist"] = json!(self.ips);
+        }
+        Ok(())
+    }
+}
+
+fn parse_ratelimits(specs: &[String]) -> anyhow::Result<Value> {
+    let mut limits = Vec::new();
+    for spec in specs {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let [name, limit, duration] = parts.as_slice() else {
+            bail!("--ratelimit {spec}: expected NAME:LIMIT:DURATION_MS");
+        };
+        let limit: u64 = limit
+            .parse()
+            .with_context(|| format!("--ratelimit {spec}: LIMIT"))?;
+        let duration: u64 = duration
+            .parse()
+            .with_context(|| format!("--ratelimit {spec}: DURATION_MS"))?;
+        limits.push(json!({ "name": name, "limit": limit, "duration_ms": duration }));
+    }
+    Ok(Value::Array(limits))
+}
+
+fn parse_refill(spec: &str) -> anyhow::Result<Value> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (interval, amount, day) = match parts.as_slice() {
+        [interval, amount] => (*interval, *amount, None),
+        [interval, amount, day] => (*interval, *amount, Some(*day)),
+        _ => bail!("--refill {spec}: expected daily:AMOUNT or monthly:AMOUNT[:DAY]"),
+    };
+    let amount: u64 = amount
+        .parse()
+        .with_context(|| format!("--refill {spec}: AMOUNT"))?;
+    let mut refill = json!({ "interval": interval, "amount": amount });
+    if let Some(day) = day {
+        let day: u8 = day
+            .parse()
+            .with_context(|| format!("--refill {spec}: DAY"))?;
+        refill["day"] = json!(day);
+    }
+    Ok(refill)
+}
+
+#[derive(Args)]
+pub struct OwnersArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    command: OwnersCommand,
+}
+
+#[derive(Subcommand)]
+enum OwnersCommand {
+    /// Show the rate limits shared by all keys of an owner.
+    Ratelimits { owner: String },
+    /// Set (replace) the rate limits shared by all keys of an owner; none
+    /// given removes them.
+    SetRatelimits {
+        owner: String,
+        /// NAME:LIMIT:DURATION_MS; repeat for several.
+        #[arg(long = "ratelimit", value_name = "NAME:LIMIT:MS")]
+        ratelimits: Vec<String>,
     },
 }
 
@@ -240,10 +358,12 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             scopes,
             metadata,
             expires_at,
+            limits,
         } => {
             let mut body = json!({
                 "api_id": api_id, "environment": environment, "owner": owner, "scopes": scopes,
             });
+            limits.apply(&mut body)?;
             if let Some(name) = name {
                 body["name"] = json!(name);
             }
@@ -307,8 +427,22 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             no_expiry,
             enable,
             disable,
+            limits,
+            no_ratelimits,
+            no_credits,
+            any_ip,
         } => {
             let mut body = json!({});
+            limits.apply(&mut body)?;
+            if no_ratelimits {
+                body["ratelimits"] = json!([]);
+            }
+            if no_credits {
+                body["credits"] = Value::Null;
+            }
+            if any_ip {
+                body["ip_allowlist"] = json!([]);
+            }
             if let Some(name) = name {
                 body["name"] = json!(name);
             }
@@ -375,12 +509,16 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             key,
             scopes,
             environment,
+            ip,
+            cost,
         } => {
             let key = match key.as_deref() {
                 None | Some("-") => read_key_from_stdin()?,
                 Some(key) => key.to_owned(),
             };
-            let body = json!({ "key": key, "scopes": scopes, "environment": environment });
+            let body = json!({
+                "key": key, "scopes": scopes, "environment": environment, "ip": ip, "cost": cost,
+            });
             let value = call(c, Method::POST, "/v1/keys/verify", Some(body)).await?;
             if c.json {
                 print_json(&value);
@@ -394,6 +532,15 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
                         join(&value["scopes"])
                     ));
                 }
+                if let Some(limit) = value["ratelimit"].as_object() {
+                    line.push_str(&format!(
+                        "  ratelimit={}/{}",
+                        limit["remaining"], limit["limit"]
+                    ));
+                }
+                if let Some(credits) = value["credits_remaining"].as_u64() {
+                    line.push_str(&format!("  credits={credits}"));
+                }
                 println!("{line}");
             }
             return Ok(if value["valid"] == json!(true) {
@@ -401,6 +548,38 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn owners(args: OwnersArgs) -> anyhow::Result<ExitCode> {
+    let c = &args.conn;
+    let value = match args.command {
+        OwnersCommand::Ratelimits { owner } => {
+            let path = format!("/v1/owners/{}/ratelimits", urlencode(&owner));
+            call(c, Method::GET, &path, None).await?
+        }
+        OwnersCommand::SetRatelimits { owner, ratelimits } => {
+            let path = format!("/v1/owners/{}/ratelimits", urlencode(&owner));
+            let body = json!({ "ratelimits": parse_ratelimits(&ratelimits)? });
+            call(c, Method::PUT, &path, Some(body)).await?
+        }
+    };
+    if c.json {
+        print_json(&value);
+    } else {
+        let limits = value["ratelimits"].as_array().cloned().unwrap_or_default();
+        if limits.is_empty() {
+            println!("no owner rate limits");
+        }
+        for l in limits {
+            println!(
+                "{}  {} per {} ms",
+                text(&l["name"]),
+                l["limit"],
+                l["duration_ms"]
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -28,6 +28,8 @@ enum Command {
     Apis(client::ApisArgs),
     /// Issue, inspect, change, rotate, revoke and verify API keys.
     Keys(client::KeysArgs),
+    /// Rate limits shared by all keys of an owner.
+    Owners(client::OwnersArgs),
     /// Manage admin tokens.
     Tokens(client::TokensArgs),
 }
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Apis(args) => client::apis(args).await,
             Command::Keys(args) => client::keys(args).await,
+            Command::Owners(args) => client::owners(args).await,
             Command::Tokens(args) => client::tokens(args).await,
         }
     });

@@ -391,3 +391,112 @@ fn a_bad_database_url_fails_to_start_with_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unsupported database URL"), "{err}");
 }
+
+#[test]
+fn cli_sets_limits_credits_and_allowlists() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let root = server.root_token().unwrap();
+    let api = server.cli_json(
+        &root,
+        &["apis", "create", "--name", "Orders", "--prefix", "ord"],
+    );
+    let api_id = api["id"].as_str().unwrap();
+    let issued = server.cli_json(
+        &root,
+        &[
+            "keys",
+            "create",
+            "--api-id",
+            api_id,
+            "--env",
+            "live",
+            "--owner",
+            "acme",
+            "--ratelimit",
+            "burst:2:60000",
+            "--credits",
+            "5",
+            "--refill",
+            "monthly:5:3",
+            "--ip",
+            "10.0.0.0/8",
+        ],
+    );
+    assert_eq!(issued["ratelimits"][0]["limit"], 2);
+    assert_eq!(
+        issued["credits"]["refill"],
+        serde_json::json!({"interval": "monthly", "amount": 5, "day": 3})
+    );
+    let key = issued["key"].as_str().unwrap().to_owned();
+    let id = issued["id"].as_str().unwrap().to_owned();
+
+    let out = server.cli(
+        &root,
+        &["keys", "verify", &key, "--ip", "10.2.3.4", "--cost", "2"],
+        None,
+    );
+    assert!(out.status.success());
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        line.starts_with("VALID") && line.contains("ratelimit=0/2") && line.contains("credits=3"),
+        "{line}"
+    );
+    let out = server.cli(&root, &["keys", "verify", &key, "--ip", "192.0.2.1"], None);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("IP_NOT_ALLOWED"));
+    let out = server.cli(&root, &["keys", "verify", &key, "--ip", "10.2.3.4"], None);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("RATE_LIMITED"));
+
+    let updated = server.cli_json(
+        &root,
+        &[
+            "keys",
+            "update",
+            &id,
+            "--no-ratelimits",
+            "--any-ip",
+            "--no-credits",
+        ],
+    );
+    assert_eq!(updated["ratelimits"], serde_json::json!([]));
+    assert_eq!(updated["ip_allowlist"], serde_json::json!([]));
+    assert_eq!(updated["credits"], Value::Null);
+    let out = server.cli(&root, &["keys", "verify", &key], None);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("VALID"));
+
+    let set = server.cli_json(
+        &root,
+        &[
+            "owners",
+            "set-ratelimits",
+            "acme",
+            "--ratelimit",
+            "day:1:86400000",
+        ],
+    );
+    assert_eq!(set["ratelimits"][0]["name"], "day");
+    assert!(server
+        .cli(&root, &["keys", "verify", &key], None)
+        .status
+        .success());
+    let out = server.cli(&root, &["keys", "verify", &key], None);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("RATE_LIMITED"));
+    let out = server.cli(
+        &root,
+        &[
+            "keys",
+            "create",
+            "--api-id",
+            api_id,
+            "--env",
+            "live",
+            "--owner",
+            "x",
+            "--ratelimit",
+            "oops",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NAME:LIMIT:DURATION_MS"));
+}

@@ -37,12 +37,12 @@ pub struct TestApp {
     pub verifier: Arc<keyward_server::Verifier>,
     /// The SQLite database file, for tests that inspect what is on disk.
     pub db_file: Option<PathBuf>,
+    pub backend_dir: Option<tempfile::TempDir>,
     /// Stops the server and waits until it has shut down.
     stop: Option<(
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<std::io::Result<()>>,
     )>,
-    _dir: tempfile::TempDir,
 }
 
 /// Starts a server on `backend`. PostgreSQL needs `KEYWARD_TEST_POSTGRES_URL`;
@@ -51,12 +51,14 @@ pub async fn spawn(backend: Backend) -> TestApp {
     spawn_with(backend, VerifySettings::default()).await
 }
 
-/// Like [`spawn`] with the given hot-path tuning.
-pub async fn spawn_with(backend: Backend, verify: VerifySettings) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let (inner, db_file): (Arc<dyn Store>, _) = match backend {
+/// A fresh store on `backend`.
+pub async fn fresh_store(
+    backend: Backend,
+    dir: &std::path::Path,
+) -> (Arc<dyn Store>, Option<PathBuf>) {
+    match backend {
         Backend::Sqlite => {
-            let path = dir.path().join("keyward.db");
+            let path = dir.join("keyward.db");
             (
                 Arc::new(SqliteStore::open(&path).await.unwrap()),
                 Some(path),
@@ -73,10 +75,29 @@ pub async fn spawn_with(backend: Backend, verify: VerifySettings) -> TestApp {
                 .expect("PostgreSQL named by KEYWARD_TEST_POSTGRES_URL is reachable");
             (Arc::new(store), None)
         }
-    };
+    }
+}
+
+/// Like [`spawn`] with the given hot-path tuning.
+pub async fn spawn_with(backend: Backend, verify: VerifySettings) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, db_file) = fresh_store(backend, dir.path()).await;
+    spawn_on(inner, db_file, dir, verify, None).await
+}
+
+/// Starts a server on an existing store, as a restart or a second node
+/// would. `root` is the root token when the store was bootstrapped before.
+pub async fn spawn_on(
+    inner: Arc<dyn Store>,
+    db_file: Option<PathBuf>,
+    dir: tempfile::TempDir,
+    verify: VerifySettings,
+    root: Option<String>,
+) -> TestApp {
     let store = Arc::new(CountingStore {
         inner,
         digest_lookups: AtomicUsize::new(0),
+        usage_writes: AtomicUsize::new(0),
     });
     let settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -87,9 +108,14 @@ pub async fn spawn_with(backend: Backend, verify: VerifySettings) -> TestApp {
     let mut app = Application::with_store(settings, store.clone())
         .await
         .unwrap();
-    let root = app
-        .take_root_token()
-        .expect("first start creates the root token");
+    let root = match root {
+        Some(root) => root,
+        None => {
+            let token = app.take_root_token();
+            let token = token.expect("first start creates the root token");
+            token.expose().to_owned()
+        }
+    };
     let addr = app.local_addr().unwrap();
     let verifier = app.verifier();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -98,13 +124,13 @@ pub async fn spawn_with(backend: Backend, verify: VerifySettings) -> TestApp {
     }));
     TestApp {
         base: format!("http://{addr}"),
-        root: root.expose().to_owned(),
+        root,
         client: reqwest::Client::new(),
         store,
         verifier,
         db_file,
         stop: Some((stop, server)),
-        _dir: dir,
+        backend_dir: Some(dir),
     }
 }
 
@@ -193,11 +219,18 @@ impl TestApp {
 pub struct CountingStore {
     pub inner: Arc<dyn Store>,
     pub digest_lookups: AtomicUsize,
+    /// Counts calls that write usage or credits, to prove verify does not
+    /// write per request.
+    pub usage_writes: AtomicUsize,
 }
 
 impl CountingStore {
     pub fn lookups(&self) -> usize {
         self.digest_lookups.load(Ordering::SeqCst)
+    }
+
+    pub fn writes(&self) -> usize {
+        self.usage_writes.load(Ordering::SeqCst)
     }
 }
 
@@ -269,6 +302,7 @@ impl Store for CountingStore {
         want: u64,
         now: OffsetDateTime,
     ) -> R<Option<CreditLease>> {
+        self.usage_writes.fetch_add(1, Ordering::SeqCst);
         self.inner.lease_credits(id, want, now).await
     }
     async fn return_credits(&self, id: &KeyId, amount: u64, period: OffsetDateTime) -> R<()> {
@@ -279,6 +313,7 @@ impl Store for CountingStore {
         rows: &[UsageRow],
         last_used: &[(KeyId, OffsetDateTime)],
     ) -> R<()> {
+        self.usage_writes.fetch_add(1, Ordering::SeqCst);
         self.inner.record_usage(rows, last_used).await
     }
     async fn key_usage(&self, id: &KeyId) -> R<Vec<UsageRow>> {
@@ -316,6 +351,31 @@ impl Store for CountingStore {
     async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> R<Vec<AuditEvent>> {
         self.inner.list_audit(filter, page).await
     }
+}
+
+/// Declares each listed test, which takes the backend and starts its own
+/// servers, once per backend.
+#[macro_export]
+macro_rules! on_both_backends_raw {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_raw {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres_raw {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs PostgreSQL: set KEYWARD_TEST_POSTGRES_URL, pass --ignored"]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
 }
 
 /// Declares each listed test once per backend: `sqlite::NAME` always runs;

@@ -1,0 +1,587 @@
+//! The verify hot path under its limits — rate limits, owner limits, credits,
+//! IP allowlists — and its cache, against the real server on both backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic in a test is a failed test.
+
+mod support;
+
+use std::time::Duration;
+
+use keyward_server::settings::VerifySettings;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use support::{Backend, TestApp};
+use time::OffsetDateTime;
+
+on_both_backends!(
+    rate_limit_allows_exactly_the_limit_then_refuses_until_reset,
+    cost_counts_against_limits_and_credits,
+    every_limit_must_allow_and_the_tightest_is_reported,
+    owner_limits_are_shared_by_all_keys_of_the_owner,
+    credits_are_never_overspent_under_concurrent_verifies,
+    ip_allowlists_admit_only_their_ranges,
+    changes_apply_on_the_next_verify_with_a_warm_cache,
+    limit_changes_apply_on_the_next_verify,
+);
+
+on_both_backends_raw!(
+    credits_and_limits_survive_a_restart,
+    a_crash_never_hands_out_more_credits_than_the_quota,
+    negative_cache_cannot_hide_a_key_created_afterwards,
+    cache_ttl_bounds_staleness_of_changes_made_elsewhere,
+    usage_is_counted_in_memory_and_flushed_in_batches,
+);
+
+async fn api(app: &TestApp) -> String {
+    app.create_api("lim", &["live", "test"]).await
+}
+
+async fn key(app: &TestApp, api: &str, extra: Value) -> (String, String) {
+    let mut body = json!({"api_id": api, "environment": "live", "owner": "acme",
+                          "scopes": ["prices:read"]});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let issued = app.create_key(body).await;
+    (
+        issued["key"].as_str().unwrap().to_owned(),
+        issued["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+async fn rate_limit_allows_exactly_the_limit_then_refuses_until_reset(app: TestApp) {
+    let api = api(&app).await;
+    // 5 per 2 s: one unit comes back every 400 ms.
+    let limits = json!({"ratelimits": [{"name": "burst", "limit": 5, "duration_ms": 2000}]});
+    let (k, _) = key(&app, &api, limits).await;
+    for expected_remaining in (0..5).rev() {
+        let v = app.verify(json!({"key": k})).await;
+        assert_eq!(v["code"], "VALID");
+        assert_eq!(v["ratelimit"]["limit"], 5);
+        assert_eq!(v["ratelimit"]["remaining"], expected_remaining);
+    }
+    let refused = app.verify(json!({"key": k})).await;
+    assert_eq!(refused["code"], "RATE_LIMITED");
+    assert_eq!(refused["valid"], false);
+    assert_eq!(refused["ratelimit"]["remaining"], 0);
+    let reset = refused["ratelimit"]["reset"].as_i64().unwrap();
+    let wait = reset - now_ms();
+    assert!(
+        (0..=400).contains(&wait),
+        "reset is within one unit: {wait} ms"
+    );
+    // Refused requests do not push the reset further out.
+    let again = app.verify(json!({"key": k})).await;
+    assert_eq!(again["code"], "RATE_LIMITED");
+    assert!(again["ratelimit"]["reset"].as_i64().unwrap() <= reset + 5);
+    tokio::time::sleep(Duration::from_millis((reset - now_ms()).max(0) as u64 + 30)).await;
+    assert_eq!(
+        app.verify_code(json!({"key": k})).await,
+        "VALID",
+        "reset is honoured"
+    );
+}
+
+async fn cost_counts_against_limits_and_credits(app: TestApp) {
+    let api = api(&app).await;
+    let (k, _) = key(
+        &app,
+        &api,
+        json!({"ratelimits": [{"name": "m", "limit": 10, "duration_ms": 60000}],
+               "credits": {"remaining": 8}}),
+    )
+    .await;
+    let v = app.verify(json!({"key": k, "cost": 3})).await;
+    assert_eq!(
+        (v["code"].clone(), v["ratelimit"]["remaining"].clone()),
+        (json!("VALID"), json!(7))
+    );
+    assert_eq!(v["credits_remaining"], 5);
+    let v = app.verify(json!({"key": k, "cost": 6})).await;
+    assert_eq!(
+        v["code"], "USAGE_EXCEEDED",
+        "6 credits are more than the 5 left"
+    );
+    assert_eq!(v["credits_remaining"], 5);
+    let v = app.verify(json!({"key": k, "cost": 5})).await;
+    assert_eq!(v["code"], "VALID");
+    assert_eq!(v["credits_remaining"], 0);
+    // The request refused for credits did not use up the rate limit:
+    // 10 - 3 - 5 = 2.
+    assert_eq!(v["ratelimit"]["remaining"], 2);
+    let (k2, _) = key(
+        &app,
+        &api,
+        json!({"ratelimits": [{"name": "m", "limit": 10, "duration_ms": 60000}]}),
+    )
+    .await;
+    let v = app.verify(json!({"key": k2, "cost": 11})).await;
+    assert_eq!(
+        v["code"], "RATE_LIMITED",
+        "a cost above the limit never fits"
+    );
+    let v = app.verify(json!({"key": k2, "cost": 10})).await;
+    assert_eq!(v["code"], "VALID");
+    let (s, body) = app
+        .call(
+            Method::POST,
+            "/v1/keys/verify",
+            Some(&app.root),
+            Some(json!({"key": k2, "cost": 2_000_000})),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_REQUEST"))
+    );
+}
+
+async fn every_limit_must_allow_and_the_tightest_is_reported(app: TestApp) {
+    let api = api(&app).await;
+    let limits = json!({"ratelimits": [
+        {"name": "second", "limit": 10, "duration_ms": 1000},
+        {"name": "minute", "limit": 3, "duration_ms": 60000},
+    ]});
+    let (k, _) = key(&app, &api, limits).await;
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let v = app.verify(json!({"key": k})).await;
+        assert_eq!(v["code"], "VALID");
+        assert_eq!(
+            v["ratelimit"]["limit"], 3,
+            "the per-minute limit is the tighter one"
+        );
+        remaining.push(v["ratelimit"]["remaining"].as_u64().unwrap());
+    }
+    assert_eq!(remaining, [2, 1, 0]);
+    let v = app.verify(json!({"key": k})).await;
+    assert_eq!(v["code"], "RATE_LIMITED");
+    assert_eq!(v["ratelimit"]["limit"], 3);
+}
+
+async fn owner_limits_are_shared_by_all_keys_of_the_owner(app: TestApp) {
+    let api = api(&app).await;
+    let (a, _) = key(&app, &api, json!({})).await;
+    let (b, _) = key(&app, &api, json!({})).await;
+    let (other, _) = key(&app, &api, json!({"owner": "zeta"})).await;
+    let limits =
+        json!({"ratelimits": [{"name": "owner-minute", "limit": 3, "duration_ms": 60000}]});
+    let set = app
+        .ok(
+            Method::PUT,
+            "/v1/owners/acme/ratelimits",
+            Some(limits.clone()),
+        )
+        .await;
+    assert_eq!(set, limits);
+    assert_eq!(
+        app.ok(Method::GET, "/v1/owners/acme/ratelimits", None)
+            .await,
+        limits
+    );
+    assert_eq!(app.verify_code(json!({"key": a})).await, "VALID");
+    assert_eq!(app.verify_code(json!({"key": b})).await, "VALID");
+    assert_eq!(app.verify_code(json!({"key": a})).await, "VALID");
+    assert_eq!(app.verify_code(json!({"key": b})).await, "RATE_LIMITED");
+    assert_eq!(app.verify_code(json!({"key": a})).await, "RATE_LIMITED");
+    for _ in 0..5 {
+        assert_eq!(app.verify_code(json!({"key": other})).await, "VALID");
+    }
+    // Removing the owner limits applies on the next verify.
+    app.ok(
+        Method::PUT,
+        "/v1/owners/acme/ratelimits",
+        Some(json!({"ratelimits": []})),
+    )
+    .await;
+    assert_eq!(app.verify_code(json!({"key": a})).await, "VALID");
+    let bad = json!({"ratelimits": [{"name": "x", "limit": 0, "duration_ms": 1000}]});
+    let (s, _) = app
+        .call(
+            Method::PUT,
+            "/v1/owners/acme/ratelimits",
+            Some(&app.root),
+            Some(bad),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+async fn credits_are_never_overspent_under_concurrent_verifies(app: TestApp) {
+    let api = api(&app).await;
+    let (k, id) = key(&app, &api, json!({"credits": {"remaining": 50}})).await;
+    let app = std::sync::Arc::new(app);
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let app = std::sync::Arc::clone(&app);
+        let k = k.clone();
+        tasks.push(tokio::spawn(async move {
+            app.verify_code(json!({"key": k})).await
+        }));
+    }
+    let mut valid = 0;
+    let mut exceeded = 0;
+    for task in tasks {
+        match task.await.unwrap().as_str() {
+            "VALID" => valid += 1,
+            "USAGE_EXCEEDED" => exceeded += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((valid, exceeded), (50, 14));
+    let v = app.verify(json!({"key": k})).await;
+    assert_eq!(
+        (v["code"].clone(), v["credits_remaining"].clone()),
+        (json!("USAGE_EXCEEDED"), json!(0))
+    );
+    let record = app.ok(Method::GET, &format!("/v1/keys/{id}"), None).await;
+    assert_eq!(record["credits"]["remaining"], 0);
+    // Topping up applies at once.
+    app.ok(
+        Method::PATCH,
+        &format!("/v1/keys/{id}"),
+        Some(json!({"credits": {"remaining": 2}})),
+    )
+    .await;
+    assert_eq!(app.verify_code(json!({"key": k})).await, "VALID");
+    assert_eq!(app.verify_code(json!({"key": k})).await, "VALID");
+    assert_eq!(app.verify_code(json!({"key": k})).await, "USAGE_EXCEEDED");
+    // And null makes the key unmetered.
+    app.ok(
+        Method::PATCH,
+        &format!("/v1/keys/{id}"),
+        Some(json!({"credits": null})),
+    )
+    .await;
+    let v = app.verify(json!({"key": k})).await;
+    assert_eq!(
+        (v["code"].clone(), v["credits_remaining"].clone()),
+        (json!("VALID"), Value::Null)
+    );
+}
+
+async fn ip_allowlists_admit_only_their_ranges(app: TestApp) {
+    let api = api(&app).await;
+    let (k, id) = key(
+        &app,
+        &api,
+        json!({"ip_allowlist": ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]}),
+    )
+    .await;
+    for (ip, expected) in [
+        (Some("10.1.2.3"), "VALID"),
+        (Some("::ffff:10.1.2.3"), "VALID"),
+        (Some("2001:db8:1::5"), "VALID"),
+        (Some("192.0.2.7"), "VALID"),
+        (Some("192.0.2.8"), "IP_NOT_ALLOWED"),
+        (Some("11.0.0.1"), "IP_NOT_ALLOWED"),
+        (Some("2001:db9::1"), "IP_NOT_ALLOWED"),
+        (None, "IP_NOT_ALLOWED"),
+    ] {
+        let body = match ip {
+            Some(ip) => json!({"key": k, "ip": ip}),
+            None => json!({"key": k}),
+        };
+        assert_eq!(app.verify_code(body).await, expected, "{ip:?}");
+    }
+    let record = app.ok(Method::GET, &format!("/v1/keys/{id}"), None).await;
+    assert_eq!(
+        record["ip_allowlist"],
+        json!(["10.0.0.0/8", "2001:db8::/32", "192.0.2.7/32"])
+    );
+    let (s, _) = app
+        .call(
+            Method::POST,
+            "/v1/keys/verify",
+            Some(&app.root),
+            Some(json!({"key": k, "ip": "not-an-ip"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    for bad in [json!(["10.0.0.0/33"]), json!(["banana"]), json!(["::/129"])] {
+        let body = json!({"api_id": api, "environment": "live", "owner": "a", "ip_allowlist": bad});
+        let (s, v) = app
+            .call(Method::POST, "/v1/keys", Some(&app.root), Some(body))
+            .await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("INVALID_REQUEST"))
+        );
+    }
+    // Opening the allowlist to everyone: /0 for each family.
+    app.ok(
+        Method::PATCH,
+        &format!("/v1/keys/{id}"),
+        Some(json!({"ip_allowlist": ["0.0.0.0/0", "::/0"]})),
+    )
+    .await;
+    assert_eq!(
+        app.verify_code(json!({"key": k, "ip": "203.0.113.1"}))
+            .await,
+        "VALID"
+    );
+    assert_eq!(
+        app.verify_code(json!({"key": k, "ip": "2001:db9::1"}))
+            .await,
+        "VALID"
+    );
+}
+
+async fn changes_apply_on_the_next_verify_with_a_warm_cache(app: TestApp) {
+    let api = api(&app).await;
+    let (k, id) = key(&app, &api, json!({})).await;
+    let path = format!("/v1/keys/{id}");
+    assert_eq!(app.verify_code(json!({"key": k})).await, "VALID"); // now cached
+    app.ok(Method::PATCH, &path, Some(json!({"enabled": false})))
+        .await;
+    assert_eq!(app.verify_code(json!({"key": k})).await, "DISABLED");
+    app.ok(
+        Method::PATCH,
+        &path,
+        Some(json!({"enabled": true, "scopes": ["orders:write"]})),
+    )
+    .await;
+    assert_eq!(
+        app.verify_code(json!({"key": k, "scopes": ["prices:read"]}))
+            .await,
+        "INSUFFICIENT_SCOPE"
+    );
+    let bulk = json!({"owner": "acme", "reason": "incident"});
+    app.ok(Method::POST, "/v1/keys/bulk-revoke", Some(bulk))
+        .await;
+    assert_eq!(app.verify_code(json!({"key": k})).await, "REVOKED");
+    // Rotation with no grace, after the old key was cached.
+    let (k2, id2) = key(&app, &api, json!({})).await;
+    assert_eq!(app.verify_code(json!({"key": k2})).await, "VALID");
+    app.ok(Method::POST, &format!("/v1/keys/{id2}/rotate"), None)
+        .await;
+    assert_eq!(app.verify_code(json!({"key": k2})).await, "EXPIRED");
+}
+
+async fn limit_changes_apply_on_the_next_verify(app: TestApp) {
+    let api = api(&app).await;
+    let (k, id) = key(&app, &api, json!({})).await;
+    let path = format!("/v1/keys/{id}");
+    for _ in 0..3 {
+        assert_eq!(app.verify_code(json!({"key": k})).await, "VALID");
+    }
+    let limits = json!({"ratelimits": [{"name": "m", "limit": 1, "duration_ms": 60000}]});
+    app.ok(Method::PATCH, &path, Some(limits)).await;
+    assert_eq!(app.verify_code(json!({"key": k})).await, "VALID");
+    assert_eq!(app.verify_code(json!({"key": k})).await, "RATE_LIMITED");
+    app.ok(Method::PATCH, &path, Some(json!({"ratelimits": []})))
+        .await;
+    assert_eq!(app.verify_code(json!({"key": k})).await, "VALID");
+}
+
+async fn credits_and_limits_survive_a_restart(backend: Backend) {
+    let mut first = support::spawn(backend).await;
+    let api = api(&first).await;
+    let (k, id) = key(
+        &first,
+        &api,
+        json!({"credits": {"remaining": 10},
+               "ratelimits": [{"name": "m", "limit": 100, "duration_ms": 60000}]}),
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(first.verify_code(json!({"key": k})).await, "VALID");
+    }
+    first.stop().await; // a clean shutdown gives back the unused lease
+    let root = first.root.clone();
+    let store = first.inner_store();
+    let dir = first.backend_dir.take().unwrap();
+    let second = support::spawn_on(
+        store,
+        first.db_file.clone(),
+        dir,
+        VerifySettings::default(),
+        Some(root),
+    )
+    .await;
+    let record = second
+        .ok(Method::GET, &format!("/v1/keys/{id}"), None)
+        .await;
+    assert_eq!(record["credits"]["remaining"], 7);
+    assert_eq!(record["ratelimits"][0]["limit"], 100);
+    let mut valid = 0;
+    for _ in 0..10 {
+        let v = second.verify(json!({"key": k})).await;
+        if v["code"] == "VALID" {
+            valid += 1;
+            assert_eq!(v["ratelimit"]["limit"], 100);
+        } else {
+            assert_eq!(v["code"], "USAGE_EXCEEDED");
+        }
+    }
+    assert_eq!(valid, 7, "exactly the credits left before the restart");
+}
+
+async fn a_crash_never_hands_out_more_credits_than_the_quota(backend: Backend) {
+    let mut first = support::spawn(backend).await;
+    let api = api(&first).await;
+    let (k, _) = key(&first, &api, json!({"credits": {"remaining": 10}})).await;
+    let mut valid = 0;
+    for _ in 0..3 {
+        if first.verify_code(json!({"key": k})).await == "VALID" {
+            valid += 1;
+        }
+    }
+    // A second node on the same store while the first still holds its lease
+    // (as after a crash: the lease is never given back).
+    let root = first.root.clone();
+    let store = first.inner_store();
+    let dir = first.backend_dir.take().unwrap();
+    let second = support::spawn_on(store, None, dir, VerifySettings::default(), Some(root)).await;
+    for _ in 0..15 {
+        if second.verify_code(json!({"key": k})).await == "VALID" {
+            valid += 1;
+        }
+    }
+    assert!(valid <= 10, "{valid} credits handed out from a quota of 10");
+    assert_eq!(
+        valid, 3,
+        "the first node leased all ten; the second gets none"
+    );
+}
+
+async fn negative_cache_cannot_hide_a_key_created_afterwards(backend: Backend) {
+    let verify = VerifySettings {
+        negative_ttl_ms: 300,
+        ..VerifySettings::default()
+    };
+    let app = support::spawn_with(backend, verify).await;
+    let api_id = api(&app).await;
+    // A well-formed key that does not exist yet.
+    let prefix = keyward_core::Prefix::parse("lim").unwrap();
+    let plain =
+        keyward_core::PlaintextKey::generate(&prefix, keyward_core::Environment::Live).unwrap();
+    let body = json!({"key": plain.expose()});
+    assert_eq!(app.verify_code(body.clone()).await, "NOT_FOUND");
+    let lookups = app.store.lookups();
+    for _ in 0..20 {
+        assert_eq!(app.verify_code(body.clone()).await, "NOT_FOUND");
+    }
+    assert_eq!(
+        app.store.lookups(),
+        lookups,
+        "unknown keys are answered from memory"
+    );
+    // Another node issues exactly that key.
+    let template = app.ok(Method::GET, "/v1/keys?limit=1", None).await;
+    assert!(template["keys"].as_array().unwrap().is_empty());
+    let now = OffsetDateTime::now_utc();
+    let record = keyward_core::KeyRecord {
+        id: keyward_core::KeyId::generate(now).unwrap(),
+        api_id: keyward_core::ApiId::parse(&api_id).unwrap(),
+        environment: keyward_core::Environment::Live,
+        name: "elsewhere".into(),
+        owner: "acme".into(),
+        scopes: vec![],
+        metadata: json!({}),
+        digest: plain.digest(),
+        start: plain.display_start(),
+        enabled: true,
+        created_at: now,
+        updated_at: now,
+        expires_at: None,
+        revoked_at: None,
+        revoke_reason: None,
+        rotated_from: None,
+        rotated_to: None,
+        ratelimits: vec![],
+        credits: None,
+        ip_allowlist: vec![],
+        last_used_at: None,
+    };
+    let event = keyward_core::AuditEvent {
+        id: keyward_core::EventId::generate(now).unwrap(),
+        at: now,
+        actor: None,
+        action: "key.create".into(),
+        target: record.id.to_string(),
+        details: json!({}),
+    };
+    app.inner_store().create_key(&record, &event).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        app.verify_code(body).await,
+        "VALID",
+        "the negative entry expired"
+    );
+}
+
+async fn cache_ttl_bounds_staleness_of_changes_made_elsewhere(backend: Backend) {
+    let verify = VerifySettings {
+        cache_ttl_ms: 300,
+        ..VerifySettings::default()
+    };
+    let app = support::spawn_with(backend, verify).await;
+    let api = api(&app).await;
+    let (k, id) = key(&app, &api, json!({})).await;
+    assert_eq!(app.verify_code(json!({"key": k})).await, "VALID");
+    // Another node revokes it: this node hears nothing but the TTL.
+    let now = OffsetDateTime::now_utc();
+    let event = keyward_core::AuditEvent {
+        id: keyward_core::EventId::generate(now).unwrap(),
+        at: now,
+        actor: None,
+        action: "key.revoke".into(),
+        target: id.clone(),
+        details: json!({}),
+    };
+    let key_id = keyward_core::KeyId::parse(&id).unwrap();
+    app.inner_store()
+        .revoke_key(&key_id, "elsewhere", now, &event)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(app.verify_code(json!({"key": k})).await, "REVOKED");
+}
+
+async fn usage_is_counted_in_memory_and_flushed_in_batches(backend: Backend) {
+    let verify = VerifySettings {
+        usage_flush_interval_ms: 3_600_000,
+        ..VerifySettings::default()
+    };
+    let mut app = support::spawn_with(backend, verify).await;
+    let api = api(&app).await;
+    let (k, id) = key(&app, &api, json!({})).await;
+    let writes = app.store.writes();
+    for _ in 0..50 {
+        assert_eq!(app.verify_code(json!({"key": k})).await, "VALID");
+    }
+    for _ in 0..2 {
+        let body = json!({"key": k, "scopes": ["orders:write"]});
+        assert_eq!(app.verify_code(body).await, "INSUFFICIENT_SCOPE");
+    }
+    assert_eq!(app.store.writes(), writes, "no write per verify");
+    let record = app.ok(Method::GET, &format!("/v1/keys/{id}"), None).await;
+    assert_eq!(record["last_used_at"], Value::Null, "nothing flushed yet");
+    let before_stop = now_ms();
+    app.stop().await;
+    assert_eq!(app.store.writes(), writes + 1, "one batch at shutdown");
+    let store = app.inner_store();
+    let key_id = keyward_core::KeyId::parse(&id).unwrap();
+    let usage = store.key_usage(&key_id).await.unwrap();
+    let count = |code: &str| {
+        usage
+            .iter()
+            .filter(|u| u.code == code)
+            .map(|u| u.count)
+            .sum::<u64>()
+    };
+    assert_eq!((count("VALID"), count("INSUFFICIENT_SCOPE")), (50, 2));
+    let last = store
+        .get_key(&key_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .last_used_at
+        .unwrap();
+    assert!((last.unix_timestamp_nanos() / 1_000_000) as i64 <= before_stop);
+}
