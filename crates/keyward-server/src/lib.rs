@@ -9,6 +9,7 @@
 //! - [`auth`]: the admin token of each request.
 //! - [`handlers`]: one module per resource.
 //! - [`verifier`]: the verify hot path — cache, limits, credits, usage.
+//! - [`gateway`]: the reverse proxy that verifies keys in front of an API.
 //! - [`wire`]: the JSON request and response shapes (the public contract).
 //! - [`error`]: the table from failures to status codes and stable `code`s.
 
@@ -16,6 +17,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod gateway;
 pub mod handlers;
 pub mod settings;
 pub mod verifier;
@@ -43,6 +45,31 @@ use utoipa_axum::routes;
 pub use settings::Settings;
 pub use verifier::{Verifier, VerifierConfig};
 
+/// Runs a gateway as its own process: opens the store the settings name
+/// (without creating any admin token), verifies in process, and serves on
+/// `listener` until `shutdown` completes, flushing usage at the end.
+pub async fn run_gateway(
+    settings: Settings,
+    config: gateway::GatewayConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let store = settings.open_store().await?;
+    let verifier = Arc::new(Verifier::new(store, settings.verify.config()));
+    let gateway = gateway::Gateway::new(config, Arc::clone(&verifier))
+        .map_err(|e| StartError::Settings(e.to_string()))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let flusher = tokio::spawn(Arc::clone(&verifier).run_flusher(async {
+        let _ = stopped.await;
+    }));
+    let served = gateway::serve(Arc::new(gateway), listener, shutdown).await;
+    let _ = stop.send(());
+    if let Err(e) = flusher.await {
+        tracing::error!(error = %e, "the usage flusher failed");
+    }
+    Ok(served?)
+}
+
 /// Largest request body accepted. Admin requests are small; this keeps a
 /// flood of large bodies from costing memory.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -63,6 +90,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     verifier: Arc<Verifier>,
+    /// The gateway and its listener, when the settings have a `[gateway]`.
+    gateway: Option<(Arc<gateway::Gateway>, TcpListener)>,
     /// The root token when this start created it; shown once, then dropped.
     root_token: Option<PlaintextKey>,
 }
@@ -86,10 +115,22 @@ impl Application {
             verifier: Arc::clone(&verifier),
             tokens: auth::TokenCache::new(config.cache_ttl),
         });
+        let gateway = match settings.gateway {
+            Some(config) => {
+                let listen = config.listen.ok_or_else(|| {
+                    StartError::Settings("[gateway] needs listen = \"ADDR:PORT\"".into())
+                })?;
+                let gateway = gateway::Gateway::new(config, Arc::clone(&verifier))
+                    .map_err(|e| StartError::Settings(e.to_string()))?;
+                Some((Arc::new(gateway), TcpListener::bind(listen).await?))
+            }
+            None => None,
+        };
         Ok(Application {
             listener,
             router: router(state),
             verifier,
+            gateway,
             root_token,
         })
     }
@@ -103,6 +144,11 @@ impl Application {
     /// the caller shows it once to the operator.
     pub fn take_root_token(&mut self) -> Option<PlaintextKey> {
         self.root_token.take()
+    }
+
+    /// The gateway's address, when one runs inside this server.
+    pub fn gateway_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.gateway.as_ref().map(|(_, l)| l.local_addr())
     }
 
     /// The verify hot path of this server.
@@ -120,9 +166,28 @@ impl Application {
         let flusher = tokio::spawn(Arc::clone(&self.verifier).run_flusher(async {
             let _ = stopped.await;
         }));
+        // One shutdown signal for the API and the gateway listeners.
+        let (signal, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = signal.send(true);
+        });
+        let stopping = |mut watch: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = watch.wait_for(|stop| *stop).await;
+        };
+        let gateway = self.gateway.map(|(gateway, listener)| {
+            tokio::spawn(gateway::serve(gateway, listener, stopping(watch.clone())))
+        });
         let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(stopping(watch))
             .await;
+        if let Some(gateway) = gateway {
+            match gateway.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "the gateway failed"),
+                Err(e) => tracing::error!(error = %e, "the gateway task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
         let _ = stop.send(());
         if let Err(e) = flusher.await {
             tracing::error!(error = %e, "the usage flusher failed");

@@ -25,6 +25,9 @@ pub struct Settings {
     pub database_url: Option<String>,
     /// Tuning of the verify hot path (`[verify]` in the file).
     pub verify: VerifySettings,
+    /// A gateway to run inside the server (`[gateway]` with `listen`,
+    /// `upstream` and `[[gateway.route]]`s).
+    pub gateway: Option<crate::gateway::GatewayConfig>,
 }
 
 /// The `[verify]` section: cache, negative cache, usage flushing and credit
@@ -86,6 +89,7 @@ impl Default for Settings {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database_url: None,
             verify: VerifySettings::default(),
+            gateway: None,
         }
     }
 }

@@ -79,6 +79,17 @@ pub struct CachedKey {
     loaded_at: Instant,
 }
 
+/// Which keys a verifier's caller may see; others answer `NOT_FOUND`.
+pub trait Reach: Send + Sync {
+    fn can_access(&self, api: &ApiId, environment: Environment) -> bool;
+}
+
+impl Reach for AdminToken {
+    fn can_access(&self, api: &ApiId, environment: Environment) -> bool {
+        AdminToken::can_access(self, api, environment)
+    }
+}
+
 /// The answer to one verify.
 pub struct Verification {
     pub code: VerifyCode,
@@ -170,7 +181,7 @@ impl Verifier {
     /// are answered without touching the cache or the store.
     pub async fn verify(
         &self,
-        caller: &AdminToken,
+        caller: &dyn Reach,
         key: &str,
         required: &Requirements,
         cost: u64,

@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
+    /// Run a reverse proxy that verifies keys in front of your API.
+    Gateway(serve::GatewayArgs),
     /// Manage APIs (each with its own key prefix).
     Apis(client::ApisArgs),
     /// Issue, inspect, change, rotate, revoke and verify API keys.
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Gateway(args) => serve::gateway(args).await.map(|()| ExitCode::SUCCESS),
             Command::Apis(args) => client::apis(args).await,
             Command::Keys(args) => client::keys(args).await,
             Command::Owners(args) => client::owners(args).await,
@@ -61,5 +64,15 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -14,13 +14,21 @@ use tracing_subscriber::EnvFilter;
 /// the same name in the TOML file.
 #[derive(Args)]
 pub struct ServeArgs {
-    /// TOML file with any of: listen, data_dir, database_url.
-    #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8720]. Loopback by default:
     /// expose Keyward beyond this machine only behind TLS.
     #[arg(long, env = "KEYWARD_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Where the data is, and how to log: shared by `serve` and `gateway`.
+#[derive(Args)]
+pub struct StoreArgs {
+    /// TOML file with any of: listen, data_dir, database_url, [verify],
+    /// [gateway].
+    #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Directory of the embedded SQLite database [default: ./keyward-data].
     #[arg(long, env = "KEYWARD_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -43,9 +51,9 @@ pub struct ServeArgs {
     log: String,
 }
 
-impl ServeArgs {
+impl StoreArgs {
     /// Merges the file (if any) with flags and variables.
-    fn settings(&self) -> anyhow::Result<Settings> {
+    fn settings(&self, listen: Option<SocketAddr>) -> anyhow::Result<Settings> {
         let mut settings = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -54,7 +62,7 @@ impl ServeArgs {
             }
             None => Settings::default(),
         };
-        if let Some(listen) = self.listen {
+        if let Some(listen) = listen {
             settings.listen = listen;
         }
         if let Some(dir) = &self.data_dir {
@@ -67,14 +75,19 @@ impl ServeArgs {
     }
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&args.log).context("invalid --log filter")?;
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter).context("invalid --log filter")?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let settings = args.settings()?;
+    Ok(())
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(&args.store.log)?;
+    let settings = args.store.settings(args.listen)?;
     let embedded = settings.is_embedded();
     let mut app = Application::build(settings.clone())
         .await
@@ -93,6 +106,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "postgres".to_owned()
     };
     tracing::info!(addr = %app.local_addr()?, %database, "keyward is serving");
+    if let Some(addr) = app.gateway_addr() {
+        tracing::info!(addr = %addr?, "the gateway is serving");
+    }
     app.run_until_stopped(shutdown_signal()).await?;
     tracing::info!("keyward stopped");
     Ok(())
@@ -125,4 +141,55 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Options of `keyward gateway`.
+#[derive(Args)]
+pub struct GatewayArgs {
+    /// Base URL of the API to protect, e.g. http://127.0.0.1:9000.
+    #[arg(long, env = "KEYWARD_GATEWAY_UPSTREAM", value_name = "URL")]
+    upstream: String,
+    /// TOML file of routes: [[route]] method, path (prefix), scopes, cost;
+    /// optional top-level environment and api_ids.
+    #[arg(long, env = "KEYWARD_GATEWAY_ROUTES", value_name = "FILE")]
+    routes: PathBuf,
+    /// Address the gateway listens on.
+    #[arg(
+        long,
+        env = "KEYWARD_GATEWAY_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8721"
+    )]
+    listen: SocketAddr,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    init_logging(&args.store.log)?;
+    let settings = args.store.settings(None)?;
+    let text = std::fs::read_to_string(&args.routes)
+        .with_context(|| format!("cannot read {}", args.routes.display()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("invalid {}", args.routes.display()))?;
+    table.insert(
+        "upstream".into(),
+        toml::Value::String(args.upstream.clone()),
+    );
+    let config: keyward_server::gateway::GatewayConfig = table
+        .try_into()
+        .with_context(|| format!("invalid {}", args.routes.display()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        upstream = %args.upstream,
+        "the gateway is serving"
+    );
+    keyward_server::run_gateway(settings, config, listener, shutdown_signal())
+        .await
+        .context("the gateway failed")?;
+    tracing::info!("keyward gateway stopped");
+    Ok(())
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use keyward_core::limits::RateLimit;
 use keyward_core::{AdminToken, Api, ApiId, AuditEvent, KeyDigest, KeyId, KeyRecord, TokenId};
+use keyward_server::gateway::GatewayConfig;
 use keyward_server::settings::VerifySettings;
 use keyward_server::{Application, Settings};
 use keyward_store::{
@@ -30,6 +31,8 @@ pub enum Backend {
 /// A running server and what a test needs to talk to it.
 pub struct TestApp {
     pub base: String,
+    /// The gateway's base URL, when one runs.
+    pub gateway: Option<String>,
     pub root: String,
     pub client: reqwest::Client,
     /// Counts storage lookups by digest, to prove some answers need none.
@@ -85,6 +88,21 @@ pub async fn spawn_with(backend: Backend, verify: VerifySettings) -> TestApp {
     spawn_on(inner, db_file, dir, verify, None).await
 }
 
+/// A server with a gateway inside it, in front of `gateway.upstream`.
+pub async fn spawn_with_gateway(backend: Backend, gateway: GatewayConfig) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, db_file) = fresh_store(backend, dir.path()).await;
+    start(
+        inner,
+        db_file,
+        dir,
+        VerifySettings::default(),
+        None,
+        Some(gateway),
+    )
+    .await
+}
+
 /// Starts a server on an existing store, as a restart or a second node
 /// would. `root` is the root token when the store was bootstrapped before.
 pub async fn spawn_on(
@@ -93,6 +111,17 @@ pub async fn spawn_on(
     dir: tempfile::TempDir,
     verify: VerifySettings,
     root: Option<String>,
+) -> TestApp {
+    start(inner, db_file, dir, verify, root, None).await
+}
+
+async fn start(
+    inner: Arc<dyn Store>,
+    db_file: Option<PathBuf>,
+    dir: tempfile::TempDir,
+    verify: VerifySettings,
+    root: Option<String>,
+    gateway: Option<GatewayConfig>,
 ) -> TestApp {
     let store = Arc::new(CountingStore {
         inner,
@@ -104,6 +133,7 @@ pub async fn spawn_on(
         data_dir: dir.path().to_owned(),
         database_url: None,
         verify,
+        gateway,
     };
     let mut app = Application::with_store(settings, store.clone())
         .await
@@ -117,6 +147,7 @@ pub async fn spawn_on(
         }
     };
     let addr = app.local_addr().unwrap();
+    let gateway = app.gateway_addr().map(|a| format!("http://{}", a.unwrap()));
     let verifier = app.verifier();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
@@ -124,6 +155,7 @@ pub async fn spawn_on(
     }));
     TestApp {
         base: format!("http://{addr}"),
+        gateway,
         root,
         client: reqwest::Client::new(),
         store,

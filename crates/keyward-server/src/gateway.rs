@@ -1,0 +1,444 @@
+//! `keyward gateway`: a reverse proxy in front of the provider's API.
+//!
+//! For every request it takes the key from `Authorization: Bearer` or
+//! `X-API-Key`, finds the first route whose method and path prefix match,
+//! verifies the key in process with the route's scopes (the same
+//! [`Verifier`] as the verify endpoint: cache, limits, credits, usage), and
+//! either answers the refusal itself or forwards the request to the upstream
+//! over pooled keep-alive connections — with the key stripped and the
+//! caller's identity in `X-Keyward-Key-Id`, `X-Keyward-Owner` and
+//! `X-Keyward-Scopes`. Identity headers sent by the client are removed first,
+//! so they cannot be forged. Upstream answers pass through unchanged.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use keyward_core::{ApiId, Environment, Requirements, Scope, VerifyCode};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::verifier::{Reach, Verification, Verifier};
+
+impl Reach for Gateway {
+    fn can_access(&self, api: &ApiId, _environment: Environment) -> bool {
+        self.api_ids.as_ref().is_none_or(|ids| ids.contains(api))
+    }
+}
+
+/// What the gateway fronts and how requests map to scopes. Read from the
+/// routes file (or the `[gateway]` section of the server's file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Where the gateway listens (`--listen` overrides it).
+    pub listen: Option<SocketAddr>,
+    /// Base URL of the upstream API, e.g. `http://127.0.0.1:9000`.
+    pub upstream: String,
+    /// When set, keys must belong to this environment.
+    pub environment: Option<Environment>,
+    /// When set, only keys of these APIs are accepted.
+    pub api_ids: Option<Vec<ApiId>>,
+    /// Take the client address from the first `X-Forwarded-For` entry
+    /// instead of the connection; only behind a proxy that sets it.
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+    /// Routes, first match wins. A request no route matches is refused.
+    #[serde(rename = "route", default)]
+    pub routes: Vec<Route>,
+}
+
+/// One route: requests with this method (any when absent) whose path starts
+/// with `path` need these scopes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub method: Option<String>,
+    pub path: String,
+    #[serde(default)]
+    pub scopes: Vec<Scope>,
+    /// Units a request on this route costs (default 1).
+    pub cost: Option<u64>,
+}
+
+/// Why a gateway configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid gateway configuration: {0}")]
+pub struct GatewayConfigError(String);
+
+/// A running gateway's shared state.
+pub struct Gateway {
+    verifier: Arc<Verifier>,
+    client: Client<HttpConnector, Body>,
+    upstream_scheme_authority: (axum::http::uri::Scheme, axum::http::uri::Authority),
+    upstream_base_path: String,
+    routes: Vec<CompiledRoute>,
+    environment: Option<Environment>,
+    /// The APIs whose keys the gateway accepts; `None` for all.
+    api_ids: Option<Vec<ApiId>>,
+    trust_forwarded_for: bool,
+}
+
+struct CompiledRoute {
+    method: Option<Method>,
+    path: String,
+    scopes: Vec<Scope>,
+    cost: u64,
+}
+
+/// Headers the gateway sets for the upstream; clients may not send them.
+const KEY_ID: HeaderName = HeaderName::from_static("x-keyward-key-id");
+const OWNER: HeaderName = HeaderName::from_static("x-keyward-owner");
+const SCOPES: HeaderName = HeaderName::from_static("x-keyward-scopes");
+const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// Hop-by-hop headers, which belong to one connection and are never
+/// forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+impl Gateway {
+    pub fn new(config: GatewayConfig, verifier: Arc<Verifier>) -> Result<Self, GatewayConfigError> {
+        let upstream: Uri = config.upstream.parse().map_err(|_| {
+            GatewayConfigError(format!("upstream {:?} is not a URL", config.upstream))
+        })?;
+        let scheme = upstream
+            .scheme()
+            .cloned()
+            .unwrap_or(axum::http::uri::Scheme::HTTP);
+        if scheme != axum::http::uri::Scheme::HTTP {
+            return Err(GatewayConfigError(
+                "the upstream must be http:// (TLS to the upstream is not supported yet)".into(),
+            ));
+        }
+        let authority = upstream
+            .authority()
+            .cloned()
+            .ok_or_else(|| GatewayConfigError("the upstream URL needs a host".into()))?;
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for route in config.routes {
+            let method = route
+                .method
+                .as_deref()
+                .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
+                .transpose()
+                .map_err(|_| GatewayConfigError(format!("bad method in route {}", route.path)))?;
+            if !route.path.starts_with('/') {
+                return Err(GatewayConfigError(format!(
+                    "route path {:?} must start with /",
+                    route.path
+                )));
+            }
+            routes.push(CompiledRoute {
+                method,
+                path: route.path,
+                scopes: route.scopes,
+                cost: route.cost.unwrap_or(1),
+            });
+        }
+        if routes.is_empty() {
+            return Err(GatewayConfigError("at least one route is needed".into()));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Ok(Gateway {
+            verifier,
+            client,
+            upstream_scheme_authority: (scheme, authority),
+            upstream_base_path: upstream.path().trim_end_matches('/').to_owned(),
+            routes,
+            environment: config.environment,
+            api_ids: config.api_ids,
+            trust_forwarded_for: config.trust_forwarded_for,
+        })
+    }
+
+    /// The gateway as a router: every path goes through [`handle`].
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new().fallback(handle).with_state(self)
+    }
+
+    fn route(&self, method: &Method, path: &str) -> Option<&CompiledRoute> {
+        self.routes.iter().find(|r| {
+            r.method.as_ref().is_none_or(|m| m == method)
+                && path.starts_with(&r.path)
+                && (path.len() == r.path.len()
+                    || r.path.ends_with('/')
+                    || path.as_bytes()[r.path.len()] == b'/')
+        })
+    }
+
+    fn client_ip(&self, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+        if self.trust_forwarded_for {
+            let forwarded = headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse().ok());
+            if let Some(ip) = forwarded {
+                return ip;
+            }
+        }
+        peer.ip()
+    }
+}
+
+async fn handle(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let Some(route) = gateway.route(request.method(), request.uri().path()) else {
+        return refusal(
+            StatusCode::NOT_FOUND,
+            "NO_ROUTE",
+            "no route matches this request",
+            None,
+        );
+    };
+    let Some(key) = presented_key(request.headers()) else {
+        return refusal(
+            StatusCode::UNAUTHORIZED,
+            "MISSING_KEY",
+            "an API key is required in Authorization: Bearer or X-API-Key",
+            None,
+        );
+    };
+    let required = Requirements {
+        scopes: route.scopes.clone(),
+        environment: gateway.environment,
+        ip: Some(gateway.client_ip(request.headers(), peer)),
+    };
+    let verification = match gateway
+        .verifier
+        .verify(gateway.as_ref(), &key, &required, route.cost)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "gateway could not verify");
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "the key store is not available",
+                None,
+            );
+        }
+    };
+    if verification.code != VerifyCode::Valid {
+        let status = match verification.code {
+            VerifyCode::InsufficientScope | VerifyCode::IpNotAllowed => StatusCode::FORBIDDEN,
+            VerifyCode::RateLimited | VerifyCode::UsageExceeded => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        return refusal(
+            status,
+            verification.code.as_str(),
+            denial_message(verification.code),
+            Some(&verification),
+        );
+    }
+    let mut response = forward(&gateway, request, &verification).await;
+    rate_limit_headers(response.headers_mut(), &verification);
+    response
+}
+
+/// The key from `Authorization: Bearer` or `X-API-Key`. A header that is not
+/// UTF-8 still yields a (malformed) key, so it is refused as `MALFORMED`.
+fn presented_key(headers: &HeaderMap) -> Option<String> {
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let text = String::from_utf8_lossy(value.as_bytes());
+        if let Some(key) = text.strip_prefix("Bearer ") {
+            return Some(key.trim().to_owned());
+        }
+    }
+    headers
+        .get(API_KEY)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
+}
+
+async fn forward(gateway: &Gateway, request: Request, verification: &Verification) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let (scheme, authority) = &gateway.upstream_scheme_authority;
+    let uri = Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority.clone())
+        .path_and_query(format!("{}{}", gateway.upstream_base_path, path_and_query))
+        .build();
+    let Ok(uri) = uri else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            "BAD_PATH",
+            "the request path is invalid",
+            None,
+        );
+    };
+    parts.uri = uri;
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers);
+    headers.remove(AUTHORIZATION);
+    headers.remove(API_KEY);
+    headers.remove(KEY_ID);
+    headers.remove(OWNER);
+    headers.remove(SCOPES);
+    if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+        headers.insert(HOST, host);
+    }
+    if let Some(key) = &verification.key {
+        let scopes: Vec<&str> = key.policy.scopes.iter().map(|s| s.as_str()).collect();
+        for (name, value) in [
+            (KEY_ID, key.id.as_str().to_owned()),
+            (OWNER, key.owner.to_string()),
+            (SCOPES, scopes.join(" ")),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
+    }
+    match gateway
+        .client
+        .request(Request::from_parts(parts, body))
+        .await
+    {
+        Ok(upstream) => {
+            let (mut parts, body) = upstream.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Body::new(body))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "upstream request failed");
+            refusal(
+                StatusCode::BAD_GATEWAY,
+                "UPSTREAM_UNAVAILABLE",
+                "the upstream API did not answer",
+                None,
+            )
+        }
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(axum::http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn rate_limit_headers(headers: &mut HeaderMap, verification: &Verification) {
+    if let Some(limit) = verification.ratelimit {
+        for (name, value) in [
+            ("x-ratelimit-limit", limit.limit.to_string()),
+            ("x-ratelimit-remaining", limit.remaining.to_string()),
+            // Seconds until reset, rounded up, as the draft RateLimit fields do.
+            (
+                "x-ratelimit-reset",
+                ((limit.reset - now_ms()).max(0) as u64)
+                    .div_ceil(1000)
+                    .to_string(),
+            ),
+        ] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn refusal(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    verification: Option<&Verification>,
+) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    let mut response = (
+        status,
+        [(CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    if let Some(v) = verification {
+        rate_limit_headers(response.headers_mut(), v);
+        if let (StatusCode::TOO_MANY_REQUESTS, Some(limit)) = (status, v.ratelimit) {
+            let after = ((limit.reset - now_ms()).max(0) as u64).div_ceil(1000);
+            if let Ok(value) = HeaderValue::from_str(&after.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+        }
+    }
+    response
+}
+
+fn denial_message(code: VerifyCode) -> &'static str {
+    match code {
+        VerifyCode::Malformed => "the API key is malformed",
+        VerifyCode::NotFound => "the API key is not valid",
+        VerifyCode::Expired => "the API key has expired",
+        VerifyCode::Revoked => "the API key was revoked",
+        VerifyCode::Disabled => "the API key is disabled",
+        VerifyCode::WrongEnvironment => "the API key belongs to another environment",
+        VerifyCode::InsufficientScope => "the API key lacks a scope this route requires",
+        VerifyCode::IpNotAllowed => "the API key may not be used from this address",
+        VerifyCode::RateLimited => "rate limit exceeded",
+        VerifyCode::UsageExceeded => "usage credits exhausted",
+        _ => "the API key was refused",
+    }
+}
+
+/// Serves the gateway on `listener` until `shutdown` completes.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        gateway
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
