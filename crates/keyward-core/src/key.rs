@@ -104,12 +104,7 @@ pub struct Prefix(String);
 
 impl Prefix {
     pub fn parse(s: &str) -> Result<Self, KeyFormatError> {
-        let valid_chars = s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        if s.is_empty() || s.len() > MAX_PREFIX_LEN || !valid_chars {
-            return Err(KeyFormatError::BadPrefix);
-        }
+        check_prefix(s)?;
         Ok(Prefix(s.to_owned()))
     }
 
@@ -143,6 +138,41 @@ impl From<Prefix> for String {
 impl fmt::Display for Prefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Which bytes may appear in a key: `0-9A-Za-z` and `_`.
+static KEY_CHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_';
+        b += 1;
+    }
+    table
+};
+
+/// Which bytes are base62 digits.
+static BASE62_CHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    table
+};
+
+/// Checks a prefix without allocating (verify runs this on every request).
+fn check_prefix(s: &str) -> Result<(), KeyFormatError> {
+    let valid_chars = s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if s.is_empty() || s.len() > MAX_PREFIX_LEN || !valid_chars {
+        Err(KeyFormatError::BadPrefix)
+    } else {
+        Ok(())
     }
 }
 
@@ -205,18 +235,38 @@ impl<'a> ParsedKey<'a> {
         if text.len() > MAX_KEY_LEN {
             return Err(KeyFormatError::TooLong);
         }
-        if !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        // One table lookup per byte, no branches in the loop.
+        if !text
+            .bytes()
+            .fold(true, |ok, b| ok & KEY_CHAR[usize::from(b)])
+        {
             return Err(KeyFormatError::BadCharacter);
         }
-        let mut parts = text.splitn(3, '_');
-        let (Some(prefix), Some(environment), Some(tail)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
+        // Shape by hand rather than with `split`: this runs on every verify.
+        let bytes = text.as_bytes();
+        let Some(cut) = bytes.iter().position(|&b| b == b'_') else {
             return Err(KeyFormatError::BadShape);
         };
-        Prefix::parse(prefix)?;
-        let environment: Environment = environment.parse()?;
-        if tail.len() != BODY_LEN + CHECK_LEN || tail.contains('_') {
+        let prefix = &text[..cut];
+        check_prefix(prefix)?;
+        let rest = &bytes[cut + 1..];
+        let (environment, env_len) = if rest.starts_with(b"live_") {
+            (Environment::Live, 5)
+        } else if rest.starts_with(b"test_") {
+            (Environment::Test, 5)
+        } else if rest.starts_with(b"dev_") {
+            (Environment::Dev, 4)
+        } else if rest.contains(&b'_') {
+            return Err(KeyFormatError::BadEnvironment);
+        } else {
+            return Err(KeyFormatError::BadShape);
+        };
+        let tail = &text[cut + 1 + env_len..];
+        if tail.len() != BODY_LEN + CHECK_LEN
+            || !tail
+                .bytes()
+                .fold(true, |ok, b| ok & BASE62_CHAR[usize::from(b)])
+        {
             return Err(KeyFormatError::BadShape);
         }
         let (body, check) = tail.split_at(BODY_LEN);
@@ -228,7 +278,7 @@ impl<'a> ParsedKey<'a> {
             return Err(KeyFormatError::BadBody);
         }
         let signed = &text[..text.len() - CHECK_LEN];
-        if checksum(signed.as_bytes()) != check {
+        if checksum_digits(signed.as_bytes()) != check.as_bytes() {
             return Err(KeyFormatError::BadChecksum);
         }
         Ok(ParsedKey {
@@ -253,9 +303,19 @@ impl<'a> ParsedKey<'a> {
 
 /// CRC32 (IEEE) of `signed` in six base62 digits.
 fn checksum(signed: &[u8]) -> String {
-    let crc = crc32fast::hash(signed);
-    // Six digits always hold a 32-bit number.
-    base62::encode(&crc.to_be_bytes(), CHECK_LEN).unwrap_or_default()
+    // The digits are from the base62 alphabet, which is ASCII.
+    String::from_utf8_lossy(&checksum_digits(signed)).into_owned()
+}
+
+/// The checksum digits without allocating: this runs on every verify.
+fn checksum_digits(signed: &[u8]) -> [u8; CHECK_LEN] {
+    let mut crc = crc32fast::hash(signed);
+    let mut digits = [b'0'; CHECK_LEN];
+    for digit in digits.iter_mut().rev() {
+        *digit = base62::ALPHABET[(crc % 62) as usize];
+        crc /= 62;
+    }
+    digits
 }
 
 /// SHA-256 of a key's full text: the only form in which a key is stored.

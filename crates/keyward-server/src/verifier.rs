@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use keyward_core::limits::{Gcra, LimitStatus, RateLimit, Refill};
+use keyward_core::limits::{Gcra, LimitStatus, RateLimit, Refill, MAX_RATE_LIMITS};
 use keyward_core::{
     evaluate, AdminToken, ApiId, Environment, KeyDigest, KeyId, KeyPolicy, KeyRecord, ParsedKey,
     Requirements, Scope, VerifyCode,
@@ -77,6 +77,10 @@ pub struct CachedKey {
     /// Whether the key is metered, and how its credits refill.
     pub credits: Option<Option<Refill>>,
     loaded_at: Instant,
+    /// The owner's rate limits when the key was loaded, valid while no
+    /// owner's limits changed on this node since (`owner_generation`).
+    owner_limits: Arc<[RateLimit]>,
+    owner_generation: u64,
 }
 
 /// Which keys a verifier's caller may see; others answer `NOT_FOUND`.
@@ -118,20 +122,32 @@ pub struct Verifier {
     cache: quick_cache::sync::Cache<[u8; 32], Arc<CachedKey>>,
     negative: quick_cache::sync::Cache<[u8; 32], Instant>,
     /// GCRA states per key digest, aligned with the key's `ratelimits`.
-    key_limits: DashMap<[u8; 32], Vec<Gcra>>,
+    key_limits: Map<[u8; 32], Vec<Gcra>>,
     /// Owner rate limits as configured, with when they were read.
     owner_config: quick_cache::sync::Cache<Arc<str>, Arc<OwnerLimits>>,
     /// GCRA states per owner, aligned with the owner's limits.
-    owner_limits: DashMap<Arc<str>, Vec<Gcra>>,
+    owner_limits: Map<Arc<str>, Vec<Gcra>>,
     /// Credit leases per key digest.
-    credits: DashMap<[u8; 32], Arc<tokio::sync::Mutex<Lease>>>,
+    credits: Map<[u8; 32], Arc<tokio::sync::Mutex<Lease>>>,
     /// Usage counted since the last flush, per key digest.
-    usage: DashMap<[u8; 32], UsageCell>,
+    usage: Map<[u8; 32], UsageCell>,
     /// Interned scope sets, shared by every cached key with the same set.
     scope_sets: Mutex<HashMap<Vec<Scope>, Arc<[Scope]>>>,
     /// The zero of the monotonic clock GCRA states count from.
     epoch: Instant,
+    /// Bumped by every change of any owner's limits, so keys cached with a
+    /// copy of their owner's limits know when to look again.
+    owner_generation: std::sync::atomic::AtomicU64,
+    /// Wall-clock time at `epoch` in Unix nanoseconds, re-read at every usage
+    /// flush: the hot path derives "now" from one monotonic reading instead
+    /// of reading both clocks, and clock steps are picked up within a flush
+    /// interval.
+    wall_at_epoch: std::sync::atomic::AtomicI64,
 }
+
+/// A concurrent map with a fast keyed hash (the hot path hashes a digest
+/// several times per verify; SipHash would cost more than the rest).
+type Map<K, V> = DashMap<K, V, ahash::RandomState>;
 
 /// An owner's rate limits as read from the store, and when.
 struct OwnerLimits {
@@ -158,19 +174,43 @@ struct UsageCell {
 
 impl Verifier {
     pub fn new(store: Arc<dyn Store>, config: VerifierConfig) -> Self {
-        Verifier {
+        let verifier = Verifier {
             store,
             cache: quick_cache::sync::Cache::new(config.cache_capacity.max(1)),
             negative: quick_cache::sync::Cache::new(config.negative_capacity.max(1)),
-            key_limits: DashMap::new(),
+            key_limits: Map::default(),
             owner_config: quick_cache::sync::Cache::new(100_000),
-            owner_limits: DashMap::new(),
-            credits: DashMap::new(),
-            usage: DashMap::new(),
+            owner_limits: Map::default(),
+            credits: Map::default(),
+            usage: Map::default(),
             scope_sets: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
+            wall_at_epoch: std::sync::atomic::AtomicI64::new(0),
+            owner_generation: std::sync::atomic::AtomicU64::new(0),
             config,
-        }
+        };
+        verifier.sync_clock();
+        verifier
+    }
+
+    /// Re-reads the wall clock against the monotonic one.
+    fn sync_clock(&self) {
+        let wall = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        let since = self.epoch.elapsed().as_nanos() as i128;
+        let at_epoch = (wall - since).clamp(i64::MIN.into(), i64::MAX.into()) as i64;
+        self.wall_at_epoch
+            .store(at_epoch, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Wall-clock time at a monotonic instant.
+    fn wall_time(&self, at: Instant) -> OffsetDateTime {
+        let at_epoch = i128::from(
+            self.wall_at_epoch
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let nanos = at_epoch + at.duration_since(self.epoch).as_nanos() as i128;
+        OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc())
     }
 
     pub fn config(&self) -> &VerifierConfig {
@@ -186,6 +226,9 @@ impl Verifier {
         required: &Requirements,
         cost: u64,
     ) -> Result<Verification, StoreError> {
+        if let Some(answer) = self.verify_in_memory(caller, key, required, cost) {
+            return Ok(answer);
+        }
         let Ok(parsed) = ParsedKey::parse(key) else {
             return Ok(Verification::bare(VerifyCode::Malformed));
         };
@@ -212,6 +255,63 @@ impl Verifier {
         Ok(outcome)
     }
 
+    /// The synchronous fast path: answers from memory alone, or `None` when
+    /// the answer needs the store (a cache miss or a stale entry, owner
+    /// limits not in memory, or a metered key). Most verifies end here.
+    pub fn verify_in_memory(
+        &self,
+        caller: &dyn Reach,
+        key: &str,
+        required: &Requirements,
+        cost: u64,
+    ) -> Option<Verification> {
+        let Ok(parsed) = ParsedKey::parse(key) else {
+            return Some(Verification::bare(VerifyCode::Malformed));
+        };
+        let digest = parsed.digest();
+        let cached = self.cache.get(digest.as_bytes())?;
+        let instant = Instant::now();
+        let fresh = |loaded_at: Instant| instant.duration_since(loaded_at) < self.config.cache_ttl;
+        if !fresh(cached.loaded_at) || cached.credits.is_some() {
+            return None;
+        }
+        if !caller.can_access(&cached.api_id, cached.policy.environment) {
+            return Some(Verification::bare(VerifyCode::NotFound));
+        }
+        let generation = self
+            .owner_generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        let owner_limits = if cached.owner_generation == generation {
+            Arc::clone(&cached.owner_limits)
+        } else {
+            match self.owner_config.get(&cached.owner) {
+                Some(entry) if fresh(entry.loaded_at) => Arc::clone(&entry.limits),
+                _ => return None,
+            }
+        };
+        let now = self.wall_time(instant);
+        let mut outcome = Verification {
+            code: evaluate(&cached.policy, required, now),
+            key: None,
+            ratelimit: None,
+            credits_remaining: None,
+        };
+        if outcome.code == VerifyCode::Valid
+            && (!cached.ratelimits.is_empty() || !owner_limits.is_empty())
+        {
+            let now_ns = instant.duration_since(self.epoch).as_nanos() as u64;
+            let (allowed, tightest) =
+                self.admit_at(&digest, &cached, &owner_limits, cost, true, now_ns);
+            outcome.ratelimit = tightest.map(|s| self.to_state(s, now));
+            if !allowed {
+                outcome.code = VerifyCode::RateLimited;
+            }
+        }
+        self.count(&digest, &cached.id, outcome.code, now);
+        outcome.key = Some(cached);
+        Some(outcome)
+    }
+
     /// Forgets what this node holds about a key, before a change to it is
     /// acknowledged: the record, "no such key", its limit states and its
     /// credit lease (a change of credits makes the stored value the truth).
@@ -225,6 +325,8 @@ impl Verifier {
 
     /// Forgets an owner's limits after they changed.
     pub fn owner_changed(&self, owner: &str) {
+        self.owner_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.owner_config.remove(owner);
         self.owner_limits.remove(owner);
     }
@@ -283,6 +385,7 @@ impl Verifier {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
+                    self.sync_clock();
                     if let Err(e) = self.flush_usage().await {
                         tracing::error!(error = %e, "could not flush usage; will retry");
                     }
@@ -323,7 +426,14 @@ impl Verifier {
             .filter(|k| k.digest.ct_eq(digest));
         match found {
             Some(record) => {
-                let cached = Arc::new(self.compact(record));
+                // Read the generation before the limits: a change in between
+                // leaves the copy marked stale, never the reverse.
+                let generation = self
+                    .owner_generation
+                    .load(std::sync::atomic::Ordering::Acquire);
+                let owner: Arc<str> = record.owner.as_str().into();
+                let owner_limits = self.owner_limits_of(&owner).await?;
+                let cached = Arc::new(self.compact(record, owner, owner_limits, generation));
                 self.cache.insert(d, Arc::clone(&cached));
                 Ok(Some(cached))
             }
@@ -334,7 +444,13 @@ impl Verifier {
         }
     }
 
-    fn compact(&self, record: KeyRecord) -> CachedKey {
+    fn compact(
+        &self,
+        record: KeyRecord,
+        owner: Arc<str>,
+        owner_limits: Arc<[RateLimit]>,
+        owner_generation: u64,
+    ) -> CachedKey {
         let scopes = {
             let mut sets = self
                 .scope_sets
@@ -360,7 +476,9 @@ impl Verifier {
             },
             id: record.id,
             api_id: record.api_id,
-            owner: record.owner.into(),
+            owner,
+            owner_limits,
+            owner_generation,
             metadata,
             ratelimits: record.ratelimits.into(),
             credits: record.credits.map(|c| c.refill),
@@ -434,26 +552,22 @@ impl Verifier {
         cost: u64,
         commit: bool,
     ) -> (bool, Option<LimitStatus>) {
-        let now = self.now_ns();
-        let mut key_states = self
-            .key_limits
-            .entry(*digest.as_bytes())
-            .or_insert_with(|| vec![Gcra::default(); key.ratelimits.len()]);
-        if key_states.len() != key.ratelimits.len() {
-            *key_states = vec![Gcra::default(); key.ratelimits.len()];
-        }
-        let mut owner_states = (!owner_limits.is_empty()).then(|| {
-            let mut states = self
-                .owner_limits
-                .entry(Arc::clone(&key.owner))
-                .or_insert_with(|| vec![Gcra::default(); owner_limits.len()]);
-            if states.len() != owner_limits.len() {
-                *states = vec![Gcra::default(); owner_limits.len()];
-            }
-            states
-        });
-        let mut next_key = Vec::with_capacity(key_states.len());
-        let mut next_owner = Vec::new();
+        self.admit_at(digest, key, owner_limits, cost, commit, self.now_ns())
+    }
+
+    fn admit_at(
+        &self,
+        digest: &KeyDigest,
+        key: &CachedKey,
+        owner_limits: &[RateLimit],
+        cost: u64,
+        commit: bool,
+        now: u64,
+    ) -> (bool, Option<LimitStatus>) {
+        // Limits are at most MAX_RATE_LIMITS each (checked on write), so the
+        // next states fit on the stack: no allocation per verify.
+        let key_count = key.ratelimits.len().min(MAX_RATE_LIMITS);
+        let owner_count = owner_limits.len().min(MAX_RATE_LIMITS);
         let mut tightest: Option<LimitStatus> = None;
         let mut consider = |status: LimitStatus| {
             let tighter = tightest
@@ -462,23 +576,49 @@ impl Verifier {
                 tightest = Some(status);
             }
         };
-        for (limit, state) in key.ratelimits.iter().zip(key_states.iter()) {
-            let (status, after) = state.peek(limit, now, cost);
-            consider(status);
-            next_key.push(after);
-        }
-        if let Some(states) = &owner_states {
-            for (limit, state) in owner_limits.iter().zip(states.iter()) {
+        let mut key_states = (key_count > 0).then(|| {
+            let mut states = self
+                .key_limits
+                .entry(*digest.as_bytes())
+                .or_insert_with(|| vec![Gcra::default(); key_count]);
+            if states.len() != key_count {
+                *states = vec![Gcra::default(); key_count];
+            }
+            states
+        });
+        let mut owner_states = (owner_count > 0).then(|| {
+            let mut states = self
+                .owner_limits
+                .entry(Arc::clone(&key.owner))
+                .or_insert_with(|| vec![Gcra::default(); owner_count]);
+            if states.len() != owner_count {
+                *states = vec![Gcra::default(); owner_count];
+            }
+            states
+        });
+        let mut next_key = [Gcra::default(); MAX_RATE_LIMITS];
+        let mut next_owner = [Gcra::default(); MAX_RATE_LIMITS];
+        if let Some(states) = &key_states {
+            for (i, (limit, state)) in key.ratelimits.iter().zip(states.iter()).enumerate() {
                 let (status, after) = state.peek(limit, now, cost);
                 consider(status);
-                next_owner.push(after);
+                next_key[i] = after;
+            }
+        }
+        if let Some(states) = &owner_states {
+            for (i, (limit, state)) in owner_limits.iter().zip(states.iter()).enumerate() {
+                let (status, after) = state.peek(limit, now, cost);
+                consider(status);
+                next_owner[i] = after;
             }
         }
         let allowed = tightest.is_none_or(|t| t.allowed);
         if allowed && commit {
-            key_states.copy_from_slice(&next_key);
+            if let Some(states) = key_states.as_mut() {
+                states.copy_from_slice(&next_key[..key_count]);
+            }
             if let Some(states) = owner_states.as_mut() {
-                states.copy_from_slice(&next_owner);
+                states.copy_from_slice(&next_owner[..owner_count]);
             }
         }
         (allowed, tightest)
@@ -575,8 +715,9 @@ impl Verifier {
         }
     }
 
-    fn now_ns(&self) -> u128 {
-        self.epoch.elapsed().as_nanos()
+    fn now_ns(&self) -> u64 {
+        // u64 nanoseconds since start last 584 years.
+        self.epoch.elapsed().as_nanos() as u64
     }
 
     fn to_state(&self, status: LimitStatus, now: OffsetDateTime) -> RateLimitState {

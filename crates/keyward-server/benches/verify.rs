@@ -1,0 +1,136 @@
+//! Verify on a cache hit — a key with scopes, two rate limits and an IP
+//! allowlist — next to SHA-256 of the same key alone, the floor every verify
+//! pays. `bench/run.sh` reads both results and reports their ratio.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Setup failures end the benchmark.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use keyward_core::limits::{Cidr, RateLimit};
+use keyward_core::{
+    ApiId, AuditEvent, Environment, EventId, KeyId, KeyRecord, PlaintextKey, Prefix, Requirements,
+    Scope,
+};
+use keyward_server::verifier::Reach;
+use keyward_server::{Verifier, VerifierConfig};
+use keyward_store::{SqliteStore, Store};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+struct Everywhere;
+
+impl Reach for Everywhere {
+    fn can_access(&self, _: &ApiId, _: Environment) -> bool {
+        true
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (verifier, key) = runtime.block_on(async {
+        let store = SqliteStore::open(&dir.path().join("bench.db"))
+            .await
+            .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let api = keyward_core::Api {
+            id: ApiId::generate(now).unwrap(),
+            name: "bench".into(),
+            prefix: Prefix::parse("tm").unwrap(),
+            environments: vec![Environment::Live],
+            created_at: now,
+        };
+        let event = |target: &str| AuditEvent {
+            id: EventId::generate(now).unwrap(),
+            at: now,
+            actor: None,
+            action: "bench".into(),
+            target: target.into(),
+            details: serde_json::json!({}),
+        };
+        store
+            .create_api(&api, &event(api.id.as_str()))
+            .await
+            .unwrap();
+        let plain = PlaintextKey::generate(&api.prefix, Environment::Live).unwrap();
+        let huge = |name: &str, ms| RateLimit {
+            name: name.into(),
+            limit: 1_000_000_000,
+            duration_ms: ms,
+        };
+        let record = KeyRecord {
+            id: KeyId::generate(now).unwrap(),
+            api_id: api.id.clone(),
+            environment: Environment::Live,
+            name: "bench".into(),
+            owner: "acme".into(),
+            scopes: ["orders:write", "prices:read", "signals:read"]
+                .iter()
+                .map(|s| Scope::parse(s).unwrap())
+                .collect(),
+            metadata: serde_json::json!({"plan": "pro"}),
+            digest: plain.digest(),
+            start: plain.display_start(),
+            enabled: true,
+            created_at: now,
+            updated_at: now,
+            expires_at: None,
+            revoked_at: None,
+            revoke_reason: None,
+            rotated_from: None,
+            rotated_to: None,
+            ratelimits: vec![huge("second", 1000), huge("minute", 60_000)],
+            credits: None,
+            ip_allowlist: ["10.0.0.0/8", "192.168.0.0/16", "2001:db8::/32"]
+                .iter()
+                .map(|c| Cidr::parse(c).unwrap())
+                .collect(),
+            last_used_at: None,
+        };
+        store
+            .create_key(&record, &event(record.id.as_str()))
+            .await
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let config = VerifierConfig {
+            cache_ttl: std::time::Duration::from_secs(3600),
+            ..VerifierConfig::default()
+        };
+        (Verifier::new(store, config), plain.expose().to_owned())
+    });
+    let required = Requirements {
+        scopes: vec![
+            Scope::parse("prices:read").unwrap(),
+            Scope::parse("signals:read").unwrap(),
+        ],
+        environment: Some(Environment::Live),
+        ip: Some("192.168.7.9".parse().unwrap()),
+    };
+    // Warm the cache and the owner limits through the full path once.
+    let warm = runtime
+        .block_on(verifier.verify(&Everywhere, &key, &required, 1))
+        .unwrap();
+    assert_eq!(warm.code, keyward_core::VerifyCode::Valid);
+    let hit = verifier
+        .verify_in_memory(&Everywhere, &key, &required, 1)
+        .unwrap();
+    assert_eq!(hit.code, keyward_core::VerifyCode::Valid);
+
+    let mut group = c.benchmark_group("hot_path");
+    group.bench_function("sha256_of_key", |b| {
+        b.iter(|| Sha256::digest(black_box(key.as_bytes())))
+    });
+    group.bench_function("verify_cache_hit", |b| {
+        b.iter(|| {
+            verifier
+                .verify_in_memory(&Everywhere, black_box(&key), &required, 1)
+                .map(|v| v.code)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
