@@ -68,7 +68,7 @@ impl Default for VerifierConfig {
 /// What verification keeps of a key in memory.
 pub struct CachedKey {
     pub id: KeyId,
-    pub api_id: ApiId,
+    pub api_id: Arc<ApiId>,
     pub owner: Arc<str>,
     pub policy: KeyPolicy,
     /// The metadata JSON as stored; `None` for an empty object.
@@ -123,8 +123,15 @@ pub struct Verifier {
     negative: quick_cache::sync::Cache<[u8; 32], Instant>,
     /// GCRA states per key digest, aligned with the key's `ratelimits`.
     key_limits: Map<[u8; 32], Vec<Gcra>>,
-    /// Owner rate limits as configured, with when they were read.
-    owner_config: quick_cache::sync::Cache<Arc<str>, Arc<OwnerLimits>>,
+    /// Every owner's rate limits, read as one table and reread when older
+    /// than the cache TTL or changed through this node.
+    owners: std::sync::RwLock<Arc<OwnerTable>>,
+    /// Lets one task at a time reread the owner table.
+    owners_reload: tokio::sync::Mutex<()>,
+    /// Shared by every key without limits, so they cost no allocation.
+    no_limits: Arc<[RateLimit]>,
+    /// Interned API ids, shared by the cached keys of each API.
+    api_ids: Mutex<HashMap<ApiId, Arc<ApiId>>>,
     /// GCRA states per owner, aligned with the owner's limits.
     owner_limits: Map<Arc<str>, Vec<Gcra>>,
     /// Credit leases per key digest.
@@ -149,10 +156,11 @@ pub struct Verifier {
 /// several times per verify; SipHash would cost more than the rest).
 type Map<K, V> = DashMap<K, V, ahash::RandomState>;
 
-/// An owner's rate limits as read from the store, and when.
-struct OwnerLimits {
-    loaded_at: Instant,
-    limits: Arc<[RateLimit]>,
+/// The rate limits of every owner that has some, as read at `loaded_at`.
+struct OwnerTable {
+    /// `None` until first read, or after a change: reread before use.
+    loaded_at: Option<Instant>,
+    limits: HashMap<Arc<str>, Arc<[RateLimit]>>,
 }
 
 struct Lease {
@@ -179,7 +187,13 @@ impl Verifier {
             cache: quick_cache::sync::Cache::new(config.cache_capacity.max(1)),
             negative: quick_cache::sync::Cache::new(config.negative_capacity.max(1)),
             key_limits: Map::default(),
-            owner_config: quick_cache::sync::Cache::new(100_000),
+            owners: std::sync::RwLock::new(Arc::new(OwnerTable {
+                loaded_at: None,
+                limits: HashMap::new(),
+            })),
+            owners_reload: tokio::sync::Mutex::new(()),
+            no_limits: Arc::from(Vec::new()),
+            api_ids: Mutex::new(HashMap::new()),
             owner_limits: Map::default(),
             credits: Map::default(),
             usage: Map::default(),
@@ -284,8 +298,9 @@ impl Verifier {
         let owner_limits = if cached.owner_generation == generation {
             Arc::clone(&cached.owner_limits)
         } else {
-            match self.owner_config.get(&cached.owner) {
-                Some(entry) if fresh(entry.loaded_at) => Arc::clone(&entry.limits),
+            let table = self.owner_table();
+            match table.loaded_at {
+                Some(at) if fresh(at) => self.limits_in(&table, &cached.owner),
                 _ => return None,
             }
         };
@@ -327,8 +342,16 @@ impl Verifier {
     pub fn owner_changed(&self, owner: &str) {
         self.owner_generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.owner_config.remove(owner);
         self.owner_limits.remove(owner);
+        // Mark the table stale: the next verify that needs it rereads it.
+        let mut table = self
+            .owners
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *table = Arc::new(OwnerTable {
+            loaded_at: None,
+            limits: table.limits.clone(),
+        });
     }
 
     /// Writes the usage counted so far to the store.
@@ -444,6 +467,14 @@ impl Verifier {
         }
     }
 
+    fn intern_api(&self, id: ApiId) -> Arc<ApiId> {
+        let mut ids = self
+            .api_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(ids.entry(id.clone()).or_insert_with(|| Arc::new(id)))
+    }
+
     fn compact(
         &self,
         record: KeyRecord,
@@ -475,12 +506,16 @@ impl Verifier {
                 ip_allowlist: record.ip_allowlist.into(),
             },
             id: record.id,
-            api_id: record.api_id,
+            api_id: self.intern_api(record.api_id),
             owner,
             owner_limits,
             owner_generation,
             metadata,
-            ratelimits: record.ratelimits.into(),
+            ratelimits: if record.ratelimits.is_empty() {
+                Arc::clone(&self.no_limits)
+            } else {
+                record.ratelimits.into()
+            },
             credits: record.credits.map(|c| c.refill),
             loaded_at: Instant::now(),
         }
@@ -625,20 +660,54 @@ impl Verifier {
     }
 
     async fn owner_limits_of(&self, owner: &Arc<str>) -> Result<Arc<[RateLimit]>, StoreError> {
-        if let Some(entry) = self.owner_config.get(owner) {
-            if entry.loaded_at.elapsed() < self.config.cache_ttl {
-                return Ok(Arc::clone(&entry.limits));
-            }
+        let table = self.owner_table();
+        if table
+            .loaded_at
+            .is_some_and(|at| at.elapsed() < self.config.cache_ttl)
+        {
+            return Ok(self.limits_in(&table, owner));
         }
-        let limits: Arc<[RateLimit]> = self.store.owner_ratelimits(owner).await?.into();
-        self.owner_config.insert(
-            Arc::clone(owner),
-            Arc::new(OwnerLimits {
-                loaded_at: Instant::now(),
-                limits: Arc::clone(&limits),
-            }),
-        );
-        Ok(limits)
+        let _reloading = self.owners_reload.lock().await;
+        // Another task may have reread it while this one waited.
+        let table = self.owner_table();
+        if table
+            .loaded_at
+            .is_some_and(|at| at.elapsed() < self.config.cache_ttl)
+        {
+            return Ok(self.limits_in(&table, owner));
+        }
+        let started = Instant::now();
+        let rows = self.store.all_owner_ratelimits().await?;
+        let limits = rows
+            .into_iter()
+            .filter(|(_, limits)| !limits.is_empty())
+            .map(|(owner, limits)| (Arc::from(owner), Arc::from(limits)))
+            .collect();
+        let fresh = Arc::new(OwnerTable {
+            loaded_at: Some(started),
+            limits,
+        });
+        *self
+            .owners
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&fresh);
+        Ok(self.limits_in(&fresh, owner))
+    }
+
+    fn owner_table(&self) -> Arc<OwnerTable> {
+        Arc::clone(
+            &self
+                .owners
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn limits_in(&self, table: &OwnerTable, owner: &str) -> Arc<[RateLimit]> {
+        table
+            .limits
+            .get(owner)
+            .map_or_else(|| Arc::clone(&self.no_limits), Arc::clone)
     }
 
     /// Hands out `cost` credits from the node's lease, leasing more from the

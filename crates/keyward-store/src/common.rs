@@ -408,6 +408,16 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn create_keys(&self, keys: &[KeyRecord], events: &[AuditEvent]) -> Result<()> {
+                let mut tx = self.writer().begin().await?;
+                for key in keys {
+                    insert_key(&mut tx, key).await?;
+                }
+                insert_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>> {
                 let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = $1");
                 let row: Option<KeyRow> = sqlx::query_as(&sql)
@@ -763,6 +773,16 @@ macro_rules! impl_store {
                     Some((text,)) => $crate::rows::json("owner_ratelimits", &text),
                     None => Ok(Vec::new()),
                 }
+            }
+
+            async fn all_owner_ratelimits(&self) -> Result<Vec<(String, Vec<RateLimit>)>> {
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as("SELECT owner, ratelimits FROM owner_ratelimits")
+                        .fetch_all(self.reader())
+                        .await?;
+                rows.into_iter()
+                    .map(|(owner, text)| Ok((owner, $crate::rows::json("owner_ratelimits", &text)?)))
+                    .collect()
             }
 
             async fn set_owner_ratelimits(

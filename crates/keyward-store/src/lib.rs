@@ -180,6 +180,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_apis(&self) -> Result<Vec<Api>>;
 
     async fn create_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<()>;
+    /// Stores many keys and their events in one transaction: all or none.
+    async fn create_keys(&self, keys: &[KeyRecord], events: &[AuditEvent]) -> Result<()>;
     async fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>>;
     async fn find_key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>>;
     async fn list_keys(
@@ -243,6 +245,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The rate limits shared by all keys of `owner` (empty when none).
     async fn owner_ratelimits(&self, owner: &str) -> Result<Vec<RateLimit>>;
+    /// Every owner that has rate limits, with them. Owners with limits are
+    /// few next to keys, so nodes hold them all.
+    async fn all_owner_ratelimits(&self) -> Result<Vec<(String, Vec<RateLimit>)>>;
     async fn set_owner_ratelimits(
         &self,
         owner: &str,

@@ -206,6 +206,34 @@ async fn apis_and_keys(store: Arc<dyn Store>) {
     );
 }
 
+async fn keys_created_in_bulk_are_all_or_nothing(store: Arc<dyn Store>) {
+    let tm = api("bulk");
+    store
+        .create_api(&tm, &event("api.create", tm.id.as_str()))
+        .await
+        .unwrap();
+    let made: Vec<KeyRecord> = (0..5)
+        .map(|_| key(&tm, Environment::Live, "acme", &[]).0)
+        .collect();
+    let events: Vec<AuditEvent> = made
+        .iter()
+        .map(|k| event("key.create", k.id.as_str()))
+        .collect();
+    store.create_keys(&made, &events).await.unwrap();
+    for k in &made {
+        assert_eq!(store.get_key(&k.id).await.unwrap().as_ref(), Some(k));
+    }
+    // A duplicate digest fails the whole batch.
+    let fresh = key(&tm, Environment::Live, "acme", &[]).0;
+    let clash = KeyRecord {
+        id: KeyId::generate(now()).unwrap(),
+        ..made[0].clone()
+    };
+    let result = store.create_keys(&[fresh.clone(), clash], &[]).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get_key(&fresh.id).await.unwrap(), None);
+}
+
 async fn listing_and_pagination(store: Arc<dyn Store>) {
     let tm = api("pg");
     store
@@ -718,6 +746,7 @@ story!(
     bulk_revocation,
     tokens_and_bootstrap,
     limits_credits_and_usage,
+    keys_created_in_bulk_are_all_or_nothing,
 );
 
 /// A store in a fresh schema of the server `KEYWARD_TEST_POSTGRES_URL` names.

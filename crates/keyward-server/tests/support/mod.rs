@@ -288,6 +288,9 @@ impl Store for CountingStore {
     async fn create_key(&self, key: &KeyRecord, event: &AuditEvent) -> R<()> {
         self.inner.create_key(key, event).await
     }
+    async fn create_keys(&self, keys: &[KeyRecord], events: &[AuditEvent]) -> R<()> {
+        self.inner.create_keys(keys, events).await
+    }
     async fn get_key(&self, id: &KeyId) -> R<Option<KeyRecord>> {
         self.inner.get_key(id).await
     }
@@ -350,6 +353,9 @@ impl Store for CountingStore {
     }
     async fn key_usage(&self, id: &KeyId) -> R<Vec<UsageRow>> {
         self.inner.key_usage(id).await
+    }
+    async fn all_owner_ratelimits(&self) -> R<Vec<(String, Vec<RateLimit>)>> {
+        self.inner.all_owner_ratelimits().await
     }
     async fn owner_ratelimits(&self, owner: &str) -> R<Vec<RateLimit>> {
         self.inner.owner_ratelimits(owner).await

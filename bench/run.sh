@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Runs every Keyward benchmark on this machine, in one run, and prints one
+# table of ratios against the baselines:
+#
+#   1. verify on a cache hit vs SHA-256 of the key (criterion, in process)
+#   2. POST /v1/keys/verify vs GET /health on the same server (wrk)
+#   3. keyward gateway vs nginx checking a key map, both in front of the same
+#      upstream, same keys, same wrk settings
+#   4. start-to-ready with 1,000,000 keys in SQLite, and RSS with all of them
+#      cached
+#
+# Usage: bench/run.sh            (KEYS=100000 BIG=1000000 DURATION=10s CONNECTIONS=64)
+# Needs wrk and nginx-light from Debian's packages; installs them if missing.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+http="${SHARED_BENCH:-$root/../shared/bench/http}"
+keys_n=${KEYS:-100000}
+big_n=${BIG:-1000000}
+duration=${DURATION:-10s}
+conns=${CONNECTIONS:-64}
+threads=2
+work=$(mktemp -d /tmp/keyward-bench.XXXXXX)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  "$http/nginx-peer.sh" stop >/dev/null 2>&1 || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+need wrk wrk
+need nginx nginx-light
+[ -x "$http/nginx-peer.sh" ] || [ -f "$http/nginx-peer.sh" ] || { echo "missing $http (set SHARED_BENCH)" >&2; exit 1; }
+
+echo "== building (release)" >&2
+cargo build --release -q -p keyward --bin keyward --example seed_keys
+bin=target/release/keyward
+seed=target/release/examples/seed_keys
+
+echo "== 1. in process: criterion" >&2
+cargo bench -q -p keyward-server --bench verify -- --noplot >"$work/criterion.txt" 2>&1
+estimate() { python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['mean']['point_estimate'])" "target/criterion/hot_path/$1/new/estimates.json"; }
+sha_ns=$(estimate sha256_of_key)
+verify_ns=$(estimate verify_cache_hit)
+
+wait_ready() { # URL, timeout seconds
+  local deadline=$((SECONDS + $2))
+  until curl -fs "$1" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { echo "not ready: $1" >&2; return 1; }
+    sleep 0.05
+  done
+}
+# wrk_run NAME URL [wrk args...]: prints "rps p99_ms"
+wrk_run() {
+  local name=$1 url=$2; shift 2
+  wrk -t$threads -c$conns -d"$duration" --latency "$@" "$url" >"$work/$name.txt"
+  python3 - "$work/$name.txt" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+print(f"{rps:.0f} {float(m.group(1)) * scale:.3f} {non2xx.group(1) if non2xx else 0}")
+PY
+}
+
+echo "== 2+3. HTTP with $keys_n keys" >&2
+"$seed" "sqlite://$work/small/keyward.db" tm "$keys_n" "$work/keys.txt" 2>>"$work/seed.log"
+"$bin" serve --data-dir "$work/small" --listen 127.0.0.1:18720 --log warn 2>"$work/serve.log" &
+pids+=($!)
+wait_ready http://127.0.0.1:18720/ready 30
+root_token=$(grep -o 'kwa_live_[0-9A-Za-z]*' "$work/serve.log" | head -n 1)
+# A token with only keys:verify, as an API server would use.
+verify_token=$(curl -fs -H "Authorization: Bearer $root_token" -H 'content-type: application/json' \
+  -d '{"name":"bench","scopes":["keys:verify"]}' http://127.0.0.1:18720/v1/tokens |
+  python3 -c 'import json,sys;print(json.load(sys.stdin)["token"])')
+"$http/nginx-peer.sh" "$work/keys.txt" 18080 18081 >/dev/null
+wait_ready http://127.0.0.1:18081/v1/prices 10
+"$bin" gateway --data-dir "$work/small" --upstream http://127.0.0.1:18081 \
+  --routes bench/routes.toml --listen 127.0.0.1:18082 --log warn 2>"$work/gateway.log" &
+pids+=($!)
+sleep 0.5
+# Each measurement starts on a warm cache: every key verified once just
+# before (one wrk thread walks the whole key file), as on a server in steady
+# use.
+warm() { KEYS_FILE="$work/keys.txt" AUTH="$verify_token" wrk -t1 -c$conns -d600s -s bench/walk.lua "$1" >/dev/null; }
+read -r health_rps health_p99 _ < <(wrk_run health http://127.0.0.1:18720/health)
+warm http://127.0.0.1:18720/v1/keys/verify
+read -r verify_rps verify_p99 verify_bad < <(KEYS_FILE="$work/keys.txt" AUTH="$verify_token" \
+  wrk_run verify http://127.0.0.1:18720/v1/keys/verify -s "$http/verify.lua")
+KEYS_FILE="$work/keys.txt" wrk -t1 -c$conns -d5s -s "$http/bearer.lua" http://127.0.0.1:18080/v1/prices >/dev/null
+read -r nginx_rps nginx_p99 nginx_bad < <(KEYS_FILE="$work/keys.txt" \
+  wrk_run nginx http://127.0.0.1:18080/v1/prices -s "$http/bearer.lua")
+KEYS_FILE="$work/keys.txt" wrk -t1 -c$conns -d600s -s bench/walk-get.lua http://127.0.0.1:18082/v1/prices >/dev/null
+read -r gw_rps gw_p99 gw_bad < <(KEYS_FILE="$work/keys.txt" \
+  wrk_run gateway http://127.0.0.1:18082/v1/prices -s "$http/bearer.lua")
+for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+"$http/nginx-peer.sh" stop >/dev/null 2>&1 || true
+wait 2>/dev/null || true
+pids=()
+
+echo "== 4. start-up and memory with $big_n keys" >&2
+"$seed" "sqlite://$work/big/keyward.db" tm "$big_n" "$work/big-keys.txt" 2>>"$work/seed.log"
+start_ns=$(date +%s%N)
+"$bin" serve --data-dir "$work/big" --listen 127.0.0.1:18720 --log warn 2>"$work/serve-big.log" &
+serve_pid=$!
+pids+=($serve_pid)
+wait_ready http://127.0.0.1:18720/ready 60
+ready_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
+big_token=$(grep -o 'kwa_live_[0-9A-Za-z]*' "$work/serve-big.log" | head -n 1)
+rss_empty_kb=$(awk '/VmRSS/ {print $2}' /proc/$serve_pid/status)
+# One thread walks the whole key file once, so every key is verified and
+# cached, then stops.
+KEYS_FILE="$work/big-keys.txt" AUTH="$big_token" wrk -t1 -c$conns -d600s -s bench/walk.lua \
+  http://127.0.0.1:18720/v1/keys/verify >"$work/warm-big.txt"
+big_requests=$(python3 -c "import re,sys;print(re.search(r'(\d+) requests in', open(sys.argv[1]).read()).group(1))" "$work/warm-big.txt")
+rss_full_kb=$(awk '/VmRSS/ {print $2}' /proc/$serve_pid/status)
+
+python3 - "$sha_ns" "$verify_ns" "$health_rps" "$health_p99" "$verify_rps" "$verify_p99" \
+  "$verify_bad" "$nginx_rps" "$nginx_p99" "$nginx_bad" "$gw_rps" "$gw_p99" "$gw_bad" \
+  "$ready_ms" "$rss_empty_kb" "$rss_full_kb" "$big_requests" "$big_n" "$keys_n" "$duration" "$conns" <<'PY'
+import sys
+(sha, ver, h_rps, h_p99, v_rps, v_p99, v_bad, n_rps, n_p99, n_bad, g_rps, g_p99, g_bad,
+ ready, rss0, rss1, big_req, big_n, keys_n, dur, conns) = sys.argv[1:]
+f = float
+rows = [
+    ("verify, cache hit (in process)", f"{f(ver):.0f} ns", f"SHA-256 of the key: {f(sha):.0f} ns",
+     f"{f(ver)/f(sha):.2f}x", "<= 4"),
+    ("POST /v1/keys/verify", f"{f(v_rps):.0f} req/s, p99 {f(v_p99):.2f} ms",
+     f"GET /health: {f(h_rps):.0f} req/s, p99 {f(h_p99):.2f} ms", f"{f(v_rps)/f(h_rps):.2f}", ">= 0.8"),
+    ("keyward gateway -> upstream", f"{f(g_rps):.0f} req/s, p99 {f(g_p99):.2f} ms",
+     f"nginx key map -> upstream: {f(n_rps):.0f} req/s, p99 {f(n_p99):.2f} ms",
+     f"{f(g_rps)/f(n_rps):.2f} (p99 {f(g_p99)/f(n_p99):.2f})", ">= 1.0, p99 <= 1.0"),
+    (f"start to ready, {int(big_n):,} keys in SQLite", f"{int(ready)} ms", "", "", "<= 2000 ms"),
+    (f"RSS, {int(big_n):,} keys cached", f"{int(rss1)/1024:.0f} MB",
+     f"at start: {int(rss0)/1024:.0f} MB; warm-up requests: {int(big_req):,}", "", "<= 400 MB"),
+]
+print(f"Keyward benchmarks: {keys_n} keys for HTTP, wrk -t2 -c{conns} -d{dur}, one machine, one run")
+print(f"non-2xx answers: verify {v_bad}, nginx {n_bad}, gateway {g_bad}")
+w = [max(len(r[i]) for r in rows + [("measure", "keyward", "baseline", "ratio", "goal")]) for i in range(5)]
+for r in [("measure", "keyward", "baseline", "ratio", "goal")] + rows:
+    print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
+PY
