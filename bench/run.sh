@@ -86,7 +86,11 @@ sleep 0.5
 # Each measurement starts on a warm cache: every key verified once just
 # before (one wrk thread walks the whole key file), as on a server in steady
 # use.
-warm() { KEYS_FILE="$work/keys.txt" AUTH="$verify_token" wrk -t1 -c$conns -d600s -s bench/walk.lua "$1" >/dev/null; }
+# wrk waits out its whole duration even after the script stopped its thread,
+# so the walk gets about as long as it needs (cache misses run at a few
+# thousand per second here) and no longer.
+walk_for() { echo "$(( $1 / 4000 + 5 ))s"; }
+warm() { KEYS_FILE="$work/keys.txt" AUTH="$verify_token" wrk -t1 -c$conns -d"$(walk_for "$keys_n")" -s bench/walk.lua "$1" >/dev/null; }
 read -r health_rps health_p99 _ < <(wrk_run health http://127.0.0.1:18720/health)
 warm http://127.0.0.1:18720/v1/keys/verify
 read -r verify_rps verify_p99 verify_bad < <(KEYS_FILE="$work/keys.txt" AUTH="$verify_token" \
@@ -94,7 +98,7 @@ read -r verify_rps verify_p99 verify_bad < <(KEYS_FILE="$work/keys.txt" AUTH="$v
 KEYS_FILE="$work/keys.txt" wrk -t1 -c$conns -d5s -s "$http/bearer.lua" http://127.0.0.1:18080/v1/prices >/dev/null
 read -r nginx_rps nginx_p99 nginx_bad < <(KEYS_FILE="$work/keys.txt" \
   wrk_run nginx http://127.0.0.1:18080/v1/prices -s "$http/bearer.lua")
-KEYS_FILE="$work/keys.txt" wrk -t1 -c$conns -d600s -s bench/walk-get.lua http://127.0.0.1:18082/v1/prices >/dev/null
+KEYS_FILE="$work/keys.txt" wrk -t1 -c$conns -d"$(walk_for "$keys_n")" -s bench/walk-get.lua http://127.0.0.1:18082/v1/prices >/dev/null
 read -r gw_rps gw_p99 gw_bad < <(KEYS_FILE="$work/keys.txt" \
   wrk_run gateway http://127.0.0.1:18082/v1/prices -s "$http/bearer.lua")
 for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -114,7 +118,7 @@ big_token=$(grep -o 'kwa_live_[0-9A-Za-z]*' "$work/serve-big.log" | head -n 1)
 rss_empty_kb=$(awk '/VmRSS/ {print $2}' /proc/$serve_pid/status)
 # One thread walks the whole key file once, so every key is verified and
 # cached, then stops.
-KEYS_FILE="$work/big-keys.txt" AUTH="$big_token" wrk -t1 -c$conns -d600s -s bench/walk.lua \
+KEYS_FILE="$work/big-keys.txt" AUTH="$big_token" wrk -t1 -c$conns -d"$(walk_for "$big_n")" -s bench/walk.lua \
   http://127.0.0.1:18720/v1/keys/verify >"$work/warm-big.txt"
 big_requests=$(python3 -c "import re,sys;print(re.search(r'(\d+) requests in', open(sys.argv[1]).read()).group(1))" "$work/warm-big.txt")
 rss_full_kb=$(awk '/VmRSS/ {print $2}' /proc/$serve_pid/status)
