@@ -148,22 +148,41 @@ pub fn admit(
     now_ns: u64,
     cost: u64,
 ) -> (bool, Option<LimitStatus>) {
-    let mut next = Vec::with_capacity(limits.len());
+    admit_all(&mut [(limits, states)], now_ns, cost, true)
+}
+
+/// [`admit`] over several groups of limits at once (a key's and its
+/// owner's): every limit of every group must allow `cost`. With `commit`
+/// false it only checks. Each group holds at most [`MAX_RATE_LIMITS`]
+/// (checked on write); the next states live on the stack, so a check
+/// allocates nothing.
+pub fn admit_all(
+    groups: &mut [(&[RateLimit], &mut [Gcra])],
+    now_ns: u64,
+    cost: u64,
+    commit: bool,
+) -> (bool, Option<LimitStatus>) {
+    const MAX_GROUPS: usize = 2;
+    let mut next = [[Gcra::default(); MAX_RATE_LIMITS]; MAX_GROUPS];
     let mut tightest: Option<LimitStatus> = None;
-    for (limit, state) in limits.iter().zip(states.iter()) {
-        let (status, after) = state.peek(limit, now_ns, cost);
-        next.push(after);
-        let tighter = match tightest {
-            None => true,
-            Some(t) => (t.allowed, t.remaining) > (status.allowed, status.remaining),
-        };
-        if tighter {
-            tightest = Some(status);
+    for (g, (limits, states)) in groups.iter().enumerate().take(MAX_GROUPS) {
+        let pairs = limits.iter().zip(states.iter()).take(MAX_RATE_LIMITS);
+        for (i, (limit, state)) in pairs.enumerate() {
+            let (status, after) = state.peek(limit, now_ns, cost);
+            next[g][i] = after;
+            let tighter = tightest
+                .is_none_or(|t| (t.allowed, t.remaining) > (status.allowed, status.remaining));
+            if tighter {
+                tightest = Some(status);
+            }
         }
     }
     let allowed = tightest.is_none_or(|t| t.allowed);
-    if allowed {
-        states.copy_from_slice(&next);
+    if allowed && commit {
+        for (g, (limits, states)) in groups.iter_mut().enumerate().take(MAX_GROUPS) {
+            let n = limits.len().min(states.len()).min(MAX_RATE_LIMITS);
+            states[..n].copy_from_slice(&next[g][..n]);
+        }
     }
     (allowed, tightest)
 }

@@ -216,6 +216,43 @@ pub struct KeyRecord {
     pub last_used_at: Option<OffsetDateTime>,
 }
 
+impl KeyRecord {
+    /// A new, enabled key of `api_id` in `environment` for the key
+    /// `plaintext`: named after its owner, with no scopes, empty metadata, no
+    /// expiry and no limits. Callers set what they need on the result.
+    pub fn new(
+        api_id: ApiId,
+        environment: Environment,
+        owner: String,
+        plaintext: &crate::PlaintextKey,
+        now: OffsetDateTime,
+    ) -> Result<Self, getrandom::Error> {
+        Ok(KeyRecord {
+            id: KeyId::generate(now)?,
+            api_id,
+            environment,
+            name: owner.clone(),
+            owner,
+            scopes: Vec::new(),
+            metadata: serde_json::Value::Object(serde_json::Map::new()),
+            digest: plaintext.digest(),
+            start: plaintext.display_start(),
+            enabled: true,
+            created_at: now,
+            updated_at: now,
+            expires_at: None,
+            revoked_at: None,
+            revoke_reason: None,
+            rotated_from: None,
+            rotated_to: None,
+            ratelimits: Vec::new(),
+            credits: None,
+            ip_allowlist: Vec::new(),
+            last_used_at: None,
+        })
+    }
+}
+
 /// The lifecycle state of a key at a moment, derived from its fields.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

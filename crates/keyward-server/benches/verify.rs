@@ -10,8 +10,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use keyward_core::limits::{Cidr, RateLimit};
 use keyward_core::{
-    ApiId, AuditEvent, Environment, EventId, KeyId, KeyRecord, PlaintextKey, Prefix, Requirements,
-    Scope,
+    ApiId, AuditEvent, Environment, EventId, KeyRecord, PlaintextKey, Prefix, Requirements, Scope,
 };
 use keyward_server::verifier::Reach;
 use keyward_server::{Verifier, VerifierConfig};
@@ -60,35 +59,25 @@ fn bench(c: &mut Criterion) {
             limit: 1_000_000_000,
             duration_ms: ms,
         };
-        let record = KeyRecord {
-            id: KeyId::generate(now).unwrap(),
-            api_id: api.id.clone(),
-            environment: Environment::Live,
-            name: "bench".into(),
-            owner: "acme".into(),
-            scopes: ["orders:write", "prices:read", "signals:read"]
-                .iter()
-                .map(|s| Scope::parse(s).unwrap())
-                .collect(),
-            metadata: serde_json::json!({"plan": "pro"}),
-            digest: plain.digest(),
-            start: plain.display_start(),
-            enabled: true,
-            created_at: now,
-            updated_at: now,
-            expires_at: None,
-            revoked_at: None,
-            revoke_reason: None,
-            rotated_from: None,
-            rotated_to: None,
-            ratelimits: vec![huge("second", 1000), huge("minute", 60_000)],
-            credits: None,
-            ip_allowlist: ["10.0.0.0/8", "192.168.0.0/16", "2001:db8::/32"]
-                .iter()
-                .map(|c| Cidr::parse(c).unwrap())
-                .collect(),
-            last_used_at: None,
-        };
+        let mut record = KeyRecord::new(
+            api.id.clone(),
+            Environment::Live,
+            "acme".into(),
+            &plain,
+            now,
+        )
+        .unwrap();
+        record.name = "bench".into();
+        record.scopes = ["orders:write", "prices:read", "signals:read"]
+            .iter()
+            .map(|s| Scope::parse(s).unwrap())
+            .collect();
+        record.metadata = serde_json::json!({"plan": "pro"});
+        record.ratelimits = vec![huge("second", 1000), huge("minute", 60_000)];
+        record.ip_allowlist = ["10.0.0.0/8", "192.168.0.0/16", "2001:db8::/32"]
+            .iter()
+            .map(|c| Cidr::parse(c).unwrap())
+            .collect();
         store
             .create_key(&record, &event(record.id.as_str()))
             .await

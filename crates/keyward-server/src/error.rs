@@ -31,8 +31,6 @@ pub enum ApiError {
     /// The bulk revocation named no criterion.
     #[error("a bulk revocation needs at least one filter")]
     EmptyFilter,
-    #[error("the store is not available")]
-    Unavailable,
     /// Anything else; the cause is logged, the client sees only this.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -66,7 +64,6 @@ impl ApiError {
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
             ApiError::EmptyFilter => (StatusCode::BAD_REQUEST, "EMPTY_FILTER"),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use keyward_core::limits::{Gcra, LimitStatus, RateLimit, Refill, MAX_RATE_LIMITS};
+use keyward_core::limits::{admit_all, Gcra, LimitStatus, RateLimit, Refill, MAX_RATE_LIMITS};
 use keyward_core::{
     evaluate, AdminToken, ApiId, Environment, KeyDigest, KeyId, KeyPolicy, KeyRecord, ParsedKey,
     Requirements, Scope, VerifyCode,
@@ -92,6 +92,12 @@ impl Reach for AdminToken {
     fn can_access(&self, api: &ApiId, environment: Environment) -> bool {
         AdminToken::can_access(self, api, environment)
     }
+}
+
+/// What the fast path found: an answer, or the digest to look up.
+enum Hot {
+    Answer(Verification),
+    Miss(KeyDigest),
 }
 
 /// The answer to one verify.
@@ -240,13 +246,11 @@ impl Verifier {
         required: &Requirements,
         cost: u64,
     ) -> Result<Verification, StoreError> {
-        if let Some(answer) = self.verify_in_memory(caller, key, required, cost) {
-            return Ok(answer);
-        }
-        let Ok(parsed) = ParsedKey::parse(key) else {
-            return Ok(Verification::bare(VerifyCode::Malformed));
+        // The key is parsed and digested once, by the fast path.
+        let digest = match self.hot(caller, key, required, cost) {
+            Hot::Answer(answer) => return Ok(answer),
+            Hot::Miss(digest) => digest,
         };
-        let digest = parsed.digest();
         let Some(cached) = self.lookup(&digest).await? else {
             return Ok(Verification::bare(VerifyCode::NotFound));
         };
@@ -279,18 +283,27 @@ impl Verifier {
         required: &Requirements,
         cost: u64,
     ) -> Option<Verification> {
+        match self.hot(caller, key, required, cost) {
+            Hot::Answer(answer) => Some(answer),
+            Hot::Miss(_) => None,
+        }
+    }
+
+    fn hot(&self, caller: &dyn Reach, key: &str, required: &Requirements, cost: u64) -> Hot {
         let Ok(parsed) = ParsedKey::parse(key) else {
-            return Some(Verification::bare(VerifyCode::Malformed));
+            return Hot::Answer(Verification::bare(VerifyCode::Malformed));
         };
         let digest = parsed.digest();
-        let cached = self.cache.get(digest.as_bytes())?;
+        let Some(cached) = self.cache.get(digest.as_bytes()) else {
+            return Hot::Miss(digest);
+        };
         let instant = Instant::now();
         let fresh = |loaded_at: Instant| instant.duration_since(loaded_at) < self.config.cache_ttl;
         if !fresh(cached.loaded_at) || cached.credits.is_some() {
-            return None;
+            return Hot::Miss(digest);
         }
         if !caller.can_access(&cached.api_id, cached.policy.environment) {
-            return Some(Verification::bare(VerifyCode::NotFound));
+            return Hot::Answer(Verification::bare(VerifyCode::NotFound));
         }
         let generation = self
             .owner_generation
@@ -301,7 +314,7 @@ impl Verifier {
             let table = self.owner_table();
             match table.loaded_at {
                 Some(at) if fresh(at) => self.limits_in(&table, &cached.owner),
-                _ => return None,
+                _ => return Hot::Miss(digest),
             }
         };
         let now = self.wall_time(instant);
@@ -324,7 +337,7 @@ impl Verifier {
         }
         self.count(&digest, &cached.id, outcome.code, now);
         outcome.key = Some(cached);
-        Some(outcome)
+        Hot::Answer(outcome)
     }
 
     /// Forgets what this node holds about a key, before a change to it is
@@ -599,18 +612,8 @@ impl Verifier {
         commit: bool,
         now: u64,
     ) -> (bool, Option<LimitStatus>) {
-        // Limits are at most MAX_RATE_LIMITS each (checked on write), so the
-        // next states fit on the stack: no allocation per verify.
         let key_count = key.ratelimits.len().min(MAX_RATE_LIMITS);
         let owner_count = owner_limits.len().min(MAX_RATE_LIMITS);
-        let mut tightest: Option<LimitStatus> = None;
-        let mut consider = |status: LimitStatus| {
-            let tighter = tightest
-                .is_none_or(|t| (t.allowed, t.remaining) > (status.allowed, status.remaining));
-            if tighter {
-                tightest = Some(status);
-            }
-        };
         let mut key_states = (key_count > 0).then(|| {
             let mut states = self
                 .key_limits
@@ -631,32 +634,21 @@ impl Verifier {
             }
             states
         });
-        let mut next_key = [Gcra::default(); MAX_RATE_LIMITS];
-        let mut next_owner = [Gcra::default(); MAX_RATE_LIMITS];
-        if let Some(states) = &key_states {
-            for (i, (limit, state)) in key.ratelimits.iter().zip(states.iter()).enumerate() {
-                let (status, after) = state.peek(limit, now, cost);
-                consider(status);
-                next_key[i] = after;
-            }
-        }
-        if let Some(states) = &owner_states {
-            for (i, (limit, state)) in owner_limits.iter().zip(states.iter()).enumerate() {
-                let (status, after) = state.peek(limit, now, cost);
-                consider(status);
-                next_owner[i] = after;
-            }
-        }
-        let allowed = tightest.is_none_or(|t| t.allowed);
-        if allowed && commit {
-            if let Some(states) = key_states.as_mut() {
-                states.copy_from_slice(&next_key[..key_count]);
-            }
-            if let Some(states) = owner_states.as_mut() {
-                states.copy_from_slice(&next_owner[..owner_count]);
-            }
-        }
-        (allowed, tightest)
+        let mut groups = [
+            (
+                &key.ratelimits[..],
+                key_states
+                    .as_deref_mut()
+                    .map_or(&mut [][..], |v| &mut v[..]),
+            ),
+            (
+                owner_limits,
+                owner_states
+                    .as_deref_mut()
+                    .map_or(&mut [][..], |v| &mut v[..]),
+            ),
+        ];
+        admit_all(&mut groups, now, cost, commit)
     }
 
     async fn owner_limits_of(&self, owner: &Arc<str>) -> Result<Arc<[RateLimit]>, StoreError> {

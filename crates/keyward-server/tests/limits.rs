@@ -475,29 +475,15 @@ async fn negative_cache_cannot_hide_a_key_created_afterwards(backend: Backend) {
     let template = app.ok(Method::GET, "/v1/keys?limit=1", None).await;
     assert!(template["keys"].as_array().unwrap().is_empty());
     let now = OffsetDateTime::now_utc();
-    let record = keyward_core::KeyRecord {
-        id: keyward_core::KeyId::generate(now).unwrap(),
-        api_id: keyward_core::ApiId::parse(&api_id).unwrap(),
-        environment: keyward_core::Environment::Live,
-        name: "elsewhere".into(),
-        owner: "acme".into(),
-        scopes: vec![],
-        metadata: json!({}),
-        digest: plain.digest(),
-        start: plain.display_start(),
-        enabled: true,
-        created_at: now,
-        updated_at: now,
-        expires_at: None,
-        revoked_at: None,
-        revoke_reason: None,
-        rotated_from: None,
-        rotated_to: None,
-        ratelimits: vec![],
-        credits: None,
-        ip_allowlist: vec![],
-        last_used_at: None,
-    };
+    let mut record = keyward_core::KeyRecord::new(
+        keyward_core::ApiId::parse(&api_id).unwrap(),
+        keyward_core::Environment::Live,
+        "acme".into(),
+        &plain,
+        now,
+    )
+    .unwrap();
+    record.name = "elsewhere".into();
     let event = keyward_core::AuditEvent {
         id: keyward_core::EventId::generate(now).unwrap(),
         at: now,

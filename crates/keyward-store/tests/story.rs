@@ -47,29 +47,10 @@ fn api(prefix: &str) -> Api {
 
 fn key(api: &Api, env: Environment, owner: &str, scopes: &[&str]) -> (KeyRecord, PlaintextKey) {
     let plain = PlaintextKey::generate(&api.prefix, env).unwrap();
-    let record = KeyRecord {
-        id: KeyId::generate(now()).unwrap(),
-        api_id: api.id.clone(),
-        environment: env,
-        name: "story key".into(),
-        owner: owner.into(),
-        scopes: scopes.iter().map(|s| Scope::parse(s).unwrap()).collect(),
-        metadata: serde_json::json!({"plan": "pro"}),
-        digest: plain.digest(),
-        start: plain.display_start(),
-        enabled: true,
-        created_at: now(),
-        updated_at: now(),
-        expires_at: None,
-        revoked_at: None,
-        revoke_reason: None,
-        rotated_from: None,
-        rotated_to: None,
-        ratelimits: Vec::new(),
-        credits: None,
-        ip_allowlist: Vec::new(),
-        last_used_at: None,
-    };
+    let mut record = KeyRecord::new(api.id.clone(), env, owner.into(), &plain, now()).unwrap();
+    record.name = "story key".into();
+    record.scopes = scopes.iter().map(|s| Scope::parse(s).unwrap()).collect();
+    record.metadata = serde_json::json!({"plan": "pro"});
     (record, plain)
 }
 

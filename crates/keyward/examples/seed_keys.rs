@@ -11,7 +11,7 @@
 use std::io::Write;
 
 use keyward_core::{
-    Api, ApiId, AuditEvent, Environment, EventId, KeyId, KeyRecord, PlaintextKey, Prefix, Scope,
+    Api, ApiId, AuditEvent, Environment, EventId, KeyRecord, PlaintextKey, Prefix, Scope,
 };
 use time::OffsetDateTime;
 
@@ -63,29 +63,16 @@ async fn main() {
         for i in 0..n {
             let plain = PlaintextKey::generate(&api.prefix, Environment::Live).unwrap();
             writeln!(file, "{}", plain.expose()).unwrap();
-            let record = KeyRecord {
-                id: KeyId::generate(now).unwrap(),
-                api_id: api.id.clone(),
-                environment: Environment::Live,
-                name: format!("customer {}", done + i),
-                owner: format!("customer{}", done + i),
-                scopes: scopes.clone(),
-                metadata: serde_json::json!({}),
-                digest: plain.digest(),
-                start: plain.display_start(),
-                enabled: true,
-                created_at: now,
-                updated_at: now,
-                expires_at: None,
-                revoked_at: None,
-                revoke_reason: None,
-                rotated_from: None,
-                rotated_to: None,
-                ratelimits: vec![],
-                credits: None,
-                ip_allowlist: vec![],
-                last_used_at: None,
-            };
+            let mut record = KeyRecord::new(
+                api.id.clone(),
+                Environment::Live,
+                format!("customer{}", done + i),
+                &plain,
+                now,
+            )
+            .unwrap();
+            record.name = format!("customer {}", done + i);
+            record.scopes = scopes.clone();
             events.push(event("key.create", record.id.as_str()));
             keys.push(record);
         }

@@ -68,29 +68,16 @@ pub async fn create_key(
 
     let plaintext =
         PlaintextKey::generate(&api.prefix, body.environment).map_err(ApiError::internal)?;
-    let record = KeyRecord {
-        id: KeyId::generate(now).map_err(ApiError::internal)?,
-        api_id: api.id,
-        environment: body.environment,
-        name,
-        owner: body.owner,
-        scopes,
-        metadata,
-        digest: plaintext.digest(),
-        start: plaintext.display_start(),
-        enabled: body.enabled.unwrap_or(true),
-        created_at: now,
-        updated_at: now,
-        expires_at: body.expires_at,
-        revoked_at: None,
-        revoke_reason: None,
-        rotated_from: None,
-        rotated_to: None,
-        ratelimits: body.ratelimits,
-        credits,
-        ip_allowlist,
-        last_used_at: None,
-    };
+    let mut record = KeyRecord::new(api.id, body.environment, body.owner, &plaintext, now)
+        .map_err(ApiError::internal)?;
+    record.name = name;
+    record.scopes = scopes;
+    record.metadata = metadata;
+    record.enabled = body.enabled.unwrap_or(true);
+    record.expires_at = body.expires_at;
+    record.ratelimits = body.ratelimits;
+    record.credits = credits;
+    record.ip_allowlist = ip_allowlist;
     let event = audit_event(
         Some(&caller),
         "key.create",
