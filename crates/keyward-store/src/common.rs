@@ -223,11 +223,11 @@ macro_rules! impl_store {
         use $crate::common::{
             convert, ApiRow, EventRow, KeyRow, TokenRow, KEY_COLUMNS, TOKEN_COLUMNS,
         };
-        use $crate::rows::{millis, to_json};
+        use $crate::rows::{corrupt, millis, to_json};
         use keyward_core::limits::{RateLimit, Refill};
         use $crate::{
-            AuditFilter, BulkRevokeFilter, CreditLease, KeyFilter, KeyPatch, Page, Result,
-            Rotation, Store, StoreError, UsageRow,
+            AuditFilter, BulkRevokeFilter, Change, ChangeEntry, CreditLease, KeyFilter, KeyPatch,
+            Page, Result, Rotation, Store, StoreError, UsageRow,
         };
 
         /// Most rows one multi-row INSERT carries, well under both drivers'
@@ -249,6 +249,31 @@ macro_rules! impl_store {
                         .push_bind(e.action.clone())
                         .push_bind(e.target.clone())
                         .push_bind(to_json(&e.details));
+                });
+                q.build().execute(&mut **tx).await?;
+            }
+            Ok(())
+        }
+
+        /// Writes change-feed entries, in the transaction of the change.
+        async fn insert_changes(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            changes: &[Change],
+            now: OffsetDateTime,
+        ) -> Result<()> {
+            for chunk in changes.chunks(EVENTS_PER_INSERT) {
+                let mut q: QueryBuilder<$db> =
+                    QueryBuilder::new("INSERT INTO cache_changes (kind, digest, owner, changed_at) ");
+                q.push_values(chunk, |mut row, c| {
+                    let (kind, digest, owner) = match c {
+                        Change::Key(d) => ("key", Some(d.as_bytes().to_vec()), None),
+                        Change::Token(d) => ("token", Some(d.as_bytes().to_vec()), None),
+                        Change::Owner(o) => ("owner", None, Some(o.clone())),
+                    };
+                    row.push_bind(kind)
+                        .push_bind(digest)
+                        .push_bind(owner)
+                        .push_bind(millis(now));
                 });
                 q.build().execute(&mut **tx).await?;
             }
@@ -526,6 +551,7 @@ macro_rules! impl_store {
                 };
                 let record = KeyRecord::try_from(row)?;
                 insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                insert_changes(&mut tx, &[Change::Key(record.digest.clone())], now).await?;
                 tx.commit().await?;
                 Ok(record)
             }
@@ -552,6 +578,8 @@ macro_rules! impl_store {
                     Some(row) => {
                         let record = KeyRecord::try_from(row)?;
                         insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                        insert_changes(&mut tx, &[Change::Key(record.digest.clone())], now)
+                            .await?;
                         tx.commit().await?;
                         Ok((record, true))
                     }
@@ -566,20 +594,20 @@ macro_rules! impl_store {
             async fn rotate_key(&self, rotation: &Rotation, events: &[AuditEvent]) -> Result<()> {
                 let mut tx = self.writer().begin().await?;
                 let until = millis(rotation.old_expires_at);
-                let marked = sqlx::query(
+                let marked: Option<(Vec<u8>,)> = sqlx::query_as(
                     "UPDATE keys SET rotated_to = $2, updated_at = $3, \
                        expires_at = CASE WHEN expires_at IS NULL OR expires_at > $4 \
                                          THEN $4 ELSE expires_at END \
-                     WHERE id = $1 AND revoked_at IS NULL AND rotated_to IS NULL",
+                     WHERE id = $1 AND revoked_at IS NULL AND rotated_to IS NULL \
+                     RETURNING digest",
                 )
                 .bind(rotation.old.as_str())
                 .bind(rotation.successor.id.as_str())
                 .bind(millis(rotation.successor.created_at))
                 .bind(until)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if marked != 1 {
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((old_digest,)) = marked else {
                     tx.rollback().await?;
                     return match self.get_key(&rotation.old).await? {
                         None => Err(StoreError::NotFound),
@@ -587,9 +615,12 @@ macro_rules! impl_store {
                             "the key is revoked or was already rotated",
                         )),
                     };
-                }
+                };
                 insert_key(&mut tx, &rotation.successor).await?;
                 insert_events(&mut tx, events).await?;
+                let old_digest = $crate::rows::digest("keys", &old_digest)?;
+                insert_changes(&mut tx, &[Change::Key(old_digest)], rotation.successor.created_at)
+                    .await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -644,6 +675,8 @@ macro_rules! impl_store {
                     });
                 }
                 insert_events(&mut tx, &events).await?;
+                let changes: Vec<Change> = digests.iter().cloned().map(Change::Key).collect();
+                insert_changes(&mut tx, &changes, now).await?;
                 tx.commit().await?;
                 Ok(digests)
             }
@@ -730,15 +763,16 @@ macro_rules! impl_store {
                     );
                     q.build().execute(&mut *tx).await?;
                 }
-                for (id, at) in last_used {
-                    sqlx::query(
-                        "UPDATE keys SET last_used_at = $2 \
-                         WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
-                    )
-                    .bind(id.as_str())
-                    .bind(millis(*at))
-                    .execute(&mut *tx)
-                    .await?;
+                for chunk in last_used.chunks(EVENTS_PER_INSERT) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new("WITH v (id, at) AS (");
+                    q.push_values(chunk, |mut row, (id, at)| {
+                        row.push_bind(id.as_str().to_owned()).push_bind(millis(*at));
+                    });
+                    q.push(
+                        ") UPDATE keys SET last_used_at = v.at FROM v WHERE keys.id = v.id \
+                         AND (keys.last_used_at IS NULL OR keys.last_used_at < v.at)",
+                    );
+                    q.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -804,6 +838,7 @@ macro_rules! impl_store {
                 .execute(&mut *tx)
                 .await?;
                 insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                insert_changes(&mut tx, &[Change::Owner(owner.to_owned())], now).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -853,23 +888,24 @@ macro_rules! impl_store {
                 event: &AuditEvent,
             ) -> Result<bool> {
                 let mut tx = self.writer().begin().await?;
-                let revoked = sqlx::query(
-                    "UPDATE admin_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                let revoked: Option<(Vec<u8>,)> = sqlx::query_as(
+                    "UPDATE admin_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL \
+                     RETURNING digest",
                 )
                 .bind(id.as_str())
                 .bind(millis(now))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-                if !revoked {
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((digest,)) = revoked else {
                     tx.rollback().await?;
                     return match self.get_token(id).await? {
                         None => Err(StoreError::NotFound),
                         Some(_) => Ok(false),
                     };
-                }
+                };
                 insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                let digest = $crate::rows::digest("admin_tokens", &digest)?;
+                insert_changes(&mut tx, &[Change::Token(digest)], now).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -894,6 +930,54 @@ macro_rules! impl_store {
                 q.push(" ORDER BY id LIMIT ").push_bind(i64::from(page.limit));
                 let rows: Vec<EventRow> = q.build_query_as().fetch_all(self.reader()).await?;
                 convert(rows)
+            }
+
+            async fn latest_change(&self) -> Result<i64> {
+                let (latest,): (Option<i64>,) =
+                    sqlx::query_as("SELECT MAX(seq) FROM cache_changes")
+                        .fetch_one(self.reader())
+                        .await?;
+                Ok(latest.unwrap_or(0))
+            }
+
+            async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<ChangeEntry>> {
+                let rows: Vec<(i64, String, Option<Vec<u8>>, Option<String>)> = sqlx::query_as(
+                    "SELECT seq, kind, digest, owner FROM cache_changes WHERE seq > $1 \
+                     ORDER BY seq LIMIT $2",
+                )
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?;
+                const T: &str = "cache_changes";
+                rows.into_iter()
+                    .map(|(seq, kind, digest, owner)| {
+                        let digest = || {
+                            digest
+                                .as_deref()
+                                .ok_or_else(|| corrupt(T, "missing digest"))
+                                .and_then(|d| $crate::rows::digest(T, d))
+                        };
+                        let change = match kind.as_str() {
+                            "key" => Change::Key(digest()?),
+                            "token" => Change::Token(digest()?),
+                            "owner" => Change::Owner(
+                                owner.clone().ok_or_else(|| corrupt(T, "missing owner"))?,
+                            ),
+                            other => return Err(corrupt(T, format!("unknown kind {other:?}"))),
+                        };
+                        Ok(ChangeEntry { seq, change })
+                    })
+                    .collect()
+            }
+
+            async fn prune_changes(&self, before: OffsetDateTime) -> Result<u64> {
+                let pruned = sqlx::query("DELETE FROM cache_changes WHERE changed_at < $1")
+                    .bind(millis(before))
+                    .execute(self.writer())
+                    .await?
+                    .rows_affected();
+                Ok(pruned)
             }
         }
 

@@ -157,6 +157,26 @@ pub struct Rotation {
     pub successor: KeyRecord,
 }
 
+/// What a change-feed entry says changed, for nodes to drop from caches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The key with this digest changed (updated, revoked, rotated).
+    Key(KeyDigest),
+    /// The admin token with this digest was revoked.
+    Token(KeyDigest),
+    /// The owner's rate limits changed.
+    Owner(String),
+}
+
+/// One entry of the change feed. Sequence numbers increase with each entry
+/// written; on PostgreSQL, concurrent transactions may make them visible out
+/// of order, and a rolled-back one leaves a gap for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeEntry {
+    pub seq: i64,
+    pub change: Change,
+}
+
 /// The audit log filter for listings.
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -269,6 +289,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
 
     async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> Result<Vec<AuditEvent>>;
+
+    /// The newest change-feed sequence number (0 for an empty feed): where a
+    /// node that starts with empty caches begins reading.
+    async fn latest_change(&self) -> Result<i64>;
+    /// Up to `limit` change-feed entries with `seq > after`, in order.
+    async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<ChangeEntry>>;
+    /// Deletes change-feed entries written before `before`; returns how many.
+    async fn prune_changes(&self, before: OffsetDateTime) -> Result<u64>;
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` or `postgres://…`

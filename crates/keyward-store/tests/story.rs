@@ -12,8 +12,8 @@ use keyward_core::{
     KeyState, PlaintextKey, Prefix, Scope, TokenId,
 };
 use keyward_store::{
-    AuditFilter, BulkRevokeFilter, CreditsPatch, KeyFilter, KeyPatch, Page, PgStore, Rotation,
-    Store, StoreError, UsageRow,
+    AuditFilter, BulkRevokeFilter, Change, CreditsPatch, KeyFilter, KeyPatch, Page, PgStore,
+    Rotation, Store, StoreError, UsageRow,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -694,6 +694,137 @@ async fn tokens_and_bootstrap(store: Arc<dyn Store>) {
     assert!(!after.is_usable(now()));
 }
 
+/// Every change a node may cache is in the feed, in order, written with the
+/// change itself; nothing else is; pruning drops old entries only.
+async fn change_feed(store: Arc<dyn Store>) {
+    assert_eq!(store.latest_change().await.unwrap(), 0);
+    let tm = api("feed");
+    store
+        .create_api(&tm, &event("api.create", tm.id.as_str()))
+        .await
+        .unwrap();
+    let (a, _) = key(&tm, Environment::Live, "acme", &[]);
+    let (b, _) = key(&tm, Environment::Live, "acme", &[]);
+    let (c, _) = key(&tm, Environment::Test, "zeta", &[]);
+    for k in [&a, &b, &c] {
+        store
+            .create_key(k, &event("key.create", k.id.as_str()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.latest_change().await.unwrap(),
+        0,
+        "a new key is nobody's cache entry yet"
+    );
+    let start = store.latest_change().await.unwrap();
+    store
+        .update_key(
+            &a.id,
+            &KeyPatch {
+                enabled: Some(false),
+                ..Default::default()
+            },
+            now(),
+            &event("key.update", a.id.as_str()),
+        )
+        .await
+        .unwrap();
+    store
+        .revoke_key(&b.id, "gone", now(), &event("key.revoke", b.id.as_str()))
+        .await
+        .unwrap();
+    // Revoking again changes nothing and writes nothing.
+    store
+        .revoke_key(&b.id, "gone", now(), &event("key.revoke", b.id.as_str()))
+        .await
+        .unwrap();
+    let (successor, _) = key(&tm, Environment::Test, "zeta", &[]);
+    store
+        .rotate_key(
+            &Rotation {
+                old: c.id.clone(),
+                old_expires_at: now(),
+                successor,
+            },
+            &[event("key.rotate", c.id.as_str())],
+        )
+        .await
+        .unwrap();
+    store
+        .set_owner_ratelimits(
+            "acme",
+            &[RateLimit {
+                name: "s".into(),
+                limit: 5,
+                duration_ms: 1000,
+            }],
+            now(),
+            &event("owner.ratelimits", "acme"),
+        )
+        .await
+        .unwrap();
+    let (t, _) = token(vec![AdminScope::KeysRead]);
+    store
+        .create_token(&t, &event("token.create", t.id.as_str()))
+        .await
+        .unwrap();
+    store
+        .revoke_token(&t.id, now(), &event("token.revoke", t.id.as_str()))
+        .await
+        .unwrap();
+    let revoked = store
+        .bulk_revoke(
+            &BulkRevokeFilter {
+                owner: Some("acme".into()),
+                ..Default::default()
+            },
+            "incident",
+            now(),
+            &event("key.revoke", ""),
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked, vec![a.digest.clone()]);
+
+    let feed = store.changes_after(start, 100).await.unwrap();
+    let changes: Vec<Change> = feed.iter().map(|e| e.change.clone()).collect();
+    assert_eq!(
+        changes,
+        vec![
+            Change::Key(a.digest.clone()),
+            Change::Key(b.digest.clone()),
+            Change::Key(c.digest.clone()),
+            Change::Owner("acme".into()),
+            Change::Token(t.digest.clone()),
+            Change::Key(a.digest.clone()),
+        ]
+    );
+    assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
+    let latest = store.latest_change().await.unwrap();
+    assert_eq!(latest, feed.last().unwrap().seq);
+    // Reading on from the middle, in pages.
+    let page = store.changes_after(feed[1].seq, 2).await.unwrap();
+    assert_eq!(page, feed[2..4].to_vec());
+    assert!(store.changes_after(latest, 10).await.unwrap().is_empty());
+
+    assert_eq!(
+        store
+            .prune_changes(now() - Duration::minutes(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .prune_changes(now() + Duration::seconds(1))
+            .await
+            .unwrap(),
+        6
+    );
+    assert!(store.changes_after(0, 10).await.unwrap().is_empty());
+}
+
 macro_rules! story {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -728,6 +859,7 @@ story!(
     tokens_and_bootstrap,
     limits_credits_and_usage,
     keys_created_in_bulk_are_all_or_nothing,
+    change_feed,
 );
 
 /// A store in a fresh schema of the server `KEYWARD_TEST_POSTGRES_URL` names.
