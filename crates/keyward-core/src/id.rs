@@ -87,11 +87,40 @@ id_type!(
     EventId, "evt_", "event"
 );
 
+/// The last id stamp this process handed out: milliseconds and the 80-bit
+/// tail. Ids made within one millisecond (or while the clock stands still or
+/// steps back) continue from it, so ids of one process sort in the order they
+/// were made.
+static LAST: std::sync::Mutex<(u64, u128)> = std::sync::Mutex::new((0, 0));
+
+const TAIL_BITS: u32 = 80;
+
 fn fresh_digits(now: OffsetDateTime) -> Result<String, getrandom::Error> {
     let millis = (now.unix_timestamp_nanos() / 1_000_000).clamp(0, (1 << 48) - 1) as u64;
-    let mut bytes = [0u8; 16];
-    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
-    getrandom::fill(&mut bytes[6..])?;
+    let mut random = [0u8; 16];
+    getrandom::fill(&mut random[6..])?;
+    let random = u128::from_be_bytes(random);
+    let (millis, tail) = {
+        let mut last = LAST
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = if millis > last.0 {
+            (millis, random)
+        } else {
+            // Step forward by a random amount (1 to 2^32), so the next id is
+            // still not guessable from this one.
+            let step = (random & 0xffff_ffff) + 1;
+            let tail = last.1 + step;
+            if tail >> TAIL_BITS == 0 {
+                (last.0, tail)
+            } else {
+                (last.0 + 1, random)
+            }
+        };
+        *last = next;
+        next
+    };
+    let bytes = ((u128::from(millis) << TAIL_BITS) | tail).to_be_bytes();
     // 22 digits always hold 16 bytes.
     Ok(base62::encode(&bytes, DIGITS).unwrap_or_default())
 }
@@ -108,5 +137,15 @@ mod tests {
         assert_eq!(KeyId::parse(early.as_str()), Ok(early.clone()));
         assert!(ApiId::parse(early.as_str()).is_err());
         assert!(KeyId::parse("key_short").is_err());
+    }
+
+    #[test]
+    fn ids_made_in_one_millisecond_sort_in_the_order_made() {
+        let now = OffsetDateTime::now_utc();
+        let ids: Vec<KeyId> = (0..1000).map(|_| KeyId::generate(now).unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        // A clock that steps back does not break the order either.
+        let earlier = KeyId::generate(now - time::Duration::seconds(5)).unwrap();
+        assert!(ids[999] < earlier);
     }
 }

@@ -14,9 +14,9 @@ use time::OffsetDateTime;
 use crate::error::ApiError;
 use crate::AppState;
 
-/// Admin tokens by digest, known or known to be absent, for a short TTL.
-/// Revocation through this node drops the entry at once; other nodes see it
-/// within the TTL.
+/// Admin tokens by digest, known or known to be absent, for a TTL.
+/// Revocation through this node drops the entry at once; other nodes drop it
+/// when the change feed brings the revocation.
 pub struct TokenCache {
     entries: quick_cache::sync::Cache<[u8; 32], Arc<(Instant, Option<AdminToken>)>>,
     ttl: Duration,
@@ -48,6 +48,11 @@ impl TokenCache {
     /// Drops a token after it changed (revoked).
     pub fn forget(&self, digest: &KeyDigest) {
         self.entries.remove(digest.as_bytes());
+    }
+
+    /// Drops every token, for when this node may have missed changes.
+    pub fn clear(&self) {
+        self.entries.clear();
     }
 }
 

@@ -10,12 +10,14 @@
 //! - [`handlers`]: one module per resource.
 //! - [`verifier`]: the verify hot path — cache, limits, credits, usage.
 //! - [`gateway`]: the reverse proxy that verifies keys in front of an API.
+//! - [`changes`]: follows the store's change feed into this node's caches.
 //! - [`wire`]: the JSON request and response shapes (the public contract).
 //! - [`error`]: the table from failures to status codes and stable `code`s.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod changes;
 pub mod error;
 pub mod gateway;
 pub mod handlers;
@@ -55,15 +57,22 @@ pub async fn run_gateway(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let store = settings.open_store().await?;
-    let verifier = Arc::new(Verifier::new(store, settings.verify.config()));
+    let verify = settings.verify.config();
+    let verifier = Arc::new(Verifier::new(Arc::clone(&store), verify.clone()));
+    let follower = changes::ChangeFollower::start(store, Arc::clone(&verifier), None).await?;
     let gateway = gateway::Gateway::new(config, Arc::clone(&verifier))
         .map_err(|e| StartError::Settings(e.to_string()))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let flusher = tokio::spawn(Arc::clone(&verifier).run_flusher(async {
-        let _ = stopped.await;
-    }));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut watch: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = watch.wait_for(|stop| *stop).await;
+    };
+    let flusher = tokio::spawn(Arc::clone(&verifier).run_flusher(until_stopped(stopped.clone())));
+    let following = tokio::spawn(follower.run(verify.change_poll_interval, until_stopped(stopped)));
     let served = gateway::serve(Arc::new(gateway), listener, shutdown).await;
-    let _ = stop.send(());
+    let _ = stop.send(true);
+    if let Err(e) = following.await {
+        tracing::error!(error = %e, "the change follower failed");
+    }
     if let Err(e) = flusher.await {
         tracing::error!(error = %e, "the usage flusher failed");
     }
@@ -82,7 +91,7 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// Admin tokens recently seen, so authenticating a verify call costs no
     /// query.
-    pub tokens: auth::TokenCache,
+    pub tokens: Arc<auth::TokenCache>,
 }
 
 /// A server bound to its listener and ready to run.
@@ -90,6 +99,9 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     verifier: Arc<Verifier>,
+    /// Keeps the caches true to changes made elsewhere.
+    follower: changes::ChangeFollower,
+    change_poll_interval: std::time::Duration,
     /// The gateway and its listener, when the settings have a `[gateway]`.
     gateway: Option<(Arc<gateway::Gateway>, TcpListener)>,
     /// The root token when this start created it; shown once, then dropped.
@@ -110,10 +122,17 @@ impl Application {
         let listener = TcpListener::bind(settings.listen).await?;
         let config = settings.verify.config();
         let verifier = Arc::new(Verifier::new(Arc::clone(&store), config.clone()));
+        let tokens = Arc::new(auth::TokenCache::new(config.cache_ttl));
+        let follower = changes::ChangeFollower::start(
+            Arc::clone(&store),
+            Arc::clone(&verifier),
+            Some(Arc::clone(&tokens)),
+        )
+        .await?;
         let state = Arc::new(AppState {
             store,
             verifier: Arc::clone(&verifier),
-            tokens: auth::TokenCache::new(config.cache_ttl),
+            tokens,
         });
         let gateway = match settings.gateway {
             Some(config) => {
@@ -130,6 +149,8 @@ impl Application {
             listener,
             router: router(state),
             verifier,
+            follower,
+            change_poll_interval: config.change_poll_interval,
             gateway,
             root_token,
         })
@@ -162,10 +183,16 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let flusher = tokio::spawn(Arc::clone(&self.verifier).run_flusher(async {
-            let _ = stopped.await;
-        }));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = |mut watch: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = watch.wait_for(|stop| *stop).await;
+        };
+        let flusher =
+            tokio::spawn(Arc::clone(&self.verifier).run_flusher(until_stopped(stopped.clone())));
+        let following = tokio::spawn(
+            self.follower
+                .run(self.change_poll_interval, until_stopped(stopped)),
+        );
         // One shutdown signal for the API and the gateway listeners.
         let (signal, watch) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -188,7 +215,10 @@ impl Application {
                 Ok(Ok(())) => {}
             }
         }
-        let _ = stop.send(());
+        let _ = stop.send(true);
+        if let Err(e) = following.await {
+            tracing::error!(error = %e, "the change follower failed");
+        }
         if let Err(e) = flusher.await {
             tracing::error!(error = %e, "the usage flusher failed");
         }

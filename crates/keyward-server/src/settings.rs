@@ -35,7 +35,8 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VerifySettings {
-    /// How long a cached key is trusted; bounds staleness across nodes.
+    /// How long a cached key is trusted; the change feed brings changes
+    /// sooner, this bounds staleness should it miss one.
     pub cache_ttl_ms: u64,
     /// Most keys held in memory.
     pub cache_capacity: usize,
@@ -47,6 +48,8 @@ pub struct VerifySettings {
     pub usage_flush_interval_ms: u64,
     /// Credits a node leases from the store at a time.
     pub credit_block: u64,
+    /// How often the change feed is read for changes made on other nodes.
+    pub change_poll_interval_ms: u64,
 }
 
 impl Default for VerifySettings {
@@ -59,6 +62,7 @@ impl Default for VerifySettings {
             negative_capacity: d.negative_capacity,
             usage_flush_interval_ms: d.usage_flush_interval.as_millis() as u64,
             credit_block: d.credit_block,
+            change_poll_interval_ms: d.change_poll_interval.as_millis() as u64,
         }
     }
 }
@@ -72,6 +76,7 @@ impl VerifySettings {
             negative_capacity: self.negative_capacity,
             usage_flush_interval: Duration::from_millis(self.usage_flush_interval_ms.max(10)),
             credit_block: self.credit_block.max(1),
+            change_poll_interval: Duration::from_millis(self.change_poll_interval_ms.max(10)),
         }
     }
 }

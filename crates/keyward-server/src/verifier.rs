@@ -37,8 +37,9 @@ use time::OffsetDateTime;
 /// million keys.
 #[derive(Debug, Clone)]
 pub struct VerifierConfig {
-    /// How long a cached key record is trusted before it is read again; the
-    /// bound on staleness for changes made on other nodes.
+    /// How long a cached key record is trusted before it is read again. The
+    /// change feed brings changes made elsewhere within a poll interval; the
+    /// TTL bounds staleness should the feed miss one.
     pub cache_ttl: Duration,
     /// Most key records held in memory.
     pub cache_capacity: usize,
@@ -50,17 +51,21 @@ pub struct VerifierConfig {
     pub usage_flush_interval: Duration,
     /// Credits leased from the store at a time.
     pub credit_block: u64,
+    /// How often the change feed is read for changes made elsewhere (on
+    /// PostgreSQL, a notification wakes the reader sooner).
+    pub change_poll_interval: Duration,
 }
 
 impl Default for VerifierConfig {
     fn default() -> Self {
         VerifierConfig {
-            cache_ttl: Duration::from_secs(30),
+            cache_ttl: Duration::from_secs(600),
             cache_capacity: 2_000_000,
             negative_ttl: Duration::from_secs(5),
             negative_capacity: 200_000,
             usage_flush_interval: Duration::from_secs(5),
             credit_block: 100,
+            change_poll_interval: Duration::from_secs(1),
         }
     }
 }
@@ -142,6 +147,9 @@ pub struct Verifier {
     owner_limits: Map<Arc<str>, Vec<Gcra>>,
     /// Credit leases per key digest.
     credits: Map<[u8; 32], Arc<tokio::sync::Mutex<Lease>>>,
+    /// Leases of keys that changed, whose unused credits go back to the
+    /// store at the next flush.
+    returns: Mutex<Vec<Arc<tokio::sync::Mutex<Lease>>>>,
     /// Usage counted since the last flush, per key digest.
     usage: Map<[u8; 32], UsageCell>,
     /// Interned scope sets, shared by every cached key with the same set.
@@ -202,6 +210,7 @@ impl Verifier {
             api_ids: Mutex::new(HashMap::new()),
             owner_limits: Map::default(),
             credits: Map::default(),
+            returns: Mutex::new(Vec::new()),
             usage: Map::default(),
             scope_sets: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
@@ -341,14 +350,38 @@ impl Verifier {
     }
 
     /// Forgets what this node holds about a key, before a change to it is
-    /// acknowledged: the record, "no such key", its limit states and its
-    /// credit lease (a change of credits makes the stored value the truth).
+    /// acknowledged (and when the change feed reports one made elsewhere):
+    /// the record, "no such key" and its credit lease — a change of credits
+    /// makes the stored value the truth, so the lease's unused credits go
+    /// back to the store at the next flush, where they are void if the
+    /// credits were reset. Rate-limit states stay: a change to a key does
+    /// not give it a fresh allowance.
     pub fn key_changed(&self, digest: &KeyDigest) {
         let d = *digest.as_bytes();
         self.cache.remove(&d);
         self.negative.remove(&d);
-        self.key_limits.remove(&d);
-        self.credits.remove(&d);
+        if let Some((_, lease)) = self.credits.remove(&d) {
+            self.returns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(lease);
+        }
+    }
+
+    /// Forgets every cached record, unknown digest and owner limit, for when
+    /// this node may have missed changes. Limit states and leases stay.
+    pub fn clear(&self) {
+        self.cache.clear();
+        self.negative.clear();
+        self.owner_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        *self
+            .owners
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(OwnerTable {
+            loaded_at: None,
+            limits: HashMap::new(),
+        });
     }
 
     /// Forgets an owner's limits after they changed.
@@ -367,8 +400,36 @@ impl Verifier {
         });
     }
 
-    /// Writes the usage counted so far to the store.
+    /// Gives back the unused credits of leases in `leases`.
+    async fn return_leases(&self, leases: Vec<Arc<tokio::sync::Mutex<Lease>>>) {
+        for lease in leases {
+            let mut lease = lease.lock().await;
+            if let (Some(period), true) = (lease.period, lease.local > 0) {
+                let amount = std::mem::take(&mut lease.local);
+                if let Err(e) = self
+                    .store
+                    .return_credits(&lease.key_id, amount, period)
+                    .await
+                {
+                    tracing::error!(error = %e, key_id = %lease.key_id, "could not return credits");
+                }
+            }
+        }
+    }
+
+    fn take_returns(&self) -> Vec<Arc<tokio::sync::Mutex<Lease>>> {
+        std::mem::take(
+            &mut *self
+                .returns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Writes the usage counted so far to the store, and gives back the
+    /// credits of leases dropped since the last flush.
     pub async fn flush_usage(&self) -> Result<(), StoreError> {
+        self.return_leases(self.take_returns()).await;
         let digests: Vec<[u8; 32]> = self.usage.iter().map(|e| *e.key()).collect();
         let mut rows = Vec::new();
         let mut last_used = Vec::new();
@@ -396,20 +457,9 @@ impl Verifier {
         if let Err(e) = self.flush_usage().await {
             tracing::error!(error = %e, "could not flush usage at shutdown");
         }
-        let leases: Vec<_> = self.credits.iter().map(|e| Arc::clone(e.value())).collect();
-        for lease in leases {
-            let mut lease = lease.lock().await;
-            if let (Some(period), true) = (lease.period, lease.local > 0) {
-                let amount = std::mem::take(&mut lease.local);
-                if let Err(e) = self
-                    .store
-                    .return_credits(&lease.key_id, amount, period)
-                    .await
-                {
-                    tracing::error!(error = %e, key_id = %lease.key_id, "could not return credits");
-                }
-            }
-        }
+        let mut leases: Vec<_> = self.credits.iter().map(|e| Arc::clone(e.value())).collect();
+        leases.extend(self.take_returns());
+        self.return_leases(leases).await;
     }
 
     /// Writes usage every flush interval until `stop` resolves, then once

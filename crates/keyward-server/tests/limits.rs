@@ -29,6 +29,7 @@ on_both_backends_raw!(
     a_crash_never_hands_out_more_credits_than_the_quota,
     negative_cache_cannot_hide_a_key_created_afterwards,
     cache_ttl_bounds_staleness_of_changes_made_elsewhere,
+    changes_made_on_another_node_arrive_through_the_change_feed,
     usage_is_counted_in_memory_and_flushed_in_batches,
 );
 
@@ -504,6 +505,8 @@ async fn negative_cache_cannot_hide_a_key_created_afterwards(backend: Backend) {
 async fn cache_ttl_bounds_staleness_of_changes_made_elsewhere(backend: Backend) {
     let verify = VerifySettings {
         cache_ttl_ms: 300,
+        // The change feed is not read in time: only the TTL can help.
+        change_poll_interval_ms: 3_600_000,
         ..VerifySettings::default()
     };
     let app = support::spawn_with(backend, verify).await;
@@ -527,6 +530,140 @@ async fn cache_ttl_bounds_staleness_of_changes_made_elsewhere(backend: Backend) 
         .unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(app.verify_code(json!({"key": k})).await, "REVOKED");
+}
+
+/// Polls `check` until it holds or `within` passes.
+async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two nodes on one store, caches warm and trusted for an hour: what an
+/// operator changes through one node reaches the other through the feed.
+async fn changes_made_on_another_node_arrive_through_the_change_feed(backend: Backend) {
+    let verify = VerifySettings {
+        cache_ttl_ms: 3_600_000,
+        negative_ttl_ms: 3_600_000,
+        change_poll_interval_ms: 50,
+        ..VerifySettings::default()
+    };
+    let a = support::spawn_with(backend, verify.clone()).await;
+    let b = support::spawn_on(
+        a.inner_store(),
+        None,
+        tempfile::tempdir().unwrap(),
+        verify,
+        Some(a.root.clone()),
+    )
+    .await;
+    let api = api(&a).await;
+    let (revoked, revoked_id) = key(&a, &api, json!({})).await;
+    let (limited, limited_id) = key(&a, &api, json!({"owner": "zeta"})).await;
+    let token = a
+        .token(json!({"name": "svc", "scopes": ["keys:verify"]}))
+        .await;
+    let token_id = a.ok(Method::GET, "/v1/tokens", None).await["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "svc")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Node B caches everything.
+    assert_eq!(b.verify_code(json!({"key": revoked})).await, "VALID");
+    assert_eq!(b.verify_code(json!({"key": limited})).await, "VALID");
+    let verify_with = |token: String, key: String| {
+        let b = &b;
+        async move {
+            b.call(
+                Method::POST,
+                "/v1/keys/verify",
+                Some(&token),
+                Some(json!({ "key": key })),
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(
+        verify_with(token.clone(), limited.clone()).await,
+        StatusCode::OK
+    );
+
+    // Node A revokes a key, narrows another's scopes, limits its owner to
+    // nothing and revokes the token.
+    a.ok(
+        Method::POST,
+        &format!("/v1/keys/{revoked_id}/revoke"),
+        Some(json!({"reason": "incident"})),
+    )
+    .await;
+    a.ok(
+        Method::PATCH,
+        &format!("/v1/keys/{limited_id}"),
+        Some(json!({"scopes": []})),
+    )
+    .await;
+    a.ok(
+        Method::POST,
+        &format!("/v1/tokens/{token_id}/revoke"),
+        Some(json!({})),
+    )
+    .await;
+
+    let within = Duration::from_secs(10);
+    assert!(
+        eventually(within, || async {
+            b.verify_code(json!({"key": revoked})).await == "REVOKED"
+        })
+        .await,
+        "revocation reached node B"
+    );
+    assert!(
+        eventually(within, || async {
+            b.verify_code(json!({"key": limited, "scopes": ["prices:read"]}))
+                .await
+                == "INSUFFICIENT_SCOPE"
+        })
+        .await,
+        "the scope change reached node B"
+    );
+    assert!(
+        eventually(within, || async {
+            verify_with(token.clone(), limited.clone()).await == StatusCode::UNAUTHORIZED
+        })
+        .await,
+        "the token revocation reached node B"
+    );
+
+    // Owner limits set through A apply on B.
+    a.ok(
+        Method::PUT,
+        "/v1/owners/zeta/ratelimits",
+        Some(json!({"ratelimits": [{"name": "burst", "limit": 1, "duration_ms": 3_600_000}]})),
+    )
+    .await;
+    assert!(
+        eventually(within, || async {
+            b.verify_code(json!({"key": limited})).await == "RATE_LIMITED"
+        })
+        .await,
+        "the owner's limit reached node B"
+    );
 }
 
 async fn usage_is_counted_in_memory_and_flushed_in_batches(backend: Backend) {

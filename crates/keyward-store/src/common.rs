@@ -25,6 +25,10 @@ pub(crate) struct Dialect {
     /// Appended to a SELECT whose rows the transaction will update. SQLite
     /// needs none: its single writer connection serializes transactions.
     pub for_update: &'static str,
+    /// Run in a transaction that wrote change-feed entries, to wake the
+    /// other nodes' followers at commit; empty when the backend has no
+    /// notifications (followers then poll on their interval).
+    pub notify_changes: &'static str,
 }
 
 pub(crate) const KEY_COLUMNS: &str = "id, api_id, environment, name, owner, scopes, metadata, \
@@ -209,8 +213,8 @@ where
 }
 
 /// Implements [`Store`](crate::Store) for a backend type with inherent
-/// methods `reader()` and `writer()` returning its pools and a `DIALECT`
-/// constant. The SQL is shared; see the module documentation.
+/// methods `reader()` and `writer()` returning its pools,
+/// `wait_for_notification(timeout)`, and a `DIALECT` constant. The SQL is shared; see the module documentation.
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         use async_trait::async_trait;
@@ -276,6 +280,10 @@ macro_rules! impl_store {
                         .push_bind(millis(now));
                 });
                 q.build().execute(&mut **tx).await?;
+            }
+            let notify = <$store>::DIALECT.notify_changes;
+            if !changes.is_empty() && !notify.is_empty() {
+                sqlx::query(notify).execute(&mut **tx).await?;
             }
             Ok(())
         }
@@ -969,6 +977,10 @@ macro_rules! impl_store {
                         Ok(ChangeEntry { seq, change })
                     })
                     .collect()
+            }
+
+            async fn wait_for_change(&self, timeout: std::time::Duration) {
+                self.wait_for_notification(timeout).await
             }
 
             async fn prune_changes(&self, before: OffsetDateTime) -> Result<u64> {

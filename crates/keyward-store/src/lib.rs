@@ -295,6 +295,10 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_change(&self) -> Result<i64>;
     /// Up to `limit` change-feed entries with `seq > after`, in order.
     async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<ChangeEntry>>;
+    /// Returns when a change may have been written (woken by the backend's
+    /// notifications where it has them), or after `timeout`. A hint only:
+    /// callers read the feed after it either way.
+    async fn wait_for_change(&self, timeout: std::time::Duration);
     /// Deletes change-feed entries written before `before`; returns how many.
     async fn prune_changes(&self, before: OffsetDateTime) -> Result<u64>;
 }

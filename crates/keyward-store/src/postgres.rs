@@ -5,10 +5,15 @@
 
 use std::str::FromStr;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 use crate::common::{impl_store, Dialect};
+
+/// The channel change-feed writes notify.
+const CHANGES_CHANNEL: &str = "keyward_changes";
 
 /// Connections per node.
 const CONNECTIONS: u32 = 16;
@@ -16,6 +21,9 @@ const CONNECTIONS: u32 = 16;
 /// A Keyward store in a PostgreSQL database.
 pub struct PgStore {
     pool: PgPool,
+    /// A connection listening on the change-feed channel, opened on first
+    /// use and again after it was lost.
+    listener: tokio::sync::Mutex<Option<PgListener>>,
 }
 
 impl PgStore {
@@ -23,6 +31,7 @@ impl PgStore {
         scope_match_open: "(keys.scopes::jsonb ? ",
         scope_match_close: ")",
         for_update: " FOR UPDATE",
+        notify_changes: "SELECT pg_notify('keyward_changes', '')",
     };
 
     /// Connects to `url` and migrates. With `schema`, everything lives in
@@ -54,7 +63,10 @@ impl PgStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            listener: tokio::sync::Mutex::new(None),
+        })
     }
 
     fn reader(&self) -> &PgPool {
@@ -63,6 +75,33 @@ impl PgStore {
 
     fn writer(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Waits for a notification on the change-feed channel. Notifications
+    /// sent while the listener was disconnected are lost; the feed itself is
+    /// not, since callers read it after every wait.
+    async fn wait_for_notification(&self, timeout: Duration) {
+        let mut listener = self.listener.lock().await;
+        if listener.is_none() {
+            match PgListener::connect_with(&self.pool).await {
+                Ok(mut fresh) => match fresh.listen(CHANGES_CHANNEL).await {
+                    Ok(()) => *listener = Some(fresh),
+                    Err(e) => tracing::warn!(error = %e, "could not listen for changes"),
+                },
+                Err(e) => tracing::warn!(error = %e, "could not listen for changes"),
+            }
+        }
+        let Some(active) = listener.as_mut() else {
+            drop(listener);
+            tokio::time::sleep(timeout).await;
+            return;
+        };
+        match tokio::time::timeout(timeout, active.try_recv()).await {
+            Ok(Ok(Some(_))) | Err(_) => {}
+            // The connection was lost (`None`) or failed: open a new one
+            // next time.
+            Ok(Ok(None)) | Ok(Err(_)) => *listener = None,
+        }
     }
 }
 

@@ -31,6 +31,7 @@ impl SqliteStore {
         scope_match_open: "EXISTS (SELECT 1 FROM json_each(keys.scopes) WHERE json_each.value = ",
         scope_match_close: ")",
         for_update: "",
+        notify_changes: "",
     };
 
     /// Opens (creating if needed) the database file at `path` and migrates it.
@@ -60,6 +61,11 @@ impl SqliteStore {
 
     fn writer(&self) -> &SqlitePool {
         &self.writer
+    }
+
+    /// SQLite has no notifications across processes: followers poll.
+    async fn wait_for_notification(&self, timeout: Duration) {
+        tokio::time::sleep(timeout).await;
     }
 }
 

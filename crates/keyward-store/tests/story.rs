@@ -876,3 +876,25 @@ async fn postgres_store() -> Arc<dyn Store> {
             .expect("PostgreSQL reachable"),
     )
 }
+
+/// On PostgreSQL a change wakes the nodes waiting for one at once, instead
+/// of after their poll interval.
+#[tokio::test]
+#[ignore = "needs PostgreSQL: set KEYWARD_TEST_POSTGRES_URL, pass --ignored"]
+async fn postgres_notifies_changes() {
+    let store = postgres_store().await;
+    // The first wait opens the listening connection.
+    store
+        .wait_for_change(std::time::Duration::from_millis(10))
+        .await;
+    store
+        .set_owner_ratelimits("acme", &[], now(), &event("owner.ratelimits", "acme"))
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        store.wait_for_change(std::time::Duration::from_secs(60)),
+    )
+    .await
+    .expect("the notification ends the wait long before its timeout");
+}

@@ -17,7 +17,7 @@ use keyward_server::{Application, Settings};
 use keyward_store::{
     AuditFilter, BulkRevokeFilter, KeyFilter, KeyPatch, Page, PgStore, Rotation, SqliteStore, Store,
 };
-use keyward_store::{CreditLease, UsageRow};
+use keyward_store::{ChangeEntry, CreditLease, UsageRow};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -388,6 +388,18 @@ impl Store for CountingStore {
     }
     async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> R<Vec<AuditEvent>> {
         self.inner.list_audit(filter, page).await
+    }
+    async fn latest_change(&self) -> R<i64> {
+        self.inner.latest_change().await
+    }
+    async fn changes_after(&self, after: i64, limit: u32) -> R<Vec<ChangeEntry>> {
+        self.inner.changes_after(after, limit).await
+    }
+    async fn wait_for_change(&self, timeout: std::time::Duration) {
+        self.inner.wait_for_change(timeout).await
+    }
+    async fn prune_changes(&self, before: OffsetDateTime) -> R<u64> {
+        self.inner.prune_changes(before).await
     }
 }
 
