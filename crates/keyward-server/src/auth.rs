@@ -18,9 +18,12 @@ use crate::AppState;
 /// Revocation through this node drops the entry at once; other nodes drop it
 /// when the change feed brings the revocation.
 pub struct TokenCache {
-    entries: quick_cache::sync::Cache<[u8; 32], Arc<(Instant, Option<AdminToken>)>>,
+    entries: quick_cache::sync::Cache<[u8; 32], Arc<Entry>>,
     ttl: Duration,
 }
+
+/// When a token was looked up, and what was found.
+type Entry = (Instant, Option<Arc<AdminToken>>);
 
 impl TokenCache {
     /// Tokens in use are few; this bounds the memory a flood of forged
@@ -35,12 +38,12 @@ impl TokenCache {
     }
 
     /// `Some(token or None)` when the answer is cached and fresh.
-    fn get(&self, digest: &KeyDigest) -> Option<Option<AdminToken>> {
+    fn get(&self, digest: &KeyDigest) -> Option<Option<Arc<AdminToken>>> {
         let entry = self.entries.get(digest.as_bytes())?;
         (entry.0.elapsed() < self.ttl).then(|| entry.1.clone())
     }
 
-    fn insert(&self, digest: &KeyDigest, token: Option<AdminToken>) {
+    fn insert(&self, digest: &KeyDigest, token: Option<Arc<AdminToken>>) {
         self.entries
             .insert(*digest.as_bytes(), Arc::new((Instant::now(), token)));
     }
@@ -58,7 +61,7 @@ impl TokenCache {
 
 /// The authenticated admin token of a request.
 pub struct Caller {
-    pub token: AdminToken,
+    pub token: Arc<AdminToken>,
 }
 
 impl Caller {
@@ -116,7 +119,8 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                     .store
                     .find_token_by_digest(&digest)
                     .await?
-                    .filter(|t| t.digest.ct_eq(&digest));
+                    .filter(|t| t.digest.ct_eq(&digest))
+                    .map(Arc::new);
                 state.tokens.insert(&digest, found.clone());
                 found
             }

@@ -44,7 +44,8 @@ pub struct VerifySettings {
     pub negative_ttl_ms: u64,
     /// Most unknown keys remembered.
     pub negative_capacity: usize,
-    /// How often usage counts and last-used times are written.
+    /// How often usage counts and last-used times of minutes that are over
+    /// are written.
     pub usage_flush_interval_ms: u64,
     /// Credits a node leases from the store at a time.
     pub credit_block: u64,

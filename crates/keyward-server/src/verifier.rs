@@ -16,8 +16,11 @@
 //!   A crash loses at most the unused part of a block — credits are never
 //!   handed out twice — and a clean shutdown gives the unused part back.
 //! - Usage (count per key, minute and code, and `last_used_at`) is counted in
-//!   memory and written by a background task every flush interval and at
-//!   shutdown: no database write per verify.
+//!   memory — `VALID` answers in the cached key itself, with one
+//!   compare-and-swap — and a background task writes each minute once it is
+//!   over (checking every flush interval), and everything at shutdown: no
+//!   database write per verify, and one row per key and minute however busy
+//!   the key.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,7 +50,7 @@ pub struct VerifierConfig {
     pub negative_ttl: Duration,
     /// Most unknown digests remembered.
     pub negative_capacity: usize,
-    /// How often usage counters are written to the store.
+    /// How often the usage of minutes that are over is written to the store.
     pub usage_flush_interval: Duration,
     /// Credits leased from the store at a time.
     pub credit_block: u64,
@@ -86,6 +89,18 @@ pub struct CachedKey {
     /// owner's limits changed on this node since (`owner_generation`).
     owner_limits: Arc<[RateLimit]>,
     owner_generation: u64,
+    /// `VALID` answers of the current minute, counted without a lock.
+    usage: UsageSlot,
+}
+
+/// A lock-free counter of one key's `VALID` answers in one minute: the
+/// minute (mod 2^32) in the high half of `packed`, the count in the low
+/// half; 0 when empty. Other codes, and counts a new minute pushes out, go
+/// to the verifier's usage map.
+#[derive(Default)]
+struct UsageSlot {
+    packed: std::sync::atomic::AtomicU64,
+    last_used_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Which keys a verifier's caller may see; others answer `NOT_FOUND`.
@@ -150,8 +165,13 @@ pub struct Verifier {
     /// Leases of keys that changed, whose unused credits go back to the
     /// store at the next flush.
     returns: Mutex<Vec<Arc<tokio::sync::Mutex<Lease>>>>,
-    /// Usage counted since the last flush, per key digest.
+    /// Usage counted since the last flush, per key digest, for what the
+    /// keys' own slots do not hold.
     usage: Map<[u8; 32], UsageCell>,
+    /// Cached keys whose usage slot is not empty: the flush empties them.
+    dirty: Mutex<Vec<Arc<CachedKey>>>,
+    /// Usage a failed flush could not write, for the next one.
+    unwritten: Mutex<Option<(UsageCounts, LastUsed)>>,
     /// Interned scope sets, shared by every cached key with the same set.
     scope_sets: Mutex<HashMap<Vec<Scope>, Arc<[Scope]>>>,
     /// The zero of the monotonic clock GCRA states count from.
@@ -165,6 +185,11 @@ pub struct Verifier {
     /// interval.
     wall_at_epoch: std::sync::atomic::AtomicI64,
 }
+
+/// Verifications per (key, minute, code).
+type UsageCounts = HashMap<(KeyId, i64, VerifyCode), u64>;
+/// The latest use per key.
+type LastUsed = Vec<(KeyId, OffsetDateTime)>;
 
 /// A concurrent map with a fast keyed hash (the hot path hashes a digest
 /// several times per verify; SipHash would cost more than the rest).
@@ -212,6 +237,8 @@ impl Verifier {
             credits: Map::default(),
             returns: Mutex::new(Vec::new()),
             usage: Map::default(),
+            dirty: Mutex::new(Vec::new()),
+            unwritten: Mutex::new(None),
             scope_sets: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
             wall_at_epoch: std::sync::atomic::AtomicI64::new(0),
@@ -277,7 +304,7 @@ impl Verifier {
             self.apply_limits(&digest, &cached, cost, now, &mut outcome)
                 .await?;
         }
-        self.count(&digest, &cached.id, outcome.code, now);
+        self.count(&digest, &cached, outcome.code, now);
         outcome.key = Some(cached);
         Ok(outcome)
     }
@@ -344,7 +371,7 @@ impl Verifier {
                 outcome.code = VerifyCode::RateLimited;
             }
         }
-        self.count(&digest, &cached.id, outcome.code, now);
+        self.count(&digest, &cached, outcome.code, now);
         outcome.key = Some(cached);
         Hot::Answer(outcome)
     }
@@ -427,29 +454,122 @@ impl Verifier {
     }
 
     /// Writes the usage counted so far to the store, and gives back the
-    /// credits of leases dropped since the last flush.
+    /// credits of leases dropped since the last flush. What cannot be
+    /// written is counted again for the next flush.
     pub async fn flush_usage(&self) -> Result<(), StoreError> {
+        self.flush(true).await
+    }
+
+    /// Writes the usage of minutes that are over, keeping the current
+    /// minute's counts in memory: each (key, minute) is written once, and
+    /// `last_used_at` moves once a minute per key in use, however short the
+    /// flush interval.
+    async fn flush_completed_minutes(&self) -> Result<(), StoreError> {
+        self.flush(false).await
+    }
+
+    async fn flush(&self, everything: bool) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
         self.return_leases(self.take_returns()).await;
+        // (key, minute, code) -> count, and key -> last use.
+        let (mut counts, mut last_used) = match self
+            .unwritten
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            Some((counts, last_used)) => (counts, last_used.into_iter().collect()),
+            None => (HashMap::new(), HashMap::new()),
+        };
+        let mut used = |id: &KeyId, at: OffsetDateTime| {
+            let entry = last_used.entry(id.clone()).or_insert(at);
+            *entry = (*entry).max(at);
+        };
+        let now_minute = OffsetDateTime::now_utc().unix_timestamp().div_euclid(60);
+        let dirty = std::mem::take(
+            &mut *self
+                .dirty
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let mut still_counting = Vec::new();
+        for key in dirty {
+            let current = key.usage.packed.load(Relaxed);
+            if !everything && current != 0 && slot_minute(current, now_minute) >= now_minute {
+                still_counting.push(key);
+                continue;
+            }
+            // A verify may roll the slot over in between; what is swapped
+            // out is written either way.
+            let packed = key.usage.packed.swap(0, Relaxed);
+            if packed == 0 {
+                continue;
+            }
+            let minute = slot_minute(packed, now_minute);
+            *counts
+                .entry((key.id.clone(), minute, VerifyCode::Valid))
+                .or_default() += packed & 0xffff_ffff;
+            let at = OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(key.usage.last_used_ms.load(Relaxed)) * 1_000_000,
+            )
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+            used(&key.id, at);
+        }
+        // Keys whose slot was emptied count as dirty again when next used.
+        self.dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(still_counting);
         let digests: Vec<[u8; 32]> = self.usage.iter().map(|e| *e.key()).collect();
-        let mut rows = Vec::new();
-        let mut last_used = Vec::new();
         for digest in digests {
-            if let Some((_, cell)) = self.usage.remove(&digest) {
-                for (minute, code, count) in cell.counts {
-                    rows.push(UsageRow {
-                        key_id: cell.key_id.clone(),
-                        minute,
-                        code: code.as_str().to_owned(),
-                        count,
-                    });
+            let Some(mut cell) = self.usage.get_mut(&digest) else {
+                continue;
+            };
+            let cell = &mut *cell;
+            let before = cell.counts.len();
+            cell.counts.retain(|&(minute, code, count)| {
+                let done = everything || minute < now_minute;
+                if done {
+                    *counts
+                        .entry((cell.key_id.clone(), minute, code))
+                        .or_default() += count;
                 }
-                last_used.push((cell.key_id, cell.last_used));
+                !done
+            });
+            if cell.counts.len() < before {
+                used(&cell.key_id, cell.last_used);
             }
         }
-        if rows.is_empty() {
+        self.usage.retain(|_, cell| !cell.counts.is_empty());
+        if counts.is_empty() {
             return Ok(());
         }
-        self.store.record_usage(&rows, &last_used).await
+        let rows: Vec<UsageRow> = counts
+            .iter()
+            .map(|((key_id, minute, code), count)| UsageRow {
+                key_id: key_id.clone(),
+                minute: *minute,
+                code: code.as_str().to_owned(),
+                count: *count,
+            })
+            .collect();
+        let last_used: Vec<(KeyId, OffsetDateTime)> = last_used.into_iter().collect();
+        let started = Instant::now();
+        let written = self.store.record_usage(&rows, &last_used).await;
+        tracing::debug!(
+            rows = rows.len(),
+            keys = last_used.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "usage flushed"
+        );
+        if written.is_err() {
+            // Keep the counts for the next flush.
+            *self
+                .unwritten
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((counts, last_used));
+        }
+        written
     }
 
     /// Flushes usage and gives back unused leased credits; for shutdown.
@@ -462,8 +582,8 @@ impl Verifier {
         self.return_leases(leases).await;
     }
 
-    /// Writes usage every flush interval until `stop` resolves, then once
-    /// more with the leases given back.
+    /// Writes the usage of minutes that are over every flush interval until
+    /// `stop` resolves, then all of it, with the leases given back.
     pub async fn run_flusher(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         let mut ticker = tokio::time::interval(self.config.usage_flush_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -472,7 +592,7 @@ impl Verifier {
             tokio::select! {
                 _ = ticker.tick() => {
                     self.sync_clock();
-                    if let Err(e) = self.flush_usage().await {
+                    if let Err(e) = self.flush_completed_minutes().await {
                         tracing::error!(error = %e, "could not flush usage; will retry");
                     }
                     self.forget_idle_limits();
@@ -581,6 +701,7 @@ impl Verifier {
             },
             credits: record.credits.map(|c| c.refill),
             loaded_at: Instant::now(),
+            usage: UsageSlot::default(),
         }
     }
 
@@ -805,8 +926,72 @@ impl Verifier {
         Ok((allowed, Some(lease.local + lease.stored)))
     }
 
-    fn count(&self, digest: &KeyDigest, id: &KeyId, code: VerifyCode, now: OffsetDateTime) {
+    /// Counts one answer for the next usage flush: `VALID` in the key's own
+    /// slot (one compare-and-swap), anything else in the usage map.
+    fn count(
+        &self,
+        digest: &KeyDigest,
+        key: &Arc<CachedKey>,
+        code: VerifyCode,
+        now: OffsetDateTime,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
         let minute = now.unix_timestamp().div_euclid(60);
+        if code != VerifyCode::Valid {
+            self.count_in_map(digest, &key.id, minute, code, 1, now);
+            return;
+        }
+        let slot = &key.usage;
+        let stamp = (minute as u64) << 32;
+        let mut current = slot.packed.load(Relaxed);
+        loop {
+            let same_minute = current != 0 && current >> 32 == stamp >> 32;
+            let next = if same_minute && current & 0xffff_ffff != 0xffff_ffff {
+                current + 1
+            } else {
+                stamp | 1
+            };
+            match slot
+                .packed
+                .compare_exchange_weak(current, next, Relaxed, Relaxed)
+            {
+                Ok(_) => {
+                    slot.last_used_ms
+                        .fetch_max((now.unix_timestamp_nanos() / 1_000_000) as i64, Relaxed);
+                    if current == 0 {
+                        self.dirty
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(Arc::clone(key));
+                    } else if next == stamp | 1 {
+                        // A new minute (or a full counter): the old count
+                        // waits in the map.
+                        let old_minute = slot_minute(current, minute);
+                        self.count_in_map(
+                            digest,
+                            &key.id,
+                            old_minute,
+                            code,
+                            current & 0xffff_ffff,
+                            now,
+                        );
+                    }
+                    return;
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    fn count_in_map(
+        &self,
+        digest: &KeyDigest,
+        id: &KeyId,
+        minute: i64,
+        code: VerifyCode,
+        count: u64,
+        now: OffsetDateTime,
+    ) {
         let mut cell = self
             .usage
             .entry(*digest.as_bytes())
@@ -815,14 +1000,14 @@ impl Verifier {
                 last_used: now,
                 counts: Vec::with_capacity(1),
             });
-        cell.last_used = now;
+        cell.last_used = cell.last_used.max(now);
         match cell
             .counts
             .iter_mut()
             .find(|(m, c, _)| *m == minute && *c == code)
         {
-            Some(entry) => entry.2 += 1,
-            None => cell.counts.push((minute, code, 1)),
+            Some(entry) => entry.2 += count,
+            None => cell.counts.push((minute, code, count)),
         }
     }
 
@@ -842,6 +1027,17 @@ impl Verifier {
     }
 }
 
+/// The full minute a usage slot counts: the slot keeps it mod 2^32, so it is
+/// the latest minute not after `now_minute` with those low bits.
+fn slot_minute(packed: u64, now_minute: i64) -> i64 {
+    let low = (packed >> 32) as i64;
+    let mut minute = (now_minute & !0xffff_ffff) | low;
+    if minute > now_minute {
+        minute -= 1 << 32;
+    }
+    minute
+}
+
 impl Verification {
     fn bare(code: VerifyCode) -> Self {
         Verification {
@@ -856,5 +1052,139 @@ impl Verification {
 impl CachedKey {
     pub fn environment(&self) -> Environment {
         self.policy.environment
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // A panic in a test is a failed test.
+
+    use super::*;
+    use keyward_core::{Api, AuditEvent, EventId, PlaintextKey, Prefix};
+
+    async fn store_with_keys(n: usize) -> (tempfile::TempDir, Arc<dyn Store>, Vec<KeyRecord>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(
+            keyward_store::SqliteStore::open(&dir.path().join("k.db"))
+                .await
+                .unwrap(),
+        );
+        let now = OffsetDateTime::now_utc();
+        let event = || AuditEvent {
+            id: EventId::generate(now).unwrap(),
+            at: now,
+            actor: None,
+            action: "test".into(),
+            target: String::new(),
+            details: serde_json::json!({}),
+        };
+        let api = Api {
+            id: ApiId::generate(now).unwrap(),
+            name: "t".into(),
+            prefix: Prefix::parse("tu").unwrap(),
+            environments: vec![Environment::Live],
+            created_at: now,
+        };
+        store.create_api(&api, &event()).await.unwrap();
+        let mut keys = Vec::new();
+        for _ in 0..n {
+            let plain = PlaintextKey::generate(&api.prefix, Environment::Live).unwrap();
+            let record =
+                KeyRecord::new(api.id.clone(), Environment::Live, "o".into(), &plain, now).unwrap();
+            store.create_key(&record, &event()).await.unwrap();
+            keys.push(record);
+        }
+        (dir, store, keys)
+    }
+
+    fn counts(rows: &[UsageRow]) -> Vec<(i64, &str, u64)> {
+        let mut v: Vec<_> = rows
+            .iter()
+            .map(|r| (r.minute, r.code.as_str(), r.count))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn minutes_are_written_once_they_are_over_and_all_at_shutdown() {
+        let (_dir, store, keys) = store_with_keys(2).await;
+        let verifier = Verifier::new(Arc::clone(&store), VerifierConfig::default());
+        // Stay clear of a minute's end, which would make "now" the past.
+        let second = OffsetDateTime::now_utc().second();
+        if second >= 55 {
+            tokio::time::sleep(Duration::from_secs(u64::from(61 - second))).await;
+        }
+        let now = OffsetDateTime::now_utc();
+        let (minute, earlier) = (
+            now.unix_timestamp().div_euclid(60),
+            now - time::Duration::minutes(2),
+        );
+        let before = earlier.unix_timestamp().div_euclid(60);
+        let scope = VerifyCode::InsufficientScope;
+        // The first key's slot rolls over to the current minute; the second
+        // key's slot still holds the earlier minute.
+        let first = verifier.lookup(&keys[0].digest).await.unwrap().unwrap();
+        let second = verifier.lookup(&keys[1].digest).await.unwrap().unwrap();
+        for (key, code, at, times) in [
+            (&first, VerifyCode::Valid, earlier, 3),
+            (&first, scope, earlier, 1),
+            (&first, VerifyCode::Valid, now, 2),
+            (&first, scope, now, 1),
+            (&second, VerifyCode::Valid, earlier, 4),
+        ] {
+            for _ in 0..times {
+                verifier.count(&key_digest(key, &keys), key, code, at);
+            }
+        }
+        verifier.flush_completed_minutes().await.unwrap();
+        let usage = |i: usize| {
+            let store = Arc::clone(&store);
+            let id = keys[i].id.clone();
+            async move { store.key_usage(&id).await.unwrap() }
+        };
+        assert_eq!(
+            counts(&usage(0).await),
+            vec![(before, "INSUFFICIENT_SCOPE", 1), (before, "VALID", 3)]
+        );
+        assert_eq!(counts(&usage(1).await), vec![(before, "VALID", 4)]);
+        let touched = store.get_key(&keys[0].id).await.unwrap().unwrap();
+        assert!(touched.last_used_at.is_some());
+
+        // Nothing is written twice.
+        verifier.flush_completed_minutes().await.unwrap();
+        assert_eq!(counts(&usage(1).await), vec![(before, "VALID", 4)]);
+
+        verifier.flush_usage().await.unwrap();
+        assert_eq!(
+            counts(&usage(0).await),
+            vec![
+                (before, "INSUFFICIENT_SCOPE", 1),
+                (before, "VALID", 3),
+                (minute, "INSUFFICIENT_SCOPE", 1),
+                (minute, "VALID", 2)
+            ]
+        );
+        assert_eq!(counts(&usage(1).await), vec![(before, "VALID", 4)]);
+    }
+
+    fn key_digest(key: &CachedKey, records: &[KeyRecord]) -> KeyDigest {
+        records
+            .iter()
+            .find(|r| r.id == key.id)
+            .map(|r| r.digest.clone())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_slot_minute_is_the_latest_with_its_low_bits() {
+        let now = 29_500_000_i64; // late 2026, in minutes
+        let packed = |m: i64| ((m as u64) << 32) | 7;
+        assert_eq!(slot_minute(packed(now), now), now);
+        assert_eq!(slot_minute(packed(now - 1), now), now - 1);
+        // Across a wrap of the low 32 bits.
+        let wrap = 1_i64 << 32;
+        assert_eq!(slot_minute(packed(wrap - 1), wrap + 2), wrap - 1);
+        assert_eq!(slot_minute(packed(wrap + 1), wrap + 2), wrap + 1);
     }
 }

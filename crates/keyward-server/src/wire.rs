@@ -4,8 +4,8 @@
 
 use keyward_core::limits::{RateLimit, Refill};
 use keyward_core::{
-    AdminToken, Api, ApiId, AuditEvent, Environment, KeyId, KeyRecord, KeyState, Prefix, TokenId,
-    VerifyCode,
+    AdminToken, Api, ApiId, AuditEvent, Environment, KeyId, KeyRecord, KeyState, Prefix, Scope,
+    TokenId, VerifyCode,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
@@ -298,17 +298,22 @@ pub struct RateLimitView {
     pub reset: i64,
 }
 
+/// The answer to a verify, serialized straight from the cached key: nothing
+/// is copied per request.
 #[derive(Serialize, ToSchema)]
-pub struct VerifyResult {
+pub struct VerifyResult<'a> {
     pub valid: bool,
     pub code: VerifyCode,
     /// Present whenever the key exists and is within the caller's reach.
-    pub key_id: Option<KeyId>,
-    pub owner: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub key_id: Option<&'a str>,
+    pub owner: Option<&'a str>,
     pub environment: Option<Environment>,
-    pub scopes: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<String>>)]
+    #[serde(serialize_with = "scope_strings")]
+    pub scopes: Option<&'a [Scope]>,
     #[schema(value_type = Option<Object>)]
-    pub metadata: Option<Box<serde_json::value::RawValue>>,
+    pub metadata: Option<&'a serde_json::value::RawValue>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
     /// Present when the key or its owner has rate limits.
@@ -317,41 +322,41 @@ pub struct VerifyResult {
     pub credits_remaining: Option<u64>,
 }
 
-impl From<Verification> for VerifyResult {
-    fn from(v: Verification) -> Self {
-        let ratelimit = v.ratelimit.map(|r| RateLimitView {
-            limit: r.limit,
-            remaining: r.remaining,
-            reset: r.reset,
-        });
+fn scope_strings<S: serde::Serializer>(
+    scopes: &Option<&[Scope]>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match scopes {
+        Some(scopes) => serializer.collect_seq(scopes.iter().map(Scope::as_str)),
+        None => serializer.serialize_none(),
+    }
+}
+
+impl<'a> VerifyResult<'a> {
+    pub fn of(v: &'a Verification) -> Self {
+        static EMPTY_OBJECT: std::sync::LazyLock<Box<serde_json::value::RawValue>> =
+            std::sync::LazyLock::new(|| {
+                serde_json::value::RawValue::from_string("{}".to_owned())
+                    .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
+            });
         let key: Option<&CachedKey> = v.key.as_deref();
         VerifyResult {
             valid: v.code == VerifyCode::Valid,
             code: v.code,
-            key_id: key.map(|k| k.id.clone()),
-            owner: key.map(|k| k.owner.to_string()),
+            key_id: key.map(|k| k.id.as_str()),
+            owner: key.map(|k| &*k.owner),
             environment: key.map(CachedKey::environment),
-            scopes: key.map(|k| {
-                k.policy
-                    .scopes
-                    .iter()
-                    .map(|s| s.as_str().to_owned())
-                    .collect()
-            }),
-            metadata: key.map(|k| match &k.metadata {
-                Some(raw) => raw.clone(),
-                None => empty_object(),
-            }),
+            scopes: key.map(|k| &k.policy.scopes[..]),
+            metadata: key.map(|k| k.metadata.as_deref().unwrap_or(&EMPTY_OBJECT)),
             expires_at: key.and_then(|k| k.policy.expires_at),
-            ratelimit,
+            ratelimit: v.ratelimit.map(|r| RateLimitView {
+                limit: r.limit,
+                remaining: r.remaining,
+                reset: r.reset,
+            }),
             credits_remaining: v.credits_remaining,
         }
     }
-}
-
-fn empty_object() -> Box<serde_json::value::RawValue> {
-    serde_json::value::RawValue::from_string("{}".to_owned())
-        .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]

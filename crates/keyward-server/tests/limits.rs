@@ -682,6 +682,16 @@ async fn usage_is_counted_in_memory_and_flushed_in_batches(backend: Backend) {
         let body = json!({"key": k, "scopes": ["orders:write"]});
         assert_eq!(app.verify_code(body).await, "INSUFFICIENT_SCOPE");
     }
+    // A change reloads the cached record; counts of both copies add up.
+    app.ok(
+        Method::PATCH,
+        &format!("/v1/keys/{id}"),
+        Some(json!({"name": "renamed"})),
+    )
+    .await;
+    for _ in 0..10 {
+        assert_eq!(app.verify_code(json!({"key": k})).await, "VALID");
+    }
     assert_eq!(app.store.writes(), writes, "no write per verify");
     let record = app.ok(Method::GET, &format!("/v1/keys/{id}"), None).await;
     assert_eq!(record["last_used_at"], Value::Null, "nothing flushed yet");
@@ -698,7 +708,7 @@ async fn usage_is_counted_in_memory_and_flushed_in_batches(backend: Backend) {
             .map(|u| u.count)
             .sum::<u64>()
     };
-    assert_eq!((count("VALID"), count("INSUFFICIENT_SCOPE")), (50, 2));
+    assert_eq!((count("VALID"), count("INSUFFICIENT_SCOPE")), (60, 2));
     let last = store
         .get_key(&key_id)
         .await

@@ -32,6 +32,13 @@ impl SqliteStore {
         scope_match_close: ")",
         for_update: "",
         notify_changes: "",
+        add_usage: "INSERT INTO key_usage (key_id, minute, code, count) \
+            SELECT value ->> 0, value ->> 1, value ->> 2, SUM(value ->> 3) \
+            FROM json_each($1) GROUP BY 1, 2, 3 \
+            ON CONFLICT (key_id, minute, code) DO UPDATE SET count = key_usage.count + excluded.count",
+        touch_keys: "UPDATE keys SET last_used_at = v.at \
+            FROM (SELECT value ->> 0 AS id, MAX(value ->> 1) AS at FROM json_each($1) GROUP BY 1) AS v \
+            WHERE keys.id = v.id AND (keys.last_used_at IS NULL OR keys.last_used_at < v.at)",
     };
 
     /// Opens (creating if needed) the database file at `path` and migrates it.

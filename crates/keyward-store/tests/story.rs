@@ -598,8 +598,12 @@ async fn limits_credits_and_usage(store: Arc<dyn Store>) {
         .unwrap();
     store
         .record_usage(
-            &[row(1, "VALID", 2), row(2, "VALID", 1)],
-            &[(k.id.clone(), later - Duration::hours(1))],
+            // Rows repeated within one batch add up; the latest use counts.
+            &[row(1, "VALID", 1), row(2, "VALID", 1), row(1, "VALID", 1)],
+            &[
+                (k.id.clone(), later - Duration::hours(1)),
+                (k.id.clone(), later - Duration::hours(2)),
+            ],
         )
         .await
         .unwrap();

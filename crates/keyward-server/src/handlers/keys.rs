@@ -5,7 +5,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use keyward_core::limits::{check_rate_limits, parse_allowlist, Credits};
 use keyward_core::model::{check_metadata, check_text, normalize_scopes};
 use keyward_core::{AdminScope, ApiId, KeyId, KeyRecord, PlaintextKey, Requirements, Scope};
@@ -420,7 +422,7 @@ pub async fn verify_key(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     LenientJson(body): LenientJson<VerifyRequest>,
-) -> Result<Json<VerifyResult>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(AdminScope::KeysVerify)?;
     let ip = body
         .ip
@@ -447,9 +449,11 @@ pub async fn verify_key(
     };
     let verification = state
         .verifier
-        .verify(&caller.token, &body.key, &required, cost)
+        .verify(caller.token.as_ref(), &body.key, &required, cost)
         .await?;
-    Ok(Json(verification.into()))
+    let body = serde_json::to_vec(&VerifyResult::of(&verification))
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Verifications of a key per minute and result code, as flushed so far.
