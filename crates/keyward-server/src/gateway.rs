@@ -5,23 +5,27 @@
 //! verifies the key in process with the route's scopes (the same
 //! [`Verifier`] as the verify endpoint: cache, limits, credits, usage), and
 //! either answers the refusal itself or forwards the request to the upstream
-//! over pooled keep-alive connections — with the key stripped and the
+//! over a keep-alive connection — with the key stripped and the
 //! caller's identity in `X-Keyward-Key-Id`, `X-Keyward-Owner` and
 //! `X-Keyward-Scopes`. Identity headers sent by the client are removed first,
 //! so they cannot be forged. Upstream answers pass through unchanged.
+//!
+//! An HTTP/1 connection carries one request at a time, so each client
+//! connection is paired with its own upstream connection, opened on its
+//! first request and reopened when the upstream closes it: no pool, and no
+//! lock shared between connections, on the way to the upstream.
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use axum::http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use axum::response::IntoResponse;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 use keyward_core::{ApiId, Environment, Requirements, Scope, VerifyCode};
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -77,7 +81,8 @@ pub struct GatewayConfigError(String);
 /// A running gateway's shared state.
 pub struct Gateway {
     verifier: Arc<Verifier>,
-    client: Client<HttpConnector, Body>,
+    /// `host:port` to connect to.
+    upstream_address: String,
     upstream_scheme_authority: (axum::http::uri::Scheme, axum::http::uri::Authority),
     upstream_base_path: String,
     routes: Vec<CompiledRoute>,
@@ -155,15 +160,14 @@ impl Gateway {
         if routes.is_empty() {
             return Err(GatewayConfigError("at least one route is needed".into()));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
+        let upstream_address = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
         Ok(Gateway {
             verifier,
-            client,
+            upstream_address,
             upstream_scheme_authority: (scheme, authority),
             upstream_base_path: upstream.path().trim_end_matches('/').to_owned(),
             routes,
@@ -171,11 +175,6 @@ impl Gateway {
             api_ids: config.api_ids,
             trust_forwarded_for: config.trust_forwarded_for,
         })
-    }
-
-    /// The gateway as a router: every path goes through [`handle`].
-    pub fn router(self: Arc<Self>) -> Router {
-        Router::new().fallback(handle).with_state(self)
     }
 
     fn route(&self, method: &Method, path: &str) -> Option<&CompiledRoute> {
@@ -203,11 +202,74 @@ impl Gateway {
     }
 }
 
+/// The upstream connection of one client connection, when open.
+type Upstream = Mutex<Option<SendRequest<Body>>>;
+
+/// Why a request could not be sent upstream.
+#[derive(Debug, thiserror::Error)]
+enum UpstreamError {
+    #[error("cannot connect: {0}")]
+    Connect(#[from] std::io::Error),
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+impl Gateway {
+    /// Sends `request` on the connection's upstream connection, opening one
+    /// when there is none or it was closed. A request that never left
+    /// because the kept-alive connection had closed is sent again on a new
+    /// one.
+    async fn send(
+        &self,
+        upstream: &Upstream,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let idle = upstream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let request = match idle {
+            Some(mut sender) if !sender.is_closed() => {
+                match sender.try_send_request(request).await {
+                    Ok(response) => {
+                        Self::keep(upstream, sender);
+                        return Ok(response);
+                    }
+                    Err(mut failed) => match failed.take_message() {
+                        Some(request) => request,
+                        None => return Err(failed.into_error().into()),
+                    },
+                }
+            }
+            _ => request,
+        };
+        let stream = tokio::net::TcpStream::connect(&self.upstream_address).await?;
+        stream.set_nodelay(true)?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        let response = sender.send_request(request).await?;
+        Self::keep(upstream, sender);
+        Ok(response)
+    }
+
+    fn keep(upstream: &Upstream, sender: SendRequest<Body>) {
+        *upstream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sender);
+    }
+}
+
 async fn handle(
-    State(gateway): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
+    gateway: &Gateway,
+    peer: SocketAddr,
+    upstream: &Upstream,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let Some(route) = gateway.route(request.method(), request.uri().path()) else {
         return refusal(
             StatusCode::NOT_FOUND,
@@ -231,7 +293,7 @@ async fn handle(
     };
     let verification = match gateway
         .verifier
-        .verify(gateway.as_ref(), &key, &required, route.cost)
+        .verify(gateway, &key, &required, route.cost)
         .await
     {
         Ok(v) => v,
@@ -258,7 +320,7 @@ async fn handle(
             Some(&verification),
         );
     }
-    let mut response = forward(&gateway, request, &verification).await;
+    let mut response = forward(gateway, upstream, request, &verification).await;
     rate_limit_headers(response.headers_mut(), &verification);
     response
 }
@@ -277,7 +339,12 @@ fn presented_key(headers: &HeaderMap) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
 }
 
-async fn forward(gateway: &Gateway, request: Request, verification: &Verification) -> Response {
+async fn forward(
+    gateway: &Gateway,
+    upstream: &Upstream,
+    request: Request<Incoming>,
+    verification: &Verification,
+) -> Response<Body> {
     let (mut parts, body) = request.into_parts();
     let path_and_query = parts
         .uri
@@ -322,8 +389,7 @@ async fn forward(gateway: &Gateway, request: Request, verification: &Verificatio
         }
     }
     match gateway
-        .client
-        .request(Request::from_parts(parts, body))
+        .send(upstream, Request::from_parts(parts, Body::new(body)))
         .await
     {
         Ok(upstream) => {
@@ -389,7 +455,7 @@ fn refusal(
     code: &str,
     message: &str,
     verification: Option<&Verification>,
-) -> Response {
+) -> Response<Body> {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
     let mut response = (
         status,
@@ -427,18 +493,71 @@ fn denial_message(code: VerifyCode) -> &'static str {
     }
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes.
+/// Serves the gateway on `listener` until `shutdown` completes, then lets
+/// requests in flight finish.
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        gateway
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(connection(
+                        Arc::clone(&gateway),
+                        stream,
+                        peer,
+                        stopping.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    tracing::warn!(error = %e, "gateway could not accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Serves one client connection until it closes or the gateway stops.
+async fn connection(
+    gateway: Arc<Gateway>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let upstream: Arc<Upstream> = Arc::new(Mutex::new(None));
+    let service = hyper::service::service_fn(move |request| {
+        let gateway = Arc::clone(&gateway);
+        let upstream = Arc::clone(&upstream);
+        async move { Ok::<_, Infallible>(handle(&gateway, peer, &upstream, request).await) }
+    });
+    let served =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(served);
+    let stopped = async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    let result = tokio::select! {
+        result = served.as_mut() => result,
+        () = stopped => {
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "gateway connection ended");
+    }
 }

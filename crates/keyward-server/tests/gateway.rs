@@ -17,6 +17,7 @@ on_both_backends_raw!(
     valid_requests_reach_the_upstream_with_identity_and_without_the_key,
     refused_requests_never_reach_the_upstream,
     an_unreachable_upstream_answers_502,
+    an_upstream_that_closes_connections_is_reconnected,
 );
 
 /// What the upstream saw of one request.
@@ -315,4 +316,36 @@ async fn an_unreachable_upstream_answers_502(backend: Backend) {
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "UPSTREAM_UNAVAILABLE");
+}
+
+/// An upstream that closes every connection after one answer: each request
+/// of a kept-alive client connection still gets through.
+async fn an_upstream_that_closes_connections_is_reconnected(backend: Backend) {
+    let served = Arc::new(Mutex::new(0_usize));
+    let count = Arc::clone(&served);
+    let app = axum::Router::new().fallback(move || {
+        let count = Arc::clone(&count);
+        async move {
+            *count.lock().unwrap() += 1;
+            ([("connection", "close")], "one and done").into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (app, api) = setup(backend, &up).await;
+    let gw = app.gateway.clone().unwrap();
+    let (key, _) = issue(&app, &api, json!({})).await;
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        let r = client
+            .get(format!("{gw}/v1/prices"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.text().await.unwrap(), "one and done");
+    }
+    assert_eq!(*served.lock().unwrap(), 5);
 }
