@@ -379,7 +379,7 @@ async fn forward(
     if let Some(key) = &verification.key {
         let scopes: Vec<&str> = key.policy.scopes.iter().map(|s| s.as_str()).collect();
         for (name, value) in [
-            (KEY_ID, key.id.as_str().to_owned()),
+            (KEY_ID, key.id().to_owned()),
             (OWNER, key.owner.to_string()),
             (SCOPES, scopes.join(" ")),
         ] {

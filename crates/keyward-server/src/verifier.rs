@@ -73,24 +73,55 @@ impl Default for VerifierConfig {
     }
 }
 
-/// What verification keeps of a key in memory.
+/// What verification keeps of a key in memory: a million of them should
+/// fit in a few hundred megabytes, so what most keys lack (metadata, rate
+/// limits, credits) lives in one optional box, and the id is inline.
 pub struct CachedKey {
-    pub id: KeyId,
+    id: InlineKeyId,
+    /// Bumped owner-limit generation (truncated) when `owner_limits` was
+    /// read.
+    owner_generation: u32,
     pub api_id: Arc<ApiId>,
     pub owner: Arc<str>,
     pub policy: KeyPolicy,
-    /// The metadata JSON as stored; `None` for an empty object.
-    pub metadata: Option<Box<RawValue>>,
-    pub ratelimits: Arc<[RateLimit]>,
-    /// Whether the key is metered, and how its credits refill.
-    pub credits: Option<Option<Refill>>,
+    extras: Option<Box<Extras>>,
     loaded_at: Instant,
     /// The owner's rate limits when the key was loaded, valid while no
     /// owner's limits changed on this node since (`owner_generation`).
     owner_limits: Arc<[RateLimit]>,
-    owner_generation: u64,
     /// `VALID` answers of the current minute, counted without a lock.
     usage: UsageSlot,
+}
+
+/// What only some keys have.
+struct Extras {
+    /// The metadata JSON as stored; `None` for an empty object.
+    metadata: Option<Box<RawValue>>,
+    ratelimits: Box<[RateLimit]>,
+    /// Whether the key is metered, and how its credits refill.
+    credits: Option<Option<Refill>>,
+}
+
+/// A key id (`key_` and 22 base62 digits) without a heap allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct InlineKeyId([u8; 26]);
+
+impl InlineKeyId {
+    fn new(id: &KeyId) -> Option<Self> {
+        id.as_str().as_bytes().try_into().ok().map(InlineKeyId)
+    }
+
+    fn as_str(&self) -> &str {
+        // Built from a `KeyId`, which is ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    fn to_key_id(self) -> Result<KeyId, StoreError> {
+        KeyId::parse(self.as_str()).map_err(|e| StoreError::Corrupt {
+            table: "keys",
+            detail: e.to_string(),
+        })
+    }
 }
 
 /// A lock-free counter of one key's `VALID` answers in one minute: the
@@ -187,9 +218,9 @@ pub struct Verifier {
 }
 
 /// Verifications per (key, minute, code).
-type UsageCounts = HashMap<(KeyId, i64, VerifyCode), u64>;
+type UsageCounts = HashMap<(InlineKeyId, i64, VerifyCode), u64>;
 /// The latest use per key.
-type LastUsed = Vec<(KeyId, OffsetDateTime)>;
+type LastUsed = Vec<(InlineKeyId, OffsetDateTime)>;
 
 /// A concurrent map with a fast keyed hash (the hot path hashes a digest
 /// several times per verify; SipHash would cost more than the rest).
@@ -213,7 +244,7 @@ struct Lease {
 }
 
 struct UsageCell {
-    key_id: KeyId,
+    key_id: InlineKeyId,
     last_used: OffsetDateTime,
     /// (minute, code, count); almost always one or two entries.
     counts: Vec<(i64, VerifyCode, u64)>,
@@ -335,7 +366,7 @@ impl Verifier {
         };
         let instant = Instant::now();
         let fresh = |loaded_at: Instant| instant.duration_since(loaded_at) < self.config.cache_ttl;
-        if !fresh(cached.loaded_at) || cached.credits.is_some() {
+        if !fresh(cached.loaded_at) || cached.credits().is_some() {
             return Hot::Miss(digest);
         }
         if !caller.can_access(&cached.api_id, cached.policy.environment) {
@@ -344,7 +375,7 @@ impl Verifier {
         let generation = self
             .owner_generation
             .load(std::sync::atomic::Ordering::Acquire);
-        let owner_limits = if cached.owner_generation == generation {
+        let owner_limits = if cached.owner_generation == generation as u32 {
             Arc::clone(&cached.owner_limits)
         } else {
             let table = self.owner_table();
@@ -361,7 +392,7 @@ impl Verifier {
             credits_remaining: None,
         };
         if outcome.code == VerifyCode::Valid
-            && (!cached.ratelimits.is_empty() || !owner_limits.is_empty())
+            && (!cached.ratelimits().is_empty() || !owner_limits.is_empty())
         {
             let now_ns = instant.duration_since(self.epoch).as_nanos() as u64;
             let (allowed, tightest) =
@@ -481,8 +512,8 @@ impl Verifier {
             Some((counts, last_used)) => (counts, last_used.into_iter().collect()),
             None => (HashMap::new(), HashMap::new()),
         };
-        let mut used = |id: &KeyId, at: OffsetDateTime| {
-            let entry = last_used.entry(id.clone()).or_insert(at);
+        let mut used = |id: InlineKeyId, at: OffsetDateTime| {
+            let entry = last_used.entry(id).or_insert(at);
             *entry = (*entry).max(at);
         };
         let now_minute = OffsetDateTime::now_utc().unix_timestamp().div_euclid(60);
@@ -507,13 +538,13 @@ impl Verifier {
             }
             let minute = slot_minute(packed, now_minute);
             *counts
-                .entry((key.id.clone(), minute, VerifyCode::Valid))
+                .entry((key.id, minute, VerifyCode::Valid))
                 .or_default() += packed & 0xffff_ffff;
             let at = OffsetDateTime::from_unix_timestamp_nanos(
                 i128::from(key.usage.last_used_ms.load(Relaxed)) * 1_000_000,
             )
             .unwrap_or_else(|_| OffsetDateTime::now_utc());
-            used(&key.id, at);
+            used(key.id, at);
         }
         // Keys whose slot was emptied count as dirty again when next used.
         self.dirty
@@ -530,14 +561,12 @@ impl Verifier {
             cell.counts.retain(|&(minute, code, count)| {
                 let done = everything || minute < now_minute;
                 if done {
-                    *counts
-                        .entry((cell.key_id.clone(), minute, code))
-                        .or_default() += count;
+                    *counts.entry((cell.key_id, minute, code)).or_default() += count;
                 }
                 !done
             });
             if cell.counts.len() < before {
-                used(&cell.key_id, cell.last_used);
+                used(cell.key_id, cell.last_used);
             }
         }
         self.usage.retain(|_, cell| !cell.counts.is_empty());
@@ -546,19 +575,25 @@ impl Verifier {
         }
         let rows: Vec<UsageRow> = counts
             .iter()
-            .map(|((key_id, minute, code), count)| UsageRow {
-                key_id: key_id.clone(),
-                minute: *minute,
-                code: code.as_str().to_owned(),
-                count: *count,
+            .filter_map(|((key_id, minute, code), count)| {
+                Some(UsageRow {
+                    key_id: key_id.to_key_id().ok()?,
+                    minute: *minute,
+                    code: code.as_str().to_owned(),
+                    count: *count,
+                })
             })
             .collect();
-        let last_used: Vec<(KeyId, OffsetDateTime)> = last_used.into_iter().collect();
+        let last_used: LastUsed = last_used.into_iter().collect();
+        let touched: Vec<(KeyId, OffsetDateTime)> = last_used
+            .iter()
+            .filter_map(|(id, at)| Some((id.to_key_id().ok()?, *at)))
+            .collect();
         let started = Instant::now();
-        let written = self.store.record_usage(&rows, &last_used).await;
+        let written = self.store.record_usage(&rows, &touched).await;
         tracing::debug!(
             rows = rows.len(),
-            keys = last_used.len(),
+            keys = touched.len(),
             ms = started.elapsed().as_millis() as u64,
             "usage flushed"
         );
@@ -639,7 +674,7 @@ impl Verifier {
                     .load(std::sync::atomic::Ordering::Acquire);
                 let owner: Arc<str> = record.owner.as_str().into();
                 let owner_limits = self.owner_limits_of(&owner).await?;
-                let cached = Arc::new(self.compact(record, owner, owner_limits, generation));
+                let cached = Arc::new(self.compact(record, owner, owner_limits, generation)?);
                 self.cache.insert(d, Arc::clone(&cached));
                 Ok(Some(cached))
             }
@@ -664,7 +699,7 @@ impl Verifier {
         owner: Arc<str>,
         owner_limits: Arc<[RateLimit]>,
         owner_generation: u64,
-    ) -> CachedKey {
+    ) -> Result<CachedKey, StoreError> {
         let scopes = {
             let mut sets = self
                 .scope_sets
@@ -679,7 +714,20 @@ impl Verifier {
             serde_json::Value::Object(map) if map.is_empty() => None,
             other => serde_json::value::to_raw_value(other).ok(),
         };
-        CachedKey {
+        let credits = record.credits.map(|c| c.refill);
+        let extras = (metadata.is_some() || !record.ratelimits.is_empty() || credits.is_some())
+            .then(|| {
+                Box::new(Extras {
+                    metadata,
+                    ratelimits: record.ratelimits.into(),
+                    credits,
+                })
+            });
+        let id = InlineKeyId::new(&record.id).ok_or_else(|| StoreError::Corrupt {
+            table: "keys",
+            detail: format!("unexpected id {}", record.id),
+        })?;
+        Ok(CachedKey {
             policy: KeyPolicy {
                 environment: record.environment,
                 enabled: record.enabled,
@@ -688,21 +736,15 @@ impl Verifier {
                 scopes,
                 ip_allowlist: record.ip_allowlist.into(),
             },
-            id: record.id,
+            id,
             api_id: self.intern_api(record.api_id),
             owner,
             owner_limits,
-            owner_generation,
-            metadata,
-            ratelimits: if record.ratelimits.is_empty() {
-                Arc::clone(&self.no_limits)
-            } else {
-                record.ratelimits.into()
-            },
-            credits: record.credits.map(|c| c.refill),
+            owner_generation: owner_generation as u32,
+            extras,
             loaded_at: Instant::now(),
             usage: UsageSlot::default(),
-        }
+        })
     }
 
     /// Rate limits of the key and its owner, then credits. A request refused
@@ -718,7 +760,7 @@ impl Verifier {
         outcome: &mut Verification,
     ) -> Result<(), StoreError> {
         let owner_limits = self.owner_limits_of(&key.owner).await?;
-        let limited = !key.ratelimits.is_empty() || !owner_limits.is_empty();
+        let limited = !key.ratelimits().is_empty() || !owner_limits.is_empty();
         if limited {
             let (allowed, tightest) = self.admit(digest, key, &owner_limits, cost, false);
             outcome.ratelimit = tightest.map(|s| self.to_state(s, now));
@@ -727,7 +769,7 @@ impl Verifier {
                 return Ok(());
             }
         }
-        if let Some(refill) = key.credits {
+        if let Some(refill) = key.credits() {
             let (allowed, remaining) = self.spend(digest, key, refill, cost, now).await?;
             outcome.credits_remaining = remaining;
             if !allowed {
@@ -740,7 +782,7 @@ impl Verifier {
             outcome.ratelimit = tightest.map(|s| self.to_state(s, now));
             if !allowed {
                 outcome.code = VerifyCode::RateLimited;
-                if key.credits.is_some() {
+                if key.credits().is_some() {
                     if let Some(remaining) = self.refund(digest, cost).await {
                         outcome.credits_remaining = Some(remaining);
                     }
@@ -783,7 +825,7 @@ impl Verifier {
         commit: bool,
         now: u64,
     ) -> (bool, Option<LimitStatus>) {
-        let key_count = key.ratelimits.len().min(MAX_RATE_LIMITS);
+        let key_count = key.ratelimits().len().min(MAX_RATE_LIMITS);
         let owner_count = owner_limits.len().min(MAX_RATE_LIMITS);
         let mut key_states = (key_count > 0).then(|| {
             let mut states = self
@@ -807,7 +849,7 @@ impl Verifier {
         });
         let mut groups = [
             (
-                &key.ratelimits[..],
+                key.ratelimits(),
                 key_states
                     .as_deref_mut()
                     .map_or(&mut [][..], |v| &mut v[..]),
@@ -884,19 +926,29 @@ impl Verifier {
         cost: u64,
         now: OffsetDateTime,
     ) -> Result<(bool, Option<u64>), StoreError> {
-        let cell = Arc::clone(
-            self.credits
-                .entry(*digest.as_bytes())
-                .or_insert_with(|| {
-                    Arc::new(tokio::sync::Mutex::new(Lease {
-                        key_id: key.id.clone(),
-                        local: 0,
-                        stored: 0,
-                        period: None,
-                    }))
-                })
-                .value(),
-        );
+        let existing = self
+            .credits
+            .get(digest.as_bytes())
+            .map(|c| Arc::clone(c.value()));
+        let cell = match existing {
+            Some(cell) => cell,
+            None => {
+                let key_id = key.key_id()?;
+                Arc::clone(
+                    self.credits
+                        .entry(*digest.as_bytes())
+                        .or_insert_with(|| {
+                            Arc::new(tokio::sync::Mutex::new(Lease {
+                                key_id,
+                                local: 0,
+                                stored: 0,
+                                period: None,
+                            }))
+                        })
+                        .value(),
+                )
+            }
+        };
         let mut lease = cell.lock().await;
         // Credits of a period that a refill has closed are void.
         if let (Some(refill), Some(period)) = (refill, lease.period) {
@@ -906,7 +958,7 @@ impl Verifier {
         }
         if lease.local < cost {
             let want = (cost - lease.local).max(self.config.credit_block);
-            match self.store.lease_credits(&key.id, want, now).await? {
+            match self.store.lease_credits(&lease.key_id, want, now).await? {
                 // The key stopped being metered since it was cached.
                 None => return Ok((true, None)),
                 Some(taken) => {
@@ -938,7 +990,7 @@ impl Verifier {
         use std::sync::atomic::Ordering::Relaxed;
         let minute = now.unix_timestamp().div_euclid(60);
         if code != VerifyCode::Valid {
-            self.count_in_map(digest, &key.id, minute, code, 1, now);
+            self.count_in_map(digest, key.id, minute, code, 1, now);
             return;
         }
         let slot = &key.usage;
@@ -969,7 +1021,7 @@ impl Verifier {
                         let old_minute = slot_minute(current, minute);
                         self.count_in_map(
                             digest,
-                            &key.id,
+                            key.id,
                             old_minute,
                             code,
                             current & 0xffff_ffff,
@@ -986,7 +1038,7 @@ impl Verifier {
     fn count_in_map(
         &self,
         digest: &KeyDigest,
-        id: &KeyId,
+        id: InlineKeyId,
         minute: i64,
         code: VerifyCode,
         count: u64,
@@ -996,7 +1048,7 @@ impl Verifier {
             .usage
             .entry(*digest.as_bytes())
             .or_insert_with(|| UsageCell {
-                key_id: id.clone(),
+                key_id: id,
                 last_used: now,
                 counts: Vec::with_capacity(1),
             });
@@ -1052,6 +1104,30 @@ impl Verification {
 impl CachedKey {
     pub fn environment(&self) -> Environment {
         self.policy.environment
+    }
+
+    /// The key's id as text.
+    pub fn id(&self) -> &str {
+        self.id.as_str()
+    }
+
+    /// The key's id as a [`KeyId`] (allocates).
+    pub fn key_id(&self) -> Result<KeyId, StoreError> {
+        self.id.to_key_id()
+    }
+
+    /// The metadata JSON as stored; `None` for an empty object.
+    pub fn metadata(&self) -> Option<&RawValue> {
+        self.extras.as_ref().and_then(|e| e.metadata.as_deref())
+    }
+
+    pub fn ratelimits(&self) -> &[RateLimit] {
+        self.extras.as_ref().map_or(&[], |e| &e.ratelimits[..])
+    }
+
+    /// Whether the key is metered, and how its credits refill.
+    pub fn credits(&self) -> Option<Option<Refill>> {
+        self.extras.as_ref().and_then(|e| e.credits)
     }
 }
 
@@ -1171,7 +1247,7 @@ mod tests {
     fn key_digest(key: &CachedKey, records: &[KeyRecord]) -> KeyDigest {
         records
             .iter()
-            .find(|r| r.id == key.id)
+            .find(|r| r.id.as_str() == key.id())
             .map(|r| r.digest.clone())
             .unwrap()
     }

@@ -343,11 +343,11 @@ impl<'a> VerifyResult<'a> {
         VerifyResult {
             valid: v.code == VerifyCode::Valid,
             code: v.code,
-            key_id: key.map(|k| k.id.as_str()),
+            key_id: key.map(CachedKey::id),
             owner: key.map(|k| &*k.owner),
             environment: key.map(CachedKey::environment),
             scopes: key.map(|k| &k.policy.scopes[..]),
-            metadata: key.map(|k| k.metadata.as_deref().unwrap_or(&EMPTY_OBJECT)),
+            metadata: key.map(|k| k.metadata().unwrap_or(&EMPTY_OBJECT)),
             expires_at: key.and_then(|k| k.policy.expires_at),
             ratelimit: v.ratelimit.map(|r| RateLimitView {
                 limit: r.limit,
