@@ -451,7 +451,8 @@ pub async fn verify_key(
         .verifier
         .verify(caller.token.as_ref(), &body.key, &required, cost)
         .await?;
-    let body = serde_json::to_vec(&VerifyResult::of(&verification))
+    let mut body = Vec::with_capacity(512);
+    serde_json::to_writer(&mut body, &VerifyResult::of(&verification))
         .map_err(|e| ApiError::Internal(Box::new(e)))?;
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
