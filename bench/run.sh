@@ -32,6 +32,7 @@ trap cleanup EXIT
 need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
 need wrk wrk
 need nginx nginx-light
+need /usr/bin/time time
 [ -x "$http/nginx-peer.sh" ] || [ -f "$http/nginx-peer.sh" ] || { echo "missing $http (set SHARED_BENCH)" >&2; exit 1; }
 
 echo "== building (release)" >&2
@@ -52,25 +53,39 @@ wait_ready() { # URL, timeout seconds
     sleep 0.05
   done
 }
-# wrk_run NAME URL [wrk args...]: prints "rps p99_ms"
+# CPU time (user+system, clock ticks) of the processes in PIDS.
+ticks() { local t=0 p; for p in $1; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+# wrk_run NAME "PIDS" URL [wrk args...]: prints "rps p99_ms non2xx server_us client_us",
+# the last two being CPU microseconds per request of the processes in PIDS
+# (the server side) and of wrk itself; on a machine whose cores the client
+# shares, they tell the server's cost apart from the client's.
 wrk_run() {
-  local name=$1 url=$2; shift 2
-  wrk -t$threads -c$conns -d"$duration" --latency "$@" "$url" >"$work/$name.txt"
-  python3 - "$work/$name.txt" <<'PY'
+  local name=$1 pids=$2 url=$3; shift 3
+  local before after
+  before=$(ticks "$pids")
+  /usr/bin/time -f "%U %S" -o "$work/$name.time" \
+    wrk -t$threads -c$conns -d"$duration" --latency "$@" "$url" >"$work/$name.txt"
+  after=$(ticks "$pids")
+  python3 - "$work/$name.txt" "$work/$name.time" $((after - before)) "$(getconf CLK_TCK)" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
 scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-print(f"{rps:.0f} {float(m.group(1)) * scale:.3f} {non2xx.group(1) if non2xx else 0}")
+n = int(re.search(r"(\d+) requests in", text).group(1))
+user, system = map(float, open(sys.argv[2]).read().split()[-2:])
+server_us = int(sys.argv[3]) / int(sys.argv[4]) * 1e6 / n
+client_us = (user + system) * 1e6 / n
+print(f"{rps:.0f} {float(m.group(1)) * scale:.3f} {non2xx.group(1) if non2xx else 0} {server_us:.1f} {client_us:.1f}")
 PY
 }
 
 echo "== 2+3. HTTP with $keys_n keys" >&2
 "$seed" "sqlite://$work/small/keyward.db" tm "$keys_n" "$work/keys.txt" 2>>"$work/seed.log"
 "$bin" serve --data-dir "$work/small" --listen 127.0.0.1:18720 --log warn 2>"$work/serve.log" &
-pids+=($!)
+serve_pid=$!
+pids+=($serve_pid)
 wait_ready http://127.0.0.1:18720/ready 30
 root_token=$(grep -o 'kwa_live_[0-9A-Za-z]*' "$work/serve.log" | head -n 1)
 # A token with only keys:verify, as an API server would use.
@@ -81,7 +96,8 @@ verify_token=$(curl -fs -H "Authorization: Bearer $root_token" -H 'content-type:
 wait_ready http://127.0.0.1:18081/v1/prices 10
 "$bin" gateway --data-dir "$work/small" --upstream http://127.0.0.1:18081 \
   --routes bench/routes.toml --listen 127.0.0.1:18082 --log warn 2>"$work/gateway.log" &
-pids+=($!)
+gateway_pid=$!
+pids+=($gateway_pid)
 sleep 0.5
 # Each measurement starts on a warm cache: every key verified once just
 # before (one wrk thread walks the whole key file), as on a server in steady
@@ -91,16 +107,17 @@ sleep 0.5
 # thousand per second here) and no longer.
 walk_for() { echo "$(( $1 / 4000 + 5 ))s"; }
 warm() { KEYS_FILE="$work/keys.txt" AUTH="$verify_token" wrk -t1 -c$conns -d"$(walk_for "$keys_n")" -s bench/walk.lua "$1" >/dev/null; }
-read -r health_rps health_p99 _ < <(wrk_run health http://127.0.0.1:18720/health)
+nginx_pids=$(pgrep -d ' ' -f 'nginx: worker process')
+read -r health_rps health_p99 _ health_cpu health_client < <(wrk_run health "$serve_pid" http://127.0.0.1:18720/health)
 warm http://127.0.0.1:18720/v1/keys/verify
-read -r verify_rps verify_p99 verify_bad < <(KEYS_FILE="$work/keys.txt" AUTH="$verify_token" \
-  wrk_run verify http://127.0.0.1:18720/v1/keys/verify -s "$http/verify.lua")
+read -r verify_rps verify_p99 verify_bad verify_cpu verify_client < <(KEYS_FILE="$work/keys.txt" AUTH="$verify_token" \
+  wrk_run verify "$serve_pid" http://127.0.0.1:18720/v1/keys/verify -s "$http/verify.lua")
 KEYS_FILE="$work/keys.txt" wrk -t1 -c$conns -d5s -s "$http/bearer.lua" http://127.0.0.1:18080/v1/prices >/dev/null
-read -r nginx_rps nginx_p99 nginx_bad < <(KEYS_FILE="$work/keys.txt" \
-  wrk_run nginx http://127.0.0.1:18080/v1/prices -s "$http/bearer.lua")
+read -r nginx_rps nginx_p99 nginx_bad nginx_cpu nginx_client < <(KEYS_FILE="$work/keys.txt" \
+  wrk_run nginx "$nginx_pids" http://127.0.0.1:18080/v1/prices -s "$http/bearer.lua")
 KEYS_FILE="$work/keys.txt" wrk -t1 -c$conns -d"$(walk_for "$keys_n")" -s bench/walk-get.lua http://127.0.0.1:18082/v1/prices >/dev/null
-read -r gw_rps gw_p99 gw_bad < <(KEYS_FILE="$work/keys.txt" \
-  wrk_run gateway http://127.0.0.1:18082/v1/prices -s "$http/bearer.lua")
+read -r gw_rps gw_p99 gw_bad gw_cpu gw_client < <(KEYS_FILE="$work/keys.txt" \
+  wrk_run gateway "$gateway_pid $nginx_pids" http://127.0.0.1:18082/v1/prices -s "$http/bearer.lua")
 for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 "$http/nginx-peer.sh" stop >/dev/null 2>&1 || true
 wait 2>/dev/null || true
@@ -125,10 +142,13 @@ rss_full_kb=$(awk '/VmRSS/ {print $2}' /proc/$serve_pid/status)
 
 python3 - "$sha_ns" "$verify_ns" "$health_rps" "$health_p99" "$verify_rps" "$verify_p99" \
   "$verify_bad" "$nginx_rps" "$nginx_p99" "$nginx_bad" "$gw_rps" "$gw_p99" "$gw_bad" \
-  "$ready_ms" "$rss_empty_kb" "$rss_full_kb" "$big_requests" "$big_n" "$keys_n" "$duration" "$conns" <<'PY'
+  "$ready_ms" "$rss_empty_kb" "$rss_full_kb" "$big_requests" "$big_n" "$keys_n" "$duration" "$conns" \
+  "$health_cpu" "$health_client" "$verify_cpu" "$verify_client" "$nginx_cpu" "$nginx_client" \
+  "$gw_cpu" "$gw_client" <<'PY'
 import sys
 (sha, ver, h_rps, h_p99, v_rps, v_p99, v_bad, n_rps, n_p99, n_bad, g_rps, g_p99, g_bad,
- ready, rss0, rss1, big_req, big_n, keys_n, dur, conns) = sys.argv[1:]
+ ready, rss0, rss1, big_req, big_n, keys_n, dur, conns,
+ h_cpu, h_cl, v_cpu, v_cl, n_cpu, n_cl, g_cpu, g_cl) = sys.argv[1:]
 f = float
 rows = [
     ("verify, cache hit (in process)", f"{f(ver):.0f} ns", f"SHA-256 of the key: {f(sha):.0f} ns",
@@ -147,4 +167,10 @@ print(f"non-2xx answers: verify {v_bad}, nginx {n_bad}, gateway {g_bad}")
 w = [max(len(r[i]) for r in rows + [("measure", "keyward", "baseline", "ratio", "goal")]) for i in range(5)]
 for r in [("measure", "keyward", "baseline", "ratio", "goal")] + rows:
     print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
+print()
+print("CPU per request (microseconds, user+system), server side and the wrk client:")
+print(f"  GET /health            server {f(h_cpu):5.1f}  wrk {f(h_cl):5.1f}")
+print(f"  POST /v1/keys/verify   server {f(v_cpu):5.1f}  wrk {f(v_cl):5.1f}")
+print(f"  nginx key map + upstream (nginx workers)               {f(n_cpu):5.1f}  wrk {f(n_cl):5.1f}")
+print(f"  keyward gateway + upstream (keyward + nginx workers)   {f(g_cpu):5.1f}  wrk {f(g_cl):5.1f}")
 PY

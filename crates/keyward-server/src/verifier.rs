@@ -126,12 +126,16 @@ impl InlineKeyId {
 
 /// A lock-free counter of one key's `VALID` answers in one minute: the
 /// minute (mod 2^32) in the high half of `packed`, the count in the low
-/// half; 0 when empty. Other codes, and counts a new minute pushes out, go
-/// to the verifier's usage map.
+/// half; 0 when empty, [`LISTED`] when empty but still in the verifier's
+/// dirty list (its last use is not written yet). A key is in the dirty list
+/// exactly when its slot is not 0. Other codes, and counts a new minute
+/// pushes out, go to the verifier's usage map.
 #[derive(Default)]
 struct UsageSlot {
     packed: std::sync::atomic::AtomicU64,
     last_used_ms: std::sync::atomic::AtomicI64,
+    /// `last_used_at` as the store has it, as far as this node knows.
+    stored_last_used_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Which keys a verifier's caller may see; others answer `NOT_FOUND`.
@@ -202,7 +206,7 @@ pub struct Verifier {
     /// Cached keys whose usage slot is not empty: the flush empties them.
     dirty: Mutex<Vec<Arc<CachedKey>>>,
     /// Usage a failed flush could not write, for the next one.
-    unwritten: Mutex<Option<(UsageCounts, LastUsed)>>,
+    unwritten: Mutex<Option<Batch>>,
     /// Interned scope sets, shared by every cached key with the same set.
     scope_sets: Mutex<HashMap<Vec<Scope>, Arc<[Scope]>>>,
     /// The zero of the monotonic clock GCRA states count from.
@@ -217,10 +221,51 @@ pub struct Verifier {
     wall_at_epoch: std::sync::atomic::AtomicI64,
 }
 
-/// Verifications per (key, minute, code).
-type UsageCounts = HashMap<(InlineKeyId, i64, VerifyCode), u64>;
-/// The latest use per key.
-type LastUsed = Vec<(InlineKeyId, OffsetDateTime)>;
+/// A usage slot with no count whose key is still in the dirty list.
+const LISTED: u64 = u64::MAX;
+
+/// Rows written per statement batch, so a flush of a million keys never
+/// holds them all at once.
+const FLUSH_CHUNK: usize = 10_000;
+/// Most rows kept for the next flush when the store cannot be written.
+const MAX_UNWRITTEN: usize = 2_000_000;
+/// How far `last_used_at` may lag behind in the store.
+const LAST_USED_RESOLUTION_MS: i64 = 3_600_000;
+
+/// Usage on its way to the store. Rows repeated within a batch add up in
+/// the store.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<UsageRow>,
+    touched: Vec<(KeyId, OffsetDateTime)>,
+}
+
+impl Batch {
+    fn count(&mut self, id: InlineKeyId, minute: i64, code: VerifyCode, count: u64) {
+        if let Ok(key_id) = id.to_key_id() {
+            self.rows.push(UsageRow {
+                key_id,
+                minute,
+                code: code.as_str().to_owned(),
+                count,
+            });
+        }
+    }
+
+    fn touch(&mut self, id: InlineKeyId, at_ms: i64) {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000);
+        if let (Ok(key_id), Ok(at)) = (id.to_key_id(), at) {
+            self.touched.push((key_id, at));
+        }
+    }
+}
+
+/// What one flush wrote, or why it stopped.
+#[derive(Default)]
+struct Written {
+    rows: usize,
+    error: Option<StoreError>,
+}
 
 /// A concurrent map with a fast keyed hash (the hot path hashes a digest
 /// several times per verify; SipHash would cost more than the rest).
@@ -502,21 +547,16 @@ impl Verifier {
     async fn flush(&self, everything: bool) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering::Relaxed;
         self.return_leases(self.take_returns()).await;
-        // (key, minute, code) -> count, and key -> last use.
-        let (mut counts, mut last_used) = match self
+        let started = Instant::now();
+        let mut batch = self
             .unwritten
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
-        {
-            Some((counts, last_used)) => (counts, last_used.into_iter().collect()),
-            None => (HashMap::new(), HashMap::new()),
-        };
-        let mut used = |id: InlineKeyId, at: OffsetDateTime| {
-            let entry = last_used.entry(id).or_insert(at);
-            *entry = (*entry).max(at);
-        };
-        let now_minute = OffsetDateTime::now_utc().unix_timestamp().div_euclid(60);
+            .unwrap_or_default();
+        let mut written = Written::default();
+        let now = OffsetDateTime::now_utc();
+        let now_minute = now.unix_timestamp().div_euclid(60);
         let dirty = std::mem::take(
             &mut *self
                 .dirty
@@ -525,26 +565,38 @@ impl Verifier {
         );
         let mut still_counting = Vec::new();
         for key in dirty {
-            let current = key.usage.packed.load(Relaxed);
-            if !everything && current != 0 && slot_minute(current, now_minute) >= now_minute {
+            let slot = &key.usage;
+            let current = slot.packed.load(Relaxed);
+            let counting = current != 0 && current != LISTED;
+            if !everything && counting && slot_minute(current, now_minute) >= now_minute {
                 still_counting.push(key);
                 continue;
             }
+            // `last_used_at` moves when it is an hour past what the store
+            // has (and at shutdown): the per-minute counts say more, and
+            // rewriting every key's row every minute would cost more than
+            // all the rest. A key with a use not yet written stays listed.
+            let last = slot.last_used_ms.load(Relaxed);
+            let stored = slot.stored_last_used_ms.load(Relaxed);
+            let touch = last - stored >= LAST_USED_RESOLUTION_MS || (everything && last > stored);
+            let pending = !everything && !touch && last > stored;
             // A verify may roll the slot over in between; what is swapped
             // out is written either way.
-            let packed = key.usage.packed.swap(0, Relaxed);
-            if packed == 0 {
-                continue;
+            let packed = slot.packed.swap(if pending { LISTED } else { 0 }, Relaxed);
+            if packed != 0 && packed != LISTED {
+                let minute = slot_minute(packed, now_minute);
+                batch.count(key.id, minute, VerifyCode::Valid, packed & 0xffff_ffff);
             }
-            let minute = slot_minute(packed, now_minute);
-            *counts
-                .entry((key.id, minute, VerifyCode::Valid))
-                .or_default() += packed & 0xffff_ffff;
-            let at = OffsetDateTime::from_unix_timestamp_nanos(
-                i128::from(key.usage.last_used_ms.load(Relaxed)) * 1_000_000,
-            )
-            .unwrap_or_else(|_| OffsetDateTime::now_utc());
-            used(key.id, at);
+            if touch {
+                slot.stored_last_used_ms.store(last, Relaxed);
+                batch.touch(key.id, last);
+            }
+            if pending {
+                still_counting.push(key);
+            }
+            if batch.rows.len() >= FLUSH_CHUNK {
+                self.write(&mut batch, &mut written).await;
+            }
         }
         // Keys whose slot was emptied count as dirty again when next used.
         self.dirty
@@ -553,58 +605,60 @@ impl Verifier {
             .extend(still_counting);
         let digests: Vec<[u8; 32]> = self.usage.iter().map(|e| *e.key()).collect();
         for digest in digests {
-            let Some(mut cell) = self.usage.get_mut(&digest) else {
-                continue;
-            };
-            let cell = &mut *cell;
-            let before = cell.counts.len();
-            cell.counts.retain(|&(minute, code, count)| {
-                let done = everything || minute < now_minute;
-                if done {
-                    *counts.entry((cell.key_id, minute, code)).or_default() += count;
+            if let Some(mut cell) = self.usage.get_mut(&digest) {
+                let cell = &mut *cell;
+                let before = cell.counts.len();
+                cell.counts.retain(|&(minute, code, count)| {
+                    let done = everything || minute < now_minute;
+                    if done {
+                        batch.count(cell.key_id, minute, code, count);
+                    }
+                    !done
+                });
+                if cell.counts.len() < before {
+                    let at = (cell.last_used.unix_timestamp_nanos() / 1_000_000) as i64;
+                    batch.touch(cell.key_id, at);
                 }
-                !done
-            });
-            if cell.counts.len() < before {
-                used(cell.key_id, cell.last_used);
+            }
+            if batch.rows.len() >= FLUSH_CHUNK {
+                self.write(&mut batch, &mut written).await;
             }
         }
         self.usage.retain(|_, cell| !cell.counts.is_empty());
-        if counts.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<UsageRow> = counts
-            .iter()
-            .filter_map(|((key_id, minute, code), count)| {
-                Some(UsageRow {
-                    key_id: key_id.to_key_id().ok()?,
-                    minute: *minute,
-                    code: code.as_str().to_owned(),
-                    count: *count,
-                })
-            })
-            .collect();
-        let last_used: LastUsed = last_used.into_iter().collect();
-        let touched: Vec<(KeyId, OffsetDateTime)> = last_used
-            .iter()
-            .filter_map(|(id, at)| Some((id.to_key_id().ok()?, *at)))
-            .collect();
-        let started = Instant::now();
-        let written = self.store.record_usage(&rows, &touched).await;
-        tracing::debug!(
-            rows = rows.len(),
-            keys = touched.len(),
-            ms = started.elapsed().as_millis() as u64,
-            "usage flushed"
-        );
-        if written.is_err() {
-            // Keep the counts for the next flush.
+        self.write(&mut batch, &mut written).await;
+        if !batch.rows.is_empty() || !batch.touched.is_empty() {
+            // Kept for the next flush, within reason.
+            batch.rows.truncate(MAX_UNWRITTEN);
+            batch.touched.truncate(MAX_UNWRITTEN);
             *self
                 .unwritten
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((counts, last_used));
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(batch);
         }
-        written
+        if written.rows > 0 || written.error.is_some() {
+            tracing::debug!(
+                rows = written.rows,
+                ms = started.elapsed().as_millis() as u64,
+                "usage flushed"
+            );
+        }
+        written.error.map_or(Ok(()), Err)
+    }
+
+    /// Writes `batch` and empties it, unless a write of this flush failed
+    /// before (the store is likely down; the rest waits for the next flush).
+    async fn write(&self, batch: &mut Batch, written: &mut Written) {
+        if written.error.is_some() || (batch.rows.is_empty() && batch.touched.is_empty()) {
+            return;
+        }
+        match self.store.record_usage(&batch.rows, &batch.touched).await {
+            Ok(()) => {
+                written.rows += batch.rows.len();
+                batch.rows.clear();
+                batch.touched.clear();
+            }
+            Err(e) => written.error = Some(e),
+        }
     }
 
     /// Flushes usage and gives back unused leased credits; for shutdown.
@@ -715,6 +769,7 @@ impl Verifier {
             other => serde_json::value::to_raw_value(other).ok(),
         };
         let credits = record.credits.map(|c| c.refill);
+        let stored_last_used = record.last_used_at;
         let extras = (metadata.is_some() || !record.ratelimits.is_empty() || credits.is_some())
             .then(|| {
                 Box::new(Extras {
@@ -743,7 +798,12 @@ impl Verifier {
             owner_generation: owner_generation as u32,
             extras,
             loaded_at: Instant::now(),
-            usage: UsageSlot::default(),
+            usage: UsageSlot {
+                stored_last_used_ms: std::sync::atomic::AtomicI64::new(
+                    stored_last_used.map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
+                ),
+                ..UsageSlot::default()
+            },
         })
     }
 
@@ -997,8 +1057,9 @@ impl Verifier {
         let stamp = (minute as u64) << 32;
         let mut current = slot.packed.load(Relaxed);
         loop {
-            let same_minute = current != 0 && current >> 32 == stamp >> 32;
-            let next = if same_minute && current & 0xffff_ffff != 0xffff_ffff {
+            let counting = current != 0 && current != LISTED;
+            let same_minute = counting && current >> 32 == stamp >> 32;
+            let next = if same_minute && current & 0xffff_ffff < 0xffff_fffe {
                 current + 1
             } else {
                 stamp | 1
@@ -1015,7 +1076,7 @@ impl Verifier {
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .push(Arc::clone(key));
-                    } else if next == stamp | 1 {
+                    } else if counting && next == stamp | 1 {
                         // A new minute (or a full counter): the old count
                         // waits in the map.
                         let old_minute = slot_minute(current, minute);
@@ -1184,7 +1245,7 @@ mod tests {
 
     #[tokio::test]
     async fn minutes_are_written_once_they_are_over_and_all_at_shutdown() {
-        let (_dir, store, keys) = store_with_keys(2).await;
+        let (_dir, store, keys) = store_with_keys(3).await;
         let verifier = Verifier::new(Arc::clone(&store), VerifierConfig::default());
         // Stay clear of a minute's end, which would make "now" the past.
         let second = OffsetDateTime::now_utc().second();
@@ -1202,12 +1263,24 @@ mod tests {
         // key's slot still holds the earlier minute.
         let first = verifier.lookup(&keys[0].digest).await.unwrap().unwrap();
         let second = verifier.lookup(&keys[1].digest).await.unwrap().unwrap();
+        // The third key was used half an hour ago: its new use is not worth
+        // rewriting its row until shutdown.
+        let half_hour_ago = now - time::Duration::minutes(30);
+        let half_hour_ago = half_hour_ago
+            .replace_millisecond(half_hour_ago.millisecond())
+            .unwrap();
+        store
+            .record_usage(&[], &[(keys[2].id.clone(), half_hour_ago)])
+            .await
+            .unwrap();
+        let third = verifier.lookup(&keys[2].digest).await.unwrap().unwrap();
         for (key, code, at, times) in [
             (&first, VerifyCode::Valid, earlier, 3),
             (&first, scope, earlier, 1),
             (&first, VerifyCode::Valid, now, 2),
             (&first, scope, now, 1),
             (&second, VerifyCode::Valid, earlier, 4),
+            (&third, VerifyCode::Valid, earlier, 1),
         ] {
             for _ in 0..times {
                 verifier.count(&key_digest(key, &keys), key, code, at);
@@ -1226,6 +1299,13 @@ mod tests {
         assert_eq!(counts(&usage(1).await), vec![(before, "VALID", 4)]);
         let touched = store.get_key(&keys[0].id).await.unwrap().unwrap();
         assert!(touched.last_used_at.is_some());
+        let last_used = |i: usize| {
+            let store = Arc::clone(&store);
+            let id = keys[i].id.clone();
+            async move { store.get_key(&id).await.unwrap().unwrap().last_used_at }
+        };
+        assert_eq!(counts(&usage(2).await), vec![(before, "VALID", 1)]);
+        assert_eq!(last_used(2).await, Some(half_hour_ago), "within the hour");
 
         // Nothing is written twice.
         verifier.flush_completed_minutes().await.unwrap();
@@ -1242,6 +1322,10 @@ mod tests {
             ]
         );
         assert_eq!(counts(&usage(1).await), vec![(before, "VALID", 4)]);
+        assert!(
+            last_used(2).await > Some(half_hour_ago),
+            "written at shutdown"
+        );
     }
 
     fn key_digest(key: &CachedKey, records: &[KeyRecord]) -> KeyDigest {

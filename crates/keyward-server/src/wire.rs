@@ -146,8 +146,8 @@ pub struct KeyView {
     pub ratelimits: Vec<RateLimit>,
     pub credits: Option<CreditsView>,
     pub ip_allowlist: Vec<String>,
-    /// When a verify last found the key (written in batches, so a few
-    /// seconds behind).
+    /// When a verify last found the key, to within an hour (written in
+    /// batches; `GET /v1/keys/{id}/usage` has per-minute counts).
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
 }
