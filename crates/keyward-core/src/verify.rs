@@ -76,7 +76,7 @@ pub struct KeyPolicy {
     pub revoked: bool,
     pub expires_at: Option<OffsetDateTime>,
     /// Shared between keys with the same scope set.
-    pub scopes: Arc<[Scope]>,
+    pub scopes: Arc<Vec<Scope>>,
     pub ip_allowlist: Box<[Cidr]>,
 }
 
@@ -88,7 +88,7 @@ impl KeyRecord {
             enabled: self.enabled,
             revoked: self.revoked_at.is_some(),
             expires_at: self.expires_at,
-            scopes: self.scopes.clone().into(),
+            scopes: Arc::new(self.scopes.clone()),
             ip_allowlist: self.ip_allowlist.clone().into(),
         }
     }

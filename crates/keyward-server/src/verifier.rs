@@ -85,10 +85,11 @@ pub struct CachedKey {
     pub owner: Arc<str>,
     pub policy: KeyPolicy,
     extras: Option<Box<Extras>>,
-    loaded_at: Instant,
+    /// When the record was read: nanoseconds since the verifier's epoch.
+    loaded_ns: u64,
     /// The owner's rate limits when the key was loaded, valid while no
     /// owner's limits changed on this node since (`owner_generation`).
-    owner_limits: Arc<[RateLimit]>,
+    owner_limits: Arc<Vec<RateLimit>>,
     /// `VALID` answers of the current minute, counted without a lock.
     usage: UsageSlot,
 }
@@ -133,9 +134,10 @@ impl InlineKeyId {
 #[derive(Default)]
 struct UsageSlot {
     packed: std::sync::atomic::AtomicU64,
-    last_used_ms: std::sync::atomic::AtomicI64,
+    /// Unix seconds of the last use.
+    last_used_s: std::sync::atomic::AtomicU32,
     /// `last_used_at` as the store has it, as far as this node knows.
-    stored_last_used_ms: std::sync::atomic::AtomicI64,
+    stored_last_used_s: std::sync::atomic::AtomicU32,
 }
 
 /// Which keys a verifier's caller may see; others answer `NOT_FOUND`.
@@ -190,7 +192,7 @@ pub struct Verifier {
     /// Lets one task at a time reread the owner table.
     owners_reload: tokio::sync::Mutex<()>,
     /// Shared by every key without limits, so they cost no allocation.
-    no_limits: Arc<[RateLimit]>,
+    no_limits: Arc<Vec<RateLimit>>,
     /// Interned API ids, shared by the cached keys of each API.
     api_ids: Mutex<HashMap<ApiId, Arc<ApiId>>>,
     /// GCRA states per owner, aligned with the owner's limits.
@@ -208,7 +210,7 @@ pub struct Verifier {
     /// Usage a failed flush could not write, for the next one.
     unwritten: Mutex<Option<Batch>>,
     /// Interned scope sets, shared by every cached key with the same set.
-    scope_sets: Mutex<HashMap<Vec<Scope>, Arc<[Scope]>>>,
+    scope_sets: Mutex<HashMap<Vec<Scope>, Arc<Vec<Scope>>>>,
     /// The zero of the monotonic clock GCRA states count from.
     epoch: Instant,
     /// Bumped by every change of any owner's limits, so keys cached with a
@@ -229,8 +231,8 @@ const LISTED: u64 = u64::MAX;
 const FLUSH_CHUNK: usize = 10_000;
 /// Most rows kept for the next flush when the store cannot be written.
 const MAX_UNWRITTEN: usize = 2_000_000;
-/// How far `last_used_at` may lag behind in the store.
-const LAST_USED_RESOLUTION_MS: i64 = 3_600_000;
+/// How far `last_used_at` may lag behind in the store, in seconds.
+const LAST_USED_RESOLUTION_S: u32 = 3600;
 
 /// Usage on its way to the store. Rows repeated within a batch add up in
 /// the store.
@@ -275,7 +277,7 @@ type Map<K, V> = DashMap<K, V, ahash::RandomState>;
 struct OwnerTable {
     /// `None` until first read, or after a change: reread before use.
     loaded_at: Option<Instant>,
-    limits: HashMap<Arc<str>, Arc<[RateLimit]>>,
+    limits: HashMap<Arc<str>, Arc<Vec<RateLimit>>>,
 }
 
 struct Lease {
@@ -307,7 +309,7 @@ impl Verifier {
                 limits: HashMap::new(),
             })),
             owners_reload: tokio::sync::Mutex::new(()),
-            no_limits: Arc::from(Vec::new()),
+            no_limits: Arc::new(Vec::new()),
             api_ids: Mutex::new(HashMap::new()),
             owner_limits: Map::default(),
             credits: Map::default(),
@@ -411,7 +413,8 @@ impl Verifier {
         };
         let instant = Instant::now();
         let fresh = |loaded_at: Instant| instant.duration_since(loaded_at) < self.config.cache_ttl;
-        if !fresh(cached.loaded_at) || cached.credits().is_some() {
+        let now_ns = instant.duration_since(self.epoch).as_nanos() as u64;
+        if !self.is_fresh(&cached, now_ns) || cached.credits().is_some() {
             return Hot::Miss(digest);
         }
         if !caller.can_access(&cached.api_id, cached.policy.environment) {
@@ -576,9 +579,10 @@ impl Verifier {
             // has (and at shutdown): the per-minute counts say more, and
             // rewriting every key's row every minute would cost more than
             // all the rest. A key with a use not yet written stays listed.
-            let last = slot.last_used_ms.load(Relaxed);
-            let stored = slot.stored_last_used_ms.load(Relaxed);
-            let touch = last - stored >= LAST_USED_RESOLUTION_MS || (everything && last > stored);
+            let last = slot.last_used_s.load(Relaxed);
+            let stored = slot.stored_last_used_s.load(Relaxed);
+            let touch = last.saturating_sub(stored) >= LAST_USED_RESOLUTION_S
+                || (everything && last > stored);
             let pending = !everything && !touch && last > stored;
             // A verify may roll the slot over in between; what is swapped
             // out is written either way.
@@ -588,8 +592,8 @@ impl Verifier {
                 batch.count(key.id, minute, VerifyCode::Valid, packed & 0xffff_ffff);
             }
             if touch {
-                slot.stored_last_used_ms.store(last, Relaxed);
-                batch.touch(key.id, last);
+                slot.stored_last_used_s.store(last, Relaxed);
+                batch.touch(key.id, i64::from(last) * 1000);
             }
             if pending {
                 still_counting.push(key);
@@ -705,7 +709,7 @@ impl Verifier {
     async fn lookup(&self, digest: &KeyDigest) -> Result<Option<Arc<CachedKey>>, StoreError> {
         let d = *digest.as_bytes();
         if let Some(cached) = self.cache.get(&d) {
-            if cached.loaded_at.elapsed() < self.config.cache_ttl {
+            if self.is_fresh(&cached, self.now_ns()) {
                 return Ok(Some(cached));
             }
         }
@@ -751,7 +755,7 @@ impl Verifier {
         &self,
         record: KeyRecord,
         owner: Arc<str>,
-        owner_limits: Arc<[RateLimit]>,
+        owner_limits: Arc<Vec<RateLimit>>,
         owner_generation: u64,
     ) -> Result<CachedKey, StoreError> {
         let scopes = {
@@ -797,10 +801,10 @@ impl Verifier {
             owner_limits,
             owner_generation: owner_generation as u32,
             extras,
-            loaded_at: Instant::now(),
+            loaded_ns: self.now_ns(),
             usage: UsageSlot {
-                stored_last_used_ms: std::sync::atomic::AtomicI64::new(
-                    stored_last_used.map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
+                stored_last_used_s: std::sync::atomic::AtomicU32::new(
+                    stored_last_used.map_or(0, unix_seconds),
                 ),
                 ..UsageSlot::default()
             },
@@ -924,7 +928,7 @@ impl Verifier {
         admit_all(&mut groups, now, cost, commit)
     }
 
-    async fn owner_limits_of(&self, owner: &Arc<str>) -> Result<Arc<[RateLimit]>, StoreError> {
+    async fn owner_limits_of(&self, owner: &Arc<str>) -> Result<Arc<Vec<RateLimit>>, StoreError> {
         let table = self.owner_table();
         if table
             .loaded_at
@@ -946,7 +950,7 @@ impl Verifier {
         let limits = rows
             .into_iter()
             .filter(|(_, limits)| !limits.is_empty())
-            .map(|(owner, limits)| (Arc::from(owner), Arc::from(limits)))
+            .map(|(owner, limits)| (Arc::from(owner), Arc::new(limits)))
             .collect();
         let fresh = Arc::new(OwnerTable {
             loaded_at: Some(started),
@@ -968,7 +972,7 @@ impl Verifier {
         )
     }
 
-    fn limits_in(&self, table: &OwnerTable, owner: &str) -> Arc<[RateLimit]> {
+    fn limits_in(&self, table: &OwnerTable, owner: &str) -> Arc<Vec<RateLimit>> {
         table
             .limits
             .get(owner)
@@ -1069,8 +1073,7 @@ impl Verifier {
                 .compare_exchange_weak(current, next, Relaxed, Relaxed)
             {
                 Ok(_) => {
-                    slot.last_used_ms
-                        .fetch_max((now.unix_timestamp_nanos() / 1_000_000) as i64, Relaxed);
+                    slot.last_used_s.fetch_max(unix_seconds(now), Relaxed);
                     if current == 0 {
                         self.dirty
                             .lock()
@@ -1124,6 +1127,11 @@ impl Verifier {
         }
     }
 
+    /// Whether a cached record is younger than the cache TTL.
+    fn is_fresh(&self, key: &CachedKey, now_ns: u64) -> bool {
+        u128::from(now_ns.saturating_sub(key.loaded_ns)) < self.config.cache_ttl.as_nanos()
+    }
+
     fn now_ns(&self) -> u64 {
         // u64 nanoseconds since start last 584 years.
         self.epoch.elapsed().as_nanos() as u64
@@ -1138,6 +1146,11 @@ impl Verifier {
             reset: now_ms + reset_ms,
         }
     }
+}
+
+/// Unix seconds as kept in usage slots (until 2106).
+fn unix_seconds(at: OffsetDateTime) -> u32 {
+    at.unix_timestamp().clamp(0, i64::from(u32::MAX)) as u32
 }
 
 /// The full minute a usage slot counts: the slot keeps it mod 2^32, so it is
@@ -1346,5 +1359,15 @@ mod tests {
         let wrap = 1_i64 << 32;
         assert_eq!(slot_minute(packed(wrap - 1), wrap + 2), wrap - 1);
         assert_eq!(slot_minute(packed(wrap + 1), wrap + 2), wrap + 1);
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// A million cached keys must stay within a few hundred megabytes: the
+    /// record plus its reference counts fits mimalloc's 160-byte class.
+    #[test]
+    fn a_cached_key_fits_in_144_bytes() {
+        assert!(std::mem::size_of::<super::CachedKey>() <= 144);
     }
 }
