@@ -1345,7 +1345,7 @@ mod tests {
         records
             .iter()
             .find(|r| r.id.as_str() == key.id())
-            .map(|r| r.digest.clone())
+            .map(|r| r.digest)
             .unwrap()
     }
 

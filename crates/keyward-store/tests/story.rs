@@ -789,19 +789,19 @@ async fn change_feed(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    assert_eq!(revoked, vec![a.digest.clone()]);
+    assert_eq!(revoked, vec![a.digest]);
 
     let feed = store.changes_after(start, 100).await.unwrap();
     let changes: Vec<Change> = feed.iter().map(|e| e.change.clone()).collect();
     assert_eq!(
         changes,
         vec![
-            Change::Key(a.digest.clone()),
-            Change::Key(b.digest.clone()),
-            Change::Key(c.digest.clone()),
+            Change::Key(a.digest),
+            Change::Key(b.digest),
+            Change::Key(c.digest),
             Change::Owner("acme".into()),
-            Change::Token(t.digest.clone()),
-            Change::Key(a.digest.clone()),
+            Change::Token(t.digest),
+            Change::Key(a.digest),
         ]
     );
     assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
