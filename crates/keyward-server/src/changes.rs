@@ -169,14 +169,10 @@ impl Cursor {
                     hi: seq - 1,
                     since: now,
                 });
+                // Gaps open in order of `lo` and splits keep their age, so
+                // the first is the oldest.
                 if self.gaps.len() > MAX_GAPS {
-                    let oldest = self
-                        .gaps
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, g)| g.since)
-                        .map_or(0, |(i, _)| i);
-                    self.gaps.remove(oldest);
+                    self.gaps.remove(0);
                 }
             }
             self.last = seq;

@@ -442,7 +442,6 @@ impl Verifier {
         if outcome.code == VerifyCode::Valid
             && (!cached.ratelimits().is_empty() || !owner_limits.is_empty())
         {
-            let now_ns = instant.duration_since(self.epoch).as_nanos() as u64;
             let (allowed, tightest) =
                 self.admit_at(&digest, &cached, &owner_limits, cost, true, now_ns);
             outcome.ratelimit = tightest.map(|s| self.to_state(s, now));
