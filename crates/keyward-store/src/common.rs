@@ -217,6 +217,50 @@ where
 {
     rows.into_iter().map(T::try_from).collect()
 }
+#[derive(sqlx::FromRow)]
+pub(crate) struct SealRow {
+    kind: String,
+    share_set: Option<Vec<u8>>,
+    threshold: Option<i64>,
+    share_digests: Option<Vec<u8>>,
+    wrapped_master: Option<Vec<u8>>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+pub(crate) fn seal_from_row(r: SealRow) -> Result<crate::SealRecord, StoreError> {
+    const T: &str = "seal";
+    let kind = crate::SealKind::parse(&r.kind).ok_or_else(|| corrupt(T, "unknown seal kind"))?;
+    let share_set = r
+        .share_set
+        .map(|s| <[u8; 4]>::try_from(s.as_slice()).map_err(|_| corrupt(T, "share set id")))
+        .transpose()?;
+    let threshold = r
+        .threshold
+        .map(|t| u8::try_from(t).map_err(|_| corrupt(T, "threshold")))
+        .transpose()?;
+    let digests = r.share_digests.unwrap_or_default();
+    if digests.len() % 32 != 0 {
+        return Err(corrupt(T, "share digests"));
+    }
+    let share_digests = digests
+        .chunks_exact(32)
+        .map(|c| {
+            let mut d = [0u8; 32];
+            d.copy_from_slice(c);
+            d
+        })
+        .collect();
+    Ok(crate::SealRecord {
+        kind,
+        share_set,
+        threshold,
+        share_digests,
+        wrapped_master: r.wrapped_master,
+        created_at: from_millis(T, r.created_at)?,
+        updated_at: from_millis(T, r.updated_at)?,
+    })
+}
 
 /// Implements [`Store`](crate::Store) for a backend type with inherent
 /// methods `reader()` and `writer()` returning its pools,
@@ -237,12 +281,33 @@ macro_rules! impl_store {
         use keyward_core::limits::{RateLimit, Refill};
         use $crate::{
             AuditFilter, BulkRevokeFilter, Change, ChangeEntry, CreditLease, KeyFilter, KeyPatch,
-            Page, Result, Rotation, Store, StoreError, UsageRow,
+            KeyringEntry, Page, Result, Rotation, SealRecord, Store, StoreError, UsageRow,
         };
+        use $crate::common::{seal_from_row, SealRow};
 
         /// Most rows one multi-row INSERT carries, well under both drivers'
         /// bind-parameter limits.
         const EVENTS_PER_INSERT: usize = 500;
+
+        async fn insert_keyring_entry(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            entry: &KeyringEntry,
+        ) -> Result<()> {
+            let inserted = sqlx::query(
+                "INSERT INTO keyring (version, wrapped_key, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(i64::from(entry.version))
+            .bind(&entry.wrapped_key)
+            .bind(millis(entry.created_at))
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(StoreError::Conflict("this keyring version exists"));
+            }
+            Ok(())
+        }
 
         async fn insert_events(
             tx: &mut sqlx::Transaction<'_, $db>,
@@ -944,6 +1009,126 @@ macro_rules! impl_store {
                 q.push(" ORDER BY id LIMIT ").push_bind(i64::from(page.limit));
                 let rows: Vec<EventRow> = q.build_query_as().fetch_all(self.reader()).await?;
                 convert(rows)
+            }
+
+            async fn seal(&self) -> Result<Option<SealRecord>> {
+                let row: Option<SealRow> = sqlx::query_as(
+                    "SELECT kind, share_set, threshold, share_digests, wrapped_master, \
+                     created_at, updated_at FROM seal WHERE id = 1",
+                )
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(seal_from_row).transpose()
+            }
+
+            async fn keyring(&self) -> Result<Vec<KeyringEntry>> {
+                let rows: Vec<(i64, Vec<u8>, i64)> = sqlx::query_as(
+                    "SELECT version, wrapped_key, created_at FROM keyring ORDER BY version",
+                )
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter()
+                    .map(|(version, wrapped_key, created_at)| {
+                        Ok(KeyringEntry {
+                            version: u32::try_from(version)
+                                .map_err(|_| corrupt("keyring", "version out of range"))?,
+                            wrapped_key,
+                            created_at: $crate::rows::from_millis("keyring", created_at)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn init_seal(
+                &self,
+                seal: &SealRecord,
+                first: &KeyringEntry,
+                event: &AuditEvent,
+            ) -> Result<()> {
+                let mut tx = self.writer().begin().await?;
+                let digests: Vec<u8> = seal.share_digests.concat();
+                let inserted = sqlx::query(
+                    "INSERT INTO seal (id, kind, share_set, threshold, share_digests, \
+                     wrapped_master, created_at, updated_at) \
+                     VALUES (1, $1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                )
+                .bind(seal.kind.as_str())
+                .bind(seal.share_set.map(|s| s.to_vec()))
+                .bind(seal.threshold.map(i64::from))
+                .bind((!digests.is_empty()).then_some(digests))
+                .bind(seal.wrapped_master.clone())
+                .bind(millis(seal.created_at))
+                .bind(millis(seal.updated_at))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    tx.rollback().await?;
+                    return Err(StoreError::Conflict("the seal is already initialised"));
+                }
+                insert_keyring_entry(&mut tx, first).await?;
+                insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn add_keyring_key(&self, entry: &KeyringEntry, event: &AuditEvent) -> Result<()> {
+                let mut tx = self.writer().begin().await?;
+                insert_keyring_entry(&mut tx, entry).await?;
+                insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn rekey_seal(
+                &self,
+                seal: &SealRecord,
+                keyring: &[KeyringEntry],
+                event: &AuditEvent,
+            ) -> Result<()> {
+                let mut tx = self.writer().begin().await?;
+                let digests: Vec<u8> = seal.share_digests.concat();
+                let updated = sqlx::query(
+                    "UPDATE seal SET kind = $1, share_set = $2, threshold = $3, \
+                     share_digests = $4, wrapped_master = $5, updated_at = $6 WHERE id = 1",
+                )
+                .bind(seal.kind.as_str())
+                .bind(seal.share_set.map(|s| s.to_vec()))
+                .bind(seal.threshold.map(i64::from))
+                .bind((!digests.is_empty()).then_some(digests))
+                .bind(seal.wrapped_master.clone())
+                .bind(millis(seal.updated_at))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    tx.rollback().await?;
+                    return Err(StoreError::NotFound);
+                }
+                for entry in keyring {
+                    let changed = sqlx::query("UPDATE keyring SET wrapped_key = $2 WHERE version = $1")
+                        .bind(i64::from(entry.version))
+                        .bind(&entry.wrapped_key)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if changed == 0 {
+                        tx.rollback().await?;
+                        return Err(StoreError::Conflict(
+                            "the keyring changed during the rekey",
+                        ));
+                    }
+                }
+                insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
+                let mut tx = self.writer().begin().await?;
+                insert_events(&mut tx, events).await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn latest_change(&self) -> Result<i64> {

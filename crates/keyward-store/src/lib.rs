@@ -184,6 +184,57 @@ pub struct AuditFilter {
     pub action: Option<String>,
 }
 
+/// Where the master key lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealKind {
+    File,
+    Shamir,
+    Pkcs11,
+}
+
+impl SealKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SealKind::File => "file",
+            SealKind::Shamir => "shamir",
+            SealKind::Pkcs11 => "pkcs11",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SealKind> {
+        match s {
+            "file" => Some(SealKind::File),
+            "shamir" => Some(SealKind::Shamir),
+            "pkcs11" => Some(SealKind::Pkcs11),
+            _ => None,
+        }
+    }
+}
+
+/// The stored seal: how the master key is kept. Holds nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealRecord {
+    pub kind: SealKind,
+    /// `shamir`: the share set's id.
+    pub share_set: Option<[u8; 4]>,
+    /// `shamir`: how many shares unseal.
+    pub threshold: Option<u8>,
+    /// `shamir`: SHA-256 digests of the issued shares, in index order.
+    pub share_digests: Vec<[u8; 32]>,
+    /// `pkcs11`: the master key wrapped by the HSM's key.
+    pub wrapped_master: Option<Vec<u8>>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// One keyring version, wrapped by the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyringEntry {
+    pub version: u32,
+    pub wrapped_key: Vec<u8>,
+    pub created_at: OffsetDateTime,
+}
+
 /// Everything Keyward persists. Implementations must make every method that
 /// returns `Ok` durable before returning.
 #[async_trait]
@@ -289,6 +340,32 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
 
     async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> Result<Vec<AuditEvent>>;
+
+    /// The seal, once initialised.
+    async fn seal(&self) -> Result<Option<SealRecord>>;
+    /// The keyring's versions, lowest first.
+    async fn keyring(&self) -> Result<Vec<KeyringEntry>>;
+    /// Stores the seal and the keyring's first version; `Conflict` when the
+    /// seal was initialised before (by this node or another).
+    async fn init_seal(
+        &self,
+        seal: &SealRecord,
+        first: &KeyringEntry,
+        event: &AuditEvent,
+    ) -> Result<()>;
+    /// Adds a keyring version; `Conflict` when it exists.
+    async fn add_keyring_key(&self, entry: &KeyringEntry, event: &AuditEvent) -> Result<()>;
+    /// Replaces the seal and every keyring version's wrapping (a rekey: new
+    /// master key, new shares) in one transaction.
+    async fn rekey_seal(
+        &self,
+        seal: &SealRecord,
+        keyring: &[KeyringEntry],
+        event: &AuditEvent,
+    ) -> Result<()>;
+    /// Appends events that record no change of stored state (an unseal, a
+    /// seal).
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
 
     /// The newest change-feed sequence number (0 for an empty feed): where a
     /// node that starts with empty caches begins reading.

@@ -12,8 +12,8 @@ use keyward_core::{
     KeyState, PlaintextKey, Prefix, Scope, TokenId,
 };
 use keyward_store::{
-    AuditFilter, BulkRevokeFilter, Change, CreditsPatch, KeyFilter, KeyPatch, Page, PgStore,
-    Rotation, Store, StoreError, UsageRow,
+    AuditFilter, BulkRevokeFilter, Change, CreditsPatch, KeyFilter, KeyPatch, KeyringEntry, Page,
+    PgStore, Rotation, SealKind, SealRecord, Store, StoreError, UsageRow,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -829,6 +829,120 @@ async fn change_feed(store: Arc<dyn Store>) {
     assert!(store.changes_after(0, 10).await.unwrap().is_empty());
 }
 
+async fn seal_and_keyring(store: Arc<dyn Store>) {
+    assert!(store.seal().await.unwrap().is_none());
+    assert!(store.keyring().await.unwrap().is_empty());
+    let seal = SealRecord {
+        kind: SealKind::Shamir,
+        share_set: Some([1, 2, 3, 4]),
+        threshold: Some(2),
+        share_digests: vec![[7u8; 32], [8u8; 32], [9u8; 32]],
+        wrapped_master: None,
+        created_at: now(),
+        updated_at: now(),
+    };
+    let first = KeyringEntry {
+        version: 1,
+        wrapped_key: vec![1; 60],
+        created_at: now(),
+    };
+    store
+        .init_seal(&seal, &first, &event("seal.init", "seal"))
+        .await
+        .unwrap();
+    assert_eq!(store.seal().await.unwrap().as_ref(), Some(&seal));
+    // A second initialisation (another node, a retry) changes nothing.
+    let other = SealRecord {
+        kind: SealKind::File,
+        share_set: None,
+        threshold: None,
+        share_digests: vec![],
+        ..seal.clone()
+    };
+    let err = store
+        .init_seal(&other, &first, &event("seal.init", "seal"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)));
+    assert_eq!(store.seal().await.unwrap().as_ref(), Some(&seal));
+
+    let second = KeyringEntry {
+        version: 2,
+        wrapped_key: vec![2; 60],
+        created_at: now(),
+    };
+    store
+        .add_keyring_key(&second, &event("keyring.rotate", "keyring"))
+        .await
+        .unwrap();
+    let err = store
+        .add_keyring_key(&second, &event("keyring.rotate", "keyring"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)));
+    assert_eq!(
+        store.keyring().await.unwrap(),
+        vec![first.clone(), second.clone()]
+    );
+
+    // A rekey replaces the seal and every wrapping at once.
+    let rekeyed = SealRecord {
+        kind: SealKind::Pkcs11,
+        share_set: None,
+        threshold: None,
+        share_digests: vec![],
+        wrapped_master: Some(vec![5; 60]),
+        updated_at: now(),
+        ..seal.clone()
+    };
+    let rewrapped = vec![
+        KeyringEntry {
+            wrapped_key: vec![3; 60],
+            ..first.clone()
+        },
+        KeyringEntry {
+            wrapped_key: vec![4; 60],
+            ..second.clone()
+        },
+    ];
+    store
+        .rekey_seal(&rekeyed, &rewrapped, &event("seal.rekey", "seal"))
+        .await
+        .unwrap();
+    assert_eq!(store.seal().await.unwrap(), Some(rekeyed.clone()));
+    assert_eq!(store.keyring().await.unwrap(), rewrapped);
+    // A rekey that names a version the keyring lacks changes nothing.
+    let stray = vec![KeyringEntry {
+        version: 9,
+        wrapped_key: vec![6; 60],
+        created_at: now(),
+    }];
+    assert!(store
+        .rekey_seal(&seal, &stray, &event("seal.rekey", "seal"))
+        .await
+        .is_err());
+    assert_eq!(store.seal().await.unwrap(), Some(rekeyed));
+
+    store
+        .append_audit(&[event("seal.unseal", "seal")])
+        .await
+        .unwrap();
+    let actions: Vec<String> = store
+        .list_audit(&AuditFilter::default(), &page(100))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    for action in ["seal.init", "keyring.rotate", "seal.rekey", "seal.unseal"] {
+        assert_eq!(
+            actions.iter().filter(|a| *a == action).count(),
+            1,
+            "{action} in {actions:?}"
+        );
+    }
+}
+
 macro_rules! story {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -864,6 +978,7 @@ story!(
     limits_credits_and_usage,
     keys_created_in_bulk_are_all_or_nothing,
     change_feed,
+    seal_and_keyring,
 );
 
 /// A store in a fresh schema of the server `KEYWARD_TEST_POSTGRES_URL` names.
