@@ -88,10 +88,12 @@ pub enum AdminScope {
     TokensRead,
     TokensWrite,
     AuditRead,
+    /// Seal operations: initialise, seal, rotate the keyring.
+    SysWrite,
 }
 
 impl AdminScope {
-    pub const ALL: [AdminScope; 8] = [
+    pub const ALL: [AdminScope; 9] = [
         AdminScope::ApisRead,
         AdminScope::ApisWrite,
         AdminScope::KeysRead,
@@ -100,6 +102,7 @@ impl AdminScope {
         AdminScope::TokensRead,
         AdminScope::TokensWrite,
         AdminScope::AuditRead,
+        AdminScope::SysWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +115,7 @@ impl AdminScope {
             AdminScope::TokensRead => "tokens:read",
             AdminScope::TokensWrite => "tokens:write",
             AdminScope::AuditRead => "audit:read",
+            AdminScope::SysWrite => "sys:write",
         }
     }
 

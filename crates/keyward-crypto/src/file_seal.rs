@@ -73,6 +73,16 @@ pub fn load_or_create(path: &Path) -> Result<(MasterKey, bool), CryptoError> {
     }
 }
 
+/// Reads the master key from `path` without creating it: `None` when the
+/// file does not exist.
+pub fn load(path: &Path) -> Result<Option<MasterKey>, CryptoError> {
+    match read(path) {
+        Ok(key) => Ok(Some(key)),
+        Err(ReadError::Missing) => Ok(None),
+        Err(ReadError::Other(e)) => Err(e),
+    }
+}
+
 enum ReadError {
     Missing,
     Other(CryptoError),

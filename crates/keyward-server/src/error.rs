@@ -28,6 +28,13 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("{0}")]
     Conflict(&'static str),
+    /// The server is sealed (or its seal was never initialised): what needs
+    /// the keyring waits for an unseal.
+    #[error("{0}")]
+    Sealed(&'static str),
+    /// An unseal share was refused; the shares given so far are kept.
+    #[error("{0}")]
+    InvalidShare(keyward_crypto::shamir::ShareError),
     /// The bulk revocation named no criterion.
     #[error("a bulk revocation needs at least one filter")]
     EmptyFilter,
@@ -64,6 +71,8 @@ impl ApiError {
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
             ApiError::EmptyFilter => (StatusCode::BAD_REQUEST, "EMPTY_FILTER"),
+            ApiError::Sealed(_) => (StatusCode::SERVICE_UNAVAILABLE, "SEALED"),
+            ApiError::InvalidShare(_) => (StatusCode::BAD_REQUEST, "INVALID_SHARE"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
@@ -90,6 +99,26 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(what) => ApiError::Conflict(what),
             StoreError::NotFound => ApiError::NotFound("record"),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<crate::seal::SealError> for ApiError {
+    fn from(e: crate::seal::SealError) -> Self {
+        use crate::seal::SealError;
+        match e {
+            SealError::Sealed => ApiError::Sealed("the server is sealed: unseal it first"),
+            SealError::NotInitialized => {
+                ApiError::Sealed("the seal is not initialised: run `keyward operator init`")
+            }
+            SealError::AlreadyInitialized => ApiError::Conflict("the seal is already initialised"),
+            SealError::AlreadyUnsealed => ApiError::Conflict("the server is already unsealed"),
+            SealError::WrongSeal(_) => {
+                ApiError::Conflict("this operation does not apply to this server's seal")
+            }
+            SealError::Share(e) => ApiError::InvalidShare(e),
+            SealError::Store(e) => e.into(),
             other => ApiError::internal(other),
         }
     }

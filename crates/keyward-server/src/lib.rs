@@ -11,6 +11,7 @@
 //! - [`verifier`]: the verify hot path — cache, limits, credits, usage.
 //! - [`gateway`]: the reverse proxy that verifies keys in front of an API.
 //! - [`changes`]: follows the store's change feed into this node's caches.
+//! - [`seal`]: the master key's seal and, when unsealed, the keyring.
 //! - [`wire`]: the JSON request and response shapes (the public contract).
 //! - [`error`]: the table from failures to status codes and stable `code`s.
 
@@ -21,6 +22,7 @@ pub mod changes;
 pub mod error;
 pub mod gateway;
 pub mod handlers;
+pub mod seal;
 pub mod settings;
 pub mod verifier;
 pub mod wire;
@@ -92,6 +94,8 @@ pub struct AppState {
     /// Admin tokens recently seen, so authenticating a verify call costs no
     /// query.
     pub tokens: Arc<auth::TokenCache>,
+    /// The seal, and the keyring when unsealed.
+    pub barrier: Arc<seal::Barrier>,
 }
 
 /// A server bound to its listener and ready to run.
@@ -119,6 +123,11 @@ impl Application {
     /// Like [`Application::build`] with a store opened by the caller.
     pub async fn with_store(settings: Settings, store: Arc<dyn Store>) -> Result<Self, StartError> {
         let root_token = bootstrap(store.as_ref()).await?;
+        let barrier = Arc::new(
+            seal::Barrier::open(&settings.seal, &settings.data_dir, Arc::clone(&store))
+                .await
+                .map_err(|e| StartError::Seal(e.to_string()))?,
+        );
         let listener = TcpListener::bind(settings.listen).await?;
         let config = settings.verify.config();
         let verifier = Arc::new(Verifier::new(Arc::clone(&store), config.clone()));
@@ -133,6 +142,7 @@ impl Application {
             store,
             verifier: Arc::clone(&verifier),
             tokens,
+            barrier,
         });
         let gateway = match settings.gateway {
             Some(config) => {
@@ -238,6 +248,8 @@ pub enum StartError {
     Random(#[from] getrandom::Error),
     #[error("invalid settings: {0}")]
     Settings(String),
+    #[error("cannot open the seal: {0}")]
+    Seal(String),
 }
 
 /// The OpenAPI document of everything the router serves, built from the same
@@ -261,6 +273,7 @@ pub fn openapi() -> OpenApiDoc {
         (name = "tokens", description = "Admin tokens"),
         (name = "audit", description = "The audit log"),
         (name = "system", description = "Health and readiness"),
+        (name = "sys", description = "The seal: status, init, unseal, seal, keyring rotation"),
     )
 )]
 struct ApiDoc;
@@ -278,7 +291,7 @@ impl Modify for BearerAuth {
 }
 
 fn api_router() -> OpenApiRouter<Arc<AppState>> {
-    use handlers::{apis, audit, keys, system, tokens};
+    use handlers::{apis, audit, keys, sys, system, tokens};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
         .routes(routes!(system::ready))
@@ -298,6 +311,11 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(sys::seal_status))
+        .routes(routes!(sys::init))
+        .routes(routes!(sys::unseal))
+        .routes(routes!(sys::seal))
+        .routes(routes!(sys::rotate))
 }
 
 fn router(state: Arc<AppState>) -> Router {

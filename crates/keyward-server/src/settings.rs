@@ -18,7 +18,7 @@ use std::time::Duration;
 pub struct Settings {
     /// Address of the HTTP listener.
     pub listen: SocketAddr,
-    /// Directory for the embedded database (and, later, seal files).
+    /// Directory for the embedded database and the `file` seal's key.
     pub data_dir: PathBuf,
     /// `postgres://…` for the multi-node store, or `sqlite://PATH`; when
     /// unset, `keyward.db` in `data_dir`.
@@ -28,6 +28,9 @@ pub struct Settings {
     /// A gateway to run inside the server (`[gateway]` with `listen`,
     /// `upstream` and `[[gateway.route]]`s).
     pub gateway: Option<crate::gateway::GatewayConfig>,
+    /// Where the master key lives (`[seal]`, `type` = `file`, `shamir` or
+    /// `pkcs11`).
+    pub seal: crate::seal::SealSettings,
 }
 
 /// The `[verify]` section: cache, negative cache, usage flushing and credit
@@ -96,6 +99,7 @@ impl Default for Settings {
             database_url: None,
             verify: VerifySettings::default(),
             gateway: None,
+            seal: crate::seal::SealSettings::default(),
         }
     }
 }

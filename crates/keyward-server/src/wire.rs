@@ -493,6 +493,72 @@ pub struct AuditList {
     pub next_cursor: Option<String>,
 }
 
+/// The seal's state, in the shape of Vault's `sys/seal-status`.
+#[derive(Serialize, ToSchema)]
+pub struct SealStatusView {
+    /// `file`, `shamir` or `pkcs11`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub initialized: bool,
+    pub sealed: bool,
+    /// Shares needed to unseal (`shamir`).
+    pub t: u8,
+    /// Shares issued (`shamir`).
+    pub n: u8,
+    /// Shares given since the last unseal or reset.
+    pub progress: u8,
+    /// The keyring's newest version, when unsealed.
+    pub keyring_version: Option<u32>,
+}
+
+impl From<crate::seal::SealStatus> for SealStatusView {
+    fn from(s: crate::seal::SealStatus) -> Self {
+        SealStatusView {
+            kind: s.kind.as_str(),
+            initialized: s.initialized,
+            sealed: s.sealed,
+            t: s.threshold,
+            n: s.shares,
+            progress: s.progress,
+            keyring_version: s.keyring_version,
+        }
+    }
+}
+
+/// `POST /v1/sys/init` (Vault's names).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SealInit {
+    /// Shares to issue, 2–255.
+    pub secret_shares: u8,
+    /// Shares needed to unseal, 2..=secret_shares.
+    pub secret_threshold: u8,
+}
+
+/// The shares, shown once.
+#[derive(Serialize, ToSchema)]
+pub struct SealInitResult {
+    /// Each share, to be given to a different operator.
+    pub keys: Vec<String>,
+    pub secret_shares: u8,
+    pub secret_threshold: u8,
+}
+
+/// `POST /v1/sys/unseal`: one share, or `reset` to forget those given.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnsealRequest {
+    pub key: Option<String>,
+    #[serde(default)]
+    pub reset: bool,
+}
+
+/// `POST /v1/sys/rotate`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct KeyringRotated {
+    pub keyring_version: u32,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     pub status: &'static str,

@@ -648,15 +648,141 @@ pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(Args)]
+pub struct OperatorArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    command: OperatorCommand,
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Show whether the server is sealed, and the unseal progress.
+    Status,
+    /// Initialise a shamir seal: prints the unseal shares, once.
+    Init {
+        /// Shares to issue (2–255), one for each operator.
+        #[arg(long, default_value_t = 5)]
+        shares: u8,
+        /// Shares needed to unseal.
+        #[arg(long, default_value_t = 3)]
+        threshold: u8,
+    },
+    /// Give one unseal share, read from standard input (never an argument,
+    /// which other users could see in the process list).
+    Unseal {
+        /// Forget the shares given so far instead.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Seal the server: the master key leaves its memory.
+    Seal,
+    /// Add a keyring version; new data is encrypted under it.
+    Rotate,
+}
+
+pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
+    let c = &args.conn;
+    let status = match args.command {
+        OperatorCommand::Status => {
+            send(
+                c,
+                Method::GET,
+                "/v1/sys/seal-status",
+                None,
+                c.token.as_deref(),
+            )
+            .await?
+        }
+        OperatorCommand::Init { shares, threshold } => {
+            let body = json!({ "secret_shares": shares, "secret_threshold": threshold });
+            let value = call(c, Method::POST, "/v1/sys/init", Some(body)).await?;
+            if c.json {
+                print_json(&value);
+            } else {
+                for (i, key) in value["keys"].as_array().into_iter().flatten().enumerate() {
+                    println!("Unseal share {}: {}", i + 1, text(key));
+                }
+                println!();
+                println!(
+                    "The server is initialised and sealed. These {shares} shares are shown \
+                     once and kept nowhere: give each to a different operator. Any \
+                     {threshold} of them unseal the server (`keyward operator unseal`) \
+                     after every start."
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        OperatorCommand::Unseal { reset } => {
+            let body = if reset {
+                json!({ "reset": true })
+            } else {
+                let share = read_secret_line("unseal share")?;
+                json!({ "key": share })
+            };
+            send(
+                c,
+                Method::POST,
+                "/v1/sys/unseal",
+                Some(body),
+                c.token.as_deref(),
+            )
+            .await?
+        }
+        OperatorCommand::Seal => call(c, Method::POST, "/v1/sys/seal", None).await?,
+        OperatorCommand::Rotate => {
+            let value = call(c, Method::POST, "/v1/sys/rotate", None).await?;
+            if c.json {
+                print_json(&value);
+            } else {
+                println!("keyring version {}", value["keyring_version"]);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if c.json {
+        print_json(&status);
+    } else {
+        let state = if status["initialized"] == json!(false) {
+            "not initialised".to_owned()
+        } else if status["sealed"] == json!(true) {
+            format!(
+                "sealed (unseal progress {}/{})",
+                status["progress"], status["t"]
+            )
+        } else {
+            format!("unsealed (keyring version {})", status["keyring_version"])
+        };
+        println!("seal: {}  {state}", text(&status["type"]));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Sends one request and returns the JSON body, or the server's error as
 /// `CODE: message`.
 async fn call(c: &Conn, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
     let Some(token) = c.token.as_deref() else {
         bail!("no admin token: set KEYWARD_TOKEN or pass --token");
     };
+    send(c, method, path, body, Some(token)).await
+}
+
+/// Like [`call`], for the few endpoints that need no token (seal status and
+/// unseal); sends the token when there is one.
+async fn send(
+    c: &Conn,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> anyhow::Result<Value> {
     let url = format!("{}{}", c.addr.trim_end_matches('/'), path);
     let client = reqwest::Client::new();
-    let mut request = client.request(method, &url).bearer_auth(token);
+    let mut request = client.request(method, &url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -680,17 +806,21 @@ async fn call(c: &Conn, method: Method, path: &str, body: Option<Value>) -> anyh
     Ok(value)
 }
 
-fn read_key_from_stdin() -> anyhow::Result<String> {
+fn read_secret_line(what: &str) -> anyhow::Result<String> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        eprintln!("key: ");
+        eprintln!("{what}: ");
     }
     let mut line = String::new();
     stdin
         .lock()
         .read_line(&mut line)
-        .context("cannot read the key")?;
+        .with_context(|| format!("cannot read the {what}"))?;
     Ok(line.trim().to_owned())
+}
+
+fn read_key_from_stdin() -> anyhow::Result<String> {
+    read_secret_line("key")
 }
 
 fn parse_json_arg(flag: &str, text: &str) -> anyhow::Result<Value> {

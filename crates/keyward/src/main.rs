@@ -39,6 +39,8 @@ enum Command {
     Owners(client::OwnersArgs),
     /// Manage admin tokens.
     Tokens(client::TokensArgs),
+    /// The seal: status, init, unseal, seal, keyring rotation.
+    Operator(client::OperatorArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Gateway(args) => serve::gateway(args).await.map(|()| ExitCode::SUCCESS),
             Command::Apis(args) => client::apis(args).await,
+            Command::Operator(args) => client::operator(args).await,
             Command::Keys(args) => client::keys(args).await,
             Command::Owners(args) => client::owners(args).await,
             Command::Tokens(args) => client::tokens(args).await,

@@ -41,6 +41,10 @@ pub struct StoreArgs {
         hide_env_values = true
     )]
     database_url: Option<String>,
+    /// Where the master key lives: file (default), shamir or pkcs11. The
+    /// pkcs11 seal takes the HSM PIN from KEYWARD_HSM_PIN.
+    #[arg(long, env = "KEYWARD_SEAL", value_name = "SEAL")]
+    seal: Option<String>,
     /// Log filter, e.g. `info` or `keyward_server=debug`.
     #[arg(
         long,
@@ -70,6 +74,19 @@ impl StoreArgs {
         }
         if let Some(url) = &self.database_url {
             settings.database_url = Some(url.clone());
+        }
+        if let Some(seal) = &self.seal {
+            settings.seal.kind = match seal.as_str() {
+                "file" => keyward_server::seal::SealType::File,
+                "shamir" => keyward_server::seal::SealType::Shamir,
+                "pkcs11" => keyward_server::seal::SealType::Pkcs11,
+                other => anyhow::bail!("unknown seal {other:?}: use file, shamir or pkcs11"),
+            };
+        }
+        // The HSM PIN comes from the environment only: a flag would show in
+        // the process list.
+        if let Ok(pin) = std::env::var("KEYWARD_HSM_PIN") {
+            settings.seal.pkcs11_pin = Some(keyward_server::seal::Pin::new(pin));
         }
         Ok(settings)
     }
@@ -105,42 +122,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         "postgres".to_owned()
     };
+    let stop = shutdown_signal()?;
     tracing::info!(addr = %app.local_addr()?, %database, "keyward is serving");
     if let Some(addr) = app.gateway_addr() {
         tracing::info!(addr = %addr?, "the gateway is serving");
     }
-    app.run_until_stopped(shutdown_signal()).await?;
+    app.run_until_stopped(stop).await?;
     tracing::info!("keyward stopped");
     Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+/// Listens for SIGINT and SIGTERM from the moment it is called — before the
+/// server says it is serving, so a signal sent right after never meets the
+/// default action — and returns a future that completes on the first.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
+        tracing::info!("shutting down: finishing in-flight requests");
+    })
 }
 
 /// Options of `keyward gateway`.
@@ -182,12 +188,13 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let stop = shutdown_signal()?;
     tracing::info!(
         addr = %listener.local_addr()?,
         upstream = %args.upstream,
         "the gateway is serving"
     );
-    keyward_server::run_gateway(settings, config, listener, shutdown_signal())
+    keyward_server::run_gateway(settings, config, listener, stop)
         .await
         .context("the gateway failed")?;
     tracing::info!("keyward gateway stopped");

@@ -367,6 +367,8 @@ fn serve_help_documents_every_option() {
         "KEYWARD_CONFIG",
         "--log",
         "KEYWARD_LOG",
+        "--seal",
+        "KEYWARD_SEAL",
     ] {
         assert!(
             help.contains(needle),
@@ -499,4 +501,64 @@ fn cli_sets_limits_credits_and_allowlists() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NAME:LIMIT:DURATION_MS"));
+}
+
+#[test]
+fn an_operator_initialises_unseals_rotates_and_seals_a_shamir_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[("KEYWARD_SEAL", "shamir")]);
+    let root = server.root_token().unwrap();
+    let text = |out: &Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout.clone()).unwrap()
+    };
+    let status = text(&server.cli("", &["operator", "status"], None));
+    assert_eq!(status.trim(), "seal: shamir  not initialised");
+
+    let init = text(&server.cli(
+        &root,
+        &["operator", "init", "--shares", "3", "--threshold", "2"],
+        None,
+    ));
+    let shares: Vec<String> = init
+        .lines()
+        .filter_map(|l| l.strip_prefix("Unseal share "))
+        .map(|l| l.split_once(": ").unwrap().1.to_owned())
+        .collect();
+    assert_eq!(shares.len(), 3);
+    assert!(init.contains("Any 2 of them unseal"));
+
+    // Shares are read from standard input, never from the command line.
+    let first = text(&server.cli("", &["operator", "unseal"], Some(&shares[2])));
+    assert_eq!(first.trim(), "seal: shamir  sealed (unseal progress 1/2)");
+    let again = server.cli("", &["operator", "unseal"], Some(&shares[2]));
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("INVALID_SHARE"));
+    let done = text(&server.cli("", &["operator", "unseal"], Some(&shares[0])));
+    assert_eq!(done.trim(), "seal: shamir  unsealed (keyring version 1)");
+
+    let rotated = text(&server.cli(&root, &["operator", "rotate"], None));
+    assert_eq!(rotated.trim(), "keyring version 2");
+    let sealed = server.cli_json(&root, &["operator", "seal"]);
+    assert_eq!(sealed["sealed"], true);
+    assert_eq!(sealed["progress"], 0);
+
+    // The shares are in no log line and nowhere on disk.
+    let log = server.log();
+    for share in &shares {
+        assert!(!log.contains(share.as_str()));
+        let mut stack = vec![dir.path().to_path_buf()];
+        while let Some(path) = stack.pop() {
+            if path.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(!bytes.windows(share.len()).any(|w| w == share.as_bytes()));
+            }
+        }
+    }
 }

@@ -12,12 +12,13 @@ use async_trait::async_trait;
 use keyward_core::limits::RateLimit;
 use keyward_core::{AdminToken, Api, ApiId, AuditEvent, KeyDigest, KeyId, KeyRecord, TokenId};
 use keyward_server::gateway::GatewayConfig;
+use keyward_server::seal::SealSettings;
 use keyward_server::settings::VerifySettings;
 use keyward_server::{Application, Settings};
 use keyward_store::{
     AuditFilter, BulkRevokeFilter, KeyFilter, KeyPatch, Page, PgStore, Rotation, SqliteStore, Store,
 };
-use keyward_store::{ChangeEntry, CreditLease, UsageRow};
+use keyward_store::{ChangeEntry, CreditLease, KeyringEntry, SealRecord, UsageRow};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -115,6 +116,26 @@ pub async fn spawn_on(
     start(inner, db_file, dir, verify, root, None).await
 }
 
+/// Starts a server on an existing store with the given seal.
+pub async fn spawn_sealed(
+    inner: Arc<dyn Store>,
+    db_file: Option<PathBuf>,
+    dir: tempfile::TempDir,
+    seal: SealSettings,
+    root: Option<String>,
+) -> TestApp {
+    start_with(
+        inner,
+        db_file,
+        dir,
+        VerifySettings::default(),
+        root,
+        None,
+        seal,
+    )
+    .await
+}
+
 async fn start(
     inner: Arc<dyn Store>,
     db_file: Option<PathBuf>,
@@ -122,6 +143,27 @@ async fn start(
     verify: VerifySettings,
     root: Option<String>,
     gateway: Option<GatewayConfig>,
+) -> TestApp {
+    start_with(
+        inner,
+        db_file,
+        dir,
+        verify,
+        root,
+        gateway,
+        SealSettings::default(),
+    )
+    .await
+}
+
+async fn start_with(
+    inner: Arc<dyn Store>,
+    db_file: Option<PathBuf>,
+    dir: tempfile::TempDir,
+    verify: VerifySettings,
+    root: Option<String>,
+    gateway: Option<GatewayConfig>,
+    seal: SealSettings,
 ) -> TestApp {
     let store = Arc::new(CountingStore {
         inner,
@@ -134,6 +176,7 @@ async fn start(
         database_url: None,
         verify,
         gateway,
+        seal,
     };
     let mut app = Application::with_store(settings, store.clone())
         .await
@@ -272,6 +315,34 @@ type R<T> = keyward_store::Result<T>;
 impl Store for CountingStore {
     async fn ping(&self) -> R<()> {
         self.inner.ping().await
+    }
+    async fn seal(&self) -> R<Option<SealRecord>> {
+        self.inner.seal().await
+    }
+    async fn keyring(&self) -> R<Vec<KeyringEntry>> {
+        self.inner.keyring().await
+    }
+    async fn init_seal(
+        &self,
+        seal: &SealRecord,
+        first: &KeyringEntry,
+        event: &AuditEvent,
+    ) -> R<()> {
+        self.inner.init_seal(seal, first, event).await
+    }
+    async fn add_keyring_key(&self, entry: &KeyringEntry, event: &AuditEvent) -> R<()> {
+        self.inner.add_keyring_key(entry, event).await
+    }
+    async fn rekey_seal(
+        &self,
+        seal: &SealRecord,
+        keyring: &[KeyringEntry],
+        event: &AuditEvent,
+    ) -> R<()> {
+        self.inner.rekey_seal(seal, keyring, event).await
+    }
+    async fn append_audit(&self, events: &[AuditEvent]) -> R<()> {
+        self.inner.append_audit(events).await
     }
     async fn bootstrap(&self, root: &AdminToken, event: &AuditEvent) -> R<bool> {
         self.inner.bootstrap(root, event).await

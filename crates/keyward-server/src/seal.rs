@@ -1,0 +1,526 @@
+//! The seal: whether this node holds the master key and the keyring, and
+//! how it comes to hold them.
+//!
+//! - `file`: the master key is read from (or created in) `master.key` in the
+//!   data directory at start; the node is unsealed from the first request.
+//! - `shamir`: the node starts sealed. An operator initialises the seal once
+//!   (`POST /v1/sys/init`, shares printed once), and after every start
+//!   operators give shares one at a time (`POST /v1/sys/unseal`) until the
+//!   threshold is reached.
+//! - `pkcs11`: the master key is stored wrapped by a key inside an HSM; the
+//!   node asks the HSM to unwrap it at start.
+//!
+//! Sealed, the node still verifies API keys — verification needs only key
+//! digests — but anything that needs the keyring answers `SEALED`. Each
+//! node of a cluster is unsealed on its own, as with Vault.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use keyward_crypto::pkcs11::{Hsm, HsmConfig};
+
+use crate::auth::Caller;
+use keyward_crypto::shamir::{self, Share, ShareError, ShareSet, ShareSetRecord, Unsealer};
+use keyward_crypto::{file_seal, CryptoError, Keyring, MasterKey, SecretKey};
+use keyward_store::{KeyringEntry, SealKind, SealRecord, Store, StoreError};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::handlers::now;
+
+/// The `[seal]` section of the settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SealSettings {
+    /// `file` (the default), `shamir` or `pkcs11`.
+    #[serde(rename = "type")]
+    pub kind: SealType,
+    /// `pkcs11`: the vendor's PKCS#11 module.
+    pub pkcs11_module: Option<PathBuf>,
+    /// `pkcs11`: the label of the token to use.
+    pub pkcs11_token_label: Option<String>,
+    /// `pkcs11`: the label of the wrapping key inside the token (created on
+    /// first use).
+    pub pkcs11_key_label: String,
+    /// `pkcs11`: the token's user PIN; better given as `KEYWARD_HSM_PIN`
+    /// than written in a file.
+    pub pkcs11_pin: Option<Pin>,
+}
+
+impl Default for SealSettings {
+    fn default() -> Self {
+        SealSettings {
+            kind: SealType::File,
+            pkcs11_module: None,
+            pkcs11_token_label: None,
+            pkcs11_key_label: "keyward-master-wrap".to_owned(),
+            pkcs11_pin: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SealType {
+    File,
+    Shamir,
+    Pkcs11,
+}
+
+impl SealType {
+    fn kind(self) -> SealKind {
+        match self {
+            SealType::File => SealKind::File,
+            SealType::Shamir => SealKind::Shamir,
+            SealType::Pkcs11 => SealKind::Pkcs11,
+        }
+    }
+}
+
+/// An HSM PIN: printed as `***`, wiped on drop.
+#[derive(Clone)]
+pub struct Pin(Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for Pin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Pin::new)
+    }
+}
+
+impl Pin {
+    pub fn new(pin: String) -> Self {
+        Pin(Zeroizing::new(pin))
+    }
+}
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Why a seal operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("the server is sealed")]
+    Sealed,
+    #[error("the seal is not initialised: run `keyward operator init`")]
+    NotInitialized,
+    #[error("the seal is already initialised")]
+    AlreadyInitialized,
+    #[error("the server is already unsealed")]
+    AlreadyUnsealed,
+    #[error("this operation needs the shamir seal; this server's seal is {0}")]
+    WrongSeal(&'static str),
+    #[error("{0}")]
+    Share(#[from] ShareError),
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// What `GET /v1/sys/seal-status` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealStatus {
+    pub kind: SealKind,
+    pub initialized: bool,
+    pub sealed: bool,
+    /// `shamir`: shares needed and issued, and shares given so far.
+    pub threshold: u8,
+    pub shares: u8,
+    pub progress: u8,
+    /// The keyring's newest version, when unsealed.
+    pub keyring_version: Option<u32>,
+}
+
+enum State {
+    /// A `shamir` seal nobody has initialised.
+    Uninitialized,
+    Sealed(Unsealer),
+    Unsealed(Unsealed),
+}
+
+struct Unsealed {
+    /// Kept while unsealed: rotation wraps new keyring keys with it.
+    master: MasterKey,
+    keyring: Arc<Keyring>,
+}
+
+/// This node's seal and, when unsealed, its keyring.
+pub struct Barrier {
+    store: Arc<dyn Store>,
+    kind: SealKind,
+    /// Issued share count, for the status (`shamir`).
+    shares: RwLock<(u8, u8)>,
+    state: RwLock<State>,
+}
+
+impl Barrier {
+    /// Opens the seal the settings name: unseals `file` and `pkcs11` seals
+    /// (initialising them on the store's first start) and leaves `shamir`
+    /// sealed. A store sealed with another kind than the settings name is
+    /// refused: silently switching seals would strand the data.
+    pub async fn open(
+        settings: &SealSettings,
+        data_dir: &Path,
+        store: Arc<dyn Store>,
+    ) -> Result<Barrier, SealError> {
+        let kind = settings.kind.kind();
+        let stored = store.seal().await?;
+        if let Some(stored) = &stored {
+            if stored.kind != kind {
+                return Err(SealError::WrongSeal(stored.kind.as_str()));
+            }
+        }
+        let barrier = Barrier {
+            store,
+            kind,
+            shares: RwLock::new((0, 0)),
+            state: RwLock::new(State::Uninitialized),
+        };
+        match kind {
+            SealKind::File => {
+                let path = data_dir.join("master.key");
+                tracing::warn!(
+                    path = %path.display(),
+                    "seal: file — the master key is stored beside the data; this protects \
+                     against theft of the database alone, not of this machine's disk"
+                );
+                if stored.is_none() {
+                    std::fs::create_dir_all(data_dir).map_err(|e| {
+                        CryptoError::Storage(format!("{}: {e}", data_dir.display()))
+                    })?;
+                    let (master, _) = file_seal::load_or_create(&path)?;
+                    barrier.unseal_with(master, true).await?;
+                } else {
+                    // A node without the key that sealed the store (another
+                    // machine, a lost file) starts sealed: it still verifies
+                    // API keys, and nothing is overwritten.
+                    barrier.become_sealed(&SealRecord {
+                        kind: SealKind::File,
+                        ..stored.clone().ok_or(SealError::NotInitialized)?
+                    })?;
+                    let opened = match file_seal::load(&path)? {
+                        Some(master) => barrier.unseal_with(master, false).await,
+                        None => Err(SealError::Invalid("master.key is missing")),
+                    };
+                    if let Err(e) = opened {
+                        tracing::error!(
+                            error = %e,
+                            path = %path.display(),
+                            "cannot unseal: this store was sealed with another master.key; \
+                             copy the key of the node that initialised it. Serving sealed: \
+                             API keys verify, the keyring is unavailable"
+                        );
+                    }
+                }
+            }
+            SealKind::Shamir => {
+                if let Some(stored) = stored {
+                    barrier.become_sealed(&stored)?;
+                }
+            }
+            SealKind::Pkcs11 => {
+                let config = hsm_config(settings)?;
+                let stored_wrapped = match &stored {
+                    Some(stored) => Some(stored.wrapped_master.clone().ok_or(
+                        SealError::Invalid("the stored pkcs11 seal has no wrapped master key"),
+                    )?),
+                    None => None,
+                };
+                // One blocking call does all the HSM work: a PKCS#11 session
+                // belongs to one thread at a time.
+                let (master, wrapped) = blocking(move || {
+                    let hsm = Hsm::open(&config, true)?;
+                    let result = match stored_wrapped {
+                        Some(wrapped) => hsm.unwrap(&wrapped).map(|master| (master, None)),
+                        None => MasterKey::generate().and_then(|master| {
+                            let wrapped = hsm.wrap(&master)?;
+                            Ok((master, Some(wrapped)))
+                        }),
+                    };
+                    hsm.close();
+                    result
+                })
+                .await?;
+                if let Some(wrapped) = wrapped {
+                    barrier
+                        .initialise_store(&master, None, Some(wrapped), None)
+                        .await
+                        .map_err(|e| match e {
+                            SealError::Store(StoreError::Conflict(_)) => SealError::Invalid(
+                                "another node initialised the seal at the same time; restart",
+                            ),
+                            e => e,
+                        })?;
+                }
+                tracing::info!("seal: pkcs11 — the master key was unwrapped by the HSM");
+                barrier.unseal_with(master, false).await?;
+            }
+        }
+        Ok(barrier)
+    }
+
+    pub fn kind(&self) -> SealKind {
+        self.kind
+    }
+
+    pub fn status(&self) -> SealStatus {
+        let (shares, threshold) = *self.shares.read().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let (initialized, sealed, progress, keyring_version) = match &*state {
+            State::Uninitialized => (false, true, 0, None),
+            State::Sealed(unsealer) => (true, true, unsealer.progress().given, None),
+            State::Unsealed(u) => (true, false, 0, Some(u.keyring.active_version())),
+        };
+        SealStatus {
+            kind: self.kind,
+            initialized,
+            sealed,
+            threshold,
+            shares,
+            progress,
+            keyring_version,
+        }
+    }
+
+    /// The keyring, or `Sealed`.
+    pub fn keyring(&self) -> Result<Arc<Keyring>, SealError> {
+        match &*self.state.read().unwrap_or_else(|e| e.into_inner()) {
+            State::Unsealed(u) => Ok(Arc::clone(&u.keyring)),
+            State::Uninitialized => Err(SealError::NotInitialized),
+            State::Sealed(_) => Err(SealError::Sealed),
+        }
+    }
+
+    /// Initialises a `shamir` seal: a new master key, split into `shares`
+    /// of which `threshold` unseal, and the keyring's first version. The
+    /// shares are returned once and stored nowhere. The node stays sealed.
+    pub async fn init(
+        &self,
+        shares: u8,
+        threshold: u8,
+        caller: &Caller,
+    ) -> Result<ShareSet, SealError> {
+        if self.kind != SealKind::Shamir {
+            return Err(SealError::WrongSeal(self.kind.as_str()));
+        }
+        if !matches!(
+            *self.state.read().unwrap_or_else(|e| e.into_inner()),
+            State::Uninitialized
+        ) {
+            return Err(SealError::AlreadyInitialized);
+        }
+        let master = MasterKey::generate()?;
+        let set = shamir::split(&master, shares, threshold)?;
+        let record = self
+            .initialise_store(&master, Some(&set), None, Some(caller))
+            .await;
+        let record = match record {
+            Err(SealError::Store(StoreError::Conflict(_))) => {
+                return Err(SealError::AlreadyInitialized)
+            }
+            other => other?,
+        };
+        self.become_sealed(&record)?;
+        Ok(set)
+    }
+
+    /// Takes one share. Returns the status; the node is unsealed when the
+    /// threshold is reached. A refused share leaves the progress as it was.
+    pub async fn unseal(&self, text: &str) -> Result<SealStatus, SealError> {
+        if self.kind != SealKind::Shamir {
+            return Err(SealError::WrongSeal(self.kind.as_str()));
+        }
+        let share = Share::parse(text)?;
+        let master = {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            match &mut *state {
+                State::Uninitialized => return Err(SealError::NotInitialized),
+                State::Unsealed(_) => return Err(SealError::AlreadyUnsealed),
+                State::Sealed(unsealer) => unsealer.offer(share)?.1,
+            }
+        };
+        if let Some(master) = master {
+            self.unseal_with(master, false).await?;
+        }
+        Ok(self.status())
+    }
+
+    /// Forgets the shares given so far.
+    pub fn reset_unseal(&self) {
+        if let State::Sealed(unsealer) = &mut *self.state.write().unwrap_or_else(|e| e.into_inner())
+        {
+            unsealer.reset();
+        }
+    }
+
+    /// Drops the master key and keyring from memory. A `shamir` node then
+    /// needs its shares again; `file` and `pkcs11` nodes unseal at their
+    /// next start.
+    pub async fn seal(&self) -> Result<(), SealError> {
+        let record = self.store.seal().await?.ok_or(SealError::NotInitialized)?;
+        self.become_sealed(&record)
+    }
+
+    /// Adds a keyring version wrapped by the master key; new envelopes use
+    /// it. Returns the new version.
+    pub async fn rotate(&self, event: &keyward_core::AuditEvent) -> Result<u32, SealError> {
+        let (version, wrapped) = {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let State::Unsealed(u) = &*state else {
+                return Err(SealError::Sealed);
+            };
+            let version = u.keyring.active_version() + 1;
+            let key = SecretKey::generate()?;
+            (version, u.master.wrap_keyring_key(version, &key)?)
+        };
+        let entry = KeyringEntry {
+            version,
+            wrapped_key: wrapped,
+            created_at: now(),
+        };
+        self.store.add_keyring_key(&entry, event).await?;
+        self.reload_keyring().await?;
+        Ok(version)
+    }
+
+    /// Reads the keyring again, for versions another node added.
+    pub async fn reload_keyring(&self) -> Result<(), SealError> {
+        let entries = self.store.keyring().await?;
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if let State::Unsealed(u) = &mut *state {
+            let keyring = u.master.open_keyring(
+                entries
+                    .iter()
+                    .map(|e| (e.version, e.wrapped_key.as_slice())),
+            )?;
+            u.keyring = Arc::new(keyring);
+        }
+        Ok(())
+    }
+
+    fn become_sealed(&self, record: &SealRecord) -> Result<(), SealError> {
+        let next = match record.kind {
+            SealKind::Shamir => {
+                let (Some(set), Some(threshold)) = (record.share_set, record.threshold) else {
+                    return Err(SealError::Invalid(
+                        "the stored shamir seal lacks its share set",
+                    ));
+                };
+                *self.shares.write().unwrap_or_else(|e| e.into_inner()) =
+                    (record.share_digests.len() as u8, threshold);
+                State::Sealed(Unsealer::new(ShareSetRecord {
+                    set,
+                    threshold,
+                    digests: record.share_digests.clone(),
+                }))
+            }
+            // An automatically unsealed node that was sealed by hand stays
+            // sealed until its next start; it has no shares to collect.
+            SealKind::File | SealKind::Pkcs11 => State::Sealed(Unsealer::new(ShareSetRecord {
+                set: [0; 4],
+                threshold: u8::MAX,
+                digests: Vec::new(),
+            })),
+        };
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+
+    /// Opens the keyring with `master` and holds both. With `initialise`,
+    /// the store's seal and first keyring version are written first.
+    async fn unseal_with(&self, master: MasterKey, initialise: bool) -> Result<(), SealError> {
+        if initialise {
+            match self.initialise_store(&master, None, None, None).await {
+                Ok(_) | Err(SealError::Store(StoreError::Conflict(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let entries = self.store.keyring().await?;
+        let keyring = master.open_keyring(
+            entries
+                .iter()
+                .map(|e| (e.version, e.wrapped_key.as_slice())),
+        );
+        let keyring = match keyring {
+            Ok(keyring) => keyring,
+            Err(e) => {
+                // Shares that pass their digests but do not open the
+                // keyring mean a damaged store; start over.
+                self.reset_unseal();
+                return Err(e.into());
+            }
+        };
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = State::Unsealed(Unsealed {
+            master,
+            keyring: Arc::new(keyring),
+        });
+        Ok(())
+    }
+
+    async fn initialise_store(
+        &self,
+        master: &MasterKey,
+        shares: Option<&ShareSet>,
+        wrapped_master: Option<Vec<u8>>,
+        caller: Option<&Caller>,
+    ) -> Result<SealRecord, SealError> {
+        let at = now();
+        let record = SealRecord {
+            kind: self.kind,
+            share_set: shares.map(|s| s.set),
+            threshold: shares.map(|s| s.threshold),
+            share_digests: shares.map(ShareSet::digests).unwrap_or_default(),
+            wrapped_master,
+            created_at: at,
+            updated_at: at,
+        };
+        let first = KeyringEntry {
+            version: 1,
+            wrapped_key: master.wrap_keyring_key(1, &SecretKey::generate()?)?,
+            created_at: at,
+        };
+        let details = serde_json::json!({
+            "seal": self.kind.as_str(),
+            "shares": shares.map(|s| s.shares.len()),
+            "threshold": shares.map(|s| s.threshold),
+        });
+        let event = crate::handlers::audit_event(caller, "seal.init", "seal", details, at)
+            .map_err(|_| SealError::Crypto(CryptoError::Random))?;
+        self.store.init_seal(&record, &first, &event).await?;
+        Ok(record)
+    }
+}
+
+fn hsm_config(settings: &SealSettings) -> Result<HsmConfig, SealError> {
+    let (Some(module), Some(token_label), Some(pin)) = (
+        settings.pkcs11_module.clone(),
+        settings.pkcs11_token_label.clone(),
+        settings.pkcs11_pin.clone(),
+    ) else {
+        return Err(SealError::Invalid(
+            "the pkcs11 seal needs pkcs11_module, pkcs11_token_label and a PIN \
+             (KEYWARD_HSM_PIN or pkcs11_pin)",
+        ));
+    };
+    Ok(HsmConfig {
+        module,
+        token_label,
+        pin: pin.0,
+        key_label: settings.pkcs11_key_label.clone(),
+    })
+}
+
+/// Runs a blocking HSM call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CryptoError> + Send + 'static,
+) -> Result<T, SealError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| SealError::Invalid("an HSM call panicked"))?
+        .map_err(SealError::from)
+}

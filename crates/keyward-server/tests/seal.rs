@@ -1,0 +1,462 @@
+//! The seal over HTTP: a `shamir` server that starts sealed, is initialised
+//! once, is unsealed share by share across restarts and keeps verifying keys
+//! while sealed; the `file` default; the `pkcs11` seal on a fresh SoftHSM2
+//! token unsealing itself after a restart; and no master key on disk.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic in a test is a failed test.
+
+mod support;
+
+use std::path::Path;
+
+use keyward_crypto::pkcs11::{Hsm, HsmConfig};
+use keyward_crypto::shamir::{self, Share};
+use keyward_server::seal::{Pin, SealSettings, SealType};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use support::{fresh_store, spawn_sealed, Backend, TestApp};
+use zeroize::Zeroizing;
+
+fn shamir_settings() -> SealSettings {
+    SealSettings {
+        kind: SealType::Shamir,
+        ..SealSettings::default()
+    }
+}
+
+async fn status(app: &TestApp) -> Value {
+    let (code, body) = app
+        .call(Method::GET, "/v1/sys/seal-status", None, None)
+        .await;
+    assert_eq!(code, StatusCode::OK);
+    body
+}
+
+async fn unseal(app: &TestApp, key: &str) -> (StatusCode, Value) {
+    app.call(
+        Method::POST,
+        "/v1/sys/unseal",
+        None,
+        Some(json!({ "key": key })),
+    )
+    .await
+}
+
+/// Every file under `dir`, searched for `needle` as raw bytes and as hex.
+fn directory_contains(dir: &Path, needle: &[u8]) -> bool {
+    let hex: String = needle.iter().map(|b| format!("{b:02x}")).collect();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            if bytes.windows(needle.len()).any(|w| w == needle)
+                || bytes.windows(hex.len()).any(|w| w == hex.as_bytes())
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_while_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_owned();
+    let (store, db_file) = fresh_store(Backend::Sqlite, &data).await;
+    let mut app = spawn_sealed(store.clone(), db_file.clone(), dir, shamir_settings(), None).await;
+    let root = app.root.clone();
+
+    let s = status(&app).await;
+    assert_eq!(s["type"], "shamir");
+    assert_eq!(s["initialized"], false);
+    assert_eq!(s["sealed"], true);
+    let (code, body) = app
+        .call(Method::POST, "/v1/sys/rotate", Some(&root), None)
+        .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "SEALED");
+
+    // Keys are issued and verified while sealed: verification needs only
+    // digests.
+    let api = app.create_api("tm", &["live"]).await;
+    let key = app
+        .create_key(json!({"api_id": api, "environment": "live", "owner": "c1"}))
+        .await;
+    let plaintext = key["key"].as_str().unwrap().to_owned();
+    assert_eq!(app.verify_code(json!({ "key": plaintext })).await, "VALID");
+
+    // Initialising needs sys:write, and sane numbers.
+    let init = json!({"secret_shares": 5, "secret_threshold": 3});
+    let (code, _) = app
+        .call(Method::POST, "/v1/sys/init", None, Some(init.clone()))
+        .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let weak = app
+        .token(json!({"name": "w", "scopes": ["keys:read"]}))
+        .await;
+    let (code, _) = app
+        .call(
+            Method::POST,
+            "/v1/sys/init",
+            Some(&weak),
+            Some(init.clone()),
+        )
+        .await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    for bad in [
+        json!({"secret_shares": 5, "secret_threshold": 1}),
+        json!({"secret_shares": 2, "secret_threshold": 3}),
+        json!({"secret_shares": 300, "secret_threshold": 3}),
+    ] {
+        let (code, body) = app
+            .call(Method::POST, "/v1/sys/init", Some(&root), Some(bad))
+            .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    }
+    let shares = app
+        .ok(Method::POST, "/v1/sys/init", Some(init.clone()))
+        .await;
+    let shares: Vec<String> = shares["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(shares.len(), 5);
+    let (code, _) = app
+        .call(Method::POST, "/v1/sys/init", Some(&root), Some(init))
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    let s = status(&app).await;
+    assert_eq!(
+        (s["initialized"].clone(), s["sealed"].clone()),
+        (json!(true), json!(true))
+    );
+    assert_eq!(
+        (s["t"].clone(), s["n"].clone(), s["progress"].clone()),
+        (json!(3), json!(5), json!(0))
+    );
+
+    // Wrong shares are refused and do not cost the progress made.
+    let (code, s) = unseal(&app, &shares[0]).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(s["progress"], 1);
+    let (code, body) = unseal(&app, &shares[0]).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "INVALID_SHARE");
+    let mut typo = shares[1].clone().into_bytes();
+    typo[20] = if typo[20] == b'0' { b'1' } else { b'0' };
+    let (code, _) = unseal(&app, std::str::from_utf8(&typo).unwrap()).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (code, _) = unseal(&app, "not a share").await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(status(&app).await["progress"], 1);
+
+    // Threshold minus one shares leave it sealed.
+    let (_, s) = unseal(&app, &shares[3]).await;
+    assert_eq!(
+        (s["progress"].clone(), s["sealed"].clone()),
+        (json!(2), json!(true))
+    );
+    let (code, _) = app
+        .call(Method::POST, "/v1/sys/rotate", Some(&root), None)
+        .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    let (_, s) = unseal(&app, &shares[4]).await;
+    assert_eq!(s["sealed"], false);
+    assert_eq!(s["keyring_version"], 1);
+    let (code, _) = unseal(&app, &shares[1]).await;
+    assert_eq!(code, StatusCode::CONFLICT);
+
+    let rotated = app.ok(Method::POST, "/v1/sys/rotate", None).await;
+    assert_eq!(rotated["keyring_version"], 2);
+    assert_eq!(status(&app).await["keyring_version"], 2);
+
+    // Sealing by hand needs sys:write and takes effect at once.
+    let (code, _) = app
+        .call(Method::POST, "/v1/sys/seal", Some(&weak), None)
+        .await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    let s = app.ok(Method::POST, "/v1/sys/seal", None).await;
+    assert_eq!(s["sealed"], true);
+    assert_eq!(app.verify_code(json!({ "key": plaintext })).await, "VALID");
+
+    // A reset forgets the shares given so far.
+    unseal(&app, &shares[2]).await;
+    let (_, s) = app
+        .call(
+            Method::POST,
+            "/v1/sys/unseal",
+            None,
+            Some(json!({"reset": true})),
+        )
+        .await;
+    assert_eq!(s["progress"], 0);
+    app.stop().await;
+
+    // After a restart the node is sealed again; another subset unseals it,
+    // and the rotated keyring is all there.
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = spawn_sealed(store.clone(), db_file, dir, shamir_settings(), Some(root)).await;
+    assert_eq!(status(&app).await["sealed"], true);
+    for share in [&shares[1], &shares[2], &shares[4]] {
+        let (code, body) = unseal(&app, share).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+    }
+    let s = status(&app).await;
+    assert_eq!(
+        (s["sealed"].clone(), s["keyring_version"].clone()),
+        (json!(false), json!(2))
+    );
+
+    let audit = app.ok(Method::GET, "/v1/audit?limit=1000", None).await;
+    let actions: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for (action, count) in [
+        ("seal.init", 1),
+        ("seal.unseal", 2),
+        ("seal.seal", 1),
+        ("keyring.rotate", 1),
+    ] {
+        assert_eq!(
+            actions.iter().filter(|a| **a == action).count(),
+            count,
+            "{action}: {actions:?}"
+        );
+    }
+
+    // The master key the shares make is nowhere on disk.
+    let parsed: Vec<Share> = shares.iter().map(|s| Share::parse(s).unwrap()).collect();
+    let master = shamir::combine(parsed.iter().take(3)).unwrap();
+    assert!(!directory_contains(&data, master.secret().expose()));
+    for share in &shares {
+        assert!(!directory_contains(&data, share.as_bytes()));
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_seal_is_the_default_and_needs_no_operator() {
+    let app = support::spawn(Backend::Sqlite).await;
+    let s = status(&app).await;
+    assert_eq!(s["type"], "file");
+    assert_eq!(s["sealed"], false);
+    assert_eq!(s["keyring_version"], 1);
+    let path = app.backend_dir.as_ref().unwrap().path().join("master.key");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Init and unseal do not apply to it.
+    let (code, _) = app
+        .call(
+            Method::POST,
+            "/v1/sys/init",
+            Some(&app.root),
+            Some(json!({"secret_shares": 3, "secret_threshold": 2})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    let (code, body) = unseal(&app, "kws1_").await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_sealed_one_way_refuses_to_start_with_another_seal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db_file) = fresh_store(Backend::Sqlite, dir.path()).await;
+    let mut app = spawn_sealed(
+        store.clone(),
+        db_file.clone(),
+        dir,
+        SealSettings::default(),
+        None,
+    )
+    .await;
+    let root = app.root.clone();
+    app.stop().await;
+    let settings = keyward_server::Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: tempfile::tempdir().unwrap().path().to_owned(),
+        database_url: None,
+        verify: Default::default(),
+        gateway: None,
+        seal: shamir_settings(),
+    };
+    let err = keyward_server::Application::with_store(settings, store)
+        .await
+        .err()
+        .expect("a file-sealed store does not start as shamir");
+    assert!(err.to_string().contains("seal"), "{err}");
+    let _ = root;
+}
+
+const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+fn softhsm_token(dir: &Path) -> HsmConfig {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    // Only this test in this binary loads SoftHSM, which reads the variable
+    // when initialised.
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let out = std::process::Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "keyward-seal",
+            "--so-pin",
+            "so-pin-1",
+            "--pin",
+            "user-pin-1",
+        ])
+        .output()
+        .expect("softhsm2-util must be installed (apt-get install softhsm2)");
+    assert!(out.status.success(), "{out:?}");
+    HsmConfig {
+        module: SOFTHSM.into(),
+        token_label: "keyward-seal".into(),
+        pin: Zeroizing::new("user-pin-1".into()),
+        key_label: "keyward-master-wrap".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pkcs11_server_unseals_itself_through_softhsm_after_a_restart() {
+    assert!(Path::new(SOFTHSM).exists(), "apt-get install softhsm2");
+    let hsm_dir = tempfile::tempdir().unwrap();
+    let hsm = softhsm_token(hsm_dir.path());
+    let settings = SealSettings {
+        kind: SealType::Pkcs11,
+        pkcs11_module: Some(hsm.module.clone()),
+        pkcs11_token_label: Some(hsm.token_label.clone()),
+        pkcs11_pin: Some(Pin::new("user-pin-1".into())),
+        ..SealSettings::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_owned();
+    let (store, db_file) = fresh_store(Backend::Sqlite, &data).await;
+    let mut app = spawn_sealed(store.clone(), db_file.clone(), dir, settings.clone(), None).await;
+    let s = status(&app).await;
+    assert_eq!(
+        (s["type"].clone(), s["sealed"].clone()),
+        (json!("pkcs11"), json!(false))
+    );
+    let rotated = app.ok(Method::POST, "/v1/sys/rotate", None).await;
+    assert_eq!(rotated["keyring_version"], 2);
+    let root = app.root.clone();
+    app.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = spawn_sealed(store.clone(), db_file, dir, settings.clone(), Some(root)).await;
+    let s = status(&app).await;
+    assert_eq!(
+        (s["sealed"].clone(), s["keyring_version"].clone()),
+        (json!(false), json!(2))
+    );
+    app.stop().await;
+
+    // A wrong PIN stops the start with an error that does not echo it.
+    let wrong = SealSettings {
+        pkcs11_pin: Some(Pin::new("guessed-pin".into())),
+        ..settings
+    };
+    let err = keyward_server::Application::with_store(
+        keyward_server::Settings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data.clone(),
+            database_url: None,
+            verify: Default::default(),
+            gateway: None,
+            seal: wrong,
+        },
+        store.clone(),
+    )
+    .await
+    .err()
+    .expect("a wrong PIN does not unseal");
+    assert!(!err.to_string().contains("guessed-pin"), "{err}");
+
+    // The master key is only wrapped in the store: unwrap it as the HSM's
+    // user would and look for it in the data directory.
+    let wrapped = store.seal().await.unwrap().unwrap().wrapped_master.unwrap();
+    let master = tokio::task::spawn_blocking(move || {
+        let hsm = Hsm::open(&hsm, false).unwrap();
+        let master = hsm.unwrap(&wrapped).unwrap();
+        hsm.close();
+        master
+    })
+    .await
+    .unwrap();
+    assert!(!directory_contains(&data, master.secret().expose()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_master_key_file_serves_sealed_and_still_verifies() {
+    let first_dir = tempfile::tempdir().unwrap();
+    let first_path = first_dir.path().to_owned();
+    let (store, db_file) = fresh_store(Backend::Sqlite, &first_path).await;
+    let mut first = spawn_sealed(
+        store.clone(),
+        db_file.clone(),
+        first_dir,
+        SealSettings::default(),
+        None,
+    )
+    .await;
+    let root = first.root.clone();
+    let api = first.create_api("tm", &["live"]).await;
+    let key = first
+        .create_key(json!({"api_id": api, "environment": "live", "owner": "c1"}))
+        .await;
+    let key_file = std::fs::read(first_path.join("master.key")).unwrap();
+    first.stop().await;
+
+    // Another machine's data directory has no master.key: the node starts
+    // sealed, makes no key of its own, and verifies keys all the same.
+    let other = tempfile::tempdir().unwrap();
+    let other_path = other.path().to_owned();
+    let mut second = spawn_sealed(
+        store.clone(),
+        db_file.clone(),
+        other,
+        SealSettings::default(),
+        Some(root.clone()),
+    )
+    .await;
+    let s = status(&second).await;
+    assert_eq!(
+        (s["type"].clone(), s["sealed"].clone()),
+        (json!("file"), json!(true))
+    );
+    assert!(!other_path.join("master.key").exists());
+    assert_eq!(
+        second.verify_code(json!({ "key": key["key"] })).await,
+        "VALID"
+    );
+    second.stop().await;
+
+    // With the key copied over, it unseals at start.
+    let third = tempfile::tempdir().unwrap();
+    let copy = third.path().join("master.key");
+    std::fs::write(&copy, &key_file).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut third = spawn_sealed(store, db_file, third, SealSettings::default(), Some(root)).await;
+    assert_eq!(status(&third).await["sealed"], false);
+    third.stop().await;
+}
