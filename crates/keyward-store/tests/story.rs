@@ -13,7 +13,8 @@ use keyward_core::{
 };
 use keyward_store::{
     AuditFilter, BulkRevokeFilter, Change, CreditsPatch, KeyFilter, KeyPatch, KeyringEntry, Page,
-    PgStore, Rotation, SealKind, SealRecord, Store, StoreError, UsageRow,
+    PgStore, Rotation, SealKind, SealRecord, SecretMetaPatch, SecretMount, SecretWrite, Store,
+    StoreError, UsageRow, VersionAction,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -943,6 +944,196 @@ async fn seal_and_keyring(store: Arc<dyn Store>) {
     }
 }
 
+async fn secrets(store: Arc<dyn Store>) {
+    let mount = SecretMount {
+        path: "secret".into(),
+        environment: Environment::Live,
+        max_versions: 0,
+        cas_required: false,
+        created_at: now(),
+    };
+    store
+        .create_mount(&mount, &event("mount.create", "secret"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_mount(&mount, &event("mount.create", "secret"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_mount("secret").await.unwrap(),
+        Some(mount.clone())
+    );
+    assert_eq!(store.list_mounts().await.unwrap(), vec![mount]);
+    store
+        .configure_mount("secret", 5, true, &event("mount.config", "secret"))
+        .await
+        .unwrap();
+    let configured = store.get_mount("secret").await.unwrap().unwrap();
+    assert_eq!(
+        (configured.max_versions, configured.cas_required),
+        (5, true)
+    );
+
+    let write = |version: u64, replaces: u64, value: &[u8]| SecretWrite {
+        mount: "secret".into(),
+        path: "exchanges/binance".into(),
+        version,
+        replaces,
+        value: value.to_vec(),
+        keep: 2,
+        at: now(),
+    };
+    store
+        .write_secret(&write(1, 0, b"v1"), &event("secret.write", "x"))
+        .await
+        .unwrap();
+    // A second "first write" loses: the secret exists.
+    assert!(matches!(
+        store
+            .write_secret(&write(1, 0, b"v1b"), &event("secret.write", "x"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .write_secret(&write(2, 1, b"v2"), &event("secret.write", "x"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .write_secret(&write(2, 1, b"late"), &event("secret.write", "x"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .write_secret(&write(3, 2, b"v3"), &event("secret.write", "x"))
+        .await
+        .unwrap();
+    let meta = store
+        .secret_meta("secret", "exchanges/binance")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((meta.current_version, meta.oldest_version), (3, 2));
+    let versions = store
+        .secret_versions("secret", "exchanges/binance")
+        .await
+        .unwrap();
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert_eq!(versions[1].value.as_deref(), Some(&b"v3"[..]));
+
+    let at = now();
+    store
+        .act_on_versions(
+            "secret",
+            "exchanges/binance",
+            &[2, 9],
+            VersionAction::Delete(at),
+            &event("secret.delete", "x"),
+        )
+        .await
+        .unwrap();
+    store
+        .act_on_versions(
+            "secret",
+            "exchanges/binance",
+            &[3],
+            VersionAction::Destroy,
+            &event("secret.destroy", "x"),
+        )
+        .await
+        .unwrap();
+    let versions = store
+        .secret_versions("secret", "exchanges/binance")
+        .await
+        .unwrap();
+    assert_eq!(versions[0].deleted_at, Some(at));
+    assert!(versions[1].destroyed && versions[1].value.is_none());
+    store
+        .act_on_versions(
+            "secret",
+            "exchanges/binance",
+            &[2, 3],
+            VersionAction::Undelete,
+            &event("secret.undelete", "x"),
+        )
+        .await
+        .unwrap();
+    let versions = store
+        .secret_versions("secret", "exchanges/binance")
+        .await
+        .unwrap();
+    assert_eq!(versions[0].deleted_at, None);
+    assert!(versions[1].destroyed);
+
+    let mut custom = serde_json::Map::new();
+    custom.insert("owner".into(), "treasury".into());
+    store
+        .patch_secret_meta(
+            "secret",
+            "db/main",
+            &SecretMetaPatch {
+                max_versions: Some(3),
+                cas_required: None,
+                custom_metadata: Some(custom.clone()),
+            },
+            now(),
+            &event("secret.metadata", "x"),
+        )
+        .await
+        .unwrap();
+    let meta = store
+        .secret_meta("secret", "db/main")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((meta.current_version, meta.max_versions), (0, 3));
+    assert_eq!(meta.custom_metadata, custom);
+    assert_eq!(
+        store.secret_paths("secret", "").await.unwrap(),
+        vec!["db/main".to_owned(), "exchanges/binance".to_owned()]
+    );
+    assert_eq!(
+        store.secret_paths("secret", "exch").await.unwrap(),
+        vec!["exchanges/binance".to_owned()]
+    );
+    assert!(store
+        .delete_secret(
+            "secret",
+            "exchanges/binance",
+            &event("secret.destroy_all", "x")
+        )
+        .await
+        .unwrap());
+    assert!(!store
+        .delete_secret(
+            "secret",
+            "exchanges/binance",
+            &event("secret.destroy_all", "x")
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .secret_versions("secret", "exchanges/binance")
+        .await
+        .unwrap()
+        .is_empty());
+    // A secret under a mount that does not exist cannot be written.
+    let stray = SecretWrite {
+        mount: "nowhere".into(),
+        ..write(1, 0, b"x")
+    };
+    assert!(store
+        .write_secret(&stray, &event("secret.write", "x"))
+        .await
+        .is_err());
+}
+
 macro_rules! story {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -979,6 +1170,7 @@ story!(
     keys_created_in_bulk_are_all_or_nothing,
     change_feed,
     seal_and_keyring,
+    secrets,
 );
 
 /// A store in a fresh schema of the server `KEYWARD_TEST_POSTGRES_URL` names.
