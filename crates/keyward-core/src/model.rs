@@ -88,12 +88,16 @@ pub enum AdminScope {
     TokensRead,
     TokensWrite,
     AuditRead,
-    /// Seal operations: initialise, seal, rotate the keyring.
+    /// Seal operations: initialise, seal, rotate the keyring; mounts.
     SysWrite,
+    /// Read secrets (KV v2) in the environments the token reaches.
+    SecretsRead,
+    /// Write, delete and destroy secrets.
+    SecretsWrite,
 }
 
 impl AdminScope {
-    pub const ALL: [AdminScope; 9] = [
+    pub const ALL: [AdminScope; 11] = [
         AdminScope::ApisRead,
         AdminScope::ApisWrite,
         AdminScope::KeysRead,
@@ -103,6 +107,8 @@ impl AdminScope {
         AdminScope::TokensWrite,
         AdminScope::AuditRead,
         AdminScope::SysWrite,
+        AdminScope::SecretsRead,
+        AdminScope::SecretsWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -116,6 +122,8 @@ impl AdminScope {
             AdminScope::TokensWrite => "tokens:write",
             AdminScope::AuditRead => "audit:read",
             AdminScope::SysWrite => "sys:write",
+            AdminScope::SecretsRead => "secrets:read",
+            AdminScope::SecretsWrite => "secrets:write",
         }
     }
 

@@ -153,15 +153,21 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Unauthenticated)?;
-        let presented = header
-            .strip_prefix("Bearer ")
-            .ok_or(ApiError::Unauthenticated)?
-            .trim();
+        // `Authorization: Bearer`, or Vault's `X-Vault-Token` so that Vault
+        // clients work unchanged.
+        let presented = match parts.headers.get(AUTHORIZATION) {
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or(ApiError::Unauthenticated)?,
+            None => parts
+                .headers
+                .get("x-vault-token")
+                .and_then(|v| v.to_str().ok())
+                .ok_or(ApiError::Unauthenticated)?,
+        }
+        .trim();
         // The format check runs before any storage access: garbage costs a
         // parse, not a query.
         let parsed = ParsedKey::parse(presented).map_err(|_| ApiError::Unauthenticated)?;

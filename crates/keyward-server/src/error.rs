@@ -35,6 +35,10 @@ pub enum ApiError {
     /// An unseal share was refused; the shares given so far are kept.
     #[error("{0}")]
     InvalidShare(keyward_crypto::shamir::ShareError),
+    /// A stored ciphertext failed authentication: the database was changed
+    /// outside Keyward (or a value moved between records).
+    #[error("a stored value failed its integrity check")]
+    Tampered,
     /// The bulk revocation named no criterion.
     #[error("a bulk revocation needs at least one filter")]
     EmptyFilter,
@@ -72,6 +76,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
             ApiError::EmptyFilter => (StatusCode::BAD_REQUEST, "EMPTY_FILTER"),
             ApiError::Sealed(_) => (StatusCode::SERVICE_UNAVAILABLE, "SEALED"),
+            ApiError::Tampered => (StatusCode::INTERNAL_SERVER_ERROR, "TAMPERED"),
             ApiError::InvalidShare(_) => (StatusCode::BAD_REQUEST, "INVALID_SHARE"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
@@ -83,6 +88,9 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = %cause, "internal error");
+        }
+        if let ApiError::Tampered = &self {
+            tracing::error!("a stored ciphertext failed authentication");
         }
         let body = ErrorBody {
             error: ErrorDetail {
@@ -119,6 +127,15 @@ impl From<crate::seal::SealError> for ApiError {
             }
             SealError::Share(e) => ApiError::InvalidShare(e),
             SealError::Store(e) => e.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<keyward_crypto::CryptoError> for ApiError {
+    fn from(e: keyward_crypto::CryptoError) -> Self {
+        match e {
+            keyward_crypto::CryptoError::Tampered => ApiError::Tampered,
             other => ApiError::internal(other),
         }
     }

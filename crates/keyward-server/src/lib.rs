@@ -83,7 +83,7 @@ pub async fn run_gateway(
 
 /// Largest request body accepted. Admin requests are small; this keeps a
 /// flood of large bodies from costing memory.
-const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What every handler shares.
 pub struct AppState {
@@ -128,6 +128,7 @@ impl Application {
                 .await
                 .map_err(|e| StartError::Seal(e.to_string()))?,
         );
+        default_mount(store.as_ref()).await?;
         let listener = TcpListener::bind(settings.listen).await?;
         let config = settings.verify.config();
         let verifier = Arc::new(Verifier::new(Arc::clone(&store), config.clone()));
@@ -316,6 +317,8 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(sys::unseal))
         .routes(routes!(sys::seal))
         .routes(routes!(sys::rotate))
+        .routes(routes!(sys::list_mounts))
+        .routes(routes!(sys::mount))
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -329,10 +332,19 @@ fn router(state: Arc<AppState>) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
-        .fallback(|| async { error::ApiError::NotFound("route") })
+        .fallback(fallback)
         .layer(middleware::from_fn(log_request))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// Requests no declared route took: KV v2 operations on secrets mounts
+/// (whose paths are chosen at run time), else `NOT_FOUND`.
+async fn fallback(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: Request,
+) -> Response {
+    handlers::kv::dispatch(state, request).await
 }
 
 /// Logs method, path, status and latency of every request. Never the body
@@ -353,6 +365,34 @@ async fn log_request(request: Request, next: Next) -> Response {
         "request"
     );
     response
+}
+
+/// Mounts `secret` (KV v2, live) on a store that has no secrets mount yet,
+/// as Vault's servers do, so Vault clients find it where they look.
+async fn default_mount(store: &dyn Store) -> Result<(), StartError> {
+    if !store.list_mounts().await?.is_empty() {
+        return Ok(());
+    }
+    let at = handlers::now();
+    let mount = keyward_store::SecretMount {
+        path: "secret".to_owned(),
+        environment: Environment::Live,
+        max_versions: 0,
+        cas_required: false,
+        created_at: at,
+    };
+    let event = handlers::audit_event(
+        None,
+        "mount.create",
+        "secret",
+        serde_json::json!({ "environment": "live", "default": true }),
+        at,
+    )
+    .map_err(|e| StartError::Settings(e.to_string()))?;
+    match store.create_mount(&mount, &event).await {
+        Ok(()) | Err(keyward_store::StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Creates the root admin token on the first start of a store. Returns its

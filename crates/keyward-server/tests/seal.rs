@@ -86,6 +86,18 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
         .await;
     let plaintext = key["key"].as_str().unwrap().to_owned();
     assert_eq!(app.verify_code(json!({ "key": plaintext })).await, "VALID");
+    // Secrets need the keyring.
+    let planted = json!({"data": {"api_secret": "planted-value-shamir"}});
+    let (code, body) = app
+        .call(
+            Method::POST,
+            "/v1/secret/data/exchange",
+            Some(&root),
+            Some(planted.clone()),
+        )
+        .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "SEALED");
 
     // Initialising needs sys:write, and sane numbers.
     let init = json!({"secret_shares": 5, "secret_threshold": 3});
@@ -170,9 +182,22 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
     let (code, _) = unseal(&app, &shares[1]).await;
     assert_eq!(code, StatusCode::CONFLICT);
 
+    app.ok(
+        Method::POST,
+        "/v1/secret/data/exchange",
+        Some(planted.clone()),
+    )
+    .await;
     let rotated = app.ok(Method::POST, "/v1/sys/rotate", None).await;
     assert_eq!(rotated["keyring_version"], 2);
     assert_eq!(status(&app).await["keyring_version"], 2);
+    // Written under version 2 of the keyring; version 1 still opens the first.
+    app.ok(
+        Method::POST,
+        "/v1/secret/data/exchange",
+        Some(json!({"data": {"api_secret": "planted-value-v2"}})),
+    )
+    .await;
 
     // Sealing by hand needs sys:write and takes effect at once.
     let (code, _) = app
@@ -182,6 +207,10 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
     let s = app.ok(Method::POST, "/v1/sys/seal", None).await;
     assert_eq!(s["sealed"], true);
     assert_eq!(app.verify_code(json!({ "key": plaintext })).await, "VALID");
+    let (code, _) = app
+        .call(Method::GET, "/v1/secret/data/exchange", Some(&root), None)
+        .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
 
     // A reset forgets the shares given so far.
     unseal(&app, &shares[2]).await;
@@ -210,6 +239,12 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
         (s["sealed"].clone(), s["keyring_version"].clone()),
         (json!(false), json!(2))
     );
+    let v1 = app
+        .ok(Method::GET, "/v1/secret/data/exchange?version=1", None)
+        .await;
+    assert_eq!(v1["data"]["data"]["api_secret"], "planted-value-shamir");
+    let v2 = app.ok(Method::GET, "/v1/secret/data/exchange", None).await;
+    assert_eq!(v2["data"]["data"]["api_secret"], "planted-value-v2");
 
     let audit = app.ok(Method::GET, "/v1/audit?limit=1000", None).await;
     let actions: Vec<&str> = audit["events"]
@@ -238,6 +273,8 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
     for share in &shares {
         assert!(!directory_contains(&data, share.as_bytes()));
     }
+    assert!(!directory_contains(&data, b"planted-value-shamir"));
+    assert!(!directory_contains(&data, b"planted-value-v2"));
     app.stop().await;
 }
 
@@ -358,6 +395,12 @@ async fn a_pkcs11_server_unseals_itself_through_softhsm_after_a_restart() {
     );
     let rotated = app.ok(Method::POST, "/v1/sys/rotate", None).await;
     assert_eq!(rotated["keyring_version"], 2);
+    app.ok(
+        Method::POST,
+        "/v1/secret/data/hsm",
+        Some(json!({"data": {"v": "planted-value-pkcs11"}})),
+    )
+    .await;
     let root = app.root.clone();
     app.stop().await;
 
@@ -368,6 +411,8 @@ async fn a_pkcs11_server_unseals_itself_through_softhsm_after_a_restart() {
         (s["sealed"].clone(), s["keyring_version"].clone()),
         (json!(false), json!(2))
     );
+    let read = app.ok(Method::GET, "/v1/secret/data/hsm", None).await;
+    assert_eq!(read["data"]["data"]["v"], "planted-value-pkcs11");
     app.stop().await;
 
     // A wrong PIN stops the start with an error that does not echo it.
@@ -403,6 +448,7 @@ async fn a_pkcs11_server_unseals_itself_through_softhsm_after_a_restart() {
     .await
     .unwrap();
     assert!(!directory_contains(&data, master.secret().expose()));
+    assert!(!directory_contains(&data, b"planted-value-pkcs11"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,3 +121,52 @@ pub async fn rotate(
         keyring_version: version,
     }))
 }
+
+/// The secrets mounts and their environments.
+#[utoipa::path(get, path = "/v1/sys/mounts", tag = "sys",
+    responses((status = 200, body = Object)),
+    security(("admin_token" = ["secrets:read"])))]
+pub async fn list_mounts(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(AdminScope::SecretsRead)?;
+    let mounts = state.store.list_mounts().await?;
+    let data: serde_json::Map<String, serde_json::Value> = mounts
+        .iter()
+        .filter(|m| {
+            caller
+                .token
+                .environments
+                .as_ref()
+                .is_none_or(|envs| envs.contains(&m.environment))
+        })
+        .map(|m| {
+            (
+                format!("{}/", m.path),
+                json!({
+                    "type": "kv",
+                    "options": { "version": "2", "environment": m.environment.as_str() },
+                }),
+            )
+        })
+        .collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+/// Mounts a KV v2 secrets store bound to one environment
+/// (`options.environment`, default `live`), in Vault's request shape.
+#[utoipa::path(post, path = "/v1/sys/mounts/{path}", tag = "sys",
+    params(("path" = String, Path, description = "The mount's path, e.g. secret-test")),
+    request_body = Object,
+    responses((status = 204), (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)),
+    security(("admin_token" = ["sys:write"])))]
+pub async fn mount(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+    caller: Caller,
+    Json(body): Json<crate::handlers::kv::MountBody>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    crate::handlers::kv::create_mount(&state, &caller, &path, body).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

@@ -19,6 +19,9 @@ use keyward_store::{
     AuditFilter, BulkRevokeFilter, KeyFilter, KeyPatch, Page, PgStore, Rotation, SqliteStore, Store,
 };
 use keyward_store::{ChangeEntry, CreditLease, KeyringEntry, SealRecord, UsageRow};
+use keyward_store::{
+    SecretMeta, SecretMetaPatch, SecretMount, SecretVersion, SecretWrite, VersionAction,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -343,6 +346,65 @@ impl Store for CountingStore {
     }
     async fn append_audit(&self, events: &[AuditEvent]) -> R<()> {
         self.inner.append_audit(events).await
+    }
+    async fn create_mount(&self, mount: &SecretMount, event: &AuditEvent) -> R<()> {
+        self.inner.create_mount(mount, event).await
+    }
+    async fn get_mount(&self, path: &str) -> R<Option<SecretMount>> {
+        self.inner.get_mount(path).await
+    }
+    async fn list_mounts(&self) -> R<Vec<SecretMount>> {
+        self.inner.list_mounts().await
+    }
+    async fn configure_mount(
+        &self,
+        path: &str,
+        max_versions: u32,
+        cas_required: bool,
+        event: &AuditEvent,
+    ) -> R<()> {
+        self.inner
+            .configure_mount(path, max_versions, cas_required, event)
+            .await
+    }
+    async fn secret_meta(&self, mount: &str, path: &str) -> R<Option<SecretMeta>> {
+        self.inner.secret_meta(mount, path).await
+    }
+    async fn secret_versions(&self, mount: &str, path: &str) -> R<Vec<SecretVersion>> {
+        self.inner.secret_versions(mount, path).await
+    }
+    async fn write_secret(&self, write: &SecretWrite, event: &AuditEvent) -> R<()> {
+        self.inner.write_secret(write, event).await
+    }
+    async fn act_on_versions(
+        &self,
+        mount: &str,
+        path: &str,
+        versions: &[u64],
+        action: VersionAction,
+        event: &AuditEvent,
+    ) -> R<()> {
+        self.inner
+            .act_on_versions(mount, path, versions, action, event)
+            .await
+    }
+    async fn patch_secret_meta(
+        &self,
+        mount: &str,
+        path: &str,
+        patch: &SecretMetaPatch,
+        at: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> R<()> {
+        self.inner
+            .patch_secret_meta(mount, path, patch, at, event)
+            .await
+    }
+    async fn delete_secret(&self, mount: &str, path: &str, event: &AuditEvent) -> R<bool> {
+        self.inner.delete_secret(mount, path, event).await
+    }
+    async fn secret_paths(&self, mount: &str, prefix: &str) -> R<Vec<String>> {
+        self.inner.secret_paths(mount, prefix).await
     }
     async fn bootstrap(&self, root: &AdminToken, event: &AuditEvent) -> R<bool> {
         self.inner.bootstrap(root, event).await
