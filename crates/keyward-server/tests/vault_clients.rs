@@ -1,0 +1,31 @@
+//! Vault-client compatibility: hvac, the Python Vault client, drives the KV v2
+//! engine of a real server (`tests/hvac/kv_v2.py`). Needs a Python with hvac
+//! named by `KEYWARD_TEST_HVAC_PYTHON`; `.ci/run` makes one in a virtual
+//! environment. Ignored by default; asked for without it, it fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A panic in a test is a failed test.
+
+mod support;
+
+use support::Backend;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs hvac: set KEYWARD_TEST_HVAC_PYTHON to a Python with hvac, pass --ignored"]
+async fn hvac_drives_kv_v2() {
+    let python = std::env::var("KEYWARD_TEST_HVAC_PYTHON")
+        .expect("KEYWARD_TEST_HVAC_PYTHON must name a Python with hvac installed");
+    let app = support::spawn(Backend::Sqlite).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hvac/kv_v2.py");
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .env("VAULT_ADDR", &app.base)
+        .env("VAULT_TOKEN", &app.root)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("checks passed"), "{stdout}");
+    println!("{stdout}");
+}
