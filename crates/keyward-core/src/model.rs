@@ -94,10 +94,14 @@ pub enum AdminScope {
     SecretsRead,
     /// Write, delete and destroy secrets.
     SecretsWrite,
+    /// Use transit keys: encrypt, decrypt, sign, verify, HMAC, data keys.
+    TransitUse,
+    /// Create, rotate, configure and delete transit keys.
+    TransitWrite,
 }
 
 impl AdminScope {
-    pub const ALL: [AdminScope; 11] = [
+    pub const ALL: [AdminScope; 13] = [
         AdminScope::ApisRead,
         AdminScope::ApisWrite,
         AdminScope::KeysRead,
@@ -109,6 +113,8 @@ impl AdminScope {
         AdminScope::SysWrite,
         AdminScope::SecretsRead,
         AdminScope::SecretsWrite,
+        AdminScope::TransitUse,
+        AdminScope::TransitWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -124,6 +130,8 @@ impl AdminScope {
             AdminScope::SysWrite => "sys:write",
             AdminScope::SecretsRead => "secrets:read",
             AdminScope::SecretsWrite => "secrets:write",
+            AdminScope::TransitUse => "transit:use",
+            AdminScope::TransitWrite => "transit:write",
         }
     }
 

@@ -12,6 +12,8 @@
 //! - [`file_seal`]: the master key in a 0600 file (the single-machine
 //!   default).
 //! - [`pkcs11`]: the master key wrapped by a key inside an HSM.
+//! - [`transit`]: named, versioned keys that encrypt, sign and MAC for
+//!   callers who never see them.
 //!
 //! Nothing here logs, and no error carries key material.
 
@@ -24,6 +26,7 @@ pub mod master;
 pub mod pkcs11;
 pub mod secret;
 pub mod shamir;
+pub mod transit;
 
 pub use aead::{AeadKey, Cipher};
 pub use envelope::{envelope_version, Keyring, RecordIdentity};
@@ -48,6 +51,9 @@ pub enum CryptoError {
     /// The operating system's random number generator failed.
     #[error("the OS random number generator failed")]
     Random,
+    /// A transit request the key cannot serve.
+    #[error(transparent)]
+    Transit(transit::TransitError),
     /// A seal's storage (file or HSM) could not be used.
     #[error("seal storage: {0}")]
     Storage(String),

@@ -136,6 +136,7 @@ impl From<keyward_crypto::CryptoError> for ApiError {
     fn from(e: keyward_crypto::CryptoError) -> Self {
         match e {
             keyward_crypto::CryptoError::Tampered => ApiError::Tampered,
+            keyward_crypto::CryptoError::Transit(e) => ApiError::InvalidRequest(e.to_string()),
             other => ApiError::internal(other),
         }
     }

@@ -156,6 +156,8 @@ pub struct Barrier {
     /// Issued share count, for the status (`shamir`).
     shares: RwLock<(u8, u8)>,
     state: RwLock<State>,
+    /// Transit keys opened with the keyring; emptied when sealed.
+    transit: crate::handlers::transit::TransitCache,
 }
 
 impl Barrier {
@@ -180,6 +182,7 @@ impl Barrier {
             kind,
             shares: RwLock::new((0, 0)),
             state: RwLock::new(State::Uninitialized),
+            transit: Default::default(),
         };
         match kind {
             SealKind::File => {
@@ -285,6 +288,11 @@ impl Barrier {
             progress,
             keyring_version,
         }
+    }
+
+    /// Transit keys opened with the keyring.
+    pub(crate) fn transit_cache(&self) -> &crate::handlers::transit::TransitCache {
+        &self.transit
     }
 
     /// The keyring, or `Sealed`.
@@ -428,6 +436,8 @@ impl Barrier {
             })),
         };
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = next;
+        // Key material opened with the keyring goes with it.
+        self.transit.clear();
         Ok(())
     }
 

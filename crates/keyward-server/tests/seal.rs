@@ -188,6 +188,15 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
         Some(planted.clone()),
     )
     .await;
+    app.ok(Method::POST, "/v1/transit/keys/orders", Some(json!({})))
+        .await;
+    let sealed_text = app
+        .ok(
+            Method::POST,
+            "/v1/transit/encrypt/orders",
+            Some(json!({"plaintext": "cGxhbnRlZA=="})),
+        )
+        .await;
     let rotated = app.ok(Method::POST, "/v1/sys/rotate", None).await;
     assert_eq!(rotated["keyring_version"], 2);
     assert_eq!(status(&app).await["keyring_version"], 2);
@@ -211,6 +220,16 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
         .call(Method::GET, "/v1/secret/data/exchange", Some(&root), None)
         .await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    // Transit keys loaded before the seal are gone with it.
+    let (code, body) = app
+        .call(
+            Method::POST,
+            "/v1/transit/decrypt/orders",
+            Some(&root),
+            Some(json!({"ciphertext": sealed_text["data"]["ciphertext"]})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 
     // A reset forgets the shares given so far.
     unseal(&app, &shares[2]).await;
@@ -245,6 +264,14 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
     assert_eq!(v1["data"]["data"]["api_secret"], "planted-value-shamir");
     let v2 = app.ok(Method::GET, "/v1/secret/data/exchange", None).await;
     assert_eq!(v2["data"]["data"]["api_secret"], "planted-value-v2");
+    let opened = app
+        .ok(
+            Method::POST,
+            "/v1/transit/decrypt/orders",
+            Some(json!({"ciphertext": sealed_text["data"]["ciphertext"]})),
+        )
+        .await;
+    assert_eq!(opened["data"]["plaintext"], "cGxhbnRlZA==");
 
     let audit = app.ok(Method::GET, "/v1/audit?limit=1000", None).await;
     let actions: Vec<&str> = audit["events"]

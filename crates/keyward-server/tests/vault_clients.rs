@@ -1,5 +1,5 @@
 //! Vault-client compatibility: hvac, the Python Vault client, drives the KV v2
-//! engine of a real server (`tests/hvac/kv_v2.py`). Needs a Python with hvac
+//! and transit engines of a real server (`tests/hvac/*.py`). Needs a Python with hvac
 //! named by `KEYWARD_TEST_HVAC_PYTHON`; `.ci/run` makes one in a virtual
 //! environment. Ignored by default; asked for without it, it fails.
 
@@ -12,12 +12,22 @@ use support::Backend;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs hvac: set KEYWARD_TEST_HVAC_PYTHON to a Python with hvac, pass --ignored"]
 async fn hvac_drives_kv_v2() {
+    run_script("kv_v2.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs hvac: set KEYWARD_TEST_HVAC_PYTHON to a Python with hvac, pass --ignored"]
+async fn hvac_drives_transit() {
+    run_script("transit.py").await;
+}
+
+async fn run_script(name: &str) {
     let python = std::env::var("KEYWARD_TEST_HVAC_PYTHON")
         .expect("KEYWARD_TEST_HVAC_PYTHON must name a Python with hvac installed");
     let app = support::spawn(Backend::Sqlite).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hvac/kv_v2.py");
+    let script = format!("{}/tests/hvac/{name}", env!("CARGO_MANIFEST_DIR"));
     let output = tokio::process::Command::new(python)
-        .arg(script)
+        .arg(&script)
         .env("VAULT_ADDR", &app.base)
         .env("VAULT_TOKEN", &app.root)
         .output()

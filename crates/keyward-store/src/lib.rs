@@ -308,6 +308,34 @@ pub struct SecretMetaPatch {
     pub custom_metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// A transit key's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitKey {
+    pub name: String,
+    /// `aes256-gcm96`, `ed25519`, … (the server parses it).
+    pub key_type: String,
+    pub derived: bool,
+    pub latest_version: u32,
+    /// Older versions no longer decrypt or verify.
+    pub min_decryption_version: u32,
+    /// 0: encrypt with the latest version.
+    pub min_encryption_version: u32,
+    pub deletion_allowed: bool,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// One version of a transit key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitKeyVersion {
+    pub version: u32,
+    /// The key material as an envelope of the keyring.
+    pub material: Vec<u8>,
+    /// The public key of a signing key.
+    pub public_key: Option<Vec<u8>>,
+    pub created_at: OffsetDateTime,
+}
+
 /// Everything Keyward persists. Implementations must make every method that
 /// returns `Ok` durable before returning.
 #[async_trait]
@@ -481,6 +509,39 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_secret(&self, mount: &str, path: &str, event: &AuditEvent) -> Result<bool>;
     /// Paths of a mount that start with `prefix`, in order.
     async fn secret_paths(&self, mount: &str, prefix: &str) -> Result<Vec<String>>;
+
+    /// Creates a transit key with its first version; `Conflict` when the
+    /// name is taken.
+    async fn create_transit_key(
+        &self,
+        key: &TransitKey,
+        first: &TransitKeyVersion,
+        event: &AuditEvent,
+    ) -> Result<()>;
+    /// A transit key and its versions, oldest first.
+    async fn get_transit_key(
+        &self,
+        name: &str,
+    ) -> Result<Option<(TransitKey, Vec<TransitKeyVersion>)>>;
+    async fn list_transit_keys(&self) -> Result<Vec<String>>;
+    /// Adds the next version; `Conflict` unless it follows the latest.
+    async fn add_transit_key_version(
+        &self,
+        name: &str,
+        version: &TransitKeyVersion,
+        event: &AuditEvent,
+    ) -> Result<()>;
+    async fn configure_transit_key(
+        &self,
+        name: &str,
+        min_decryption_version: u32,
+        min_encryption_version: u32,
+        deletion_allowed: bool,
+        event: &AuditEvent,
+    ) -> Result<()>;
+    /// Deletes a key whose deletion is allowed: `NotFound` when there is
+    /// none, `Conflict` when deletion is not allowed.
+    async fn delete_transit_key(&self, name: &str, event: &AuditEvent) -> Result<()>;
 
     /// The newest change-feed sequence number (0 for an empty feed): where a
     /// node that starts with empty caches begins reading.

@@ -14,7 +14,7 @@ use keyward_core::{
 use keyward_store::{
     AuditFilter, BulkRevokeFilter, Change, CreditsPatch, KeyFilter, KeyPatch, KeyringEntry, Page,
     PgStore, Rotation, SealKind, SealRecord, SecretMetaPatch, SecretMount, SecretWrite, Store,
-    StoreError, UsageRow, VersionAction,
+    StoreError, TransitKey, TransitKeyVersion, UsageRow, VersionAction,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -1134,6 +1134,90 @@ async fn secrets(store: Arc<dyn Store>) {
         .is_err());
 }
 
+async fn transit_keys(store: Arc<dyn Store>) {
+    let key = TransitKey {
+        name: "orders".into(),
+        key_type: "ed25519".into(),
+        derived: false,
+        latest_version: 1,
+        min_decryption_version: 1,
+        min_encryption_version: 0,
+        deletion_allowed: false,
+        created_at: now(),
+        updated_at: now(),
+    };
+    let version = |v: u32| TransitKeyVersion {
+        version: v,
+        material: vec![v as u8; 93],
+        public_key: Some(vec![9; 32]),
+        created_at: now(),
+    };
+    store
+        .create_transit_key(&key, &version(1), &event("transit.create", "orders"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_transit_key(&key, &version(1), &event("transit.create", "orders"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .add_transit_key_version("orders", &version(2), &event("transit.rotate", "orders"))
+        .await
+        .unwrap();
+    // Two rotations racing for version 2: one wins.
+    assert!(matches!(
+        store
+            .add_transit_key_version("orders", &version(2), &event("transit.rotate", "orders"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let (read, versions) = store.get_transit_key("orders").await.unwrap().unwrap();
+    assert_eq!(read.latest_version, 2);
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(versions[1].material, vec![2; 93]);
+    assert!(matches!(
+        store
+            .delete_transit_key("orders", &event("transit.delete", "orders"))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .configure_transit_key("orders", 2, 0, true, &event("transit.config", "orders"))
+        .await
+        .unwrap();
+    let (read, _) = store.get_transit_key("orders").await.unwrap().unwrap();
+    assert_eq!(
+        (read.min_decryption_version, read.deletion_allowed),
+        (2, true)
+    );
+    assert_eq!(
+        store.list_transit_keys().await.unwrap(),
+        vec!["orders".to_owned()]
+    );
+    store
+        .delete_transit_key("orders", &event("transit.delete", "orders"))
+        .await
+        .unwrap();
+    assert!(store.get_transit_key("orders").await.unwrap().is_none());
+    assert!(matches!(
+        store
+            .delete_transit_key("orders", &event("transit.delete", "orders"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .configure_transit_key("orders", 1, 0, false, &event("transit.config", "orders"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
 macro_rules! story {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1171,6 +1255,7 @@ story!(
     change_feed,
     seal_and_keyring,
     secrets,
+    transit_keys,
 );
 
 /// A store in a fresh schema of the server `KEYWARD_TEST_POSTGRES_URL` names.

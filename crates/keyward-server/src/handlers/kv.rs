@@ -76,6 +76,19 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
     if mount_name.is_empty() || mount_name == "sys" {
         return Err(ApiError::NotFound("route"));
     }
+    let listing = parts.method.as_str() == "LIST"
+        || parts
+            .uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "list=true"));
+    if mount_name == "transit" {
+        let caller = Caller::from_request_parts(&mut parts, &state).await?;
+        let body = axum::body::to_bytes(body, crate::MAX_BODY_BYTES)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge)?;
+        return super::transit::dispatch(&state, &caller, &parts.method, rest, listing, &body)
+            .await;
+    }
     let Some(mount) = state.store.get_mount(mount_name).await? else {
         return Err(ApiError::NotFound("route"));
     };
@@ -91,11 +104,6 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
     }
     let (operation, secret_path) = rest.split_once('/').unwrap_or((rest, ""));
     let secret_path = secret_path.trim_end_matches('/');
-    let listing = parts.method.as_str() == "LIST"
-        || parts
-            .uri
-            .query()
-            .is_some_and(|q| q.split('&').any(|p| p == "list=true"));
     let version_param = parts.uri.query().and_then(|q| {
         q.split('&')
             .find_map(|p| p.strip_prefix("version="))
@@ -216,7 +224,7 @@ fn timestamp(at: OffsetDateTime) -> String {
 }
 
 /// Vault's response envelope around `data`.
-fn envelope(status: StatusCode, data: Value) -> Response {
+pub(crate) fn envelope(status: StatusCode, data: Value) -> Response {
     (
         status,
         axum::Json(json!({

@@ -9,6 +9,7 @@ pub mod kv;
 pub mod sys;
 pub mod system;
 pub mod tokens;
+pub mod transit;
 
 use axum::extract::{FromRequest, FromRequestParts};
 use time::OffsetDateTime;

@@ -20,7 +20,8 @@ use keyward_store::{
 };
 use keyward_store::{ChangeEntry, CreditLease, KeyringEntry, SealRecord, UsageRow};
 use keyward_store::{
-    SecretMeta, SecretMetaPatch, SecretMount, SecretVersion, SecretWrite, VersionAction,
+    SecretMeta, SecretMetaPatch, SecretMount, SecretVersion, SecretWrite, TransitKey,
+    TransitKeyVersion, VersionAction,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -405,6 +406,51 @@ impl Store for CountingStore {
     }
     async fn secret_paths(&self, mount: &str, prefix: &str) -> R<Vec<String>> {
         self.inner.secret_paths(mount, prefix).await
+    }
+    async fn create_transit_key(
+        &self,
+        key: &TransitKey,
+        first: &TransitKeyVersion,
+        event: &AuditEvent,
+    ) -> R<()> {
+        self.inner.create_transit_key(key, first, event).await
+    }
+    async fn get_transit_key(&self, name: &str) -> R<Option<(TransitKey, Vec<TransitKeyVersion>)>> {
+        self.inner.get_transit_key(name).await
+    }
+    async fn list_transit_keys(&self) -> R<Vec<String>> {
+        self.inner.list_transit_keys().await
+    }
+    async fn add_transit_key_version(
+        &self,
+        name: &str,
+        version: &TransitKeyVersion,
+        event: &AuditEvent,
+    ) -> R<()> {
+        self.inner
+            .add_transit_key_version(name, version, event)
+            .await
+    }
+    async fn configure_transit_key(
+        &self,
+        name: &str,
+        min_decryption_version: u32,
+        min_encryption_version: u32,
+        deletion_allowed: bool,
+        event: &AuditEvent,
+    ) -> R<()> {
+        self.inner
+            .configure_transit_key(
+                name,
+                min_decryption_version,
+                min_encryption_version,
+                deletion_allowed,
+                event,
+            )
+            .await
+    }
+    async fn delete_transit_key(&self, name: &str, event: &AuditEvent) -> R<()> {
+        self.inner.delete_transit_key(name, event).await
     }
     async fn bootstrap(&self, root: &AdminToken, event: &AuditEvent) -> R<bool> {
         self.inner.bootstrap(root, event).await
