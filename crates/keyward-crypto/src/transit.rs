@@ -101,6 +101,10 @@ pub enum TransitError {
 pub struct KeyVersion {
     kind: KeyType,
     material: Zeroizing<Vec<u8>>,
+    /// The cipher with its key schedule, built on first use by keys that
+    /// are not derived: per request, it would cost more than sealing a
+    /// short message.
+    cipher: std::sync::OnceLock<AeadKey>,
 }
 
 impl KeyVersion {
@@ -117,7 +121,11 @@ impl KeyVersion {
                 _ => true,
             };
             if valid {
-                return Ok(KeyVersion { kind, material });
+                return Ok(KeyVersion {
+                    kind,
+                    material,
+                    cipher: std::sync::OnceLock::new(),
+                });
             }
         }
     }
@@ -127,7 +135,11 @@ impl KeyVersion {
         if material.len() != KEY_LEN {
             return Err(CryptoError::Malformed("transit key material is 32 bytes"));
         }
-        Ok(KeyVersion { kind, material })
+        Ok(KeyVersion {
+            kind,
+            material,
+            cipher: std::sync::OnceLock::new(),
+        })
     }
 
     /// The material, for the store to seal.
@@ -176,6 +188,24 @@ impl KeyVersion {
         Ok(AeadKey::new(cipher, &key))
     }
 
+    /// Runs `f` with the cipher for `context`: the cached one for keys
+    /// that are not derived, a freshly derived one otherwise.
+    fn with_cipher<T>(
+        &self,
+        derived: bool,
+        context: Option<&[u8]>,
+        f: impl FnOnce(&AeadKey) -> Result<T, CryptoError>,
+    ) -> Result<T, CryptoError> {
+        if !derived && context.is_none() {
+            if let Some(cipher) = self.cipher.get() {
+                return f(cipher);
+            }
+            let cipher = self.encryption_key(false, None)?;
+            return f(self.cipher.get_or_init(|| cipher));
+        }
+        f(&self.encryption_key(derived, context)?)
+    }
+
     /// Encrypts under this version; `aad` binds the key's name and version.
     pub fn encrypt(
         &self,
@@ -184,7 +214,7 @@ impl KeyVersion {
         context: Option<&[u8]>,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
-        self.encryption_key(derived, context)?.seal(aad, plaintext)
+        self.with_cipher(derived, context, |c| c.seal(aad, plaintext))
     }
 
     pub fn decrypt(
@@ -194,8 +224,7 @@ impl KeyVersion {
         context: Option<&[u8]>,
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        self.encryption_key(derived, context)?
-            .open(aad, sealed)
+        self.with_cipher(derived, context, |c| c.open(aad, sealed))
             .map_err(|e| match e {
                 CryptoError::Tampered | CryptoError::Malformed(_) => TransitError::Decrypt.into(),
                 other => other,
