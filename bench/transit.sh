@@ -84,6 +84,8 @@ rows = [
     ("batch_input of 1,000 items (4 conns)", f"{f(b)*1000:.0f} items/s, p99 {f(bp):.2f} ms", f"{f(b):.0f} batches/s", "", "reported"),
 ]
 print(f"Keyward transit benchmarks: wrk -t2 -c{conns} -d{dur}, one machine, one run; non-2xx: encrypt {eb}, batch {bb}")
+if int(eb) or int(bb):
+    print("WARNING: some requests failed; their rates are not comparable")
 head = ("measure", "keyward", "baseline", "ratio (transit speed / baseline)", "goal")
 w = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
 for r in [head] + rows:

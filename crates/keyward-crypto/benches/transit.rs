@@ -19,9 +19,11 @@ fn encrypt(c: &mut Criterion) {
     for size in [64usize, 64 * 1024] {
         let plaintext = vec![7u8; size];
         group.throughput(Throughput::Bytes(size as u64));
-        group.bench_with_input(BenchmarkId::new("bare_aes_256_gcm", size), &plaintext, |b, p| {
-            b.iter(|| bare.seal(aad, p).unwrap())
-        });
+        group.bench_with_input(
+            BenchmarkId::new("bare_aes_256_gcm", size),
+            &plaintext,
+            |b, p| b.iter(|| bare.seal(aad, p).unwrap()),
+        );
         group.bench_with_input(BenchmarkId::new("transit", size), &plaintext, |b, p| {
             b.iter(|| transit.encrypt(aad, false, None, p).unwrap())
         });

@@ -85,6 +85,10 @@ pub async fn run_gateway(
 /// flood of large bodies from costing memory.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Largest body of a secrets or transit request: a `batch_input` of
+/// thousands of items, or a large secret.
+pub(crate) const MAX_ENGINE_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 /// What every handler shares.
 pub struct AppState {
     /// The source of truth for APIs, keys, tokens and the audit log.
@@ -317,6 +321,8 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(sys::unseal))
         .routes(routes!(sys::seal))
         .routes(routes!(sys::rotate))
+        .routes(routes!(sys::rewrap))
+        .routes(routes!(sys::rekey))
         .routes(routes!(sys::list_mounts))
         .routes(routes!(sys::mount))
 }

@@ -22,7 +22,7 @@ use keyward_crypto::pkcs11::{Hsm, HsmConfig};
 use crate::auth::Caller;
 use keyward_crypto::shamir::{self, Share, ShareError, ShareSet, ShareSetRecord, Unsealer};
 use keyward_crypto::{file_seal, CryptoError, Keyring, MasterKey, SecretKey};
-use keyward_store::{KeyringEntry, SealKind, SealRecord, Store, StoreError};
+use keyward_store::{EnvelopeCursor, KeyringEntry, SealKind, SealRecord, Store, StoreError};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -120,6 +120,17 @@ pub enum SealError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+}
+
+/// What a rewrap did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RewrapReport {
+    /// Data keys moved to the newest keyring version.
+    pub moved: u64,
+    /// Already under it.
+    pub current: u64,
+    /// Could not be opened (logged).
+    pub failed: u64,
 }
 
 /// What `GET /v1/sys/seal-status` shows.
@@ -394,6 +405,154 @@ impl Barrier {
         self.store.add_keyring_key(&entry, event).await?;
         self.reload_keyring().await?;
         Ok(version)
+    }
+
+    /// Replaces the master key of a `shamir` seal and issues new shares.
+    /// Needs the node unsealed and `threshold` of the current shares, so a
+    /// token alone cannot take the seal from its share holders. Every
+    /// keyring version is rewrapped under the new master key in the same
+    /// transaction that stores the new share digests.
+    pub async fn rekey(
+        &self,
+        current: &[String],
+        shares: u8,
+        threshold: u8,
+        caller: &Caller,
+    ) -> Result<ShareSet, SealError> {
+        if self.kind != SealKind::Shamir {
+            return Err(SealError::WrongSeal(self.kind.as_str()));
+        }
+        let record = self.store.seal().await?.ok_or(SealError::NotInitialized)?;
+        let (Some(set), Some(old_threshold)) = (record.share_set, record.threshold) else {
+            return Err(SealError::Invalid(
+                "the stored shamir seal lacks its share set",
+            ));
+        };
+        let mut unsealer = Unsealer::new(ShareSetRecord {
+            set,
+            threshold: old_threshold,
+            digests: record.share_digests.clone(),
+        });
+        let mut old_master = None;
+        for text in current {
+            if let (_, Some(master)) = unsealer.offer(Share::parse(text)?)? {
+                old_master = Some(master);
+                break;
+            }
+        }
+        let old_master = old_master.ok_or(SealError::Invalid(
+            "a rekey needs as many current shares as the threshold",
+        ))?;
+        let new_master = MasterKey::generate()?;
+        let new_set = shamir::split(&new_master, shares, threshold)?;
+        let entries = self.store.keyring().await?;
+        let mut rewrapped = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let key = old_master.unwrap_keyring_key(entry.version, &entry.wrapped_key)?;
+            rewrapped.push(KeyringEntry {
+                wrapped_key: new_master.wrap_keyring_key(entry.version, &key)?,
+                ..entry.clone()
+            });
+        }
+        {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            match &*state {
+                State::Unsealed(u) if u.master.secret() == old_master.secret() => {}
+                State::Unsealed(_) => {
+                    return Err(SealError::Invalid(
+                        "the shares do not match this node's master key",
+                    ))
+                }
+                _ => return Err(SealError::Sealed),
+            }
+        }
+        let at = now();
+        let new_record = SealRecord {
+            share_set: Some(new_set.set),
+            threshold: Some(threshold),
+            share_digests: new_set.digests(),
+            updated_at: at,
+            ..record
+        };
+        let event = crate::handlers::audit_event(
+            Some(caller),
+            "seal.rekey",
+            "seal",
+            serde_json::json!({ "shares": shares, "threshold": threshold }),
+            at,
+        )
+        .map_err(|_| SealError::Crypto(CryptoError::Random))?;
+        self.store
+            .rekey_seal(&new_record, &rewrapped, &event)
+            .await?;
+        *self.shares.write().unwrap_or_else(|e| e.into_inner()) = (shares, threshold);
+        if let State::Unsealed(u) = &mut *self.state.write().unwrap_or_else(|e| e.into_inner()) {
+            u.master = new_master;
+        }
+        Ok(new_set)
+    }
+
+    /// Moves every stored data key (secret values, transit key material)
+    /// to the keyring's newest version. The values themselves are not
+    /// re-encrypted. An envelope changed since it was read (a write, a
+    /// destroy) is left to its writer. Returns how many were moved.
+    pub async fn rewrap(&self) -> Result<RewrapReport, SealError> {
+        const PAGE: u32 = 500;
+        let mut report = RewrapReport::default();
+        for transit in [false, true] {
+            let mut after: Option<EnvelopeCursor> = None;
+            loop {
+                let page = if transit {
+                    self.store.transit_envelopes(after.as_ref(), PAGE).await?
+                } else {
+                    self.store.secret_envelopes(after.as_ref(), PAGE).await?
+                };
+                let Some(last) = page.last() else { break };
+                after = Some(last.at.clone());
+                // Read the keyring per page: a seal stops the walk.
+                let keyring = self.keyring()?;
+                for stored in &page {
+                    let moved = match &stored.at {
+                        EnvelopeCursor::Secret {
+                            mount,
+                            path,
+                            version,
+                        } => {
+                            let id = format!("{mount}/{path}");
+                            keyring.rewrap(
+                                &crate::handlers::kv::secret_identity(&id, *version),
+                                &stored.envelope,
+                            )
+                        }
+                        EnvelopeCursor::Transit { name, version } => keyring.rewrap(
+                            &crate::handlers::transit::identity(name, *version),
+                            &stored.envelope,
+                        ),
+                    };
+                    match moved {
+                        Ok(Some(new)) => {
+                            if self
+                                .store
+                                .replace_envelope(&stored.at, &stored.envelope, &new)
+                                .await?
+                            {
+                                report.moved += 1;
+                            }
+                        }
+                        Ok(None) => report.current += 1,
+                        Err(e) => {
+                            // A damaged row is reported, not fatal to the walk.
+                            tracing::error!(error = %e, at = ?stored.at, "cannot rewrap a stored value");
+                            report.failed += 1;
+                        }
+                    }
+                }
+                if page.len() < PAGE as usize {
+                    break;
+                }
+            }
+        }
+        Ok(report)
     }
 
     /// Reads the keyring again, for versions another node added.

@@ -207,6 +207,32 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
         Some(json!({"data": {"api_secret": "planted-value-v2"}})),
     )
     .await;
+    // The rotation's background rewrap moves every stored data key to
+    // version 2: the first secret version and the transit key's material.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut versions = Vec::new();
+        for stored in store.secret_envelopes(None, 100).await.unwrap() {
+            versions.push(keyward_crypto::envelope_version(&stored.envelope).unwrap());
+        }
+        for stored in store.transit_envelopes(None, 100).await.unwrap() {
+            versions.push(keyward_crypto::envelope_version(&stored.envelope).unwrap());
+        }
+        assert_eq!(versions.len(), 3);
+        if versions.iter().all(|v| *v == 2) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not rewrapped: {versions:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let report = app.ok(Method::POST, "/v1/sys/rewrap", None).await;
+    assert_eq!(
+        report["data"],
+        json!({"moved": 0, "current": 3, "failed": 0})
+    );
 
     // Sealing by hand needs sys:write and takes effect at once.
     let (code, _) = app
@@ -247,7 +273,14 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
     // After a restart the node is sealed again; another subset unseals it,
     // and the rotated keyring is all there.
     let dir = tempfile::tempdir().unwrap();
-    let mut app = spawn_sealed(store.clone(), db_file, dir, shamir_settings(), Some(root)).await;
+    let mut app = spawn_sealed(
+        store.clone(),
+        db_file.clone(),
+        dir,
+        shamir_settings(),
+        Some(root),
+    )
+    .await;
     assert_eq!(status(&app).await["sealed"], true);
     for share in [&shares[1], &shares[2], &shares[4]] {
         let (code, body) = unseal(&app, share).await;
@@ -293,11 +326,64 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
         );
     }
 
+    // A rekey needs the threshold of current shares, and replaces them.
+    let (code, _) = app
+        .call(
+            Method::POST,
+            "/v1/sys/rekey",
+            Some(&app.root),
+            Some(
+                json!({"keys": [shares[0], shares[1]], "secret_shares": 3, "secret_threshold": 2}),
+            ),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let rekeyed = app
+        .ok(
+            Method::POST,
+            "/v1/sys/rekey",
+            Some(json!({"keys": [shares[0], shares[2], shares[3]], "secret_shares": 3, "secret_threshold": 2})),
+        )
+        .await;
+    let new_shares: Vec<String> = rekeyed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(new_shares.len(), 3);
+    let root = app.root.clone();
+    app.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = spawn_sealed(
+        store.clone(),
+        db_file.clone(),
+        dir,
+        shamir_settings(),
+        Some(root),
+    )
+    .await;
+    let (code, body) = unseal(&app, &shares[0]).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "old shares are void: {body}");
+    unseal(&app, &new_shares[2]).await;
+    let (_, s) = unseal(&app, &new_shares[0]).await;
+    assert_eq!(
+        (s["sealed"].clone(), s["t"].clone(), s["n"].clone()),
+        (json!(false), json!(2), json!(3))
+    );
+    let v1 = app
+        .ok(Method::GET, "/v1/secret/data/exchange?version=1", None)
+        .await;
+    assert_eq!(v1["data"]["data"]["api_secret"], "planted-value-shamir");
+
     // The master key the shares make is nowhere on disk.
-    let parsed: Vec<Share> = shares.iter().map(|s| Share::parse(s).unwrap()).collect();
-    let master = shamir::combine(parsed.iter().take(3)).unwrap();
+    let parsed: Vec<Share> = new_shares
+        .iter()
+        .map(|s| Share::parse(s).unwrap())
+        .collect();
+    let master = shamir::combine(parsed.iter().take(2)).unwrap();
     assert!(!directory_contains(&data, master.secret().expose()));
-    for share in &shares {
+    for share in shares.iter().chain(&new_shares) {
         assert!(!directory_contains(&data, share.as_bytes()));
     }
     assert!(!directory_contains(&data, b"planted-value-shamir"));

@@ -323,7 +323,7 @@ macro_rules! impl_store {
             AuditFilter, BulkRevokeFilter, Change, ChangeEntry, CreditLease, KeyFilter, KeyPatch,
             KeyringEntry, Page, Result, Rotation, SealRecord, SecretMeta, SecretMetaPatch,
             SecretMount, SecretVersion, SecretWrite, Store, StoreError, TransitKey, TransitKeyVersion,
-            UsageRow, VersionAction,
+            UsageRow, VersionAction, EnvelopeCursor, StoredEnvelope,
         };
         use $crate::common::{seal_from_row, SealRow};
 
@@ -1661,6 +1661,108 @@ macro_rules! impl_store {
                 insert_events(&mut tx, std::slice::from_ref(event)).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn secret_envelopes(
+                &self,
+                after: Option<&EnvelopeCursor>,
+                limit: u32,
+            ) -> Result<Vec<StoredEnvelope>> {
+                let (mount, path, version) = match after {
+                    Some(EnvelopeCursor::Secret { mount, path, version }) => {
+                        (mount.clone(), path.clone(), *version as i64)
+                    }
+                    _ => (String::new(), String::new(), 0),
+                };
+                let rows: Vec<(String, String, i64, Vec<u8>)> = sqlx::query_as(
+                    "SELECT mount, path, version, value FROM secret_versions \
+                     WHERE value IS NOT NULL AND (mount > $1 OR (mount = $1 AND (path > $2 \
+                     OR (path = $2 AND version > $3)))) ORDER BY mount, path, version LIMIT $4",
+                )
+                .bind(mount)
+                .bind(path)
+                .bind(version)
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(mount, path, version, envelope)| StoredEnvelope {
+                        at: EnvelopeCursor::Secret {
+                            mount,
+                            path,
+                            version: version.max(0) as u64,
+                        },
+                        envelope,
+                    })
+                    .collect())
+            }
+
+            async fn transit_envelopes(
+                &self,
+                after: Option<&EnvelopeCursor>,
+                limit: u32,
+            ) -> Result<Vec<StoredEnvelope>> {
+                let (name, version) = match after {
+                    Some(EnvelopeCursor::Transit { name, version }) => {
+                        (name.clone(), i64::from(*version))
+                    }
+                    _ => (String::new(), 0),
+                };
+                let rows: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+                    "SELECT name, version, material FROM transit_key_versions \
+                     WHERE name > $1 OR (name = $1 AND version > $2) \
+                     ORDER BY name, version LIMIT $3",
+                )
+                .bind(name)
+                .bind(version)
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(name, version, envelope)| StoredEnvelope {
+                        at: EnvelopeCursor::Transit {
+                            name,
+                            version: version.clamp(0, i64::from(u32::MAX)) as u32,
+                        },
+                        envelope,
+                    })
+                    .collect())
+            }
+
+            async fn replace_envelope(
+                &self,
+                at: &EnvelopeCursor,
+                old: &[u8],
+                new: &[u8],
+            ) -> Result<bool> {
+                let replaced = match at {
+                    EnvelopeCursor::Secret { mount, path, version } => sqlx::query(
+                        "UPDATE secret_versions SET value = $4 WHERE mount = $1 AND path = $2 \
+                         AND version = $3 AND value = $5",
+                    )
+                    .bind(mount)
+                    .bind(path)
+                    .bind(*version as i64)
+                    .bind(new)
+                    .bind(old)
+                    .execute(self.writer())
+                    .await?
+                    .rows_affected(),
+                    EnvelopeCursor::Transit { name, version } => sqlx::query(
+                        "UPDATE transit_key_versions SET material = $3 WHERE name = $1 \
+                         AND version = $2 AND material = $4",
+                    )
+                    .bind(name)
+                    .bind(i64::from(*version))
+                    .bind(new)
+                    .bind(old)
+                    .execute(self.writer())
+                    .await?
+                    .rows_affected(),
+                };
+                Ok(replaced == 1)
             }
 
             async fn latest_change(&self) -> Result<i64> {

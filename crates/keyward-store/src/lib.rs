@@ -336,6 +336,28 @@ pub struct TransitKeyVersion {
     pub created_at: OffsetDateTime,
 }
 
+/// Where a stored envelope lives: a secret version or a transit key
+/// version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvelopeCursor {
+    Secret {
+        mount: String,
+        path: String,
+        version: u64,
+    },
+    Transit {
+        name: String,
+        version: u32,
+    },
+}
+
+/// A stored envelope and where it lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEnvelope {
+    pub at: EnvelopeCursor,
+    pub envelope: Vec<u8>,
+}
+
 /// Everything Keyward persists. Implementations must make every method that
 /// returns `Ok` durable before returning.
 #[async_trait]
@@ -542,6 +564,23 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a key whose deletion is allowed: `NotFound` when there is
     /// none, `Conflict` when deletion is not allowed.
     async fn delete_transit_key(&self, name: &str, event: &AuditEvent) -> Result<()>;
+
+    /// Up to `limit` stored secret values after `after` (mount, path,
+    /// version), in that order: what a keyring rewrap walks.
+    async fn secret_envelopes(
+        &self,
+        after: Option<&EnvelopeCursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredEnvelope>>;
+    /// Up to `limit` transit key versions after `after` (name, version).
+    async fn transit_envelopes(
+        &self,
+        after: Option<&EnvelopeCursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredEnvelope>>;
+    /// Replaces a stored envelope if it is still `old` (a write or destroy
+    /// since it was read wins). Returns whether it was replaced.
+    async fn replace_envelope(&self, at: &EnvelopeCursor, old: &[u8], new: &[u8]) -> Result<bool>;
 
     /// The newest change-feed sequence number (0 for an empty feed): where a
     /// node that starts with empty caches begins reading.

@@ -678,8 +678,19 @@ enum OperatorCommand {
     },
     /// Seal the server: the master key leaves its memory.
     Seal,
-    /// Add a keyring version; new data is encrypted under it.
+    /// Add a keyring version; new data is encrypted under it, and stored
+    /// data keys move to it in the background.
     Rotate,
+    /// Move every stored data key to the newest keyring version now.
+    Rewrap,
+    /// Replace the master key and issue new shares. Reads the threshold of
+    /// current shares from standard input, one a line.
+    Rekey {
+        #[arg(long, default_value_t = 5)]
+        shares: u8,
+        #[arg(long, default_value_t = 3)]
+        threshold: u8,
+    },
 }
 
 pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
@@ -731,6 +742,47 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
             .await?
         }
         OperatorCommand::Seal => call(c, Method::POST, "/v1/sys/seal", None).await?,
+        OperatorCommand::Rewrap => {
+            let value = call(c, Method::POST, "/v1/sys/rewrap", None).await?;
+            if c.json {
+                print_json(&value);
+            } else {
+                println!(
+                    "rewrapped {} data keys ({} already current, {} failed)",
+                    value["data"]["moved"], value["data"]["current"], value["data"]["failed"]
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        OperatorCommand::Rekey { shares, threshold } => {
+            if std::io::stdin().is_terminal() {
+                eprintln!("current unseal shares, one a line, then end of input:");
+            }
+            let current: Vec<String> = std::io::stdin()
+                .lock()
+                .lines()
+                .map_while(Result::ok)
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect();
+            let body = json!({
+                "keys": current, "secret_shares": shares, "secret_threshold": threshold,
+            });
+            let value = call(c, Method::POST, "/v1/sys/rekey", Some(body)).await?;
+            if c.json {
+                print_json(&value);
+            } else {
+                for (i, key) in value["keys"].as_array().into_iter().flatten().enumerate() {
+                    println!("Unseal share {}: {}", i + 1, text(key));
+                }
+                println!();
+                println!(
+                    "The master key was replaced; the old shares no longer unseal. These \
+                     {shares} shares are shown once: any {threshold} of them unseal."
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         OperatorCommand::Rotate => {
             let value = call(c, Method::POST, "/v1/sys/rotate", None).await?;
             if c.json {

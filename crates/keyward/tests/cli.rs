@@ -543,6 +543,16 @@ fn an_operator_initialises_unseals_rotates_and_seals_a_shamir_server() {
 
     let rotated = text(&server.cli(&root, &["operator", "rotate"], None));
     assert_eq!(rotated.trim(), "keyring version 2");
+    let rewrapped = text(&server.cli(&root, &["operator", "rewrap"], None));
+    assert!(rewrapped.starts_with("rewrapped "), "{rewrapped}");
+    let current = format!("{}\n{}\n", shares[0], shares[2]);
+    let rekeyed = text(&server.cli(
+        &root,
+        &["operator", "rekey", "--shares", "2", "--threshold", "2"],
+        Some(&current),
+    ));
+    assert_eq!(rekeyed.lines().filter(|l| l.starts_with("Unseal share ")).count(), 2);
+    assert!(rekeyed.contains("the old shares no longer unseal"));
     let sealed = server.cli_json(&root, &["operator", "seal"]);
     assert_eq!(sealed["sealed"], true);
     assert_eq!(sealed["progress"], 0);

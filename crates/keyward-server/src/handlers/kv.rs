@@ -83,7 +83,7 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
             .is_some_and(|q| q.split('&').any(|p| p == "list=true"));
     if mount_name == "transit" {
         let caller = Caller::from_request_parts(&mut parts, &state).await?;
-        let body = axum::body::to_bytes(body, crate::MAX_BODY_BYTES)
+        let body = axum::body::to_bytes(body, crate::MAX_ENGINE_BODY_BYTES)
             .await
             .map_err(|_| ApiError::PayloadTooLarge)?;
         return super::transit::dispatch(&state, &caller, &parts.method, rest, listing, &body)
@@ -109,7 +109,7 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
             .find_map(|p| p.strip_prefix("version="))
             .map(str::to_owned)
     });
-    let body = axum::body::to_bytes(body, crate::MAX_BODY_BYTES)
+    let body = axum::body::to_bytes(body, crate::MAX_ENGINE_BODY_BYTES)
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;
     let kv = Kv {
@@ -147,6 +147,16 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
             ApiError::InvalidRequest("this method is not supported on this path".into()),
         ),
         _ => Err(ApiError::NotFound("route")),
+    }
+}
+
+/// What a secret version's value is bound to: `id` is `mount/path`.
+pub(crate) fn secret_identity(id: &str, version: u64) -> RecordIdentity<'_> {
+    RecordIdentity {
+        table: "secret_versions",
+        id,
+        field: "value",
+        version,
     }
 }
 
@@ -261,12 +271,7 @@ impl Kv<'_> {
     }
 
     fn identity<'a>(&self, id: &'a str, version: u64) -> RecordIdentity<'a> {
-        RecordIdentity {
-            table: "secret_versions",
-            id,
-            field: "value",
-            version,
-        }
+        secret_identity(id, version)
     }
 
     async fn audit(&self, action: &str, path: &str, details: Value) -> Result<(), ApiError> {

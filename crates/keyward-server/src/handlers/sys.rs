@@ -117,9 +117,63 @@ pub async fn rotate(
     caller.require(AdminScope::SysWrite)?;
     let event = audit_event(Some(&caller), "keyring.rotate", "keyring", json!({}), now())?;
     let version = state.barrier.rotate(&event).await?;
+    // Stored data keys move to the new version in the background; the
+    // old versions keep opening them meanwhile.
+    let barrier = Arc::clone(&state.barrier);
+    let store = Arc::clone(&state.store);
+    tokio::spawn(async move {
+        match barrier.rewrap().await {
+            Ok(report) => {
+                tracing::info!(
+                    moved = report.moved,
+                    failed = report.failed,
+                    "keyring rewrap done"
+                );
+                if let Ok(event) = audit_event(
+                    None,
+                    "keyring.rewrap",
+                    "keyring",
+                    rewrap_details(&report),
+                    now(),
+                ) {
+                    if let Err(e) = store.append_audit(&[event]).await {
+                        tracing::error!(error = %e, "cannot audit the rewrap");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "keyring rewrap stopped"),
+        }
+    });
     Ok(Json(KeyringRotated {
         keyring_version: version,
     }))
+}
+
+fn rewrap_details(report: &crate::seal::RewrapReport) -> serde_json::Value {
+    json!({ "moved": report.moved, "current": report.current, "failed": report.failed })
+}
+
+/// Moves every stored data key to the keyring's newest version now, and
+/// says how many moved.
+#[utoipa::path(post, path = "/v1/sys/rewrap", tag = "sys",
+    responses((status = 200, body = Object), (status = 503, body = ErrorResponse)),
+    security(("admin_token" = ["sys:write"])))]
+pub async fn rewrap(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(AdminScope::SysWrite)?;
+    let report = state.barrier.rewrap().await?;
+    let details = rewrap_details(&report);
+    let event = audit_event(
+        Some(&caller),
+        "keyring.rewrap",
+        "keyring",
+        details.clone(),
+        now(),
+    )?;
+    state.store.append_audit(&[event]).await?;
+    Ok(Json(json!({ "data": details })))
 }
 
 /// The secrets mounts and their environments.
@@ -169,4 +223,56 @@ pub async fn mount(
 ) -> Result<axum::http::StatusCode, ApiError> {
     crate::handlers::kv::create_mount(&state, &caller, &path, body).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/sys/rekey`: current shares, and the new split.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RekeyRequest {
+    /// At least the threshold of the current shares.
+    pub keys: Vec<String>,
+    pub secret_shares: u8,
+    pub secret_threshold: u8,
+}
+
+/// Replaces the master key of a shamir seal and returns new shares, once.
+/// Needs `sys:write` and the threshold of the current shares.
+#[utoipa::path(post, path = "/v1/sys/rekey", tag = "sys", request_body = RekeyRequest,
+    responses((status = 200, body = SealInitResult), (status = 400, body = ErrorResponse),
+              (status = 503, body = ErrorResponse)),
+    security(("admin_token" = ["sys:write"])))]
+pub async fn rekey(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<RekeyRequest>,
+) -> Result<Json<SealInitResult>, ApiError> {
+    caller.require(AdminScope::SysWrite)?;
+    if body.secret_threshold < 2 || body.secret_shares < body.secret_threshold {
+        return Err(ApiError::InvalidRequest(
+            "need 2 <= secret_threshold <= secret_shares <= 255".into(),
+        ));
+    }
+    let set = state
+        .barrier
+        .rekey(
+            &body.keys,
+            body.secret_shares,
+            body.secret_threshold,
+            &caller,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::seal::SealError::Invalid(message) => ApiError::InvalidRequest(message.into()),
+            other => other.into(),
+        })?;
+    tracing::warn!("the master key was replaced; the old shares no longer unseal");
+    Ok(Json(SealInitResult {
+        keys: set
+            .shares
+            .iter()
+            .map(|share| share.to_text().as_str().to_owned())
+            .collect(),
+        secret_shares: body.secret_shares,
+        secret_threshold: body.secret_threshold,
+    }))
 }

@@ -142,7 +142,8 @@ fn aad(name: &str, version: u32) -> Vec<u8> {
     aad
 }
 
-fn identity(name: &str, version: u32) -> RecordIdentity<'_> {
+/// What a transit key version's material is bound to.
+pub(crate) fn identity(name: &str, version: u32) -> RecordIdentity<'_> {
     RecordIdentity {
         table: "transit_key_versions",
         id: name,

@@ -20,8 +20,8 @@ use keyward_store::{
 };
 use keyward_store::{ChangeEntry, CreditLease, KeyringEntry, SealRecord, UsageRow};
 use keyward_store::{
-    SecretMeta, SecretMetaPatch, SecretMount, SecretVersion, SecretWrite, TransitKey,
-    TransitKeyVersion, VersionAction,
+    EnvelopeCursor, SecretMeta, SecretMetaPatch, SecretMount, SecretVersion, SecretWrite,
+    StoredEnvelope, TransitKey, TransitKeyVersion, VersionAction,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -451,6 +451,23 @@ impl Store for CountingStore {
     }
     async fn delete_transit_key(&self, name: &str, event: &AuditEvent) -> R<()> {
         self.inner.delete_transit_key(name, event).await
+    }
+    async fn secret_envelopes(
+        &self,
+        after: Option<&EnvelopeCursor>,
+        limit: u32,
+    ) -> R<Vec<StoredEnvelope>> {
+        self.inner.secret_envelopes(after, limit).await
+    }
+    async fn transit_envelopes(
+        &self,
+        after: Option<&EnvelopeCursor>,
+        limit: u32,
+    ) -> R<Vec<StoredEnvelope>> {
+        self.inner.transit_envelopes(after, limit).await
+    }
+    async fn replace_envelope(&self, at: &EnvelopeCursor, old: &[u8], new: &[u8]) -> R<bool> {
+        self.inner.replace_envelope(at, old, new).await
     }
     async fn bootstrap(&self, root: &AdminToken, event: &AuditEvent) -> R<bool> {
         self.inner.bootstrap(root, event).await
