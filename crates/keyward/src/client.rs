@@ -649,6 +649,138 @@ pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(Args)]
+pub struct SecretsArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// The KV v2 mount.
+    #[arg(long, default_value = "secret", global = true)]
+    mount: String,
+    #[command(subcommand)]
+    command: SecretsCommand,
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Write a new version: `keyward secrets put db/main user=app password=-`
+    /// (`-` reads that value from standard input, keeping it out of the
+    /// process list).
+    Put {
+        path: String,
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        /// Write only if the current version is this one (0: only if new).
+        #[arg(long)]
+        cas: Option<u64>,
+    },
+    /// Read the latest version, or `--version N`.
+    Get {
+        path: String,
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// List the names under a prefix.
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+    /// Soft-delete the latest version.
+    Delete { path: String },
+}
+
+pub async fn secrets(args: SecretsArgs) -> anyhow::Result<ExitCode> {
+    let c = &args.conn;
+    let mount = &args.mount;
+    match args.command {
+        SecretsCommand::Put { path, pairs, cas } => {
+            let mut data = serde_json::Map::new();
+            for pair in pairs {
+                let Some((key, value)) = pair.split_once('=') else {
+                    bail!("expected KEY=VALUE, got a pair without =");
+                };
+                let value = if value == "-" {
+                    read_secret_line(key)?
+                } else {
+                    value.to_owned()
+                };
+                data.insert(key.to_owned(), Value::String(value));
+            }
+            let mut body = json!({ "data": data });
+            if let Some(cas) = cas {
+                body["options"] = json!({ "cas": cas });
+            }
+            let value = call(
+                c,
+                Method::POST,
+                &format!("/v1/{mount}/data/{path}"),
+                Some(body),
+            )
+            .await?;
+            if c.json {
+                print_json(&value);
+            } else {
+                println!("{mount}/{path}  version {}", value["data"]["version"]);
+            }
+        }
+        SecretsCommand::Get { path, version } => {
+            let query = version.map(|v| format!("?version={v}")).unwrap_or_default();
+            let value = call(
+                c,
+                Method::GET,
+                &format!("/v1/{mount}/data/{path}{query}"),
+                None,
+            )
+            .await?;
+            if c.json {
+                print_json(&value);
+            } else {
+                let meta = &value["data"]["metadata"];
+                println!(
+                    "{mount}/{path}  version {}  created {}",
+                    meta["version"],
+                    text(&meta["created_time"])
+                );
+                for (key, v) in value["data"]["data"].as_object().into_iter().flatten() {
+                    match v.as_str() {
+                        Some(s) => println!("{key}={s}"),
+                        None => println!("{key}={v}"),
+                    }
+                }
+            }
+        }
+        SecretsCommand::List { prefix } => {
+            let value = call(
+                c,
+                Method::GET,
+                &format!("/v1/{mount}/metadata/{prefix}?list=true"),
+                None,
+            )
+            .await?;
+            if c.json {
+                print_json(&value);
+            } else {
+                for key in value["data"]["keys"].as_array().into_iter().flatten() {
+                    println!("{}", text(key));
+                }
+            }
+        }
+        SecretsCommand::Delete { path } => {
+            send(
+                c,
+                Method::DELETE,
+                &format!("/v1/{mount}/data/{path}"),
+                None,
+                c.token.as_deref(),
+            )
+            .await?;
+            if !c.json {
+                println!("{mount}/{path}  latest version deleted");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
 pub struct OperatorArgs {
     #[command(flatten)]
     conn: Conn,
@@ -843,6 +975,9 @@ async fn send(
         .await
         .with_context(|| format!("cannot reach the server at {}", c.addr))?;
     let status = response.status();
+    if status == reqwest::StatusCode::NO_CONTENT {
+        return Ok(Value::Null);
+    }
     let value: Value = response
         .json()
         .await

@@ -41,6 +41,8 @@ enum Command {
     Tokens(client::TokensArgs),
     /// The seal: status, init, unseal, seal, keyring rotation.
     Operator(client::OperatorArgs),
+    /// Secrets in KV v2 mounts: put, get, list, delete.
+    Secrets(client::SecretsArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
             Command::Gateway(args) => serve::gateway(args).await.map(|()| ExitCode::SUCCESS),
             Command::Apis(args) => client::apis(args).await,
             Command::Operator(args) => client::operator(args).await,
+            Command::Secrets(args) => client::secrets(args).await,
             Command::Keys(args) => client::keys(args).await,
             Command::Owners(args) => client::owners(args).await,
             Command::Tokens(args) => client::tokens(args).await,

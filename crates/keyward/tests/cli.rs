@@ -541,6 +541,32 @@ fn an_operator_initialises_unseals_rotates_and_seals_a_shamir_server() {
     let done = text(&server.cli("", &["operator", "unseal"], Some(&shares[0])));
     assert_eq!(done.trim(), "seal: shamir  unsealed (keyring version 1)");
 
+    // Secrets from the CLI; a value given as `-` is read from stdin.
+    let put = text(&server.cli(
+        &root,
+        &[
+            "secrets",
+            "put",
+            "exchanges/binance",
+            "api_key=bn-1",
+            "api_secret=-",
+        ],
+        Some("cli-planted-secret\n"),
+    ));
+    assert_eq!(put.trim(), "secret/exchanges/binance  version 1");
+    let got = text(&server.cli(&root, &["secrets", "get", "exchanges/binance"], None));
+    assert!(
+        got.contains("api_key=bn-1") && got.contains("api_secret=cli-planted-secret"),
+        "{got}"
+    );
+    let listed = text(&server.cli(&root, &["secrets", "list", "exchanges"], None));
+    assert_eq!(listed.trim(), "binance");
+    let stale = server.cli(
+        &root,
+        &["secrets", "put", "exchanges/binance", "--cas", "0", "k=v"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&stale.stderr).contains("check-and-set"));
     let rotated = text(&server.cli(&root, &["operator", "rotate"], None));
     assert_eq!(rotated.trim(), "keyring version 2");
     let rewrapped = text(&server.cli(&root, &["operator", "rewrap"], None));
@@ -551,15 +577,23 @@ fn an_operator_initialises_unseals_rotates_and_seals_a_shamir_server() {
         &["operator", "rekey", "--shares", "2", "--threshold", "2"],
         Some(&current),
     ));
-    assert_eq!(rekeyed.lines().filter(|l| l.starts_with("Unseal share ")).count(), 2);
+    assert_eq!(
+        rekeyed
+            .lines()
+            .filter(|l| l.starts_with("Unseal share "))
+            .count(),
+        2
+    );
     assert!(rekeyed.contains("the old shares no longer unseal"));
     let sealed = server.cli_json(&root, &["operator", "seal"]);
     assert_eq!(sealed["sealed"], true);
     assert_eq!(sealed["progress"], 0);
 
-    // The shares are in no log line and nowhere on disk.
+    // The shares and the secret are in no log line and nowhere on disk.
     let log = server.log();
-    for share in &shares {
+    assert!(!log.contains("cli-planted-secret"));
+    let planted = "cli-planted-secret".to_owned();
+    for share in shares.iter().chain(std::iter::once(&planted)) {
         assert!(!log.contains(share.as_str()));
         let mut stack = vec![dir.path().to_path_buf()];
         while let Some(path) = stack.pop() {
