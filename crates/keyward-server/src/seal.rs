@@ -555,6 +555,23 @@ impl Barrier {
         Ok(report)
     }
 
+    /// Opens an envelope with the keyring. An envelope under a keyring
+    /// version this node has not seen yet (another node rotated) makes it
+    /// read the keyring again, once.
+    pub async fn open_envelope(
+        &self,
+        identity: &keyward_crypto::RecordIdentity<'_>,
+        envelope: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        match self.keyring()?.decrypt(identity, envelope) {
+            Err(CryptoError::UnknownKeyVersion(_)) => {
+                self.reload_keyring().await?;
+                Ok(self.keyring()?.decrypt(identity, envelope)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// Reads the keyring again, for versions another node added.
     pub async fn reload_keyring(&self) -> Result<(), SealError> {
         let entries = self.store.keyring().await?;

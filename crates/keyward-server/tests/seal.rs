@@ -619,3 +619,69 @@ async fn a_node_without_the_master_key_file_serves_sealed_and_still_verifies() {
     assert_eq!(status(&third).await["sealed"], false);
     third.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyring_rotated_on_another_node_opens_data_written_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db_file) = fresh_store(Backend::Sqlite, dir.path()).await;
+    let mut a = spawn_sealed(store.clone(), db_file.clone(), dir, shamir_settings(), None).await;
+    let root = a.root.clone();
+    let init = a
+        .ok(
+            Method::POST,
+            "/v1/sys/init",
+            Some(json!({"secret_shares": 2, "secret_threshold": 2})),
+        )
+        .await;
+    let shares: Vec<String> = init["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    let mut b = spawn_sealed(
+        store.clone(),
+        db_file,
+        tempfile::tempdir().unwrap(),
+        shamir_settings(),
+        Some(root.clone()),
+    )
+    .await;
+    for node in [&a, &b] {
+        for share in &shares {
+            unseal(node, share).await;
+        }
+        assert_eq!(status(node).await["keyring_version"], 1);
+    }
+    // Node A rotates and writes under keyring version 2; node B, still on
+    // version 1, reads the keyring again when it meets version 2.
+    a.ok(Method::POST, "/v1/sys/rotate", None).await;
+    a.ok(
+        Method::POST,
+        "/v1/secret/data/shared",
+        Some(json!({"data": {"v": "from-a"}})),
+    )
+    .await;
+    a.ok(Method::POST, "/v1/transit/keys/shared", Some(json!({})))
+        .await;
+    let read = b.ok(Method::GET, "/v1/secret/data/shared", None).await;
+    assert_eq!(read["data"]["data"]["v"], "from-a");
+    assert_eq!(status(&b).await["keyring_version"], 2);
+    let sealed = b
+        .ok(
+            Method::POST,
+            "/v1/transit/encrypt/shared",
+            Some(json!({"plaintext": "YQ=="})),
+        )
+        .await;
+    let opened = a
+        .ok(
+            Method::POST,
+            "/v1/transit/decrypt/shared",
+            Some(json!({"ciphertext": sealed["data"]["ciphertext"]})),
+        )
+        .await;
+    assert_eq!(opened["data"]["plaintext"], "YQ==");
+    a.stop().await;
+    b.stop().await;
+}

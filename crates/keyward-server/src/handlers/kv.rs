@@ -150,6 +150,15 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
     }
 }
 
+/// A failure to open a stored envelope: `TAMPERED` when it fails
+/// authentication, the seal's answer otherwise.
+pub(crate) fn sealed_or_tampered(e: crate::seal::SealError) -> ApiError {
+    match e {
+        crate::seal::SealError::Crypto(e) => e.into(),
+        other => other.into(),
+    }
+}
+
 /// What a secret version's value is bound to: `id` is `mount/path`.
 pub(crate) fn secret_identity(id: &str, version: u64) -> RecordIdentity<'_> {
     RecordIdentity {
@@ -304,7 +313,8 @@ impl Kv<'_> {
                 .parse()
                 .map_err(|_| ApiError::InvalidRequest("version must be a number".into()))?,
         };
-        let keyring = self.state.barrier.keyring()?;
+        // Sealed answers before any storage is read.
+        self.state.barrier.keyring()?;
         let meta = self
             .state
             .store
@@ -338,7 +348,12 @@ impl Kv<'_> {
             }
         };
         let id = self.key(path);
-        let plaintext = keyring.decrypt(&self.identity(&id, found.version), value)?;
+        let plaintext = self
+            .state
+            .barrier
+            .open_envelope(&self.identity(&id, found.version), value)
+            .await
+            .map_err(sealed_or_tampered)?;
         let data: Value = serde_json::from_slice(&plaintext).map_err(ApiError::internal)?;
         self.audit("secret.read", path, json!({ "version": found.version }))
             .await?;
@@ -360,7 +375,7 @@ impl Kv<'_> {
         self.caller.require(AdminScope::SecretsWrite)?;
         self.caller.require(AdminScope::SecretsRead)?;
         let body: WriteBody = parse(body)?;
-        let keyring = self.state.barrier.keyring()?;
+        self.state.barrier.keyring()?;
         let meta = self
             .state
             .store
@@ -379,7 +394,12 @@ impl Kv<'_> {
             .and_then(|v| v.value.as_ref())
             .ok_or(ApiError::NotFound("secret"))?;
         let id = self.key(path);
-        let plaintext = keyring.decrypt(&self.identity(&id, meta.current_version), latest)?;
+        let plaintext = self
+            .state
+            .barrier
+            .open_envelope(&self.identity(&id, meta.current_version), latest)
+            .await
+            .map_err(sealed_or_tampered)?;
         let mut current: Map<String, Value> =
             serde_json::from_slice(&plaintext).map_err(ApiError::internal)?;
         for (k, v) in body.data {

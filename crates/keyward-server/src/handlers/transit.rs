@@ -257,7 +257,7 @@ impl Transit<'_> {
 
     /// The key, from memory when loaded within [`CACHE_TTL`].
     async fn load(&self, name: &str) -> Result<Arc<LoadedKey>, ApiError> {
-        let keyring = self.keyring()?;
+        self.keyring()?;
         if let Some(entry) = self.cache().get(name) {
             if entry.0.elapsed() < CACHE_TTL {
                 return Ok(Arc::clone(&entry.1));
@@ -277,7 +277,12 @@ impl Transit<'_> {
         })?;
         let mut versions = BTreeMap::new();
         for version in stored {
-            let material = keyring.decrypt(&identity(name, version.version), &version.material)?;
+            let material = self
+                .state
+                .barrier
+                .open_envelope(&identity(name, version.version), &version.material)
+                .await
+                .map_err(super::kv::sealed_or_tampered)?;
             let opened = KeyVersion::from_material(kind, material)?;
             versions.insert(version.version, (opened, version));
         }
