@@ -34,24 +34,16 @@ pub async fn init(
     Json(body): Json<SealInit>,
 ) -> Result<Json<SealInitResult>, ApiError> {
     caller.require(AdminScope::SysWrite)?;
-    if body.secret_threshold < 2 || body.secret_shares < body.secret_threshold {
-        return Err(ApiError::InvalidRequest(
-            "need 2 <= secret_threshold <= secret_shares <= 255".into(),
-        ));
-    }
+    check_split(body.secret_shares, body.secret_threshold)?;
     let set = state
         .barrier
         .init(body.secret_shares, body.secret_threshold, &caller)
         .await?;
-    Ok(Json(SealInitResult {
-        keys: set
-            .shares
-            .iter()
-            .map(|share| share.to_text().as_str().to_owned())
-            .collect(),
-        secret_shares: body.secret_shares,
-        secret_threshold: body.secret_threshold,
-    }))
+    Ok(Json(shown_once(
+        &set,
+        body.secret_shares,
+        body.secret_threshold,
+    )))
 }
 
 /// Gives one unseal share (or resets the progress).
@@ -247,11 +239,7 @@ pub async fn rekey(
     Json(body): Json<RekeyRequest>,
 ) -> Result<Json<SealInitResult>, ApiError> {
     caller.require(AdminScope::SysWrite)?;
-    if body.secret_threshold < 2 || body.secret_shares < body.secret_threshold {
-        return Err(ApiError::InvalidRequest(
-            "need 2 <= secret_threshold <= secret_shares <= 255".into(),
-        ));
-    }
+    check_split(body.secret_shares, body.secret_threshold)?;
     let set = state
         .barrier
         .rekey(
@@ -266,13 +254,31 @@ pub async fn rekey(
             other => other.into(),
         })?;
     tracing::warn!("the master key was replaced; the old shares no longer unseal");
-    Ok(Json(SealInitResult {
+    Ok(Json(shown_once(
+        &set,
+        body.secret_shares,
+        body.secret_threshold,
+    )))
+}
+
+fn check_split(shares: u8, threshold: u8) -> Result<(), ApiError> {
+    if threshold < 2 || shares < threshold {
+        return Err(ApiError::InvalidRequest(
+            "need 2 <= secret_threshold <= secret_shares <= 255".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The answer that shows a new set of shares, once.
+fn shown_once(set: &keyward_crypto::shamir::ShareSet, shares: u8, threshold: u8) -> SealInitResult {
+    SealInitResult {
         keys: set
             .shares
             .iter()
             .map(|share| share.to_text().as_str().to_owned())
             .collect(),
-        secret_shares: body.secret_shares,
-        secret_threshold: body.secret_threshold,
-    }))
+        secret_shares: shares,
+        secret_threshold: threshold,
+    }
 }

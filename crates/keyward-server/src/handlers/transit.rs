@@ -552,17 +552,7 @@ impl Transit<'_> {
         ciphertext: &str,
         context: Option<&str>,
     ) -> Result<(u32, Zeroizing<Vec<u8>>), ApiError> {
-        let (version, sealed) =
-            transit::decode(ciphertext).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-        if version < key.meta.min_decryption_version {
-            return Err(bad(
-                "ciphertext or signature version is disallowed by policy (min_decryption_version)",
-            ));
-        }
-        let (opened, _) = key
-            .versions
-            .get(&version)
-            .ok_or_else(|| bad("no such key version"))?;
+        let (version, sealed, opened) = decodable(key, ciphertext)?;
         let context = context.map(|c| b64("context", c)).transpose()?;
         let plaintext = opened
             .decrypt(
@@ -725,17 +715,7 @@ impl Transit<'_> {
             (None, Some(h)) => (h.as_str(), true),
             _ => return Err(bad("give either signature or hmac")),
         };
-        let (version, bytes) =
-            transit::decode(text).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-        if version < key.meta.min_decryption_version {
-            return Err(bad(
-                "ciphertext or signature version is disallowed by policy (min_decryption_version)",
-            ));
-        }
-        let (opened, _) = key
-            .versions
-            .get(&version)
-            .ok_or_else(|| bad("no such key version"))?;
+        let (_, bytes, opened) = decodable(&key, text)?;
         let valid = if is_hmac {
             let sha512 = sha512(body.algorithm.as_deref())?;
             let expected = opened.hmac(sha512, &input)?;
@@ -802,6 +782,26 @@ impl Transit<'_> {
         };
         Ok(envelope(StatusCode::OK, json!({ "random_bytes": text })))
     }
+}
+
+/// The version, bytes and key version of a `kw:v…` text, if policy still
+/// lets that version decrypt or verify.
+fn decodable<'k>(
+    key: &'k LoadedKey,
+    text: &str,
+) -> Result<(u32, Vec<u8>, &'k KeyVersion), ApiError> {
+    let (version, bytes) =
+        transit::decode(text).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    if version < key.meta.min_decryption_version {
+        return Err(bad(
+            "ciphertext or signature version is disallowed by policy (min_decryption_version)",
+        ));
+    }
+    let (opened, _) = key
+        .versions
+        .get(&version)
+        .ok_or_else(|| bad("no such key version"))?;
+    Ok((version, bytes, opened))
 }
 
 fn sha512(algorithm: Option<&str>) -> Result<bool, ApiError> {
