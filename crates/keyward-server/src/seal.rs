@@ -22,7 +22,9 @@ use keyward_crypto::pkcs11::{Hsm, HsmConfig};
 use crate::auth::Caller;
 use keyward_crypto::shamir::{self, Share, ShareError, ShareSet, ShareSetRecord, Unsealer};
 use keyward_crypto::{file_seal, CryptoError, Keyring, MasterKey, SecretKey};
-use keyward_store::{EnvelopeCursor, KeyringEntry, SealKind, SealRecord, Store, StoreError};
+use keyward_store::{
+    EnvelopeCursor, KeyringEntry, SealKind, SealRecord, Store, StoreError, UseTarget,
+};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -45,6 +47,10 @@ pub struct SealSettings {
     /// `pkcs11`: the token's user PIN; better given as `KEYWARD_HSM_PIN`
     /// than written in a file.
     pub pkcs11_pin: Option<Pin>,
+    /// Encryptions after which a keyring or transit key version is rotated
+    /// automatically: 2^30 by default, a quarter of the 2^32 messages
+    /// AES-GCM with random nonces allows under one key.
+    pub rotate_after_uses: u64,
 }
 
 impl Default for SealSettings {
@@ -55,6 +61,7 @@ impl Default for SealSettings {
             pkcs11_token_label: None,
             pkcs11_key_label: "keyward-master-wrap".to_owned(),
             pkcs11_pin: None,
+            rotate_after_uses: keyward_crypto::envelope::ROTATE_AFTER_WRAPS,
         }
     }
 }
@@ -169,6 +176,11 @@ pub struct Barrier {
     state: RwLock<State>,
     /// Transit keys opened with the keyring; emptied when sealed.
     transit: crate::handlers::transit::TransitCache,
+    /// Uses this node reserved in the store and has not spent, per key.
+    allowances: std::sync::Mutex<std::collections::HashMap<UseTarget, u64>>,
+    rotate_after_uses: u64,
+    /// Set while an automatic keyring rotation runs, so one runs at a time.
+    rotating: std::sync::atomic::AtomicBool,
 }
 
 impl Barrier {
@@ -194,6 +206,9 @@ impl Barrier {
             shares: RwLock::new((0, 0)),
             state: RwLock::new(State::Uninitialized),
             transit: Default::default(),
+            allowances: Default::default(),
+            rotate_after_uses: settings.rotate_after_uses.max(1),
+            rotating: std::sync::atomic::AtomicBool::new(false),
         };
         match kind {
             SealKind::File => {
@@ -407,6 +422,74 @@ impl Barrier {
         Ok(version)
     }
 
+    /// Takes `n` encryptions of `target` from this node's allowance,
+    /// reserving a block in the store when it runs out. Returns whether the
+    /// key has reached `rotate_after_uses` and should be rotated.
+    pub async fn spend(&self, target: UseTarget, n: u64) -> Result<bool, SealError> {
+        {
+            let mut allowances = self.allowances.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(left) = allowances.get_mut(&target) {
+                if *left >= n {
+                    *left -= n;
+                    return Ok(false);
+                }
+            }
+        }
+        // One store write per block: cheap, and a crash loses at most one
+        // block, counting high rather than low.
+        let block = (self.rotate_after_uses / 8).clamp(1, 4096);
+        let reserve = n.max(block);
+        let total = self.store.reserve_uses(&target, reserve).await?;
+        let mut allowances = self.allowances.lock().unwrap_or_else(|e| e.into_inner());
+        *allowances.entry(target).or_insert(0) += reserve - n;
+        Ok(total >= self.rotate_after_uses)
+    }
+
+    /// Counts one wrap under the keyring's active version, and starts a
+    /// rotation in the background when the version has made enough.
+    pub async fn spend_keyring(self: &Arc<Self>, n: u64) -> Result<(), SealError> {
+        let version = self.keyring()?.active_version();
+        if self.spend(UseTarget::Keyring { version }, n).await?
+            && !self
+                .rotating
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            let barrier = Arc::clone(self);
+            tokio::spawn(async move {
+                let result = async {
+                    let event = crate::handlers::audit_event(
+                        None,
+                        "keyring.rotate",
+                        "keyring",
+                        serde_json::json!({ "reason": "usage limit", "version": version }),
+                        now(),
+                    )
+                    .map_err(|_| SealError::Crypto(CryptoError::Random))?;
+                    match barrier.rotate(&event).await {
+                        // Another node rotated first.
+                        Err(SealError::Store(StoreError::Conflict(_))) => {
+                            barrier.reload_keyring().await.map(|()| 0)
+                        }
+                        other => other,
+                    }
+                }
+                .await;
+                match result {
+                    Ok(v) => tracing::warn!(
+                        from = version,
+                        to = v,
+                        "keyring rotated: its version reached the usage limit"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "automatic keyring rotation failed"),
+                }
+                barrier
+                    .rotating
+                    .store(false, std::sync::atomic::Ordering::Release);
+            });
+        }
+        Ok(())
+    }
+
     /// Replaces the master key of a `shamir` seal and issues new shares.
     /// Needs the node unsealed and `threshold` of the current shares, so a
     /// token alone cannot take the seal from its share holders. Every
@@ -511,6 +594,13 @@ impl Barrier {
                 after = Some(last.at.clone());
                 // Read the keyring per page: a seal stops the walk.
                 let keyring = self.keyring()?;
+                self.spend(
+                    UseTarget::Keyring {
+                        version: keyring.active_version(),
+                    },
+                    page.len() as u64,
+                )
+                .await?;
                 for stored in &page {
                     let moved = match &stored.at {
                         EnvelopeCursor::Secret {

@@ -685,3 +685,81 @@ async fn a_keyring_rotated_on_another_node_opens_data_written_there() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_rotated_when_they_reach_the_usage_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db_file) = fresh_store(Backend::Sqlite, dir.path()).await;
+    let settings = SealSettings {
+        rotate_after_uses: 16,
+        ..SealSettings::default()
+    };
+    let mut app = spawn_sealed(store.clone(), db_file, dir, settings, None).await;
+    // Keyring: every secret write wraps a data key.
+    for i in 0..20 {
+        app.ok(
+            Method::POST,
+            &format!("/v1/secret/data/s{i}"),
+            Some(json!({"data": {"v": "x"}})),
+        )
+        .await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status(&app).await["keyring_version"] == 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the keyring was not rotated"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let audit = app.ok(Method::GET, "/v1/audit?limit=1000", None).await;
+    assert!(audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "keyring.rotate" && e["details"]["reason"] == "usage limit"));
+    // Everything written before the rotation still reads.
+    let read = app.ok(Method::GET, "/v1/secret/data/s0", None).await;
+    assert_eq!(read["data"]["data"]["v"], "x");
+
+    // Transit: a batch that crosses the limit rotates the key; old
+    // ciphertexts still decrypt.
+    app.ok(Method::POST, "/v1/transit/keys/busy", Some(json!({})))
+        .await;
+    let first = app
+        .ok(
+            Method::POST,
+            "/v1/transit/encrypt/busy",
+            Some(json!({"plaintext": "YQ=="})),
+        )
+        .await;
+    let batch: Vec<Value> = (0..20).map(|_| json!({"plaintext": "YQ=="})).collect();
+    app.ok(
+        Method::POST,
+        "/v1/transit/encrypt/busy",
+        Some(json!({"batch_input": batch})),
+    )
+    .await;
+    let key = app.ok(Method::GET, "/v1/transit/keys/busy", None).await;
+    assert_eq!(key["data"]["latest_version"], 2);
+    let next = app
+        .ok(
+            Method::POST,
+            "/v1/transit/encrypt/busy",
+            Some(json!({"plaintext": "YQ=="})),
+        )
+        .await;
+    assert!(next["data"]["ciphertext"]
+        .as_str()
+        .unwrap()
+        .starts_with("kw:v2:"));
+    let opened = app
+        .ok(
+            Method::POST,
+            "/v1/transit/decrypt/busy",
+            Some(json!({"ciphertext": first["data"]["ciphertext"]})),
+        )
+        .await;
+    assert_eq!(opened["data"]["plaintext"], "YQ==");
+    app.stop().await;
+}

@@ -323,7 +323,7 @@ macro_rules! impl_store {
             AuditFilter, BulkRevokeFilter, Change, ChangeEntry, CreditLease, KeyFilter, KeyPatch,
             KeyringEntry, Page, Result, Rotation, SealRecord, SecretMeta, SecretMetaPatch,
             SecretMount, SecretVersion, SecretWrite, Store, StoreError, TransitKey, TransitKeyVersion,
-            UsageRow, VersionAction, EnvelopeCursor, StoredEnvelope,
+            UsageRow, VersionAction, EnvelopeCursor, StoredEnvelope, UseTarget,
         };
         use $crate::common::{seal_from_row, SealRow};
 
@@ -1763,6 +1763,30 @@ macro_rules! impl_store {
                     .rows_affected(),
                 };
                 Ok(replaced == 1)
+            }
+
+            async fn reserve_uses(&self, target: &UseTarget, n: u64) -> Result<u64> {
+                let n = i64::try_from(n).map_err(|_| StoreError::Conflict("too many uses"))?;
+                let total: Option<(i64,)> = match target {
+                    UseTarget::Keyring { version } => sqlx::query_as(
+                        "UPDATE keyring SET uses = uses + $2 WHERE version = $1 RETURNING uses",
+                    )
+                    .bind(i64::from(*version))
+                    .bind(n)
+                    .fetch_optional(self.writer())
+                    .await?,
+                    UseTarget::Transit { name, version } => sqlx::query_as(
+                        "UPDATE transit_key_versions SET uses = uses + $3 \
+                         WHERE name = $1 AND version = $2 RETURNING uses",
+                    )
+                    .bind(name)
+                    .bind(i64::from(*version))
+                    .bind(n)
+                    .fetch_optional(self.writer())
+                    .await?,
+                };
+                let (total,) = total.ok_or(StoreError::NotFound)?;
+                Ok(total.max(0) as u64)
             }
 
             async fn latest_change(&self) -> Result<i64> {

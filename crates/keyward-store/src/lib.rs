@@ -351,6 +351,13 @@ pub enum EnvelopeCursor {
     },
 }
 
+/// A key whose encryptions are counted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UseTarget {
+    Keyring { version: u32 },
+    Transit { name: String, version: u32 },
+}
+
 /// A stored envelope and where it lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEnvelope {
@@ -581,6 +588,10 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a stored envelope if it is still `old` (a write or destroy
     /// since it was read wins). Returns whether it was replaced.
     async fn replace_envelope(&self, at: &EnvelopeCursor, old: &[u8], new: &[u8]) -> Result<bool>;
+
+    /// Adds `n` to the uses reserved for a keyring version or a transit key
+    /// version and returns the new total; `NotFound` when it does not exist.
+    async fn reserve_uses(&self, target: &UseTarget, n: u64) -> Result<u64>;
 
     /// The newest change-feed sequence number (0 for an empty feed): where a
     /// node that starts with empty caches begins reading.

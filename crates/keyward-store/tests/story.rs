@@ -14,7 +14,7 @@ use keyward_core::{
 use keyward_store::{
     AuditFilter, BulkRevokeFilter, Change, CreditsPatch, KeyFilter, KeyPatch, KeyringEntry, Page,
     PgStore, Rotation, SealKind, SealRecord, SecretMetaPatch, SecretMount, SecretWrite, Store,
-    StoreError, TransitKey, TransitKeyVersion, UsageRow, VersionAction,
+    StoreError, TransitKey, TransitKeyVersion, UsageRow, UseTarget, VersionAction,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -885,6 +885,16 @@ async fn seal_and_keyring(store: Arc<dyn Store>) {
         store.keyring().await.unwrap(),
         vec![first.clone(), second.clone()]
     );
+    // Uses are reserved in blocks and only ever add up.
+    let target = UseTarget::Keyring { version: 2 };
+    assert_eq!(store.reserve_uses(&target, 4096).await.unwrap(), 4096);
+    assert_eq!(store.reserve_uses(&target, 10).await.unwrap(), 4106);
+    assert!(matches!(
+        store
+            .reserve_uses(&UseTarget::Keyring { version: 7 }, 1)
+            .await,
+        Err(StoreError::NotFound)
+    ));
 
     // A rekey replaces the seal and every wrapping at once.
     let rekeyed = SealRecord {
@@ -1180,6 +1190,12 @@ async fn transit_keys(store: Arc<dyn Store>) {
         vec![1, 2]
     );
     assert_eq!(versions[1].material, vec![2; 93]);
+    let target = UseTarget::Transit {
+        name: "orders".into(),
+        version: 2,
+    };
+    assert_eq!(store.reserve_uses(&target, 3).await.unwrap(), 3);
+    assert_eq!(store.reserve_uses(&target, 3).await.unwrap(), 6);
     assert!(matches!(
         store
             .delete_transit_key("orders", &event("transit.delete", "orders"))

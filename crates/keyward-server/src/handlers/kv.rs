@@ -444,6 +444,7 @@ impl Kv<'_> {
                 _ => {}
             }
             let version = current + 1;
+            self.state.barrier.spend_keyring(1).await?;
             let value = keyring
                 .encrypt(&self.identity(&id, version), &plaintext)
                 .map_err(ApiError::internal)?;

@@ -328,6 +328,7 @@ impl Transit<'_> {
             return Err(bad("only encryption keys can be derived"));
         }
         let keyring = self.keyring()?;
+        self.state.barrier.spend_keyring(1).await?;
         let generated = KeyVersion::generate(kind)?;
         let at = now();
         let first = TransitKeyVersion {
@@ -424,31 +425,7 @@ impl Transit<'_> {
 
     async fn rotate(&self, name: &str) -> Result<Response, ApiError> {
         self.caller.require(AdminScope::TransitWrite)?;
-        let keyring = self.keyring()?;
-        let (meta, _) = self
-            .state
-            .store
-            .get_transit_key(name)
-            .await?
-            .ok_or(ApiError::NotFound("transit key"))?;
-        let kind = KeyType::parse(&meta.key_type)
-            .ok_or_else(|| ApiError::internal(CryptoError::Malformed("unknown key type")))?;
-        let version = meta.latest_version + 1;
-        let generated = KeyVersion::generate(kind)?;
-        let stored = TransitKeyVersion {
-            version,
-            material: keyring.encrypt(&identity(name, version), generated.material())?,
-            public_key: generated.public_key(),
-            created_at: now(),
-        };
-        let event = self
-            .audit_event("transit.rotate", name, json!({ "version": version }))
-            .await?;
-        self.state
-            .store
-            .add_transit_key_version(name, &stored, &event)
-            .await?;
-        self.forget(name);
+        rotate_key(self.state, name, Some(self.caller), "requested").await?;
         self.read(name).await
     }
 
@@ -589,18 +566,51 @@ impl Transit<'_> {
         self.encrypt_one(key, &again)
     }
 
+    /// Counts the encryptions `items` will make against the key versions
+    /// they will use, and rotates a latest version that reached the limit.
+    async fn spend_encryptions(&self, key: &LoadedKey, items: &[&Item]) -> Result<(), ApiError> {
+        let mut per_version: BTreeMap<u32, u64> = BTreeMap::new();
+        for item in items {
+            if let Ok(version) = self.encryption_version(key, item.key_version) {
+                *per_version.entry(version).or_default() += 1;
+            }
+        }
+        for (version, n) in per_version {
+            let target = keyward_store::UseTarget::Transit {
+                name: key.meta.name.clone(),
+                version,
+            };
+            if self.state.barrier.spend(target, n).await? && version == key.meta.latest_version {
+                match rotate_key(self.state, &key.meta.name, None, "usage limit").await {
+                    // Another request rotated it first.
+                    Ok(_) | Err(ApiError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One item, or each of `batch_input` (errors reported per item).
     async fn batch(
         &self,
         name: &str,
         body: &Bytes,
         one: fn(&Self, &LoadedKey, &Item) -> Result<Value, ApiError>,
+        encrypts: bool,
     ) -> Result<Response, ApiError> {
         self.caller.require(AdminScope::TransitUse)?;
         let body: BatchBody = parse(body)?;
         let key = self.load(name).await?;
         if !key.kind.encrypts() {
             return Err(bad("this key type cannot encrypt or decrypt"));
+        }
+        let items: Vec<&Item> = match &body.batch_input {
+            Some(items) => items.iter().collect(),
+            None => vec![&body.single],
+        };
+        if encrypts {
+            self.spend_encryptions(&key, &items).await?;
         }
         match body.batch_input {
             Some(items) => {
@@ -624,15 +634,15 @@ impl Transit<'_> {
     }
 
     async fn encrypt(&self, name: &str, body: &Bytes) -> Result<Response, ApiError> {
-        self.batch(name, body, Self::encrypt_one).await
+        self.batch(name, body, Self::encrypt_one, true).await
     }
 
     async fn decrypt(&self, name: &str, body: &Bytes) -> Result<Response, ApiError> {
-        self.batch(name, body, Self::decrypt_one).await
+        self.batch(name, body, Self::decrypt_one, false).await
     }
 
     async fn rewrap(&self, name: &str, body: &Bytes) -> Result<Response, ApiError> {
-        self.batch(name, body, Self::rewrap_one).await
+        self.batch(name, body, Self::rewrap_one, true).await
     }
 
     async fn datakey(&self, kind: &str, name: &str, body: &Bytes) -> Result<Response, ApiError> {
@@ -659,6 +669,7 @@ impl Transit<'_> {
             key_version: None,
             ciphertext: None,
         };
+        self.spend_encryptions(&key, &[&item]).await?;
         let mut result = self.encrypt_one(&key, &item)?;
         if show {
             result["plaintext"] = json!(STANDARD.encode(&*data_key));
@@ -802,6 +813,46 @@ fn decodable<'k>(
         .get(&version)
         .ok_or_else(|| bad("no such key version"))?;
     Ok((version, bytes, opened))
+}
+
+/// Adds a version to a transit key. `reason` is audited: `requested`, or
+/// `usage limit` when the latest version has made enough encryptions.
+async fn rotate_key(
+    state: &AppState,
+    name: &str,
+    actor: Option<&Caller>,
+    reason: &str,
+) -> Result<u32, ApiError> {
+    let keyring = state.barrier.keyring()?;
+    let (meta, _) = state
+        .store
+        .get_transit_key(name)
+        .await?
+        .ok_or(ApiError::NotFound("transit key"))?;
+    let kind = KeyType::parse(&meta.key_type)
+        .ok_or_else(|| ApiError::internal(CryptoError::Malformed("unknown key type")))?;
+    let version = meta.latest_version + 1;
+    state.barrier.spend_keyring(1).await?;
+    let generated = KeyVersion::generate(kind)?;
+    let stored = TransitKeyVersion {
+        version,
+        material: keyring.encrypt(&identity(name, version), generated.material())?,
+        public_key: generated.public_key(),
+        created_at: now(),
+    };
+    let event = audit_event(
+        actor,
+        "transit.rotate",
+        &format!("transit/{name}"),
+        json!({ "version": version, "reason": reason }),
+        now(),
+    )?;
+    state
+        .store
+        .add_transit_key_version(name, &stored, &event)
+        .await?;
+    state.barrier.transit_cache().remove(name);
+    Ok(version)
 }
 
 fn sha512(algorithm: Option<&str>) -> Result<bool, ApiError> {

@@ -21,7 +21,7 @@ use keyward_store::{
 use keyward_store::{ChangeEntry, CreditLease, KeyringEntry, SealRecord, UsageRow};
 use keyward_store::{
     EnvelopeCursor, SecretMeta, SecretMetaPatch, SecretMount, SecretVersion, SecretWrite,
-    StoredEnvelope, TransitKey, TransitKeyVersion, VersionAction,
+    StoredEnvelope, TransitKey, TransitKeyVersion, UseTarget, VersionAction,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -468,6 +468,9 @@ impl Store for CountingStore {
     }
     async fn replace_envelope(&self, at: &EnvelopeCursor, old: &[u8], new: &[u8]) -> R<bool> {
         self.inner.replace_envelope(at, old, new).await
+    }
+    async fn reserve_uses(&self, target: &UseTarget, n: u64) -> R<u64> {
+        self.inner.reserve_uses(target, n).await
     }
     async fn bootstrap(&self, root: &AdminToken, event: &AuditEvent) -> R<bool> {
         self.inner.bootstrap(root, event).await
