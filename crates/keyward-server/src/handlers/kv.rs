@@ -244,18 +244,30 @@ fn timestamp(at: OffsetDateTime) -> String {
 
 /// Vault's response envelope around `data`.
 pub(crate) fn envelope(status: StatusCode, data: Value) -> Response {
+    /// Written field by field: no map is built per response.
+    #[derive(serde::Serialize)]
+    struct Envelope {
+        request_id: &'static str,
+        lease_id: &'static str,
+        renewable: bool,
+        lease_duration: u32,
+        data: Value,
+        wrap_info: Option<()>,
+        warnings: Option<()>,
+        auth: Option<()>,
+    }
     (
         status,
-        axum::Json(json!({
-            "request_id": "",
-            "lease_id": "",
-            "renewable": false,
-            "lease_duration": 0,
-            "data": data,
-            "wrap_info": null,
-            "warnings": null,
-            "auth": null,
-        })),
+        axum::Json(Envelope {
+            request_id: "",
+            lease_id: "",
+            renewable: false,
+            lease_duration: 0,
+            data,
+            wrap_info: None,
+            warnings: None,
+            auth: None,
+        }),
     )
         .into_response()
 }

@@ -186,11 +186,26 @@ struct Item {
     key_version: Option<u32>,
 }
 
+/// One item's fields, or `batch_input` (fields spelled out rather than
+/// flattened: serde's flatten buffers the whole body first).
 #[derive(Deserialize)]
 struct BatchBody {
-    #[serde(flatten)]
-    single: Item,
+    plaintext: Option<String>,
+    ciphertext: Option<String>,
+    context: Option<String>,
+    key_version: Option<u32>,
     batch_input: Option<Vec<Item>>,
+}
+
+impl BatchBody {
+    fn take_single(&mut self) -> Item {
+        Item {
+            plaintext: self.plaintext.take(),
+            ciphertext: self.ciphertext.take(),
+            context: self.context.take(),
+            key_version: self.key_version,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -600,14 +615,15 @@ impl Transit<'_> {
         encrypts: bool,
     ) -> Result<Response, ApiError> {
         self.caller.require(AdminScope::TransitUse)?;
-        let body: BatchBody = parse(body)?;
+        let mut body: BatchBody = parse(body)?;
+        let single = body.take_single();
         let key = self.load(name).await?;
         if !key.kind.encrypts() {
             return Err(bad("this key type cannot encrypt or decrypt"));
         }
         let items: Vec<&Item> = match &body.batch_input {
             Some(items) => items.iter().collect(),
-            None => vec![&body.single],
+            None => vec![&single],
         };
         if encrypts {
             self.spend_encryptions(&key, &items).await?;
@@ -629,7 +645,7 @@ impl Transit<'_> {
                     json!({ "batch_results": results }),
                 ))
             }
-            None => Ok(envelope(StatusCode::OK, one(self, &key, &body.single)?)),
+            None => Ok(envelope(StatusCode::OK, one(self, &key, &single)?)),
         }
     }
 
