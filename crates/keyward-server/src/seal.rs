@@ -181,6 +181,8 @@ pub struct Barrier {
     rotate_after_uses: u64,
     /// Set while an automatic keyring rotation runs, so one runs at a time.
     rotating: std::sync::atomic::AtomicBool,
+    /// `pkcs11`: how to reach the HSM again, for a rekey.
+    hsm: Option<SealSettings>,
 }
 
 impl Barrier {
@@ -209,6 +211,7 @@ impl Barrier {
             allowances: Default::default(),
             rotate_after_uses: settings.rotate_after_uses.max(1),
             rotating: std::sync::atomic::AtomicBool::new(false),
+            hsm: (kind == SealKind::Pkcs11).then(|| settings.clone()),
         };
         match kind {
             SealKind::File => {
@@ -573,6 +576,66 @@ impl Barrier {
             u.master = new_master;
         }
         Ok(new_set)
+    }
+
+    /// Replaces the master key of a `pkcs11` seal: a new master key,
+    /// wrapped by the HSM, and every keyring version rewrapped under it, in
+    /// one transaction. The node stays unsealed.
+    pub async fn rekey_hsm(&self, caller: &Caller) -> Result<(), SealError> {
+        let settings = self
+            .hsm
+            .as_ref()
+            .ok_or(SealError::WrongSeal(self.kind.as_str()))?;
+        let config = hsm_config(settings)?;
+        let record = self.store.seal().await?.ok_or(SealError::NotInitialized)?;
+        let entries = self.store.keyring().await?;
+        let new_master = MasterKey::generate()?;
+        let rewrapped = {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let State::Unsealed(u) = &*state else {
+                return Err(SealError::Sealed);
+            };
+            let mut rewrapped = Vec::with_capacity(entries.len());
+            for entry in &entries {
+                let key = u
+                    .master
+                    .unwrap_keyring_key(entry.version, &entry.wrapped_key)?;
+                rewrapped.push(KeyringEntry {
+                    wrapped_key: new_master.wrap_keyring_key(entry.version, &key)?,
+                    ..entry.clone()
+                });
+            }
+            rewrapped
+        };
+        let copy = MasterKey::from_secret(new_master.secret().duplicate());
+        let wrapped = blocking(move || {
+            let hsm = Hsm::open(&config, false)?;
+            let wrapped = hsm.wrap(&copy);
+            hsm.close();
+            wrapped
+        })
+        .await?;
+        let at = now();
+        let new_record = SealRecord {
+            wrapped_master: Some(wrapped),
+            updated_at: at,
+            ..record
+        };
+        let event = crate::handlers::audit_event(
+            Some(caller),
+            "seal.rekey",
+            "seal",
+            serde_json::json!({ "seal": "pkcs11" }),
+            at,
+        )
+        .map_err(|_| SealError::Crypto(CryptoError::Random))?;
+        self.store
+            .rekey_seal(&new_record, &rewrapped, &event)
+            .await?;
+        if let State::Unsealed(u) = &mut *self.state.write().unwrap_or_else(|e| e.into_inner()) {
+            u.master = new_master;
+        }
+        Ok(())
     }
 
     /// Moves every stored data key (secret values, transit key material)

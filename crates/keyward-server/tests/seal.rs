@@ -518,12 +518,37 @@ async fn a_pkcs11_server_unseals_itself_through_softhsm_after_a_restart() {
     app.stop().await;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut app = spawn_sealed(store.clone(), db_file, dir, settings.clone(), Some(root)).await;
+    let mut app = spawn_sealed(
+        store.clone(),
+        db_file.clone(),
+        dir,
+        settings.clone(),
+        Some(root),
+    )
+    .await;
     let s = status(&app).await;
     assert_eq!(
         (s["sealed"].clone(), s["keyring_version"].clone()),
         (json!(false), json!(2))
     );
+    let read = app.ok(Method::GET, "/v1/secret/data/hsm", None).await;
+    assert_eq!(read["data"]["data"]["v"], "planted-value-pkcs11");
+    // A rekey: a new master key wrapped by the HSM; the data stays.
+    let before = store.seal().await.unwrap().unwrap().wrapped_master;
+    let rekeyed = app.ok(Method::POST, "/v1/sys/rekey", Some(json!({}))).await;
+    assert_eq!(rekeyed["keys"], json!([]));
+    assert_ne!(store.seal().await.unwrap().unwrap().wrapped_master, before);
+    let root = app.root.clone();
+    app.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = spawn_sealed(
+        store.clone(),
+        db_file.clone(),
+        dir,
+        settings.clone(),
+        Some(root),
+    )
+    .await;
     let read = app.ok(Method::GET, "/v1/secret/data/hsm", None).await;
     assert_eq!(read["data"]["data"]["v"], "planted-value-pkcs11");
     app.stop().await;

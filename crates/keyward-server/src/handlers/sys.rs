@@ -221,14 +221,17 @@ pub async fn mount(
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RekeyRequest {
-    /// At least the threshold of the current shares.
+    /// `shamir`: at least the threshold of the current shares.
+    #[serde(default)]
     pub keys: Vec<String>,
-    pub secret_shares: u8,
-    pub secret_threshold: u8,
+    /// `shamir`: the new split. A `pkcs11` rekey takes no fields.
+    pub secret_shares: Option<u8>,
+    pub secret_threshold: Option<u8>,
 }
 
-/// Replaces the master key of a shamir seal and returns new shares, once.
-/// Needs `sys:write` and the threshold of the current shares.
+/// Replaces the master key. `shamir`: needs the threshold of the current
+/// shares and returns new shares, once. `pkcs11`: the HSM wraps a new
+/// master key, and `keys` is empty. Needs `sys:write`.
 #[utoipa::path(post, path = "/v1/sys/rekey", tag = "sys", request_body = RekeyRequest,
     responses((status = 200, body = SealInitResult), (status = 400, body = ErrorResponse),
               (status = 503, body = ErrorResponse)),
@@ -239,26 +242,32 @@ pub async fn rekey(
     Json(body): Json<RekeyRequest>,
 ) -> Result<Json<SealInitResult>, ApiError> {
     caller.require(AdminScope::SysWrite)?;
-    check_split(body.secret_shares, body.secret_threshold)?;
+    let invalid = |e| match e {
+        crate::seal::SealError::Invalid(message) => ApiError::InvalidRequest(message.into()),
+        other => other.into(),
+    };
+    if state.barrier.kind() == keyward_store::SealKind::Pkcs11 {
+        state.barrier.rekey_hsm(&caller).await.map_err(invalid)?;
+        tracing::warn!("the master key was replaced and wrapped by the HSM");
+        return Ok(Json(SealInitResult {
+            keys: Vec::new(),
+            secret_shares: 0,
+            secret_threshold: 0,
+        }));
+    }
+    let (Some(shares), Some(threshold)) = (body.secret_shares, body.secret_threshold) else {
+        return Err(ApiError::InvalidRequest(
+            "secret_shares and secret_threshold are required".into(),
+        ));
+    };
+    check_split(shares, threshold)?;
     let set = state
         .barrier
-        .rekey(
-            &body.keys,
-            body.secret_shares,
-            body.secret_threshold,
-            &caller,
-        )
+        .rekey(&body.keys, shares, threshold, &caller)
         .await
-        .map_err(|e| match e {
-            crate::seal::SealError::Invalid(message) => ApiError::InvalidRequest(message.into()),
-            other => other.into(),
-        })?;
+        .map_err(invalid)?;
     tracing::warn!("the master key was replaced; the old shares no longer unseal");
-    Ok(Json(shown_once(
-        &set,
-        body.secret_shares,
-        body.secret_threshold,
-    )))
+    Ok(Json(shown_once(&set, shares, threshold)))
 }
 
 fn check_split(shares: u8, threshold: u8) -> Result<(), ApiError> {
