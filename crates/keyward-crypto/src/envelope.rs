@@ -19,7 +19,6 @@
 //! the sealed value as it was.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use zeroize::Zeroizing;
 
@@ -32,8 +31,9 @@ const HEADER_LEN: usize = 1 + 4;
 const WRAPPED_LEN: usize = KEY_LEN + OVERHEAD;
 const VALUE_START: usize = HEADER_LEN + WRAPPED_LEN;
 
-/// A keyring key wraps at most this many data keys before the keyring asks
-/// for rotation: 2^30, a quarter of the 2^32 random-nonce limit of GCM.
+/// How many encryptions a key makes before it is rotated, by default: 2^30,
+/// a quarter of the 2^32 random-nonce limit of GCM. The server counts them
+/// in the store.
 pub const ROTATE_AFTER_WRAPS: u64 = 1 << 30;
 
 /// Where a value is stored, bound into its ciphertext as associated data.
@@ -71,14 +71,7 @@ impl RecordIdentity<'_> {
 /// The versioned key-encryption keys. Version numbers start at 1 and only
 /// grow; new envelopes use the highest.
 pub struct Keyring {
-    keys: BTreeMap<u32, KeyringKey>,
-}
-
-struct KeyringKey {
-    sealer: AeadKey,
-    /// Data keys wrapped under this key since the keyring was loaded; with
-    /// the count kept in the store it decides when rotation is due.
-    wraps: AtomicU64,
+    keys: BTreeMap<u32, AeadKey>,
 }
 
 impl Keyring {
@@ -103,13 +96,8 @@ impl Keyring {
                 "keyring versions start at 1 and are unique",
             ));
         }
-        self.keys.insert(
-            version,
-            KeyringKey {
-                sealer: AeadKey::new(Cipher::Aes256Gcm, key),
-                wraps: AtomicU64::new(0),
-            },
-        );
+        self.keys
+            .insert(version, AeadKey::new(Cipher::Aes256Gcm, key));
         Ok(())
     }
 
@@ -120,19 +108,6 @@ impl Keyring {
 
     pub fn versions(&self) -> impl Iterator<Item = u32> + '_ {
         self.keys.keys().copied()
-    }
-
-    /// Data keys wrapped under `version` since load.
-    pub fn wraps(&self, version: u32) -> u64 {
-        self.keys
-            .get(&version)
-            .map_or(0, |k| k.wraps.load(Ordering::Relaxed))
-    }
-
-    /// Whether the active key has wrapped enough data keys (counting
-    /// `earlier` wraps recorded before this load) that it should be rotated.
-    pub fn rotation_due(&self, earlier: u64) -> bool {
-        self.wraps(self.active_version()) + earlier >= ROTATE_AFTER_WRAPS
     }
 
     /// Seals `plaintext` for the record `identity` under a fresh data key.
@@ -196,9 +171,7 @@ impl Keyring {
         out.push(FORMAT);
         out.extend_from_slice(&version.to_be_bytes());
         let aad = identity.associated_data(b"data key", &out[out.len() - HEADER_LEN..]);
-        kek.sealer.seal_into(&aad, data_key.expose(), out)?;
-        kek.wraps.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        kek.seal_into(&aad, data_key.expose(), out)
     }
 
     fn unwrap(
@@ -215,7 +188,7 @@ impl Keyring {
             .get(&version)
             .ok_or(CryptoError::UnknownKeyVersion(version))?;
         let aad = identity.associated_data(b"data key", &envelope[..HEADER_LEN]);
-        let data_key = kek.sealer.open(&aad, &envelope[HEADER_LEN..VALUE_START])?;
+        let data_key = kek.open(&aad, &envelope[HEADER_LEN..VALUE_START])?;
         SecretKey::from_slice(&data_key)
     }
 }
@@ -351,16 +324,5 @@ mod tests {
                 Err(CryptoError::Malformed(_))
             ));
         }
-    }
-
-    #[test]
-    fn wraps_are_counted_toward_rotation() {
-        let ring = keyring();
-        for _ in 0..3 {
-            ring.encrypt(&identity("a"), b"v").unwrap();
-        }
-        assert_eq!(ring.wraps(1), 3);
-        assert!(!ring.rotation_due(0));
-        assert!(ring.rotation_due(ROTATE_AFTER_WRAPS - 3));
     }
 }

@@ -28,7 +28,10 @@ pub fn load_or_create(path: &Path) -> Result<(MasterKey, bool), CryptoError> {
         Err(ReadError::Other(e)) => return Err(e),
     }
     let key = SecretKey::generate()?;
-    let text = Zeroizing::new(format!("{HEADER}{}\n", hex(key.expose()).as_str()));
+    let mut text = Zeroizing::new(String::with_capacity(HEADER.len() + KEY_LEN * 2 + 1));
+    text.push_str(HEADER);
+    crate::hex::push(&mut text, key.expose());
+    text.push('\n');
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut suffix = [0u8; 8];
     crate::secret::fill_random(&mut suffix)?;
@@ -115,21 +118,8 @@ fn read(path: &Path) -> Result<MasterKey, ReadError> {
     };
     let body = text.strip_prefix(HEADER).ok_or_else(damaged)?.trim_end();
     let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
-    if body.len() != KEY_LEN * 2 {
-        return Err(damaged());
-    }
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&body[i * 2..i * 2 + 2], 16).map_err(|_| damaged())?;
-    }
+    crate::hex::decode(body, bytes.as_mut()).ok_or_else(damaged)?;
     Ok(MasterKey::from_secret(SecretKey::from_bytes(&mut bytes)))
-}
-
-fn hex(bytes: &[u8]) -> Zeroizing<String> {
-    let mut out = Zeroizing::new(String::with_capacity(bytes.len() * 2));
-    for b in bytes {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -158,6 +148,16 @@ mod tests {
         let path = dir.join("master.key");
         fs::write(&path, "keyward-master-key-v1\nnot hex\n").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(
+            load_or_create(&path),
+            Err(CryptoError::Storage(_))
+        ));
+        // Non-ASCII of the right length is refused, not a panic.
+        fs::write(
+            &path,
+            format!("keyward-master-key-v1\na{}b\n", "é".repeat(31)),
+        )
+        .unwrap();
         assert!(matches!(
             load_or_create(&path),
             Err(CryptoError::Storage(_))

@@ -22,6 +22,7 @@
 pub mod aead;
 pub mod envelope;
 pub mod file_seal;
+mod hex;
 pub mod master;
 pub mod pkcs11;
 pub mod secret;

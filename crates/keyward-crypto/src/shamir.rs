@@ -67,12 +67,12 @@ impl Share {
     pub fn to_text(&self) -> Zeroizing<String> {
         let mut text = Zeroizing::new(String::with_capacity(SHARE_TEXT_LEN));
         text.push_str(PREFIX);
-        push_hex(&mut text, &self.set);
+        crate::hex::push(&mut text, &self.set);
         text.push('_');
-        push_hex(&mut text, &[self.index]);
-        push_hex(&mut text, &*self.value);
+        crate::hex::push(&mut text, &[self.index]);
+        crate::hex::push(&mut text, &*self.value);
         let crc = crc32fast::hash(text.as_bytes());
-        push_hex(&mut text, &crc.to_be_bytes());
+        crate::hex::push(&mut text, &crc.to_be_bytes());
         text
     }
 
@@ -92,10 +92,14 @@ impl Share {
         let mut index = [0u8; 1];
         let mut value = Zeroizing::new([0u8; KEY_LEN]);
         let mut crc_bytes = [0u8; 4];
-        decode_hex(set_part, &mut set)?;
-        decode_hex(&rest[..2], &mut index)?;
-        decode_hex(&rest[2..], &mut *value)?;
-        decode_hex(crc, &mut crc_bytes)?;
+        for (text, out) in [
+            (set_part, &mut set[..]),
+            (&rest[..2], &mut index[..]),
+            (&rest[2..], &mut value[..]),
+            (crc, &mut crc_bytes[..]),
+        ] {
+            crate::hex::decode(text, out).ok_or(ShareError::Malformed)?;
+        }
         if crc32fast::hash(body.as_bytes()) != u32::from_be_bytes(crc_bytes) {
             return Err(ShareError::Checksum);
         }
@@ -273,25 +277,6 @@ pub fn combine<'a>(shares: impl IntoIterator<Item = &'a Share>) -> Result<Master
     let key = SecretKey::from_slice(&secret)?;
     secret.zeroize();
     Ok(MasterKey::from_secret(key))
-}
-
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-}
-
-fn decode_hex(text: &str, out: &mut [u8]) -> Result<(), ShareError> {
-    if text.len() != out.len() * 2 {
-        return Err(ShareError::Malformed);
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte =
-            u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).map_err(|_| ShareError::Malformed)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

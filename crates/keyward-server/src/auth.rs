@@ -136,6 +136,15 @@ impl Caller {
         self.token.can_access(api, environment)
     }
 
+    /// Whether the token reaches `environment` (secrets mounts are bound to
+    /// one environment and to no API).
+    pub fn reaches_environment(&self, environment: Environment) -> bool {
+        self.token
+            .environments
+            .as_ref()
+            .is_none_or(|envs| envs.contains(&environment))
+    }
+
     /// Whether the token is limited to some APIs or environments.
     pub fn is_restricted(&self) -> bool {
         self.token.api_ids.is_some() || self.token.environments.is_some()

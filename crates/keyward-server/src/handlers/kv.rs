@@ -81,25 +81,27 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
             .uri
             .query()
             .is_some_and(|q| q.split('&').any(|p| p == "list=true"));
-    if mount_name == "transit" {
-        let caller = Caller::from_request_parts(&mut parts, &state).await?;
-        let body = axum::body::to_bytes(body, crate::MAX_ENGINE_BODY_BYTES)
-            .await
-            .map_err(|_| ApiError::PayloadTooLarge)?;
-        return super::transit::dispatch(&state, &caller, &parts.method, rest, listing, &body)
-            .await;
-    }
-    let Some(mount) = state.store.get_mount(mount_name).await? else {
-        return Err(ApiError::NotFound("route"));
+    // An unknown mount answers before the token is looked at.
+    let mount = match mount_name {
+        "transit" => None,
+        name => Some(
+            state
+                .store
+                .get_mount(name)
+                .await?
+                .ok_or(ApiError::NotFound("route"))?,
+        ),
     };
     let caller = Caller::from_request_parts(&mut parts, &state).await?;
+    let body = axum::body::to_bytes(body, crate::MAX_ENGINE_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?;
+    let Some(mount) = mount else {
+        return super::transit::dispatch(&state, &caller, &parts.method, rest, listing, &body)
+            .await;
+    };
     // A mount outside the token's environments looks absent.
-    if !caller
-        .token
-        .environments
-        .as_ref()
-        .is_none_or(|envs| envs.contains(&mount.environment))
-    {
+    if !caller.reaches_environment(mount.environment) {
         return Err(ApiError::NotFound("route"));
     }
     let (operation, secret_path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -109,9 +111,6 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
             .find_map(|p| p.strip_prefix("version="))
             .map(str::to_owned)
     });
-    let body = axum::body::to_bytes(body, crate::MAX_ENGINE_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge)?;
     let kv = Kv {
         state: &state,
         caller: &caller,
@@ -233,9 +232,8 @@ struct ConfigBody {
     delete_version_after: Option<String>,
 }
 
-fn parse<'de, T: Deserialize<'de>>(body: &'de Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::InvalidRequest(crate::error::redact_quoted(&e.to_string())))
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    super::parse_json_bytes(body)
 }
 
 fn timestamp(at: OffsetDateTime) -> String {
@@ -509,22 +507,7 @@ impl Kv<'_> {
             .secret_meta(&self.mount.path, path)
             .await?
             .ok_or(ApiError::NotFound("secret"))?;
-        let event = self.event(
-            "secret.delete",
-            path,
-            json!({ "versions": [meta.current_version] }),
-        )?;
-        self.state
-            .store
-            .act_on_versions(
-                &self.mount.path,
-                path,
-                &[meta.current_version],
-                VersionAction::Delete(now()),
-                &event,
-            )
-            .await?;
-        Ok(StatusCode::NO_CONTENT.into_response())
+        self.apply(path, &[meta.current_version], Act::Delete).await
     }
 
     async fn act(&self, path: &str, body: &Bytes, act: Act) -> Result<Response, ApiError> {
@@ -533,15 +516,20 @@ impl Kv<'_> {
         if body.versions.is_empty() {
             return Err(ApiError::InvalidRequest("no versions given".into()));
         }
+        self.apply(path, &body.versions, act).await
+    }
+
+    /// Deletes, undeletes or destroys `versions`, audited.
+    async fn apply(&self, path: &str, versions: &[u64], act: Act) -> Result<Response, ApiError> {
         let (action, name) = match act {
             Act::Delete => (VersionAction::Delete(now()), "secret.delete"),
             Act::Undelete => (VersionAction::Undelete, "secret.undelete"),
             Act::Destroy => (VersionAction::Destroy, "secret.destroy"),
         };
-        let event = self.event(name, path, json!({ "versions": body.versions }))?;
+        let event = self.event(name, path, json!({ "versions": versions }))?;
         self.state
             .store
-            .act_on_versions(&self.mount.path, path, &body.versions, action, &event)
+            .act_on_versions(&self.mount.path, path, versions, action, &event)
             .await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
@@ -752,12 +740,7 @@ pub async fn create_mount(
         })?,
         (None, _) => Environment::Live,
     };
-    if !caller
-        .token
-        .environments
-        .as_ref()
-        .is_none_or(|envs| envs.contains(&environment))
-    {
+    if !caller.reaches_environment(environment) {
         return Err(ApiError::Forbidden(
             "this token cannot reach that environment",
         ));

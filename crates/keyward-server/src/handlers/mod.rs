@@ -89,7 +89,14 @@ async fn body_bytes<S: Send + Sync>(
 
 /// Parses JSON, reporting errors without the offending values.
 fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApiError> {
-    serde_json::from_str(text)
+    parse_json_bytes(text.as_bytes())
+}
+
+/// [`parse_json`] for a body read as bytes.
+pub(crate) fn parse_json_bytes<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
         .map_err(|e| ApiError::InvalidRequest(crate::error::redact_quoted(&e.to_string())))
 }
 

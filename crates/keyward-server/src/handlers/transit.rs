@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{Method, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use keyward_core::AdminScope;
@@ -94,23 +94,17 @@ struct Transit<'a> {
     caller: &'a Caller,
 }
 
-fn parse<'de, T: Deserialize<'de>>(body: &'de Bytes) -> Result<T, ApiError> {
+/// A JSON body; an empty one is `{}`, as Vault clients send for actions
+/// without parameters.
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return serde_json::from_slice(b"{}").map_err(|_| bad("a JSON body is required"));
+        return super::parse_json_bytes(b"{}");
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::InvalidRequest(crate::error::redact_quoted(&e.to_string())))
+    super::parse_json_bytes(body)
 }
 
 fn bad(message: &str) -> ApiError {
     ApiError::InvalidRequest(message.to_owned())
-}
-
-fn transit_error(e: CryptoError) -> ApiError {
-    match e {
-        CryptoError::Transit(e) => ApiError::InvalidRequest(e.to_string()),
-        other => other.into(),
-    }
 }
 
 fn b64(field: &str, text: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
@@ -372,7 +366,7 @@ impl Transit<'_> {
             .create_transit_key(&key, &first, &event)
             .await
         {
-            Ok(()) => Ok(StatusCode::NO_CONTENT.into_response_ok()),
+            Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
             Err(StoreError::Conflict(_)) => {
                 Err(ApiError::Conflict("a transit key with this name exists"))
             }
@@ -435,7 +429,7 @@ impl Transit<'_> {
         let event = self.audit_event("transit.delete", name, json!({})).await?;
         self.state.store.delete_transit_key(name, &event).await?;
         self.forget(name);
-        Ok(StatusCode::NO_CONTENT.into_response_ok())
+        Ok(StatusCode::NO_CONTENT.into_response())
     }
 
     async fn rotate(&self, name: &str) -> Result<Response, ApiError> {
@@ -527,14 +521,12 @@ impl Transit<'_> {
             .transpose()?;
         let version = self.encryption_version(key, item.key_version)?;
         let (opened, _) = &key.versions[&version];
-        let sealed = opened
-            .encrypt(
-                &aad(&key.meta.name, version),
-                key.meta.derived,
-                context.as_deref().map(|c| c.as_slice()),
-                &plaintext,
-            )
-            .map_err(transit_error)?;
+        let sealed = opened.encrypt(
+            &aad(&key.meta.name, version),
+            key.meta.derived,
+            context.as_deref().map(|c| c.as_slice()),
+            &plaintext,
+        )?;
         Ok(json!({ "ciphertext": transit::encode(version, &sealed), "key_version": version }))
     }
 
@@ -546,14 +538,12 @@ impl Transit<'_> {
     ) -> Result<(u32, Zeroizing<Vec<u8>>), ApiError> {
         let (version, sealed, opened) = decodable(key, ciphertext)?;
         let context = context.map(|c| b64("context", c)).transpose()?;
-        let plaintext = opened
-            .decrypt(
-                &aad(&key.meta.name, version),
-                key.meta.derived,
-                context.as_deref().map(|c| c.as_slice()),
-                &sealed,
-            )
-            .map_err(transit_error)?;
+        let plaintext = opened.decrypt(
+            &aad(&key.meta.name, version),
+            key.meta.derived,
+            context.as_deref().map(|c| c.as_slice()),
+            &sealed,
+        )?;
         Ok((version, plaintext))
     }
 
@@ -709,23 +699,13 @@ impl Transit<'_> {
         if !key.kind.signs() {
             return Err(bad("this key type cannot sign"));
         }
-        let version = match body.key_version {
-            None | Some(0) => key.meta.latest_version,
-            Some(v) => v,
-        };
-        let (opened, _) = key
-            .versions
-            .get(&version)
-            .filter(|_| version >= key.meta.min_decryption_version)
-            .ok_or_else(|| bad("this key version cannot sign"))?;
+        let (version, opened) = usable(&key, body.key_version)?;
         let input = b64("input", &body.input)?;
-        let signature = opened
-            .sign(
-                &input,
-                body.prehashed,
-                marshaling(body.marshaling_algorithm.as_deref())?,
-            )
-            .map_err(transit_error)?;
+        let signature = opened.sign(
+            &input,
+            body.prehashed,
+            marshaling(body.marshaling_algorithm.as_deref())?,
+        )?;
         Ok(envelope(
             StatusCode::OK,
             json!({ "signature": transit::encode(version, &signature), "key_version": version }),
@@ -751,14 +731,12 @@ impl Transit<'_> {
             if !key.kind.signs() {
                 return Err(bad("this key type cannot verify signatures"));
             }
-            opened
-                .verify(
-                    &input,
-                    body.prehashed,
-                    marshaling(body.marshaling_algorithm.as_deref())?,
-                    &bytes,
-                )
-                .map_err(transit_error)?
+            opened.verify(
+                &input,
+                body.prehashed,
+                marshaling(body.marshaling_algorithm.as_deref())?,
+                &bytes,
+            )?
         };
         Ok(envelope(StatusCode::OK, json!({ "valid": valid })))
     }
@@ -773,15 +751,7 @@ impl Transit<'_> {
         let body: SignBody = parse(body)?;
         let sha512 = sha512(algorithm.or(body.algorithm.as_deref()))?;
         let key = self.load(name).await?;
-        let version = match body.key_version {
-            None | Some(0) => key.meta.latest_version,
-            Some(v) => v,
-        };
-        let (opened, _) = key
-            .versions
-            .get(&version)
-            .filter(|_| version >= key.meta.min_decryption_version)
-            .ok_or_else(|| bad("this key version cannot be used"))?;
+        let (version, opened) = usable(&key, body.key_version)?;
         let input = b64("input", &body.input)?;
         let mac = opened.hmac(sha512, &input)?;
         Ok(envelope(
@@ -811,14 +781,27 @@ impl Transit<'_> {
     }
 }
 
+/// The version `asked` (0 or none: the latest) to sign or MAC with, if
+/// policy still allows it.
+fn usable(key: &LoadedKey, asked: Option<u32>) -> Result<(u32, &KeyVersion), ApiError> {
+    let version = match asked {
+        None | Some(0) => key.meta.latest_version,
+        Some(v) => v,
+    };
+    key.versions
+        .get(&version)
+        .filter(|_| version >= key.meta.min_decryption_version)
+        .map(|(opened, _)| (version, opened))
+        .ok_or_else(|| bad("this key version cannot be used"))
+}
+
 /// The version, bytes and key version of a `kw:v…` text, if policy still
 /// lets that version decrypt or verify.
 fn decodable<'k>(
     key: &'k LoadedKey,
     text: &str,
 ) -> Result<(u32, Vec<u8>, &'k KeyVersion), ApiError> {
-    let (version, bytes) =
-        transit::decode(text).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let (version, bytes) = transit::decode(text)?;
     if version < key.meta.min_decryption_version {
         return Err(bad(
             "ciphertext or signature version is disallowed by policy (min_decryption_version)",
@@ -876,16 +859,6 @@ fn sha512(algorithm: Option<&str>) -> Result<bool, ApiError> {
         "sha2-256" => Ok(false),
         "sha2-512" => Ok(true),
         _ => Err(bad("algorithm is sha2-256 or sha2-512")),
-    }
-}
-
-trait NoContent {
-    fn into_response_ok(self) -> Response;
-}
-
-impl NoContent for StatusCode {
-    fn into_response_ok(self) -> Response {
-        axum::response::IntoResponse::into_response(self)
     }
 }
 
