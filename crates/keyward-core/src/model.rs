@@ -98,10 +98,13 @@ pub enum AdminScope {
     TransitUse,
     /// Create, rotate, configure and delete transit keys.
     TransitWrite,
+    /// Report leaked keys found by a scanner, which revokes them; grants
+    /// nothing else, so it is safe to hand to CI.
+    LeaksReport,
 }
 
 impl AdminScope {
-    pub const ALL: [AdminScope; 13] = [
+    pub const ALL: [AdminScope; 14] = [
         AdminScope::ApisRead,
         AdminScope::ApisWrite,
         AdminScope::KeysRead,
@@ -115,6 +118,7 @@ impl AdminScope {
         AdminScope::SecretsWrite,
         AdminScope::TransitUse,
         AdminScope::TransitWrite,
+        AdminScope::LeaksReport,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -132,6 +136,7 @@ impl AdminScope {
             AdminScope::SecretsWrite => "secrets:write",
             AdminScope::TransitUse => "transit:use",
             AdminScope::TransitWrite => "transit:write",
+            AdminScope::LeaksReport => "leaks:report",
         }
     }
 

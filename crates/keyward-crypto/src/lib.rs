@@ -12,6 +12,7 @@
 //! - [`file_seal`]: the master key in a 0600 file (the single-machine
 //!   default).
 //! - [`pkcs11`]: the master key wrapped by a key inside an HSM.
+//! - [`partner`]: signatures of secret-scanning partners' leak reports.
 //! - [`transit`]: named, versioned keys that encrypt, sign and MAC for
 //!   callers who never see them.
 //!
@@ -24,6 +25,7 @@ pub mod envelope;
 pub mod file_seal;
 mod hex;
 pub mod master;
+pub mod partner;
 pub mod pkcs11;
 pub mod secret;
 pub mod shamir;

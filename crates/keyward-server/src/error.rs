@@ -39,6 +39,9 @@ pub enum ApiError {
     /// outside Keyward (or a value moved between records).
     #[error("a stored value failed its integrity check")]
     Tampered,
+    /// A signed report's signature is missing, from an unknown key or wrong.
+    #[error("{0}")]
+    SignatureInvalid(&'static str),
     /// The bulk revocation named no criterion.
     #[error("a bulk revocation needs at least one filter")]
     EmptyFilter,
@@ -75,6 +78,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
             ApiError::EmptyFilter => (StatusCode::BAD_REQUEST, "EMPTY_FILTER"),
+            ApiError::SignatureInvalid(_) => (StatusCode::UNAUTHORIZED, "SIGNATURE_INVALID"),
             ApiError::Sealed(_) => (StatusCode::SERVICE_UNAVAILABLE, "SEALED"),
             ApiError::Tampered => (StatusCode::INTERNAL_SERVER_ERROR, "TAMPERED"),
             ApiError::InvalidShare(_) => (StatusCode::BAD_REQUEST, "INVALID_SHARE"),

@@ -100,6 +100,9 @@ pub struct AppState {
     pub tokens: Arc<auth::TokenCache>,
     /// The seal, and the keyring when unsealed.
     pub barrier: Arc<seal::Barrier>,
+    /// Public keys of secret-scanning partners (GitHub) by identifier, whose
+    /// signed leak reports are accepted.
+    pub partner_keys: Vec<(String, keyward_crypto::partner::PartnerKey)>,
 }
 
 /// A server bound to its listener and ready to run.
@@ -143,11 +146,16 @@ impl Application {
             Some(Arc::clone(&tokens)),
         )
         .await?;
+        let partner_keys = settings
+            .leaks
+            .partner_keys()
+            .map_err(|e| StartError::Settings(e.to_string()))?;
         let state = Arc::new(AppState {
             store,
             verifier: Arc::clone(&verifier),
             tokens,
             barrier,
+            partner_keys,
         });
         let gateway = match settings.gateway {
             Some(config) => {
@@ -296,7 +304,7 @@ impl Modify for BearerAuth {
 }
 
 fn api_router() -> OpenApiRouter<Arc<AppState>> {
-    use handlers::{apis, audit, keys, sys, system, tokens};
+    use handlers::{apis, audit, keys, leaks, sys, system, tokens};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
         .routes(routes!(system::ready))
@@ -309,6 +317,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(keys::bulk_revoke))
         .routes(routes!(keys::verify_key))
         .routes(routes!(keys::key_usage))
+        .routes(routes!(leaks::report))
         .routes(routes!(
             keys::get_owner_ratelimits,
             keys::set_owner_ratelimits

@@ -31,6 +31,47 @@ pub struct Settings {
     /// Where the master key lives (`[seal]`, `type` = `file`, `shamir` or
     /// `pkcs11`).
     pub seal: crate::seal::SealSettings,
+    /// Who may report leaked keys besides admin tokens (`[leaks]`).
+    pub leaks: LeakSettings,
+}
+
+/// The `[leaks]` section: public keys of secret-scanning partners, e.g.
+/// GitHub's (from `https://api.github.com/meta/public_keys/secret_scanning`):
+///
+/// ```toml
+/// [[leaks.partner_keys]]
+/// id = "90a421169f0a406205f1563a953312f0be898d3c7b6c06b681aa86a874555f4a"
+/// pem = "-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----"
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeakSettings {
+    pub partner_keys: Vec<PartnerKeySettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerKeySettings {
+    /// The identifier the partner sends with each report.
+    pub id: String,
+    /// The ECDSA P-256 public key, PEM (SubjectPublicKeyInfo).
+    pub pem: String,
+}
+
+impl LeakSettings {
+    /// The configured keys, parsed; a key that does not parse stops the start.
+    pub fn partner_keys(
+        &self,
+    ) -> Result<Vec<(String, keyward_crypto::partner::PartnerKey)>, String> {
+        self.partner_keys
+            .iter()
+            .map(|k| {
+                keyward_crypto::partner::PartnerKey::from_pem(&k.pem)
+                    .map(|key| (k.id.clone(), key))
+                    .map_err(|e| format!("[leaks] partner key {}: {e}", k.id))
+            })
+            .collect()
+    }
 }
 
 /// The `[verify]` section: cache, negative cache, usage flushing and credit
@@ -100,6 +141,7 @@ impl Default for Settings {
             verify: VerifySettings::default(),
             gateway: None,
             seal: crate::seal::SealSettings::default(),
+            leaks: LeakSettings::default(),
         }
     }
 }

@@ -958,6 +958,7 @@ async fn openapi_document_matches_the_served_routes(app: TestApp) {
         ("post", "/v1/keys/{id}/rotate"),
         ("post", "/v1/keys/bulk-revoke"),
         ("post", "/v1/keys/verify"),
+        ("post", "/v1/leaks"),
         ("get", "/health"),
         ("get", "/ready"),
     ];

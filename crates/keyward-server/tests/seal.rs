@@ -437,6 +437,7 @@ async fn a_store_sealed_one_way_refuses_to_start_with_another_seal() {
         verify: Default::default(),
         gateway: None,
         seal: shamir_settings(),
+        leaks: Default::default(),
     };
     let err = keyward_server::Application::with_store(settings, store)
         .await
@@ -566,6 +567,7 @@ async fn a_pkcs11_server_unseals_itself_through_softhsm_after_a_restart() {
             verify: Default::default(),
             gateway: None,
             seal: wrong,
+            leaks: Default::default(),
         },
         store.clone(),
     )

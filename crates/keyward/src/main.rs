@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod scan;
 mod serve;
 
 use std::process::ExitCode;
@@ -43,6 +44,8 @@ enum Command {
     Operator(client::OperatorArgs),
     /// Secrets in KV v2 mounts: put, get, list, delete.
     Secrets(client::SecretsArgs),
+    /// Find leaked secrets in files, standard input and git history.
+    Scan(scan::ScanArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,8 @@ fn main() -> ExitCode {
             Command::Keys(args) => client::keys(args).await,
             Command::Owners(args) => client::owners(args).await,
             Command::Tokens(args) => client::tokens(args).await,
+            // Threads and files; only --report is async.
+            Command::Scan(args) => scan::run(args).await,
         }
     });
     match outcome {

@@ -606,3 +606,78 @@ fn an_operator_initialises_unseals_rotates_and_seals_a_shamir_server() {
         }
     }
 }
+
+#[test]
+fn scan_report_revokes_the_leaked_keys_it_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let root = server.root_token().unwrap();
+    let api = server.cli_json(
+        &root,
+        &["apis", "create", "--name", "Prices", "--prefix", "px"],
+    );
+    let api_id = api["id"].as_str().unwrap();
+    let issue = || {
+        let created = server.cli_json(
+            &root,
+            &[
+                "keys", "create", "--api-id", api_id, "--env", "live", "--owner", "acme",
+            ],
+        );
+        created["key"].as_str().unwrap().to_owned()
+    };
+    let (leaked, kept) = (issue(), issue());
+    let reporter = server.cli_json(
+        &root,
+        &[
+            "tokens",
+            "create",
+            "--name",
+            "ci",
+            "--scope",
+            "leaks:report",
+        ],
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("bot.env"), format!("PX_KEY={leaked}\n")).unwrap();
+    let out = Command::new(BIN)
+        .args(["scan", ".", "--report", &server.addr, "--format", "json"])
+        .current_dir(&repo)
+        .env("KEYWARD_TOKEN", &reporter)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("reported 1 Keyward key"), "{stderr}");
+    assert!(!stderr.contains(&leaked) && !String::from_utf8_lossy(&out.stdout).contains(&leaked));
+
+    let verify = |key: &str| {
+        let out = server.cli(&root, &["keys", "verify"], Some(key));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(
+        verify(&leaked).starts_with("REVOKED"),
+        "{}",
+        verify(&leaked)
+    );
+    assert!(verify(&kept).starts_with("VALID"));
+
+    // Without a token the report is refused and the scan fails.
+    let out = Command::new(BIN)
+        .args(["scan", ".", "--report", &server.addr])
+        .current_dir(&repo)
+        .env_remove("KEYWARD_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -6,6 +6,7 @@ pub mod apis;
 pub mod audit;
 pub mod keys;
 pub mod kv;
+pub mod leaks;
 pub mod sys;
 pub mod system;
 pub mod tokens;

@@ -13,7 +13,7 @@ use keyward_core::limits::RateLimit;
 use keyward_core::{AdminToken, Api, ApiId, AuditEvent, KeyDigest, KeyId, KeyRecord, TokenId};
 use keyward_server::gateway::GatewayConfig;
 use keyward_server::seal::SealSettings;
-use keyward_server::settings::VerifySettings;
+use keyward_server::settings::{LeakSettings, VerifySettings};
 use keyward_server::{Application, Settings};
 use keyward_store::{
     AuditFilter, BulkRevokeFilter, KeyFilter, KeyPatch, Page, PgStore, Rotation, SqliteStore, Store,
@@ -136,6 +136,24 @@ pub async fn spawn_sealed(
         root,
         None,
         seal,
+        LeakSettings::default(),
+    )
+    .await
+}
+
+/// A server that accepts leak reports signed by these partner keys.
+pub async fn spawn_with_leaks(backend: Backend, leaks: LeakSettings) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, db_file) = fresh_store(backend, dir.path()).await;
+    start_with(
+        inner,
+        db_file,
+        dir,
+        VerifySettings::default(),
+        None,
+        None,
+        SealSettings::default(),
+        leaks,
     )
     .await
 }
@@ -156,10 +174,12 @@ async fn start(
         root,
         gateway,
         SealSettings::default(),
+        LeakSettings::default(),
     )
     .await
 }
 
+#[allow(clippy::too_many_arguments)] // Each test names only what it changes, through the helpers above.
 async fn start_with(
     inner: Arc<dyn Store>,
     db_file: Option<PathBuf>,
@@ -168,6 +188,7 @@ async fn start_with(
     root: Option<String>,
     gateway: Option<GatewayConfig>,
     seal: SealSettings,
+    leaks: LeakSettings,
 ) -> TestApp {
     let store = Arc::new(CountingStore {
         inner,
@@ -181,6 +202,7 @@ async fn start_with(
         verify,
         gateway,
         seal,
+        leaks,
     };
     let mut app = Application::with_store(settings, store.clone())
         .await

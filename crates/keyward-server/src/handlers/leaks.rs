@@ -1,0 +1,262 @@
+//! `POST /v1/leaks`: a scanner found keys where they should not be, and
+//! every one of them that is still valid is revoked at once (reason
+//! `leaked`), with where it was found in the audit log.
+//!
+//! Two kinds of reporter use the same endpoint:
+//! - `keyward scan --report`, with an admin token holding `leaks:report`,
+//!   sends `{"leaks": [{"key", "location", "commit", "source"}]}`. The answer
+//!   counts what was received and never says which keys existed: holding a
+//!   string that looks like a key must not turn the endpoint into an oracle.
+//! - GitHub's secret scanning (the partner programme) sends a JSON array of
+//!   `{token, type, url, source}` signed with ECDSA P-256; the signature is
+//!   checked against the public keys in `[leaks]` before anything else, and
+//!   the answer labels each token `true_positive` or `false_positive`, as
+//!   GitHub asks of its partners.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use keyward_core::{key::ADMIN_PREFIX, AdminScope, KeyDigest, ParsedKey};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{audit_event, now, Json};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Most leaks in one report.
+pub const MAX_LEAKS: usize = 1000;
+/// Largest report body.
+const MAX_BODY: usize = 1 << 20;
+const GITHUB_KEY_ID: &str = "github-public-key-identifier";
+const GITHUB_SIGNATURE: &str = "github-public-key-signature";
+
+/// One leaked key as `keyward scan` reports it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Leak {
+    /// The key as found.
+    pub key: String,
+    /// Where it was found: `path:line`, a URL.
+    pub location: Option<String>,
+    /// The commit that first brought it in, in history scans.
+    pub commit: Option<String>,
+    /// What found it, e.g. `keyward scan`.
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeakReport {
+    pub leaks: Vec<Leak>,
+}
+
+/// What the server did with a report, without telling which keys exist.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LeakReceipt {
+    /// Leaks in the report.
+    pub received: usize,
+    /// Leaks that were not well-formed Keyward keys (bad shape or checksum).
+    pub malformed: usize,
+    pub message: &'static str,
+}
+
+/// One token of a GitHub secret-scanning report.
+#[derive(Debug, Deserialize)]
+struct GithubLeak {
+    token: String,
+    #[serde(rename = "type")]
+    kind: String,
+    url: Option<String>,
+    source: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct GithubLabel {
+    token_hash: String,
+    token_type: String,
+    label: &'static str,
+}
+
+/// Reports leaked keys; each valid one is revoked.
+#[utoipa::path(post, path = "/v1/leaks", tag = "keys", request_body = LeakReport,
+    responses((status = 200, body = LeakReceipt), (status = 400, body = crate::wire::ErrorResponse),
+              (status = 401, body = crate::wire::ErrorResponse)),
+    security(("admin_token" = ["leaks:report"])))]
+pub async fn report(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    match receive(&state, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn receive(state: &Arc<AppState>, request: Request) -> Result<Response, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    if parts.headers.contains_key(GITHUB_KEY_ID) || parts.headers.contains_key(GITHUB_SIGNATURE) {
+        let body = read_body(body).await?;
+        return github(state, &parts.headers, &body).await;
+    }
+    let caller = Caller::from_request_parts(&mut parts, state).await?;
+    caller.require(AdminScope::LeaksReport)?;
+    let body = read_body(body).await?;
+    let report: LeakReport = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::InvalidRequest(crate::error::redact_quoted(&format!(
+            "invalid leak report: {e}"
+        )))
+    })?;
+    if report.leaks.len() > MAX_LEAKS {
+        return Err(ApiError::InvalidRequest(format!(
+            "at most {MAX_LEAKS} leaks in one report"
+        )));
+    }
+    let mut malformed = 0;
+    for leak in &report.leaks {
+        for text in [&leak.location, &leak.commit, &leak.source]
+            .into_iter()
+            .flatten()
+        {
+            if text.len() > 2048 {
+                return Err(ApiError::InvalidRequest(
+                    "location, commit and source are at most 2048 bytes".into(),
+                ));
+            }
+        }
+        let found = json!({
+            "location": leak.location,
+            "commit": leak.commit,
+            "source": leak.source.as_deref().unwrap_or("keyward scan"),
+        });
+        if revoke_leaked(state, Some(&caller), &leak.key, found)
+            .await?
+            .is_none()
+        {
+            malformed += 1;
+        }
+    }
+    Ok(Json(LeakReceipt {
+        received: report.leaks.len(),
+        malformed,
+        message: "every reported key that was valid is now revoked",
+    })
+    .into_response())
+}
+
+async fn read_body(body: axum::body::Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)
+}
+
+async fn github(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::SignatureInvalid(
+            "a GitHub report needs Github-Public-Key-Identifier and Github-Public-Key-Signature",
+        ))
+    };
+    let (key_id, signature) = (header(GITHUB_KEY_ID)?, header(GITHUB_SIGNATURE)?);
+    let key = state
+        .partner_keys
+        .iter()
+        .find(|(id, _)| id == key_id)
+        .map(|(_, key)| key)
+        .ok_or(ApiError::SignatureInvalid(
+            "the signing key is not one this server trusts",
+        ))?;
+    key.verify(body, signature)
+        .map_err(|_| ApiError::SignatureInvalid("the report's signature does not verify"))?;
+    let leaks: Vec<GithubLeak> = serde_json::from_slice(body).map_err(|e| {
+        ApiError::InvalidRequest(crate::error::redact_quoted(&format!(
+            "invalid GitHub report: {e}"
+        )))
+    })?;
+    if leaks.len() > MAX_LEAKS {
+        return Err(ApiError::InvalidRequest(format!(
+            "at most {MAX_LEAKS} tokens in one report"
+        )));
+    }
+    let mut labels = Vec::with_capacity(leaks.len());
+    for leak in &leaks {
+        let found = json!({
+            "location": leak.url,
+            "source": format!("github {}", leak.source.as_deref().unwrap_or("secret scanning")),
+            "type": leak.kind,
+        });
+        let label = match revoke_leaked(state, None, &leak.token, found).await? {
+            Some(true) => "true_positive",
+            _ => "false_positive",
+        };
+        labels.push(GithubLabel {
+            // SHA-256 of the token, which is what a key digest is.
+            token_hash: KeyDigest::of(&leak.token)
+                .as_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            token_type: leak.kind.clone(),
+            label,
+        });
+    }
+    Ok(Json(labels).into_response())
+}
+
+/// Revokes the key or admin token `presented` if it is one and still
+/// valid. `None` when it is not a well-formed key; otherwise whether a key
+/// or token with this digest exists (revoked now or before).
+async fn revoke_leaked(
+    state: &Arc<AppState>,
+    caller: Option<&Caller>,
+    presented: &str,
+    found: serde_json::Value,
+) -> Result<Option<bool>, ApiError> {
+    let Ok(parsed) = ParsedKey::parse(presented.trim()) else {
+        return Ok(None);
+    };
+    let digest: KeyDigest = parsed.digest();
+    let now = now();
+    let details = json!({ "reason": "leaked", "found": found });
+    if parsed.prefix() == ADMIN_PREFIX {
+        let Some(token) = state
+            .store
+            .find_token_by_digest(&digest)
+            .await?
+            .filter(|t| t.digest.ct_eq(&digest))
+        else {
+            return Ok(Some(false));
+        };
+        let event = audit_event(caller, "token.revoke", token.id.as_str(), details, now)?;
+        if state.store.revoke_token(&token.id, now, &event).await? {
+            tracing::warn!(token = %token.id, "a leaked admin token was revoked");
+        }
+        state.tokens.forget(&digest);
+        return Ok(Some(true));
+    }
+    let Some(record) = state
+        .store
+        .find_key_by_digest(&digest)
+        .await?
+        .filter(|k| k.digest.ct_eq(&digest))
+    else {
+        return Ok(Some(false));
+    };
+    let event = audit_event(caller, "key.revoke", record.id.as_str(), details, now)?;
+    let (_, revoked) = state
+        .store
+        .revoke_key(&record.id, "leaked", now, &event)
+        .await?;
+    if revoked {
+        tracing::warn!(key = %record.id, "a leaked key was revoked");
+    }
+    state.verifier.key_changed(&record.digest);
+    Ok(Some(true))
+}
