@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, Input, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::rules::{Rule, RuleError, RuleSet};
@@ -17,7 +17,8 @@ pub struct Scanner {
     rules: Vec<CompiledRule>,
     /// Every distinct keyword of every rule, lower-cased.
     keywords: Option<AhoCorasick>,
-    /// For each keyword, the rules that need it.
+    /// For each keyword, the rules that need it or any keyword contained in
+    /// it (where `api_key` occurs, `key` does too).
     keyword_rules: Vec<Vec<usize>>,
     /// Rules without keywords, which run on everything.
     always: Vec<usize>,
@@ -49,7 +50,11 @@ impl Scanner {
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
         let mut always = Vec::new();
         for (index, rule) in set.rules().iter().enumerate() {
+            // ASCII semantics: secrets are ASCII, `\b` and `\w` then stay in
+            // the fast lazy DFA on text that is not (a Unicode word
+            // boundary makes it give up), and compiling is quicker.
             let regex = RegexBuilder::new(&rule.regex)
+                .unicode(false)
                 .size_limit(64 << 20)
                 .dfa_size_limit(16 << 20)
                 .build()
@@ -80,13 +85,30 @@ impl Scanner {
             });
         }
         let keyword_rule_count = rules.len() - always.len();
+        // The search reports the longest keyword at each position; the rules
+        // of keywords inside it must fire too.
+        let keyword_rules: Vec<Vec<usize>> = keywords
+            .iter()
+            .map(|outer| {
+                let mut fired: Vec<usize> = keywords
+                    .iter()
+                    .zip(&keyword_rules)
+                    .filter(|(inner, _)| outer.contains(inner.as_str()))
+                    .flat_map(|(_, rules)| rules.iter().copied())
+                    .collect();
+                fired.sort_unstable();
+                fired.dedup();
+                fired
+            })
+            .collect();
         let keywords = if keywords.is_empty() {
             None
         } else {
             Some(
                 AhoCorasickBuilder::new()
                     .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .kind(Some(AhoCorasickKind::DFA))
                     .build(&keywords)
                     .map_err(|e| RuleError::Invalid {
                         id: "(keywords)".into(),
@@ -122,8 +144,13 @@ impl Scanner {
             triggered[index] = true;
         }
         if let Some(keywords) = &self.keywords {
+            // The longest keyword at every position where one starts: after
+            // each hit the search resumes one byte on, so keywords that
+            // overlap are all seen, and it skips ahead with the searcher's
+            // SIMD prefilter in between, which an overlapping search cannot.
             let mut count = 0;
-            for hit in keywords.find_overlapping_iter(content) {
+            let mut at = 0;
+            while let Some(hit) = keywords.find(Input::new(content).span(at..content.len())) {
                 for &index in &self.keyword_rules[hit.pattern().as_usize()] {
                     if !triggered[index] {
                         triggered[index] = true;
@@ -133,6 +160,7 @@ impl Scanner {
                 if count == self.keyword_rule_count {
                     break;
                 }
+                at = hit.start() + 1;
             }
         }
         let mut found = Vec::new();
