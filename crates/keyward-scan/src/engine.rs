@@ -22,9 +22,6 @@ pub struct Scanner {
     keyword_rules: Vec<Vec<usize>>,
     /// Rules without keywords, which run on everything.
     always: Vec<usize>,
-    /// How many distinct rules have keywords: once that many are triggered
-    /// the keyword pass can stop early.
-    keyword_rule_count: usize,
 }
 
 struct CompiledRule {
@@ -32,7 +29,15 @@ struct CompiledRule {
     regex: Regex,
     /// The capture group named `secret`, when the rule has one.
     secret_group: Option<usize>,
+    /// The longest match the regex can make, when it is bounded and the
+    /// keywords are part of every match: the regex then runs only within
+    /// this distance of keyword hits instead of over the whole content.
+    window: Option<usize>,
 }
+
+/// Longest window worth searching around a keyword; a rule that could match
+/// more runs over the whole content.
+const MAX_WINDOW: usize = 64 << 10;
 
 /// One confirmed finding in a piece of content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +70,18 @@ impl Scanner {
             let secret_group = regex
                 .capture_names()
                 .position(|name| name == Some("secret"));
+            let window = if rule.keywords.is_empty() || rule.context_keywords {
+                None
+            } else {
+                regex_syntax::ParserBuilder::new()
+                    .unicode(false)
+                    .utf8(false)
+                    .build()
+                    .parse(&rule.regex)
+                    .ok()
+                    .and_then(|hir| hir.properties().maximum_len())
+                    .filter(|&len| len <= MAX_WINDOW)
+            };
             if rule.keywords.is_empty() {
                 always.push(index);
             }
@@ -82,9 +99,9 @@ impl Scanner {
                 rule: rule.clone(),
                 regex,
                 secret_group,
+                window,
             });
         }
-        let keyword_rule_count = rules.len() - always.len();
         // The search reports the longest keyword at each position; the rules
         // of keywords inside it must fire too.
         let keyword_rules: Vec<Vec<usize>> = keywords
@@ -121,7 +138,6 @@ impl Scanner {
             keywords,
             keyword_rules,
             always,
-            keyword_rule_count,
         })
     }
 
@@ -139,26 +155,38 @@ impl Scanner {
     /// severe, the earlier rule's) is kept; findings on a line carrying
     /// `keyward:allow` are dropped.
     pub fn find(&self, content: &[u8]) -> Vec<Match> {
-        let mut triggered = vec![false; self.rules.len()];
+        // For each rule: not triggered (None), the whole content, or the
+        // spans around its keywords' hits, merged and in order.
+        let mut spans: Vec<Option<Vec<Range<usize>>>> = vec![None; self.rules.len()];
+        let whole = std::iter::once(0..content.len());
         for &index in &self.always {
-            triggered[index] = true;
+            spans[index] = Some(whole.clone().collect());
         }
         if let Some(keywords) = &self.keywords {
             // The longest keyword at every position where one starts: after
             // each hit the search resumes one byte on, so keywords that
             // overlap are all seen, and it skips ahead with the searcher's
             // SIMD prefilter in between, which an overlapping search cannot.
-            let mut count = 0;
             let mut at = 0;
             while let Some(hit) = keywords.find(Input::new(content).span(at..content.len())) {
                 for &index in &self.keyword_rules[hit.pattern().as_usize()] {
-                    if !triggered[index] {
-                        triggered[index] = true;
-                        count += 1;
+                    let rule_spans = spans[index].get_or_insert_with(Vec::new);
+                    match self.rules[index].window {
+                        // A match holding this hit lies within `window`
+                        // bytes of it on either side.
+                        Some(window) => {
+                            let near = hit.end().saturating_sub(window)
+                                ..(hit.start() + window).min(content.len());
+                            match rule_spans.last_mut() {
+                                Some(last) if near.start <= last.end => {
+                                    last.end = last.end.max(near.end);
+                                }
+                                _ => rule_spans.push(near),
+                            }
+                        }
+                        None if rule_spans.is_empty() => rule_spans.extend(whole.clone()),
+                        None => {}
                     }
-                }
-                if count == self.keyword_rule_count {
-                    break;
                 }
                 at = hit.start() + 1;
             }
@@ -166,8 +194,8 @@ impl Scanner {
         let mut found = Vec::new();
         let mut vetoed = Vec::new();
         for (index, compiled) in self.rules.iter().enumerate() {
-            if triggered[index] {
-                compiled.candidates(index, content, &mut found, &mut vetoed);
+            if let Some(rule_spans) = &spans[index] {
+                compiled.candidates(index, content, rule_spans, &mut found, &mut vetoed);
             }
         }
         if found.is_empty() {
@@ -214,12 +242,13 @@ impl CompiledRule {
         self.rule.validator.is_some_and(|v| v.is_structural())
     }
 
-    /// Pushes the rule's confirmed matches onto `found`, and onto `vetoed`
-    /// the candidates its structural validator refused.
+    /// Pushes the rule's confirmed matches within `spans` onto `found`, and
+    /// onto `vetoed` the candidates its structural validator refused.
     fn candidates(
         &self,
         index: usize,
         content: &[u8],
+        spans: &[Range<usize>],
         found: &mut Vec<Match>,
         vetoed: &mut Vec<Range<usize>>,
     ) {
@@ -252,30 +281,47 @@ impl CompiledRule {
                 });
             }
         };
-        match self.secret_group {
-            None => {
-                for m in self.regex.find_iter(content) {
-                    push(m.range());
-                }
-            }
-            Some(group) => {
-                let mut locations = self.regex.capture_locations();
-                let mut at = 0;
-                while at <= content.len() {
-                    let Some(whole) = self.regex.captures_read_at(&mut locations, content, at)
-                    else {
-                        break;
-                    };
-                    if let Some((start, end)) = locations.get(group) {
-                        push(start..end);
+        let mut locations = self.regex.capture_locations();
+        let mut resume = 0;
+        for span in spans {
+            let mut at = span.start.max(resume);
+            while at <= span.end {
+                // The span's end bounds the search; what lies before its
+                // start still counts for `\b` and `^`.
+                let Some(hit) = self
+                    .regex
+                    .captures_read_at(&mut locations, &content[..span.end], at)
+                    .map(|m| m.range())
+                else {
+                    break;
+                };
+                let whole = if hit.end == span.end && span.end < content.len() {
+                    // The span may have cut the match short: search on in
+                    // the whole content.
+                    match self
+                        .regex
+                        .captures_read_at(&mut locations, content, hit.start)
+                    {
+                        Some(m) => m.range(),
+                        None => break,
                     }
-                    // An empty match must still move on.
-                    at = if whole.end() > whole.start() {
-                        whole.end()
-                    } else {
-                        whole.end() + 1
-                    };
+                } else {
+                    hit
+                };
+                let secret = match self.secret_group {
+                    Some(group) => locations.get(group).map(|(start, end)| start..end),
+                    None => Some(whole.clone()),
+                };
+                if let Some(secret) = secret {
+                    push(secret);
                 }
+                // An empty match must still move on.
+                at = if whole.end > whole.start {
+                    whole.end
+                } else {
+                    whole.end + 1
+                };
+                resume = at;
             }
         }
     }
@@ -299,6 +345,32 @@ pub fn check_examples(set: &RuleSet) -> Result<Vec<String>, RuleError> {
         for (i, example) in rule.examples.iter().enumerate() {
             if scanner.find(example.as_bytes()).is_empty() {
                 failures.push(format!("{}: example {} is not found", rule.id, i + 1));
+            }
+            if !rule.keywords.is_empty() && !rule.context_keywords {
+                // The regex runs only near keywords: every match must hold one.
+                let keywords: Vec<String> = rule
+                    .keywords
+                    .iter()
+                    .map(|k| k.to_ascii_lowercase())
+                    .collect();
+                let holds = |m: regex::bytes::Match<'_>| {
+                    let text = m.as_bytes().to_ascii_lowercase();
+                    keywords
+                        .iter()
+                        .any(|k| memchr::memmem::find(&text, k.as_bytes()).is_some())
+                };
+                if !scanner.rules[0]
+                    .regex
+                    .find_iter(example.as_bytes())
+                    .all(holds)
+                {
+                    failures.push(format!(
+                        "{}: example {} matches without a keyword in the match \
+                         (set context_keywords = true if they are context)",
+                        rule.id,
+                        i + 1
+                    ));
+                }
             }
         }
         for (i, negative) in rule.negative_examples.iter().enumerate() {
@@ -497,5 +569,38 @@ mod tests {
         assert!(s.find(format!("key = \"{bad}\"").as_bytes()).is_empty());
         // Unrelated strings are still the generic rule's.
         assert_eq!(s.find(b"key = \"aB3dE5fG7hI9jK1lM3nO5pQ\"").len(), 1);
+    }
+
+    #[test]
+    fn the_regex_runs_near_keywords_and_finds_whole_matches() {
+        let s = scanner(
+            r#"
+            [[rule]]
+            id = "mid"
+            name = "mid"
+            severity = "high"
+            keywords = ["_mid_"]
+            regex = '\b(?P<secret>[a-z]{4,20}_mid_[a-z]{4,20})\b'
+            "#,
+        );
+        assert_eq!(s.rules[0].window, Some(45));
+        // Far into the content, keyword in the middle of the match, twice
+        // within one window, and once at the very end.
+        let mut text = "filler text, ".repeat(10_000);
+        let first = text.len();
+        text.push_str("qwhrkzvmlpxtsnbgfjdc_mid_mzqprlvkhxwtnsdgcbjf abcd_mid_efgh ");
+        text.push_str(&"more filler ".repeat(1000));
+        text.push_str("zzzz_mid_yyyy");
+        let found = s.find(text.as_bytes());
+        let secrets: Vec<&str> = found.iter().map(|m| &text[m.secret.clone()]).collect();
+        assert_eq!(
+            secrets,
+            [
+                "qwhrkzvmlpxtsnbgfjdc_mid_mzqprlvkhxwtnsdgcbjf",
+                "abcd_mid_efgh",
+                "zzzz_mid_yyyy"
+            ]
+        );
+        assert_eq!(found[0].secret.start, first);
     }
 }

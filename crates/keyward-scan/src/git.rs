@@ -282,6 +282,7 @@ fn scan_part(
             continue;
         }
         content.clear();
+        content.reserve(size as usize);
         (&mut reader).take(size).read_to_end(&mut content)?;
         let mut newline = [0u8; 1];
         reader.read_exact(&mut newline)?;

@@ -50,9 +50,14 @@ pub struct Rule {
     pub name: String,
     pub severity: Severity,
     /// ASCII literals, compared case-insensitively; the regex runs only on
-    /// content holding one of them. Empty means the regex always runs.
+    /// content holding one of them, and only near them: every match must
+    /// contain one. Empty means the regex always runs.
     #[serde(default)]
     pub keywords: Vec<String>,
+    /// The keywords are context anywhere in the content, not part of the
+    /// match; the regex then runs over all of it.
+    #[serde(default)]
+    pub context_keywords: bool,
     /// Run over raw bytes; the secret is the group named `secret`, or the
     /// whole match.
     pub regex: String,

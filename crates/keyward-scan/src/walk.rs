@@ -151,14 +151,23 @@ fn scan_file(
 ) -> Vec<Finding> {
     buffer.clear();
     let read = File::open(path).and_then(|file| {
-        // One byte more than the limit tells an oversized file apart.
-        file.take(config.max_file_size + 1).read_to_end(buffer)
+        let size = file.metadata()?.len();
+        if size > config.max_file_size {
+            return Ok(size);
+        }
+        // Room for the whole file at once: growing the buffer as it fills
+        // would fault in fresh pages for every large file. One byte more
+        // than the limit still tells a file that grew apart.
+        buffer.reserve(size as usize + 1);
+        file.take(config.max_file_size + 1)
+            .read_to_end(buffer)
+            .map(|n| n as u64)
     });
-    if read.is_err() {
+    let Ok(size) = read else {
         stats.unreadable.fetch_add(1, Ordering::Relaxed);
         return Vec::new();
-    }
-    if buffer.len() as u64 > config.max_file_size {
+    };
+    if size > config.max_file_size {
         stats.skipped_large.fetch_add(1, Ordering::Relaxed);
         return Vec::new();
     }
