@@ -561,7 +561,8 @@ mod tests {
             validator = "keyward"
             "#,
         );
-        let good = "tm_live_yhjskwdA6OZ1AL1YmHWZWm8LLG7HjnuCA2j5rOw8Xp11ORBZz";
+        // A published key-format vector.
+        let good = "tm_live_yhjskwdA6OZ1AL1YmHWZWm8LLG7HjnuCA2j5rOw8Xp11ORBZz"; // keyward:allow
         let found = s.find(format!("key = \"{good}\"").as_bytes());
         assert_eq!(found.len(), 1);
         assert_eq!(s.rule(found[0].rule).id, "keyward");

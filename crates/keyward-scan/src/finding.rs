@@ -24,9 +24,14 @@ impl Secret {
     }
 
     /// The first few characters and the length: enough to recognise it,
-    /// never enough to use it.
+    /// never enough to use it. A phrase of words (a seed) shows only how
+    /// many words it has: its first word is already part of the secret.
     pub fn redacted(&self) -> String {
         let text = String::from_utf8_lossy(&self.0);
+        let words = text.split_ascii_whitespace().count();
+        if words > 1 && !text.contains("-----") {
+            return format!("… ({words} words)");
+        }
         let chars: Vec<char> = text.chars().filter(|c| !c.is_control()).collect();
         let shown = (chars.len() / 4).min(8);
         let start: String = chars[..shown].iter().collect();
@@ -165,6 +170,9 @@ mod tests {
         );
         assert_eq!(Secret::new(b"hunter2hunter").redacted(), "hun… (13 chars)");
         assert_eq!(Secret::new(b"abc").redacted(), "… (3 chars)");
+        // The BIP-39 12-word test vector.
+        let phrase = b"legal winner thank year wave sausage worth useful legal winner thank yellow"; // keyward:allow
+        assert_eq!(Secret::new(phrase).redacted(), "… (12 words)");
     }
 
     #[test]
