@@ -342,17 +342,17 @@ pub fn check_examples(set: &RuleSet) -> Result<Vec<String>, RuleError> {
         if rule.negative_examples.is_empty() {
             failures.push(format!("{}: has no negative examples", rule.id));
         }
+        let keywords: Vec<String> = rule
+            .keywords
+            .iter()
+            .map(|k| k.to_ascii_lowercase())
+            .collect();
         for (i, example) in rule.examples.iter().enumerate() {
             if scanner.find(example.as_bytes()).is_empty() {
                 failures.push(format!("{}: example {} is not found", rule.id, i + 1));
             }
             if !rule.keywords.is_empty() && !rule.context_keywords {
                 // The regex runs only near keywords: every match must hold one.
-                let keywords: Vec<String> = rule
-                    .keywords
-                    .iter()
-                    .map(|k| k.to_ascii_lowercase())
-                    .collect();
                 let holds = |m: regex::bytes::Match<'_>| {
                     let text = m.as_bytes().to_ascii_lowercase();
                     keywords

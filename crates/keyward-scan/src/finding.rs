@@ -112,6 +112,11 @@ pub fn fingerprint(rule_id: &str, secret: &[u8]) -> String {
         .collect()
 }
 
+/// Orders findings by path, then position, as every scan reports them.
+pub(crate) fn sort_findings(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
+}
+
 /// Scans `content` and turns the matches into findings at `path`.
 pub fn findings_in(scanner: &Scanner, path: &str, content: &[u8]) -> Vec<Finding> {
     let matches = scanner.find(content);

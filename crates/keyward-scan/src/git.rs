@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
 use crate::engine::Scanner;
-use crate::finding::{Commit, Finding};
+use crate::finding::{sort_findings, Commit, Finding};
 use crate::walk::{scan_content, Stats, WalkConfig};
 
 /// Why a git scan failed.
@@ -226,7 +226,7 @@ fn scan_blobs(
     let mut found = found
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    found.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
+    sort_findings(&mut found);
     Ok(found)
 }
 

@@ -158,16 +158,20 @@ fn bip39(candidate: &[u8]) -> Option<Range<usize>> {
     let text = std::str::from_utf8(candidate).ok()?;
     let language = bip39::Language::English;
     // (start, end) of every word, and whether it is in the list.
-    let words: Vec<(usize, usize, bool)> = text
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .scan(0usize, |offset, word| {
-            let start = *offset;
-            *offset += word.len() + 1;
-            Some((start, start + word.len(), word))
-        })
-        .filter(|(_, _, word)| !word.is_empty())
-        .map(|(start, end, word)| (start, end, language.find_word(word).is_some()))
-        .collect();
+    // Words are runs of ASCII letters; byte offsets stay on character
+    // boundaries whatever else the candidate holds.
+    let mut words: Vec<(usize, usize, bool)> = Vec::new();
+    let mut start = None;
+    for (at, byte) in candidate.iter().chain(std::iter::once(&b' ')).enumerate() {
+        match (byte.is_ascii_alphabetic(), start) {
+            (true, None) => start = Some(at),
+            (false, Some(from)) => {
+                words.push((from, at, language.find_word(&text[from..at]).is_some()));
+                start = None;
+            }
+            _ => {}
+        }
+    }
     let mut run_start = 0;
     for i in 0..=words.len() {
         if i < words.len() && words[i].2 {
@@ -416,6 +420,13 @@ mod tests {
         // checksum passes by chance; a list is not a phrase.
         let list: Vec<&str> = bip39::Language::English.word_list()[..48].to_vec();
         assert_eq!(Validator::Bip39.check(list.join("\n").as_bytes()), None);
+        // Letters beyond ASCII between the words split them, never a
+        // character.
+        let accented = phrase.replace(' ', " é ");
+        assert_eq!(
+            Validator::Bip39.check(accented.as_bytes()),
+            Some(0..accented.len())
+        );
     }
 
     #[test]

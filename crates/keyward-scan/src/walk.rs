@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use ignore::{WalkBuilder, WalkState};
 
 use crate::engine::Scanner;
-use crate::finding::{findings_in, Finding};
+use crate::finding::{findings_in, sort_findings, Finding};
 
 /// The file of paths (gitignore syntax) and `rule:ID` lines a scan skips.
 pub const IGNORE_FILE: &str = ".keywardignore";
@@ -138,7 +138,7 @@ pub fn scan_paths(
     let mut found = found
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    found.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
+    sort_findings(&mut found);
     found
 }
 
