@@ -9,7 +9,7 @@
 #   4. start-to-ready with 1,000,000 keys in SQLite, and RSS with all of them
 #      cached
 #
-# Usage: bench/run.sh            (KEYS=100000 BIG=1000000 DURATION=10s CONNECTIONS=64)
+# Usage: bench/run.sh   (KEYS=100000 BIG=1000000 DURATION=10s CONNECTIONS=64 ROUNDS=3)
 # Needs wrk and nginx-light from Debian's packages; installs them if missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,6 +19,7 @@ keys_n=${KEYS:-100000}
 big_n=${BIG:-1000000}
 duration=${DURATION:-10s}
 conns=${CONNECTIONS:-64}
+rounds=${ROUNDS:-3}
 threads=2
 work=$(mktemp -d /tmp/keyward-bench.XXXXXX)
 pids=()
@@ -26,6 +27,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   "$http/nginx-peer.sh" stop >/dev/null 2>&1 || true
   wait 2>/dev/null || true
+  [ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -108,16 +110,23 @@ sleep 0.5
 walk_for() { echo "$(( $1 / 4000 + 5 ))s"; }
 warm() { KEYS_FILE="$work/keys.txt" AUTH="$verify_token" wrk -t1 -c$conns -d"$(walk_for "$keys_n")" -s bench/walk.lua "$1" >/dev/null; }
 nginx_pids=$(pgrep -d ' ' -f 'nginx: worker process')
-read -r health_rps health_p99 _ health_cpu health_client < <(wrk_run health "$serve_pid" http://127.0.0.1:18720/health)
 warm http://127.0.0.1:18720/v1/keys/verify
-read -r verify_rps verify_p99 verify_bad verify_cpu verify_client < <(KEYS_FILE="$work/keys.txt" AUTH="$verify_token" \
-  wrk_run verify "$serve_pid" http://127.0.0.1:18720/v1/keys/verify -s "$http/verify.lua")
 KEYS_FILE="$work/keys.txt" wrk -t1 -c$conns -d5s -s "$http/bearer.lua" http://127.0.0.1:18080/v1/prices >/dev/null
-read -r nginx_rps nginx_p99 nginx_bad nginx_cpu nginx_client < <(KEYS_FILE="$work/keys.txt" \
-  wrk_run nginx "$nginx_pids" http://127.0.0.1:18080/v1/prices -s "$http/bearer.lua")
 KEYS_FILE="$work/keys.txt" wrk -t1 -c$conns -d"$(walk_for "$keys_n")" -s bench/walk-get.lua http://127.0.0.1:18082/v1/prices >/dev/null
-read -r gw_rps gw_p99 gw_bad gw_cpu gw_client < <(KEYS_FILE="$work/keys.txt" \
-  wrk_run gateway "$gateway_pid $nginx_pids" http://127.0.0.1:18082/v1/prices -s "$http/bearer.lua")
+# The machine is shared and its speed drifts within seconds, so each
+# comparison is made ROUNDS times, its two sides back to back, and the
+# table shows the median of the rounds' ratios (and every round's).
+: >"$work/rounds.txt"
+for round in $(seq "$rounds"); do
+  echo "   round $round of $rounds" >&2
+  echo "$round health $(wrk_run "health$round" "$serve_pid" http://127.0.0.1:18720/health)" >>"$work/rounds.txt"
+  echo "$round verify $(KEYS_FILE="$work/keys.txt" AUTH="$verify_token" \
+    wrk_run "verify$round" "$serve_pid" http://127.0.0.1:18720/v1/keys/verify -s "$http/verify.lua")" >>"$work/rounds.txt"
+  echo "$round nginx $(KEYS_FILE="$work/keys.txt" \
+    wrk_run "nginx$round" "$nginx_pids" http://127.0.0.1:18080/v1/prices -s "$http/bearer.lua")" >>"$work/rounds.txt"
+  echo "$round gateway $(KEYS_FILE="$work/keys.txt" \
+    wrk_run "gateway$round" "$gateway_pid $nginx_pids" http://127.0.0.1:18082/v1/prices -s "$http/bearer.lua")" >>"$work/rounds.txt"
+done
 for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 "$http/nginx-peer.sh" stop >/dev/null 2>&1 || true
 wait 2>/dev/null || true
@@ -140,42 +149,57 @@ KEYS_FILE="$work/big-keys.txt" AUTH="$big_token" wrk -t1 -c$conns -d"$(walk_for 
 big_requests=$(python3 -c "import re,sys;print(re.search(r'(\d+) requests in', open(sys.argv[1]).read()).group(1))" "$work/warm-big.txt")
 rss_full_kb=$(awk '/VmRSS/ {print $2}' /proc/$serve_pid/status)
 
-python3 - "$sha_ns" "$verify_ns" "$health_rps" "$health_p99" "$verify_rps" "$verify_p99" \
-  "$verify_bad" "$nginx_rps" "$nginx_p99" "$nginx_bad" "$gw_rps" "$gw_p99" "$gw_bad" \
-  "$ready_ms" "$rss_empty_kb" "$rss_full_kb" "$big_requests" "$big_n" "$keys_n" "$duration" "$conns" \
-  "$health_cpu" "$health_client" "$verify_cpu" "$verify_client" "$nginx_cpu" "$nginx_client" \
-  "$gw_cpu" "$gw_client" <<'PY'
-import sys
-(sha, ver, h_rps, h_p99, v_rps, v_p99, v_bad, n_rps, n_p99, n_bad, g_rps, g_p99, g_bad,
- ready, rss0, rss1, big_req, big_n, keys_n, dur, conns,
- h_cpu, h_cl, v_cpu, v_cl, n_cpu, n_cl, g_cpu, g_cl) = sys.argv[1:]
+python3 - "$sha_ns" "$verify_ns" "$work/rounds.txt" \
+  "$ready_ms" "$rss_empty_kb" "$rss_full_kb" "$big_requests" "$big_n" "$keys_n" "$duration" "$conns" <<'PY'
+import statistics, sys
+(sha, ver, rounds_file, ready, rss0, rss1, big_req, big_n, keys_n, dur, conns) = sys.argv[1:]
 f = float
+# rounds.txt: "round kind rps p99_ms non2xx server_us client_us" per line.
+runs = {}
+for line in open(rounds_file):
+    rnd, kind, rps, p99, bad, cpu, client = line.split()
+    runs.setdefault(kind, []).append(dict(rps=f(rps), p99=f(p99), bad=int(bad), cpu=f(cpu), client=f(client)))
+med = lambda kind, field: statistics.median(r[field] for r in runs[kind])
+ratios = lambda a, b, field: [x[field] / y[field] for x, y in zip(runs[a], runs[b])]
+v_h = ratios("verify", "health", "rps")
+g_n = ratios("gateway", "nginx", "rps")
+g_n_p99 = ratios("gateway", "nginx", "p99")
+each = lambda rs: " ".join(f"{r:.2f}" for r in rs)
 rows = [
     ("verify, cache hit (in process)", f"{f(ver):.0f} ns", f"SHA-256 of the key: {f(sha):.0f} ns",
      f"{f(ver)/f(sha):.2f}x", "<= 4"),
-    ("POST /v1/keys/verify", f"{f(v_rps):.0f} req/s, p99 {f(v_p99):.2f} ms",
-     f"GET /health: {f(h_rps):.0f} req/s, p99 {f(h_p99):.2f} ms", f"{f(v_rps)/f(h_rps):.2f}", ">= 0.8"),
-    ("keyward gateway -> upstream", f"{f(g_rps):.0f} req/s, p99 {f(g_p99):.2f} ms",
-     f"nginx key map -> upstream: {f(n_rps):.0f} req/s, p99 {f(n_p99):.2f} ms",
-     f"{f(g_rps)/f(n_rps):.2f} (p99 {f(g_p99)/f(n_p99):.2f})", ">= 1.0, p99 <= 1.0"),
+    ("POST /v1/keys/verify", f"{med('verify', 'rps'):.0f} req/s, p99 {med('verify', 'p99'):.2f} ms",
+     f"GET /health: {med('health', 'rps'):.0f} req/s, p99 {med('health', 'p99'):.2f} ms",
+     f"{statistics.median(v_h):.2f}", ">= 0.8"),
+    ("keyward gateway -> upstream", f"{med('gateway', 'rps'):.0f} req/s, p99 {med('gateway', 'p99'):.2f} ms",
+     f"nginx key map -> upstream: {med('nginx', 'rps'):.0f} req/s, p99 {med('nginx', 'p99'):.2f} ms",
+     f"{statistics.median(g_n):.2f} (p99 {statistics.median(g_n_p99):.2f})", ">= 1.0, p99 <= 1.0"),
     (f"start to ready, {int(big_n):,} keys in SQLite", f"{int(ready)} ms", "", "", "<= 2000 ms"),
     (f"RSS, {int(big_n):,} keys cached", f"{int(rss1)/1024:.0f} MB",
      f"at start: {int(rss0)/1024:.0f} MB; warm-up requests: {int(big_req):,}", "", "<= 400 MB"),
 ]
+n = len(v_h)
 print(f"Keyward benchmarks: {keys_n} keys for HTTP, wrk -t2 -c{conns} -d{dur}, one machine, one run")
-print(f"non-2xx answers: verify {v_bad}, nginx {n_bad}, gateway {g_bad}")
+print(f"HTTP figures are medians of {n} rounds; each round measures both sides of a comparison back to back")
+bad = {k: sum(r["bad"] for r in v) for k, v in runs.items()}
+print(f"non-2xx answers: verify {bad['verify']}, nginx {bad['nginx']}, gateway {bad['gateway']}")
 w = [max(len(r[i]) for r in rows + [("measure", "keyward", "baseline", "ratio", "goal")]) for i in range(5)]
 for r in [("measure", "keyward", "baseline", "ratio", "goal")] + rows:
     print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
 print()
-print("CPU per request (microseconds, user+system), server side and the wrk client:")
-print(f"  GET /health            server {f(h_cpu):5.1f}  wrk {f(h_cl):5.1f}")
-print(f"  POST /v1/keys/verify   server {f(v_cpu):5.1f}  wrk {f(v_cl):5.1f}")
-print(f"  nginx key map + upstream (nginx workers)               {f(n_cpu):5.1f}  wrk {f(n_cl):5.1f}")
-print(f"  keyward gateway + upstream (keyward + nginx workers)   {f(g_cpu):5.1f}  wrk {f(g_cl):5.1f}")
+print("Ratios in each round:")
+print(f"  verify/health     {each(v_h)}")
+print(f"  gateway/nginx     {each(g_n)}   p99 {each(g_n_p99)}")
+print()
+print("CPU per request (microseconds, user+system, medians), server side and the wrk client:")
+print(f"  GET /health            server {med('health', 'cpu'):5.1f}  wrk {med('health', 'client'):5.1f}")
+print(f"  POST /v1/keys/verify   server {med('verify', 'cpu'):5.1f}  wrk {med('verify', 'client'):5.1f}")
+print(f"  nginx key map + upstream (nginx workers)               {med('nginx', 'cpu'):5.1f}  wrk {med('nginx', 'client'):5.1f}")
+print(f"  keyward gateway + upstream (keyward + nginx workers)   {med('gateway', 'cpu'):5.1f}  wrk {med('gateway', 'client'):5.1f}")
 # Both sides share the cores, so throughput follows the sum of the two
 # costs. Were verify to cost the server no more than /health, the ratio
 # would still be at most this: the ceiling the client's own cost sets.
-ceiling = (f(h_cpu) + f(h_cl)) / (f(h_cpu) + f(v_cl))
+h_cpu, v_cl = med('health', 'cpu'), med('verify', 'client')
+ceiling = (h_cpu + med('health', 'client')) / (h_cpu + v_cl)
 print(f"  verify/health ceiling with this client (server cost of verify = /health): {ceiling:.2f}")
 PY

@@ -14,6 +14,15 @@
 //! connection is paired with its own upstream connection, opened on its
 //! first request and reopened when the upstream closes it: no pool, and no
 //! lock shared between connections, on the way to the upstream.
+//!
+//! Connections are served by worker threads, one per core by default, each
+//! with an event loop of its own (a single-threaded runtime), as nginx's
+//! worker processes are: a connection, its upstream connection and every
+//! task they wake stay on one thread, so a request crosses no thread and
+//! takes no lock on its way through. The runtime that calls [`serve`]
+//! accepts connections and hands them to the workers in turn, and does
+//! what needs the store: a verify the cache cannot answer from memory is
+//! run there, so database connections belong to one runtime.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -55,6 +64,9 @@ pub struct GatewayConfig {
     /// instead of the connection; only behind a proxy that sets it.
     #[serde(default)]
     pub trust_forwarded_for: bool,
+    /// Worker threads serving connections, each with its own event loop;
+    /// one per core when absent.
+    pub threads: Option<usize>,
     /// Routes, first match wins. A request no route matches is refused.
     #[serde(rename = "route", default)]
     pub routes: Vec<Route>,
@@ -90,6 +102,8 @@ pub struct Gateway {
     /// The APIs whose keys the gateway accepts; `None` for all.
     api_ids: Option<Vec<ApiId>>,
     trust_forwarded_for: bool,
+    /// Worker threads to serve connections on.
+    threads: usize,
 }
 
 struct CompiledRoute {
@@ -160,6 +174,11 @@ impl Gateway {
         if routes.is_empty() {
             return Err(GatewayConfigError("at least one route is needed".into()));
         }
+        let threads = match config.threads {
+            Some(0) => return Err(GatewayConfigError("threads must be at least 1".into())),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
         let upstream_address = format!(
             "{}:{}",
             authority.host(),
@@ -174,6 +193,7 @@ impl Gateway {
             environment: config.environment,
             api_ids: config.api_ids,
             trust_forwarded_for: config.trust_forwarded_for,
+            threads,
         })
     }
 
@@ -265,11 +285,12 @@ impl Gateway {
 }
 
 async fn handle(
-    gateway: &Gateway,
+    context: &Worker,
     peer: SocketAddr,
     upstream: &Upstream,
     request: Request<Incoming>,
 ) -> Response<Body> {
+    let gateway = context.gateway.as_ref();
     let Some(route) = gateway.route(request.method(), request.uri().path()) else {
         return refusal(
             StatusCode::NOT_FOUND,
@@ -291,11 +312,7 @@ async fn handle(
         environment: gateway.environment,
         ip: Some(gateway.client_ip(request.headers(), peer)),
     };
-    let verification = match gateway
-        .verifier
-        .verify(gateway, &key, &required, route.cost)
-        .await
-    {
+    let verification = match context.verify(key, required, route.cost).await {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "gateway could not verify");
@@ -494,25 +511,59 @@ fn denial_message(code: VerifyCode) -> &'static str {
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then lets
-/// requests in flight finish.
+/// requests in flight finish. Connections are accepted here and served by
+/// the gateway's worker threads; verifies that need the store run on the
+/// runtime that calls this.
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let store_runtime = tokio::runtime::Handle::current();
+    // Dropping the sender (a panic, or this future dropped) stops the
+    // workers as surely as sending does.
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
+    let mut workers = Vec::with_capacity(gateway.threads);
+    for index in 0..gateway.threads {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (hand_over, incoming) = tokio::sync::mpsc::unbounded_channel();
+        let (finished, done) = tokio::sync::oneshot::channel::<()>();
+        let context = Worker {
+            gateway: Arc::clone(&gateway),
+            store_runtime: store_runtime.clone(),
+        };
+        let stopping = stopping.clone();
+        std::thread::Builder::new()
+            .name(format!("keyward-gateway-{index}"))
+            .spawn(move || {
+                runtime.block_on(worker(context, incoming, stopping));
+                let _ = finished.send(());
+            })?;
+        workers.push((hand_over, done));
+    }
     tokio::pin!(shutdown);
+    let mut next = 0;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(connection(
-                        Arc::clone(&gateway),
-                        stream,
-                        peer,
-                        stopping.clone(),
-                    ));
+                    // Each worker takes the next connection in turn; one
+                    // that is gone (it panicked) is passed over.
+                    let Ok(stream) = stream.into_std() else { continue };
+                    let mut offered = Some((stream, peer));
+                    for _ in 0..workers.len() {
+                        let (hand_over, _) = &workers[next % workers.len()];
+                        next = next.wrapping_add(1);
+                        match offered.take().map(|c| hand_over.send(c)) {
+                            Some(Err(returned)) => offered = Some(returned.0),
+                            _ => break,
+                        }
+                    }
+                    if offered.is_some() {
+                        tracing::error!("no gateway worker is left to serve a connection");
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait, go on.
@@ -520,19 +571,87 @@ pub async fn serve(
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = &mut shutdown => break,
         }
     }
     drop(listener);
     let _ = stop.send(true);
-    while connections.join_next().await.is_some() {}
+    for (hand_over, done) in workers {
+        drop(hand_over);
+        // An error means the worker panicked; the others still finish.
+        let _ = done.await;
+    }
     Ok(())
+}
+
+/// What a worker thread's connections share.
+#[derive(Clone)]
+struct Worker {
+    gateway: Arc<Gateway>,
+    /// The runtime that owns the store's connections: verifies the cache
+    /// cannot answer in memory run there.
+    store_runtime: tokio::runtime::Handle,
+}
+
+impl Worker {
+    /// Verifies from memory when the cache can answer (most requests), and
+    /// otherwise on the store's runtime.
+    async fn verify(
+        &self,
+        key: String,
+        required: Requirements,
+        cost: u64,
+    ) -> Result<Verification, String> {
+        let gateway = &self.gateway;
+        if let Some(answer) =
+            gateway
+                .verifier
+                .verify_in_memory(gateway.as_ref(), &key, &required, cost)
+        {
+            return Ok(answer);
+        }
+        let gateway = Arc::clone(gateway);
+        let verified = self.store_runtime.spawn(async move {
+            gateway
+                .verifier
+                .verify(gateway.as_ref(), &key, &required, cost)
+                .await
+        });
+        match verified.await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// A worker thread's event loop: serves the connections handed to it until
+/// the acceptor stops, then lets them finish.
+async fn worker(
+    context: Worker,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            next = incoming.recv() => match next {
+                Some((stream, peer)) => match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => {
+                        connections.spawn(connection(context.clone(), stream, peer, stopping.clone()));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "gateway could not take a connection"),
+                },
+                None => break,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    while connections.join_next().await.is_some() {}
 }
 
 /// Serves one client connection until it closes or the gateway stops.
 async fn connection(
-    gateway: Arc<Gateway>,
+    context: Worker,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     mut stopping: tokio::sync::watch::Receiver<bool>,
@@ -540,9 +659,9 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let upstream: Arc<Upstream> = Arc::new(Mutex::new(None));
     let service = hyper::service::service_fn(move |request| {
-        let gateway = Arc::clone(&gateway);
+        let context = context.clone();
         let upstream = Arc::clone(&upstream);
-        async move { Ok::<_, Infallible>(handle(&gateway, peer, &upstream, request).await) }
+        async move { Ok::<_, Infallible>(handle(&context, peer, &upstream, request).await) }
     });
     let served =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);

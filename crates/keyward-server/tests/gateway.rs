@@ -18,6 +18,7 @@ on_both_backends_raw!(
     refused_requests_never_reach_the_upstream,
     an_unreachable_upstream_answers_502,
     an_upstream_that_closes_connections_is_reconnected,
+    limits_hold_across_worker_threads,
 );
 
 /// What the upstream saw of one request.
@@ -348,4 +349,51 @@ async fn an_upstream_that_closes_connections_is_reconnected(backend: Backend) {
         assert_eq!(r.text().await.unwrap(), "one and done");
     }
     assert_eq!(*served.lock().unwrap(), 5);
+}
+
+/// Connections are spread over the gateway's worker threads, and a key's
+/// limit is one limit however many threads its requests land on: of 15
+/// requests on 15 connections against a limit of 10, exactly 10 pass.
+async fn limits_hold_across_worker_threads(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let mut config = config(&up);
+    config.threads = Some(3);
+    let app = support::spawn_with_gateway(backend, config).await;
+    let api = app.create_api("gw", &["live"]).await;
+    let (key, _) = issue(
+        &app,
+        &api,
+        json!({"ratelimits": [{"name": "m", "limit": 10, "duration_ms": 600000}]}),
+    )
+    .await;
+    let gw = app.gateway.clone().unwrap();
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..15 {
+        // A client of its own: a connection of its own.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let (gw, key) = (gw.clone(), key.clone());
+        requests.spawn(async move {
+            client
+                .get(format!("{gw}/v1/prices"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    let statuses = requests.join_all().await;
+    let passed = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::IM_A_TEAPOT)
+        .count();
+    let limited = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((passed, limited), (10, 5), "{statuses:?}");
+    assert_eq!(seen.lock().unwrap().len(), 10);
 }
