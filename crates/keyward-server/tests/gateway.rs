@@ -112,6 +112,9 @@ async fn valid_requests_reach_the_upstream_with_identity_and_without_the_key(bac
         .header("x-keyward-owner", "forged")
         .header("x-keyward-key-id", "key_forged")
         .header("x-request-id", "abc")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "1")
+        .header("keep-alive", "timeout=5")
         .send()
         .await
         .unwrap();
@@ -151,6 +154,12 @@ async fn valid_requests_reach_the_upstream_with_identity_and_without_the_key(bac
         get.headers.get("authorization").is_none(),
         "the key is stripped"
     );
+    for hop in ["connection", "keep-alive", "x-hop"] {
+        assert!(
+            get.headers.get(hop).is_none(),
+            "hop-by-hop header {hop} is not forwarded"
+        );
+    }
     assert_eq!(
         get.headers.get_all("x-keyward-owner").iter().count(),
         1,
