@@ -58,8 +58,9 @@ impl VerifyCode {
 /// What the caller of a verify requires of the key.
 #[derive(Debug, Clone, Default)]
 pub struct Requirements {
-    /// Every one of these scopes must be on the key.
-    pub scopes: Vec<Scope>,
+    /// Every one of these scopes must be on the key. Shared, so a gateway
+    /// route's scopes are not copied for each request.
+    pub scopes: Arc<[Scope]>,
     /// When set, the key must belong to this environment.
     pub environment: Option<Environment>,
     /// The address of the client that presented the key; required when the
@@ -185,11 +186,11 @@ mod tests {
             VerifyCode::WrongEnvironment,
         );
         check(
-            |_, q| q.scopes = vec![Scope::parse("orders:write").unwrap()],
+            |_, q| q.scopes = vec![Scope::parse("orders:write").unwrap()].into(),
             VerifyCode::InsufficientScope,
         );
         check(
-            |_, q| q.scopes = vec![Scope::parse("prices:read").unwrap()],
+            |_, q| q.scopes = vec![Scope::parse("prices:read").unwrap()].into(),
             VerifyCode::Valid,
         );
     }

@@ -93,7 +93,8 @@ fn bench(c: &mut Criterion) {
         scopes: vec![
             Scope::parse("prices:read").unwrap(),
             Scope::parse("signals:read").unwrap(),
-        ],
+        ]
+        .into(),
         environment: Some(Environment::Live),
         ip: Some("192.168.7.9".parse().unwrap()),
     };

@@ -15,21 +15,23 @@
 //! first request and reopened when the upstream closes it: no pool, and no
 //! lock shared between connections, on the way to the upstream.
 //!
-//! Connections are served by worker threads, one per core by default, each
-//! with an event loop of its own (a single-threaded runtime), as nginx's
-//! worker processes are: a connection, its upstream connection and every
-//! task they wake stay on one thread, so a request crosses no thread and
-//! takes no lock on its way through. The runtime that calls [`serve`]
-//! accepts connections and hands them to the workers in turn, and does
-//! what needs the store: a verify the cache cannot answer from memory is
-//! run there, so database connections belong to one runtime.
+//! The upstream connection is driven by the client connection's own task,
+//! beside it, rather than by a task of its own: a request handed over is
+//! written upstream in the same poll, and its answer wakes no other task.
+//! Connections are tasks of the calling (multi-threaded) runtime, whose
+//! work stealing keeps tail latency low when a thread is descheduled.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 
 use axum::body::Body;
 use axum::http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use axum::response::IntoResponse;
 use hyper::body::Incoming;
@@ -64,9 +66,6 @@ pub struct GatewayConfig {
     /// instead of the connection; only behind a proxy that sets it.
     #[serde(default)]
     pub trust_forwarded_for: bool,
-    /// Worker threads serving connections, each with its own event loop;
-    /// one per core when absent.
-    pub threads: Option<usize>,
     /// Routes, first match wins. A request no route matches is refused.
     #[serde(rename = "route", default)]
     pub routes: Vec<Route>,
@@ -102,14 +101,12 @@ pub struct Gateway {
     /// The APIs whose keys the gateway accepts; `None` for all.
     api_ids: Option<Vec<ApiId>>,
     trust_forwarded_for: bool,
-    /// Worker threads to serve connections on.
-    threads: usize,
 }
 
 struct CompiledRoute {
     method: Option<Method>,
     path: String,
-    scopes: Vec<Scope>,
+    scopes: Arc<[Scope]>,
     cost: u64,
 }
 
@@ -167,18 +164,13 @@ impl Gateway {
             routes.push(CompiledRoute {
                 method,
                 path: route.path,
-                scopes: route.scopes,
+                scopes: route.scopes.into(),
                 cost: route.cost.unwrap_or(1),
             });
         }
         if routes.is_empty() {
             return Err(GatewayConfigError("at least one route is needed".into()));
         }
-        let threads = match config.threads {
-            Some(0) => return Err(GatewayConfigError("threads must be at least 1".into())),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
         let upstream_address = format!(
             "{}:{}",
             authority.host(),
@@ -193,7 +185,6 @@ impl Gateway {
             environment: config.environment,
             api_ids: config.api_ids,
             trust_forwarded_for: config.trust_forwarded_for,
-            threads,
         })
     }
 
@@ -222,8 +213,70 @@ impl Gateway {
     }
 }
 
-/// The upstream connection of one client connection, when open.
-type Upstream = Mutex<Option<SendRequest<Body>>>;
+/// The upstream side of one client connection. Its connection is driven by
+/// the client connection's own task ([`drive`]), not a task of its own, so
+/// handing a request over and its answer back wakes no other task.
+#[derive(Default)]
+struct Upstream {
+    state: Mutex<UpstreamState>,
+}
+
+#[derive(Default)]
+struct UpstreamState {
+    /// Sends requests on the open connection; taken while one is in flight.
+    sender: Option<SendRequest<Body>>,
+    /// The open connection's I/O, polled by [`drive`].
+    connection: Option<Pin<Box<UpstreamConnection>>>,
+    /// Wakes the client connection's task when a new connection needs
+    /// driving.
+    waker: Option<Waker>,
+}
+
+type UpstreamConnection =
+    hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Body>;
+
+impl Upstream {
+    fn state(&self) -> std::sync::MutexGuard<'_, UpstreamState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes `connection` the one [`drive`] polls, replacing a closed one.
+    fn install(&self, connection: UpstreamConnection) {
+        let mut state = self.state();
+        state.connection = Some(Box::pin(connection));
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Drives the upstream connection of one client connection; never ends.
+/// Polled beside the client connection in the same task.
+fn drive(upstream: &Upstream) -> impl Future<Output = Infallible> + '_ {
+    std::future::poll_fn(move |cx| {
+        let mut state = upstream.state();
+        if let Some(connection) = &mut state.connection {
+            if let Poll::Ready(ended) = connection.as_mut().poll(cx) {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+                state.connection = None;
+                state.sender = None;
+            }
+        }
+        if state.connection.is_none()
+            && !state
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    })
+}
 
 /// Why a request could not be sent upstream.
 #[derive(Debug, thiserror::Error)]
@@ -244,10 +297,7 @@ impl Gateway {
         upstream: &Upstream,
         request: Request<Body>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let idle = upstream
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let idle = upstream.state().sender.take();
         let request = match idle {
             Some(mut sender) if !sender.is_closed() => {
                 match sender.try_send_request(request).await {
@@ -267,30 +317,23 @@ impl Gateway {
         stream.set_nodelay(true)?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
+        upstream.install(connection);
         let response = sender.send_request(request).await?;
         Self::keep(upstream, sender);
         Ok(response)
     }
 
     fn keep(upstream: &Upstream, sender: SendRequest<Body>) {
-        *upstream
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sender);
+        upstream.state().sender = Some(sender);
     }
 }
 
 async fn handle(
-    context: &Worker,
+    gateway: &Gateway,
     peer: SocketAddr,
     upstream: &Upstream,
     request: Request<Incoming>,
 ) -> Response<Body> {
-    let gateway = context.gateway.as_ref();
     let Some(route) = gateway.route(request.method(), request.uri().path()) else {
         return refusal(
             StatusCode::NOT_FOUND,
@@ -308,11 +351,24 @@ async fn handle(
         );
     };
     let required = Requirements {
-        scopes: route.scopes.clone(),
+        scopes: Arc::clone(&route.scopes),
         environment: gateway.environment,
         ip: Some(gateway.client_ip(request.headers(), peer)),
     };
-    let verification = match context.verify(key, required, route.cost).await {
+    // Most verifies are answered from memory, without a future to poll.
+    let verified = match gateway
+        .verifier
+        .verify_in_memory(gateway, &key, &required, route.cost)
+    {
+        Some(answer) => Ok(answer),
+        None => {
+            gateway
+                .verifier
+                .verify(gateway, &key, &required, route.cost)
+                .await
+        }
+    };
+    let verification = match verified {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "gateway could not verify");
@@ -344,16 +400,19 @@ async fn handle(
 
 /// The key from `Authorization: Bearer` or `X-API-Key`. A header that is not
 /// UTF-8 still yields a (malformed) key, so it is refused as `MALFORMED`.
-fn presented_key(headers: &HeaderMap) -> Option<String> {
-    if let Some(value) = headers.get(AUTHORIZATION) {
-        let text = String::from_utf8_lossy(value.as_bytes());
-        if let Some(key) = text.strip_prefix("Bearer ") {
-            return Some(key.trim().to_owned());
+fn presented_key(headers: &HeaderMap) -> Option<Cow<'_, str>> {
+    fn text(bytes: &[u8]) -> Cow<'_, str> {
+        match String::from_utf8_lossy(bytes) {
+            Cow::Borrowed(text) => Cow::Borrowed(text.trim()),
+            Cow::Owned(text) => Cow::Owned(text.trim().to_owned()),
         }
     }
-    headers
-        .get(API_KEY)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        if let Some(key) = value.as_bytes().strip_prefix(b"Bearer ") {
+            return Some(text(key));
+        }
+    }
+    headers.get(API_KEY).map(|value| text(value.as_bytes()))
 }
 
 async fn forward(
@@ -366,15 +425,27 @@ async fn forward(
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // Without a base path the request's own path is shared, not copied.
+    let path_and_query = if gateway.upstream_base_path.is_empty() {
+        Ok(path_and_query)
+    } else {
+        PathAndQuery::try_from(format!(
+            "{}{}",
+            gateway.upstream_base_path,
+            path_and_query.as_str()
+        ))
+    };
     let (scheme, authority) = &gateway.upstream_scheme_authority;
-    let uri = Uri::builder()
-        .scheme(scheme.clone())
-        .authority(authority.clone())
-        .path_and_query(format!("{}{}", gateway.upstream_base_path, path_and_query))
-        .build();
-    let Ok(uri) = uri else {
+    let uri = path_and_query.map(|path_and_query| {
+        Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    });
+    let Ok(Ok(uri)) = uri else {
         return refusal(
             StatusCode::BAD_REQUEST,
             "BAD_PATH",
@@ -394,13 +465,19 @@ async fn forward(
         headers.insert(HOST, host);
     }
     if let Some(key) = &verification.key {
-        let scopes: Vec<&str> = key.policy.scopes.iter().map(|s| s.as_str()).collect();
+        let mut scopes = String::with_capacity(64);
+        for scope in key.policy.scopes.iter() {
+            if !scopes.is_empty() {
+                scopes.push(' ');
+            }
+            scopes.push_str(scope.as_str());
+        }
         for (name, value) in [
-            (KEY_ID, key.id().to_owned()),
-            (OWNER, key.owner.to_string()),
-            (SCOPES, scopes.join(" ")),
+            (KEY_ID, key.id()),
+            (OWNER, &key.owner),
+            (SCOPES, scopes.as_str()),
         ] {
-            if let Ok(value) = HeaderValue::from_str(&value) {
+            if let Ok(value) = HeaderValue::from_str(value) {
                 headers.insert(name, value);
             }
         }
@@ -516,59 +593,25 @@ fn denial_message(code: VerifyCode) -> &'static str {
 }
 
 /// Serves the gateway on `listener` until `shutdown` completes, then lets
-/// requests in flight finish. Connections are accepted here and served by
-/// the gateway's worker threads; verifies that need the store run on the
-/// runtime that calls this.
+/// requests in flight finish.
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let store_runtime = tokio::runtime::Handle::current();
-    // Dropping the sender (a panic, or this future dropped) stops the
-    // workers as surely as sending does.
     let (stop, stopping) = tokio::sync::watch::channel(false);
-    let mut workers = Vec::with_capacity(gateway.threads);
-    for index in 0..gateway.threads {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (hand_over, incoming) = tokio::sync::mpsc::unbounded_channel();
-        let (finished, done) = tokio::sync::oneshot::channel::<()>();
-        let context = Worker {
-            gateway: Arc::clone(&gateway),
-            store_runtime: store_runtime.clone(),
-        };
-        let stopping = stopping.clone();
-        std::thread::Builder::new()
-            .name(format!("keyward-gateway-{index}"))
-            .spawn(move || {
-                runtime.block_on(worker(context, incoming, stopping));
-                let _ = finished.send(());
-            })?;
-        workers.push((hand_over, done));
-    }
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
-    let mut next = 0;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    // Each worker takes the next connection in turn; one
-                    // that is gone (it panicked) is passed over.
-                    let Ok(stream) = stream.into_std() else { continue };
-                    let mut offered = Some((stream, peer));
-                    for _ in 0..workers.len() {
-                        let (hand_over, _) = &workers[next % workers.len()];
-                        next = next.wrapping_add(1);
-                        match offered.take().map(|c| hand_over.send(c)) {
-                            Some(Err(returned)) => offered = Some(returned.0),
-                            _ => break,
-                        }
-                    }
-                    if offered.is_some() {
-                        tracing::error!("no gateway worker is left to serve a connection");
-                    }
+                    connections.spawn(connection(
+                        Arc::clone(&gateway),
+                        stream,
+                        peer,
+                        stopping.clone(),
+                    ));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait, go on.
@@ -576,109 +619,52 @@ pub async fn serve(
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
             },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = &mut shutdown => break,
         }
     }
     drop(listener);
     let _ = stop.send(true);
-    for (hand_over, done) in workers {
-        drop(hand_over);
-        // An error means the worker panicked; the others still finish.
-        let _ = done.await;
-    }
-    Ok(())
-}
-
-/// What a worker thread's connections share.
-#[derive(Clone)]
-struct Worker {
-    gateway: Arc<Gateway>,
-    /// The runtime that owns the store's connections: verifies the cache
-    /// cannot answer in memory run there.
-    store_runtime: tokio::runtime::Handle,
-}
-
-impl Worker {
-    /// Verifies from memory when the cache can answer (most requests), and
-    /// otherwise on the store's runtime.
-    async fn verify(
-        &self,
-        key: String,
-        required: Requirements,
-        cost: u64,
-    ) -> Result<Verification, String> {
-        let gateway = &self.gateway;
-        if let Some(answer) =
-            gateway
-                .verifier
-                .verify_in_memory(gateway.as_ref(), &key, &required, cost)
-        {
-            return Ok(answer);
-        }
-        let gateway = Arc::clone(gateway);
-        let verified = self.store_runtime.spawn(async move {
-            gateway
-                .verifier
-                .verify(gateway.as_ref(), &key, &required, cost)
-                .await
-        });
-        match verified.await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-}
-
-/// A worker thread's event loop: serves the connections handed to it until
-/// the acceptor stops, then lets them finish.
-async fn worker(
-    context: Worker,
-    mut incoming: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
-    stopping: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            next = incoming.recv() => match next {
-                Some((stream, peer)) => match tokio::net::TcpStream::from_std(stream) {
-                    Ok(stream) => {
-                        connections.spawn(connection(context.clone(), stream, peer, stopping.clone()));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "gateway could not take a connection"),
-                },
-                None => break,
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
     while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// Serves one client connection until it closes or the gateway stops.
 async fn connection(
-    context: Worker,
+    gateway: Arc<Gateway>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let upstream: Arc<Upstream> = Arc::new(Mutex::new(None));
+    let upstream: Arc<Upstream> = Arc::default();
+    let driven = Arc::clone(&upstream);
     let service = hyper::service::service_fn(move |request| {
-        let context = context.clone();
+        let gateway = Arc::clone(&gateway);
         let upstream = Arc::clone(&upstream);
-        async move { Ok::<_, Infallible>(handle(&context, peer, &upstream, request).await) }
+        async move { Ok::<_, Infallible>(handle(&gateway, peer, &upstream, request).await) }
     });
     let served =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::pin!(served);
+    let driver = drive(&driven);
+    tokio::pin!(driver);
     let stopped = async move {
         let _ = stopping.wait_for(|stop| *stop).await;
     };
+    // The client side first: a request it hands over is then written
+    // upstream in the same poll.
     let result = tokio::select! {
+        biased;
         result = served.as_mut() => result,
+        never = driver.as_mut() => match never {},
         () = stopped => {
             served.as_mut().graceful_shutdown();
-            served.await
+            tokio::select! {
+                biased;
+                result = served.as_mut() => result,
+                never = driver.as_mut() => match never {},
+            }
         }
     };
     if let Err(e) = result {

@@ -18,7 +18,8 @@ on_both_backends_raw!(
     refused_requests_never_reach_the_upstream,
     an_unreachable_upstream_answers_502,
     an_upstream_that_closes_connections_is_reconnected,
-    limits_hold_across_worker_threads,
+    limits_hold_across_concurrent_connections,
+    an_upstream_base_path_prefixes_every_request,
 );
 
 /// What the upstream saw of one request.
@@ -360,14 +361,12 @@ async fn an_upstream_that_closes_connections_is_reconnected(backend: Backend) {
     assert_eq!(*served.lock().unwrap(), 5);
 }
 
-/// Connections are spread over the gateway's worker threads, and a key's
-/// limit is one limit however many threads its requests land on: of 15
-/// requests on 15 connections against a limit of 10, exactly 10 pass.
-async fn limits_hold_across_worker_threads(backend: Backend) {
+/// A key's limit is one limit however many connections its requests come
+/// on at once: of 15 concurrent requests on 15 connections against a limit
+/// of 10, exactly 10 reach the upstream.
+async fn limits_hold_across_concurrent_connections(backend: Backend) {
     let (up, seen) = upstream().await;
-    let mut config = config(&up);
-    config.threads = Some(3);
-    let app = support::spawn_with_gateway(backend, config).await;
+    let app = support::spawn_with_gateway(backend, config(&up)).await;
     let api = app.create_api("gw", &["live"]).await;
     let (key, _) = issue(
         &app,
@@ -405,4 +404,23 @@ async fn limits_hold_across_worker_threads(backend: Backend) {
         .count();
     assert_eq!((passed, limited), (10, 5), "{statuses:?}");
     assert_eq!(seen.lock().unwrap().len(), 10);
+}
+
+/// An upstream URL with a path: every request goes below it, query kept.
+async fn an_upstream_base_path_prefixes_every_request(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let (app, api) = setup(backend, &format!("{up}/base/")).await;
+    let (key, _) = issue(&app, &api, json!({})).await;
+    let gw = app.gateway.clone().unwrap();
+    let r = reqwest::Client::new()
+        .get(format!("{gw}/v1/prices/eth?depth=2"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::IM_A_TEAPOT);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].uri.path(), "/base/v1/prices/eth");
+    assert_eq!(seen[0].uri.query(), Some("depth=2"));
 }

@@ -443,7 +443,8 @@ pub async fn verify_key(
             .scopes
             .iter()
             .map(|s| Scope::parse(s))
-            .collect::<Result<_, _>>()?,
+            .collect::<Result<Vec<_>, _>>()?
+            .into(),
         environment: body.environment,
         ip,
     };
