@@ -119,7 +119,7 @@ impl ChangeFollower {
 
     fn apply(&self, entry: &ChangeEntry) {
         match &entry.change {
-            Change::Key(digest) => self.verifier.key_changed(digest),
+            Change::Key(digest) => self.verifier.key_changed_elsewhere(digest),
             Change::Owner(owner) => self.verifier.owner_changed(owner),
             Change::Token(digest) => {
                 if let Some(tokens) = &self.tokens {

@@ -202,6 +202,12 @@ pub struct Verifier {
     /// Leases of keys that changed, whose unused credits go back to the
     /// store at the next flush.
     returns: Mutex<Vec<Arc<tokio::sync::Mutex<Lease>>>>,
+    /// Keys whose lease must be checked against the store before it is
+    /// spent from again: a change read from the change feed, which may be
+    /// one this node made and already applied (its lease then taken after
+    /// the change and still good) or one made elsewhere (a lease of an
+    /// earlier credit period, then void).
+    unchecked_leases: Map<[u8; 32], ()>,
     /// Usage counted since the last flush, per key digest, for what the
     /// keys' own slots do not hold.
     usage: Map<[u8; 32], UsageCell>,
@@ -290,6 +296,19 @@ struct Lease {
     period: Option<OffsetDateTime>,
 }
 
+impl Lease {
+    /// Adds credits taken from the store; what is left of another period
+    /// (before a refill or a reset) is void.
+    fn add(&mut self, taken: keyward_store::CreditLease) {
+        if self.period.is_some_and(|p| p != taken.period) {
+            self.local = 0;
+        }
+        self.local += taken.granted;
+        self.stored = taken.remaining;
+        self.period = Some(taken.period);
+    }
+}
+
 struct UsageCell {
     key_id: InlineKeyId,
     last_used: OffsetDateTime,
@@ -314,6 +333,7 @@ impl Verifier {
             owner_limits: Map::default(),
             credits: Map::default(),
             returns: Mutex::new(Vec::new()),
+            unchecked_leases: Map::default(),
             usage: Map::default(),
             dirty: Mutex::new(Vec::new()),
             unwritten: Mutex::new(None),
@@ -470,6 +490,21 @@ impl Verifier {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push(lease);
+        }
+    }
+
+    /// [`Verifier::key_changed`] for a change read from the change feed:
+    /// the record and "no such key" are forgotten, but the credit lease is
+    /// only marked to be checked against the store at its next use. The
+    /// feed also brings back this node's own changes, after their
+    /// acknowledgement; dropping a lease taken since would refuse verifies
+    /// whose credits are leased, until the next flush gave them back.
+    pub fn key_changed_elsewhere(&self, digest: &KeyDigest) {
+        let d = *digest.as_bytes();
+        self.cache.remove(&d);
+        self.negative.remove(&d);
+        if self.credits.contains_key(&d) {
+            self.unchecked_leases.insert(d, ());
         }
     }
 
@@ -1013,10 +1048,21 @@ impl Verifier {
             }
         };
         let mut lease = cell.lock().await;
+        // Checked under the lease's lock: a spend after this one sees the
+        // lease as this one leaves it.
+        let unchecked = self.unchecked_leases.remove(digest.as_bytes()).is_some();
         // Credits of a period that a refill has closed are void.
         if let (Some(refill), Some(period)) = (refill, lease.period) {
             if refill.is_due(period, now) {
                 lease.local = 0;
+            }
+        }
+        if unchecked {
+            // Asks the store for the current period, taking nothing: credits
+            // of another period are void.
+            match self.store.lease_credits(&lease.key_id, 0, now).await? {
+                None => return Ok((true, None)),
+                Some(current) => lease.add(current),
             }
         }
         if lease.local < cost {
@@ -1024,14 +1070,7 @@ impl Verifier {
             match self.store.lease_credits(&lease.key_id, want, now).await? {
                 // The key stopped being metered since it was cached.
                 None => return Ok((true, None)),
-                Some(taken) => {
-                    if lease.period.is_some_and(|p| p != taken.period) {
-                        lease.local = 0;
-                    }
-                    lease.local += taken.granted;
-                    lease.stored = taken.remaining;
-                    lease.period = Some(taken.period);
-                }
+                Some(taken) => lease.add(taken),
             }
         }
         let allowed = lease.local >= cost;

@@ -22,6 +22,7 @@ on_both_backends!(
     ip_allowlists_admit_only_their_ranges,
     changes_apply_on_the_next_verify_with_a_warm_cache,
     limit_changes_apply_on_the_next_verify,
+    the_feed_echo_of_a_credit_change_keeps_the_lease_taken_since,
 );
 
 on_both_backends_raw!(
@@ -31,6 +32,7 @@ on_both_backends_raw!(
     cache_ttl_bounds_staleness_of_changes_made_elsewhere,
     changes_made_on_another_node_arrive_through_the_change_feed,
     usage_is_counted_in_memory_and_flushed_in_batches,
+    a_credit_reset_on_another_node_voids_this_nodes_lease,
 );
 
 async fn api(app: &TestApp) -> String {
@@ -717,4 +719,76 @@ async fn usage_is_counted_in_memory_and_flushed_in_batches(backend: Backend) {
         .last_used_at
         .unwrap();
     assert!((last.unix_timestamp_nanos() / 1_000_000) as i64 <= before_stop);
+}
+
+/// The change feed brings a node's own changes back after they were
+/// applied and acknowledged. A lease taken in between is of the new credit
+/// period and stays good: the echo must not refuse verifies it pays for.
+async fn the_feed_echo_of_a_credit_change_keeps_the_lease_taken_since(app: TestApp) {
+    let api = api(&app).await;
+    let (k, id) = key(&app, &api, json!({"credits": {"remaining": 5}})).await;
+    assert_eq!(app.verify_code(json!({"key": k})).await, "VALID");
+    app.ok(
+        Method::PATCH,
+        &format!("/v1/keys/{id}"),
+        Some(json!({"credits": {"remaining": 2}})),
+    )
+    .await;
+    // The first verify leases both credits of the new period.
+    assert_eq!(app.verify_code(json!({"key": k})).await, "VALID");
+    // Then the feed delivers the PATCH, as it does on every node.
+    let digest = keyward_core::ParsedKey::parse(&k).unwrap().digest();
+    app.verifier.key_changed_elsewhere(&digest);
+    assert_eq!(app.verify_code(json!({"key": k})).await, "VALID");
+    assert_eq!(app.verify_code(json!({"key": k})).await, "USAGE_EXCEEDED");
+}
+
+/// A node holding leased credits while another node resets them: the
+/// credits of the old period are void once the change arrives, and the
+/// node hands out exactly the new amount.
+async fn a_credit_reset_on_another_node_voids_this_nodes_lease(backend: Backend) {
+    let verify = VerifySettings {
+        change_poll_interval_ms: 50,
+        credit_block: 100,
+        ..VerifySettings::default()
+    };
+    let a = support::spawn_with(backend, verify.clone()).await;
+    let b = support::spawn_on(
+        a.inner_store(),
+        None,
+        tempfile::tempdir().unwrap(),
+        verify,
+        Some(a.root.clone()),
+    )
+    .await;
+    let api = api(&a).await;
+    let (k, id) = key(&a, &api, json!({"credits": {"remaining": 50}})).await;
+    // Node B leases all 50 and spends one.
+    assert_eq!(b.verify_code(json!({"key": k})).await, "VALID");
+    // Node A resets the key to 3 credits.
+    a.ok(
+        Method::PATCH,
+        &format!("/v1/keys/{id}"),
+        Some(json!({"credits": {"remaining": 3}})),
+    )
+    .await;
+    // Until B reads the change it spends its lease (staleness the feed
+    // bounds); once it has, it hands out the 3 and no more.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = b.verify(json!({"key": k})).await;
+        if v["credits_remaining"].as_u64().is_some_and(|c| c <= 3) {
+            assert_eq!(v["code"], "VALID");
+            assert_eq!(v["credits_remaining"], 2);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reset never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.verify_code(json!({"key": k})).await, "VALID");
+    assert_eq!(b.verify_code(json!({"key": k})).await, "VALID");
+    assert_eq!(b.verify_code(json!({"key": k})).await, "USAGE_EXCEEDED");
 }
