@@ -35,6 +35,20 @@ on_both_backends_raw!(
     a_credit_reset_on_another_node_voids_this_nodes_lease,
 );
 
+/// Two nodes on one store, each with its own caches.
+async fn two_nodes(backend: Backend, verify: VerifySettings) -> (TestApp, TestApp) {
+    let a = support::spawn_with(backend, verify.clone()).await;
+    let b = support::spawn_on(
+        a.inner_store(),
+        None,
+        tempfile::tempdir().unwrap(),
+        verify,
+        Some(a.root.clone()),
+    )
+    .await;
+    (a, b)
+}
+
 async fn api(app: &TestApp) -> String {
     app.create_api("lim", &["live", "test"]).await
 }
@@ -561,15 +575,7 @@ async fn changes_made_on_another_node_arrive_through_the_change_feed(backend: Ba
         change_poll_interval_ms: 50,
         ..VerifySettings::default()
     };
-    let a = support::spawn_with(backend, verify.clone()).await;
-    let b = support::spawn_on(
-        a.inner_store(),
-        None,
-        tempfile::tempdir().unwrap(),
-        verify,
-        Some(a.root.clone()),
-    )
-    .await;
+    let (a, b) = two_nodes(backend, verify).await;
     let api = api(&a).await;
     let (revoked, revoked_id) = key(&a, &api, json!({})).await;
     let (limited, limited_id) = key(&a, &api, json!({"owner": "zeta"})).await;
@@ -752,15 +758,7 @@ async fn a_credit_reset_on_another_node_voids_this_nodes_lease(backend: Backend)
         credit_block: 100,
         ..VerifySettings::default()
     };
-    let a = support::spawn_with(backend, verify.clone()).await;
-    let b = support::spawn_on(
-        a.inner_store(),
-        None,
-        tempfile::tempdir().unwrap(),
-        verify,
-        Some(a.root.clone()),
-    )
-    .await;
+    let (a, b) = two_nodes(backend, verify).await;
     let api = api(&a).await;
     let (k, id) = key(&a, &api, json!({"credits": {"remaining": 50}})).await;
     // Node B leases all 50 and spends one.
