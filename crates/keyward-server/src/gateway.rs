@@ -355,20 +355,11 @@ async fn handle(
         environment: gateway.environment,
         ip: Some(gateway.client_ip(request.headers(), peer)),
     };
-    // Most verifies are answered from memory, without a future to poll.
-    let verified = match gateway
+    let verification = match gateway
         .verifier
-        .verify_in_memory(gateway, &key, &required, route.cost)
+        .verify(gateway, &key, &required, route.cost)
+        .await
     {
-        Some(answer) => Ok(answer),
-        None => {
-            gateway
-                .verifier
-                .verify(gateway, &key, &required, route.cost)
-                .await
-        }
-    };
-    let verification = match verified {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "gateway could not verify");
@@ -429,23 +420,21 @@ async fn forward(
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     // Without a base path the request's own path is shared, not copied.
     let path_and_query = if gateway.upstream_base_path.is_empty() {
-        Ok(path_and_query)
+        Some(path_and_query)
     } else {
-        PathAndQuery::try_from(format!(
-            "{}{}",
-            gateway.upstream_base_path,
-            path_and_query.as_str()
-        ))
+        let joined = format!("{}{}", gateway.upstream_base_path, path_and_query.as_str());
+        PathAndQuery::try_from(joined).ok()
     };
     let (scheme, authority) = &gateway.upstream_scheme_authority;
-    let uri = path_and_query.map(|path_and_query| {
+    let uri = path_and_query.and_then(|path_and_query| {
         Uri::builder()
             .scheme(scheme.clone())
             .authority(authority.clone())
             .path_and_query(path_and_query)
             .build()
+            .ok()
     });
-    let Ok(Ok(uri)) = uri else {
+    let Some(uri) = uri else {
         return refusal(
             StatusCode::BAD_REQUEST,
             "BAD_PATH",
