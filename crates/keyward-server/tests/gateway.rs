@@ -4,7 +4,9 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -12,6 +14,7 @@ use axum::response::IntoResponse;
 use keyward_server::gateway::GatewayConfig;
 use serde_json::{json, Value};
 use support::{Backend, TestApp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 on_both_backends_raw!(
     valid_requests_reach_the_upstream_with_identity_and_without_the_key,
@@ -20,6 +23,12 @@ on_both_backends_raw!(
     an_upstream_that_closes_connections_is_reconnected,
     limits_hold_across_concurrent_connections,
     an_upstream_base_path_prefixes_every_request,
+    smuggling_attempts_never_reach_the_upstream,
+    bodies_are_relayed_in_either_framing,
+    head_and_pipelined_requests_are_answered_in_order,
+    expect_continue_is_answered_by_the_gateway,
+    an_upstream_that_drops_idle_connections_still_gets_the_next_post,
+    malformed_heads_are_refused_with_a_code,
 );
 
 /// What the upstream saw of one request.
@@ -407,9 +416,14 @@ async fn limits_hold_across_concurrent_connections(backend: Backend) {
 }
 
 /// An upstream URL with a path: every request goes below it, query kept.
+/// This gateway serves its connections on the server's runtime
+/// (`threads = 0`) rather than threads of its own.
 async fn an_upstream_base_path_prefixes_every_request(backend: Backend) {
     let (up, seen) = upstream().await;
-    let (app, api) = setup(backend, &format!("{up}/base/")).await;
+    let mut config = config(&format!("{up}/base/"));
+    config.threads = Some(0);
+    let app = support::spawn_with_gateway(backend, config).await;
+    let api = app.create_api("gw", &["live"]).await;
     let (key, _) = issue(&app, &api, json!({})).await;
     let gw = app.gateway.clone().unwrap();
     let r = reqwest::Client::new()
@@ -423,4 +437,349 @@ async fn an_upstream_base_path_prefixes_every_request(backend: Backend) {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].uri.path(), "/base/v1/prices/eth");
     assert_eq!(seen[0].uri.query(), Some("depth=2"));
+}
+
+/// Writes `request` on a new connection to the gateway and reads what comes
+/// back until the gateway closes the connection.
+async fn raw(gw: &str, request: &[u8]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(gw.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(request).await.unwrap();
+    read_to_close(&mut stream).await
+}
+
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the gateway closes the connection")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// An upstream spoken to over bare TCP: it reads each request (head and a
+/// `Content-Length` body), records it, writes `answer`, and then closes the
+/// connection when `close` is set — without saying so in the answer, as a
+/// server timing out an idle keep-alive connection does.
+async fn raw_upstream(
+    answer: &'static str,
+    close: bool,
+) -> (String, Arc<Mutex<Vec<String>>>, Arc<AtomicUsize>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (log, count) = (Arc::clone(&seen), Arc::clone(&connections));
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let end = loop {
+                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < end + length {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let request: Vec<u8> = buf.drain(..end + length).collect();
+                    log.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&request).into_owned());
+                    if stream.write_all(answer.as_bytes()).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), seen, connections)
+}
+
+/// Requests framed two ways at once, or framed in ways a proxy and its
+/// upstream could read differently, are refused before anything is sent
+/// upstream — so no second request can be hidden in the first one's body.
+async fn smuggling_attempts_never_reach_the_upstream(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let (app, api) = setup(backend, &up).await;
+    let (key, _) = issue(
+        &app,
+        &api,
+        json!({"scopes": ["orders:write", "prices:read"]}),
+    )
+    .await;
+    let gw = app.gateway.clone().unwrap();
+    let hidden = format!("GET /v1/prices HTTP/1.1\r\nAuthorization: Bearer {key}\r\n\r\n");
+    let heads = [
+        format!(
+            "Content-Length: {}\r\nTransfer-Encoding: chunked",
+            hidden.len() + 5
+        ),
+        "Transfer-Encoding: chunked\r\nContent-Length: 5".to_owned(),
+        "Transfer-Encoding: xchunked".to_owned(),
+        "Transfer-Encoding: chunked, identity".to_owned(),
+        "Content-Length: 5\r\nContent-Length: 45".to_owned(),
+        "Content-Length: 0x2d".to_owned(),
+    ];
+    for extra in heads {
+        let request = format!(
+            "POST /v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {key}\r\n{extra}\r\n\r\n0\r\n\r\n{hidden}"
+        );
+        let answer = raw(&gw, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{extra}: {answer}");
+        assert!(answer.contains("\"BAD_FRAMING\""), "{extra}: {answer}");
+        assert_eq!(
+            answer.matches("HTTP/1.1").count(),
+            1,
+            "one answer: {answer}"
+        );
+    }
+    // A chunked body whose chunk size is not hex: the head was admitted, the
+    // body breaks off, and the upstream never sees a whole request.
+    let request = format!(
+        "POST /v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {key}\r\n\
+         Transfer-Encoding: chunked\r\n\r\nzz\r\n{hidden}"
+    );
+    let answer = raw(&gw, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached the upstream"
+    );
+}
+
+/// A chunked request body reaches the upstream whole, and a chunked answer
+/// reaches the client whole, both re-framed by the gateway.
+async fn bodies_are_relayed_in_either_framing(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let (app, api) = setup(backend, &up).await;
+    let (key, _) = issue(&app, &api, json!({"scopes": ["orders:write"]})).await;
+    let gw = app.gateway.clone().unwrap();
+    let request = format!(
+        "POST /v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {key}\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         5;ext=1\r\n{{\"a\":\r\n3\r\n1}}\n\r\n0\r\nX-Trailer: t\r\n\r\n"
+    );
+    let answer = raw(&gw, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 418 "), "{answer}");
+    assert!(answer.ends_with("brewed upstream"), "{answer}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(&seen[0].body[..], b"{\"a\":1}\n");
+
+    let (up, _, _) = raw_upstream(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n\
+         4\r\nbrew\r\n5;x=y\r\ned up\r\n0\r\n\r\n",
+        false,
+    )
+    .await;
+    let (app, api) = setup(backend, &up).await;
+    let (key, _) = issue(&app, &api, json!({})).await;
+    let gw = app.gateway.clone().unwrap();
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        let r = client
+            .get(format!("{gw}/v1/prices"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers().get("content-length").is_none());
+        assert_eq!(r.text().await.unwrap(), "brewed up");
+    }
+    // An HTTP/1.0 client cannot read chunks: it gets the bare body, and the
+    // end of the connection ends it.
+    let answer = raw(
+        &gw,
+        format!("GET /v1/prices HTTP/1.0\r\nAuthorization: Bearer {key}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nbrewed up"), "{answer}");
+}
+
+/// HEAD answers carry no body even with a Content-Length, and requests
+/// sent back to back on one connection are answered in their order.
+async fn head_and_pipelined_requests_are_answered_in_order(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let (app, api) = setup(backend, &up).await;
+    let (key, _) = issue(&app, &api, json!({})).await;
+    let gw = app.gateway.clone().unwrap();
+    let request = format!(
+        "GET /v1/prices/1 HTTP/1.1\r\nAuthorization: Bearer {key}\r\n\r\n\
+         GET /v1/admin HTTP/1.1\r\nAuthorization: Bearer {key}\r\n\r\n\
+         GET /v1/prices/2 HTTP/1.1\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    );
+    let answer = raw(&gw, request.as_bytes()).await;
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &answer[at + 9..at + 12])
+        .collect();
+    assert_eq!(statuses, ["418", "404", "418"], "{answer}");
+    let paths: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.uri.path().to_owned())
+        .collect();
+    assert_eq!(paths, ["/v1/prices/1", "/v1/prices/2"]);
+
+    let (up, _, _) = raw_upstream("HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n", false).await;
+    let mut config = config(&up);
+    config.routes.insert(
+        0,
+        serde_json::from_value(json!({"method": "HEAD", "path": "/v1/prices", "scopes": []}))
+            .unwrap(),
+    );
+    let app = support::spawn_with_gateway(backend, config).await;
+    let api = app.create_api("gw", &["live"]).await;
+    let (key, _) = issue(&app, &api, json!({})).await;
+    let gw = app.gateway.clone().unwrap();
+    let request = format!(
+        "HEAD /v1/prices HTTP/1.1\r\nAuthorization: Bearer {key}\r\n\r\n\
+         HEAD /v1/prices HTTP/1.1\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    );
+    let answer = raw(&gw, request.as_bytes()).await;
+    assert_eq!(answer.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\n"),
+        "no body after a HEAD answer: {answer}"
+    );
+}
+
+/// A client that waits for `100 Continue` before its body gets it from the
+/// gateway once the request is admitted — and a refusal instead, without
+/// the body ever being asked for, when it is not.
+async fn expect_continue_is_answered_by_the_gateway(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let (app, api) = setup(backend, &up).await;
+    let (key, _) = issue(&app, &api, json!({"scopes": ["orders:write"]})).await;
+    let gw = app.gateway.clone().unwrap();
+    let mut stream = tokio::net::TcpStream::connect(gw.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/orders HTTP/1.1\r\nAuthorization: Bearer {key}\r\nContent-Length: 5\r\n\
+         Expect: 100-continue\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut interim))
+        .await
+        .expect("the gateway answers 100 without waiting for the body")
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"hello").await.unwrap();
+    let answer = read_to_close(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 418 "), "{answer}");
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(&seen[0].body[..], b"hello");
+        assert!(seen[0].headers.get("expect").is_none());
+    }
+
+    let head = "POST /v1/orders HTTP/1.1\r\nAuthorization: Bearer nope\r\nContent-Length: 5\r\n\
+                Expect: 100-continue\r\n\r\n";
+    let answer = raw(&gw, head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+    assert!(!answer.contains(" 100 "), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+/// An upstream that closes a kept-alive connection while it is idle, as
+/// servers do after their keep-alive timeout, without announcing it: the
+/// gateway notices before reusing it, so the next request — a POST, which
+/// is never sent twice — goes out on a new connection and is answered.
+async fn an_upstream_that_drops_idle_connections_still_gets_the_next_post(backend: Backend) {
+    let (up, seen, connections) =
+        raw_upstream("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true).await;
+    let (app, api) = setup(backend, &up).await;
+    let (key, _) = issue(
+        &app,
+        &api,
+        json!({"scopes": ["orders:write", "prices:read"]}),
+    )
+    .await;
+    let gw = app.gateway.clone().unwrap();
+    let client = reqwest::Client::new();
+    for n in 1..=3 {
+        let r = client
+            .post(format!("{gw}/v1/orders"))
+            .bearer_auth(&key)
+            .body("{\"side\":\"buy\"}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "request {n}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+        // The upstream's close reaches the gateway while it is idle.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 3);
+    assert_eq!(seen.lock().unwrap().len(), 3, "each POST was sent once");
+}
+
+/// Heads that are not HTTP/1.1, too large, or aimed at something other than
+/// a path get a 4xx with a code, and the connection closes.
+async fn malformed_heads_are_refused_with_a_code(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let (app, _) = setup(backend, &up).await;
+    let gw = app.gateway.clone().unwrap();
+    let big = format!(
+        "GET /v1/prices HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let cases = [
+        ("HELLO\r\n\r\n".to_owned(), "400", "BAD_REQUEST"),
+        (
+            "GET /v1/prices HTTP/2.0\r\n\r\n".to_owned(),
+            "400",
+            "BAD_REQUEST",
+        ),
+        (
+            "GET /v1/prices HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n".to_owned(),
+            "400",
+            "BAD_REQUEST",
+        ),
+        (
+            "GET http://up/v1/prices HTTP/1.1\r\n\r\n".to_owned(),
+            "400",
+            "BAD_PATH",
+        ),
+        (big, "431", "HEADERS_TOO_LARGE"),
+    ];
+    for (request, status, code) in cases {
+        let answer = raw(&gw, request.as_bytes()).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{code}: {answer}"
+        );
+        assert!(answer.contains(&format!("\"{code}\"")), "{answer}");
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+    }
+    assert!(seen.lock().unwrap().is_empty());
 }

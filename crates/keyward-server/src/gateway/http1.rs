@@ -1,0 +1,831 @@
+//! HTTP/1.1 framing for the gateway's relay: message heads parsed with
+//! `httparse`, headers filtered and rewritten straight into the outgoing
+//! head, and bodies relayed by their framing.
+//!
+//! Framing is strict, because a proxy and its upstream must agree on where
+//! each message ends (request smuggling, RFC 9112 §11.2): a request with
+//! both `Transfer-Encoding` and `Content-Length`, with a transfer coding
+//! other than `chunked`, or with several different lengths is refused, and
+//! chunk-size lines must end in CRLF. A request body is always sent upstream
+//! either with its exact `Content-Length` or re-chunked by this module, never
+//! as the client framed it.
+
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+
+use axum::http::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Most headers a message head may have.
+const MAX_HEADERS: usize = 100;
+/// Largest message head, request or response.
+pub(super) const MAX_HEAD: usize = 64 * 1024;
+/// Longest chunk-size line, and most bytes of trailer fields.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// What one read asks for at least.
+const READ_SIZE: usize = 8 * 1024;
+/// Body bytes gathered before they are written on.
+const WRITE_SIZE: usize = 64 * 1024;
+
+/// One side's socket and the bytes read from it but not yet used.
+pub(super) struct Inbound {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Inbound {
+    pub fn new(stream: TcpStream) -> Self {
+        Inbound {
+            stream,
+            buf: Vec::with_capacity(READ_SIZE),
+            pos: 0,
+        }
+    }
+
+    /// The bytes read and not yet consumed.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos >= self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Reads more; `Ok(0)` at the end of the stream.
+    pub async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.pos > 0 && self.buf.capacity() - self.buf.len() < READ_SIZE / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.reserve(READ_SIZE);
+        self.stream.read_buf(&mut self.buf).await
+    }
+
+    /// Reads more, treating the end of the stream as an error.
+    async fn fill_some(&mut self) -> std::io::Result<()> {
+        match self.fill().await? {
+            0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How a message's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the sender closes (responses only).
+    UntilClose,
+}
+
+/// Why a request head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BadRequest {
+    /// Not HTTP/1.x, or an invalid head.
+    Malformed,
+    /// More than [`MAX_HEADERS`] headers.
+    TooManyHeaders,
+    /// Conflicting or unsupported body framing.
+    Framing,
+    /// A request target that is not a path.
+    Target,
+}
+
+/// What the relay needs to know of a client's request; its head, rewritten
+/// for the upstream, is in the `out` buffer given to [`parse_request`].
+#[derive(Debug)]
+pub(super) struct RequestHead {
+    pub method: Method,
+    /// Length of the head in the client's buffer.
+    pub len: usize,
+    pub framing: Framing,
+    /// Whether the client wants the connection kept open after this.
+    pub keep_alive: bool,
+    pub http10: bool,
+    /// `Expect: 100-continue`: the client waits for a 100 before the body.
+    pub expect_continue: bool,
+    /// The first address of `X-Forwarded-For`, when it parses.
+    pub forwarded_for: Option<IpAddr>,
+    /// End of the path within `target` (where the query begins).
+    pub path_end: usize,
+    /// Whether a key header was sent (its text, maybe empty, is in `key`).
+    pub has_key: bool,
+}
+
+/// Request headers the relay handles itself rather than copying.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Special {
+    /// Copied to the upstream as is.
+    Plain,
+    /// Hop-by-hop, the client's identity forgeries and `Host`: dropped.
+    Dropped,
+    Authorization,
+    ApiKey,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Expect,
+    ForwardedFor,
+}
+
+fn classify_request_header(name: &str) -> Special {
+    let is = |other: &str| name.eq_ignore_ascii_case(other);
+    match name.len() {
+        2 if is("te") => Special::Dropped,
+        4 if is("host") => Special::Dropped,
+        6 if is("expect") => Special::Expect,
+        7 if is("upgrade") || is("trailer") => Special::Dropped,
+        9 if is("x-api-key") => Special::ApiKey,
+        10 if is("connection") => Special::Connection,
+        10 if is("keep-alive") => Special::Dropped,
+        13 if is("authorization") => Special::Authorization,
+        14 if is("content-length") => Special::ContentLength,
+        15 if is("x-forwarded-for") => Special::ForwardedFor,
+        15 if is("x-keyward-owner") => Special::Dropped,
+        16 if is("x-keyward-key-id") || is("x-keyward-scopes") => Special::Dropped,
+        17 if is("transfer-encoding") => Special::TransferEncoding,
+        16 | 19 if is("proxy-connection") || is("proxy-authorization") => Special::Dropped,
+        18 if is("proxy-authenticate") => Special::Dropped,
+        _ => Special::Plain,
+    }
+}
+
+/// Whether a comma-separated header value lists `token`.
+fn lists(value: &[u8], token: &str) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Whether `Connection` values name `header` (so it is hop-by-hop).
+fn named_by_connection(connection: &[&[u8]], header: &str) -> bool {
+    connection.iter().any(|value| lists(value, header))
+}
+
+/// A `Content-Length` value: digits only.
+fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Parses the request head at the start of `data`. `Ok(None)` when more
+/// bytes are needed. On success the key presented (from `Authorization:
+/// Bearer` or `X-API-Key`) is in `key`, the request target in `target`, and
+/// the head for the upstream — request line with `base_path`, the headers to
+/// forward, `host` — in `out`, open for more headers.
+pub(super) fn parse_request(
+    data: &[u8],
+    base_path: &str,
+    host: &str,
+    key: &mut String,
+    target: &mut String,
+    out: &mut Vec<u8>,
+) -> Result<Option<RequestHead>, BadRequest> {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match request.parse_with_uninit_headers(data, &mut headers) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(BadRequest::TooManyHeaders),
+        Err(_) => return Err(BadRequest::Malformed),
+    };
+    let (Some(method), Some(path), Some(version)) = (request.method, request.path, request.version)
+    else {
+        return Err(BadRequest::Malformed);
+    };
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| BadRequest::Malformed)?;
+    if !path.starts_with('/') {
+        return Err(BadRequest::Target);
+    }
+    let http10 = version == 0;
+
+    let mut connection: [&[u8]; 4] = [&[]; 4];
+    let mut connections = 0;
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut expect_continue = false;
+    let mut forwarded_for = None;
+    let mut bearer: Option<&[u8]> = None;
+    let mut api_key: Option<&[u8]> = None;
+    for header in request.headers.iter() {
+        let value = header.value;
+        match classify_request_header(header.name) {
+            Special::Connection => {
+                if connections == connection.len() {
+                    return Err(BadRequest::Malformed);
+                }
+                connection[connections] = value;
+                connections += 1;
+            }
+            Special::ContentLength => {
+                let n = content_length(value).ok_or(BadRequest::Framing)?;
+                if length.is_some_and(|m| m != n) {
+                    return Err(BadRequest::Framing);
+                }
+                length = Some(n);
+            }
+            Special::TransferEncoding => {
+                // Only `chunked`, once: anything else cannot be framed here.
+                if chunked || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err(BadRequest::Framing);
+                }
+                chunked = true;
+            }
+            Special::Expect => {
+                if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                    expect_continue = true;
+                }
+            }
+            Special::Authorization => {
+                if let Some(rest) = value.strip_prefix(b"Bearer ") {
+                    bearer = Some(rest);
+                }
+            }
+            Special::ApiKey => api_key = Some(value),
+            Special::ForwardedFor => {
+                if forwarded_for.is_none() {
+                    forwarded_for = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|v| v.split(',').next())
+                        .and_then(|v| v.trim().parse().ok());
+                }
+            }
+            Special::Plain | Special::Dropped => {}
+        }
+    }
+    let connection = &connection[..connections];
+    if chunked && (length.is_some() || http10) {
+        return Err(BadRequest::Framing);
+    }
+    let framing = match (chunked, length) {
+        (true, _) => Framing::Chunked,
+        (false, Some(n)) if n > 0 => Framing::Length(n),
+        _ => Framing::Empty,
+    };
+    let keep_alive = if http10 {
+        named_by_connection(connection, "keep-alive")
+    } else {
+        !named_by_connection(connection, "close")
+    };
+
+    key.clear();
+    let presented = bearer.or(api_key);
+    if let Some(presented) = presented {
+        match String::from_utf8_lossy(presented) {
+            std::borrow::Cow::Borrowed(text) => key.push_str(text.trim()),
+            std::borrow::Cow::Owned(text) => key.push_str(text.trim()),
+        }
+    }
+    target.clear();
+    target.push_str(path);
+    let path_end = path.find('?').unwrap_or(path.len());
+
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(base_path.as_bytes());
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for header in request.headers.iter() {
+        let forward = match classify_request_header(header.name) {
+            Special::Plain | Special::ForwardedFor => {
+                connection.is_empty() || !named_by_connection(connection, header.name)
+            }
+            // Sent as the body is actually framed, below.
+            Special::ContentLength | Special::TransferEncoding => false,
+            // Answered by the gateway itself.
+            Special::Expect => false,
+            Special::Dropped | Special::Authorization | Special::ApiKey | Special::Connection => {
+                false
+            }
+        };
+        if forward {
+            push_header(out, header.name.as_bytes(), header.value);
+        }
+    }
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Empty if length == Some(0) => out.extend_from_slice(b"content-length: 0\r\n"),
+        Framing::Empty | Framing::UntilClose => {}
+    }
+    Ok(Some(RequestHead {
+        method,
+        len,
+        framing,
+        keep_alive,
+        http10,
+        expect_continue,
+        forwarded_for,
+        path_end,
+        has_key: presented.is_some(),
+    }))
+}
+
+/// What the relay needs to know of an upstream response; its head, with
+/// hop-by-hop headers removed, is in the `out` buffer given to
+/// [`parse_response`], open for more headers.
+#[derive(Debug)]
+pub(super) struct ResponseHead {
+    pub status: u16,
+    pub len: usize,
+    pub framing: Framing,
+    /// Whether the upstream connection may carry another request.
+    pub reusable: bool,
+}
+
+/// Why an upstream response head could not be used.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BadResponse {
+    #[error("the upstream answered with an invalid head: {0}")]
+    Malformed(httparse::Error),
+    #[error("the upstream answered with a head larger than {MAX_HEAD} bytes")]
+    TooLarge,
+    #[error("the upstream answered with conflicting framing")]
+    Framing,
+    #[error("the upstream switched protocols, which the gateway does not forward")]
+    SwitchingProtocols,
+    #[error("the upstream connection failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn is_response_hop_by_hop(name: &str) -> bool {
+    let is = |other: &str| name.eq_ignore_ascii_case(other);
+    match name.len() {
+        2 => is("te"),
+        7 => is("upgrade") || is("trailer"),
+        10 => is("connection") || is("keep-alive"),
+        16 => is("proxy-connection"),
+        17 => is("transfer-encoding"),
+        18 => is("proxy-authenticate"),
+        _ => false,
+    }
+}
+
+/// Parses the response head at the start of `data`, for a request with
+/// `method`. `Ok(None)` when more bytes are needed.
+pub(super) fn parse_response(
+    data: &[u8],
+    method: &Method,
+    out: &mut Vec<u8>,
+) -> Result<Option<ResponseHead>, BadResponse> {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        data,
+        &mut headers,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if data.len() >= MAX_HEAD => {
+            return Err(BadResponse::TooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(BadResponse::Malformed(e)),
+    };
+    let (Some(status), Some(version)) = (response.code, response.version) else {
+        return Err(BadResponse::Malformed(httparse::Error::Status));
+    };
+    if status == 101 {
+        return Err(BadResponse::SwitchingProtocols);
+    }
+    let mut connection: [&[u8]; 4] = [&[]; 4];
+    let mut connections = 0;
+    let mut length: Option<u64> = None;
+    let mut transfer_encoding: Option<&[u8]> = None;
+    for header in response.headers.iter() {
+        let name = header.name;
+        if name.eq_ignore_ascii_case("connection") {
+            if connections == connection.len() {
+                return Err(BadResponse::Framing);
+            }
+            connection[connections] = header.value;
+            connections += 1;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let n = content_length(header.value).ok_or(BadResponse::Framing)?;
+            if length.is_some_and(|m| m != n) {
+                return Err(BadResponse::Framing);
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if transfer_encoding.is_some() {
+                // Several codings in several fields: only the last matters,
+                // and a chunked body in the middle cannot be; refuse.
+                return Err(BadResponse::Framing);
+            }
+            transfer_encoding = Some(header.value);
+        }
+    }
+    let connection = &connection[..connections];
+    let informational = (100..200).contains(&status);
+    let framing = if informational || *method == Method::HEAD || status == 204 || status == 304 {
+        Framing::Empty
+    } else if let Some(coding) = transfer_encoding {
+        // RFC 9112 §6.3: chunked last frames the body; any other final
+        // coding runs until the connection closes. Content-Length is ignored.
+        let last = coding.rsplit(|b| *b == b',').next().unwrap_or_default();
+        if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        match length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    };
+    let reusable = framing != Framing::UntilClose
+        && if version == 0 {
+            named_by_connection(connection, "keep-alive")
+        } else {
+            !named_by_connection(connection, "close")
+        };
+
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status));
+    out.push(b' ');
+    let reason = response
+        .reason
+        .filter(|r| !r.is_empty())
+        .or_else(|| {
+            axum::http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+        })
+        .unwrap_or("Unknown");
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for header in response.headers.iter() {
+        let name = header.name;
+        if is_response_hop_by_hop(name)
+            || (transfer_encoding.is_some() && name.eq_ignore_ascii_case("content-length"))
+            || (!connection.is_empty() && named_by_connection(connection, name))
+        {
+            continue;
+        }
+        push_header(out, name.as_bytes(), header.value);
+    }
+    Ok(Some(ResponseHead {
+        status,
+        len,
+        framing,
+        reusable,
+    }))
+}
+
+pub(super) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+pub(super) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Why a body could not be relayed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RelayError {
+    /// The sender's side failed, ended early or broke the framing.
+    #[error("reading the body failed: {0}")]
+    Read(std::io::Error),
+    /// The receiver's side failed.
+    #[error("writing the body failed: {0}")]
+    Write(std::io::Error),
+}
+
+fn invalid(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
+}
+
+/// Relays a body of `framing` from `source` to `sink`. `out` already holds
+/// bytes to write first (a message head); they go out with the start of
+/// the body. A chunked body is re-chunked with extensions and trailers
+/// dropped, or sent bare when `dechunk` (for an HTTP/1.0 client).
+pub(super) async fn relay_body(
+    source: &mut Inbound,
+    sink: &mut TcpStream,
+    framing: Framing,
+    out: &mut Vec<u8>,
+    dechunk: bool,
+) -> Result<(), RelayError> {
+    match framing {
+        Framing::Empty => flush(sink, out).await,
+        Framing::Length(n) => relay_length(source, sink, n, out).await,
+        Framing::Chunked => relay_chunked(source, sink, out, dechunk).await,
+        Framing::UntilClose => loop {
+            let data = source.data();
+            out.extend_from_slice(data);
+            let n = data.len();
+            source.consume(n);
+            flush(sink, out).await?;
+            if source.fill().await.map_err(RelayError::Read)? == 0 {
+                return Ok(());
+            }
+        },
+    }
+}
+
+async fn flush(sink: &mut TcpStream, out: &mut Vec<u8>) -> Result<(), RelayError> {
+    if !out.is_empty() {
+        sink.write_all(out).await.map_err(RelayError::Write)?;
+        out.clear();
+    }
+    Ok(())
+}
+
+/// Moves up to `n` buffered body bytes of `source` into `out`; returns how
+/// many.
+fn take(source: &mut Inbound, n: u64, out: &mut Vec<u8>) -> u64 {
+    let data = source.data();
+    let k = data.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+    out.extend_from_slice(&data[..k]);
+    source.consume(k);
+    k as u64
+}
+
+async fn relay_length(
+    source: &mut Inbound,
+    sink: &mut TcpStream,
+    mut n: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), RelayError> {
+    loop {
+        n -= take(source, n, out);
+        if n == 0 {
+            return flush(sink, out).await;
+        }
+        flush(sink, out).await?;
+        source.fill_some().await.map_err(RelayError::Read)?;
+    }
+}
+
+/// A line ending in CRLF at the start of `source`'s buffer, reading more as
+/// needed (after writing what `out` holds, so nothing waits on a slow
+/// sender); returns its length without the CRLF.
+async fn line(
+    source: &mut Inbound,
+    sink: &mut TcpStream,
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize, RelayError> {
+    let mut searched = 0;
+    loop {
+        let data = source.data();
+        if let Some(at) = data[searched..].iter().position(|b| *b == b'\n') {
+            let end = searched + at;
+            if end == 0 || data[end - 1] != b'\r' {
+                return Err(RelayError::Read(invalid("a chunk line without CRLF")));
+            }
+            return Ok(end - 1);
+        }
+        searched = data.len();
+        if searched > limit {
+            return Err(RelayError::Read(invalid("a chunk line too long")));
+        }
+        flush(sink, out).await?;
+        source.fill_some().await.map_err(RelayError::Read)?;
+    }
+}
+
+/// The size of a chunk-size line (`1a;ext=1`): hex digits, then optional
+/// extensions, which are dropped.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 15 {
+        return None;
+    }
+    let rest = &line[digits..];
+    let rest_ok = rest.is_empty()
+        || (rest.trim_ascii_start().starts_with(b";")
+            && rest.iter().all(|b| *b == b'\t' || (b' '..0x7f).contains(b)));
+    if !rest_ok {
+        return None;
+    }
+    let text = std::str::from_utf8(&line[..digits]).ok()?;
+    u64::from_str_radix(text, 16).ok()
+}
+
+async fn relay_chunked(
+    source: &mut Inbound,
+    sink: &mut TcpStream,
+    out: &mut Vec<u8>,
+    dechunk: bool,
+) -> Result<(), RelayError> {
+    loop {
+        let len = line(source, sink, out, MAX_CHUNK_LINE).await?;
+        let size = chunk_size(&source.data()[..len])
+            .ok_or_else(|| RelayError::Read(invalid("an invalid chunk size")))?;
+        source.consume(len + 2);
+        if size == 0 {
+            break;
+        }
+        if !dechunk {
+            out.extend_from_slice(format!("{size:x}\r\n").as_bytes());
+        }
+        let mut left = size;
+        loop {
+            left -= take(source, left, out);
+            if left == 0 {
+                break;
+            }
+            flush(sink, out).await?;
+            source.fill_some().await.map_err(RelayError::Read)?;
+        }
+        while source.data().len() < 2 {
+            flush(sink, out).await?;
+            source.fill_some().await.map_err(RelayError::Read)?;
+        }
+        if &source.data()[..2] != b"\r\n" {
+            return Err(RelayError::Read(invalid("a chunk without CRLF after it")));
+        }
+        source.consume(2);
+        if !dechunk {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= WRITE_SIZE {
+            flush(sink, out).await?;
+        }
+    }
+    // Trailer fields, up to an empty line: dropped.
+    let mut trailers = 0;
+    loop {
+        let len = line(source, sink, out, MAX_CHUNK_LINE).await?;
+        source.consume(len + 2);
+        if len == 0 {
+            break;
+        }
+        trailers += len + 2;
+        if trailers > MAX_TRAILERS {
+            return Err(RelayError::Read(invalid("trailer fields too large")));
+        }
+    }
+    if !dechunk {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+    flush(sink, out).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(text: &str) -> Result<Option<(RequestHead, String, String)>, BadRequest> {
+        let (mut key, mut target, mut out) = (String::new(), String::new(), Vec::new());
+        let head = parse_request(
+            text.as_bytes(),
+            "/base",
+            "up:80",
+            &mut key,
+            &mut target,
+            &mut out,
+        )?;
+        Ok(head.map(|h| (h, key, String::from_utf8(out).unwrap())))
+    }
+
+    #[test]
+    fn a_request_head_is_rewritten_for_the_upstream() {
+        let (head, key, out) = request(
+            "POST /v1/orders?x=1 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer  k1 \r\n\
+             X-Keyward-Owner: forged\r\nConnection: keep-alive, x-hop\r\nX-Hop: 1\r\n\
+             X-Trace: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(key, "k1");
+        assert_eq!(head.framing, Framing::Length(5));
+        assert!(head.keep_alive && head.expect_continue && !head.http10);
+        assert_eq!(head.path_end, "/v1/orders".len());
+        assert_eq!(
+            out,
+            "POST /base/v1/orders?x=1 HTTP/1.1\r\nhost: up:80\r\nX-Trace: t\r\n\
+             content-length: 5\r\n"
+        );
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        for text in [
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(request(text).unwrap_err(), BadRequest::Framing, "{text:?}");
+        }
+        for text in [
+            "GET / HTTP/1.1\r\nX-A: 1\r\n b\r\n\r\n",
+            "GET / HTTP/1.1\r\nX A: 1\r\n\r\n",
+            "GET / HTTP/2.0\r\n\r\n",
+        ] {
+            assert_eq!(
+                request(text).unwrap_err(),
+                BadRequest::Malformed,
+                "{text:?}"
+            );
+        }
+        assert_eq!(
+            request("GET http://evil/ HTTP/1.1\r\n\r\n").unwrap_err(),
+            BadRequest::Target
+        );
+        assert!(request("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn http10_closes_unless_asked_to_keep_alive() {
+        let (head, _, _) = request("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(head.http10 && !head.keep_alive);
+        let (head, _, _) = request("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(head.keep_alive);
+        let (head, _, _) = request("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!head.keep_alive);
+    }
+
+    fn response(text: &str, method: Method) -> (ResponseHead, String) {
+        let mut out = Vec::new();
+        let head = parse_response(text.as_bytes(), &method, &mut out)
+            .unwrap()
+            .unwrap();
+        (head, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let (head, out) = response(
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\
+             Connection: x-secret\r\nX-Secret: s\r\nX-Up: 1\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!(head.framing, Framing::Chunked);
+        assert!(head.reusable);
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nX-Up: 1\r\n");
+        let (head, _) = response("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", Method::HEAD);
+        assert_eq!(head.framing, Framing::Empty);
+        let (head, _) = response("HTTP/1.1 204 No Content\r\n\r\n", Method::GET);
+        assert_eq!(head.framing, Framing::Empty);
+        let (head, _) = response("HTTP/1.1 200 OK\r\n\r\n", Method::GET);
+        assert_eq!(head.framing, Framing::UntilClose);
+        assert!(!head.reusable);
+        let (head, _) = response(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+            Method::GET,
+        );
+        assert!(!head.reusable);
+        let (head, _) = response("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", Method::GET);
+        assert!(!head.reusable);
+        let (head, out) = response("HTTP/1.1 418 \r\nContent-Length: 1\r\n\r\n", Method::GET);
+        assert_eq!(head.status, 418);
+        assert!(out.starts_with("HTTP/1.1 418 I'm a teapot\r\n"), "{out}");
+    }
+
+    #[test]
+    fn chunk_sizes_are_strict() {
+        assert_eq!(chunk_size(b"1a"), Some(26));
+        assert_eq!(chunk_size(b"0"), Some(0));
+        assert_eq!(chunk_size(b"5;name=value"), Some(5));
+        assert_eq!(chunk_size(b"5 ;x"), Some(5));
+        assert_eq!(chunk_size(b""), None);
+        assert_eq!(chunk_size(b"-1"), None);
+        assert_eq!(chunk_size(b"5 5"), None);
+        assert_eq!(chunk_size(b"0x5"), None);
+        assert_eq!(chunk_size(b"1000000000000000"), None);
+    }
+}
