@@ -26,6 +26,7 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   "$http/nginx-peer.sh" stop >/dev/null 2>&1 || true
+  [ -f "$work/static/nginx.pid" ] && kill "$(cat "$work/static/nginx.pid")" 2>/dev/null || true
   wait 2>/dev/null || true
   [ -n "${KEEP:-}" ] || rm -rf "$work"
 }
@@ -110,6 +111,28 @@ sleep 0.5
 walk_for() { echo "$(( $1 / 4000 + 5 ))s"; }
 warm() { KEYS_FILE="$work/keys.txt" AUTH="$verify_token" wrk -t1 -c$conns -d"$(walk_for "$keys_n")" -s bench/walk.lua "$1" >/dev/null; }
 nginx_pids=$(pgrep -d ' ' -f 'nginx: worker process')
+# What the client allows: nginx answering GET /health and verify.lua's POST
+# alike, with one fixed body and no work at all. The ratio of the two is the
+# most any server could show for verify/health with this client on these
+# cores, since wrk's Lua script costs more per request than a plain GET.
+mkdir -p "$work/static"
+cat >"$work/static/nginx.conf" <<CONF
+worker_processes auto;
+pid $work/static/nginx.pid;
+error_log $work/static/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:18091;
+    location / { default_type application/json; return 200 '{"valid":true}'; }
+  }
+}
+CONF
+nginx -c "$work/static/nginx.conf"
+wait_ready http://127.0.0.1:18091/health 10
+static_pids=$(pgrep -d ' ' -P "$(cat "$work/static/nginx.pid")")
 warm http://127.0.0.1:18720/v1/keys/verify
 KEYS_FILE="$work/keys.txt" wrk -t1 -c$conns -d5s -s "$http/bearer.lua" http://127.0.0.1:18080/v1/prices >/dev/null
 KEYS_FILE="$work/keys.txt" wrk -t1 -c$conns -d"$(walk_for "$keys_n")" -s bench/walk-get.lua http://127.0.0.1:18082/v1/prices >/dev/null
@@ -126,7 +149,11 @@ for round in $(seq "$rounds"); do
     wrk_run "nginx$round" "$nginx_pids" http://127.0.0.1:18080/v1/prices -s "$http/bearer.lua")" >>"$work/rounds.txt"
   echo "$round gateway $(KEYS_FILE="$work/keys.txt" \
     wrk_run "gateway$round" "$gateway_pid $nginx_pids" http://127.0.0.1:18082/v1/prices -s "$http/bearer.lua")" >>"$work/rounds.txt"
+  echo "$round static_get $(wrk_run "static_get$round" "$static_pids" http://127.0.0.1:18091/health)" >>"$work/rounds.txt"
+  echo "$round static_post $(KEYS_FILE="$work/keys.txt" AUTH="$verify_token" \
+    wrk_run "static_post$round" "$static_pids" http://127.0.0.1:18091/v1/keys/verify -s "$http/verify.lua")" >>"$work/rounds.txt"
 done
+kill "$(cat "$work/static/nginx.pid")" 2>/dev/null || true
 for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 "$http/nginx-peer.sh" stop >/dev/null 2>&1 || true
 wait 2>/dev/null || true
@@ -164,6 +191,7 @@ ratios = lambda a, b, field: [x[field] / y[field] for x, y in zip(runs[a], runs[
 v_h = ratios("verify", "health", "rps")
 g_n = ratios("gateway", "nginx", "rps")
 g_n_p99 = ratios("gateway", "nginx", "p99")
+s_p_g = ratios("static_post", "static_get", "rps")
 each = lambda rs: " ".join(f"{r:.2f}" for r in rs)
 rows = [
     ("verify, cache hit (in process)", f"{f(ver):.0f} ns", f"SHA-256 of the key: {f(sha):.0f} ns",
@@ -190,6 +218,7 @@ print()
 print("Ratios in each round:")
 print(f"  verify/health     {each(v_h)}")
 print(f"  gateway/nginx     {each(g_n)}   p99 {each(g_n_p99)}")
+print(f"  static nginx, verify.lua POST / plain GET   {each(s_p_g)}")
 print()
 print("CPU per request (microseconds, user+system, medians), server side and the wrk client:")
 print(f"  GET /health            server {med('health', 'cpu'):5.1f}  wrk {med('health', 'client'):5.1f}")
@@ -202,4 +231,9 @@ print(f"  keyward gateway + upstream (keyward + nginx workers)   {med('gateway',
 h_cpu, v_cl = med('health', 'cpu'), med('verify', 'client')
 ceiling = (h_cpu + med('health', 'client')) / (h_cpu + v_cl)
 print(f"  verify/health ceiling with this client (server cost of verify = /health): {ceiling:.2f}")
+print()
+print("The client's own limit: nginx giving verify.lua's POST and a plain GET the same fixed answer")
+print(f"  (no server work at all) serves {statistics.median(s_p_g):.2f} as many POSTs as GETs"
+      f" ({med('static_post', 'rps'):.0f} vs {med('static_get', 'rps'):.0f} req/s; wrk"
+      f" {med('static_post', 'client'):.1f} vs {med('static_get', 'client'):.1f} us per request)")
 PY

@@ -305,7 +305,8 @@ impl Workers {
                 .name(format!("keyward-gateway-{n}"))
                 .spawn(move || {
                     let built = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
+                        .enable_io()
+                        .enable_time()
                         .build();
                     match built {
                         Ok(runtime) => {
