@@ -439,6 +439,16 @@ async fn an_upstream_base_path_prefixes_every_request(backend: Backend) {
     assert_eq!(seen[0].uri.query(), Some("depth=2"));
 }
 
+/// A gateway in front of `up`, and a live key of its API with `extra`
+/// attributes: the app (which must outlive the test), the gateway's URL and
+/// the key.
+async fn keyed(backend: Backend, up: &str, extra: Value) -> (TestApp, String, String) {
+    let (app, api) = setup(backend, up).await;
+    let (key, _) = issue(&app, &api, extra).await;
+    let gw = app.gateway.clone().unwrap();
+    (app, gw, key)
+}
+
 /// Writes `request` on a new connection to the gateway and reads what comes
 /// back until the gateway closes the connection.
 async fn raw(gw: &str, request: &[u8]) -> String {
@@ -520,14 +530,12 @@ async fn raw_upstream(
 /// upstream — so no second request can be hidden in the first one's body.
 async fn smuggling_attempts_never_reach_the_upstream(backend: Backend) {
     let (up, seen) = upstream().await;
-    let (app, api) = setup(backend, &up).await;
-    let (key, _) = issue(
-        &app,
-        &api,
+    let (_app, gw, key) = keyed(
+        backend,
+        &up,
         json!({"scopes": ["orders:write", "prices:read"]}),
     )
     .await;
-    let gw = app.gateway.clone().unwrap();
     let hidden = format!("GET /v1/prices HTTP/1.1\r\nAuthorization: Bearer {key}\r\n\r\n");
     let heads = [
         format!(
@@ -572,9 +580,7 @@ async fn smuggling_attempts_never_reach_the_upstream(backend: Backend) {
 /// reaches the client whole, both re-framed by the gateway.
 async fn bodies_are_relayed_in_either_framing(backend: Backend) {
     let (up, seen) = upstream().await;
-    let (app, api) = setup(backend, &up).await;
-    let (key, _) = issue(&app, &api, json!({"scopes": ["orders:write"]})).await;
-    let gw = app.gateway.clone().unwrap();
+    let (_app, gw, key) = keyed(backend, &up, json!({"scopes": ["orders:write"]})).await;
     let request = format!(
         "POST /v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {key}\r\n\
          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
@@ -593,9 +599,7 @@ async fn bodies_are_relayed_in_either_framing(backend: Backend) {
         false,
     )
     .await;
-    let (app, api) = setup(backend, &up).await;
-    let (key, _) = issue(&app, &api, json!({})).await;
-    let gw = app.gateway.clone().unwrap();
+    let (_app, gw, key) = keyed(backend, &up, json!({})).await;
     let client = reqwest::Client::new();
     for _ in 0..2 {
         let r = client
@@ -624,9 +628,7 @@ async fn bodies_are_relayed_in_either_framing(backend: Backend) {
 /// sent back to back on one connection are answered in their order.
 async fn head_and_pipelined_requests_are_answered_in_order(backend: Backend) {
     let (up, seen) = upstream().await;
-    let (app, api) = setup(backend, &up).await;
-    let (key, _) = issue(&app, &api, json!({})).await;
-    let gw = app.gateway.clone().unwrap();
+    let (_app, gw, key) = keyed(backend, &up, json!({})).await;
     let request = format!(
         "GET /v1/prices/1 HTTP/1.1\r\nAuthorization: Bearer {key}\r\n\r\n\
          GET /v1/admin HTTP/1.1\r\nAuthorization: Bearer {key}\r\n\r\n\
@@ -674,9 +676,7 @@ async fn head_and_pipelined_requests_are_answered_in_order(backend: Backend) {
 /// the body ever being asked for, when it is not.
 async fn expect_continue_is_answered_by_the_gateway(backend: Backend) {
     let (up, seen) = upstream().await;
-    let (app, api) = setup(backend, &up).await;
-    let (key, _) = issue(&app, &api, json!({"scopes": ["orders:write"]})).await;
-    let gw = app.gateway.clone().unwrap();
+    let (_app, gw, key) = keyed(backend, &up, json!({"scopes": ["orders:write"]})).await;
     let mut stream = tokio::net::TcpStream::connect(gw.trim_start_matches("http://"))
         .await
         .unwrap();
@@ -717,14 +717,8 @@ async fn expect_continue_is_answered_by_the_gateway(backend: Backend) {
 async fn an_upstream_that_drops_idle_connections_still_gets_the_next_post(backend: Backend) {
     let (up, seen, connections) =
         raw_upstream("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true).await;
-    let (app, api) = setup(backend, &up).await;
-    let (key, _) = issue(
-        &app,
-        &api,
-        json!({"scopes": ["orders:write", "prices:read"]}),
-    )
-    .await;
-    let gw = app.gateway.clone().unwrap();
+    let scopes = json!({"scopes": ["orders:write", "prices:read"]});
+    let (_app, gw, key) = keyed(backend, &up, scopes).await;
     let client = reqwest::Client::new();
     for n in 1..=3 {
         let r = client

@@ -218,9 +218,13 @@ pub(super) fn parse_request(
     let mut forwarded_for = None;
     let mut bearer: Option<&[u8]> = None;
     let mut api_key: Option<&[u8]> = None;
-    for header in request.headers.iter() {
+    // Each header's kind, found once: the head is written in a second pass,
+    // once every `Connection` header is known.
+    let mut kinds = [Special::Plain; MAX_HEADERS];
+    for (header, kind) in request.headers.iter().zip(kinds.iter_mut()) {
         let value = header.value;
-        match classify_request_header(header.name) {
+        *kind = classify_request_header(header.name);
+        match *kind {
             Special::Connection => {
                 if connections == connection.len() {
                     return Err(BadRequest::Malformed);
@@ -299,8 +303,8 @@ pub(super) fn parse_request(
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(host.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for header in request.headers.iter() {
-        let forward = match classify_request_header(header.name) {
+    for (header, kind) in request.headers.iter().zip(kinds) {
+        let forward = match kind {
             Special::Plain | Special::ForwardedFor => {
                 connection.is_empty() || !named_by_connection(connection, header.name)
             }

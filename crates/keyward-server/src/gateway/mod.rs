@@ -849,13 +849,18 @@ async fn forward(
                 // The client broke off or mis-framed its body: both
                 // connections are out of step now, and both close.
                 tracing::debug!(error = %e, "request body failed");
-                let status = StatusCode::BAD_REQUEST;
                 let message = "the request body does not match its framing";
-                refusal(&mut scratch.out, status, "BAD_FRAMING", message, None, true);
-                if client.stream.write_all(&scratch.out).await.is_ok() {
-                    linger(client).await;
-                }
-                return Flow::Close;
+                return refuse(
+                    client,
+                    scratch,
+                    head,
+                    Body::Broken,
+                    StatusCode::BAD_REQUEST,
+                    "BAD_FRAMING",
+                    message,
+                    None,
+                )
+                .await;
             }
             Err(RelayError::Write(e)) => {
                 if head.framing != Framing::Empty {
