@@ -681,3 +681,107 @@ fn scan_report_revokes_the_leaked_keys_it_found() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Field `n` (from 1, as in proc(5)) of each thread of `pid` whose command
+/// name passes `name`.
+fn thread_fields(pid: u32, name: impl Fn(&str) -> bool, n: usize) -> Vec<i64> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        if name(head.split_once('(').unwrap().1) {
+            found.push(rest.split_whitespace().nth(n - 3).unwrap().parse().unwrap());
+        }
+    }
+    found
+}
+
+/// `keyward gateway` with `routes` (TOML) in front of a closed port: the
+/// process, and the kernel scheduling policy of each of its connection
+/// threads once they have all started.
+fn gateway_thread_policies(routes: &str) -> (Child, Vec<i64>) {
+    const POLICY: usize = 41;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.toml");
+    std::fs::write(&file, routes).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["gateway", "--upstream", "http://127.0.0.1:9", "--listen"])
+        .args(["127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("--routes")
+        .arg(&file)
+        .env_remove("KEYWARD_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let policies = thread_fields(child.id(), |n| n.starts_with("keyward-gatew"), POLICY);
+        if policies.len() == 2 {
+            return (child, policies);
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the gateway exited");
+        assert!(
+            Instant::now() < deadline,
+            "no gateway threads: {policies:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn gateway_threads_run_batch_scheduling_unless_told_otherwise() {
+    const SCHED_BATCH: i64 = 3;
+    // What the gateway's threads start with: this test's own policy,
+    // normally SCHED_OTHER (0).
+    let inherited: i64 = {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let rest = stat.rsplit_once(')').unwrap().1.to_owned();
+        rest.split_whitespace()
+            .nth(41 - 3)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_ne!(
+        inherited, SCHED_BATCH,
+        "run this test under the default policy"
+    );
+    let route = "[[route]]\npath = \"/\"\n";
+    let (mut batch, policies) = gateway_thread_policies(&format!("threads = 2\n{route}"));
+    assert_eq!(policies, [SCHED_BATCH, SCHED_BATCH]);
+    // The process's other threads (the store's, the runtime's) keep the
+    // default.
+    let others = thread_fields(batch.id(), |n| !n.starts_with("keyward-gatew"), 41);
+    assert!(
+        others.len() > 2 && others.iter().all(|p| *p == inherited),
+        "{others:?}"
+    );
+    let _ = batch.kill();
+    let _ = batch.wait();
+
+    let (mut normal, policies) =
+        gateway_thread_policies(&format!("threads = 2\nscheduling = \"normal\"\n{route}"));
+    assert_eq!(policies, [inherited, inherited]);
+    let _ = normal.kill();
+    let _ = normal.wait();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.toml");
+    std::fs::write(&file, format!("scheduling = \"fifo\"\n{route}")).unwrap();
+    let out = Command::new(BIN)
+        .args(["gateway", "--upstream", "http://127.0.0.1:9", "--data-dir"])
+        .arg(dir.path())
+        .arg("--routes")
+        .arg(&file)
+        .env_remove("KEYWARD_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fifo"), "{err}");
+}
