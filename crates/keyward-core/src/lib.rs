@@ -23,4 +23,4 @@ pub mod verify;
 pub use id::{ApiId, EventId, IdError, KeyId, TokenId};
 pub use key::{Environment, KeyDigest, KeyFormatError, ParsedKey, PlaintextKey, Prefix};
 pub use model::{AdminScope, AdminToken, Api, AuditEvent, KeyRecord, KeyState, Scope, ValueError};
-pub use verify::{evaluate, KeyPolicy, Requirements, VerifyCode};
+pub use verify::{evaluate, evaluate_at, KeyPolicy, Requirements, VerifyCode};

@@ -100,10 +100,19 @@ impl KeyRecord {
 /// before scopes so a `test` key never learns what a `live` endpoint
 /// requires. Rate limits and credits, which need state, come after these.
 pub fn evaluate(key: &KeyPolicy, required: &Requirements, now: OffsetDateTime) -> VerifyCode {
+    evaluate_at(key, required, now.unix_timestamp_nanos())
+}
+
+/// [`evaluate`] at `now_unix_ns` nanoseconds since the Unix epoch: the hot
+/// path reads the clock as a number and builds no date for it.
+pub fn evaluate_at(key: &KeyPolicy, required: &Requirements, now_unix_ns: i128) -> VerifyCode {
     if key.revoked {
         return VerifyCode::Revoked;
     }
-    if key.expires_at.is_some_and(|at| at <= now) {
+    if key
+        .expires_at
+        .is_some_and(|at| at.unix_timestamp_nanos() <= now_unix_ns)
+    {
         return VerifyCode::Expired;
     }
     if !key.enabled {
@@ -169,6 +178,24 @@ mod tests {
         let mut req = Requirements::default();
         mutate(&mut rec, &mut req);
         assert_eq!(evaluate(&rec.policy(), &req, now), expected);
+    }
+
+    #[test]
+    fn a_key_expires_at_its_instant_whatever_the_offset() {
+        let now = OffsetDateTime::now_utc();
+        let mut rec = record(now);
+        // The same instant written at another offset.
+        rec.expires_at = Some(now.to_offset(time::macros::offset!(+5:30)));
+        let policy = rec.policy();
+        let req = Requirements::default();
+        let at = now.unix_timestamp_nanos();
+        assert_eq!(evaluate_at(&policy, &req, at), VerifyCode::Expired);
+        assert_eq!(evaluate_at(&policy, &req, at - 1), VerifyCode::Valid);
+        assert_eq!(evaluate(&policy, &req, now), VerifyCode::Expired);
+        assert_eq!(
+            evaluate(&policy, &req, now - Duration::nanoseconds(1)),
+            VerifyCode::Valid
+        );
     }
 
     #[test]

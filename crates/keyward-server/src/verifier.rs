@@ -27,9 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use keyward_core::key::MAX_KEY_LEN;
 use keyward_core::limits::{admit_all, Gcra, LimitStatus, RateLimit, Refill, MAX_RATE_LIMITS};
 use keyward_core::{
-    evaluate, AdminToken, ApiId, Environment, KeyDigest, KeyId, KeyPolicy, KeyRecord, ParsedKey,
+    evaluate_at, AdminToken, ApiId, Environment, KeyDigest, KeyId, KeyPolicy, KeyRecord, ParsedKey,
     Requirements, Scope, VerifyCode,
 };
 use keyward_store::{Store, StoreError, UsageRow};
@@ -356,15 +357,12 @@ impl Verifier {
             .store(at_epoch, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Wall-clock time at a monotonic instant.
-    fn wall_time(&self, at: Instant) -> OffsetDateTime {
-        let at_epoch = i128::from(
-            self.wall_at_epoch
-                .load(std::sync::atomic::Ordering::Relaxed),
-        );
-        let nanos = at_epoch + at.duration_since(self.epoch).as_nanos() as i128;
-        OffsetDateTime::from_unix_timestamp_nanos(nanos)
-            .unwrap_or_else(|_| OffsetDateTime::now_utc())
+    /// The wall clock at `mono_ns` nanoseconds past the verifier's epoch.
+    fn wall_at(&self, mono_ns: u64) -> WallNs {
+        let at_epoch = self
+            .wall_at_epoch
+            .load(std::sync::atomic::Ordering::Relaxed);
+        WallNs(at_epoch.saturating_add_unsigned(mono_ns))
     }
 
     pub fn config(&self) -> &VerifierConfig {
@@ -372,7 +370,7 @@ impl Verifier {
     }
 
     /// Verifies `key` for a caller whose reach is `caller`. Malformed keys
-    /// are answered without touching the cache or the store.
+    /// are answered without touching the store.
     pub async fn verify(
         &self,
         caller: &dyn Reach,
@@ -380,7 +378,8 @@ impl Verifier {
         required: &Requirements,
         cost: u64,
     ) -> Result<Verification, StoreError> {
-        // The key is parsed and digested once, by the fast path.
+        // The key is digested once (and parsed only on a miss), by the fast
+        // path.
         let digest = match self.hot(caller, key, required, cost) {
             Hot::Answer(answer) => return Ok(answer),
             Hot::Miss(digest) => digest,
@@ -391,9 +390,9 @@ impl Verifier {
         if !caller.can_access(&cached.api_id, cached.policy.environment) {
             return Ok(Verification::bare(VerifyCode::NotFound));
         }
-        let now = OffsetDateTime::now_utc();
+        let now = WallNs::of(OffsetDateTime::now_utc());
         let mut outcome = Verification {
-            code: evaluate(&cached.policy, required, now),
+            code: evaluate_at(&cached.policy, required, now.0.into()),
             key: None,
             ratelimit: None,
             credits_remaining: None,
@@ -424,16 +423,23 @@ impl Verifier {
     }
 
     fn hot(&self, caller: &dyn Reach, key: &str, required: &Requirements, cost: u64) -> Hot {
-        let Ok(parsed) = ParsedKey::parse(key) else {
+        // A digest in the cache is that of a stored, well-formed key, so a
+        // hit needs no format check; only a miss is parsed, and a malformed
+        // key is answered there without reaching the store. Anything longer
+        // than a key is refused before it is hashed.
+        if key.len() > MAX_KEY_LEN {
             return Hot::Answer(Verification::bare(VerifyCode::Malformed));
-        };
-        let digest = parsed.digest();
+        }
+        let digest = KeyDigest::of(key);
         let Some(cached) = self.cache.get(digest.as_bytes()) else {
+            if ParsedKey::parse(key).is_err() {
+                return Hot::Answer(Verification::bare(VerifyCode::Malformed));
+            }
             return Hot::Miss(digest);
         };
         let instant = Instant::now();
         let fresh = |loaded_at: Instant| instant.duration_since(loaded_at) < self.config.cache_ttl;
-        let now_ns = instant.duration_since(self.epoch).as_nanos() as u64;
+        let now_ns = nanos(instant.duration_since(self.epoch));
         if !self.is_fresh(&cached, now_ns) || cached.credits().is_some() {
             return Hot::Miss(digest);
         }
@@ -452,9 +458,9 @@ impl Verifier {
                 _ => return Hot::Miss(digest),
             }
         };
-        let now = self.wall_time(instant);
+        let now = self.wall_at(now_ns);
         let mut outcome = Verification {
-            code: evaluate(&cached.policy, required, now),
+            code: evaluate_at(&cached.policy, required, now.0.into()),
             key: None,
             ratelimit: None,
             credits_remaining: None,
@@ -464,7 +470,7 @@ impl Verifier {
         {
             let (allowed, tightest) =
                 self.admit_at(&digest, &cached, &owner_limits, cost, true, now_ns);
-            outcome.ratelimit = tightest.map(|s| self.to_state(s, now));
+            outcome.ratelimit = tightest.map(|s| to_state(s, now));
             if !allowed {
                 outcome.code = VerifyCode::RateLimited;
             }
@@ -854,21 +860,23 @@ impl Verifier {
         digest: &KeyDigest,
         key: &CachedKey,
         cost: u64,
-        now: OffsetDateTime,
+        now: WallNs,
         outcome: &mut Verification,
     ) -> Result<(), StoreError> {
         let owner_limits = self.owner_limits_of(&key.owner).await?;
         let limited = !key.ratelimits().is_empty() || !owner_limits.is_empty();
         if limited {
             let (allowed, tightest) = self.admit(digest, key, &owner_limits, cost, false);
-            outcome.ratelimit = tightest.map(|s| self.to_state(s, now));
+            outcome.ratelimit = tightest.map(|s| to_state(s, now));
             if !allowed {
                 outcome.code = VerifyCode::RateLimited;
                 return Ok(());
             }
         }
         if let Some(refill) = key.credits() {
-            let (allowed, remaining) = self.spend(digest, key, refill, cost, now).await?;
+            let (allowed, remaining) = self
+                .spend(digest, key, refill, cost, now.datetime())
+                .await?;
             outcome.credits_remaining = remaining;
             if !allowed {
                 outcome.code = VerifyCode::UsageExceeded;
@@ -877,7 +885,7 @@ impl Verifier {
         }
         if limited {
             let (allowed, tightest) = self.admit(digest, key, &owner_limits, cost, true);
-            outcome.ratelimit = tightest.map(|s| self.to_state(s, now));
+            outcome.ratelimit = tightest.map(|s| to_state(s, now));
             if !allowed {
                 outcome.code = VerifyCode::RateLimited;
                 if key.credits().is_some() {
@@ -1082,17 +1090,11 @@ impl Verifier {
 
     /// Counts one answer for the next usage flush: `VALID` in the key's own
     /// slot (one compare-and-swap), anything else in the usage map.
-    fn count(
-        &self,
-        digest: &KeyDigest,
-        key: &Arc<CachedKey>,
-        code: VerifyCode,
-        now: OffsetDateTime,
-    ) {
+    fn count(&self, digest: &KeyDigest, key: &Arc<CachedKey>, code: VerifyCode, now: WallNs) {
         use std::sync::atomic::Ordering::Relaxed;
-        let minute = now.unix_timestamp().div_euclid(60);
+        let minute = now.minute();
         if code != VerifyCode::Valid {
-            self.count_in_map(digest, key.id, minute, code, 1, now);
+            self.count_in_map(digest, key.id, minute, code, 1, now.datetime());
             return;
         }
         let slot = &key.usage;
@@ -1111,7 +1113,7 @@ impl Verifier {
                 .compare_exchange_weak(current, next, Relaxed, Relaxed)
             {
                 Ok(_) => {
-                    slot.last_used_s.fetch_max(unix_seconds(now), Relaxed);
+                    slot.last_used_s.fetch_max(now.unix_seconds(), Relaxed);
                     if current == 0 {
                         self.dirty
                             .lock()
@@ -1127,7 +1129,7 @@ impl Verifier {
                             old_minute,
                             code,
                             current & 0xffff_ffff,
-                            now,
+                            now.datetime(),
                         );
                     }
                     return;
@@ -1171,18 +1173,60 @@ impl Verifier {
     }
 
     fn now_ns(&self) -> u64 {
-        // u64 nanoseconds since start last 584 years.
-        self.epoch.elapsed().as_nanos() as u64
+        nanos(self.epoch.elapsed())
+    }
+}
+
+/// The `ratelimit` answer for `status`, its reset as Unix milliseconds.
+fn to_state(status: LimitStatus, now: WallNs) -> RateLimitState {
+    let reset_ms = (status.reset_in_ns / 1_000_000) as i64;
+    RateLimitState {
+        limit: status.limit,
+        remaining: status.remaining,
+        reset: now.unix_ms() + reset_ms,
+    }
+}
+
+/// `d` in nanoseconds; u64 nanoseconds since the verifier started last 584
+/// years.
+fn nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
+}
+
+/// One reading of the wall clock, in nanoseconds since the Unix epoch: the
+/// hot path takes minutes, seconds and milliseconds from it with integer
+/// arithmetic, and builds an `OffsetDateTime` only for what it keeps.
+#[derive(Clone, Copy)]
+struct WallNs(i64);
+
+impl WallNs {
+    const PER_SECOND: i64 = 1_000_000_000;
+
+    fn of(at: OffsetDateTime) -> Self {
+        let ns = at.unix_timestamp_nanos();
+        WallNs(ns.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
     }
 
-    fn to_state(&self, status: LimitStatus, now: OffsetDateTime) -> RateLimitState {
-        let reset_ms = (status.reset_in_ns / 1_000_000) as i64;
-        let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
-        RateLimitState {
-            limit: status.limit,
-            remaining: status.remaining,
-            reset: now_ms + reset_ms,
-        }
+    fn minute(self) -> i64 {
+        self.0.div_euclid(60 * Self::PER_SECOND)
+    }
+
+    /// Unix seconds as kept in usage slots (until 2106).
+    fn unix_seconds(self) -> u32 {
+        self.0
+            .div_euclid(Self::PER_SECOND)
+            .clamp(0, i64::from(u32::MAX)) as u32
+    }
+
+    fn unix_ms(self) -> i64 {
+        self.0.div_euclid(1_000_000)
+    }
+
+    fn datetime(self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(self.0.into())
+            .unwrap_or_else(|_| OffsetDateTime::now_utc())
     }
 }
 
@@ -1334,7 +1378,7 @@ mod tests {
             (&third, VerifyCode::Valid, earlier, 1),
         ] {
             for _ in 0..times {
-                verifier.count(&key_digest(key, &keys), key, code, at);
+                verifier.count(&key_digest(key, &keys), key, code, WallNs::of(at));
             }
         }
         verifier.flush_completed_minutes().await.unwrap();
