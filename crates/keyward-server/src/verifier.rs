@@ -844,7 +844,7 @@ impl Verifier {
             loaded_ns: self.now_ns(),
             usage: UsageSlot {
                 stored_last_used_s: std::sync::atomic::AtomicU32::new(
-                    stored_last_used.map_or(0, unix_seconds),
+                    stored_last_used.map_or(0, |at| WallNs::of(at).unix_seconds()),
                 ),
                 ..UsageSlot::default()
             },
@@ -1228,11 +1228,6 @@ impl WallNs {
         OffsetDateTime::from_unix_timestamp_nanos(self.0.into())
             .unwrap_or_else(|_| OffsetDateTime::now_utc())
     }
-}
-
-/// Unix seconds as kept in usage slots (until 2106).
-fn unix_seconds(at: OffsetDateTime) -> u32 {
-    at.unix_timestamp().clamp(0, i64::from(u32::MAX)) as u32
 }
 
 /// The full minute a usage slot counts: the slot keeps it mod 2^32, so it is

@@ -738,15 +738,7 @@ fn gateway_threads_run_batch_scheduling_unless_told_otherwise() {
     const SCHED_BATCH: i64 = 3;
     // What the gateway's threads start with: this test's own policy,
     // normally SCHED_OTHER (0).
-    let inherited: i64 = {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-        let rest = stat.rsplit_once(')').unwrap().1.to_owned();
-        rest.split_whitespace()
-            .nth(41 - 3)
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let inherited = thread_fields(std::process::id(), |_| true, 41)[0];
     assert_ne!(
         inherited, SCHED_BATCH,
         "run this test under the default policy"
