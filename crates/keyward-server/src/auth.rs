@@ -162,44 +162,64 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        // `Authorization: Bearer`, or Vault's `X-Vault-Token` so that Vault
-        // clients work unchanged.
-        let presented = match parts.headers.get(AUTHORIZATION) {
-            Some(value) => value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(ApiError::Unauthenticated)?,
-            None => parts
-                .headers
-                .get("x-vault-token")
-                .and_then(|v| v.to_str().ok())
-                .ok_or(ApiError::Unauthenticated)?,
-        }
-        .trim();
-        // The format check runs before any storage access: garbage costs a
-        // parse, not a query.
-        let parsed = ParsedKey::parse(presented).map_err(|_| ApiError::Unauthenticated)?;
-        if parsed.prefix() != keyward_core::key::ADMIN_PREFIX {
-            return Err(ApiError::Unauthenticated);
-        }
-        let digest = parsed.digest();
-        let token = match state.tokens.get(&digest) {
-            Some(found) => found,
-            None => {
-                let found = state
-                    .store
-                    .find_token_by_digest(&digest)
-                    .await?
-                    .filter(|t| t.digest.ct_eq(&digest))
-                    .map(Arc::new);
-                state.tokens.insert(&digest, found.clone());
-                found
-            }
-        };
-        let token = token
-            .filter(|t| t.is_usable(OffsetDateTime::now_utc()))
-            .ok_or(ApiError::Unauthenticated)?;
-        Ok(Caller { token })
+        authenticate(
+            state,
+            parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
+            parts.headers.get("x-vault-token").map(|v| v.as_bytes()),
+        )
+        .await
     }
+}
+
+/// The caller of a request with these `Authorization` and `X-Vault-Token`
+/// header values (the first of each): `Authorization: Bearer`, or Vault's
+/// header so that Vault clients work unchanged.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    authorization: Option<&[u8]>,
+    vault_token: Option<&[u8]>,
+) -> Result<Caller, ApiError> {
+    let presented = match authorization {
+        Some(value) => visible_ascii(value)
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthenticated)?,
+        None => vault_token
+            .and_then(visible_ascii)
+            .ok_or(ApiError::Unauthenticated)?,
+    }
+    .trim();
+    // The format check runs before any storage access: garbage costs a
+    // parse, not a query.
+    let parsed = ParsedKey::parse(presented).map_err(|_| ApiError::Unauthenticated)?;
+    if parsed.prefix() != keyward_core::key::ADMIN_PREFIX {
+        return Err(ApiError::Unauthenticated);
+    }
+    let digest = parsed.digest();
+    let token = match state.tokens.get(&digest) {
+        Some(found) => found,
+        None => {
+            let found = state
+                .store
+                .find_token_by_digest(&digest)
+                .await?
+                .filter(|t| t.digest.ct_eq(&digest))
+                .map(Arc::new);
+            state.tokens.insert(&digest, found.clone());
+            found
+        }
+    };
+    let token = token
+        .filter(|t| t.is_usable(OffsetDateTime::now_utc()))
+        .ok_or(ApiError::Unauthenticated)?;
+    Ok(Caller { token })
+}
+
+/// A header value as text when it is all visible ASCII (or tabs), as
+/// `HeaderValue::to_str` reads it.
+fn visible_ascii(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| (b' '..0x7f).contains(&b) || b == b'\t')
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }

@@ -5,6 +5,8 @@
 //! binary and the tests start exactly the same server, the tests on
 //! `127.0.0.1:0`.
 //!
+//! - `front`: the listener, which answers verify and `/health` itself and
+//!   hands every other request to hyper and the router.
 //! - [`settings`]: what the server needs to start.
 //! - [`auth`]: the admin token of each request.
 //! - [`handlers`]: one module per resource.
@@ -20,6 +22,7 @@
 pub mod auth;
 pub mod changes;
 pub mod error;
+mod front;
 pub mod gateway;
 pub mod handlers;
 pub mod seal;
@@ -109,6 +112,8 @@ pub struct AppState {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// What the HTTP front's own routes need.
+    state: Arc<AppState>,
     verifier: Arc<Verifier>,
     /// Keeps the caches true to changes made elsewhere.
     follower: changes::ChangeFollower,
@@ -170,7 +175,8 @@ impl Application {
         };
         Ok(Application {
             listener,
-            router: router(state),
+            router: router(Arc::clone(&state)),
+            state,
             verifier,
             follower,
             change_poll_interval: config.change_poll_interval,
@@ -228,9 +234,7 @@ impl Application {
         let gateway = self.gateway.map(|(gateway, listener)| {
             tokio::spawn(gateway::serve(gateway, listener, stopping(watch.clone())))
         });
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(stopping(watch))
-            .await;
+        let served = front::serve(self.listener, self.router, self.state, stopping(watch)).await;
         if let Some(gateway) = gateway {
             match gateway.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "the gateway failed"),

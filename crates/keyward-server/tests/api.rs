@@ -995,3 +995,331 @@ async fn openapi_document_matches_the_served_routes(app: TestApp) {
         );
     }
 }
+
+// The API's HTTP front answers verify and /health itself and hands any
+// other request, with its connection, to hyper: these tests speak raw
+// HTTP/1.1 to tell the two apart and prove the answers do not differ.
+
+mod front {
+    use super::*;
+    use support::{spawn, Backend};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// One answer read off a connection.
+    #[derive(Debug)]
+    struct Answer {
+        status: u16,
+        /// Header lines, names lowercased.
+        headers: Vec<(String, String)>,
+        body: String,
+    }
+
+    impl Answer {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        }
+
+        fn json(&self) -> Value {
+            serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("{self:?}"))
+        }
+    }
+
+    /// Reads answers off one connection, keeping what it read past each.
+    struct Conn {
+        stream: TcpStream,
+        buf: Vec<u8>,
+    }
+
+    impl Conn {
+        async fn open(app: &TestApp) -> Conn {
+            let stream = TcpStream::connect(app.base.trim_start_matches("http://"))
+                .await
+                .unwrap();
+            Conn {
+                stream,
+                buf: Vec::new(),
+            }
+        }
+
+        async fn send(&mut self, bytes: &[u8]) {
+            self.stream.write_all(bytes).await.unwrap();
+        }
+
+        async fn more(&mut self) -> bool {
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut chunk))
+                .await
+                .expect("an answer within 10 s")
+                .unwrap();
+            self.buf.extend_from_slice(&chunk[..n]);
+            n > 0
+        }
+
+        /// The next answer, framed by its `content-length`.
+        async fn answer(&mut self) -> Answer {
+            let end = loop {
+                if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+                assert!(self.more().await, "closed before an answer");
+            };
+            let head = String::from_utf8(self.buf[..end].to_vec()).unwrap();
+            let mut lines = head.split("\r\n");
+            let status_line = lines.next().unwrap();
+            assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
+            let status = status_line[9..12].parse().unwrap();
+            let headers: Vec<(String, String)> = lines
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    let (n, v) = l.split_once(':').unwrap();
+                    (n.to_ascii_lowercase(), v.trim().to_owned())
+                })
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(n, _)| n == "content-length")
+                .map_or(0, |(_, v)| v.parse().unwrap());
+            while self.buf.len() < end + len {
+                assert!(self.more().await, "closed inside a body");
+            }
+            let body = String::from_utf8(self.buf[end..end + len].to_vec()).unwrap();
+            self.buf.drain(..end + len);
+            Answer {
+                status,
+                headers,
+                body,
+            }
+        }
+
+        /// Whether the server closes the connection with nothing more to say.
+        async fn closed(&mut self) -> bool {
+            self.buf.is_empty() && !self.more().await
+        }
+    }
+
+    fn verify_request(root: &str, key: &str, extra: &str) -> String {
+        let body = format!(r#"{{"key":"{key}"}}"#);
+        format!(
+            "POST /v1/keys/verify HTTP/1.1\r\nHost: k\r\nAuthorization: Bearer {root}\r\n\
+             {extra}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    async fn keyed() -> (TestApp, String) {
+        let app = spawn(Backend::Sqlite).await;
+        let api = setup(&app).await;
+        let issued = app
+            .create_key(json!({"api_id": api, "environment": "live", "owner": "acme"}))
+            .await;
+        let key = key_of(&issued);
+        (app, key)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verify_health_and_admin_requests_share_one_connection() {
+        let (app, key) = keyed().await;
+        let verify = verify_request(&app.root, &key, "");
+        let health = "GET /health HTTP/1.1\r\nHost: k\r\n\r\n";
+        let apis = format!(
+            "GET /v1/apis HTTP/1.1\r\nHost: k\r\nAuthorization: Bearer {}\r\n\r\n",
+            app.root
+        );
+        // Pipelined, in one write: the front answers the first two, hyper
+        // the rest, from the bytes the front had already read.
+        let mut conn = Conn::open(&app).await;
+        conn.send(format!("{verify}{health}{apis}{verify}{health}").as_bytes())
+            .await;
+        let answers = [
+            conn.answer().await,
+            conn.answer().await,
+            conn.answer().await,
+            conn.answer().await,
+            conn.answer().await,
+        ];
+        for answer in &answers {
+            assert_eq!(answer.status, 200, "{answer:?}");
+            assert_eq!(answer.header("content-type"), Some("application/json"));
+            assert!(answer.header("date").is_some(), "{answer:?}");
+        }
+        for verified in [&answers[0], &answers[3]] {
+            assert_eq!(verified.json()["valid"], true);
+            assert_eq!(verified.json()["owner"], "acme");
+        }
+        assert_eq!(answers[0].body, answers[3].body, "both paths answer alike");
+        assert_eq!(answers[1].json(), json!({"status": "ok"}));
+        assert_eq!(answers[4].body, answers[1].body);
+        assert!(answers[2].json()["apis"].is_array(), "{:?}", answers[2]);
+
+        // A request dribbled in a byte at a time is still one request.
+        let mut slow = Conn::open(&app).await;
+        for byte in verify.as_bytes() {
+            slow.send(&[*byte]).await;
+        }
+        let answer = slow.answer().await;
+        assert_eq!(answer.json()["valid"], true, "{answer:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verify_answers_alike_in_every_http_form() {
+        let (app, key) = keyed().await;
+        let body = format!(r#"{{"key":"{key}"}}"#);
+        let valid = |answer: &Answer| answer.status == 200 && answer.json()["valid"] == true;
+
+        // Chunked, as some clients stream bodies.
+        let mut conn = Conn::open(&app).await;
+        conn.send(
+            format!(
+                "POST /v1/keys/verify HTTP/1.1\r\nHost: k\r\nAuthorization: Bearer {}\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                app.root,
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await;
+        let answer = conn.answer().await;
+        assert!(valid(&answer), "chunked: {answer:?}");
+
+        // Expect: 100-continue gets its interim answer before the body.
+        let mut conn = Conn::open(&app).await;
+        let expecting = verify_request(&app.root, &key, "Expect: 100-continue\r\n");
+        let (head, _) = expecting.split_at(expecting.find("\r\n\r\n").unwrap() + 4);
+        conn.send(head.as_bytes()).await;
+        assert_eq!(conn.answer().await.status, 100);
+        conn.send(body.as_bytes()).await;
+        let answer = conn.answer().await;
+        assert!(valid(&answer), "100-continue: {answer:?}");
+
+        // Connection: close is honoured, saying so.
+        let mut conn = Conn::open(&app).await;
+        conn.send(verify_request(&app.root, &key, "Connection: close\r\n").as_bytes())
+            .await;
+        let answer = conn.answer().await;
+        assert!(valid(&answer), "close: {answer:?}");
+        assert_eq!(answer.header("connection"), Some("close"));
+        assert!(
+            conn.closed().await,
+            "the connection is closed after the answer"
+        );
+
+        // Vault's token header authenticates as Authorization does.
+        let mut conn = Conn::open(&app).await;
+        conn.send(
+            format!(
+                "POST /v1/keys/verify HTTP/1.1\r\nHost: k\r\nX-Vault-Token: {}\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                app.root,
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await;
+        let answer = conn.answer().await;
+        assert!(valid(&answer), "X-Vault-Token: {answer:?}");
+
+        // Refusals carry the router's codes, and the connection goes on.
+        let mut conn = Conn::open(&app).await;
+        let unknown = "kwa_live_".to_owned() + &"A".repeat(app.root.len() - 9);
+        let bad_bytes = format!(
+            "POST /v1/keys/verify HTTP/1.1\r\nAuthorization: Bearer {}\u{e9}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            app.root,
+            body.len()
+        );
+        let huge = format!(
+            "POST /v1/keys/verify HTTP/1.1\r\nAuthorization: Bearer {}\r\n\
+             Content-Length: 70000\r\n\r\n{}",
+            app.root,
+            " ".repeat(70000)
+        );
+        for (request, status, code) in [
+            (verify_request(&unknown, &key, ""), 401, "UNAUTHENTICATED"),
+            (bad_bytes, 401, "UNAUTHENTICATED"),
+            (
+                "POST /v1/keys/verify HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}".to_owned(),
+                401,
+                "UNAUTHENTICATED",
+            ),
+            (
+                format!(
+                    "POST /v1/keys/verify HTTP/1.1\r\nAuthorization: Bearer {}\r\n\
+                     Content-Length: 9\r\n\r\n{{\"key\":1}}",
+                    app.root
+                ),
+                400,
+                "INVALID_REQUEST",
+            ),
+            (huge, 413, "PAYLOAD_TOO_LARGE"),
+        ] {
+            conn.send(request.as_bytes()).await;
+            let answer = conn.answer().await;
+            assert_eq!(answer.status, status, "{answer:?}");
+            assert_eq!(answer.json()["error"]["code"], code, "{answer:?}");
+            assert_eq!(answer.header("content-type"), Some("application/json"));
+        }
+
+        // HTTP/1.0 is served, and closed after its answer.
+        let mut conn = Conn::open(&app).await;
+        conn.send(
+            format!(
+                "POST /v1/keys/verify HTTP/1.0\r\nAuthorization: Bearer {}\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                app.root,
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await;
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            conn.stream.read_to_end(&mut answer),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+        let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["valid"], true, "{answer}");
+
+        // A malformed request is refused and the connection closed.
+        let mut conn = Conn::open(&app).await;
+        conn.send(b"POST /v1/keys/verify HTTP/1.1\r\nBad Header\r\n\r\n")
+            .await;
+        assert_eq!(conn.answer().await.status, 400);
+        assert!(conn.closed().await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopping_closes_idle_connections_of_both_paths() {
+        let (mut app, key) = keyed().await;
+        let mut ours = Conn::open(&app).await;
+        ours.send(verify_request(&app.root, &key, "").as_bytes())
+            .await;
+        assert_eq!(ours.answer().await.status, 200);
+        let mut handed = Conn::open(&app).await;
+        handed
+            .send(
+                format!(
+                    "GET /v1/apis HTTP/1.1\r\nAuthorization: Bearer {}\r\n\r\n",
+                    app.root
+                )
+                .as_bytes(),
+            )
+            .await;
+        assert_eq!(handed.answer().await.status, 200);
+        // Both stay open and idle: stopping must not wait for them.
+        tokio::time::timeout(Duration::from_secs(10), app.stop())
+            .await
+            .expect("the server stops with idle connections open");
+        assert!(ours.closed().await);
+        assert!(handed.closed().await);
+    }
+}

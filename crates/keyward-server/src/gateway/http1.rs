@@ -30,7 +30,7 @@ const READ_SIZE: usize = 8 * 1024;
 const WRITE_SIZE: usize = 64 * 1024;
 
 /// One side's socket and the bytes read from it but not yet used.
-pub(super) struct Inbound {
+pub(crate) struct Inbound {
     pub stream: TcpStream,
     buf: Vec<u8>,
     pos: usize,
@@ -56,6 +56,12 @@ impl Inbound {
             self.buf.clear();
             self.pos = 0;
         }
+    }
+
+    /// The socket and the bytes read from it and not yet consumed.
+    pub fn into_parts(mut self) -> (TcpStream, Vec<u8>) {
+        self.buf.drain(..self.pos);
+        (self.stream, self.buf)
     }
 
     /// Reads more; `Ok(0)` at the end of the stream.
@@ -504,7 +510,7 @@ pub(super) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-pub(super) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

@@ -25,7 +25,7 @@
 //! first request and reopened when the upstream closes it: no pool, and no
 //! lock shared between connections, on the way to the upstream.
 
-mod http1;
+pub(crate) mod http1;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -245,55 +245,40 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let workers = Workers::start(gateway.threads, gateway.scheduling)?;
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let gateway = Arc::clone(&gateway);
-                    let stopping = stopping.clone();
-                    match workers.least_busy() {
-                        None => {
-                            connections.spawn(connection(gateway, stream, peer, stopping));
-                        }
-                        Some(worker) => match stream.into_std() {
+    let take = |stream: TcpStream,
+                peer: SocketAddr,
+                stopping: &tokio::sync::watch::Receiver<bool>,
+                connections: &mut tokio::task::JoinSet<()>| {
+        let gateway = Arc::clone(&gateway);
+        let stopping = stopping.clone();
+        match workers.least_busy() {
+            None => {
+                connections.spawn(connection(gateway, stream, peer, stopping));
+            }
+            Some(worker) => match stream.into_std() {
+                Ok(stream) => {
+                    let open = Open::count(&worker.open);
+                    let served = async move {
+                        let _open = open;
+                        // Registered with this thread's own reactor.
+                        match TcpStream::from_std(stream) {
                             Ok(stream) => {
-                                let open = Open::count(&worker.open);
-                                let served = async move {
-                                    let _open = open;
-                                    // Registered with this thread's own reactor.
-                                    match TcpStream::from_std(stream) {
-                                        Ok(stream) => {
-                                            connection(gateway, stream, peer, stopping).await;
-                                        }
-                                        Err(e) => {
-                                            tracing::warn!(error = %e, "gateway could not take a connection");
-                                        }
-                                    }
-                                };
-                                connections.spawn_on(served, &worker.runtime);
+                                connection(gateway, stream, peer, stopping).await;
                             }
                             Err(e) => {
-                                tracing::warn!(error = %e, "gateway could not hand a connection over");
+                                tracing::warn!(error = %e, "gateway could not take a connection");
                             }
-                        },
-                    }
+                        }
+                    };
+                    connections.spawn_on(served, &worker.runtime);
                 }
                 Err(e) => {
-                    // Out of file descriptors and the like: wait, go on.
-                    tracing::warn!(error = %e, "gateway could not accept a connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tracing::warn!(error = %e, "gateway could not hand a connection over");
                 }
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = &mut shutdown => break,
         }
-    }
-    drop(listener);
-    let _ = stop.send(true);
-    while connections.join_next().await.is_some() {}
+    };
+    crate::front::accept_until(listener, shutdown, take).await;
     Ok(())
 }
 

@@ -423,6 +423,17 @@ pub async fn verify_key(
     caller: Caller,
     LenientJson(body): LenientJson<VerifyRequest>,
 ) -> Result<Response, ApiError> {
+    let answer = verify_answer(&state, &caller, body).await?;
+    Ok(([(CONTENT_TYPE, "application/json")], answer).into_response())
+}
+
+/// The JSON answer to a verify request: the route's handler and the API's
+/// own HTTP front (`crate::front`) both answer with it.
+pub(crate) async fn verify_answer(
+    state: &AppState,
+    caller: &Caller,
+    body: VerifyRequest,
+) -> Result<Vec<u8>, ApiError> {
     caller.require(AdminScope::KeysVerify)?;
     let ip = body
         .ip
@@ -452,10 +463,10 @@ pub async fn verify_key(
         .verifier
         .verify(caller.token.as_ref(), &body.key, &required, cost)
         .await?;
-    let mut body = Vec::with_capacity(512);
-    serde_json::to_writer(&mut body, &VerifyResult::of(&verification))
+    let mut answer = Vec::with_capacity(512);
+    serde_json::to_writer(&mut answer, &VerifyResult::of(&verification))
         .map_err(|e| ApiError::Internal(Box::new(e)))?;
-    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(answer)
 }
 
 /// Verifications of a key per minute and result code, as flushed so far.

@@ -68,8 +68,13 @@ where
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         let bytes = body_bytes(req, state).await?;
-        parse_json(&String::from_utf8_lossy(&bytes)).map(LenientJson)
+        parse_lenient(&bytes).map(LenientJson)
     }
+}
+
+/// Parses a body as [`LenientJson`] does.
+pub(crate) fn parse_lenient<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_json(&String::from_utf8_lossy(bytes))
 }
 
 /// The whole body, within the router's size limit.

@@ -226,7 +226,12 @@ async fn start_with(
         base: format!("http://{addr}"),
         gateway,
         root,
-        client: reqwest::Client::new(),
+        // A request the server never answers fails its test instead of
+        // hanging it.
+        client: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .unwrap(),
         store,
         verifier,
         db_file,
