@@ -98,21 +98,41 @@ impl TokenCache {
         Some(entry.1.clone())
     }
 
-    fn insert(&self, digest: &KeyDigest, token: Option<Arc<AdminToken>>) {
-        self.entries
-            .insert(*digest.as_bytes(), Arc::new((Instant::now(), token)));
+    /// The generation to read before a lookup in the store, for
+    /// [`TokenCache::insert`].
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
-    /// Drops a token after it changed (revoked).
+    /// Caches what a lookup found, unless a token changed since the lookup
+    /// read `generation`: what it read may predate the change, and the
+    /// change's own drop may have come before this insert. A change bumps
+    /// the generation before dropping, and the fence orders this insert
+    /// before the reread; so either the reread sees the bump or the
+    /// change's drop comes after the insert.
+    fn insert(&self, digest: &KeyDigest, token: Option<Arc<AdminToken>>, generation: u64) {
+        self.entries
+            .insert(*digest.as_bytes(), Arc::new((Instant::now(), token)));
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.generation.load(Ordering::SeqCst) != generation {
+            self.entries.remove(digest.as_bytes());
+        }
+    }
+
+    /// Drops a token after it changed (revoked). The generation moves
+    /// before the drop, for lookups in flight, and after it, for the
+    /// per-thread memos of entries read in between.
     pub fn forget(&self, digest: &KeyDigest) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.remove(digest.as_bytes());
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Drops every token, for when this node may have missed changes.
     pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.clear();
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -198,13 +218,14 @@ pub(crate) async fn authenticate(
     let token = match state.tokens.get(&digest) {
         Some(found) => found,
         None => {
+            let generation = state.tokens.generation();
             let found = state
                 .store
                 .find_token_by_digest(&digest)
                 .await?
                 .filter(|t| t.digest.ct_eq(&digest))
                 .map(Arc::new);
-            state.tokens.insert(&digest, found.clone());
+            state.tokens.insert(&digest, found.clone(), generation);
             found
         }
     };

@@ -223,6 +223,10 @@ pub struct Verifier {
     /// Bumped by every change of any owner's limits, so keys cached with a
     /// copy of their owner's limits know when to look again.
     owner_generation: std::sync::atomic::AtomicU64,
+    /// Bumped by every change of any key, before its entries are dropped: a
+    /// lookup that read the store before the change, and would otherwise
+    /// cache what it read after the drop, sees the bump and drops it again.
+    key_generation: std::sync::atomic::AtomicU64,
     /// Wall-clock time at `epoch` in Unix nanoseconds, re-read at every usage
     /// flush: the hot path derives "now" from one monotonic reading instead
     /// of reading both clocks, and clock steps are picked up within a flush
@@ -342,6 +346,7 @@ impl Verifier {
             epoch: Instant::now(),
             wall_at_epoch: std::sync::atomic::AtomicI64::new(0),
             owner_generation: std::sync::atomic::AtomicU64::new(0),
+            key_generation: std::sync::atomic::AtomicU64::new(0),
             config,
         };
         verifier.sync_clock();
@@ -488,6 +493,7 @@ impl Verifier {
     /// credits were reset. Rate-limit states stay: a change to a key does
     /// not give it a fresh allowance.
     pub fn key_changed(&self, digest: &KeyDigest) {
+        self.bump_key_generation();
         let d = *digest.as_bytes();
         self.cache.remove(&d);
         self.negative.remove(&d);
@@ -506,6 +512,7 @@ impl Verifier {
     /// acknowledgement; dropping a lease taken since would refuse verifies
     /// whose credits are leased, until the next flush gave them back.
     pub fn key_changed_elsewhere(&self, digest: &KeyDigest) {
+        self.bump_key_generation();
         let d = *digest.as_bytes();
         self.cache.remove(&d);
         self.negative.remove(&d);
@@ -517,6 +524,7 @@ impl Verifier {
     /// Forgets every cached record, unknown digest and owner limit, for when
     /// this node may have missed changes. Limit states and leases stay.
     pub fn clear(&self) {
+        self.bump_key_generation();
         self.cache.clear();
         self.negative.clear();
         self.owner_generation
@@ -528,6 +536,29 @@ impl Verifier {
             loaded_at: None,
             limits: HashMap::new(),
         });
+    }
+
+    fn bump_key_generation(&self) {
+        self.key_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Drops what a lookup just cached for `d` if any key changed since the
+    /// lookup read `generation`, before it read the store: what it read may
+    /// predate the change, and the change's own drop may have come before
+    /// this lookup's insert. The fence orders the insert before the reread,
+    /// as the bump comes before the change's drop; so either this lookup
+    /// sees the bump or the change's drop comes after the insert.
+    fn uncache_if_changed_since(&self, d: &[u8; 32], generation: u64) {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if self
+            .key_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+            != generation
+        {
+            self.cache.remove(d);
+            self.negative.remove(d);
+        }
     }
 
     /// Forgets an owner's limits after they changed.
@@ -758,6 +789,9 @@ impl Verifier {
                 return Ok(None);
             }
         }
+        let generation = self
+            .key_generation
+            .load(std::sync::atomic::Ordering::SeqCst);
         let found = self
             .store
             .find_key_by_digest(digest)
@@ -774,10 +808,12 @@ impl Verifier {
                 let owner_limits = self.owner_limits_of(&owner).await?;
                 let cached = Arc::new(self.compact(record, owner, owner_limits, generation)?);
                 self.cache.insert(d, Arc::clone(&cached));
+                self.uncache_if_changed_since(&d, generation);
                 Ok(Some(cached))
             }
             None => {
                 self.negative.insert(d, Instant::now());
+                self.uncache_if_changed_since(&d, generation);
                 Ok(None)
             }
         }

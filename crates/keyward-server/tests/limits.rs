@@ -23,6 +23,8 @@ on_both_backends!(
     changes_apply_on_the_next_verify_with_a_warm_cache,
     limit_changes_apply_on_the_next_verify,
     the_feed_echo_of_a_credit_change_keeps_the_lease_taken_since,
+    a_lookup_that_read_before_a_revocation_cannot_cache_the_key,
+    a_token_lookup_that_read_before_a_revocation_cannot_cache_the_token,
 );
 
 on_both_backends_raw!(
@@ -789,4 +791,76 @@ async fn a_credit_reset_on_another_node_voids_this_nodes_lease(backend: Backend)
     assert_eq!(b.verify_code(json!({"key": k})).await, "VALID");
     assert_eq!(b.verify_code(json!({"key": k})).await, "VALID");
     assert_eq!(b.verify_code(json!({"key": k})).await, "USAGE_EXCEEDED");
+}
+
+/// Sends a verify of `key` with `token` on its own task.
+fn verify_in_background(app: &TestApp, token: &str, key: &str) -> tokio::task::JoinHandle<Value> {
+    let request = app
+        .client
+        .post(format!("{}/v1/keys/verify", app.base))
+        .bearer_auth(token)
+        .json(&json!({ "key": key }));
+    tokio::spawn(async move {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let mut body: Value = response.json().await.unwrap();
+        body["status"] = json!(status);
+        body
+    })
+}
+
+async fn a_lookup_that_read_before_a_revocation_cannot_cache_the_key(app: TestApp) {
+    let api_id = api(&app).await;
+    let (plain, id) = key(&app, &api_id, json!({})).await;
+    // A verify misses the cache and reads the key while it is still live;
+    // its answer is held until the revocation has been acknowledged.
+    let (held, release) = app.store.key_gate.arm();
+    let early = verify_in_background(&app, &app.root, &plain);
+    held.await.unwrap();
+    app.ok(Method::POST, &format!("/v1/keys/{id}/revoke"), None)
+        .await;
+    release.send(()).unwrap();
+    // It began before the revocation, so either answer is right for it.
+    let early = early.await.unwrap();
+    assert!(
+        early["code"] == "VALID" || early["code"] == "REVOKED",
+        "{early}"
+    );
+    // What it read must not outlive the revocation in the cache.
+    assert_eq!(
+        app.verify_code(json!({ "key": plain })).await,
+        "REVOKED",
+        "a revocation is visible to the next verify after it returns"
+    );
+}
+
+async fn a_token_lookup_that_read_before_a_revocation_cannot_cache_the_token(app: TestApp) {
+    let api_id = api(&app).await;
+    let (plain, _) = key(&app, &api_id, json!({})).await;
+    let created = app
+        .ok(
+            Method::POST,
+            "/v1/tokens",
+            Some(json!({"name": "verifier", "scopes": ["keys:verify"]})),
+        )
+        .await;
+    let token = created["token"].as_str().unwrap().to_owned();
+    let token_id = created["id"].as_str().unwrap().to_owned();
+    let (held, release) = app.store.token_gate.arm();
+    let early = verify_in_background(&app, &token, &plain);
+    held.await.unwrap();
+    app.ok(Method::POST, &format!("/v1/tokens/{token_id}/revoke"), None)
+        .await;
+    release.send(()).unwrap();
+    let early = early.await.unwrap();
+    assert!(early["status"] == 200 || early["status"] == 401, "{early}");
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/keys/verify",
+            Some(&token),
+            Some(json!({ "key": plain })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 }

@@ -26,6 +26,7 @@ use keyward_store::{
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
+use tokio::sync::oneshot;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
@@ -194,6 +195,8 @@ async fn start_with(
         inner,
         digest_lookups: AtomicUsize::new(0),
         usage_writes: AtomicUsize::new(0),
+        key_gate: Gate::default(),
+        token_gate: Gate::default(),
     });
     let settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -328,6 +331,37 @@ pub struct CountingStore {
     /// Counts calls that write usage or credits, to prove verify does not
     /// write per request.
     pub usage_writes: AtomicUsize,
+    /// Holds a key lookup by digest between its read and its answer.
+    pub key_gate: Gate,
+    /// Holds an admin token lookup by digest the same way.
+    pub token_gate: Gate,
+}
+
+/// Holds the next lookup that passes it after the lookup has read the
+/// store, until released: a reader that read before a change and answers
+/// after it, as a slow query does.
+#[derive(Default)]
+pub struct Gate {
+    armed: std::sync::Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+}
+
+impl Gate {
+    /// Arms the gate. The first receiver resolves when a lookup has read
+    /// and is held; the sender lets it go on.
+    pub fn arm(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (held, on_hold) = oneshot::channel();
+        let (release, released) = oneshot::channel();
+        *self.armed.lock().unwrap() = Some((held, released));
+        (on_hold, release)
+    }
+
+    async fn pass(&self) {
+        let armed = self.armed.lock().unwrap().take();
+        if let Some((held, released)) = armed {
+            let _ = held.send(());
+            let _ = released.await;
+        }
+    }
 }
 
 impl CountingStore {
@@ -522,7 +556,9 @@ impl Store for CountingStore {
     }
     async fn find_key_by_digest(&self, digest: &KeyDigest) -> R<Option<KeyRecord>> {
         self.digest_lookups.fetch_add(1, Ordering::SeqCst);
-        self.inner.find_key_by_digest(digest).await
+        let found = self.inner.find_key_by_digest(digest).await;
+        self.key_gate.pass().await;
+        found
     }
     async fn list_keys(&self, f: &KeyFilter, p: &Page, now: OffsetDateTime) -> R<Vec<KeyRecord>> {
         self.inner.list_keys(f, p, now).await
@@ -604,7 +640,9 @@ impl Store for CountingStore {
         self.inner.get_token(id).await
     }
     async fn find_token_by_digest(&self, digest: &KeyDigest) -> R<Option<AdminToken>> {
-        self.inner.find_token_by_digest(digest).await
+        let found = self.inner.find_token_by_digest(digest).await;
+        self.token_gate.pass().await;
+        found
     }
     async fn list_tokens(&self, page: &Page) -> R<Vec<AdminToken>> {
         self.inner.list_tokens(page).await
