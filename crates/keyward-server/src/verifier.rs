@@ -9,6 +9,10 @@
 //! - Digests that are not in the store are remembered briefly in a separate,
 //!   smaller cache, so a flood of random well-formed keys costs one query per
 //!   key per negative TTL, not one per request.
+//! - Misses that arrive while the store is being asked wait and go together
+//!   in the next query ([`MissBatch`]): after a restart, or under a flood of
+//!   unknown keys, the store sees one query per batch of up to
+//!   `keyward_store::MAX_DIGESTS` digests, not one per verify.
 //! - Rate limits are GCRA (`keyward_core::limits`): one timestamp per key and
 //!   limit, kept in a concurrent map beside the cache so evicting a record
 //!   does not reset its limits.
@@ -182,6 +186,8 @@ pub struct RateLimitState {
 /// gateway.
 pub struct Verifier {
     store: Arc<dyn Store>,
+    /// Store lookups of cache misses, batched.
+    misses: Arc<MissBatch>,
     config: VerifierConfig,
     cache: quick_cache::sync::Cache<[u8; 32], Arc<CachedKey>>,
     negative: quick_cache::sync::Cache<[u8; 32], Instant>,
@@ -223,16 +229,21 @@ pub struct Verifier {
     /// Bumped by every change of any owner's limits, so keys cached with a
     /// copy of their owner's limits know when to look again.
     owner_generation: std::sync::atomic::AtomicU64,
-    /// Bumped by every change of any key, before its entries are dropped: a
+    /// Bumped by every change of a key, before its entries are dropped: a
     /// lookup that read the store before the change, and would otherwise
     /// cache what it read after the drop, sees the bump and drops it again.
-    key_generation: std::sync::atomic::AtomicU64,
+    /// One counter per stripe of digests, so a change leaves lookups of
+    /// other keys cached.
+    key_generations: [std::sync::atomic::AtomicU64; KEY_STRIPES],
     /// Wall-clock time at `epoch` in Unix nanoseconds, re-read at every usage
     /// flush: the hot path derives "now" from one monotonic reading instead
     /// of reading both clocks, and clock steps are picked up within a flush
     /// interval.
     wall_at_epoch: std::sync::atomic::AtomicI64,
 }
+
+/// Stripes of `Verifier::key_generations`.
+const KEY_STRIPES: usize = 64;
 
 /// A usage slot with no count whose key is still in the dirty list.
 const LISTED: u64 = u64::MAX;
@@ -321,9 +332,118 @@ struct UsageCell {
     counts: Vec<(i64, VerifyCode, u64)>,
 }
 
+/// Cache misses waiting for the store, looked up together: a miss joins
+/// the queue, and one task at a time takes up to
+/// `keyward_store::MAX_DIGESTS` of them into one query, then the next batch,
+/// until the queue is empty. While a query runs, the misses behind it
+/// gather into the next, so batches grow with the rate of misses and a
+/// lone miss waits for nothing.
+struct MissBatch {
+    store: Arc<dyn Store>,
+    queue: Mutex<MissQueue>,
+}
+
+#[derive(Default)]
+struct MissQueue {
+    waiting: Vec<(KeyDigest, MissAnswer)>,
+    /// A task is taking batches from `waiting`.
+    running: bool,
+}
+
+/// The record found for one miss, or `None` when its batch failed.
+type MissAnswer = tokio::sync::oneshot::Sender<Option<Option<KeyRecord>>>;
+
+impl MissBatch {
+    /// The key with `digest`, as [`Store::find_key_by_digest`] finds it.
+    async fn find(self: &Arc<Self>, digest: &KeyDigest) -> Result<Option<KeyRecord>, StoreError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut queue = self
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            queue.waiting.push((*digest, answer));
+            !std::mem::replace(&mut queue.running, true)
+        };
+        if start {
+            // A task of its own, so that a caller that goes away (its
+            // client disconnected) strands no other caller's lookup.
+            tokio::spawn(Arc::clone(self).drain());
+        }
+        match answered.await {
+            Ok(Some(found)) => Ok(found),
+            // The batch failed: this lookup alone, for its own answer or
+            // error.
+            _ => Ok(self
+                .store
+                .find_key_by_digest(digest)
+                .await?
+                .filter(|k| k.digest.ct_eq(digest))),
+        }
+    }
+
+    async fn drain(self: Arc<Self>) {
+        let _unwinding = Unwinding(Arc::clone(&self));
+        loop {
+            let batch: Vec<(KeyDigest, MissAnswer)> = {
+                let mut queue = self
+                    .queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if queue.waiting.is_empty() {
+                    queue.running = false;
+                    return;
+                }
+                let n = queue.waiting.len().min(keyward_store::MAX_DIGESTS);
+                queue.waiting.drain(..n).collect()
+            };
+            let digests: Vec<KeyDigest> = batch.iter().map(|(d, _)| *d).collect();
+            match self.store.find_keys_by_digests(&digests).await {
+                Ok(records) => {
+                    let by_digest: HashMap<[u8; 32], KeyRecord> = records
+                        .into_iter()
+                        .map(|r| (*r.digest.as_bytes(), r))
+                        .collect();
+                    for (digest, answer) in batch {
+                        let _ = answer.send(Some(by_digest.get(digest.as_bytes()).cloned()));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, misses = batch.len(), "a batched key lookup failed; looking up one by one");
+                    for (_, answer) in batch {
+                        let _ = answer.send(None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Should a batch's task panic, lets the next miss start another and
+/// sends the misses waiting to look themselves up.
+struct Unwinding(Arc<MissBatch>);
+
+impl Drop for Unwinding {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut queue = self
+                .0
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            queue.running = false;
+            queue.waiting.clear();
+        }
+    }
+}
+
 impl Verifier {
     pub fn new(store: Arc<dyn Store>, config: VerifierConfig) -> Self {
         let verifier = Verifier {
+            misses: Arc::new(MissBatch {
+                store: Arc::clone(&store),
+                queue: Mutex::default(),
+            }),
             store,
             cache: quick_cache::sync::Cache::new(config.cache_capacity.max(1)),
             negative: quick_cache::sync::Cache::new(config.negative_capacity.max(1)),
@@ -346,7 +466,7 @@ impl Verifier {
             epoch: Instant::now(),
             wall_at_epoch: std::sync::atomic::AtomicI64::new(0),
             owner_generation: std::sync::atomic::AtomicU64::new(0),
-            key_generation: std::sync::atomic::AtomicU64::new(0),
+            key_generations: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
             config,
         };
         verifier.sync_clock();
@@ -493,8 +613,8 @@ impl Verifier {
     /// credits were reset. Rate-limit states stay: a change to a key does
     /// not give it a fresh allowance.
     pub fn key_changed(&self, digest: &KeyDigest) {
-        self.bump_key_generation();
         let d = *digest.as_bytes();
+        self.bump_key_generation(&d);
         self.cache.remove(&d);
         self.negative.remove(&d);
         if let Some((_, lease)) = self.credits.remove(&d) {
@@ -512,8 +632,8 @@ impl Verifier {
     /// acknowledgement; dropping a lease taken since would refuse verifies
     /// whose credits are leased, until the next flush gave them back.
     pub fn key_changed_elsewhere(&self, digest: &KeyDigest) {
-        self.bump_key_generation();
         let d = *digest.as_bytes();
+        self.bump_key_generation(&d);
         self.cache.remove(&d);
         self.negative.remove(&d);
         if self.credits.contains_key(&d) {
@@ -524,7 +644,9 @@ impl Verifier {
     /// Forgets every cached record, unknown digest and owner limit, for when
     /// this node may have missed changes. Limit states and leases stay.
     pub fn clear(&self) {
-        self.bump_key_generation();
+        for generation in &self.key_generations {
+            generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         self.cache.clear();
         self.negative.clear();
         self.owner_generation
@@ -538,8 +660,12 @@ impl Verifier {
         });
     }
 
-    fn bump_key_generation(&self) {
-        self.key_generation
+    fn key_generation(&self, d: &[u8; 32]) -> &std::sync::atomic::AtomicU64 {
+        &self.key_generations[usize::from(d[0]) % KEY_STRIPES]
+    }
+
+    fn bump_key_generation(&self, d: &[u8; 32]) {
+        self.key_generation(d)
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
@@ -552,7 +678,7 @@ impl Verifier {
     fn uncache_if_changed_since(&self, d: &[u8; 32], generation: u64) {
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         if self
-            .key_generation
+            .key_generation(d)
             .load(std::sync::atomic::Ordering::SeqCst)
             != generation
         {
@@ -789,14 +915,10 @@ impl Verifier {
                 return Ok(None);
             }
         }
-        let generation = self
-            .key_generation
+        let seen = self
+            .key_generation(&d)
             .load(std::sync::atomic::Ordering::SeqCst);
-        let found = self
-            .store
-            .find_key_by_digest(digest)
-            .await?
-            .filter(|k| k.digest.ct_eq(digest));
+        let found = self.misses.find(digest).await?;
         match found {
             Some(record) => {
                 // Read the generation before the limits: a change in between
@@ -808,12 +930,12 @@ impl Verifier {
                 let owner_limits = self.owner_limits_of(&owner).await?;
                 let cached = Arc::new(self.compact(record, owner, owner_limits, generation)?);
                 self.cache.insert(d, Arc::clone(&cached));
-                self.uncache_if_changed_since(&d, generation);
+                self.uncache_if_changed_since(&d, seen);
                 Ok(Some(cached))
             }
             None => {
                 self.negative.insert(d, Instant::now());
-                self.uncache_if_changed_since(&d, generation);
+                self.uncache_if_changed_since(&d, seen);
                 Ok(None)
             }
         }
