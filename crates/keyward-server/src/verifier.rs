@@ -669,12 +669,13 @@ impl Verifier {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Drops what a lookup just cached for `d` if any key changed since the
-    /// lookup read `generation`, before it read the store: what it read may
-    /// predate the change, and the change's own drop may have come before
-    /// this lookup's insert. The fence orders the insert before the reread,
-    /// as the bump comes before the change's drop; so either this lookup
-    /// sees the bump or the change's drop comes after the insert.
+    /// Drops what a lookup just cached for `d` if a key of its stripe
+    /// changed since the lookup read the stripe's `generation`, before it
+    /// read the store: what it read may predate the change, and the
+    /// change's own drop may have come before this lookup's insert. The
+    /// fence orders the insert before the reread, as the bump comes before
+    /// the change's drop; so either this lookup sees the bump or the
+    /// change's drop comes after the insert.
     fn uncache_if_changed_since(&self, d: &[u8; 32], generation: u64) {
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         if self
