@@ -9,10 +9,6 @@
 //! - Digests that are not in the store are remembered briefly in a separate,
 //!   smaller cache, so a flood of random well-formed keys costs one query per
 //!   key per negative TTL, not one per request.
-//! - Misses that arrive while the store is being asked wait and go together
-//!   in the next query ([`MissBatch`]): after a restart, or under a flood of
-//!   unknown keys, the store sees one query per batch of up to
-//!   `keyward_store::MAX_DIGESTS` digests, not one per verify.
 //! - Rate limits are GCRA (`keyward_core::limits`): one timestamp per key and
 //!   limit, kept in a concurrent map beside the cache so evicting a record
 //!   does not reset its limits.
@@ -186,8 +182,6 @@ pub struct RateLimitState {
 /// gateway.
 pub struct Verifier {
     store: Arc<dyn Store>,
-    /// Store lookups of cache misses, batched.
-    misses: Arc<MissBatch>,
     config: VerifierConfig,
     cache: quick_cache::sync::Cache<[u8; 32], Arc<CachedKey>>,
     negative: quick_cache::sync::Cache<[u8; 32], Instant>,
@@ -332,118 +326,9 @@ struct UsageCell {
     counts: Vec<(i64, VerifyCode, u64)>,
 }
 
-/// Cache misses waiting for the store, looked up together: a miss joins
-/// the queue, and one task at a time takes up to
-/// `keyward_store::MAX_DIGESTS` of them into one query, then the next batch,
-/// until the queue is empty. While a query runs, the misses behind it
-/// gather into the next, so batches grow with the rate of misses and a
-/// lone miss waits for nothing.
-struct MissBatch {
-    store: Arc<dyn Store>,
-    queue: Mutex<MissQueue>,
-}
-
-#[derive(Default)]
-struct MissQueue {
-    waiting: Vec<(KeyDigest, MissAnswer)>,
-    /// A task is taking batches from `waiting`.
-    running: bool,
-}
-
-/// The record found for one miss, or `None` when its batch failed.
-type MissAnswer = tokio::sync::oneshot::Sender<Option<Option<KeyRecord>>>;
-
-impl MissBatch {
-    /// The key with `digest`, as [`Store::find_key_by_digest`] finds it.
-    async fn find(self: &Arc<Self>, digest: &KeyDigest) -> Result<Option<KeyRecord>, StoreError> {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let start = {
-            let mut queue = self
-                .queue
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            queue.waiting.push((*digest, answer));
-            !std::mem::replace(&mut queue.running, true)
-        };
-        if start {
-            // A task of its own, so that a caller that goes away (its
-            // client disconnected) strands no other caller's lookup.
-            tokio::spawn(Arc::clone(self).drain());
-        }
-        match answered.await {
-            Ok(Some(found)) => Ok(found),
-            // The batch failed: this lookup alone, for its own answer or
-            // error.
-            _ => Ok(self
-                .store
-                .find_key_by_digest(digest)
-                .await?
-                .filter(|k| k.digest.ct_eq(digest))),
-        }
-    }
-
-    async fn drain(self: Arc<Self>) {
-        let _unwinding = Unwinding(Arc::clone(&self));
-        loop {
-            let batch: Vec<(KeyDigest, MissAnswer)> = {
-                let mut queue = self
-                    .queue
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if queue.waiting.is_empty() {
-                    queue.running = false;
-                    return;
-                }
-                let n = queue.waiting.len().min(keyward_store::MAX_DIGESTS);
-                queue.waiting.drain(..n).collect()
-            };
-            let digests: Vec<KeyDigest> = batch.iter().map(|(d, _)| *d).collect();
-            match self.store.find_keys_by_digests(&digests).await {
-                Ok(records) => {
-                    let by_digest: HashMap<[u8; 32], KeyRecord> = records
-                        .into_iter()
-                        .map(|r| (*r.digest.as_bytes(), r))
-                        .collect();
-                    for (digest, answer) in batch {
-                        let _ = answer.send(Some(by_digest.get(digest.as_bytes()).cloned()));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, misses = batch.len(), "a batched key lookup failed; looking up one by one");
-                    for (_, answer) in batch {
-                        let _ = answer.send(None);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Should a batch's task panic, lets the next miss start another and
-/// sends the misses waiting to look themselves up.
-struct Unwinding(Arc<MissBatch>);
-
-impl Drop for Unwinding {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let mut queue = self
-                .0
-                .queue
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            queue.running = false;
-            queue.waiting.clear();
-        }
-    }
-}
-
 impl Verifier {
     pub fn new(store: Arc<dyn Store>, config: VerifierConfig) -> Self {
         let verifier = Verifier {
-            misses: Arc::new(MissBatch {
-                store: Arc::clone(&store),
-                queue: Mutex::default(),
-            }),
             store,
             cache: quick_cache::sync::Cache::new(config.cache_capacity.max(1)),
             negative: quick_cache::sync::Cache::new(config.negative_capacity.max(1)),
@@ -919,7 +804,11 @@ impl Verifier {
         let seen = self
             .key_generation(&d)
             .load(std::sync::atomic::Ordering::SeqCst);
-        let found = self.misses.find(digest).await?;
+        let found = self
+            .store
+            .find_key_by_digest(digest)
+            .await?
+            .filter(|k| k.digest.ct_eq(digest));
         match found {
             Some(record) => {
                 // Read the generation before the limits: a change in between

@@ -25,7 +25,7 @@ on_both_backends!(
     the_feed_echo_of_a_credit_change_keeps_the_lease_taken_since,
     a_lookup_that_read_before_a_revocation_cannot_cache_the_key,
     a_token_lookup_that_read_before_a_revocation_cannot_cache_the_token,
-    misses_that_arrive_together_share_a_query,
+    every_answer_read_from_the_store_is_cached,
 );
 
 on_both_backends_raw!(
@@ -866,7 +866,7 @@ async fn a_token_lookup_that_read_before_a_revocation_cannot_cache_the_token(app
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
 }
 
-async fn misses_that_arrive_together_share_a_query(app: TestApp) {
+async fn every_answer_read_from_the_store_is_cached(app: TestApp) {
     let api_id = api(&app).await;
     let mut keys = Vec::new();
     for _ in 0..20 {
@@ -881,23 +881,11 @@ async fn misses_that_arrive_together_share_a_query(app: TestApp) {
     // The change feed brings this node's own creations back; a lookup in
     // flight when the echo of its key arrives is not cached, so let it pass.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    // The first miss holds the store while the others arrive: they wait
-    // and go together, as after a restart under load.
-    let (held, release) = app.store.key_gate.arm();
-    let queries = app
-        .store
-        .lookup_queries
-        .load(std::sync::atomic::Ordering::SeqCst);
-    let first = verify_in_background(&app, &app.root, &keys[0]);
-    held.await.unwrap();
-    let rest: Vec<_> = keys[1..]
+    let first: Vec<_> = keys
         .iter()
         .map(|k| verify_in_background(&app, &app.root, k))
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    release.send(()).unwrap();
-    assert_eq!(first.await.unwrap()["code"], "VALID");
-    for (verified, plain) in rest.into_iter().zip(&keys[1..]) {
+    for (verified, plain) in first.into_iter().zip(&keys) {
         let expected = if *plain == keys[20] {
             "NOT_FOUND"
         } else {
@@ -905,16 +893,8 @@ async fn misses_that_arrive_together_share_a_query(app: TestApp) {
         };
         assert_eq!(verified.await.unwrap()["code"], expected);
     }
-    let taken = app
-        .store
-        .lookup_queries
-        .load(std::sync::atomic::Ordering::SeqCst)
-        - queries;
-    // One for the first, one for the rest if all arrived in the wait; a
-    // straggler on a busy machine may take another, but far fewer than one
-    // query per miss.
-    assert!(taken <= 5, "21 misses took {taken} queries");
-    // Each answer was cached, the unknown key's as unknown.
+    // Each answer was cached, the unknown key's as unknown, although other
+    // keys changed since the server started.
     let lookups = app.store.lookups();
     for plain in &keys {
         app.verify(json!({ "key": plain })).await;

@@ -601,25 +601,6 @@ macro_rules! impl_store {
                 row.map(KeyRecord::try_from).transpose()
             }
 
-            async fn find_keys_by_digests(&self, digests: &[KeyDigest]) -> Result<Vec<KeyRecord>> {
-                let mut found = Vec::new();
-                for chunk in digests.chunks(crate::MAX_DIGESTS) {
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
-                        "SELECT {KEY_COLUMNS} FROM keys WHERE digest IN ("
-                    ));
-                    let mut list = q.separated(", ");
-                    for digest in chunk {
-                        list.push_bind(digest.as_bytes().to_vec());
-                    }
-                    list.push_unseparated(")");
-                    let rows: Vec<KeyRow> = q.build_query_as().fetch_all(self.reader()).await?;
-                    for row in rows {
-                        found.push(KeyRecord::try_from(row)?);
-                    }
-                }
-                Ok(found)
-            }
-
             async fn list_keys(
                 &self,
                 filter: &KeyFilter,

@@ -55,10 +55,6 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Most digests one query of [`Store::find_keys_by_digests`] asks for,
-/// well within the bind-parameter limits of both backends.
-pub const MAX_DIGESTS: usize = 256;
-
 /// Which keys a listing returns. Every field narrows; `None` does not.
 #[derive(Debug, Clone, Default)]
 pub struct KeyFilter {
@@ -389,10 +385,6 @@ pub trait Store: Send + Sync + 'static {
     async fn create_keys(&self, keys: &[KeyRecord], events: &[AuditEvent]) -> Result<()>;
     async fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>>;
     async fn find_key_by_digest(&self, digest: &KeyDigest) -> Result<Option<KeyRecord>>;
-    /// The keys with any of these digests, in no particular order; a digest
-    /// of no key has no record. One query per [`MAX_DIGESTS`] digests, for
-    /// verifies that miss the cache together.
-    async fn find_keys_by_digests(&self, digests: &[KeyDigest]) -> Result<Vec<KeyRecord>>;
     async fn list_keys(
         &self,
         filter: &KeyFilter,

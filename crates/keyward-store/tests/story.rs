@@ -110,14 +110,6 @@ async fn apis_and_keys(store: Arc<dyn Store>) {
         store.find_key_by_digest(&other.digest()).await.unwrap(),
         None
     );
-    // Many digests in one query: the known one, an unknown one, and the
-    // known one again.
-    let found = store
-        .find_keys_by_digests(&[plain.digest(), other.digest(), plain.digest()])
-        .await
-        .unwrap();
-    assert_eq!(found, vec![k.clone()]);
-    assert!(store.find_keys_by_digests(&[]).await.unwrap().is_empty());
 
     let patched = store
         .update_key(

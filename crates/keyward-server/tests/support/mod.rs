@@ -194,7 +194,6 @@ async fn start_with(
     let store = Arc::new(CountingStore {
         inner,
         digest_lookups: AtomicUsize::new(0),
-        lookup_queries: AtomicUsize::new(0),
         usage_writes: AtomicUsize::new(0),
         key_gate: Gate::default(),
         token_gate: Gate::default(),
@@ -329,8 +328,6 @@ impl TestApp {
 pub struct CountingStore {
     pub inner: Arc<dyn Store>,
     pub digest_lookups: AtomicUsize,
-    /// Counts the queries those lookups took, one for a batch.
-    pub lookup_queries: AtomicUsize,
     /// Counts calls that write usage or credits, to prove verify does not
     /// write per request.
     pub usage_writes: AtomicUsize,
@@ -559,16 +556,7 @@ impl Store for CountingStore {
     }
     async fn find_key_by_digest(&self, digest: &KeyDigest) -> R<Option<KeyRecord>> {
         self.digest_lookups.fetch_add(1, Ordering::SeqCst);
-        self.lookup_queries.fetch_add(1, Ordering::SeqCst);
         let found = self.inner.find_key_by_digest(digest).await;
-        self.key_gate.pass().await;
-        found
-    }
-    async fn find_keys_by_digests(&self, digests: &[KeyDigest]) -> R<Vec<KeyRecord>> {
-        self.digest_lookups
-            .fetch_add(digests.len(), Ordering::SeqCst);
-        self.lookup_queries.fetch_add(1, Ordering::SeqCst);
-        let found = self.inner.find_keys_by_digests(digests).await;
         self.key_gate.pass().await;
         found
     }
