@@ -103,6 +103,20 @@ pub(crate) async fn accept_until(
     while connections.join_next().await.is_some() {}
 }
 
+/// Resolves once the server is stopping.
+pub(crate) async fn stopped(mut stopping: watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// Moves a connection's idle deadline to `timeout` from now, at most once a
+/// second: a timer is not re-armed for every request.
+pub(crate) fn push_back(idle: Pin<&mut tokio::time::Sleep>, timeout: Duration) {
+    let now = tokio::time::Instant::now();
+    if idle.deadline() + Duration::from_secs(1) < now + timeout {
+        idle.reset(now + timeout);
+    }
+}
+
 /// A fixed answer, serialized once.
 struct Fixed {
     body: Vec<u8>,
@@ -231,10 +245,7 @@ impl Front {
         let _ = stream.set_nodelay(true);
         let mut client = Inbound::new(stream);
         let mut out = Vec::with_capacity(1024);
-        let mut watch = stopping.clone();
-        let stopped = async move {
-            let _ = watch.wait_for(|stop| *stop).await;
-        };
+        let stopped = stopped(stopping.clone());
         tokio::pin!(stopped);
         let idle = tokio::time::sleep(IDLE);
         tokio::pin!(idle);
@@ -270,12 +281,7 @@ impl Front {
                 let _ = client.stream.shutdown().await;
                 return;
             }
-            // The deadline moves at most once a second: a timer is not
-            // re-armed for every request.
-            let now = tokio::time::Instant::now();
-            if idle.deadline() + Duration::from_secs(1) < now + IDLE {
-                idle.as_mut().reset(now + IDLE);
-            }
+            push_back(idle.as_mut(), IDLE);
         }
     }
 
@@ -327,10 +333,7 @@ impl Front {
             .serve_connection(io, service)
             .with_upgrades();
         tokio::pin!(connection);
-        let mut watch = stopping;
-        let stopped = async move {
-            let _ = watch.wait_for(|stop| *stop).await;
-        };
+        let stopped = stopped(stopping);
         tokio::pin!(stopped);
         tokio::select! {
             served = connection.as_mut() => {

@@ -405,10 +405,7 @@ async fn connection(
     let mut client = Inbound::new(stream);
     let mut upstream: Option<Inbound> = None;
     let mut scratch = Scratch::default();
-    let mut watch = stopping.clone();
-    let stopped = async move {
-        let _ = watch.wait_for(|stop| *stop).await;
-    };
+    let stopped = crate::front::stopped(stopping.clone());
     tokio::pin!(stopped);
     let idle = tokio::time::sleep(HEAD_TIMEOUT);
     tokio::pin!(idle);
@@ -489,12 +486,7 @@ async fn connection(
         if flow == Flow::Close || !head.keep_alive || !matches!(stopping.has_changed(), Ok(false)) {
             return;
         }
-        // The deadline moves at most once a second: a timer is not
-        // re-armed for every request.
-        let now = tokio::time::Instant::now();
-        if idle.deadline() + Duration::from_secs(1) < now + HEAD_TIMEOUT {
-            idle.as_mut().reset(now + HEAD_TIMEOUT);
-        }
+        crate::front::push_back(idle.as_mut(), HEAD_TIMEOUT);
     }
 }
 
