@@ -91,6 +91,8 @@ pub struct VerifySettings {
     /// How often usage counts and last-used times of minutes that are over
     /// are written.
     pub usage_flush_interval_ms: u64,
+    /// How long per-minute usage is kept in the store (at least a minute).
+    pub usage_retention_ms: u64,
     /// Credits a node leases from the store at a time.
     pub credit_block: u64,
     /// How often the change feed is read for changes made on other nodes.
@@ -106,6 +108,7 @@ impl Default for VerifySettings {
             negative_ttl_ms: d.negative_ttl.as_millis() as u64,
             negative_capacity: d.negative_capacity,
             usage_flush_interval_ms: d.usage_flush_interval.as_millis() as u64,
+            usage_retention_ms: d.usage_retention.as_millis() as u64,
             credit_block: d.credit_block,
             change_poll_interval_ms: d.change_poll_interval.as_millis() as u64,
         }
@@ -120,6 +123,7 @@ impl VerifySettings {
             negative_ttl: Duration::from_millis(self.negative_ttl_ms),
             negative_capacity: self.negative_capacity,
             usage_flush_interval: Duration::from_millis(self.usage_flush_interval_ms.max(10)),
+            usage_retention: Duration::from_millis(self.usage_retention_ms.max(60_000)),
             credit_block: self.credit_block.max(1),
             change_poll_interval: Duration::from_millis(self.change_poll_interval_ms.max(10)),
         }

@@ -53,6 +53,8 @@ pub struct VerifierConfig {
     pub negative_capacity: usize,
     /// How often the usage of minutes that are over is written to the store.
     pub usage_flush_interval: Duration,
+    /// How long per-minute usage is kept in the store.
+    pub usage_retention: Duration,
     /// Credits leased from the store at a time.
     pub credit_block: u64,
     /// How often the change feed is read for changes made elsewhere (on
@@ -68,6 +70,7 @@ impl Default for VerifierConfig {
             negative_ttl: Duration::from_secs(5),
             negative_capacity: 200_000,
             usage_flush_interval: Duration::from_secs(5),
+            usage_retention: Duration::from_secs(7 * 24 * 3600),
             credit_block: 100,
             change_poll_interval: Duration::from_secs(1),
         }
@@ -247,6 +250,11 @@ const LISTED: u64 = u64::MAX;
 const FLUSH_CHUNK: usize = 10_000;
 /// Most rows kept for the next flush when the store cannot be written.
 const MAX_UNWRITTEN: usize = 2_000_000;
+/// Most minutes of expired usage deleted per flush. A minute of usage is
+/// written per minute, so this works off a backlog (after a shortened
+/// retention, or a node that was down) in short writes, far faster than it
+/// grows.
+const PRUNE_MINUTES_PER_FLUSH: usize = 12;
 /// How far `last_used_at` may lag behind in the store, in seconds.
 const LAST_USED_RESOLUTION_S: u32 = 3600;
 
@@ -771,12 +779,28 @@ impl Verifier {
                     if let Err(e) = self.flush_completed_minutes().await {
                         tracing::error!(error = %e, "could not flush usage; will retry");
                     }
+                    if let Err(e) = self.prune_usage(OffsetDateTime::now_utc()).await {
+                        tracing::error!(error = %e, "could not delete expired usage; will retry");
+                    }
                     self.forget_idle_limits();
                 }
                 () = &mut stop => break,
             }
         }
         self.shutdown().await;
+    }
+
+    /// Deletes stored usage older than `usage_retention`, oldest minute
+    /// first and at most [`PRUNE_MINUTES_PER_FLUSH`] minutes a call.
+    async fn prune_usage(&self, now: OffsetDateTime) -> Result<(), StoreError> {
+        let kept = i64::try_from(self.config.usage_retention.as_secs() / 60).unwrap_or(i64::MAX);
+        let before = now.unix_timestamp().div_euclid(60).saturating_sub(kept);
+        for _ in 0..PRUNE_MINUTES_PER_FLUSH {
+            if self.store.prune_usage(before).await? == 0 {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Drops limit states that hold nothing back any more, so the maps stay
@@ -1428,7 +1452,7 @@ mod tests {
         let usage = |i: usize| {
             let store = Arc::clone(&store);
             let id = keys[i].id.clone();
-            async move { store.key_usage(&id).await.unwrap() }
+            async move { store.key_usage(&id, before..=minute).await.unwrap() }
         };
         assert_eq!(
             counts(&usage(0).await),
@@ -1464,6 +1488,44 @@ mod tests {
             last_used(2).await > Some(half_hour_ago),
             "written at shutdown"
         );
+    }
+
+    #[tokio::test]
+    async fn usage_past_the_retention_is_deleted_a_few_minutes_at_a_time() {
+        let (_dir, store, keys) = store_with_keys(1).await;
+        let config = VerifierConfig {
+            usage_retention: Duration::from_secs(3600),
+            ..VerifierConfig::default()
+        };
+        let verifier = Verifier::new(Arc::clone(&store), config);
+        let now = OffsetDateTime::now_utc();
+        let minute = now.unix_timestamp().div_euclid(60);
+        // Twenty minutes past the hour kept, the hour's first minute, and
+        // the last minute.
+        let rows: Vec<UsageRow> = (minute - 80..minute - 60)
+            .chain([minute - 60, minute - 1])
+            .map(|minute| UsageRow {
+                key_id: keys[0].id.clone(),
+                minute,
+                code: "VALID".into(),
+                count: 1,
+            })
+            .collect();
+        store.record_usage(&rows, &[]).await.unwrap();
+        let stored = || {
+            let store = Arc::clone(&store);
+            let id = keys[0].id.clone();
+            async move {
+                let rows = store.key_usage(&id, minute - 100..=minute).await.unwrap();
+                rows.iter().map(|r| r.minute).collect::<Vec<_>>()
+            }
+        };
+        verifier.prune_usage(now).await.unwrap();
+        assert_eq!(stored().await.len(), 22 - PRUNE_MINUTES_PER_FLUSH);
+        verifier.prune_usage(now).await.unwrap();
+        assert_eq!(stored().await, vec![minute - 60, minute - 1]);
+        verifier.prune_usage(now).await.unwrap();
+        assert_eq!(stored().await, vec![minute - 60, minute - 1]);
     }
 
     fn key_digest(key: &CachedKey, records: &[KeyRecord]) -> KeyDigest {

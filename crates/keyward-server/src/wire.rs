@@ -379,6 +379,16 @@ pub struct UsageList {
     pub usage: Vec<UsageView>,
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    /// Unix time in seconds: minutes from the one holding it. Default: a
+    /// day before `until`.
+    pub since: Option<i64>,
+    /// Unix time in seconds: minutes up to the one holding it. Default: now.
+    pub until: Option<i64>,
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCreate {

@@ -682,7 +682,7 @@ async fn usage_is_counted_in_memory_and_flushed_in_batches(backend: Backend) {
         usage_flush_interval_ms: 3_600_000,
         ..VerifySettings::default()
     };
-    let mut app = support::spawn_with(backend, verify).await;
+    let mut app = support::spawn_with(backend, verify.clone()).await;
     let api = api(&app).await;
     let (k, id) = key(&app, &api, json!({})).await;
     let writes = app.store.writes();
@@ -711,15 +711,6 @@ async fn usage_is_counted_in_memory_and_flushed_in_batches(backend: Backend) {
     assert_eq!(app.store.writes(), writes + 1, "one batch at shutdown");
     let store = app.inner_store();
     let key_id = keyward_core::KeyId::parse(&id).unwrap();
-    let usage = store.key_usage(&key_id).await.unwrap();
-    let count = |code: &str| {
-        usage
-            .iter()
-            .filter(|u| u.code == code)
-            .map(|u| u.count)
-            .sum::<u64>()
-    };
-    assert_eq!((count("VALID"), count("INSUFFICIENT_SCOPE")), (60, 2));
     let last = store
         .get_key(&key_id)
         .await
@@ -728,6 +719,67 @@ async fn usage_is_counted_in_memory_and_flushed_in_batches(backend: Backend) {
         .last_used_at
         .unwrap();
     assert!((last.unix_timestamp_nanos() / 1_000_000) as i64 <= before_stop);
+
+    // What was flushed is what the usage endpoint of the next node shows.
+    let root = app.root.clone();
+    let dir = app.backend_dir.take().unwrap();
+    let next = support::spawn_on(store, app.db_file.clone(), dir, verify, Some(root)).await;
+    let usage = |query: String| {
+        let next = &next;
+        let id = &id;
+        async move {
+            next.ok(Method::GET, &format!("/v1/keys/{id}/usage{query}"), None)
+                .await["usage"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    let count = |usage: &[Value], code: &str| {
+        usage
+            .iter()
+            .filter(|u| u["code"] == code)
+            .map(|u| u["count"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    let today = usage(String::new()).await;
+    assert_eq!(
+        (count(&today, "VALID"), count(&today, "INSUFFICIENT_SCOPE")),
+        (60, 2)
+    );
+    let minute = today[0]["minute"].as_i64().unwrap();
+    assert_eq!(minute % 60, 0, "minutes are given by their first second");
+    // A span is read from the minute holding `since` to the one holding
+    // `until`.
+    let that_minute = usage(format!("?since={}&until={}", minute + 59, minute + 59)).await;
+    let in_that_minute: Vec<Value> = today
+        .iter()
+        .filter(|u| u["minute"] == minute)
+        .cloned()
+        .collect();
+    assert!(!that_minute.is_empty());
+    assert_eq!(that_minute, in_that_minute);
+    let all_of_it = usage(format!("?since={}", minute - 3600)).await;
+    assert_eq!(all_of_it, today);
+    let before = usage(format!("?since={}&until={}", minute - 3600, minute - 1)).await;
+    assert_eq!(before, Vec::<Value>::new());
+    for query in [
+        format!("?since={}&until={}", minute, minute - 60),
+        format!("?since={}&until={}", minute - 8 * 24 * 3600, minute),
+        "?since=-5".to_owned(),
+        "?since=yesterday".to_owned(),
+    ] {
+        let (status, body) = next
+            .call(
+                Method::GET,
+                &format!("/v1/keys/{id}/usage{query}"),
+                Some(&next.root.clone()),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["error"]["code"], "INVALID_REQUEST", "{query}");
+    }
 }
 
 /// The change feed brings a node's own changes back after they were

@@ -13,6 +13,7 @@ mod common;
 mod postgres;
 mod sqlite;
 
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -441,8 +442,14 @@ pub trait Store: Send + Sync + 'static {
         rows: &[UsageRow],
         last_used: &[(KeyId, OffsetDateTime)],
     ) -> Result<()>;
-    /// Usage of one key, oldest minute first.
-    async fn key_usage(&self, id: &KeyId) -> Result<Vec<UsageRow>>;
+    /// Usage of one key in the minutes of `minutes` (minutes since the Unix
+    /// epoch, both ends included), oldest first. Usage is stored by minute,
+    /// so the cost follows the length of the span, not the table's size.
+    async fn key_usage(&self, id: &KeyId, minutes: RangeInclusive<i64>) -> Result<Vec<UsageRow>>;
+    /// Deletes the usage of the oldest stored minute when that minute is
+    /// before `before` (minutes since the Unix epoch), and returns how many
+    /// rows went: 0 when nothing is that old.
+    async fn prune_usage(&self, before: i64) -> Result<u64>;
 
     /// The rate limits shared by all keys of `owner` (empty when none).
     async fn owner_ratelimits(&self, owner: &str) -> Result<Vec<RateLimit>>;

@@ -32,14 +32,13 @@ impl PgStore {
         scope_match_close: ")",
         for_update: " FOR UPDATE",
         notify_changes: "SELECT pg_notify('keyward_changes', '')",
-        add_usage: "INSERT INTO key_usage (key_id, minute, code, count) \
-            SELECT e ->> 0, (e ->> 1)::bigint, e ->> 2, SUM((e ->> 3)::bigint) \
-            FROM jsonb_array_elements($1::jsonb) AS e GROUP BY 1, 2, 3 \
-            ON CONFLICT (key_id, minute, code) DO UPDATE SET count = key_usage.count + excluded.count",
-        touch_keys: "UPDATE keys SET last_used_at = v.at \
-            FROM (SELECT (e ->> 0) COLLATE \"C\" AS id, MAX((e ->> 1)::bigint) AS at \
-                  FROM jsonb_array_elements($1::jsonb) AS e GROUP BY 1) AS v \
-            WHERE keys.id = v.id AND (keys.last_used_at IS NULL OR keys.last_used_at < v.at)",
+        id_collation: " COLLATE \"C\"",
+        // LATERAL keeps it one index lookup per minute of the span.
+        usage_of_key: "SELECT u.minute, u.code, u.count \
+            FROM generate_series($2::bigint, $3::bigint) AS span(minute) \
+            CROSS JOIN LATERAL (SELECT minute, code, count FROM key_usage \
+                WHERE minute = span.minute AND key_id = $1) AS u \
+            ORDER BY u.minute, u.code",
     };
 
     /// Connects to `url` and migrates. With `schema`, everything lives in

@@ -32,13 +32,14 @@ impl SqliteStore {
         scope_match_close: ")",
         for_update: "",
         notify_changes: "",
-        add_usage: "INSERT INTO key_usage (key_id, minute, code, count) \
-            SELECT value ->> 0, value ->> 1, value ->> 2, SUM(value ->> 3) \
-            FROM json_each($1) GROUP BY 1, 2, 3 \
-            ON CONFLICT (key_id, minute, code) DO UPDATE SET count = key_usage.count + excluded.count",
-        touch_keys: "UPDATE keys SET last_used_at = v.at \
-            FROM (SELECT value ->> 0 AS id, MAX(value ->> 1) AS at FROM json_each($1) GROUP BY 1) AS v \
-            WHERE keys.id = v.id AND (keys.last_used_at IS NULL OR keys.last_used_at < v.at)",
+        id_collation: "",
+        // A recursive CTE counts the minutes of the span; each is one
+        // lookup in the (minute, key_id, code) primary key.
+        usage_of_key: "WITH RECURSIVE span(minute) AS \
+            (SELECT $2 UNION ALL SELECT minute + 1 FROM span WHERE minute < $3) \
+            SELECT u.minute, u.code, u.count FROM span \
+            JOIN key_usage AS u ON u.minute = span.minute AND u.key_id = $1 \
+            ORDER BY u.minute, u.code",
     };
 
     /// Opens (creating if needed) the database file at `path` and migrates it.

@@ -608,7 +608,7 @@ async fn limits_credits_and_usage(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    let usage = store.key_usage(&k.id).await.unwrap();
+    let usage = store.key_usage(&k.id, 0..=10).await.unwrap();
     assert_eq!(
         usage,
         vec![
@@ -621,6 +621,55 @@ async fn limits_credits_and_usage(store: Arc<dyn Store>) {
         store.get_key(&k.id).await.unwrap().unwrap().last_used_at,
         Some(later)
     );
+    // Only the minutes asked for are read, both ends included.
+    assert_eq!(
+        store.key_usage(&k.id, 2..=2).await.unwrap(),
+        vec![row(2, "VALID", 1)]
+    );
+    assert_eq!(store.key_usage(&k.id, 3..=10).await.unwrap(), vec![]);
+    #[allow(clippy::reversed_empty_ranges)]
+    let backwards = 2..=1;
+    assert_eq!(store.key_usage(&k.id, backwards).await.unwrap(), vec![]);
+
+    // A flush of more rows than one statement carries, for many keys and
+    // repeats of one row, adds up the same.
+    let (other, _) = key(&tm, Environment::Live, "acme", &[]);
+    store
+        .create_key(&other, &event("key.create", other.id.as_str()))
+        .await
+        .unwrap();
+    let many: Vec<UsageRow> = (0..2600)
+        .map(|i| UsageRow {
+            key_id: if i % 2 == 0 {
+                k.id.clone()
+            } else {
+                other.id.clone()
+            },
+            minute: 3 + i64::from(i % 5),
+            code: if i % 3 == 0 { "VALID" } else { "FORBIDDEN" }.into(),
+            count: 1,
+        })
+        .collect();
+    store.record_usage(&many, &[]).await.unwrap();
+    let mut both = store.key_usage(&k.id, 3..=7).await.unwrap();
+    both.extend(store.key_usage(&other.id, 3..=7).await.unwrap());
+    assert_eq!(both.iter().map(|u| u.count).sum::<u64>(), 2600);
+    for u in &both {
+        let expected = many
+            .iter()
+            .filter(|m| m.key_id == u.key_id && m.minute == u.minute && m.code == u.code)
+            .count();
+        assert_eq!(u.count, expected as u64, "{u:?}");
+    }
+
+    // Pruning takes the oldest minute at a time, and only minutes before
+    // the cut.
+    assert_eq!(store.prune_usage(1).await.unwrap(), 0);
+    assert_eq!(store.prune_usage(3).await.unwrap(), 2);
+    assert_eq!(store.prune_usage(3).await.unwrap(), 1);
+    assert_eq!(store.prune_usage(3).await.unwrap(), 0);
+    assert_eq!(store.key_usage(&k.id, 0..=2).await.unwrap(), vec![]);
+    assert_eq!(store.key_usage(&k.id, 3..=7).await.unwrap().len(), 10);
 
     // Owner limits are stored per owner and replaced whole.
     assert!(store.owner_ratelimits("acme").await.unwrap().is_empty());

@@ -2,6 +2,7 @@
 //! API keys.
 
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -21,7 +22,7 @@ use crate::error::ApiError;
 use crate::wire::{
     BulkRevokeRequest, BulkRevokeResult, CreditsInput, ErrorResponse, IssuedKey, KeyCreate,
     KeyList, KeyQuery, KeyUpdate, KeyView, OwnerRateLimits, RevokeRequest, RotateRequest,
-    UsageList, UsageView, VerifyRequest, VerifyResult,
+    UsageList, UsageQuery, UsageView, VerifyRequest, VerifyResult,
 };
 use crate::AppState;
 
@@ -469,19 +470,23 @@ pub(crate) async fn verify_answer(
     Ok(answer)
 }
 
-/// Verifications of a key per minute and result code, as flushed so far.
+/// Verifications of a key per minute and result code, as flushed so far,
+/// in a span of at most [`MAX_USAGE_SPAN_S`] (a day unless asked).
 #[utoipa::path(get, path = "/v1/keys/{id}/usage", tag = "keys",
-    params(("id" = String, Path, description = "key id")),
-    responses((status = 200, body = UsageList), (status = 404, body = ErrorResponse)),
+    params(("id" = String, Path, description = "key id"), UsageQuery),
+    responses((status = 200, body = UsageList), (status = 400, body = ErrorResponse),
+        (status = 404, body = ErrorResponse)),
     security(("admin_token" = ["keys:read"])))]
 pub async fn key_usage(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(query): Query<UsageQuery>,
 ) -> Result<Json<UsageList>, ApiError> {
     caller.require(AdminScope::KeysRead)?;
+    let minutes = usage_span(&query, now())?;
     let record = load(&state, &caller, &id).await?;
-    let rows = state.store.key_usage(&record.id).await?;
+    let rows = state.store.key_usage(&record.id, minutes).await?;
     Ok(Json(UsageList {
         usage: rows
             .into_iter()
@@ -492,6 +497,31 @@ pub async fn key_usage(
             })
             .collect(),
     }))
+}
+
+/// The longest span one usage request may ask for: a week.
+const MAX_USAGE_SPAN_S: i64 = 7 * 24 * 3600;
+
+/// The minutes (since the Unix epoch) a usage request asks for.
+fn usage_span(query: &UsageQuery, now: OffsetDateTime) -> Result<RangeInclusive<i64>, ApiError> {
+    let until = query.until.unwrap_or_else(|| now.unix_timestamp());
+    let since = query.since.unwrap_or(until.saturating_sub(24 * 3600));
+    if since < 0 || until < 0 {
+        return Err(ApiError::InvalidRequest(
+            "since and until must be Unix times in seconds".into(),
+        ));
+    }
+    if since > until {
+        return Err(ApiError::InvalidRequest(
+            "since must not be after until".into(),
+        ));
+    }
+    if until - since > MAX_USAGE_SPAN_S {
+        return Err(ApiError::InvalidRequest(
+            "since and until may be at most 7 days apart".into(),
+        ));
+    }
+    Ok(since.div_euclid(60)..=until.div_euclid(60))
 }
 
 /// Reads the rate limits shared by all keys of an owner.

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this module.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -613,8 +614,11 @@ impl Store for CountingStore {
         self.usage_writes.fetch_add(1, Ordering::SeqCst);
         self.inner.record_usage(rows, last_used).await
     }
-    async fn key_usage(&self, id: &KeyId) -> R<Vec<UsageRow>> {
-        self.inner.key_usage(id).await
+    async fn key_usage(&self, id: &KeyId, minutes: RangeInclusive<i64>) -> R<Vec<UsageRow>> {
+        self.inner.key_usage(id, minutes).await
+    }
+    async fn prune_usage(&self, before: i64) -> R<u64> {
+        self.inner.prune_usage(before).await
     }
     async fn all_owner_ratelimits(&self) -> R<Vec<(String, Vec<RateLimit>)>> {
         self.inner.all_owner_ratelimits().await
