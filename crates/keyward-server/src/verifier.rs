@@ -144,6 +144,38 @@ struct UsageSlot {
     stored_last_used_s: std::sync::atomic::AtomicU32,
 }
 
+/// What a flush does with a key's last use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LastUse {
+    /// Write it: these Unix seconds.
+    Write(u32),
+    /// Newer than the store's, but not worth a write yet: keep the key
+    /// listed.
+    Hold,
+    /// The store has it.
+    Stored,
+}
+
+impl UsageSlot {
+    /// `last_used_at` moves when it is an hour past what the store has (and
+    /// at shutdown): the per-minute counts say more, and rewriting every busy
+    /// key's row every minute would cost more than all the rest of a flush.
+    /// A write is taken as done.
+    fn last_use(&self, everything: bool) -> LastUse {
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self.last_used_s.load(Relaxed);
+        let stored = self.stored_last_used_s.load(Relaxed);
+        if last.saturating_sub(stored) >= LAST_USED_RESOLUTION_S || (everything && last > stored) {
+            self.stored_last_used_s.store(last, Relaxed);
+            LastUse::Write(last)
+        } else if last > stored {
+            LastUse::Hold
+        } else {
+            LastUse::Stored
+        }
+    }
+}
+
 /// Which keys a verifier's caller may see; others answer `NOT_FOUND`.
 pub trait Reach: Send + Sync {
     fn can_access(&self, api: &ApiId, environment: Environment) -> bool;
@@ -666,15 +698,9 @@ impl Verifier {
                 still_counting.push(key);
                 continue;
             }
-            // `last_used_at` moves when it is an hour past what the store
-            // has (and at shutdown): the per-minute counts say more, and
-            // rewriting every key's row every minute would cost more than
-            // all the rest. A key with a use not yet written stays listed.
-            let last = slot.last_used_s.load(Relaxed);
-            let stored = slot.stored_last_used_s.load(Relaxed);
-            let touch = last.saturating_sub(stored) >= LAST_USED_RESOLUTION_S
-                || (everything && last > stored);
-            let pending = !everything && !touch && last > stored;
+            // A key with a use not yet written stays listed.
+            let last_use = slot.last_use(everything);
+            let pending = last_use == LastUse::Hold;
             // A verify may roll the slot over in between; what is swapped
             // out is written either way.
             let packed = slot.packed.swap(if pending { LISTED } else { 0 }, Relaxed);
@@ -682,8 +708,7 @@ impl Verifier {
                 let minute = slot_minute(packed, now_minute);
                 batch.count(key.id, minute, VerifyCode::Valid, packed & 0xffff_ffff);
             }
-            if touch {
-                slot.stored_last_used_s.store(last, Relaxed);
+            if let LastUse::Write(last) = last_use {
                 batch.touch(key.id, i64::from(last) * 1000);
             }
             if pending {
@@ -699,6 +724,7 @@ impl Verifier {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .extend(still_counting);
         let digests: Vec<[u8; 32]> = self.usage.iter().map(|e| *e.key()).collect();
+        let mut relisted = Vec::new();
         for digest in digests {
             if let Some(mut cell) = self.usage.get_mut(&digest) {
                 let cell = &mut *cell;
@@ -711,8 +737,34 @@ impl Verifier {
                     !done
                 });
                 if cell.counts.len() < before {
-                    let at = (cell.last_used.unix_timestamp_nanos() / 1_000_000) as i64;
-                    batch.touch(cell.key_id, at);
+                    let at = WallNs::of(cell.last_used);
+                    // Every busy key passes through here once a minute
+                    // (its count of the minute before moves to this map
+                    // when the minute turns), so a cached key's last use
+                    // goes by its slot's rule too.
+                    match self.cache.peek(&digest) {
+                        Some(key) => {
+                            let slot = &key.usage;
+                            slot.last_used_s.fetch_max(at.unix_seconds(), Relaxed);
+                            match slot.last_use(everything) {
+                                LastUse::Write(last) => {
+                                    batch.touch(cell.key_id, i64::from(last) * 1000)
+                                }
+                                // An empty slot is not in the dirty list.
+                                LastUse::Hold => {
+                                    if slot
+                                        .packed
+                                        .compare_exchange(0, LISTED, Relaxed, Relaxed)
+                                        .is_ok()
+                                    {
+                                        relisted.push(key);
+                                    }
+                                }
+                                LastUse::Stored => {}
+                            }
+                        }
+                        None => batch.touch(cell.key_id, at.unix_ms()),
+                    }
                 }
             }
             if batch.rows.len() >= FLUSH_CHUNK {
@@ -720,6 +772,10 @@ impl Verifier {
             }
         }
         self.usage.retain(|_, cell| !cell.counts.is_empty());
+        self.dirty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(relisted);
         self.write(&mut batch, &mut written).await;
         if !batch.rows.is_empty() || !batch.touched.is_empty() {
             // Kept for the next flush, within reason.
@@ -1407,7 +1463,7 @@ mod tests {
 
     #[tokio::test]
     async fn minutes_are_written_once_they_are_over_and_all_at_shutdown() {
-        let (_dir, store, keys) = store_with_keys(3).await;
+        let (_dir, store, keys) = store_with_keys(4).await;
         let verifier = Verifier::new(Arc::clone(&store), VerifierConfig::default());
         // Stay clear of a minute's end, which would make "now" the past.
         let second = OffsetDateTime::now_utc().second();
@@ -1431,11 +1487,20 @@ mod tests {
         let half_hour_ago = half_hour_ago
             .replace_millisecond(half_hour_ago.millisecond())
             .unwrap();
+        // So was the fourth, which is busy: its count of the earlier minute
+        // moves out of its slot when the current minute's first use comes.
         store
-            .record_usage(&[], &[(keys[2].id.clone(), half_hour_ago)])
+            .record_usage(
+                &[],
+                &[
+                    (keys[2].id.clone(), half_hour_ago),
+                    (keys[3].id.clone(), half_hour_ago),
+                ],
+            )
             .await
             .unwrap();
         let third = verifier.lookup(&keys[2].digest).await.unwrap().unwrap();
+        let fourth = verifier.lookup(&keys[3].digest).await.unwrap().unwrap();
         for (key, code, at, times) in [
             (&first, VerifyCode::Valid, earlier, 3),
             (&first, scope, earlier, 1),
@@ -1443,6 +1508,8 @@ mod tests {
             (&first, scope, now, 1),
             (&second, VerifyCode::Valid, earlier, 4),
             (&third, VerifyCode::Valid, earlier, 1),
+            (&fourth, VerifyCode::Valid, earlier, 2),
+            (&fourth, VerifyCode::Valid, now, 1),
         ] {
             for _ in 0..times {
                 verifier.count(&key_digest(key, &keys), key, code, WallNs::of(at));
@@ -1468,6 +1535,12 @@ mod tests {
         };
         assert_eq!(counts(&usage(2).await), vec![(before, "VALID", 1)]);
         assert_eq!(last_used(2).await, Some(half_hour_ago), "within the hour");
+        assert_eq!(counts(&usage(3).await), vec![(before, "VALID", 2)]);
+        assert_eq!(
+            last_used(3).await,
+            Some(half_hour_ago),
+            "a busy key's row is not rewritten each minute"
+        );
 
         // Nothing is written twice.
         verifier.flush_completed_minutes().await.unwrap();
@@ -1486,6 +1559,14 @@ mod tests {
         assert_eq!(counts(&usage(1).await), vec![(before, "VALID", 4)]);
         assert!(
             last_used(2).await > Some(half_hour_ago),
+            "written at shutdown"
+        );
+        assert_eq!(
+            counts(&usage(3).await),
+            vec![(before, "VALID", 2), (minute, "VALID", 1)]
+        );
+        assert!(
+            last_used(3).await > Some(half_hour_ago),
             "written at shutdown"
         );
     }
