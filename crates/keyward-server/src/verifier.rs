@@ -147,8 +147,8 @@ struct UsageSlot {
 /// What a flush does with a key's last use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LastUse {
-    /// Write it: these Unix seconds.
-    Write(u32),
+    /// Write it: these Unix milliseconds.
+    Write(i64),
     /// Newer than the store's, but not worth a write yet: keep the key
     /// listed.
     Hold,
@@ -167,7 +167,7 @@ impl UsageSlot {
         let stored = self.stored_last_used_s.load(Relaxed);
         if last.saturating_sub(stored) >= LAST_USED_RESOLUTION_S || (everything && last > stored) {
             self.stored_last_used_s.store(last, Relaxed);
-            LastUse::Write(last)
+            LastUse::Write(i64::from(last) * 1000)
         } else if last > stored {
             LastUse::Hold
         } else {
@@ -708,8 +708,8 @@ impl Verifier {
                 let minute = slot_minute(packed, now_minute);
                 batch.count(key.id, minute, VerifyCode::Valid, packed & 0xffff_ffff);
             }
-            if let LastUse::Write(last) = last_use {
-                batch.touch(key.id, i64::from(last) * 1000);
+            if let LastUse::Write(at) = last_use {
+                batch.touch(key.id, at);
             }
             if pending {
                 still_counting.push(key);
@@ -747,9 +747,7 @@ impl Verifier {
                             let slot = &key.usage;
                             slot.last_used_s.fetch_max(at.unix_seconds(), Relaxed);
                             match slot.last_use(everything) {
-                                LastUse::Write(last) => {
-                                    batch.touch(cell.key_id, i64::from(last) * 1000)
-                                }
+                                LastUse::Write(at) => batch.touch(cell.key_id, at),
                                 // An empty slot is not in the dirty list.
                                 LastUse::Hold => {
                                     if slot
@@ -827,6 +825,9 @@ impl Verifier {
     pub async fn run_flusher(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
         let mut ticker = tokio::time::interval(self.config.usage_flush_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Usage expires a minute at a time: once caught up, the store is
+        // not asked again until the cut moves.
+        let mut pruned_to = i64::MIN;
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -835,8 +836,15 @@ impl Verifier {
                     if let Err(e) = self.flush_completed_minutes().await {
                         tracing::error!(error = %e, "could not flush usage; will retry");
                     }
-                    if let Err(e) = self.prune_usage(OffsetDateTime::now_utc()).await {
-                        tracing::error!(error = %e, "could not delete expired usage; will retry");
+                    let cut = self.usage_cut(OffsetDateTime::now_utc());
+                    if cut > pruned_to {
+                        match self.prune_usage(cut).await {
+                            Ok(true) => pruned_to = cut,
+                            Ok(false) => {}
+                            Err(e) => {
+                                tracing::error!(error = %e, "could not delete expired usage; will retry");
+                            }
+                        }
                     }
                     self.forget_idle_limits();
                 }
@@ -846,17 +854,23 @@ impl Verifier {
         self.shutdown().await;
     }
 
-    /// Deletes stored usage older than `usage_retention`, oldest minute
-    /// first and at most [`PRUNE_MINUTES_PER_FLUSH`] minutes a call.
-    async fn prune_usage(&self, now: OffsetDateTime) -> Result<(), StoreError> {
+    /// The first minute (since the Unix epoch) `usage_retention` keeps at
+    /// `now`.
+    fn usage_cut(&self, now: OffsetDateTime) -> i64 {
         let kept = i64::try_from(self.config.usage_retention.as_secs() / 60).unwrap_or(i64::MAX);
-        let before = now.unix_timestamp().div_euclid(60).saturating_sub(kept);
+        WallNs::of(now).minute().saturating_sub(kept)
+    }
+
+    /// Deletes stored usage of minutes before `cut`, oldest first and at
+    /// most [`PRUNE_MINUTES_PER_FLUSH`] minutes a call. True when none is
+    /// left.
+    async fn prune_usage(&self, cut: i64) -> Result<bool, StoreError> {
         for _ in 0..PRUNE_MINUTES_PER_FLUSH {
-            if self.store.prune_usage(before).await? == 0 {
-                break;
+            if self.store.prune_usage(cut).await? == 0 {
+                return Ok(true);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Drops limit states that hold nothing back any more, so the maps stay
@@ -1601,11 +1615,11 @@ mod tests {
                 rows.iter().map(|r| r.minute).collect::<Vec<_>>()
             }
         };
-        verifier.prune_usage(now).await.unwrap();
+        verifier.prune_usage(verifier.usage_cut(now)).await.unwrap();
         assert_eq!(stored().await.len(), 22 - PRUNE_MINUTES_PER_FLUSH);
-        verifier.prune_usage(now).await.unwrap();
+        verifier.prune_usage(verifier.usage_cut(now)).await.unwrap();
         assert_eq!(stored().await, vec![minute - 60, minute - 1]);
-        verifier.prune_usage(now).await.unwrap();
+        verifier.prune_usage(verifier.usage_cut(now)).await.unwrap();
         assert_eq!(stored().await, vec![minute - 60, minute - 1]);
     }
 
