@@ -56,8 +56,13 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The log filter asked for.
+    pub(crate) fn log(&self) -> &str {
+        &self.log
+    }
+
     /// Merges the file (if any) with flags and variables.
-    fn settings(&self, listen: Option<SocketAddr>) -> anyhow::Result<Settings> {
+    pub(crate) fn settings(&self, listen: Option<SocketAddr>) -> anyhow::Result<Settings> {
         let mut settings = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -92,7 +97,7 @@ impl StoreArgs {
     }
 }
 
-fn init_logging(filter: &str) -> anyhow::Result<()> {
+pub(crate) fn init_logging(filter: &str) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(filter).context("invalid --log filter")?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
