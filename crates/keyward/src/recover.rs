@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 use keyward_core::AdminToken;
-use keyward_server::seal::{Barrier, SealStatus};
+use keyward_server::seal::{Barrier, SealStatus, SealType};
 use keyward_store::{Page, SealKind, Store};
 use serde_json::json;
 
@@ -48,6 +48,22 @@ pub async fn run(args: RootTokenArgs, json: bool) -> anyhow::Result<ExitCode> {
         .open_store()
         .await
         .context("cannot open the store")?;
+    if let Some(stored) = store.seal().await.context("cannot read the seal")? {
+        let asked = match settings.seal.kind {
+            SealType::File => SealKind::File,
+            SealType::Shamir => SealKind::Shamir,
+            SealType::Pkcs11 => SealKind::Pkcs11,
+        };
+        if stored.kind != asked {
+            bail!(
+                "this store is sealed with `{}`, not `{}`: pass --seal {} (or KEYWARD_SEAL, \
+                 or the [seal] of the --config) as the server runs with",
+                stored.kind.as_str(),
+                asked.as_str(),
+                stored.kind.as_str()
+            );
+        }
+    }
     let barrier = Barrier::open(&settings.seal, &settings.data_dir, Arc::clone(&store))
         .await
         .context("cannot open the seal")?;
