@@ -32,7 +32,8 @@ pub struct RootTokenArgs {
 }
 
 pub async fn run(args: RootTokenArgs, json: bool) -> anyhow::Result<ExitCode> {
-    crate::serve::init_logging(args.store.log())?;
+    // No log subscriber: the seal's log lines speak to a server's operator
+    // ("serving sealed"), and everything this command has to say it prints.
     let settings = args.store.settings(None)?;
     if settings.database_url.is_none() {
         let db = settings.data_dir.join("keyward.db");
@@ -104,11 +105,6 @@ pub async fn run(args: RootTokenArgs, json: bool) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot revoke {}", token.id))?;
     }
-    tracing::warn!(
-        token_id = %root.id,
-        revoked = old.len(),
-        "recovery: created a new root admin token and revoked every other full-access token"
-    );
     if json {
         let answer = json!({
             "id": root.id.as_str(),
@@ -140,11 +136,19 @@ async fn prove(barrier: &Barrier, data_dir: &std::path::Path) -> anyhow::Result<
     let status = barrier.status();
     match barrier.kind() {
         SealKind::File | SealKind::Pkcs11 if !status.sealed => Ok(()),
-        SealKind::File => bail!(
-            "{} is not the master key that sealed this store: recovery needs the data \
-             directory of a node that serves it (or a copy of its master.key)",
-            data_dir.join("master.key").display()
-        ),
+        SealKind::File => {
+            let key = data_dir.join("master.key");
+            let what = if key.exists() {
+                "is not the master key that sealed this store"
+            } else {
+                "is missing"
+            };
+            bail!(
+                "{} {what}: recovery needs the data directory of a node that serves this \
+                 store (or a copy of its master.key)",
+                key.display()
+            )
+        }
         SealKind::Pkcs11 => bail!("the HSM did not unwrap this store's master key"),
         SealKind::Shamir if !status.initialized => {
             // Nothing is sealed yet: the store holds no secret the seal

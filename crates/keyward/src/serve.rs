@@ -56,11 +56,6 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    /// The log filter asked for.
-    pub(crate) fn log(&self) -> &str {
-        &self.log
-    }
-
     /// Merges the file (if any) with flags and variables.
     pub(crate) fn settings(&self, listen: Option<SocketAddr>) -> anyhow::Result<Settings> {
         let mut settings = match &self.config {
@@ -97,7 +92,7 @@ impl StoreArgs {
     }
 }
 
-pub(crate) fn init_logging(filter: &str) -> anyhow::Result<()> {
+fn init_logging(filter: &str) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(filter).context("invalid --log filter")?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -966,11 +966,20 @@ fn root_token_recovery_on_a_file_seal_needs_the_master_key_and_replaces_root() {
     let refused = recover_root(dir.path(), &[], "");
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("master.key is missing"), "{err}");
+    assert!(!err.contains("Serving sealed"), "{err}");
+    assert!(!String::from_utf8_lossy(&refused.stdout).contains("root admin token"));
+    // Nor with the master.key of another store.
+    let other_dir = tempfile::tempdir().unwrap();
+    drop(Server::start(other_dir.path(), &[]));
+    std::fs::copy(other_dir.path().join("master.key"), &key).unwrap();
+    let refused = recover_root(dir.path(), &[], "");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
         err.contains("is not the master key that sealed this store"),
         "{err}"
     );
-    assert!(!String::from_utf8_lossy(&refused.stdout).contains("root admin token"));
     assert_eq!(http_get(&server.addr, &root, "/v1/tokens").0, 200);
     std::fs::rename(&aside, &key).unwrap();
 
