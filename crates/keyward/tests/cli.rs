@@ -1192,3 +1192,106 @@ fn unseal_on_a_file_seal_says_it_unseals_itself() {
         "{err}"
     );
 }
+
+/// A SoftHSM2 token in `dir`; the variables a process needs to use it.
+fn softhsm_token(dir: &Path) -> (String, std::path::PathBuf) {
+    const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    assert!(Path::new(SOFTHSM).exists(), "apt-get install softhsm2");
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "keyward-cli",
+            "--so-pin",
+            "so-pin-1",
+            "--pin",
+            "user-pin-1",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util must be installed (apt-get install softhsm2)");
+    assert!(out.status.success(), "{out:?}");
+    let config = dir.join("keyward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[seal]\ntype = \"pkcs11\"\npkcs11_module = \"{SOFTHSM}\"\npkcs11_token_label = \"keyward-cli\"\n"
+        ),
+    )
+    .unwrap();
+    (conf.display().to_string(), config)
+}
+
+#[test]
+fn a_first_start_with_a_wrong_hsm_pin_leaves_no_unshown_root_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (softhsm_conf, config) = softhsm_token(dir.path());
+    let data = dir.path().join("data");
+    let serve = |pin: &str| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .env_remove("KEYWARD_DATABASE_URL")
+            .env_remove("KEYWARD_CONFIG")
+            .env_remove("KEYWARD_SEAL")
+            .env("SOFTHSM2_CONF", &softhsm_conf)
+            .env("KEYWARD_HSM_PIN", pin)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+    };
+    let out = serve("guessed-pin").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot open the seal"), "{err}");
+    assert!(!err.contains("root admin token"), "{err}");
+
+    let server = Server::spawn(serve("user-pin-1"));
+    let root = server
+        .root_token()
+        .expect("the first start that unseals prints the root token");
+    let old_id = root_id(&server, &root);
+
+    // Recovery on a pkcs11 seal needs the HSM to unwrap the master key.
+    let recover = |pin: &str| {
+        Command::new(BIN)
+            .args(["operator", "root-token", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .env_remove("KEYWARD_DATABASE_URL")
+            .env_remove("KEYWARD_SEAL")
+            .env("SOFTHSM2_CONF", &softhsm_conf)
+            .env("KEYWARD_HSM_PIN", pin)
+            .env("USER", "ops-on-call")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let refused = recover("guessed-pin");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("cannot open the seal"), "{err}");
+    assert!(!err.contains("guessed-pin"), "{err}");
+    assert_eq!(http_get(&server.addr, &root, "/v1/tokens").0, 200);
+
+    let new_root = recovered_token(&recover("user-pin-1"));
+    wait_until_refused(&server, &root);
+    assert_recovery_audited(&server, &new_root, &old_id);
+}
