@@ -125,16 +125,22 @@ pub struct Application {
 }
 
 impl Application {
-    /// Opens the store the settings name, migrates it, creates the root admin
-    /// token on the first start and binds the listener.
+    /// Opens the store the settings name, migrates it, opens the seal, binds
+    /// the listeners and, on the first start of the store, creates the root
+    /// admin token.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let store = settings.open_store().await?;
         Self::with_store(settings, store).await
     }
 
     /// Like [`Application::build`] with a store opened by the caller.
+    ///
+    /// The root token is created last, once everything that can fail has
+    /// succeeded: a start that fails (a port in use, a wrong HSM PIN, a bad
+    /// setting) creates no token, so the next start that succeeds creates
+    /// it and shows it. A token created by a start that failed would be shown
+    /// to no one, and no later start would create another.
     pub async fn with_store(settings: Settings, store: Arc<dyn Store>) -> Result<Self, StartError> {
-        let root_token = bootstrap(store.as_ref()).await?;
         let barrier = Arc::new(
             seal::Barrier::open(&settings.seal, &settings.data_dir, Arc::clone(&store))
                 .await
@@ -173,6 +179,9 @@ impl Application {
             }
             None => None,
         };
+        // Last, once nothing else can fail: the start that creates the token
+        // is one that goes on to serve and shows it.
+        let root_token = bootstrap(state.store.as_ref()).await?;
         Ok(Application {
             listener,
             router: router(Arc::clone(&state)),
@@ -418,20 +427,7 @@ async fn default_mount(store: &dyn Store) -> Result<(), StartError> {
 /// plaintext only to the start that created it.
 async fn bootstrap(store: &dyn Store) -> Result<Option<PlaintextKey>, StartError> {
     let now = handlers::now();
-    let plaintext = PlaintextKey::generate(&Prefix::admin(), Environment::Live)?;
-    let root = AdminToken {
-        id: TokenId::generate(now)?,
-        name: "root".to_owned(),
-        digest: plaintext.digest(),
-        start: plaintext.display_start(),
-        scopes: AdminScope::ALL.to_vec(),
-        api_ids: None,
-        environments: None,
-        created_by: None,
-        created_at: now,
-        expires_at: None,
-        revoked_at: None,
-    };
+    let (plaintext, root) = new_root_token(now)?;
     let event = handlers::audit_event(
         None,
         "token.create",
@@ -446,4 +442,35 @@ async fn bootstrap(store: &dyn Store) -> Result<Option<PlaintextKey>, StartError
     } else {
         Ok(None)
     }
+}
+
+/// A new root admin token — every scope, no API or environment limit, no
+/// expiry, made by no one — and its plaintext, for the first start and for
+/// `keyward operator root-token`.
+pub fn new_root_token(
+    now: time::OffsetDateTime,
+) -> Result<(PlaintextKey, AdminToken), getrandom::Error> {
+    let plaintext = PlaintextKey::generate(&Prefix::admin(), Environment::Live)?;
+    let root = AdminToken {
+        id: TokenId::generate(now)?,
+        name: "root".to_owned(),
+        digest: plaintext.digest(),
+        start: plaintext.display_start(),
+        scopes: AdminScope::ALL.to_vec(),
+        api_ids: None,
+        environments: None,
+        created_by: None,
+        created_at: now,
+        expires_at: None,
+        revoked_at: None,
+    };
+    Ok((plaintext, root))
+}
+
+/// Whether `token` can do everything a root token can: every scope, and no
+/// API or environment limit.
+pub fn is_full_access(token: &AdminToken) -> bool {
+    token.api_ids.is_none()
+        && token.environments.is_none()
+        && AdminScope::ALL.iter().all(|s| token.scopes.contains(s))
 }

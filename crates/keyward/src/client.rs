@@ -9,6 +9,8 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::output::outln;
+
 /// How to reach the server; shared by every client command.
 #[derive(Args)]
 pub struct Conn {
@@ -336,13 +338,13 @@ pub async fn apis(args: ApisArgs) -> anyhow::Result<ExitCode> {
     };
     let value = call(c, method, &path, body).await?;
     if c.json {
-        print_json(&value);
+        print_json(&value)?;
     } else if let Some(apis) = value["apis"].as_array() {
         for api in apis {
-            print_api(api);
+            print_api(api)?;
         }
     } else {
-        print_api(&value);
+        print_api(&value)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -374,7 +376,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 body["expires_at"] = json!(at);
             }
             let value = call(c, Method::POST, "/v1/keys", Some(body)).await?;
-            print_issued(c, &value);
+            print_issued(c, &value)?;
         }
         KeysCommand::List {
             api_id,
@@ -404,19 +406,19 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             };
             let value = call(c, Method::GET, &path, None).await?;
             if c.json {
-                print_json(&value);
+                print_json(&value)?;
             } else {
                 for key in value["keys"].as_array().into_iter().flatten() {
-                    print_key_line(key);
+                    print_key_line(key)?;
                 }
                 if let Some(next) = value["next_cursor"].as_str() {
-                    println!("more: --cursor {next}");
+                    outln!("more: --cursor {next}");
                 }
             }
         }
         KeysCommand::Get { id } => {
             let value = call(c, Method::GET, &format!("/v1/keys/{id}"), None).await?;
-            print_key(c, &value);
+            print_key(c, &value)?;
         }
         KeysCommand::Update {
             id,
@@ -462,7 +464,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 body["enabled"] = json!(enable);
             }
             let value = call(c, Method::PATCH, &format!("/v1/keys/{id}"), Some(body)).await?;
-            print_key(c, &value);
+            print_key(c, &value)?;
         }
         KeysCommand::Rotate { id, grace } => {
             let body = json!({ "grace_period_seconds": grace });
@@ -473,7 +475,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 Some(body),
             )
             .await?;
-            print_issued(c, &value);
+            print_issued(c, &value)?;
         }
         KeysCommand::Revoke { id, reason } => {
             let body = json!({ "reason": reason });
@@ -484,7 +486,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 Some(body),
             )
             .await?;
-            print_key(c, &value);
+            print_key(c, &value)?;
         }
         KeysCommand::BulkRevoke {
             owner,
@@ -500,9 +502,9 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             });
             let value = call(c, Method::POST, "/v1/keys/bulk-revoke", Some(body)).await?;
             if c.json {
-                print_json(&value);
+                print_json(&value)?;
             } else {
-                println!("revoked {} keys", value["revoked"]);
+                outln!("revoked {} keys", value["revoked"]);
             }
         }
         KeysCommand::Verify {
@@ -521,7 +523,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             });
             let value = call(c, Method::POST, "/v1/keys/verify", Some(body)).await?;
             if c.json {
-                print_json(&value);
+                print_json(&value)?;
             } else {
                 let mut line = text(&value["code"]).to_owned();
                 if let Some(id) = value["key_id"].as_str() {
@@ -541,7 +543,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 if let Some(credits) = value["credits_remaining"].as_u64() {
                     line.push_str(&format!("  credits={credits}"));
                 }
-                println!("{line}");
+                outln!("{line}");
             }
             return Ok(if value["valid"] == json!(true) {
                 ExitCode::SUCCESS
@@ -567,14 +569,14 @@ pub async fn owners(args: OwnersArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if c.json {
-        print_json(&value);
+        print_json(&value)?;
     } else {
         let limits = value["ratelimits"].as_array().cloned().unwrap_or_default();
         if limits.is_empty() {
-            println!("no owner rate limits");
+            outln!("no owner rate limits");
         }
         for l in limits {
-            println!(
+            outln!(
                 "{}  {} per {} ms",
                 text(&l["name"]),
                 l["limit"],
@@ -601,15 +603,15 @@ pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
             });
             let value = call(c, Method::POST, "/v1/tokens", Some(body)).await?;
             if c.json {
-                print_json(&value);
+                print_json(&value)?;
             } else {
-                println!(
+                outln!(
                     "{}  {}  scopes={}",
                     text(&value["id"]),
                     text(&value["name"]),
                     join(&value["scopes"])
                 );
-                println!(
+                outln!(
                     "token (shown once, store it now): {}",
                     text(&value["token"])
                 );
@@ -618,7 +620,7 @@ pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
         TokensCommand::List => {
             let value = call(c, Method::GET, "/v1/tokens", None).await?;
             if c.json {
-                print_json(&value);
+                print_json(&value)?;
             } else {
                 for t in value["tokens"].as_array().into_iter().flatten() {
                     let state = if t["revoked_at"].is_null() {
@@ -626,7 +628,7 @@ pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
                     } else {
                         "revoked"
                     };
-                    println!(
+                    outln!(
                         "{}  {}  {}…  {state}  scopes={}",
                         text(&t["id"]),
                         text(&t["name"]),
@@ -639,9 +641,9 @@ pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
         TokensCommand::Revoke { id } => {
             let value = call(c, Method::POST, &format!("/v1/tokens/{id}/revoke"), None).await?;
             if c.json {
-                print_json(&value);
+                print_json(&value)?;
             } else {
-                println!("{}  revoked", text(&value["id"]));
+                outln!("{}  revoked", text(&value["id"]));
             }
         }
     }
@@ -685,6 +687,13 @@ enum SecretsCommand {
     },
     /// Soft-delete the latest version.
     Delete { path: String },
+    /// Restore soft-deleted versions.
+    Undelete {
+        path: String,
+        /// The versions to restore, e.g. `--versions 2,3`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        versions: Vec<u64>,
+    },
 }
 
 pub async fn secrets(args: SecretsArgs) -> anyhow::Result<ExitCode> {
@@ -716,33 +725,40 @@ pub async fn secrets(args: SecretsArgs) -> anyhow::Result<ExitCode> {
             )
             .await?;
             if c.json {
-                print_json(&value);
+                print_json(&value)?;
             } else {
-                println!("{mount}/{path}  version {}", value["data"]["version"]);
+                outln!("{mount}/{path}  version {}", value["data"]["version"]);
             }
         }
         SecretsCommand::Get { path, version } => {
             let query = version.map(|v| format!("?version={v}")).unwrap_or_default();
-            let value = call(
+            let value = match call(
                 c,
                 Method::GET,
                 &format!("/v1/{mount}/data/{path}{query}"),
                 None,
             )
-            .await?;
+            .await
+            {
+                Ok(value) => value,
+                Err(e) => match deleted_version(&e, mount, &path) {
+                    Some(why) => bail!(why),
+                    None => return Err(e),
+                },
+            };
             if c.json {
-                print_json(&value);
+                print_json(&value)?;
             } else {
                 let meta = &value["data"]["metadata"];
-                println!(
+                outln!(
                     "{mount}/{path}  version {}  created {}",
                     meta["version"],
                     text(&meta["created_time"])
                 );
                 for (key, v) in value["data"]["data"].as_object().into_iter().flatten() {
                     match v.as_str() {
-                        Some(s) => println!("{key}={s}"),
-                        None => println!("{key}={v}"),
+                        Some(s) => outln!("{key}={s}"),
+                        None => outln!("{key}={v}"),
                     }
                 }
             }
@@ -756,10 +772,10 @@ pub async fn secrets(args: SecretsArgs) -> anyhow::Result<ExitCode> {
             )
             .await?;
             if c.json {
-                print_json(&value);
+                print_json(&value)?;
             } else {
                 for key in value["data"]["keys"].as_array().into_iter().flatten() {
-                    println!("{}", text(key));
+                    outln!("{}", text(key));
                 }
             }
         }
@@ -773,7 +789,20 @@ pub async fn secrets(args: SecretsArgs) -> anyhow::Result<ExitCode> {
             )
             .await?;
             if !c.json {
-                println!("{mount}/{path}  latest version deleted");
+                outln!("{mount}/{path}  latest version deleted");
+            }
+        }
+        SecretsCommand::Undelete { path, versions } => {
+            call(
+                c,
+                Method::POST,
+                &format!("/v1/{mount}/undelete/{path}"),
+                Some(json!({ "versions": versions })),
+            )
+            .await?;
+            if !c.json {
+                let list: Vec<String> = versions.iter().map(u64::to_string).collect();
+                outln!("{mount}/{path}  restored version {}", list.join(","));
             }
         }
     }
@@ -823,11 +852,18 @@ enum OperatorCommand {
         #[arg(long, default_value_t = 3)]
         threshold: u8,
     },
+    /// Recovery when no one holds a root token: on the store directly (as
+    /// `serve` finds it), revoke every full-access token and print a new root
+    /// token once. Needs what unseals the store: master.key in the data
+    /// directory (`file`), the HSM (`pkcs11`), or the threshold of unseal
+    /// shares on standard input, one a line (`shamir`).
+    RootToken(crate::recover::RootTokenArgs),
 }
 
 pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
     let c = &args.conn;
     let status = match args.command {
+        OperatorCommand::RootToken(recovery) => return crate::recover::run(recovery, c.json).await,
         OperatorCommand::Status => {
             send(
                 c,
@@ -839,16 +875,22 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
             .await?
         }
         OperatorCommand::Init { shares, threshold } => {
+            if let Some(why) = seal_type(c)
+                .await
+                .and_then(|kind| self_unsealing(&kind, "initialise"))
+            {
+                bail!(why);
+            }
             let body = json!({ "secret_shares": shares, "secret_threshold": threshold });
             let value = call(c, Method::POST, "/v1/sys/init", Some(body)).await?;
             if c.json {
-                print_json(&value);
+                print_json(&value)?;
             } else {
                 for (i, key) in value["keys"].as_array().into_iter().flatten().enumerate() {
-                    println!("Unseal share {}: {}", i + 1, text(key));
+                    outln!("Unseal share {}: {}", i + 1, text(key));
                 }
-                println!();
-                println!(
+                outln!();
+                outln!(
                     "The server is initialised and sealed. These {shares} shares are shown \
                      once and kept nowhere: give each to a different operator. Any \
                      {threshold} of them unseal the server (`keyward operator unseal`) \
@@ -858,6 +900,12 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         OperatorCommand::Unseal { reset } => {
+            if let Some(why) = seal_type(c)
+                .await
+                .and_then(|kind| self_unsealing(&kind, "unseal"))
+            {
+                bail!(why);
+            }
             let body = if reset {
                 json!({ "reset": true })
             } else {
@@ -877,11 +925,13 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
         OperatorCommand::Rewrap => {
             let value = call(c, Method::POST, "/v1/sys/rewrap", None).await?;
             if c.json {
-                print_json(&value);
+                print_json(&value)?;
             } else {
-                println!(
+                outln!(
                     "rewrapped {} data keys ({} already current, {} failed)",
-                    value["data"]["moved"], value["data"]["current"], value["data"]["failed"]
+                    value["data"]["moved"],
+                    value["data"]["current"],
+                    value["data"]["failed"]
                 );
             }
             return Ok(ExitCode::SUCCESS);
@@ -902,13 +952,13 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
             });
             let value = call(c, Method::POST, "/v1/sys/rekey", Some(body)).await?;
             if c.json {
-                print_json(&value);
+                print_json(&value)?;
             } else {
                 for (i, key) in value["keys"].as_array().into_iter().flatten().enumerate() {
-                    println!("Unseal share {}: {}", i + 1, text(key));
+                    outln!("Unseal share {}: {}", i + 1, text(key));
                 }
-                println!();
-                println!(
+                outln!();
+                outln!(
                     "The master key was replaced; the old shares no longer unseal. These \
                      {shares} shares are shown once: any {threshold} of them unseal."
                 );
@@ -918,15 +968,15 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
         OperatorCommand::Rotate => {
             let value = call(c, Method::POST, "/v1/sys/rotate", None).await?;
             if c.json {
-                print_json(&value);
+                print_json(&value)?;
             } else {
-                println!("keyring version {}", value["keyring_version"]);
+                outln!("keyring version {}", value["keyring_version"]);
             }
             return Ok(ExitCode::SUCCESS);
         }
     };
     if c.json {
-        print_json(&status);
+        print_json(&status)?;
     } else {
         let state = if status["initialized"] == json!(false) {
             "not initialised".to_owned()
@@ -938,7 +988,7 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
         } else {
             format!("unsealed (keyring version {})", status["keyring_version"])
         };
-        println!("seal: {}  {state}", text(&status["type"]));
+        outln!("seal: {}  {state}", text(&status["type"]));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -983,14 +1033,125 @@ async fn send(
         .await
         .with_context(|| format!("the server answered {status} without JSON"))?;
     if !status.is_success() {
-        bail!(
-            "{}: {} (HTTP {})",
-            text(&value["error"]["code"]),
-            text(&value["error"]["message"]),
-            status.as_u16()
-        );
+        return Err(ServerError::new(status, value).into());
     }
     Ok(value)
+}
+
+/// A refusal from the server, kept whole so a command can say more about
+/// the answers it knows (a deleted secret version, a seal that does not
+/// take shares).
+#[derive(Debug)]
+struct ServerError {
+    status: reqwest::StatusCode,
+    /// Keyward's stable `code`, when the answer has one.
+    code: Option<String>,
+    /// What the server said: Keyward's `error.message`, else Vault's
+    /// `errors` array, else the status's reason.
+    message: String,
+    body: Value,
+}
+
+impl ServerError {
+    fn new(status: reqwest::StatusCode, body: Value) -> Self {
+        let code = body["error"]["code"].as_str().map(str::to_owned);
+        let vault: Vec<&str> = body["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .collect();
+        let message = match body["error"]["message"].as_str() {
+            Some(message) if !message.is_empty() => message.to_owned(),
+            _ if !vault.is_empty() => vault.join("; "),
+            _ => status
+                .canonical_reason()
+                .unwrap_or("the server refused the request")
+                .to_lowercase(),
+        };
+        ServerError {
+            status,
+            code,
+            message,
+            body,
+        }
+    }
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.code {
+            Some(code) => write!(f, "{code}: {}", self.message)?,
+            None => f.write_str(&self.message)?,
+        }
+        write!(f, " (HTTP {})", self.status.as_u16())
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// What to tell the operator when a KV read answered 404 with the version's
+/// metadata: Vault's answer for a deleted or destroyed version.
+fn deleted_version(e: &anyhow::Error, mount: &str, path: &str) -> Option<String> {
+    let e = e.downcast_ref::<ServerError>()?;
+    let meta = &e.body["data"]["metadata"];
+    if e.status != reqwest::StatusCode::NOT_FOUND || !meta.is_object() {
+        return None;
+    }
+    let version = meta["version"].as_u64()?;
+    let mount_flag = if mount == "secret" {
+        String::new()
+    } else {
+        format!(" --mount {mount}")
+    };
+    if meta["destroyed"] == json!(true) {
+        return Some(format!(
+            "version {version} of {mount}/{path} was destroyed: its data is gone and cannot be \
+             restored. `keyward secrets get{mount_flag} {path} --version N` reads another \
+             version; `keyward secrets put` writes a new one"
+        ));
+    }
+    let when = meta["deletion_time"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .map(|t| format!(" at {t}"))
+        .unwrap_or_default();
+    Some(format!(
+        "version {version} of {mount}/{path} was deleted{when}; \
+         `keyward secrets undelete{mount_flag} {path} --versions {version}` restores it"
+    ))
+}
+
+/// The type of this server's seal, asked without a token; `None` when the
+/// server does not say.
+async fn seal_type(c: &Conn) -> Option<String> {
+    let status = send(c, Method::GET, "/v1/sys/seal-status", None, None)
+        .await
+        .ok()?;
+    status["type"].as_str().map(str::to_owned)
+}
+
+/// Why an operation on shares means nothing to a seal that unseals itself.
+fn self_unsealing(kind: &str, what: &str) -> Option<String> {
+    let how = match kind {
+        "file" => {
+            "it unseals itself at every start with master.key from its data directory. \
+             If it was sealed by hand (`keyward operator seal`), restart it; if it starts \
+             sealed, its master.key is not the key that sealed this store: copy the key of \
+             the node that initialised it"
+        }
+        "pkcs11" => {
+            "its HSM unwraps the master key at every start. If it was sealed by hand \
+             (`keyward operator seal`), restart it; if it starts sealed, check the HSM, \
+             KEYWARD_HSM_PIN and the pkcs11 settings"
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "this server's seal is `{kind}`, which has no unseal shares, so there is nothing to \
+         {what}: {how}. Shares exist only with the `shamir` seal"
+    ))
 }
 
 fn read_secret_line(what: &str) -> anyhow::Result<String> {
@@ -1044,22 +1205,24 @@ fn join(v: &Value) -> String {
     }
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+fn print_json(v: &Value) -> std::io::Result<()> {
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    Ok(())
 }
 
-fn print_api(api: &Value) {
-    println!(
+fn print_api(api: &Value) -> std::io::Result<()> {
+    outln!(
         "{}  {}  prefix={}  environments={}",
         text(&api["id"]),
         text(&api["name"]),
         text(&api["prefix"]),
         join(&api["environments"])
     );
+    Ok(())
 }
 
-fn print_key_line(k: &Value) {
-    println!(
+fn print_key_line(k: &Value) -> std::io::Result<()> {
+    outln!(
         "{}  {}…  {}  {}  owner={}  scopes={}",
         text(&k["id"]),
         text(&k["start"]),
@@ -1068,14 +1231,14 @@ fn print_key_line(k: &Value) {
         text(&k["owner"]),
         join(&k["scopes"])
     );
+    Ok(())
 }
 
-fn print_key(c: &Conn, k: &Value) {
+fn print_key(c: &Conn, k: &Value) -> std::io::Result<()> {
     if c.json {
-        print_json(k);
-        return;
+        return print_json(k);
     }
-    print_key_line(k);
+    print_key_line(k)?;
     for field in [
         "name",
         "expires_at",
@@ -1085,16 +1248,17 @@ fn print_key(c: &Conn, k: &Value) {
         "rotated_to",
     ] {
         if let Some(v) = k[field].as_str() {
-            println!("  {field}: {v}");
+            outln!("  {field}: {v}");
         }
     }
+    Ok(())
 }
 
-fn print_issued(c: &Conn, v: &Value) {
+fn print_issued(c: &Conn, v: &Value) -> std::io::Result<()> {
     if c.json {
-        print_json(v);
-        return;
+        return print_json(v);
     }
-    print_key_line(v);
-    println!("key (shown once, store it now): {}", text(&v["key"]));
+    print_key_line(v)?;
+    outln!("key (shown once, store it now): {}", text(&v["key"]));
+    Ok(())
 }

@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod output;
+mod recover;
 mod scan;
 mod serve;
 
@@ -76,6 +78,9 @@ fn main() -> ExitCode {
     });
     match outcome {
         Ok(code) => code,
+        // The reader of our output has gone (`keyward keys list | head`):
+        // nothing is left to say, and no one to say it to.
+        Err(e) if output::is_closed_stdout(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

@@ -13,6 +13,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use keyward_scan::report::{self, Format};
+
+use crate::output::outln;
 use keyward_scan::walk::{self, StatsSnapshot};
 use keyward_scan::{engine, git, Baseline, RuleSet, Scanner, Stats, WalkConfig};
 
@@ -178,7 +180,7 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        None => Box::new(std::io::BufWriter::new(crate::output::Stdout::lock())),
     };
     report::write(&mut out, args.format, &findings, &rules, &stats)?;
     out.flush()?;
@@ -274,7 +276,7 @@ fn load_rules(files: &[PathBuf], ignored: &[String]) -> anyhow::Result<RuleSet> 
 }
 
 fn list_rules(rules: &RuleSet) -> anyhow::Result<ExitCode> {
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::output::Stdout::lock();
     let width = rules.rules().iter().map(|r| r.id.len()).max().unwrap_or(0);
     for rule in rules.rules() {
         let validator = rule
@@ -299,9 +301,9 @@ fn check_rules(rules: &RuleSet) -> anyhow::Result<ExitCode> {
         .map(|r| r.examples.len() + r.negative_examples.len())
         .sum();
     for failure in &failures {
-        println!("FAIL {failure}");
+        outln!("FAIL {failure}");
     }
-    println!(
+    outln!(
         "{} rules, {examples} examples: {}",
         rules.len(),
         if failures.is_empty() {

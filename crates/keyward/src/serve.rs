@@ -57,7 +57,7 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     /// Merges the file (if any) with flags and variables.
-    fn settings(&self, listen: Option<SocketAddr>) -> anyhow::Result<Settings> {
+    pub(crate) fn settings(&self, listen: Option<SocketAddr>) -> anyhow::Result<Settings> {
         let mut settings = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)

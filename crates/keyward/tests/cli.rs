@@ -777,3 +777,521 @@ fn gateway_threads_run_batch_scheduling_unless_told_otherwise() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("fifo"), "{err}");
 }
+
+/// `GET path` with an admin token; the status and the JSON answer.
+fn http_get(addr: &str, token: &str, path: &str) -> (u16, Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .get(format!("{addr}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// Waits until `token` is refused (revocations reach a server's token cache
+/// through the change feed).
+fn wait_until_refused(server: &Server, token: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _) = http_get(&server.addr, token, "/v1/tokens");
+        if status == 401 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old token still works ({status})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs `keyward operator root-token` on `data_dir`, shares on stdin.
+fn recover_root(data_dir: &Path, extra: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(["operator", "root-token", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env_remove("KEYWARD_DATABASE_URL")
+        .env_remove("KEYWARD_CONFIG")
+        .env_remove("KEYWARD_SEAL")
+        .env_remove("KEYWARD_TOKEN")
+        .env("USER", "ops-on-call")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// The token a successful recovery printed.
+fn recovered_token(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "recovery failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("root admin token (shown once, store it now): "))
+        .unwrap_or_else(|| panic!("no token in {stdout:?}"))
+        .to_owned()
+}
+
+/// The recovery's audit: a `token.recover` by no one, with the host user,
+/// and a `token.revoke` of the old root that names its successor.
+fn assert_recovery_audited(server: &Server, token: &str, old_root_id: &str) {
+    let (status, recovered) = http_get(&server.addr, token, "/v1/audit?action=token.recover");
+    assert_eq!(status, 200, "{recovered}");
+    let event = &recovered["events"][0];
+    assert!(event["actor"].is_null(), "{event}");
+    assert_eq!(event["details"]["host_user"], "ops-on-call");
+    assert_eq!(
+        event["details"]["revokes"],
+        serde_json::json!([old_root_id])
+    );
+    let new_id = event["target"].as_str().unwrap();
+    let (_, revoked) = http_get(
+        &server.addr,
+        token,
+        &format!("/v1/audit?action=token.revoke&target={old_root_id}"),
+    );
+    let event = &revoked["events"][0];
+    assert!(event["actor"].is_null(), "{event}");
+    assert_eq!(event["details"]["recovery"], true);
+    assert_eq!(event["details"]["replaced_by"], new_id);
+}
+
+fn root_id(server: &Server, root: &str) -> String {
+    let tokens = server.cli_json(root, &["tokens", "list"]);
+    tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "root" && t["revoked_at"].is_null())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_first_start_on_a_port_in_use_leaves_no_unshown_root_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(dir.path())
+        .env_remove("KEYWARD_DATABASE_URL")
+        .env_remove("KEYWARD_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen"), "{err}");
+    assert!(!err.contains("root admin token"), "{err}");
+    drop(taken);
+
+    // The next start that can serve creates the token and shows it.
+    let server = Server::start(dir.path(), &[]);
+    let root = server
+        .root_token()
+        .expect("the first start that serves prints the root token");
+    let tokens = server.cli_json(&root, &["tokens", "list"]);
+    assert_eq!(tokens["tokens"].as_array().unwrap().len(), 1, "{tokens}");
+}
+
+#[test]
+fn a_first_start_with_a_bad_gateway_setting_leaves_no_unshown_root_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keyward.toml");
+    // A [gateway] without `listen` is refused after the main listener is
+    // bound: the last check of a start.
+    std::fs::write(
+        &config,
+        "[gateway]\nupstream = \"http://127.0.0.1:9\"\n[[gateway.route]]\nmethod = \"GET\"\npath = \"/\"\nscopes = []\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("KEYWARD_DATABASE_URL")
+        .env_remove("KEYWARD_CONFIG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[gateway] needs listen"), "{err}");
+    assert!(!err.contains("root admin token"), "{err}");
+
+    let server = Server::start(&data, &[]);
+    let root = server.root_token().expect("the root token is shown now");
+    server.cli_json(&root, &["tokens", "list"]);
+}
+
+#[test]
+fn root_token_recovery_on_a_file_seal_needs_the_master_key_and_replaces_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let root = server.root_token().unwrap();
+    let old_id = root_id(&server, &root);
+    let limited = server.cli_json(
+        &root,
+        &["tokens", "create", "--name", "ci", "--scope", "tokens:read"],
+    );
+    let limited = limited["token"].as_str().unwrap().to_owned();
+
+    // Without the store's master.key, nothing is done.
+    let key = dir.path().join("master.key");
+    let aside = dir.path().join("master.key.aside");
+    std::fs::rename(&key, &aside).unwrap();
+    let refused = recover_root(dir.path(), &[], "");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("master.key is missing"), "{err}");
+    assert!(!err.contains("Serving sealed"), "{err}");
+    assert!(!String::from_utf8_lossy(&refused.stdout).contains("root admin token"));
+    // Nor with the master.key of another store.
+    let other_dir = tempfile::tempdir().unwrap();
+    drop(Server::start(other_dir.path(), &[]));
+    std::fs::copy(other_dir.path().join("master.key"), &key).unwrap();
+    let refused = recover_root(dir.path(), &[], "");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("is not the master key that sealed this store"),
+        "{err}"
+    );
+    assert_eq!(http_get(&server.addr, &root, "/v1/tokens").0, 200);
+    std::fs::rename(&aside, &key).unwrap();
+
+    // A directory that holds no store is refused, not created.
+    let empty = dir.path().join("nothing-here");
+    let out = recover_root(&empty, &[], "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Keyward store"));
+    assert!(!empty.exists());
+
+    let out = recover_root(dir.path(), &[], "");
+    let new_root = recovered_token(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&old_id));
+    wait_until_refused(&server, &root);
+    let tokens = server.cli_json(&new_root, &["tokens", "list"]);
+    assert_eq!(tokens["tokens"].as_array().unwrap().len(), 3, "{tokens}");
+    // A token that could not do everything is left alone.
+    assert_eq!(http_get(&server.addr, &limited, "/v1/tokens").0, 200);
+    assert_recovery_audited(&server, &new_root, &old_id);
+}
+
+#[test]
+fn root_token_recovery_on_a_sealed_shamir_store_needs_the_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[("KEYWARD_SEAL", "shamir")]);
+    let root = server.root_token().unwrap();
+    let old_id = root_id(&server, &root);
+    let init = server.cli(
+        &root,
+        &["operator", "init", "--shares", "3", "--threshold", "2"],
+        None,
+    );
+    assert!(init.status.success());
+    let shares: Vec<String> = String::from_utf8(init.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("Unseal share "))
+        .map(|l| l.split_once(": ").unwrap().1.to_owned())
+        .collect();
+    assert_eq!(shares.len(), 3);
+
+    // The seal the store has must be named, as for `serve`.
+    let wrong_seal = recover_root(dir.path(), &[], "");
+    assert!(!wrong_seal.status.success());
+    assert!(String::from_utf8_lossy(&wrong_seal.stderr).contains("pass --seal shamir"));
+
+    let seal = ["--seal", "shamir"];
+    let none = recover_root(dir.path(), &seal, "");
+    assert!(!none.status.success());
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(err.contains("needs 2 unseal shares"), "{err}");
+
+    let one = recover_root(dir.path(), &seal, &format!("{}\n", shares[1]));
+    assert!(!one.status.success());
+    assert!(String::from_utf8_lossy(&one.stderr).contains("(1 given)"));
+
+    // A share of another seal is checked against the stored digests.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Server::start(other_dir.path(), &[("KEYWARD_SEAL", "shamir")]);
+    let other_root = other.root_token().unwrap();
+    let other_init = other.cli(
+        &other_root,
+        &["operator", "init", "--shares", "2", "--threshold", "2"],
+        None,
+    );
+    let foreign = String::from_utf8(other_init.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Unseal share 1: "))
+        .unwrap()
+        .to_owned();
+    let forged = recover_root(dir.path(), &seal, &format!("{}\n{foreign}\n", shares[0]));
+    assert!(!forged.status.success());
+    assert!(String::from_utf8_lossy(&forged.stderr).contains("unseal share 2 was refused"));
+    assert_eq!(http_get(&server.addr, &root, "/v1/tokens").0, 200);
+
+    let out = recover_root(
+        dir.path(),
+        &seal,
+        &format!("{}\n{}\n", shares[0], shares[2]),
+    );
+    let new_root = recovered_token(&out);
+    wait_until_refused(&server, &root);
+    server.cli_json(&new_root, &["tokens", "list"]);
+    assert_recovery_audited(&server, &new_root, &old_id);
+    // The running server is still sealed: recovery unsealed only itself.
+    let status = server.cli("", &["operator", "status"], None);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("sealed (unseal progress 0/2)"));
+}
+
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let root = server.root_token().unwrap();
+    let api = server.cli_json(&root, &["apis", "create", "--name", "P", "--prefix", "pp"]);
+    let api_id = api["id"].as_str().unwrap().to_owned();
+    for owner in ["a", "b", "c"] {
+        server.cli_json(
+            &root,
+            &[
+                "keys", "create", "--api-id", &api_id, "--env", "live", "--owner", owner,
+            ],
+        );
+    }
+    for args in [
+        &["keys", "list"][..],
+        &["keys", "list", "--json"],
+        &["tokens", "list"],
+        &["apis", "list"],
+        &["scan", "rules", "list"],
+    ] {
+        // The reader is gone before the command writes a byte.
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("KEYWARD_ADDR", &server.addr)
+            .env("KEYWARD_TOKEN", &root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {} {err}", out.status);
+        assert!(err.is_empty(), "{args:?}: {err}");
+    }
+    // As operators type it.
+    let out = Command::new("sh")
+        .args(["-c", &format!("{BIN} keys list | head -1")])
+        .env("KEYWARD_ADDR", &server.addr)
+        .env("KEYWARD_TOKEN", &root)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}
+
+#[test]
+fn secrets_get_of_a_deleted_version_says_how_to_restore_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let root = server.root_token().unwrap();
+    for value in ["a=1", "a=2"] {
+        let out = server.cli(&root, &["secrets", "put", "foo", value], None);
+        assert!(out.status.success());
+    }
+    let out = server.cli(&root, &["secrets", "delete", "foo"], None);
+    assert!(out.status.success());
+
+    let got = server.cli(&root, &["secrets", "get", "foo"], None);
+    assert!(!got.status.success());
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert!(!err.contains("-: -"), "{err}");
+    assert!(
+        err.contains("version 2 of secret/foo was deleted at "),
+        "{err}"
+    );
+    assert!(
+        err.contains("`keyward secrets undelete foo --versions 2` restores it"),
+        "{err}"
+    );
+
+    // The advice works as written.
+    let out = server.cli(
+        &root,
+        &["secrets", "undelete", "foo", "--versions", "2"],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = server.cli(&root, &["secrets", "get", "foo"], None);
+    assert!(String::from_utf8_lossy(&got.stdout).contains("a=2"));
+
+    // Other refusals carry the server's code and message.
+    let missing = server.cli(&root, &["secrets", "get", "nothing"], None);
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(!missing.status.success());
+    assert!(
+        err.contains("NOT_FOUND: ") && err.contains("(HTTP 404)"),
+        "{err}"
+    );
+    let unmounted = server.cli(&root, &["secrets", "--mount", "nomount", "get", "x"], None);
+    let err = String::from_utf8_lossy(&unmounted.stderr);
+    assert!(!err.contains("-: -") && err.contains("(HTTP 404)"), "{err}");
+}
+
+#[test]
+fn unseal_on_a_file_seal_says_it_unseals_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let out = server.cli("", &["operator", "unseal"], Some("not-a-share\n"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("this server's seal is `file`"), "{err}");
+    assert!(err.contains("unseals itself at every start"), "{err}");
+    let root = server.root_token().unwrap();
+    let out = server.cli(&root, &["operator", "init"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("seal is `file`"),
+        "{err}"
+    );
+}
+
+/// A SoftHSM2 token in `dir`; the variables a process needs to use it.
+fn softhsm_token(dir: &Path) -> (String, std::path::PathBuf) {
+    const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    assert!(Path::new(SOFTHSM).exists(), "apt-get install softhsm2");
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "keyward-cli",
+            "--so-pin",
+            "so-pin-1",
+            "--pin",
+            "user-pin-1",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util must be installed (apt-get install softhsm2)");
+    assert!(out.status.success(), "{out:?}");
+    let config = dir.join("keyward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[seal]\ntype = \"pkcs11\"\npkcs11_module = \"{SOFTHSM}\"\npkcs11_token_label = \"keyward-cli\"\n"
+        ),
+    )
+    .unwrap();
+    (conf.display().to_string(), config)
+}
+
+#[test]
+fn a_first_start_with_a_wrong_hsm_pin_leaves_no_unshown_root_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (softhsm_conf, config) = softhsm_token(dir.path());
+    let data = dir.path().join("data");
+    let serve = |pin: &str| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .env_remove("KEYWARD_DATABASE_URL")
+            .env_remove("KEYWARD_CONFIG")
+            .env_remove("KEYWARD_SEAL")
+            .env("SOFTHSM2_CONF", &softhsm_conf)
+            .env("KEYWARD_HSM_PIN", pin)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+    };
+    let out = serve("guessed-pin").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot open the seal"), "{err}");
+    assert!(!err.contains("root admin token"), "{err}");
+
+    let server = Server::spawn(serve("user-pin-1"));
+    let root = server
+        .root_token()
+        .expect("the first start that unseals prints the root token");
+    let old_id = root_id(&server, &root);
+
+    // Recovery on a pkcs11 seal needs the HSM to unwrap the master key.
+    let recover = |pin: &str| {
+        Command::new(BIN)
+            .args(["operator", "root-token", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .env_remove("KEYWARD_DATABASE_URL")
+            .env_remove("KEYWARD_SEAL")
+            .env("SOFTHSM2_CONF", &softhsm_conf)
+            .env("KEYWARD_HSM_PIN", pin)
+            .env("USER", "ops-on-call")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let refused = recover("guessed-pin");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("cannot open the seal"), "{err}");
+    assert!(!err.contains("guessed-pin"), "{err}");
+    assert_eq!(http_get(&server.addr, &root, "/v1/tokens").0, 200);
+
+    let new_root = recovered_token(&recover("user-pin-1"));
+    wait_until_refused(&server, &root);
+    assert_recovery_audited(&server, &new_root, &old_id);
+}
