@@ -17,10 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use keyward_core::{ApiId, Environment, KeyId, PlaintextKey, Prefix, TokenId};
 use keyward_server::seal::{SealSettings, SealType};
-use keyward_server::settings::VerifySettings;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{fresh_store, spawn_on, spawn_sealed, Backend, TestApp};
+use support::{fresh_store, spawn_sealed, Backend, TestApp};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -1113,4 +1112,250 @@ async fn authorization_matrix_covers_every_route_and_token_state(app: TestApp) {
     assert_eq!(status["sealed"], false);
 }
 
-on_both_backends!(authorization_matrix_covers_every_route_and_token_state);
+/// The message node-wide refusals carry.
+const NODE_WIDE: &str = "without API or environment limits";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_limited_sys_write_token_cannot_init_a_fresh_shamir_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, db_file) = fresh_store(Backend::Sqlite, dir.path()).await;
+    let seal = SealSettings {
+        kind: SealType::Shamir,
+        ..SealSettings::default()
+    };
+    let app = spawn_sealed(store, db_file, dir, seal, None).await;
+    for limits in [
+        json!({"environments": ["test"]}),
+        json!({"api_ids": [ApiId::generate(OffsetDateTime::now_utc()).unwrap()]}),
+    ] {
+        let mut body = json!({"name": "ops", "scopes": ["sys:write"]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(limits.as_object().unwrap().clone());
+        let (code, created) = app
+            .call(Method::POST, "/v1/tokens", Some(&app.root), Some(body))
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "{created}");
+        let limited = created["token"].as_str().unwrap();
+        let (code, refused) = app
+            .call(
+                Method::POST,
+                "/v1/sys/init",
+                Some(limited),
+                Some(json!({"secret_shares": 3, "secret_threshold": 2})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{refused}");
+        assert_eq!(refused["error"]["code"], "FORBIDDEN");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(NODE_WIDE),
+            "{refused}"
+        );
+        assert!(!refused.to_string().contains("keys"), "{refused}");
+    }
+    let (_, status) = app
+        .call(Method::GET, "/v1/sys/seal-status", None, None)
+        .await;
+    assert_eq!(status["initialized"], false, "{status}");
+    // A token without limits still initialises it.
+    let (code, shares) = app
+        .call(
+            Method::POST,
+            "/v1/sys/init",
+            Some(&app.root),
+            Some(json!({"secret_shares": 3, "secret_threshold": 2})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::OK, "{shares}");
+    assert_eq!(shares["keys"].as_array().unwrap().len(), 3);
+}
+
+async fn test_limited_sys_write_token_cannot_seal_rekey_rotate_or_rewrap(app: TestApp) {
+    let ops = app
+        .token(json!({"name": "ops", "scopes": ["sys:write", "secrets:read", "secrets:write"],
+                      "environments": ["test"]}))
+        .await;
+    for (path, body) in [
+        ("/v1/sys/seal", None),
+        ("/v1/sys/rotate", None),
+        ("/v1/sys/rewrap", None),
+        (
+            "/v1/sys/rekey",
+            Some(json!({"keys": [], "secret_shares": 3, "secret_threshold": 2})),
+        ),
+    ] {
+        let (code, refused) = app.call(Method::POST, path, Some(&ops), body).await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{path}: {refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(NODE_WIDE),
+            "{path}: {refused}"
+        );
+    }
+    let (_, status) = app
+        .call(Method::GET, "/v1/sys/seal-status", None, None)
+        .await;
+    assert_eq!(status["sealed"], false, "{status}");
+    let audit = app.ok(Method::GET, "/v1/audit", None).await.to_string();
+    assert!(!audit.contains("keyring.rotate") && !audit.contains("seal.seal"));
+
+    // Mounts: its own environment yes, another no, and another's mount
+    // cannot be reconfigured.
+    let (code, _) = app
+        .call(
+            Method::POST,
+            "/v1/sys/mounts/sandbox",
+            Some(&ops),
+            Some(json!({"type": "kv", "options": {"version": "2", "environment": "test"}})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::NO_CONTENT);
+    let (code, refused) = app
+        .call(
+            Method::POST,
+            "/v1/sys/mounts/prod",
+            Some(&ops),
+            Some(json!({"type": "kv", "options": {"version": "2", "environment": "live"}})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{refused}");
+    app.ok(
+        Method::POST,
+        "/v1/sys/mounts/prod",
+        Some(json!({"type": "kv", "options": {"version": "2", "environment": "live"}})),
+    )
+    .await;
+    let reconfigure = |mount: &str| format!("/v1/{mount}/config");
+    let (live, _) = app
+        .call(
+            Method::POST,
+            &reconfigure("prod"),
+            Some(&ops),
+            Some(json!({"max_versions": 1})),
+        )
+        .await;
+    let absent = app
+        .call(
+            Method::POST,
+            &reconfigure("no-such-mount"),
+            Some(&ops),
+            Some(json!({"max_versions": 1})),
+        )
+        .await;
+    assert_eq!(live, StatusCode::NOT_FOUND);
+    assert_eq!(absent.0, StatusCode::NOT_FOUND);
+    let config = app.ok(Method::GET, "/v1/prod/config", None).await;
+    assert_eq!(config["data"]["max_versions"], 0, "{config}");
+    let listed = app
+        .call(Method::GET, "/v1/sys/mounts", Some(&ops), None)
+        .await
+        .1;
+    assert!(listed["data"].get("sandbox/").is_some(), "{listed}");
+    assert!(listed["data"].get("prod/").is_none(), "{listed}");
+}
+
+async fn kv_mount_existence_is_hidden_without_a_token(app: TestApp) {
+    app.ok(
+        Method::POST,
+        "/v1/sys/mounts/prod",
+        Some(json!({"type": "kv", "options": {"version": "2"}})),
+    )
+    .await;
+    for token in [None, Some("garbage"), Some("kwa_live_0000")] {
+        for (method, path) in [
+            ("GET", "data/app/db"),
+            ("POST", "data/app/db"),
+            ("GET", "metadata/?list=true"),
+            ("LIST", "metadata/"),
+            ("GET", "config"),
+        ] {
+            let body = (method == "POST").then_some(r#"{"data": {"a": "b"}}"#);
+            let existing = send(&app, method, &format!("/v1/prod/{path}"), token, body).await;
+            let absent = send(&app, method, &format!("/v1/nothing/{path}"), token, body).await;
+            assert_eq!(existing.0, StatusCode::UNAUTHORIZED, "{method} {path}");
+            assert_eq!(existing, absent, "{method} {path} tells the mounts apart");
+        }
+    }
+}
+
+async fn owner_limits_are_read_only_by_tokens_that_reach_every_key_of_the_owner(app: TestApp) {
+    let alpha = app.create_api("alpha", &["live", "test"]).await;
+    let beta = app.create_api("beta", &["live", "test"]).await;
+    for (api, owner) in [(&alpha, "acme"), (&alpha, "globex"), (&beta, "globex")] {
+        app.create_key(json!({"api_id": api, "environment": "live", "owner": owner,
+                              "scopes": ["prices:read"]}))
+            .await;
+    }
+    let limits = json!({"ratelimits": [{"name": "burst", "limit": 10, "duration_ms": 1000}]});
+    for owner in ["acme", "globex"] {
+        app.ok(
+            Method::PUT,
+            &format!("/v1/owners/{owner}/ratelimits"),
+            Some(limits.clone()),
+        )
+        .await;
+    }
+    let scopes = json!(["keys:read", "keys:write"]);
+    let alpha_token = app
+        .token(json!({"name": "a", "scopes": scopes, "api_ids": [alpha]}))
+        .await;
+    let beta_token = app
+        .token(json!({"name": "b", "scopes": scopes, "api_ids": [beta]}))
+        .await;
+    let test_token = app
+        .token(json!({"name": "t", "scopes": scopes, "environments": ["test"]}))
+        .await;
+    let read = |owner: &str| format!("/v1/owners/{owner}/ratelimits");
+    // Whole reach: read.
+    let (code, body) = app
+        .call(Method::GET, &read("acme"), Some(&alpha_token), None)
+        .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["ratelimits"], limits["ratelimits"]);
+    // Partial or no reach answers as an owner that does not exist.
+    for (token, owner) in [
+        (&alpha_token, "globex"),
+        (&beta_token, "acme"),
+        (&beta_token, "globex"),
+        (&test_token, "acme"),
+    ] {
+        let got = app.call(Method::GET, &read(owner), Some(token), None).await;
+        let absent = app
+            .call(Method::GET, &read("nobody"), Some(token), None)
+            .await;
+        assert_eq!(got.0, StatusCode::NOT_FOUND, "{owner}: {}", got.1);
+        assert_eq!(got, absent, "{owner}");
+    }
+    // Setting binds every API and environment: only a token without limits.
+    for owner in ["acme", "nobody"] {
+        let (code, refused) = app
+            .call(
+                Method::PUT,
+                &read(owner),
+                Some(&alpha_token),
+                Some(json!({"ratelimits": []})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "{refused}");
+        assert!(refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(NODE_WIDE));
+    }
+    let still = app.ok(Method::GET, &read("acme"), None).await;
+    assert_eq!(still["ratelimits"], limits["ratelimits"]);
+    let none = app.ok(Method::GET, &read("nobody"), None).await;
+    assert_eq!(none["ratelimits"], json!([]));
+}
+
+on_both_backends!(
+    authorization_matrix_covers_every_route_and_token_state,
+    test_limited_sys_write_token_cannot_seal_rekey_rotate_or_rewrap,
+    kv_mount_existence_is_hidden_without_a_token,
+    owner_limits_are_read_only_by_tokens_that_reach_every_key_of_the_owner,
+);
