@@ -119,6 +119,7 @@ struct Row {
     absent: Option<&'static str>,
 }
 
+#[allow(clippy::too_many_arguments)] // Each call is one row of the table, its columns in order.
 const fn admin(
     method: &'static str,
     template: &'static str,
@@ -142,11 +143,7 @@ const fn admin(
     }
 }
 
-const fn public(
-    method: &'static str,
-    template: &'static str,
-    body: Option<&'static str>,
-) -> Row {
+const fn public(method: &'static str, template: &'static str, body: Option<&'static str>) -> Row {
     Row {
         method,
         template,
@@ -177,7 +174,16 @@ fn rows() -> Vec<Row> {
         }
     };
     let kv = |method, template: &'static str, path, body, scope, absent| {
-        admin(method, template, path, body, scope, Ok, Absent, Some(absent))
+        admin(
+            method,
+            template,
+            path,
+            body,
+            scope,
+            Ok,
+            Absent,
+            Some(absent),
+        )
     };
     let transit = |method, template, path, body, scope, absent| {
         admin(
@@ -201,7 +207,9 @@ fn rows() -> Vec<Row> {
             "POST",
             "/v1/keys",
             "/v1/keys",
-            Some(r#"{"api_id": "{API}", "environment": "live", "owner": "acme", "scopes": ["prices:read"]}"#),
+            Some(
+                r#"{"api_id": "{API}", "environment": "live", "owner": "acme", "scopes": ["prices:read"]}"#,
+            ),
             "keys:write",
             NOT_FOUND,
             NOT_FOUND,
@@ -745,7 +753,9 @@ fn documented_routes() -> BTreeSet<(String, String)> {
     let doc = serde_json::to_value(keyward_server::openapi()).unwrap();
     let mut routes = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
-        for method in ["get", "put", "post", "delete", "options", "head", "patch", "trace"] {
+        for method in [
+            "get", "put", "post", "delete", "options", "head", "patch", "trace",
+        ] {
             if item.get(method).is_some() {
                 routes.insert((method.to_ascii_uppercase(), path.clone()));
             }
@@ -824,15 +834,23 @@ async fn fixture(app: &TestApp, rows: &[Row]) -> Fixture {
     let alpha = app.create_api("alpha", &["live"]).await;
     let beta = app.create_api("beta", &["live", "test"]).await;
     let key = app
-        .create_key(json!({"api_id": alpha, "environment": "live", "owner": "acme",
-                           "scopes": ["prices:read"]}))
+        .create_key(
+            json!({"api_id": alpha, "environment": "live", "owner": "acme",
+                           "scopes": ["prices:read"]}),
+        )
         .await;
     values.insert("{KEY}", key["id"].as_str().unwrap().to_owned());
     values.insert("{PLAIN}", key["key"].as_str().unwrap().to_owned());
     values.insert("{API}", alpha.clone());
     let now = OffsetDateTime::now_utc();
-    values.insert("{ABSENT_KEY}", KeyId::generate(now).unwrap().as_str().to_owned());
-    values.insert("{ABSENT_API}", ApiId::generate(now).unwrap().as_str().to_owned());
+    values.insert(
+        "{ABSENT_KEY}",
+        KeyId::generate(now).unwrap().as_str().to_owned(),
+    );
+    values.insert(
+        "{ABSENT_API}",
+        ApiId::generate(now).unwrap().as_str().to_owned(),
+    );
     values.insert(
         "{ABSENT_TOKEN}",
         TokenId::generate(now).unwrap().as_str().to_owned(),
@@ -899,10 +917,8 @@ async fn fixture(app: &TestApp, rows: &[Row]) -> Fixture {
     );
     tokens.insert(
         State::OtherEnvironment,
-        app.token(
-            json!({"name": "other-env", "scopes": all_scopes(), "environments": ["test"]}),
-        )
-        .await,
+        app.token(json!({"name": "other-env", "scopes": all_scopes(), "environments": ["test"]}))
+            .await,
     );
     let (parent, parent_id) = minted(app, json!({"name": "parent", "scopes": all_scopes()})).await;
     let (code, child) = app
@@ -995,7 +1011,10 @@ async fn authorization_matrix_covers_every_route_and_token_state(app: TestApp) {
         .difference(&documented)
         .filter(|(_, template)| !is_engine_route(template))
         .collect();
-    assert!(stray.is_empty(), "rows for routes that do not exist: {stray:?}");
+    assert!(
+        stray.is_empty(),
+        "rows for routes that do not exist: {stray:?}"
+    );
 
     let fixture = fixture(&app, &rows).await;
     let mut counts = Counts::default();
@@ -1033,7 +1052,10 @@ async fn authorization_matrix_covers_every_route_and_token_state(app: TestApp) {
                     };
                     if !got.0.is_success() {
                         Some(format!("{cell}: expected 2xx, got {} {}", got.0, got.1))
-                    } else if hidden.as_ref().is_some_and(|h| got.1.to_string().contains(h)) {
+                    } else if hidden
+                        .as_ref()
+                        .is_some_and(|h| got.1.to_string().contains(h))
+                    {
                         Some(format!("{cell}: the answer shows a record out of reach"))
                     } else {
                         None
@@ -1058,11 +1080,19 @@ async fn authorization_matrix_covers_every_route_and_token_state(app: TestApp) {
                 Expect::Absent => {
                     counts.absent += 1;
                     let absent_path = fixture.fill(row.absent.expect("an absent path"), i);
-                    let absent =
-                        send(&app, row.method, &absent_path, token.as_deref(), body.as_deref())
-                            .await;
+                    let absent = send(
+                        &app,
+                        row.method,
+                        &absent_path,
+                        token.as_deref(),
+                        body.as_deref(),
+                    )
+                    .await;
                     if got.0 != StatusCode::NOT_FOUND || got.1["error"]["code"] != "NOT_FOUND" {
-                        Some(format!("{cell}: expected 404 NOT_FOUND, got {} {}", got.0, got.1))
+                        Some(format!(
+                            "{cell}: expected 404 NOT_FOUND, got {} {}",
+                            got.0, got.1
+                        ))
                     } else if got != absent {
                         Some(format!(
                             "{cell}: answers {} where an absent record answers {}",
@@ -1175,8 +1205,10 @@ async fn test_limited_sys_write_token_cannot_init_a_fresh_shamir_node() {
 
 async fn test_limited_sys_write_token_cannot_seal_rekey_rotate_or_rewrap(app: TestApp) {
     let ops = app
-        .token(json!({"name": "ops", "scopes": ["sys:write", "secrets:read", "secrets:write"],
-                      "environments": ["test"]}))
+        .token(
+            json!({"name": "ops", "scopes": ["sys:write", "secrets:read", "secrets:write"],
+                      "environments": ["test"]}),
+        )
         .await;
     for (path, body) in [
         ("/v1/sys/seal", None),

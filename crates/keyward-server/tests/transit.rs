@@ -517,8 +517,10 @@ async fn test_limited_token_cannot_use_or_manage_live_transit_keys(app: TestApp)
     assert_eq!(key["data"]["environment"], "live", "{key}");
 
     let tester = app
-        .token(json!({"name": "t", "scopes": ["transit:use", "transit:write"],
-                      "environments": ["test"]}))
+        .token(
+            json!({"name": "t", "scopes": ["transit:use", "transit:write"],
+                      "environments": ["test"]}),
+        )
         .await;
     looks_absent(&app, &tester, "payouts", &ciphertext).await;
     // Nothing listed either: the listing of a token that reaches no key is

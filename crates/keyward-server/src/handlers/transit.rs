@@ -364,7 +364,12 @@ impl Transit<'_> {
                 ids.sort();
                 ids.dedup();
                 for id in &ids {
-                    let reached = self.caller.token.api_ids.as_ref().is_none_or(|own| own.contains(id));
+                    let reached = self
+                        .caller
+                        .token
+                        .api_ids
+                        .as_ref()
+                        .is_none_or(|own| own.contains(id));
                     let exists = reached && self.state.store.get_api(id).await?.is_some();
                     if !exists {
                         return Err(ApiError::InvalidRequest(format!(
@@ -917,7 +922,11 @@ async fn rotate_key(
     reason: &str,
 ) -> Result<u32, ApiError> {
     let keyring = state.barrier.keyring()?;
-    let (meta, _) = state.store.get_transit_key(name).await?.ok_or_else(absent)?;
+    let (meta, _) = state
+        .store
+        .get_transit_key(name)
+        .await?
+        .ok_or_else(absent)?;
     let kind = KeyType::parse(&meta.key_type)
         .ok_or_else(|| ApiError::internal(CryptoError::Malformed("unknown key type")))?;
     let version = meta.latest_version + 1;
