@@ -372,11 +372,10 @@ impl Transit<'_> {
                         .is_none_or(|own| own.contains(id));
                     let exists = reached && self.state.store.get_api(id).await?.is_some();
                     if !exists {
-                        return Err(ApiError::InvalidRequest(format!(
+                        return Err(bad(
                             "api_ids names an API that does not exist or is outside this \
-                             token's reach: {}",
-                            id.as_str()
-                        )));
+                             token's reach: name APIs listed by GET /v1/apis",
+                        ));
                     }
                 }
                 Some(ids)
