@@ -1256,6 +1256,13 @@ async fn test_limited_sys_write_token_cannot_seal_rekey_rotate_or_rewrap(app: Te
         )
         .await;
     assert_eq!(code, StatusCode::FORBIDDEN, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(NODE_WIDE),
+        "{refused}"
+    );
     app.ok(
         Method::POST,
         "/v1/sys/mounts/prod",

@@ -743,7 +743,8 @@ pub async fn create_mount(
     };
     if !caller.reaches_environment(environment) {
         return Err(ApiError::Forbidden(
-            "this token cannot reach that environment",
+            "this token cannot reach that environment: mounting there needs a token limited to \
+             it, or one without API or environment limits",
         ));
     }
     let at = now();
