@@ -1,6 +1,7 @@
 //! Transit against the real server: every key type, rotation and rewrap,
 //! `min_decryption_version`, batches, derived keys, data keys, signatures,
-//! HMACs, tampering, deletion rules and scopes.
+//! HMACs, tampering, deletion rules, scopes, and reach: tokens limited to
+//! other environments or APIs find no key outside their reach.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // A panic in a test is a failed test.
 
@@ -423,7 +424,260 @@ async fn signatures_hmacs_random_and_key_rules(app: TestApp) {
     assert!(!text.contains("material") && !text.contains("private"));
 }
 
+/// What a request as `token` answers: status and body.
+async fn as_token(
+    app: &TestApp,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    app.call(method, path, Some(token), body).await
+}
+
+/// Every operation on one key name, with a body each accepts.
+fn operations(name: &str, ciphertext: &str) -> Vec<(Method, String, Option<Value>)> {
+    let input = b64(b"order 7");
+    vec![
+        (Method::GET, format!("/v1/transit/keys/{name}"), None),
+        (
+            Method::POST,
+            format!("/v1/transit/decrypt/{name}"),
+            Some(json!({"ciphertext": ciphertext})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/transit/encrypt/{name}"),
+            Some(json!({"plaintext": input})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/transit/rewrap/{name}"),
+            Some(json!({"ciphertext": ciphertext})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/transit/datakey/wrapped/{name}"),
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/transit/hmac/{name}"),
+            Some(json!({"input": input})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/transit/verify/{name}"),
+            Some(json!({"input": input, "hmac": "kw:v1:AAAA"})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/transit/sign/{name}"),
+            Some(json!({"input": input})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/transit/keys/{name}/rotate"),
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/transit/keys/{name}/config"),
+            Some(json!({"deletion_allowed": true})),
+        ),
+        (Method::DELETE, format!("/v1/transit/keys/{name}"), None),
+    ]
+}
+
+/// Asserts that every operation on `name` answers `token` exactly as it
+/// answers for a key that does not exist.
+async fn looks_absent(app: &TestApp, token: &str, name: &str, ciphertext: &str) {
+    let absent = operations("no-such-key", ciphertext);
+    for ((method, path, body), (_, absent_path, absent_body)) in
+        operations(name, ciphertext).into_iter().zip(absent)
+    {
+        let got = as_token(app, token, method.clone(), &path, body).await;
+        let expected = as_token(app, token, method, &absent_path, absent_body).await;
+        assert_eq!(got.0, StatusCode::NOT_FOUND, "{path}: {}", got.1);
+        assert_eq!(got, expected, "{path} answers unlike an absent key");
+    }
+}
+
+async fn test_limited_token_cannot_use_or_manage_live_transit_keys(app: TestApp) {
+    let (code, body) = post(&app, "/v1/transit/keys/payouts", json!({})).await;
+    assert_eq!(code, StatusCode::NO_CONTENT, "{body}");
+    let (_, sealed) = post(
+        &app,
+        "/v1/transit/encrypt/payouts",
+        json!({"plaintext": b64(b"live customer data")}),
+    )
+    .await;
+    let ciphertext = sealed["data"]["ciphertext"].as_str().unwrap().to_owned();
+    let key = app.ok(Method::GET, "/v1/transit/keys/payouts", None).await;
+    assert_eq!(key["data"]["environment"], "live", "{key}");
+
+    let tester = app
+        .token(
+            json!({"name": "t", "scopes": ["transit:use", "transit:write"],
+                      "environments": ["test"]}),
+        )
+        .await;
+    looks_absent(&app, &tester, "payouts", &ciphertext).await;
+    // Nothing listed either: the listing of a token that reaches no key is
+    // the empty listing's answer.
+    let (code, listed) = as_token(
+        &app,
+        &tester,
+        Method::GET,
+        "/v1/transit/keys?list=true",
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{listed}");
+
+    // It cannot make a key in live (the default) and can in test.
+    let (code, body) = as_token(
+        &app,
+        &tester,
+        Method::POST,
+        "/v1/transit/keys/sandbox",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "FORBIDDEN");
+    let (code, body) = as_token(
+        &app,
+        &tester,
+        Method::POST,
+        "/v1/transit/keys/sandbox",
+        Some(json!({"environment": "test"})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::NO_CONTENT, "{body}");
+    let (_, listed) = as_token(
+        &app,
+        &tester,
+        Method::GET,
+        "/v1/transit/keys?list=true",
+        None,
+    )
+    .await;
+    assert_eq!(listed["data"]["keys"], json!(["sandbox"]));
+    let listed = app
+        .ok(Method::GET, "/v1/transit/keys?list=true", None)
+        .await;
+    assert_eq!(listed["data"]["keys"], json!(["payouts", "sandbox"]));
+
+    // The live key is untouched and still opens its ciphertext for root.
+    let (code, opened) = post(
+        &app,
+        "/v1/transit/decrypt/payouts",
+        json!({"ciphertext": ciphertext}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(opened["data"]["plaintext"], b64(b"live customer data"));
+    let key = app.ok(Method::GET, "/v1/transit/keys/payouts", None).await;
+    assert_eq!(key["data"]["latest_version"], 1);
+}
+
+async fn other_api_token_cannot_reach_an_api_bound_transit_key(app: TestApp) {
+    let prices = app.create_api("prices", &["live", "test"]).await;
+    let orders = app.create_api("orders", &["live", "test"]).await;
+    let (code, body) = post(
+        &app,
+        "/v1/transit/keys/orders-signing",
+        json!({"type": "ed25519", "api_ids": [orders]}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::NO_CONTENT, "{body}");
+    let key = app
+        .ok(Method::GET, "/v1/transit/keys/orders-signing", None)
+        .await;
+    assert_eq!(key["data"]["api_ids"], json!([orders]));
+    let (_, signed) = post(
+        &app,
+        "/v1/transit/sign/orders-signing",
+        json!({"input": b64(b"x")}),
+    )
+    .await;
+    let text = signed["data"]["signature"].as_str().unwrap().to_owned();
+
+    let scopes = json!(["transit:use", "transit:write"]);
+    let prices_token = app
+        .token(json!({"name": "p", "scopes": scopes, "api_ids": [prices]}))
+        .await;
+    looks_absent(&app, &prices_token, "orders-signing", &text).await;
+    let orders_token = app
+        .token(json!({"name": "o", "scopes": scopes, "api_ids": [orders]}))
+        .await;
+    let (code, body) = as_token(
+        &app,
+        &orders_token,
+        Method::POST,
+        "/v1/transit/sign/orders-signing",
+        Some(json!({"input": b64(b"order 7")})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+
+    // A key made by a token limited to APIs belongs to them; naming an API
+    // beyond its reach is refused without saying whether it exists.
+    let (code, _) = as_token(
+        &app,
+        &prices_token,
+        Method::POST,
+        "/v1/transit/keys/prices-data",
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::NO_CONTENT);
+    let key = app
+        .ok(Method::GET, "/v1/transit/keys/prices-data", None)
+        .await;
+    assert_eq!(key["data"]["api_ids"], json!([prices]));
+    let (code, _) = as_token(
+        &app,
+        &orders_token,
+        Method::GET,
+        "/v1/transit/keys/prices-data",
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, refused) = as_token(
+        &app,
+        &prices_token,
+        Method::POST,
+        "/v1/transit/keys/sneaky",
+        Some(json!({"api_ids": [orders]})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{refused}");
+    let (code, _) = as_token(
+        &app,
+        &prices_token,
+        Method::GET,
+        "/v1/transit/keys/sneaky",
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (_, listed) = as_token(
+        &app,
+        &prices_token,
+        Method::GET,
+        "/v1/transit/keys?list=true",
+        None,
+    )
+    .await;
+    assert_eq!(listed["data"]["keys"], json!(["prices-data"]));
+}
+
 on_both_backends!(
     encryption_rotation_rewrap_and_policy,
     signatures_hmacs_random_and_key_rules,
+    test_limited_token_cannot_use_or_manage_live_transit_keys,
+    other_api_token_cannot_reach_an_api_bound_transit_key,
 );

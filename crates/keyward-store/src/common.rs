@@ -14,7 +14,7 @@ use keyward_core::{
 };
 
 use crate::rows::{corrupt, digest, environment, from_millis, json, opt_from_millis};
-use crate::StoreError;
+use crate::{StoreError, TransitKey};
 
 /// SQL that differs between backends.
 pub(crate) struct Dialect {
@@ -134,6 +134,51 @@ impl TryFrom<KeyRow> for KeyRecord {
             },
             ip_allowlist: json(T, &r.ip_allowlist)?,
             last_used_at: opt_from_millis(T, r.last_used_at)?,
+        })
+    }
+}
+
+/// Columns of a transit key's settings, in [`TransitKeyRow`]'s order.
+pub(crate) const TRANSIT_KEY_COLUMNS: &str = "name, key_type, derived, latest_version, \
+    min_decryption_version, min_encryption_version, deletion_allowed, environment, api_ids, \
+    created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TransitKeyRow {
+    name: String,
+    key_type: String,
+    derived: i64,
+    latest_version: i64,
+    min_decryption_version: i64,
+    min_encryption_version: i64,
+    deletion_allowed: i64,
+    environment: String,
+    api_ids: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<TransitKeyRow> for TransitKey {
+    type Error = StoreError;
+    fn try_from(r: TransitKeyRow) -> Result<TransitKey, StoreError> {
+        const T: &str = "transit_keys";
+        let number = |v: i64| u32::try_from(v).map_err(|_| corrupt(T, "version"));
+        Ok(TransitKey {
+            name: r.name,
+            key_type: r.key_type,
+            derived: r.derived != 0,
+            latest_version: number(r.latest_version)?,
+            min_decryption_version: number(r.min_decryption_version)?,
+            min_encryption_version: number(r.min_encryption_version)?,
+            deletion_allowed: r.deletion_allowed != 0,
+            environment: environment(T, &r.environment)?,
+            api_ids: r
+                .api_ids
+                .as_deref()
+                .map(|s| json::<Vec<ApiId>>(T, s))
+                .transpose()?,
+            created_at: from_millis(T, r.created_at)?,
+            updated_at: from_millis(T, r.updated_at)?,
         })
     }
 }
@@ -316,7 +361,8 @@ macro_rules! impl_store {
         use time::OffsetDateTime;
 
         use $crate::common::{
-            convert, ApiRow, EventRow, KeyRow, TokenRow, KEY_COLUMNS, TOKEN_COLUMNS,
+            convert, ApiRow, EventRow, KeyRow, TokenRow, TransitKeyRow, KEY_COLUMNS, TOKEN_COLUMNS,
+            TRANSIT_KEY_COLUMNS,
         };
         use $crate::rows::{corrupt, millis, to_json};
         use keyward_core::limits::{RateLimit, Refill};
@@ -1545,7 +1591,8 @@ macro_rules! impl_store {
                 let inserted = sqlx::query(
                     "INSERT INTO transit_keys (name, key_type, derived, latest_version, \
                      min_decryption_version, min_encryption_version, deletion_allowed, \
-                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     created_at, updated_at, environment, api_ids) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                      ON CONFLICT DO NOTHING",
                 )
                 .bind(&key.name)
@@ -1557,6 +1604,8 @@ macro_rules! impl_store {
                 .bind(i64::from(key.deletion_allowed))
                 .bind(millis(key.created_at))
                 .bind(millis(key.updated_at))
+                .bind(key.environment.as_str())
+                .bind(key.api_ids.as_ref().map(to_json))
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -1574,29 +1623,16 @@ macro_rules! impl_store {
                 &self,
                 name: &str,
             ) -> Result<Option<(TransitKey, Vec<TransitKeyVersion>)>> {
-                let row: Option<(String, String, i64, i64, i64, i64, i64, i64, i64)> =
-                    sqlx::query_as(
-                        "SELECT name, key_type, derived, latest_version, min_decryption_version, \
-                         min_encryption_version, deletion_allowed, created_at, updated_at \
-                         FROM transit_keys WHERE name = $1",
-                    )
-                    .bind(name)
-                    .fetch_optional(self.reader())
-                    .await?;
+                let row: Option<TransitKeyRow> = sqlx::query_as(&format!(
+                    "SELECT {TRANSIT_KEY_COLUMNS} FROM transit_keys WHERE name = $1"
+                ))
+                .bind(name)
+                .fetch_optional(self.reader())
+                .await?;
                 let Some(row) = row else { return Ok(None) };
-                const T: &str = "transit_keys";
+                let key = TransitKey::try_from(row)?;
+                const T: &str = "transit_key_versions";
                 let number = |v: i64| u32::try_from(v).map_err(|_| corrupt(T, "version"));
-                let key = TransitKey {
-                    name: row.0,
-                    key_type: row.1,
-                    derived: row.2 != 0,
-                    latest_version: number(row.3)?,
-                    min_decryption_version: number(row.4)?,
-                    min_encryption_version: number(row.5)?,
-                    deletion_allowed: row.6 != 0,
-                    created_at: $crate::rows::from_millis(T, row.7)?,
-                    updated_at: $crate::rows::from_millis(T, row.8)?,
-                };
                 let rows: Vec<(i64, Vec<u8>, Option<Vec<u8>>, i64)> = sqlx::query_as(
                     "SELECT version, material, public_key, created_at FROM transit_key_versions \
                      WHERE name = $1 ORDER BY version",
@@ -1618,12 +1654,13 @@ macro_rules! impl_store {
                 Ok(Some((key, versions)))
             }
 
-            async fn list_transit_keys(&self) -> Result<Vec<String>> {
-                let rows: Vec<(String,)> =
-                    sqlx::query_as("SELECT name FROM transit_keys ORDER BY name")
-                        .fetch_all(self.reader())
-                        .await?;
-                Ok(rows.into_iter().map(|(n,)| n).collect())
+            async fn list_transit_keys(&self) -> Result<Vec<TransitKey>> {
+                let rows: Vec<TransitKeyRow> = sqlx::query_as(&format!(
+                    "SELECT {TRANSIT_KEY_COLUMNS} FROM transit_keys ORDER BY name"
+                ))
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter().map(TransitKey::try_from).collect()
             }
 
             async fn add_transit_key_version(

@@ -322,6 +322,12 @@ pub struct TransitKey {
     /// 0: encrypt with the latest version.
     pub min_encryption_version: u32,
     pub deletion_allowed: bool,
+    /// The environment the key serves; tokens limited to others do not
+    /// reach it.
+    pub environment: Environment,
+    /// When set, the APIs the key serves; a token limited to APIs reaches
+    /// it only when it reaches all of them.
+    pub api_ids: Option<Vec<ApiId>>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -559,7 +565,8 @@ pub trait Store: Send + Sync + 'static {
         &self,
         name: &str,
     ) -> Result<Option<(TransitKey, Vec<TransitKeyVersion>)>>;
-    async fn list_transit_keys(&self) -> Result<Vec<String>>;
+    /// Every transit key's settings (without versions), by name.
+    async fn list_transit_keys(&self) -> Result<Vec<TransitKey>>;
     /// Adds the next version; `Conflict` unless it follows the latest.
     async fn add_transit_key_version(
         &self,

@@ -1202,6 +1202,8 @@ async fn transit_keys(store: Arc<dyn Store>) {
         min_decryption_version: 1,
         min_encryption_version: 0,
         deletion_allowed: false,
+        environment: Environment::Test,
+        api_ids: Some(vec![ApiId::generate(now()).unwrap()]),
         created_at: now(),
         updated_at: now(),
     };
@@ -1234,6 +1236,11 @@ async fn transit_keys(store: Arc<dyn Store>) {
     ));
     let (read, versions) = store.get_transit_key("orders").await.unwrap().unwrap();
     assert_eq!(read.latest_version, 2);
+    // Where the key belongs is kept as given.
+    assert_eq!(
+        (read.environment, &read.api_ids),
+        (key.environment, &key.api_ids)
+    );
     assert_eq!(
         versions.iter().map(|v| v.version).collect::<Vec<_>>(),
         vec![1, 2]
@@ -1261,8 +1268,14 @@ async fn transit_keys(store: Arc<dyn Store>) {
         (2, true)
     );
     assert_eq!(
-        store.list_transit_keys().await.unwrap(),
-        vec!["orders".to_owned()]
+        store
+            .list_transit_keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.name, k.environment, k.api_ids))
+            .collect::<Vec<_>>(),
+        vec![("orders".to_owned(), key.environment, key.api_ids.clone())]
     );
     store
         .delete_transit_key("orders", &event("transit.delete", "orders"))

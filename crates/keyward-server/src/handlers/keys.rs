@@ -524,10 +524,13 @@ fn usage_span(query: &UsageQuery, now: OffsetDateTime) -> Result<RangeInclusive<
     Ok(since.div_euclid(60)..=until.div_euclid(60))
 }
 
-/// Reads the rate limits shared by all keys of an owner.
+/// Reads the rate limits shared by all keys of an owner. Owner limits span
+/// APIs and environments: a token limited to some reads them only for an
+/// owner whose every key is within its reach, and any other owner (one with
+/// no keys included) is `NOT_FOUND` to it.
 #[utoipa::path(get, path = "/v1/owners/{owner}/ratelimits", tag = "keys",
     params(("owner" = String, Path, description = "the owner")),
-    responses((status = 200, body = OwnerRateLimits)),
+    responses((status = 200, body = OwnerRateLimits), (status = 404, body = ErrorResponse)),
     security(("admin_token" = ["keys:read"])))]
 pub async fn get_owner_ratelimits(
     State(state): State<Arc<AppState>>,
@@ -536,16 +539,22 @@ pub async fn get_owner_ratelimits(
 ) -> Result<Json<OwnerRateLimits>, ApiError> {
     caller.require(AdminScope::KeysRead)?;
     check_text("owner", &owner, 256)?;
+    if !owner_within_reach(&state, &caller, &owner).await? {
+        return Err(ApiError::NotFound("owner"));
+    }
     let ratelimits = state.store.owner_ratelimits(&owner).await?;
     Ok(Json(OwnerRateLimits { ratelimits }))
 }
 
 /// Sets the rate limits shared by all keys of an owner; they apply on the
-/// next verify.
+/// next verify. They bind the owner's keys of every API and environment,
+/// present and future, so this needs a token without API or environment
+/// limits; a limited token is refused before the owner is looked at.
 #[utoipa::path(put, path = "/v1/owners/{owner}/ratelimits", tag = "keys",
     params(("owner" = String, Path, description = "the owner")),
     request_body = OwnerRateLimits,
-    responses((status = 200, body = OwnerRateLimits), (status = 400, body = ErrorResponse)),
+    responses((status = 200, body = OwnerRateLimits), (status = 400, body = ErrorResponse),
+              (status = 403, body = ErrorResponse)),
     security(("admin_token" = ["keys:write"])))]
 pub async fn set_owner_ratelimits(
     State(state): State<Arc<AppState>>,
@@ -556,7 +565,8 @@ pub async fn set_owner_ratelimits(
     caller.require(AdminScope::KeysWrite)?;
     if caller.is_restricted() {
         return Err(ApiError::Forbidden(
-            "owner limits span APIs; a token limited to some APIs or environments cannot set them",
+            "owner limits span APIs and environments: setting them needs a token without API or \
+             environment limits",
         ));
     }
     check_text("owner", &owner, 256)?;
@@ -575,6 +585,42 @@ pub async fn set_owner_ratelimits(
         .await?;
     state.verifier.owner_changed(&owner);
     Ok(Json(body))
+}
+
+/// Whether every key of `owner` is within the caller's reach, and there is
+/// at least one: a token without limits reaches every owner, one with limits
+/// only owners it sees whole.
+async fn owner_within_reach(
+    state: &AppState,
+    caller: &Caller,
+    owner: &str,
+) -> Result<bool, ApiError> {
+    if !caller.is_restricted() {
+        return Ok(true);
+    }
+    let filter = KeyFilter {
+        owner: Some(owner.to_owned()),
+        ..KeyFilter::default()
+    };
+    let mut page = keyward_store::Page {
+        after: None,
+        limit: super::MAX_LIMIT,
+    };
+    let mut seen = false;
+    loop {
+        let keys = state.store.list_keys(&filter, &page, now()).await?;
+        if keys
+            .iter()
+            .any(|k| !caller.can_access(&k.api_id, k.environment))
+        {
+            return Ok(false);
+        }
+        seen |= !keys.is_empty();
+        match next_cursor(keys.iter().map(|k| k.id.as_str()), keys.len(), &page) {
+            Some(after) => page.after = Some(after),
+            None => return Ok(seen),
+        }
+    }
 }
 
 /// Loads a key by its id from the path, as `NOT_FOUND` when it is malformed,

@@ -81,7 +81,9 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
             .uri
             .query()
             .is_some_and(|q| q.split('&').any(|p| p == "list=true"));
-    // An unknown mount answers before the token is looked at.
+    // The token is checked before any lookup: without a valid one, every
+    // path answers the same 401, so mount names cannot be probed.
+    let caller = Caller::from_request_parts(&mut parts, &state).await?;
     let mount = match mount_name {
         "transit" => None,
         name => Some(
@@ -92,7 +94,6 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
                 .ok_or(ApiError::NotFound("route"))?,
         ),
     };
-    let caller = Caller::from_request_parts(&mut parts, &state).await?;
     let body = axum::body::to_bytes(body, crate::MAX_ENGINE_BODY_BYTES)
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;
@@ -742,7 +743,8 @@ pub async fn create_mount(
     };
     if !caller.reaches_environment(environment) {
         return Err(ApiError::Forbidden(
-            "this token cannot reach that environment",
+            "this token cannot reach that environment: mounting there needs a token limited to \
+             it, or one without API or environment limits",
         ));
     }
     let at = now();

@@ -1,6 +1,11 @@
 //! `/v1/sys/…`: the seal. Status and unseal need no token — shares are the
 //! credential, as in Vault; initialising, sealing and rotating need
 //! `sys:write`.
+//!
+//! Initialising, sealing, rekeying, rotating and rewrapping act on the whole
+//! node, every API and environment at once, so they also need a token
+//! without API or environment limits: `sys:write` on a token limited to
+//! `test` does not seal `live` too, nor receive the shares of a fresh seal.
 
 use std::sync::Arc;
 
@@ -23,10 +28,21 @@ pub async fn seal_status(State(state): State<Arc<AppState>>) -> Json<SealStatusV
     Json(state.barrier.status().into())
 }
 
+/// Refuses a token limited to some APIs or environments: what follows acts
+/// on the whole node.
+fn require_node_wide(caller: &Caller) -> Result<(), ApiError> {
+    if caller.is_restricted() {
+        return Err(ApiError::Forbidden(
+            "this acts on the whole node: it needs a token without API or environment limits",
+        ));
+    }
+    Ok(())
+}
+
 /// Initialises a `shamir` seal and returns its shares, once.
 #[utoipa::path(post, path = "/v1/sys/init", tag = "sys", request_body = SealInit,
     responses((status = 200, body = SealInitResult), (status = 400, body = ErrorResponse),
-              (status = 409, body = ErrorResponse)),
+              (status = 403, body = ErrorResponse), (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["sys:write"])))]
 pub async fn init(
     State(state): State<Arc<AppState>>,
@@ -34,6 +50,7 @@ pub async fn init(
     Json(body): Json<SealInit>,
 ) -> Result<Json<SealInitResult>, ApiError> {
     caller.require(AdminScope::SysWrite)?;
+    require_node_wide(&caller)?;
     check_split(body.secret_shares, body.secret_threshold)?;
     let set = state
         .barrier
@@ -91,6 +108,7 @@ pub async fn seal(
     caller: Caller,
 ) -> Result<Json<SealStatusView>, ApiError> {
     caller.require(AdminScope::SysWrite)?;
+    require_node_wide(&caller)?;
     let event = audit_event(Some(&caller), "seal.seal", "seal", json!({}), now())?;
     state.store.append_audit(&[event]).await?;
     state.barrier.seal().await?;
@@ -100,13 +118,15 @@ pub async fn seal(
 
 /// Adds a keyring version; new data is encrypted under it.
 #[utoipa::path(post, path = "/v1/sys/rotate", tag = "sys",
-    responses((status = 200, body = KeyringRotated), (status = 503, body = ErrorResponse)),
+    responses((status = 200, body = KeyringRotated), (status = 403, body = ErrorResponse),
+              (status = 503, body = ErrorResponse)),
     security(("admin_token" = ["sys:write"])))]
 pub async fn rotate(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Json<KeyringRotated>, ApiError> {
     caller.require(AdminScope::SysWrite)?;
+    require_node_wide(&caller)?;
     let event = audit_event(Some(&caller), "keyring.rotate", "keyring", json!({}), now())?;
     let version = state.barrier.rotate(&event).await?;
     // Stored data keys move to the new version in the background; the
@@ -148,13 +168,15 @@ fn rewrap_details(report: &crate::seal::RewrapReport) -> serde_json::Value {
 /// Moves every stored data key to the keyring's newest version now, and
 /// says how many moved.
 #[utoipa::path(post, path = "/v1/sys/rewrap", tag = "sys",
-    responses((status = 200, body = Object), (status = 503, body = ErrorResponse)),
+    responses((status = 200, body = Object), (status = 403, body = ErrorResponse),
+              (status = 503, body = ErrorResponse)),
     security(("admin_token" = ["sys:write"])))]
 pub async fn rewrap(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(AdminScope::SysWrite)?;
+    require_node_wide(&caller)?;
     let report = state.barrier.rewrap().await?;
     let details = rewrap_details(&report);
     let event = audit_event(
@@ -228,7 +250,7 @@ pub struct RekeyRequest {
 /// master key, and `keys` is empty. Needs `sys:write`.
 #[utoipa::path(post, path = "/v1/sys/rekey", tag = "sys", request_body = RekeyRequest,
     responses((status = 200, body = SealInitResult), (status = 400, body = ErrorResponse),
-              (status = 503, body = ErrorResponse)),
+              (status = 403, body = ErrorResponse), (status = 503, body = ErrorResponse)),
     security(("admin_token" = ["sys:write"])))]
 pub async fn rekey(
     State(state): State<Arc<AppState>>,
@@ -236,6 +258,7 @@ pub async fn rekey(
     Json(body): Json<RekeyRequest>,
 ) -> Result<Json<SealInitResult>, ApiError> {
     caller.require(AdminScope::SysWrite)?;
+    require_node_wide(&caller)?;
     let invalid = |e| match e {
         crate::seal::SealError::Invalid(message) => ApiError::InvalidRequest(message.into()),
         other => other.into(),

@@ -9,6 +9,11 @@
 //! node applies within it) and dropped when the server is sealed. Key
 //! management is audited; the cryptographic operations are not, since one
 //! audit row per encrypt would be a database write per request.
+//!
+//! Every key belongs to one environment (`live` unless its creator chose
+//! another) and, when its creator chose, to some APIs. Every operation on a
+//! key, and the listing, sees only keys within the token's reach: a key
+//! outside it answers exactly as a key that does not exist.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +24,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use keyward_core::AdminScope;
+use keyward_core::{AdminScope, ApiId, Environment};
 use keyward_crypto::transit::{self, KeyType, KeyVersion, Marshaling, TransitError};
 use keyward_crypto::{CryptoError, Keyring, RecordIdentity};
 use keyward_store::{StoreError, TransitKey, TransitKeyVersion};
@@ -162,6 +167,11 @@ struct CreateBody {
     convergent_encryption: bool,
     /// Accepted for Vault clients; only `0` (no automatic rotation).
     auto_rotate_period: Option<Value>,
+    /// The environment the key serves; `live` when left out.
+    environment: Option<Environment>,
+    /// The APIs the key serves; left out, those the token is limited to
+    /// (none in particular for a token without API limits).
+    api_ids: Option<Vec<ApiId>>,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +237,20 @@ struct RandomBody {
     format: Option<String>,
 }
 
+/// Whether `key` is within the caller's reach: its environment is one the
+/// token reaches and, when the key serves some APIs, the token reaches all
+/// of them (a key serving no API in particular is reached, as a secrets
+/// mount is, by every token of its environment).
+fn reaches(caller: &Caller, key: &TransitKey) -> bool {
+    caller.reaches_environment(key.environment)
+        && (key.api_ids.is_none() || super::within(&key.api_ids, &caller.token.api_ids))
+}
+
+/// The answer for a key that does not exist, or is out of the token's reach.
+fn absent() -> ApiError {
+    ApiError::NotFound("transit key")
+}
+
 fn marshaling(name: Option<&str>) -> Result<Marshaling, ApiError> {
     match name.unwrap_or("asn1") {
         "asn1" => Ok(Marshaling::Asn1),
@@ -269,15 +293,13 @@ impl Transit<'_> {
         self.keyring()?;
         if let Some(entry) = self.cache().get(name) {
             if entry.0.elapsed() < CACHE_TTL {
+                if !reaches(self.caller, &entry.1.meta) {
+                    return Err(absent());
+                }
                 return Ok(Arc::clone(&entry.1));
             }
         }
-        let (meta, stored) = self
-            .state
-            .store
-            .get_transit_key(name)
-            .await?
-            .ok_or(ApiError::NotFound("transit key"))?;
+        let (meta, stored) = self.stored(name).await?;
         let kind = KeyType::parse(&meta.key_type).ok_or_else(|| {
             ApiError::internal(StoreError::Corrupt {
                 table: "transit_keys",
@@ -308,6 +330,60 @@ impl Transit<'_> {
         Ok(loaded)
     }
 
+    /// The key's settings and stored versions, when it exists within the
+    /// token's reach.
+    async fn stored(&self, name: &str) -> Result<(TransitKey, Vec<TransitKeyVersion>), ApiError> {
+        self.state
+            .store
+            .get_transit_key(name)
+            .await?
+            .filter(|(meta, _)| reaches(self.caller, meta))
+            .ok_or_else(absent)
+    }
+
+    /// Where a new key belongs: the environment and APIs asked for, which
+    /// must be within the token's reach.
+    async fn placement(
+        &self,
+        environment: Option<Environment>,
+        api_ids: Option<Vec<ApiId>>,
+    ) -> Result<(Environment, Option<Vec<ApiId>>), ApiError> {
+        let environment = environment.unwrap_or(Environment::Live);
+        if !self.caller.reaches_environment(environment) {
+            return Err(ApiError::Forbidden(
+                "this token cannot reach the key's environment (live unless `environment` says \
+                 otherwise): name an environment it is limited to",
+            ));
+        }
+        let api_ids = match api_ids {
+            None => self.caller.token.api_ids.clone(),
+            Some(ids) if ids.is_empty() => {
+                return Err(bad("api_ids names at least one API, or is left out"));
+            }
+            Some(mut ids) => {
+                ids.sort();
+                ids.dedup();
+                for id in &ids {
+                    let reached = self
+                        .caller
+                        .token
+                        .api_ids
+                        .as_ref()
+                        .is_none_or(|own| own.contains(id));
+                    let exists = reached && self.state.store.get_api(id).await?.is_some();
+                    if !exists {
+                        return Err(bad(
+                            "api_ids names an API that does not exist or is outside this \
+                             token's reach: name APIs listed by GET /v1/apis",
+                        ));
+                    }
+                }
+                Some(ids)
+            }
+        };
+        Ok((environment, api_ids))
+    }
+
     async fn create(&self, name: &str, body: &Bytes) -> Result<Response, ApiError> {
         self.caller.require(AdminScope::TransitWrite)?;
         let name = valid_name(name)?;
@@ -336,6 +412,7 @@ impl Transit<'_> {
         if body.derived && !kind.encrypts() {
             return Err(bad("only encryption keys can be derived"));
         }
+        let (environment, api_ids) = self.placement(body.environment, body.api_ids).await?;
         let keyring = self.keyring()?;
         self.state.barrier.spend_keyring(1).await?;
         let generated = KeyVersion::generate(kind)?;
@@ -354,11 +431,21 @@ impl Transit<'_> {
             min_decryption_version: 1,
             min_encryption_version: 0,
             deletion_allowed: false,
+            environment,
+            api_ids,
             created_at: at,
             updated_at: at,
         };
         let event = self
-            .audit_event("transit.create", name, json!({ "type": kind.as_str() }))
+            .audit_event(
+                "transit.create",
+                name,
+                json!({
+                    "type": kind.as_str(),
+                    "environment": key.environment.as_str(),
+                    "api_ids": key.api_ids,
+                }),
+            )
             .await?;
         match self
             .state
@@ -410,6 +497,8 @@ impl Transit<'_> {
                 "supports_decryption": key.kind.encrypts(),
                 "supports_derivation": key.kind.encrypts(),
                 "supports_signing": key.kind.signs(),
+                "environment": key.meta.environment.as_str(),
+                "api_ids": key.meta.api_ids,
                 "keys": keys,
             }),
         ))
@@ -417,23 +506,37 @@ impl Transit<'_> {
 
     async fn list(&self) -> Result<Response, ApiError> {
         self.caller.require(AdminScope::TransitUse)?;
-        let names = self.state.store.list_transit_keys().await?;
+        let names: Vec<String> = self
+            .state
+            .store
+            .list_transit_keys()
+            .await?
+            .into_iter()
+            .filter(|key| reaches(self.caller, key))
+            .map(|key| key.name)
+            .collect();
         if names.is_empty() {
-            return Err(ApiError::NotFound("transit key"));
+            return Err(absent());
         }
         Ok(envelope(StatusCode::OK, json!({ "keys": names })))
     }
 
     async fn delete(&self, name: &str) -> Result<Response, ApiError> {
         self.caller.require(AdminScope::TransitWrite)?;
+        self.stored(name).await?;
         let event = self.audit_event("transit.delete", name, json!({})).await?;
-        self.state.store.delete_transit_key(name, &event).await?;
+        match self.state.store.delete_transit_key(name, &event).await {
+            Ok(()) => {}
+            Err(StoreError::NotFound) => return Err(absent()),
+            Err(e) => return Err(e.into()),
+        }
         self.forget(name);
         Ok(StatusCode::NO_CONTENT.into_response())
     }
 
     async fn rotate(&self, name: &str) -> Result<Response, ApiError> {
         self.caller.require(AdminScope::TransitWrite)?;
+        self.stored(name).await?;
         rotate_key(self.state, name, Some(self.caller), "requested").await?;
         self.read(name).await
     }
@@ -441,12 +544,7 @@ impl Transit<'_> {
     async fn config(&self, name: &str, body: &Bytes) -> Result<Response, ApiError> {
         self.caller.require(AdminScope::TransitWrite)?;
         let body: ConfigBody = parse(body)?;
-        let (meta, _) = self
-            .state
-            .store
-            .get_transit_key(name)
-            .await?
-            .ok_or(ApiError::NotFound("transit key"))?;
+        let (meta, _) = self.stored(name).await?;
         let min_decryption = body
             .min_decryption_version
             .unwrap_or(meta.min_decryption_version);
@@ -827,7 +925,7 @@ async fn rotate_key(
         .store
         .get_transit_key(name)
         .await?
-        .ok_or(ApiError::NotFound("transit key"))?;
+        .ok_or_else(absent)?;
     let kind = KeyType::parse(&meta.key_type)
         .ok_or_else(|| ApiError::internal(CryptoError::Malformed("unknown key type")))?;
     let version = meta.latest_version + 1;

@@ -480,7 +480,7 @@ impl Store for CountingStore {
     async fn get_transit_key(&self, name: &str) -> R<Option<(TransitKey, Vec<TransitKeyVersion>)>> {
         self.inner.get_transit_key(name).await
     }
-    async fn list_transit_keys(&self) -> R<Vec<String>> {
+    async fn list_transit_keys(&self) -> R<Vec<TransitKey>> {
         self.inner.list_transit_keys().await
     }
     async fn add_transit_key_version(
