@@ -18,6 +18,7 @@ use axum::http::StatusCode;
 use keyward_core::model::check_text;
 use keyward_core::{AdminScope, AdminToken, ApiId, Environment, PlaintextKey, Prefix, TokenId};
 use serde_json::json;
+use time::OffsetDateTime;
 
 use keyward_store::{LastFullToken, StoreError};
 
@@ -79,8 +80,8 @@ pub async fn create_token(
         ));
     }
     // A child never outlives its creator: a later expiry, or none, becomes
-    // the creator's.
-    let expires_at = match (body.expires_at, caller.token.expires_at) {
+    // the creator's. Times are kept to the millisecond, as stored.
+    let expires_at = match (body.expires_at.map(to_millis), caller.token.expires_at) {
         (Some(at), Some(limit)) => Some(at.min(limit)),
         (None, limit) => limit,
         (at, None) => at,
@@ -211,6 +212,13 @@ pub async fn revoke_token(
         .await?
         .ok_or(ApiError::NotFound("token"))?;
     Ok(Json(after.into()))
+}
+
+/// `at` to the millisecond, the precision stored, so that the answer to a
+/// create says what a later read will.
+fn to_millis(at: OffsetDateTime) -> OffsetDateTime {
+    let millis = at.unix_timestamp_nanos() / 1_000_000 * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(millis).unwrap_or(at)
 }
 
 /// Whether `token` is within `caller`'s reach: no scope, API or environment
