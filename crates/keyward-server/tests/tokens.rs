@@ -220,20 +220,27 @@ async fn child_of_a_token_revoked_as_leaked_stops_working(app: TestApp) {
     assert_eq!(works(&app, &app.root).await, StatusCode::OK);
 }
 
-
 async fn limited_token_lists_only_tokens_within_its_reach(app: TestApp) {
     let x = app.create_api("tx", &["live", "test"]).await;
     let y = app.create_api("ty", &["live", "test"]).await;
     let manager = app
-        .token(json!({"name": "manager", "scopes": ["tokens:read", "keys:verify"],
-                      "api_ids": [x], "environments": ["test"]}))
+        .token(
+            json!({"name": "manager", "scopes": ["tokens:read", "keys:verify"],
+                      "api_ids": [x], "environments": ["test"]}),
+        )
         .await;
     for (name, body) in [
         ("peer", json!({"api_ids": [x], "environments": ["test"]})),
-        ("other api", json!({"api_ids": [y], "environments": ["test"]})),
+        (
+            "other api",
+            json!({"api_ids": [y], "environments": ["test"]}),
+        ),
         ("live", json!({"api_ids": [x], "environments": ["live"]})),
         ("every api", json!({"environments": ["test"]})),
-        ("more scopes", json!({"api_ids": [x], "environments": ["test"], "scopes": ["keys:verify", "keys:read"]})),
+        (
+            "more scopes",
+            json!({"api_ids": [x], "environments": ["test"], "scopes": ["keys:verify", "keys:read"]}),
+        ),
     ] {
         let mut body = body;
         body["name"] = json!(name);
@@ -265,8 +272,10 @@ async fn limited_token_lists_only_tokens_within_its_reach(app: TestApp) {
 async fn revoking_a_forbidden_token_answers_like_an_absent_one(app: TestApp) {
     let api = app.create_api("tm", &["live"]).await;
     let manager = app
-        .token(json!({"name": "manager", "scopes": ["tokens:write", "tokens:read", "keys:verify"],
-                      "api_ids": [api]}))
+        .token(
+            json!({"name": "manager", "scopes": ["tokens:write", "tokens:read", "keys:verify"],
+                      "api_ids": [api]}),
+        )
         .await;
     let all = app.ok(Method::GET, "/v1/tokens", None).await;
     let root_id = all["tokens"]
@@ -321,12 +330,8 @@ async fn last_full_token_cannot_be_revoked_through_the_api(app: TestApp) {
         .iter()
         .map(|s| s.as_str())
         .collect();
-    let (backup, backup_record) = mint(
-        &app,
-        &app.root,
-        json!({"name": "backup", "scopes": every}),
-    )
-    .await;
+    let (backup, backup_record) =
+        mint(&app, &app.root, json!({"name": "backup", "scopes": every})).await;
     let (status, v) = app
         .call(
             Method::POST,
@@ -425,7 +430,11 @@ async fn audit_reads_are_filtered_by_reach(app: TestApp) {
         let app = &app;
         async move { id_of(&app.create_key(body).await) }
     };
-    let (x_test, x_live, y_test) = (key(&x, "test").await, key(&x, "live").await, key(&y, "test").await);
+    let (x_test, x_live, y_test) = (
+        key(&x, "test").await,
+        key(&x, "live").await,
+        key(&y, "test").await,
+    );
     app.ok(
         Method::POST,
         &format!("/v1/keys/{x_live}/revoke"),
@@ -443,7 +452,11 @@ async fn audit_reads_are_filtered_by_reach(app: TestApp) {
         .await;
 
     let seen = audit_as(&app, &x_test_auditor).await;
-    assert_eq!(seen, [("key.create".to_owned(), x_test.clone())], "{seen:?}");
+    assert_eq!(
+        seen,
+        [("key.create".to_owned(), x_test.clone())],
+        "{seen:?}"
+    );
 
     let seen = audit_as(&app, &y_auditor).await;
     let targets: Vec<&str> = seen.iter().map(|(_, t)| t.as_str()).collect();

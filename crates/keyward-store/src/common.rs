@@ -1313,7 +1313,7 @@ macro_rules! impl_store {
                 }
                 insert_events(&mut tx, &events).await?;
                 let changes: Vec<Change> =
-                    unrevoked.iter().map(|t| Change::Token(t.digest.clone())).collect();
+                    unrevoked.iter().map(|t| Change::Token(t.digest)).collect();
                 insert_changes(&mut tx, &changes, now).await?;
                 tx.commit().await?;
                 Ok(unrevoked

@@ -13,9 +13,9 @@ use keyward_core::{
 };
 use keyward_store::{
     AuditEntry, AuditFilter, BulkRevokeFilter, Change, CreditsPatch, KeyFilter, KeyPatch,
-    KeyringEntry, LastFullToken, Page,
-    PgStore, Rotation, SealKind, SealRecord, SecretMetaPatch, SecretMount, SecretWrite, Store,
-    StoreError, TransitKey, TransitKeyVersion, UsageRow, UseTarget, VersionAction,
+    KeyringEntry, LastFullToken, Page, PgStore, Rotation, SealKind, SealRecord, SecretMetaPatch,
+    SecretMount, SecretWrite, Store, StoreError, TransitKey, TransitKeyVersion, UsageRow,
+    UseTarget, VersionAction,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -803,7 +803,12 @@ async fn token_tree(store: Arc<dyn Store>) {
         Err(StoreError::LastFullToken)
     ));
     assert_eq!(store.latest_change().await.unwrap(), before);
-    assert!(store.get_token(&a.id).await.unwrap().unwrap().is_usable(now()));
+    assert!(store
+        .get_token(&a.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .is_usable(now()));
 
     let revoked = store
         .revoke_token_tree(
@@ -815,9 +820,18 @@ async fn token_tree(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let ids: Vec<&TokenId> = revoked.iter().map(|t| &t.id).collect();
-    assert_eq!(ids, [&a.id, &b.id, &c.id], "the origin first, then its tree");
+    assert_eq!(
+        ids,
+        [&a.id, &b.id, &c.id],
+        "the origin first, then its tree"
+    );
     for t in [&a, &b, &c] {
-        assert!(!store.get_token(&t.id).await.unwrap().unwrap().is_usable(now()));
+        assert!(!store
+            .get_token(&t.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_usable(now()));
     }
     assert!(store
         .get_token(&sibling.id)
@@ -829,7 +843,7 @@ async fn token_tree(store: Arc<dyn Store>) {
     let digests: Vec<Change> = changes.into_iter().map(|c| c.change).collect();
     assert_eq!(
         digests,
-        [&a, &b, &c].map(|t| Change::Token(t.digest.clone())),
+        [&a, &b, &c].map(|t| Change::Token(t.digest)),
         "one change-feed entry per revoked token"
     );
     let audit = store
@@ -850,7 +864,12 @@ async fn token_tree(store: Arc<dyn Store>) {
     }
     // Again: nothing left to revoke, nothing written.
     assert!(store
-        .revoke_token_tree(&a.id, now(), &event("token.revoke", "a"), LastFullToken::Keep)
+        .revoke_token_tree(
+            &a.id,
+            now(),
+            &event("token.revoke", "a"),
+            LastFullToken::Keep
+        )
         .await
         .unwrap()
         .is_empty());
@@ -901,7 +920,12 @@ async fn token_tree(store: Arc<dyn Store>) {
     }
     assert!(matches!(
         store
-            .revoke_token_tree(&root.id, now(), &event("token.revoke", "r"), LastFullToken::Keep)
+            .revoke_token_tree(
+                &root.id,
+                now(),
+                &event("token.revoke", "r"),
+                LastFullToken::Keep
+            )
             .await,
         Err(StoreError::LastFullToken)
     ));
@@ -979,7 +1003,11 @@ async fn audit_reach(store: Arc<dyn Store>) {
             ..AuditFilter::default()
         })
         .await,
-        [y_test.id.to_string(), "team/app".into(), "team/app/db".into()]
+        [
+            y_test.id.to_string(),
+            "team/app".into(),
+            "team/app/db".into()
+        ]
     );
     assert_eq!(
         targets(AuditFilter {

@@ -70,8 +70,8 @@ impl Legacy {
         }
     }
 
-    /// (id, created_by, expires_at, revoked_at) of each token.
-    fn tokens(&self) -> Vec<(String, Option<String>, Option<i64>, Option<i64>)> {
+    /// Each token as stored.
+    fn tokens(&self) -> Vec<LegacyToken> {
         let s = |t: &TokenId| t.as_str().to_owned();
         let root = Some(s(&self.root));
         vec![
@@ -127,7 +127,8 @@ impl Legacy {
                 ],
             )
         };
-        let plain = PlaintextKey::generate(&Prefix::parse("lg").unwrap(), Environment::Test).unwrap();
+        let plain =
+            PlaintextKey::generate(&Prefix::parse("lg").unwrap(), Environment::Test).unwrap();
         out.push((
             "INSERT INTO apis (id, name, prefix, environments, created_at) \
              VALUES ($1, 'legacy', 'lg', '[\"test\"]', $2)",
@@ -217,6 +218,9 @@ impl Legacy {
     }
 }
 
+/// A token's id, created_by, expires_at and revoked_at.
+type LegacyToken = (String, Option<String>, Option<i64>, Option<i64>);
+
 /// A value bound to a statement.
 enum Value {
     Text(Option<String>),
@@ -269,9 +273,7 @@ async fn unreadable_rows_are_reported(store: Arc<dyn Store>, corrupt: impl Async
         .unwrap();
     assert_eq!(listed.len(), 3);
     assert!(matches!(&listed[0], AuditEntry::Event(e) if e.target == "first"));
-    assert!(
-        matches!(&listed[1], AuditEntry::Unreadable { id, .. } if id == events[1].id.as_str())
-    );
+    assert!(matches!(&listed[1], AuditEntry::Unreadable { id, .. } if id == events[1].id.as_str()));
     assert!(matches!(&listed[2], AuditEntry::Event(e) if e.target == "last"));
 }
 

@@ -21,9 +21,9 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use keyward_core::{key::ADMIN_PREFIX, AdminScope, AdminToken, KeyDigest, ParsedKey};
 use keyward_store::LastFullToken;
-use time::OffsetDateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use time::OffsetDateTime;
 
 use super::{audit_event, now, Json};
 use crate::auth::Caller;

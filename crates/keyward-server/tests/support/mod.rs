@@ -16,11 +16,11 @@ use keyward_server::gateway::GatewayConfig;
 use keyward_server::seal::SealSettings;
 use keyward_server::settings::{LeakSettings, VerifySettings};
 use keyward_server::{Application, Settings};
+use keyward_store::{AuditEntry, LastFullToken, RevokedToken};
 use keyward_store::{
     AuditFilter, BulkRevokeFilter, KeyFilter, KeyPatch, Page, PgStore, Rotation, SqliteStore, Store,
 };
 use keyward_store::{ChangeEntry, CreditLease, KeyringEntry, SealRecord, UsageRow};
-use keyward_store::{AuditEntry, LastFullToken, RevokedToken};
 use keyward_store::{
     EnvelopeCursor, SecretMeta, SecretMetaPatch, SecretMount, SecretVersion, SecretWrite,
     StoredEnvelope, TransitKey, TransitKeyVersion, UseTarget, VersionAction,
