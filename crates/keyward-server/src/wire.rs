@@ -400,6 +400,8 @@ pub struct TokenCreate {
     pub api_ids: Option<Vec<String>>,
     /// Limit the token to these environments (within the creator's reach).
     pub environments: Option<Vec<Environment>>,
+    /// When the token stops working; never later than the creating token's
+    /// own expiry, to which a later one (or none) is capped.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
 }

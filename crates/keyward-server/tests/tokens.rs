@@ -27,6 +27,70 @@ on_both_backends!(
     audit_reads_are_filtered_by_reach,
 );
 
+on_both_backends_raw!(a_cascade_reaches_the_caches_of_other_nodes);
+
+/// A token cached as valid on another node stops working there when its
+/// parent is revoked here: the feed carries every token of the cascade.
+async fn a_cascade_reaches_the_caches_of_other_nodes(backend: support::Backend) {
+    let here = support::spawn(backend).await;
+    let there = support::spawn_on(
+        here.inner_store(),
+        None,
+        tempfile::tempdir().unwrap(),
+        keyward_server::settings::VerifySettings::default(),
+        Some(here.root.clone()),
+    )
+    .await;
+    let (parent, parent_record) = mint(
+        &here,
+        &here.root,
+        json!({"name": "parent", "scopes": MANAGER_SCOPES}),
+    )
+    .await;
+    let (child, _) = mint(
+        &here,
+        &parent,
+        json!({"name": "child", "scopes": ["apis:read"]}),
+    )
+    .await;
+    let (grandchild, _) = mint(
+        &here,
+        &child_minter(&here, &parent).await,
+        json!({"name": "grandchild", "scopes": ["apis:read"]}),
+    )
+    .await;
+    for token in [&child, &grandchild] {
+        assert_eq!(works(&there, token).await, StatusCode::OK, "cached there");
+    }
+    here.ok(
+        Method::POST,
+        &format!("/v1/tokens/{}/revoke", id_of(&parent_record)),
+        None,
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for token in [&child, &grandchild] {
+        while works(&there, token).await != StatusCode::UNAUTHORIZED {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the other node still accepts a token below a revoked one"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A token minted by `parent` that can mint in turn.
+async fn child_minter(app: &TestApp, parent: &str) -> String {
+    mint(
+        app,
+        parent,
+        json!({"name": "minter", "scopes": MANAGER_SCOPES}),
+    )
+    .await
+    .0
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_audit_row_is_reported_and_the_rest_served() {
     let app = support::spawn(support::Backend::Sqlite).await;

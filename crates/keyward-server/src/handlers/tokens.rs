@@ -28,10 +28,12 @@ use crate::error::ApiError;
 use crate::wire::{ErrorResponse, IssuedToken, PageQuery, TokenCreate, TokenList, TokenView};
 use crate::AppState;
 
-/// Creates an admin token with at most the caller's scopes and reach.
+/// Creates an admin token with at most the caller's scopes and reach,
+/// expiring no later than the caller (a later expiry, or none, is capped to
+/// the caller's). 409 when the caller was revoked meanwhile.
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = TokenCreate,
     responses((status = 201, body = IssuedToken), (status = 400, body = ErrorResponse),
-              (status = 403, body = ErrorResponse)),
+              (status = 403, body = ErrorResponse), (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["tokens:write"])))]
 pub async fn create_token(
     State(state): State<Arc<AppState>>,
@@ -174,8 +176,8 @@ pub async fn list_tokens(
 /// scope is not revoked (409 `LAST_ROOT_TOKEN`).
 #[utoipa::path(post, path = "/v1/tokens/{id}/revoke", tag = "tokens",
     params(("id" = String, Path, description = "token id")),
-    responses((status = 200, body = TokenView), (status = 404, body = ErrorResponse),
-              (status = 409, body = ErrorResponse)),
+    responses((status = 200, body = TokenView), (status = 403, body = ErrorResponse),
+              (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["tokens:write"])))]
 pub async fn revoke_token(
     State(state): State<Arc<AppState>>,
