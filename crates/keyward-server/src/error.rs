@@ -42,6 +42,14 @@ pub enum ApiError {
     /// A signed report's signature is missing, from an unknown key or wrong.
     #[error("{0}")]
     SignatureInvalid(&'static str),
+    /// The revocation would leave no usable admin token that can grant every
+    /// scope, locking the install out of its own admin API.
+    #[error(
+        "this is the last usable full-access admin token (every scope, no API or environment \
+         limit): create another such token first, or issue a new one with \
+         `keyward operator root-token`"
+    )]
+    LastRootToken,
     /// The bulk revocation named no criterion.
     #[error("a bulk revocation needs at least one filter")]
     EmptyFilter,
@@ -77,6 +85,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
+            ApiError::LastRootToken => (StatusCode::CONFLICT, "LAST_ROOT_TOKEN"),
             ApiError::EmptyFilter => (StatusCode::BAD_REQUEST, "EMPTY_FILTER"),
             ApiError::SignatureInvalid(_) => (StatusCode::UNAUTHORIZED, "SIGNATURE_INVALID"),
             ApiError::Sealed(_) => (StatusCode::SERVICE_UNAVAILABLE, "SEALED"),
@@ -111,6 +120,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(what) => ApiError::Conflict(what),
             StoreError::NotFound => ApiError::NotFound("record"),
+            StoreError::LastFullToken => ApiError::LastRootToken,
             other => ApiError::internal(other),
         }
     }

@@ -400,6 +400,8 @@ pub struct TokenCreate {
     pub api_ids: Option<Vec<String>>,
     /// Limit the token to these environments (within the creator's reach).
     pub environments: Option<Vec<Environment>>,
+    /// When the token stops working; never later than the creating token's
+    /// own expiry, to which a later one (or none) is capped.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
 }
@@ -497,9 +499,28 @@ impl From<AuditEvent> for AuditView {
     }
 }
 
+/// A row of the audit log that could not be read back (the database was
+/// changed outside Keyward): listed in its place so that nothing is skipped
+/// silently; the server logs what was wrong with it.
+#[derive(Serialize, ToSchema)]
+pub struct UnreadableAuditView {
+    pub id: String,
+    /// Always `unreadable`.
+    #[schema(example = "unreadable")]
+    pub error: &'static str,
+}
+
+/// One entry of an audit listing.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum AuditEntryView {
+    Event(AuditView),
+    Unreadable(UnreadableAuditView),
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct AuditList {
-    pub events: Vec<AuditView>,
+    pub events: Vec<AuditEntryView>,
     pub next_cursor: Option<String>,
 }
 
@@ -574,6 +595,18 @@ pub struct Health {
     pub status: &'static str,
 }
 
+/// `/ready`: whether the node can serve, and what an operator must fix
+/// although it does.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    pub status: &'static str,
+    /// E.g. that no full-access admin token remains. Left out when there is
+    /// nothing to fix.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<&'static str>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ErrorResponse {
     pub error: ErrorDetail,
@@ -582,7 +615,7 @@ pub struct ErrorResponse {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine code, e.g. `UNAUTHENTICATED`, `FORBIDDEN`, `NOT_FOUND`,
-    /// `INVALID_REQUEST`, `CONFLICT`, `EMPTY_FILTER`.
+    /// `INVALID_REQUEST`, `CONFLICT`, `LAST_ROOT_TOKEN`, `EMPTY_FILTER`.
     pub code: String,
     pub message: String,
 }

@@ -229,12 +229,12 @@ impl TryFrom<TokenRow> for AdminToken {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct EventRow {
-    id: String,
-    at: i64,
-    actor: Option<String>,
-    action: String,
-    target: String,
-    details: String,
+    pub(crate) id: String,
+    pub(crate) at: i64,
+    pub(crate) actor: Option<String>,
+    pub(crate) action: String,
+    pub(crate) target: String,
+    pub(crate) details: String,
 }
 
 impl TryFrom<EventRow> for AuditEvent {
@@ -254,6 +254,49 @@ impl TryFrom<EventRow> for AuditEvent {
             details: json(T, &r.details)?,
         })
     }
+}
+
+/// Whether a token can grant every scope: usable at `now`, unlimited in
+/// APIs and environments, holding every admin scope.
+pub(crate) fn is_full_token(token: &AdminToken, now: time::OffsetDateTime) -> bool {
+    token.is_usable(now)
+        && token.api_ids.is_none()
+        && token.environments.is_none()
+        && AdminScope::ALL.iter().all(|s| token.has_scope(*s))
+}
+
+/// The details of the event for a token a cascade revoked: the origin's
+/// details with the origin named.
+pub(crate) fn cascade_details(origin: &TokenId, details: &serde_json::Value) -> serde_json::Value {
+    let mut details = details.clone();
+    match details.as_object_mut() {
+        Some(object) => {
+            object.insert("cascade_from".to_owned(), origin.as_str().into());
+            details
+        }
+        None => serde_json::json!({ "cascade_from": origin.as_str(), "origin": details }),
+    }
+}
+
+/// Fills the API and environment of the audit events whose ids are bound
+/// next (a list closed by the caller) from the record each is about: a key
+/// (API and environment), an API (API only) or a secret's mount, named by
+/// its path or by `mount/secret` (environment only). `{c}` is the dialect's
+/// id collation.
+pub(crate) fn derive_event_reach_sql(c: &str) -> String {
+    format!(
+        "UPDATE audit_events SET \
+         api_id = COALESCE(\
+           (SELECT k.api_id FROM keys k WHERE k.id = audit_events.target{c}), \
+           (SELECT a.id FROM apis a WHERE a.id = audit_events.target{c})), \
+         environment = COALESCE(\
+           (SELECT k.environment FROM keys k WHERE k.id = audit_events.target{c}), \
+           (SELECT m.environment FROM secret_mounts m \
+            WHERE audit_events.target = m.path \
+               OR substr(audit_events.target, 1, length(m.path) + 1) = m.path || '/' \
+            ORDER BY length(m.path) DESC LIMIT 1)) \
+         WHERE id IN ("
+    )
 }
 
 /// Converts rows, stopping at the first corrupt one.
@@ -361,13 +404,13 @@ macro_rules! impl_store {
         use time::OffsetDateTime;
 
         use $crate::common::{
-            convert, ApiRow, EventRow, KeyRow, TokenRow, TransitKeyRow, KEY_COLUMNS, TOKEN_COLUMNS,
-            TRANSIT_KEY_COLUMNS,
+            cascade_details, convert, derive_event_reach_sql, is_full_token, ApiRow, EventRow,
+            KeyRow, TokenRow, TransitKeyRow, KEY_COLUMNS, TOKEN_COLUMNS, TRANSIT_KEY_COLUMNS,
         };
         use $crate::rows::{corrupt, millis, to_json};
         use keyward_core::limits::{RateLimit, Refill};
         use $crate::{
-            AuditFilter, BulkRevokeFilter, Change, ChangeEntry, CreditLease, KeyFilter, KeyPatch,
+            AuditEntry, AuditFilter, BulkRevokeFilter, LastFullToken, RevokedToken, Change, ChangeEntry, CreditLease, KeyFilter, KeyPatch,
             KeyringEntry, Page, Result, Rotation, SealRecord, SecretMeta, SecretMetaPatch,
             SecretMount, SecretVersion, SecretWrite, Store, StoreError, TransitKey, TransitKeyVersion,
             UsageRow, VersionAction, EnvelopeCursor, StoredEnvelope, UseTarget,
@@ -437,8 +480,75 @@ macro_rules! impl_store {
                         .push_bind(to_json(&e.details));
                 });
                 q.build().execute(&mut **tx).await?;
+                let mut q: QueryBuilder<$db> =
+                    QueryBuilder::new(derive_event_reach_sql(<$store>::DIALECT.id_collation));
+                let mut ids = q.separated(", ");
+                for e in chunk {
+                    ids.push_bind(e.id.as_str().to_owned());
+                }
+                q.push(")");
+                q.build().execute(&mut **tx).await?;
             }
             Ok(())
+        }
+
+        /// The tokens that `sql` (ending in an open `IN (` list) selects for
+        /// the ids in `ids`, in chunks a statement can carry.
+        async fn tokens_in(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            sql: &str,
+            ids: &[String],
+            tail: &str,
+        ) -> Result<Vec<AdminToken>> {
+            let mut found = Vec::new();
+            for chunk in ids.chunks(EVENTS_PER_INSERT) {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(sql);
+                let mut list = q.separated(", ");
+                for id in chunk {
+                    list.push_bind(id.clone());
+                }
+                q.push(")").push(tail);
+                let rows: Vec<TokenRow> = q.build_query_as().fetch_all(&mut **tx).await?;
+                found.extend(convert::<TokenRow, AdminToken>(rows)?);
+            }
+            Ok(found)
+        }
+
+        /// The usable tokens unlimited in APIs and environments; rows that
+        /// cannot be read back count as none (they authenticate nothing).
+        async fn unlimited_tokens(
+            executor: impl sqlx::Executor<'_, Database = $db>,
+        ) -> Result<Vec<AdminToken>> {
+            let sql = format!(
+                "SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE revoked_at IS NULL \
+                 AND api_ids IS NULL AND environments IS NULL"
+            );
+            let rows: Vec<TokenRow> = sqlx::query_as(&sql).fetch_all(executor).await?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|r| AdminToken::try_from(r).ok())
+                .collect())
+        }
+
+        /// An audit row as an entry: the event, or what made it unreadable.
+        fn audit_entry(row: &<$db as sqlx::Database>::Row) -> AuditEntry {
+            use sqlx::Row;
+            let id: String = row.try_get("id").unwrap_or_default();
+            let read = || -> std::result::Result<AuditEvent, String> {
+                let event = EventRow {
+                    id: id.clone(),
+                    at: row.try_get("at").map_err(|e| e.to_string())?,
+                    actor: row.try_get("actor").map_err(|e| e.to_string())?,
+                    action: row.try_get("action").map_err(|e| e.to_string())?,
+                    target: row.try_get("target").map_err(|e| e.to_string())?,
+                    details: row.try_get("details").map_err(|e| e.to_string())?,
+                };
+                AuditEvent::try_from(event).map_err(|e| e.to_string())
+            };
+            match read() {
+                Ok(event) => AuditEntry::Event(event),
+                Err(detail) => AuditEntry::Unreadable { id, detail },
+            }
         }
 
         /// Writes change-feed entries, in the transaction of the change.
@@ -1085,6 +1195,25 @@ macro_rules! impl_store {
 
             async fn create_token(&self, token: &AdminToken, event: &AuditEvent) -> Result<()> {
                 let mut tx = self.writer().begin().await?;
+                if let Some(creator) = &token.created_by {
+                    // The row lock orders this against a revocation of the
+                    // creator: that one either sees the new token or
+                    // happens first and is seen here.
+                    let sql = format!(
+                        "SELECT revoked_at FROM admin_tokens WHERE id = $1{}",
+                        Self::DIALECT.for_update
+                    );
+                    let found: Option<(Option<i64>,)> = sqlx::query_as(&sql)
+                        .bind(creator.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if !matches!(found, Some((None,))) {
+                        tx.rollback().await?;
+                        return Err(StoreError::Conflict(
+                            "the token creating this one is revoked or unknown",
+                        ));
+                    }
+                }
                 insert_token(&mut tx, token).await?;
                 insert_events(&mut tx, std::slice::from_ref(event)).await?;
                 tx.commit().await?;
@@ -1127,34 +1256,129 @@ macro_rules! impl_store {
                 now: OffsetDateTime,
                 event: &AuditEvent,
             ) -> Result<bool> {
+                let revoked = self
+                    .revoke_token_tree(id, now, event, LastFullToken::Revoke)
+                    .await?;
+                Ok(revoked.first().is_some_and(|t| &t.id == id))
+            }
+
+            async fn revoke_token_tree(
+                &self,
+                id: &TokenId,
+                now: OffsetDateTime,
+                event: &AuditEvent,
+                last: LastFullToken,
+            ) -> Result<Vec<RevokedToken>> {
+                let lock = Self::DIALECT.for_update;
                 let mut tx = self.writer().begin().await?;
-                let revoked: Option<(Vec<u8>,)> = sqlx::query_as(
-                    "UPDATE admin_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL \
-                     RETURNING digest",
+                if last == LastFullToken::Keep {
+                    // One guarded revocation at a time: two at once could
+                    // each see the other's token as the one that remains.
+                    sqlx::query(&format!(
+                        "SELECT singleton FROM bootstrap WHERE singleton = 1{lock}"
+                    ))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                }
+                let origin = tokens_in(
+                    &mut tx,
+                    &format!("SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE id IN ("),
+                    &[id.as_str().to_owned()],
+                    lock,
                 )
-                .bind(id.as_str())
-                .bind(millis(now))
-                .fetch_optional(&mut *tx)
                 .await?;
-                let Some((digest,)) = revoked else {
+                let Some(origin) = origin.into_iter().next() else {
                     tx.rollback().await?;
-                    return match self.get_token(id).await? {
-                        None => Err(StoreError::NotFound),
-                        Some(_) => Ok(false),
-                    };
+                    return Err(StoreError::NotFound);
                 };
-                insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                let digest = $crate::rows::digest("admin_tokens", &digest)?;
-                insert_changes(&mut tx, &[Change::Token(digest)], now).await?;
+                // The tree, one level per statement: each statement sees
+                // what committed before it, so a token minted by one of
+                // these while this ran (it waited for its creator's row
+                // lock) is found at the next level.
+                let mut seen = std::collections::HashSet::from([origin.id.as_str().to_owned()]);
+                let mut tree = vec![origin];
+                let mut level = vec![id.as_str().to_owned()];
+                while !level.is_empty() {
+                    let children = tokens_in(
+                        &mut tx,
+                        &format!("SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE created_by IN ("),
+                        &level,
+                        lock,
+                    )
+                    .await?;
+                    level = Vec::new();
+                    for child in children {
+                        if seen.insert(child.id.as_str().to_owned()) {
+                            level.push(child.id.as_str().to_owned());
+                            tree.push(child);
+                        }
+                    }
+                }
+                let unrevoked: Vec<AdminToken> =
+                    tree.into_iter().filter(|t| t.revoked_at.is_none()).collect();
+                if unrevoked.is_empty() {
+                    tx.rollback().await?;
+                    return Ok(Vec::new());
+                }
+                let takes_full = unrevoked.iter().any(|t| is_full_token(t, now));
+                let ids: Vec<String> = unrevoked.iter().map(|t| t.id.as_str().to_owned()).collect();
+                for chunk in ids.chunks(EVENTS_PER_INSERT) {
+                    let mut q: QueryBuilder<$db> =
+                        QueryBuilder::new("UPDATE admin_tokens SET revoked_at = ");
+                    q.push_bind(millis(now)).push(" WHERE revoked_at IS NULL AND id IN (");
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.clone());
+                    }
+                    q.push(")");
+                    q.build().execute(&mut *tx).await?;
+                }
+                if last == LastFullToken::Keep
+                    && takes_full
+                    && !unlimited_tokens(&mut *tx)
+                        .await?
+                        .iter()
+                        .any(|t| is_full_token(t, now))
+                {
+                    tx.rollback().await?;
+                    return Err(StoreError::LastFullToken);
+                }
+                let mut events = Vec::with_capacity(unrevoked.len());
+                for token in &unrevoked {
+                    if &token.id == id {
+                        events.push(event.clone());
+                    } else {
+                        events.push(AuditEvent {
+                            id: $crate::event_id(now)?,
+                            target: token.id.as_str().to_owned(),
+                            details: cascade_details(id, &event.details),
+                            ..event.clone()
+                        });
+                    }
+                }
+                insert_events(&mut tx, &events).await?;
+                let changes: Vec<Change> =
+                    unrevoked.iter().map(|t| Change::Token(t.digest)).collect();
+                insert_changes(&mut tx, &changes, now).await?;
                 tx.commit().await?;
-                Ok(true)
+                Ok(unrevoked
+                    .into_iter()
+                    .map(|t| RevokedToken { id: t.id, digest: t.digest })
+                    .collect())
+            }
+
+            async fn has_full_token(&self, now: OffsetDateTime) -> Result<bool> {
+                Ok(unlimited_tokens(self.reader())
+                    .await?
+                    .iter()
+                    .any(|t| is_full_token(t, now)))
             }
 
             async fn list_audit(
                 &self,
                 filter: &AuditFilter,
                 page: &Page,
-            ) -> Result<Vec<AuditEvent>> {
+            ) -> Result<Vec<AuditEntry>> {
                 let mut q: QueryBuilder<$db> = QueryBuilder::new(
                     "SELECT id, at, actor, action, target, details FROM audit_events WHERE TRUE",
                 );
@@ -1164,12 +1388,31 @@ macro_rules! impl_store {
                 if let Some(action) = &filter.action {
                     q.push(" AND action = ").push_bind(action.clone());
                 }
+                if let Some(ids) = &filter.api_ids_within {
+                    q.push(" AND api_id IN (");
+                    let mut list = q.separated(", ");
+                    // An empty reach matches nothing; NULL is in no list.
+                    list.push("NULL");
+                    for id in ids {
+                        list.push_bind(id.as_str().to_owned());
+                    }
+                    q.push(")");
+                }
+                if let Some(envs) = &filter.environments_within {
+                    q.push(" AND environment IN (");
+                    let mut list = q.separated(", ");
+                    list.push("NULL");
+                    for env in envs {
+                        list.push_bind(env.as_str());
+                    }
+                    q.push(")");
+                }
                 if let Some(after) = &page.after {
                     q.push(" AND id > ").push_bind(after.clone());
                 }
                 q.push(" ORDER BY id LIMIT ").push_bind(i64::from(page.limit));
-                let rows: Vec<EventRow> = q.build_query_as().fetch_all(self.reader()).await?;
-                convert(rows)
+                let rows = q.build().fetch_all(self.reader()).await?;
+                Ok(rows.iter().map(audit_entry).collect())
             }
 
             async fn seal(&self) -> Result<Option<SealRecord>> {

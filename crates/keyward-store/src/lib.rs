@@ -39,6 +39,10 @@ pub enum StoreError {
     /// The record acted on does not exist.
     #[error("record not found")]
     NotFound,
+    /// A guarded token revocation would leave no usable admin token that
+    /// can grant every scope.
+    #[error("this would revoke the last usable full-access admin token")]
+    LastFullToken,
     /// A stored row could not be read back into a record; the database was
     /// changed outside Keyward or is corrupt.
     #[error("corrupt row in {table}: {detail}")]
@@ -183,6 +187,56 @@ pub struct ChangeEntry {
 pub struct AuditFilter {
     pub target: Option<String>,
     pub action: Option<String>,
+    /// Restricts the listing to events about records of these APIs (an
+    /// admin token's reach). Events about no API, or whose API is not
+    /// known, are then left out.
+    pub api_ids_within: Option<Vec<ApiId>>,
+    /// Restricts the listing to events about records of these environments
+    /// (an admin token's reach); events of no known environment are then
+    /// left out.
+    pub environments_within: Option<Vec<Environment>>,
+}
+
+/// One row of an audit listing: the event, or a row that could not be read
+/// back (the database was changed outside Keyward), reported rather than
+/// skipped so that a listing never hides a row or fails for one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuditEntry {
+    Event(AuditEvent),
+    Unreadable {
+        /// The row's id as stored, which is also its place in the listing.
+        id: String,
+        /// What could not be read, for the log; never shown to clients.
+        detail: String,
+    },
+}
+
+impl AuditEntry {
+    /// The row's id as stored: the listing's cursor.
+    pub fn id(&self) -> &str {
+        match self {
+            AuditEntry::Event(e) => e.id.as_str(),
+            AuditEntry::Unreadable { id, .. } => id,
+        }
+    }
+}
+
+/// Whether a token revocation may take the last usable admin token that can
+/// grant every scope with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastFullToken {
+    /// Refuse with [`StoreError::LastFullToken`]: the admin API, so that no
+    /// caller locks the install out.
+    Keep,
+    /// Revoke anyway: a leaked token must stop working whatever it leaves.
+    Revoke,
+}
+
+/// A token a revocation took with it, for caches to drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedToken {
+    pub id: TokenId,
+    pub digest: KeyDigest,
 }
 
 /// Where the master key lives.
@@ -470,19 +524,46 @@ pub trait Store: Send + Sync + 'static {
         event: &AuditEvent,
     ) -> Result<()>;
 
+    /// Stores a token. When it names the token that created it, that token
+    /// must still be unrevoked (checked in the same transaction, so a
+    /// revocation of the creator either sees the new token or refuses it):
+    /// `Conflict` otherwise.
     async fn create_token(&self, token: &AdminToken, event: &AuditEvent) -> Result<()>;
     async fn get_token(&self, id: &TokenId) -> Result<Option<AdminToken>>;
     async fn find_token_by_digest(&self, digest: &KeyDigest) -> Result<Option<AdminToken>>;
     async fn list_tokens(&self, page: &Page) -> Result<Vec<AdminToken>>;
-    /// Revokes the token unless it already is; returns whether this call did.
+    /// Revokes the token unless it already is, with every token it minted,
+    /// as [`Store::revoke_token_tree`] does without a guard; returns whether
+    /// this call revoked the token itself.
     async fn revoke_token(
         &self,
         id: &TokenId,
         now: OffsetDateTime,
         event: &AuditEvent,
     ) -> Result<bool>;
+    /// Revokes the token and every unrevoked token it minted, transitively,
+    /// in one transaction: `event` for the token itself, and for each other
+    /// one a copy with a fresh id, that token as target and `cascade_from`
+    /// (the origin's id) added to its details; a change-feed entry for each.
+    /// Returns what it revoked, the token itself first when it was still
+    /// unrevoked. `NotFound` when there is no such token; with
+    /// [`LastFullToken::Keep`], `LastFullToken` when no usable full-access
+    /// token would remain (then nothing changes).
+    async fn revoke_token_tree(
+        &self,
+        id: &TokenId,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+        last: LastFullToken,
+    ) -> Result<Vec<RevokedToken>>;
+    /// Whether some token is usable at `now`, unlimited in APIs and
+    /// environments, and holds every admin scope: one that can grant all.
+    async fn has_full_token(&self, now: OffsetDateTime) -> Result<bool>;
 
-    async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> Result<Vec<AuditEvent>>;
+    /// Audit events in id order. Each event records the API and environment
+    /// of the record it is about, derived on write from that record (a
+    /// key, an API, a secret's mount); the reach filters use them.
+    async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> Result<Vec<AuditEntry>>;
 
     /// The seal, once initialised.
     async fn seal(&self) -> Result<Option<SealRecord>>;

@@ -12,9 +12,10 @@ use keyward_core::{
     KeyState, PlaintextKey, Prefix, Scope, TokenId,
 };
 use keyward_store::{
-    AuditFilter, BulkRevokeFilter, Change, CreditsPatch, KeyFilter, KeyPatch, KeyringEntry, Page,
-    PgStore, Rotation, SealKind, SealRecord, SecretMetaPatch, SecretMount, SecretWrite, Store,
-    StoreError, TransitKey, TransitKeyVersion, UsageRow, UseTarget, VersionAction,
+    AuditEntry, AuditFilter, BulkRevokeFilter, Change, CreditsPatch, KeyFilter, KeyPatch,
+    KeyringEntry, LastFullToken, Page, PgStore, Rotation, SealKind, SealRecord, SecretMetaPatch,
+    SecretMount, SecretWrite, Store, StoreError, TransitKey, TransitKeyVersion, UsageRow,
+    UseTarget, VersionAction,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -71,6 +72,17 @@ fn token(scopes: Vec<AdminScope>) -> (AdminToken, PlaintextKey) {
         revoked_at: None,
     };
     (token, plain)
+}
+
+/// The events of a listing, all of which must be readable.
+fn events(entries: &[AuditEntry]) -> Vec<&AuditEvent> {
+    entries
+        .iter()
+        .map(|e| match e {
+            AuditEntry::Event(e) => e,
+            AuditEntry::Unreadable { id, detail } => panic!("unreadable {id}: {detail}"),
+        })
+        .collect()
 }
 
 fn page(limit: u32) -> Page {
@@ -175,13 +187,13 @@ async fn apis_and_keys(store: Arc<dyn Store>) {
         .list_audit(
             &AuditFilter {
                 target: Some(k.id.to_string()),
-                action: None,
+                ..AuditFilter::default()
             },
             &page(100),
         )
         .await
         .unwrap();
-    let actions: Vec<&str> = trail.iter().map(|e| e.action.as_str()).collect();
+    let actions: Vec<&str> = events(&trail).iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,
         ["key.create", "key.update", "key.update", "key.revoke"]
@@ -458,7 +470,7 @@ async fn bulk_revocation(store: Arc<dyn Store>) {
         .list_audit(
             &AuditFilter {
                 action: Some("key.revoke".into()),
-                target: None,
+                ..AuditFilter::default()
             },
             &page(100),
         )
@@ -748,6 +760,275 @@ async fn tokens_and_bootstrap(store: Arc<dyn Store>) {
     assert!(!after.is_usable(now()));
 }
 
+/// A child of `parent` with `scopes`.
+fn child(parent: &AdminToken, scopes: Vec<AdminScope>) -> AdminToken {
+    let (mut t, _) = token(scopes);
+    t.created_by = Some(parent.id.clone());
+    t
+}
+
+/// Tokens form a tree: revoking one revokes everything below it in one
+/// transaction, with an event and a change-feed entry each; nothing is
+/// minted under a revoked token; the guard keeps the last full token.
+async fn token_tree(store: Arc<dyn Store>) {
+    let (root, _) = token(AdminScope::ALL.to_vec());
+    store
+        .bootstrap(&root, &event("token.create", root.id.as_str()))
+        .await
+        .unwrap();
+    assert!(store.has_full_token(now()).await.unwrap());
+    let a = child(&root, vec![AdminScope::TokensWrite, AdminScope::ApisRead]);
+    let b = child(&a, vec![AdminScope::ApisRead]);
+    let c = child(&b, vec![AdminScope::ApisRead]);
+    let sibling = child(&root, vec![AdminScope::ApisRead]);
+    for t in [&a, &b, &c, &sibling] {
+        store
+            .create_token(t, &event("token.create", t.id.as_str()))
+            .await
+            .unwrap();
+    }
+
+    // The root is the last full token: the guarded revocation refuses and
+    // changes nothing; the unguarded one (a leak) goes through.
+    let before = store.latest_change().await.unwrap();
+    assert!(matches!(
+        store
+            .revoke_token_tree(
+                &root.id,
+                now(),
+                &event("token.revoke", root.id.as_str()),
+                LastFullToken::Keep
+            )
+            .await,
+        Err(StoreError::LastFullToken)
+    ));
+    assert_eq!(store.latest_change().await.unwrap(), before);
+    assert!(store
+        .get_token(&a.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .is_usable(now()));
+
+    let revoked = store
+        .revoke_token_tree(
+            &a.id,
+            now(),
+            &event("token.revoke", a.id.as_str()),
+            LastFullToken::Keep,
+        )
+        .await
+        .unwrap();
+    let ids: Vec<&TokenId> = revoked.iter().map(|t| &t.id).collect();
+    assert_eq!(
+        ids,
+        [&a.id, &b.id, &c.id],
+        "the origin first, then its tree"
+    );
+    for t in [&a, &b, &c] {
+        assert!(!store
+            .get_token(&t.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_usable(now()));
+    }
+    assert!(store
+        .get_token(&sibling.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .is_usable(now()));
+    let changes = store.changes_after(before, 100).await.unwrap();
+    let digests: Vec<Change> = changes.into_iter().map(|c| c.change).collect();
+    assert_eq!(
+        digests,
+        [&a, &b, &c].map(|t| Change::Token(t.digest)),
+        "one change-feed entry per revoked token"
+    );
+    let audit = store
+        .list_audit(
+            &AuditFilter {
+                action: Some("token.revoke".into()),
+                ..AuditFilter::default()
+            },
+            &page(100),
+        )
+        .await
+        .unwrap();
+    let audit = events(&audit);
+    assert_eq!(audit.len(), 3);
+    for e in audit.iter().filter(|e| e.target != a.id.as_str()) {
+        assert_eq!(e.details["cascade_from"], a.id.as_str());
+        assert_eq!(e.details["why"], "story", "the origin's details are kept");
+    }
+    // Again: nothing left to revoke, nothing written.
+    assert!(store
+        .revoke_token_tree(
+            &a.id,
+            now(),
+            &event("token.revoke", "a"),
+            LastFullToken::Keep
+        )
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(!store
+        .revoke_token(&b.id, now(), &event("token.revoke", "b"))
+        .await
+        .unwrap());
+    assert!(matches!(
+        store
+            .revoke_token_tree(
+                &TokenId::generate(now()).unwrap(),
+                now(),
+                &event("token.revoke", "x"),
+                LastFullToken::Keep
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Nothing is minted under a revoked token, nor under an unknown one.
+    let late = child(&b, vec![AdminScope::ApisRead]);
+    assert!(matches!(
+        store
+            .create_token(&late, &event("token.create", late.id.as_str()))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let (mut orphan, _) = token(vec![AdminScope::ApisRead]);
+    orphan.created_by = Some(TokenId::generate(now()).unwrap());
+    assert!(store
+        .create_token(&orphan, &event("token.create", "o"))
+        .await
+        .is_err());
+
+    // A second full token elsewhere in the tree makes root revocable; a
+    // limited or expired one does not count.
+    let (mut limited, _) = token(AdminScope::ALL.to_vec());
+    limited.created_by = Some(root.id.clone());
+    limited.environments = Some(vec![Environment::Test]);
+    let (mut expired, _) = token(AdminScope::ALL.to_vec());
+    expired.created_by = Some(root.id.clone());
+    expired.expires_at = Some(now() - Duration::seconds(1));
+    for t in [&limited, &expired] {
+        store
+            .create_token(t, &event("token.create", t.id.as_str()))
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store
+            .revoke_token_tree(
+                &root.id,
+                now(),
+                &event("token.revoke", "r"),
+                LastFullToken::Keep
+            )
+            .await,
+        Err(StoreError::LastFullToken)
+    ));
+    let revoked = store
+        .revoke_token_tree(
+            &root.id,
+            now(),
+            &event("token.revoke", "r"),
+            LastFullToken::Revoke,
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked.len(), 4, "root, the sibling, limited and expired");
+    assert!(!store.has_full_token(now()).await.unwrap());
+}
+
+/// Audit events carry the API and environment of their record, and the
+/// reach filters keep the rest out.
+async fn audit_reach(store: Arc<dyn Store>) {
+    let (x, y) = (api("ax"), api("ay"));
+    for a in [&x, &y] {
+        store
+            .create_api(a, &event("api.create", a.id.as_str()))
+            .await
+            .unwrap();
+    }
+    let (x_live, _) = key(&x, Environment::Live, "acme", &[]);
+    let (y_test, _) = key(&y, Environment::Test, "acme", &[]);
+    for k in [&x_live, &y_test] {
+        store
+            .create_key(k, &event("key.create", k.id.as_str()))
+            .await
+            .unwrap();
+    }
+    let mount = SecretMount {
+        path: "team/app".into(),
+        environment: Environment::Test,
+        max_versions: 0,
+        cas_required: false,
+        created_at: now(),
+    };
+    store
+        .create_mount(&mount, &event("mount.create", "team/app"))
+        .await
+        .unwrap();
+    store
+        .append_audit(&[
+            event("secret.read", "team/app/db"),
+            event("seal.unseal", "seal"),
+        ])
+        .await
+        .unwrap();
+    let targets = |filter: AuditFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            let listed = store.list_audit(&filter, &page(100)).await.unwrap();
+            events(&listed)
+                .iter()
+                .map(|e| e.target.clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(targets(AuditFilter::default()).await.len(), 7);
+    assert_eq!(
+        targets(AuditFilter {
+            api_ids_within: Some(vec![x.id.clone()]),
+            ..AuditFilter::default()
+        })
+        .await,
+        [x.id.to_string(), x_live.id.to_string()]
+    );
+    assert_eq!(
+        targets(AuditFilter {
+            environments_within: Some(vec![Environment::Test]),
+            ..AuditFilter::default()
+        })
+        .await,
+        [
+            y_test.id.to_string(),
+            "team/app".into(),
+            "team/app/db".into()
+        ]
+    );
+    assert_eq!(
+        targets(AuditFilter {
+            api_ids_within: Some(vec![y.id.clone()]),
+            environments_within: Some(vec![Environment::Live]),
+            ..AuditFilter::default()
+        })
+        .await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        targets(AuditFilter {
+            api_ids_within: Some(vec![]),
+            ..AuditFilter::default()
+        })
+        .await,
+        Vec::<String>::new(),
+        "an empty reach sees nothing"
+    );
+}
+
 /// Every change a node may cache is in the feed, in order, written with the
 /// change itself; nothing else is; pruning drops old entries only.
 async fn change_feed(store: Arc<dyn Store>) {
@@ -992,7 +1273,10 @@ async fn seal_and_keyring(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.action)
+        .map(|e| match e {
+            AuditEntry::Event(e) => e.action,
+            AuditEntry::Unreadable { id, detail } => panic!("unreadable {id}: {detail}"),
+        })
         .collect();
     for action in ["seal.init", "keyring.rotate", "seal.rekey", "seal.unseal"] {
         assert_eq!(
@@ -1334,6 +1618,8 @@ story!(
     seal_and_keyring,
     secrets,
     transit_keys,
+    token_tree,
+    audit_reach,
 );
 
 /// A store in a fresh schema of the server `KEYWARD_TEST_POSTGRES_URL` names.

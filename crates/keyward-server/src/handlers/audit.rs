@@ -1,18 +1,28 @@
-//! `/v1/audit`: the audit log, read-only.
+//! `/v1/audit`: the audit log, read-only, filtered by the caller's reach
+//! like every other read: a token limited to some APIs or environments sees
+//! only events about records of those (each event records the API and
+//! environment of its record, see the store). Events about no API or
+//! environment (seal, tokens, transit) are seen only by tokens unlimited in
+//! that dimension.
+//!
+//! A row that cannot be read back is listed in its place as
+//! `{"id", "error": "unreadable"}` and logged, so that one bad row neither
+//! fails the listing nor disappears from it.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use keyward_core::AdminScope;
-use keyward_store::AuditFilter;
+use keyward_store::{AuditEntry, AuditFilter};
 
 use super::{next_cursor, page, Json, Query};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::wire::{AuditList, AuditQuery, AuditView};
+use crate::wire::{AuditEntryView, AuditList, AuditQuery, AuditView, UnreadableAuditView};
 use crate::AppState;
 
-/// Lists audit events in the order they happened.
+/// Lists audit events within the caller's reach, in the order they
+/// happened.
 #[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = AuditList)),
     security(("admin_token" = ["audit:read"])))]
@@ -26,11 +36,26 @@ pub async fn list_audit(
     let filter = AuditFilter {
         target: query.target,
         action: query.action,
+        api_ids_within: caller.token.api_ids.clone(),
+        environments_within: caller.token.environments.clone(),
     };
-    let events = state.store.list_audit(&filter, &page).await?;
-    let next = next_cursor(events.iter().map(|e| e.id.as_str()), events.len(), &page);
+    let entries = state.store.list_audit(&filter, &page).await?;
+    let next = next_cursor(entries.iter().map(AuditEntry::id), entries.len(), &page);
+    let events = entries
+        .into_iter()
+        .map(|entry| match entry {
+            AuditEntry::Event(event) => AuditEntryView::Event(AuditView::from(event)),
+            AuditEntry::Unreadable { id, detail } => {
+                tracing::error!(event = %id, error = %detail, "an audit row cannot be read back");
+                AuditEntryView::Unreadable(UnreadableAuditView {
+                    id,
+                    error: "unreadable",
+                })
+            }
+        })
+        .collect();
     Ok(Json(AuditList {
-        events: events.into_iter().map(AuditView::from).collect(),
+        events,
         next_cursor: next,
     }))
 }

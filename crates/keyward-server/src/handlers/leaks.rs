@@ -19,9 +19,11 @@ use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use keyward_core::{key::ADMIN_PREFIX, AdminScope, KeyDigest, ParsedKey};
+use keyward_core::{key::ADMIN_PREFIX, AdminScope, AdminToken, KeyDigest, ParsedKey};
+use keyward_store::LastFullToken;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use time::OffsetDateTime;
 
 use super::{audit_event, now, Json};
 use crate::auth::Caller;
@@ -234,11 +236,27 @@ async fn revoke_leaked(
         else {
             return Ok(Some(false));
         };
+        // A leaked token is revoked whatever it leaves, and so is every
+        // token it created: whoever holds it may have minted them.
         let event = audit_event(caller, "token.revoke", token.id.as_str(), details, now)?;
-        if state.store.revoke_token(&token.id, now, &event).await? {
-            tracing::warn!(token = %token.id, "a leaked admin token was revoked");
-        }
+        let revoked = state
+            .store
+            .revoke_token_tree(&token.id, now, &event, LastFullToken::Revoke)
+            .await?;
         state.tokens.forget(&digest);
+        for child in &revoked {
+            state.tokens.forget(&child.digest);
+        }
+        if !revoked.is_empty() {
+            tracing::warn!(
+                token = %token.id,
+                revoked = revoked.len(),
+                "a leaked admin token was revoked, with the tokens it created"
+            );
+            if full_access(&token, now) && !state.store.has_full_token(now).await? {
+                lost_last_full_token(state, caller, &token, now).await?;
+            }
+        }
         return Ok(Some(true));
     }
     let Some(record) = state
@@ -259,4 +277,41 @@ async fn revoke_leaked(
     }
     state.verifier.key_changed(&record.digest);
     Ok(Some(true))
+}
+
+/// Whether a token could grant every scope: usable, unlimited, all scopes.
+fn full_access(token: &AdminToken, now: OffsetDateTime) -> bool {
+    token.is_usable(now)
+        && token.api_ids.is_none()
+        && token.environments.is_none()
+        && AdminScope::ALL.iter().all(|s| token.has_scope(*s))
+}
+
+/// Says loudly that the last token able to grant every scope was revoked as
+/// leaked: that is right (whoever found it could do anything), but until an
+/// operator issues a new one nobody can administer the install in full. An
+/// error in the log, an audit event and a warning in `/ready`.
+async fn lost_last_full_token(
+    state: &Arc<AppState>,
+    caller: Option<&Caller>,
+    token: &AdminToken,
+    now: OffsetDateTime,
+) -> Result<(), ApiError> {
+    tracing::error!(
+        token = %token.id,
+        "the last full-access admin token was revoked as leaked; \
+         run `keyward operator root-token` to issue a new one"
+    );
+    let event = audit_event(
+        caller,
+        "token.last_full_revoked",
+        token.id.as_str(),
+        json!({
+            "reason": "leaked",
+            "remedy": "run `keyward operator root-token` to issue a new full-access token",
+        }),
+        now,
+    )?;
+    state.store.append_audit(&[event]).await?;
+    Ok(())
 }

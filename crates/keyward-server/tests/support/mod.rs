@@ -16,6 +16,7 @@ use keyward_server::gateway::GatewayConfig;
 use keyward_server::seal::SealSettings;
 use keyward_server::settings::{LeakSettings, VerifySettings};
 use keyward_server::{Application, Settings};
+use keyward_store::{AuditEntry, LastFullToken, RevokedToken};
 use keyward_store::{
     AuditFilter, BulkRevokeFilter, KeyFilter, KeyPatch, Page, PgStore, Rotation, SqliteStore, Store,
 };
@@ -654,7 +655,19 @@ impl Store for CountingStore {
     async fn revoke_token(&self, id: &TokenId, now: OffsetDateTime, event: &AuditEvent) -> R<bool> {
         self.inner.revoke_token(id, now, event).await
     }
-    async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> R<Vec<AuditEvent>> {
+    async fn revoke_token_tree(
+        &self,
+        id: &TokenId,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+        last: LastFullToken,
+    ) -> R<Vec<RevokedToken>> {
+        self.inner.revoke_token_tree(id, now, event, last).await
+    }
+    async fn has_full_token(&self, now: OffsetDateTime) -> R<bool> {
+        self.inner.has_full_token(now).await
+    }
+    async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> R<Vec<AuditEntry>> {
         self.inner.list_audit(filter, page).await
     }
     async fn latest_change(&self) -> R<i64> {
