@@ -1,15 +1,17 @@
 //! `keyward gateway`: a reverse proxy in front of the provider's API.
 //!
 //! For every request it takes the key from `Authorization: Bearer` or
-//! `X-API-Key`, finds the first route whose method and path prefix match,
-//! verifies the key in process with the route's scopes (the same
-//! [`Verifier`] as the verify endpoint: cache, limits, credits, usage), and
-//! either answers the refusal itself or forwards the request to the upstream
-//! over a keep-alive connection — with the key stripped and the
-//! caller's identity in `X-Keyward-Key-Id`, `X-Keyward-Owner` and
-//! `X-Keyward-Scopes`. Identity headers sent by the client are removed first,
-//! so they cannot be forged. Upstream answers pass through unchanged but for
-//! hop-by-hop headers, with `X-RateLimit-*` added.
+//! `X-API-Key`, normalises the path ([`path`]), finds the first route whose
+//! method and path (whole segments) match, verifies the key in process with
+//! the route's scopes (the same [`Verifier`] as the verify endpoint: cache,
+//! limits, credits, usage), and either answers the refusal itself or
+//! forwards the request to the upstream over a keep-alive connection — with
+//! the key stripped and the caller's identity in `X-Keyward-Key-Id`,
+//! `X-Keyward-Owner` and `X-Keyward-Scopes`. Identity headers sent by the
+//! client are removed first, in any spelling (`_` read as `-`), so they
+//! cannot be forged; the client's address is the peer's unless that is a
+//! trusted proxy ([`forwarded`]). Upstream answers pass through unchanged
+//! but for hop-by-hop headers, with `X-RateLimit-*` added.
 //!
 //! The relay is HTTP/1.1 written for this one job ([`http1`]): each client
 //! connection is one task that reads a request head, verifies, writes the
@@ -103,12 +105,8 @@ pub struct GatewayConfig {
     /// The switch `trusted_proxies` replaced: a configuration naming it is
     /// refused with a message saying so, rather than silently trusting no
     /// one or everyone.
-    #[serde(
-        default,
-        rename = "trust_forwarded_for",
-        deserialize_with = "replaced_setting"
-    )]
-    _trust_forwarded_for: (),
+    #[serde(default, rename = "trust_forwarded_for")]
+    _trust_forwarded_for: ReplacedByTrustedProxies,
     /// Threads serving client connections, each keeping its connections to
     /// itself, as nginx's workers do; one per core when absent. `0` serves
     /// them on the server's own (work-stealing) runtime instead.
@@ -121,12 +119,20 @@ pub struct GatewayConfig {
     pub routes: Vec<Route>,
 }
 
-fn replaced_setting<'de, D: serde::Deserializer<'de>>(_: D) -> Result<(), D::Error> {
-    Err(serde::de::Error::custom(
-        "`trust_forwarded_for` was replaced by `trusted_proxies = [\"CIDR\", …]`: list the \
-         addresses of the proxies in front of the gateway (for example \
-         `trusted_proxies = [\"10.0.0.0/8\"]`), whose X-Forwarded-For is then read from the right",
-    ))
+/// `trust_forwarded_for`, which `trusted_proxies` replaced: there is no
+/// value it may take.
+#[derive(Debug, Clone, Copy, Default)]
+struct ReplacedByTrustedProxies;
+
+impl<'de> Deserialize<'de> for ReplacedByTrustedProxies {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(
+            "`trust_forwarded_for` was replaced by `trusted_proxies = [\"CIDR\", …]`: list \
+             the addresses of the proxies in front of the gateway (for example \
+             `trusted_proxies = [\"10.0.0.0/8\"]`), whose X-Forwarded-For is then read from \
+             the right",
+        ))
+    }
 }
 
 /// The kernel scheduling policy of the gateway's own threads.
