@@ -200,6 +200,61 @@ struct CompiledRoute {
     cost: u64,
 }
 
+impl CompiledRoute {
+    fn new(route: Route) -> Result<Self, GatewayConfigError> {
+        let method = route
+            .method
+            .as_deref()
+            .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
+            .transpose()
+            .map_err(|_| GatewayConfigError(format!("bad method in route {}", route.path)))?;
+        if !route.path.starts_with('/') {
+            return Err(GatewayConfigError(format!(
+                "route path {:?} must start with /",
+                route.path
+            )));
+        }
+        // Requests are matched on their normalised path, which a route
+        // that is not normalised itself could never match.
+        let mut normalised = String::new();
+        match path::normalize(&route.path, &mut normalised) {
+            Ok(()) if normalised == route.path => {}
+            Ok(()) => {
+                return Err(GatewayConfigError(format!(
+                    "route path {:?} is not normalised: write {normalised:?}",
+                    route.path
+                )));
+            }
+            Err(bad) => {
+                return Err(GatewayConfigError(format!(
+                    "route path {:?} is refused: {}",
+                    route.path,
+                    bad.message()
+                )));
+            }
+        }
+        Ok(CompiledRoute {
+            method,
+            path: route.path,
+            scopes: route.scopes.into(),
+            cost: route.cost.unwrap_or(1),
+        })
+    }
+
+    /// Whether a request with `method` and the normalised `path` is this
+    /// route's: the same method (a `GET` route takes `HEAD` too), and the
+    /// route's path or a path below it, whole segments only.
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        self.method
+            .as_ref()
+            .is_none_or(|m| m == method || (*m == Method::GET && *method == Method::HEAD))
+            && path.starts_with(&self.path)
+            && (path.len() == self.path.len()
+                || self.path.ends_with('/')
+                || path.as_bytes()[self.path.len()] == b'/')
+    }
+}
+
 impl Gateway {
     pub fn new(config: GatewayConfig, verifier: Arc<Verifier>) -> Result<Self, GatewayConfigError> {
         let store_runtime = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -223,43 +278,7 @@ impl Gateway {
             .ok_or_else(|| GatewayConfigError("the upstream URL needs a host".into()))?;
         let mut routes = Vec::with_capacity(config.routes.len());
         for route in config.routes {
-            let method = route
-                .method
-                .as_deref()
-                .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
-                .transpose()
-                .map_err(|_| GatewayConfigError(format!("bad method in route {}", route.path)))?;
-            if !route.path.starts_with('/') {
-                return Err(GatewayConfigError(format!(
-                    "route path {:?} must start with /",
-                    route.path
-                )));
-            }
-            // Requests are matched on their normalised path, which a route
-            // that is not normalised itself could never match.
-            let mut normalised = String::new();
-            match path::normalize(&route.path, &mut normalised) {
-                Ok(()) if normalised == route.path => {}
-                Ok(()) => {
-                    return Err(GatewayConfigError(format!(
-                        "route path {:?} is not normalised: write {normalised:?}",
-                        route.path
-                    )));
-                }
-                Err(bad) => {
-                    return Err(GatewayConfigError(format!(
-                        "route path {:?} is refused: {}",
-                        route.path,
-                        bad.message()
-                    )));
-                }
-            }
-            routes.push(CompiledRoute {
-                method,
-                path: route.path,
-                scopes: route.scopes.into(),
-                cost: route.cost.unwrap_or(1),
-            });
+            routes.push(CompiledRoute::new(route)?);
         }
         if routes.is_empty() {
             return Err(GatewayConfigError("at least one route is needed".into()));
@@ -292,15 +311,7 @@ impl Gateway {
 
     /// The first route for a request; `path` is normalised.
     fn route(&self, method: &Method, path: &str) -> Option<&CompiledRoute> {
-        self.routes.iter().find(|r| {
-            r.method
-                .as_ref()
-                .is_none_or(|m| m == method || (*m == Method::GET && *method == Method::HEAD))
-                && path.starts_with(&r.path)
-                && (path.len() == r.path.len()
-                    || r.path.ends_with('/')
-                    || path.as_bytes()[r.path.len()] == b'/')
-        })
+        self.routes.iter().find(|r| r.matches(method, path))
     }
 }
 
@@ -1112,5 +1123,69 @@ fn denial_message(code: VerifyCode) -> &'static str {
         VerifyCode::RateLimited => "rate limit exceeded",
         VerifyCode::UsageExceeded => "usage credits exhausted",
         _ => "the API key was refused",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(method: Option<&str>, path: &str) -> Result<CompiledRoute, GatewayConfigError> {
+        CompiledRoute::new(Route {
+            method: method.map(str::to_owned),
+            path: path.to_owned(),
+            scopes: Vec::new(),
+            cost: None,
+        })
+    }
+
+    #[test]
+    fn routes_match_whole_segments_and_methods_exactly() {
+        let admin = route(None, "/v1/admin").unwrap();
+        let prices = route(Some("GET"), "/v1/prices").unwrap();
+        let tree = route(None, "/v1/").unwrap();
+        let get = Method::GET;
+        let lower = Method::from_bytes(b"get").unwrap();
+        for (route, method, path, expected) in [
+            (&admin, &get, "/v1/admin", true),
+            (&admin, &get, "/v1/admin/", true),
+            (&admin, &get, "/v1/admin/x", true),
+            (&admin, &get, "/v1/adminx", false),
+            (&admin, &get, "/v1/Admin", false),
+            (&admin, &get, "/v1", false),
+            (&prices, &get, "/v1/prices", true),
+            (&prices, &Method::HEAD, "/v1/prices", true),
+            (&prices, &lower, "/v1/prices", false),
+            (&prices, &Method::POST, "/v1/prices", false),
+            (&tree, &get, "/v1/x", true),
+            (&tree, &get, "/v1/", true),
+            (&tree, &get, "/v1", false),
+        ] {
+            assert_eq!(
+                route.matches(method, path),
+                expected,
+                "{} {path}",
+                route.path
+            );
+        }
+        let head = route(Some("HEAD"), "/v1/prices").unwrap();
+        assert!(
+            !head.matches(&get, "/v1/prices"),
+            "a HEAD route takes only HEAD"
+        );
+    }
+
+    #[test]
+    fn route_paths_must_be_normalised() {
+        for path in ["/v1/../admin", "//v1", "/v1/%61dmin", "/v1/./x"] {
+            let error = route(None, path).err().unwrap().to_string();
+            assert!(error.contains("not normalised"), "{path}: {error}");
+        }
+        for path in ["/v1/admin%2f", "/v1;x", "/v1/admin."] {
+            let error = route(None, path).err().unwrap().to_string();
+            assert!(error.contains("refused"), "{path}: {error}");
+        }
+        assert!(route(None, "v1").is_err());
+        assert!(route(None, "/v1/caf%C3%A9").is_ok());
     }
 }
