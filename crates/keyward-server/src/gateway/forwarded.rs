@@ -179,6 +179,7 @@ fn split_outside_quotes(text: &str, separator: u8) -> impl DoubleEndedIterator<I
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn ranges(list: &[&str]) -> Vec<Cidr> {
         list.iter().map(|r| Cidr::parse(r).unwrap()).collect()
@@ -274,5 +275,48 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "x-forwarded-for: 2001:db8::5\r\nforwarded: for=\"[2001:db8::5]\"\r\n"
         );
+    }
+
+    /// Entries a chain is made of: trusted proxies, outsiders, and things
+    /// that are not addresses.
+    fn entry() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u8..4).prop_map(|n| format!("10.0.0.{n}")),
+            (0u8..4).prop_map(|n| format!("192.0.2.{n}")),
+            (0u8..4).prop_map(|n| format!("[2001:db9::{n}]:80")),
+            Just("unknown".to_owned()),
+            Just(String::new()),
+        ]
+    }
+
+    proptest! {
+        /// Whatever a client writes to the left of a chain that reaches an
+        /// outsider does not change who the client is; and without a
+        /// trusted peer no header does.
+        #[test]
+        fn a_client_cannot_choose_its_address(
+            forged in proptest::collection::vec(entry(), 0..6),
+            chain in proptest::collection::vec(entry(), 0..6),
+            peer_trusted in any::<bool>(),
+        ) {
+            let trusted = ranges(&["10.0.0.0/8"]);
+            let peer = if peer_trusted { ip("10.9.9.9") } else { ip("198.51.100.1") };
+            let header = ForwardedHeader::XForwardedFor;
+            let honest = chain.join(", ");
+            let both = forged.iter().chain(&chain).cloned().collect::<Vec<_>>().join(", ");
+            let alone = origin(&trusted, header, &honest, peer);
+            let with_forgery = origin(&trusted, header, &both, peer);
+            if !peer_trusted {
+                prop_assert_eq!(with_forgery.client, peer);
+                prop_assert_eq!(with_forgery.kept, 0);
+            } else if alone.kept > 0 && !is_trusted(&trusted, alone.client) {
+                prop_assert_eq!(with_forgery, alone);
+            }
+            let mut out = Vec::new();
+            push_headers(&mut out, header, &both, with_forgery, peer);
+            let text = String::from_utf8(out).unwrap();
+            let first = format!("x-forwarded-for: {}", with_forgery.client);
+            prop_assert!(text.starts_with(&first), "{}", text);
+        }
     }
 }
