@@ -29,6 +29,15 @@ on_both_backends_raw!(
     expect_continue_is_answered_by_the_gateway,
     an_upstream_that_drops_idle_connections_still_gets_the_next_post,
     malformed_heads_are_refused_with_a_code,
+    underscore_identity_headers_are_refused_by_default,
+    forged_identity_headers_never_reach_the_upstream_in_any_spelling,
+    a_non_ascii_owner_is_forwarded_percent_encoded,
+    path_tricks_match_the_route_the_upstream_will_serve,
+    admitted_paths_are_forwarded_normalised,
+    methods_match_case_sensitively_and_head_follows_get,
+    forged_forwarding_headers_from_an_untrusted_peer_are_ignored,
+    an_honest_client_behind_a_trusted_proxy_is_the_client,
+    forwarded_headers_are_read_when_configured,
 );
 
 /// What the upstream saw of one request.
@@ -776,4 +785,402 @@ async fn malformed_heads_are_refused_with_a_code(backend: Backend) {
         assert!(answer.contains("connection: close\r\n"), "{answer}");
     }
     assert!(seen.lock().unwrap().is_empty());
+}
+
+/// A gateway in front of `up` with `extra` settings over [`config`]'s.
+async fn gateway_with(backend: Backend, up: &str, extra: Value) -> (TestApp, String, String) {
+    let mut text = json!({
+        "listen": "127.0.0.1:0",
+        "upstream": up,
+        "environment": "live",
+        "route": [
+            {"method": "GET", "path": "/v1/prices", "scopes": ["prices:read"]},
+            {"path": "/v1/admin", "scopes": ["admin:all"]},
+        ],
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        text[k] = v.clone();
+    }
+    let app = support::spawn_with_gateway(backend, serde_json::from_value(text).unwrap()).await;
+    let api = app.create_api("gw", &["live"]).await;
+    let gw = app.gateway.clone().unwrap();
+    (app, gw, api)
+}
+
+/// The status line's code and the error `code` of an answer read whole.
+fn status_and_code(answer: &str) -> (String, String) {
+    let status = answer.get(9..12).unwrap_or_default().to_owned();
+    let code = answer
+        .split("\"code\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
+    (status, code)
+}
+
+/// A header name with `_` is refused unless `underscores_in_headers` is
+/// on, as nginx does: `X_Keyward_Owner` reads as `X-Keyward-Owner` to CGI,
+/// WSGI and PHP upstreams.
+async fn underscore_identity_headers_are_refused_by_default(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let (app, gw, api) = gateway_with(backend, &up, json!({})).await;
+    let (key, _) = issue(&app, &api, json!({})).await;
+    for name in [
+        "X_Keyward_Owner",
+        "x_keyward-key-id",
+        "X-Keyward_Scopes",
+        "X_Trace",
+    ] {
+        let request = format!(
+            "GET /v1/prices HTTP/1.1\r\nAuthorization: Bearer {key}\r\n{name}: FORGED\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let answer = raw(&gw, request.as_bytes()).await;
+        assert_eq!(
+            status_and_code(&answer),
+            ("400".to_owned(), "BAD_HEADER".to_owned()),
+            "{name}: {answer}"
+        );
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "nothing reached the upstream"
+    );
+}
+
+/// With underscores accepted, every spelling of an identity header — any
+/// casing, `_` or `-` — is dropped, and the upstream sees only the
+/// gateway's own, once each.
+async fn forged_identity_headers_never_reach_the_upstream_in_any_spelling(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let (app, gw, api) = gateway_with(backend, &up, json!({"underscores_in_headers": true})).await;
+    let (key, id) = issue(&app, &api, json!({})).await;
+    let mut forged = String::new();
+    for name in [
+        "X_Keyward_Owner",
+        "x_keyward_owner",
+        "X_KEYWARD_OWNER",
+        "X-Keyward_Owner",
+        "X_Keyward-Owner",
+        "X-KEYWARD-OWNER",
+        "x-keyward-owner",
+        "X_Keyward-Key-Id",
+        "x_keyward_key_id",
+        "X-Keyward-Key_Id",
+        "X_Keyward_Scopes",
+        "x-KEYWARD-scopes",
+        "X_Keyward_Admin",
+        "X-Keyward-Anything",
+        "X_Api_Key",
+        "X_Forwarded_For",
+    ] {
+        forged.push_str(&format!("{name}: FORGED\r\n"));
+    }
+    let request = format!(
+        "GET /v1/prices HTTP/1.1\r\nAuthorization: Bearer {key}\r\n{forged}X_Trace: t\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let answer = raw(&gw, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 418 "), "{answer}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    let headers = &seen[0].headers;
+    for (name, value) in headers {
+        assert_ne!(value, "FORGED", "{name} was forwarded");
+        let dashed = name.as_str().replace('_', "-");
+        if dashed.starts_with("x-keyward-") {
+            assert!(
+                ["x-keyward-owner", "x-keyward-key-id", "x-keyward-scopes"]
+                    .contains(&name.as_str()),
+                "{name} reached the upstream"
+            );
+            assert_eq!(headers.get_all(name).iter().count(), 1, "{name}");
+        }
+    }
+    assert_eq!(headers["x-keyward-owner"], "acme");
+    assert_eq!(headers["x-keyward-key-id"], id.as_str());
+    assert_eq!(headers["x-keyward-scopes"], "prices:read");
+    assert_eq!(headers["x_trace"], "t", "a plain underscored header passes");
+}
+
+/// An owner that is not ASCII is sent percent-encoded, never left out — an
+/// upstream seeing no owner could take the request for another's.
+async fn a_non_ascii_owner_is_forwarded_percent_encoded(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let (app, gw, api) = gateway_with(backend, &up, json!({})).await;
+    let (key, _) = issue(&app, &api, json!({"owner": " Zoë & Co 100% "})).await;
+    let request = format!(
+        "GET /v1/prices HTTP/1.1\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    );
+    let answer = raw(&gw, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 418 "), "{answer}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen[0].headers["x-keyward-owner"],
+        "%20Zo%C3%AB & Co 100%25%20"
+    );
+}
+
+/// Each path trick against two routes of different scopes: a key with only
+/// `prices:read` either reaches the route the upstream would serve (and is
+/// refused there), or is refused with `BAD_PATH` for a path servers read
+/// differently — it never reaches `/v1/admin` through the prices route.
+async fn path_tricks_match_the_route_the_upstream_will_serve(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let (app, gw, api) = gateway_with(backend, &up, json!({})).await;
+    let (key, _) = issue(&app, &api, json!({})).await;
+    let scope = ("403", "INSUFFICIENT_SCOPE");
+    let bad = ("400", "BAD_PATH");
+    let none = ("404", "NO_ROUTE");
+    for (path, expected) in [
+        ("/v1/prices/../admin", scope),
+        ("/v1/prices/%2e%2e/admin", scope),
+        ("/v1/prices/%2E%2E/admin", scope),
+        ("/v1/prices/.%2e/admin", scope),
+        ("/v1/prices/./../admin/x", scope),
+        ("/v1/%61dmin", scope),
+        ("/v1/%61%64%6d%69%6e", scope),
+        ("//v1//admin", scope),
+        ("/v1//admin/", scope),
+        ("/v1/prices/..%2fadmin", bad),
+        ("/v1/prices/..%2Fadmin", bad),
+        ("/v1/prices/..%5cadmin", bad),
+        ("/v1/prices/..\\admin", bad),
+        ("/v1/admin%2f", bad),
+        ("/v1/prices%2f..%2fadmin", bad),
+        ("/v1/prices/..;/admin", bad),
+        ("/v1/prices;x=1", bad),
+        ("/v1/prices%3b/../admin", bad),
+        ("/v1/prices/%2561dmin", bad),
+        ("/v1/prices.", bad),
+        ("/v1/prices%20", bad),
+        ("/v1/prices%00", bad),
+        ("/v1/prices%00/../../admin", bad),
+        ("/v1/prices/%ff", bad),
+        ("/v1/prices/%zz", bad),
+        ("/v1/prices#/../admin", bad),
+        ("/V1/ADMIN", none),
+        ("/v1/Admin", none),
+        ("/v1/adminx", none),
+        ("/v1/prices/../../v1/adminx", none),
+    ] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+        );
+        let answer = raw(&gw, request.as_bytes()).await;
+        assert_eq!(
+            status_and_code(&answer),
+            (expected.0.to_owned(), expected.1.to_owned()),
+            "{path}: {answer}"
+        );
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "no trick reached the upstream: {:?}",
+        seen.lock().unwrap()
+    );
+}
+
+/// An admitted request reaches the upstream with exactly the path its route
+/// was chosen by, and the query as sent.
+async fn admitted_paths_are_forwarded_normalised(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let (app, gw, api) = gateway_with(backend, &up, json!({})).await;
+    let (key, _) = issue(&app, &api, json!({"scopes": ["prices:read", "admin:all"]})).await;
+    let cases = [
+        ("/v1/prices/../admin", "/v1/admin"),
+        ("/v1/prices/%2e%2e/admin?x=%2e%2e/", "/v1/admin?x=%2e%2e/"),
+        ("//v1//%61dmin/./users/", "/v1/admin/users/"),
+        ("/v1/prices/caf%c3%a9", "/v1/prices/caf%C3%A9"),
+        ("/v1/prices/btc?q=a;b", "/v1/prices/btc?q=a;b"),
+    ];
+    for (path, _) in cases {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+        );
+        let answer = raw(&gw, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 418 "), "{path}: {answer}");
+    }
+    let forwarded: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.uri.to_string())
+        .collect();
+    let expected: Vec<&str> = cases.iter().map(|(_, sent)| *sent).collect();
+    assert_eq!(forwarded, expected);
+}
+
+/// Methods are case-sensitive (RFC 9110 §9.1): a `GET` route does not take
+/// `get`. `HEAD` follows `GET` routes, since upstreams answer it with their
+/// `GET` handler: it needs the same scopes.
+async fn methods_match_case_sensitively_and_head_follows_get(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let (app, gw, api) = gateway_with(backend, &up, json!({})).await;
+    let (key, _) = issue(&app, &api, json!({})).await;
+    let (none, _) = issue(&app, &api, json!({"scopes": []})).await;
+    for (method, path, key, expected) in [
+        ("get", "/v1/prices", &key, ("404", "NO_ROUTE")),
+        ("Get", "/v1/prices", &key, ("404", "NO_ROUTE")),
+        ("POST", "/v1/prices", &key, ("404", "NO_ROUTE")),
+        ("HEAD", "/v1/prices", &none, ("403", "INSUFFICIENT_SCOPE")),
+        ("HEAD", "/v1/admin", &key, ("403", "INSUFFICIENT_SCOPE")),
+    ] {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+        );
+        let answer = raw(&gw, request.as_bytes()).await;
+        assert_eq!(
+            status_and_code(&answer),
+            (expected.0.to_owned(), expected.1.to_owned()),
+            "{method} {path}: {answer}"
+        );
+    }
+    assert!(seen.lock().unwrap().is_empty());
+    let request = format!(
+        "HEAD /v1/prices HTTP/1.1\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    );
+    let answer = raw(&gw, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 418 "), "{answer}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, Method::HEAD);
+}
+
+/// Sends `GET /v1/prices` with `headers` and returns the status and code,
+/// or `418` when the upstream answered.
+async fn forwarded_request(gw: &str, key: &str, headers: &str) -> (String, String) {
+    let request = format!(
+        "GET /v1/prices HTTP/1.1\r\nAuthorization: Bearer {key}\r\n{headers}Connection: close\r\n\r\n"
+    );
+    status_and_code(&raw(gw, request.as_bytes()).await)
+}
+
+/// With no trusted proxy (the default), the connection's address is the
+/// client's: a client outside a key's allowlist that names an allowed
+/// address in `X-Forwarded-For` or `Forwarded` is still refused, and the
+/// upstream receives only the address the gateway saw.
+async fn forged_forwarding_headers_from_an_untrusted_peer_are_ignored(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let (app, gw, api) = gateway_with(backend, &up, json!({})).await;
+    let (fenced, _) = issue(&app, &api, json!({"ip_allowlist": ["192.0.2.0/24"]})).await;
+    let (local, _) = issue(&app, &api, json!({"ip_allowlist": ["127.0.0.1"]})).await;
+    let refused = ("403".to_owned(), "IP_NOT_ALLOWED".to_owned());
+    for forged in [
+        "X-Forwarded-For: 192.0.2.7\r\n",
+        "X-Forwarded-For: 192.0.2.7, 192.0.2.8\r\n",
+        "X-Forwarded-For: 198.51.100.1\r\nX-Forwarded-For: 192.0.2.7\r\n",
+        "Forwarded: for=192.0.2.7\r\n",
+        "Forwarded: for=\"192.0.2.7:80\"\r\nX-Forwarded-For: 192.0.2.7\r\n",
+    ] {
+        assert_eq!(
+            forwarded_request(&gw, &fenced, forged).await,
+            refused,
+            "{forged}"
+        );
+    }
+    let forged = "X-Forwarded-For: 192.0.2.7\r\nForwarded: for=192.0.2.7\r\n";
+    let answer = forwarded_request(&gw, &local, forged).await;
+    assert_eq!(answer.0, "418");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    let headers = &seen[0].headers;
+    let all = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(all("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(all("forwarded"), ["for=127.0.0.1"]);
+}
+
+/// Behind a trusted proxy, `X-Forwarded-For` (every line, in order) is read
+/// from the right: the first address that is not a trusted proxy is the
+/// client, whatever the client wrote to the left of it. The upstream gets
+/// the chain from that client on, with the proxy the gateway saw appended.
+async fn an_honest_client_behind_a_trusted_proxy_is_the_client(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let trusted = json!({"trusted_proxies": ["127.0.0.1/32", "10.0.0.0/8"]});
+    let (app, gw, api) = gateway_with(backend, &up, trusted).await;
+    let (fenced, _) = issue(&app, &api, json!({"ip_allowlist": ["192.0.2.0/24"]})).await;
+    // The client forged 198.51.100.1; the first proxy appended the honest
+    // client's 192.0.2.7, a second proxy (10.0.0.3) its own line.
+    let honest = "X-Forwarded-For: 198.51.100.1, 192.0.2.7\r\nX-Forwarded-For: 10.0.0.3\r\n";
+    assert_eq!(forwarded_request(&gw, &fenced, honest).await.0, "418");
+    // An outsider at 198.51.100.1 naming an allowed address: the proxy
+    // appended the outsider's real one.
+    let forged = "X-Forwarded-For: 192.0.2.7, 198.51.100.1\r\n";
+    assert_eq!(
+        forwarded_request(&gw, &fenced, forged).await,
+        ("403".to_owned(), "IP_NOT_ALLOWED".to_owned())
+    );
+    // Without the header, the trusted proxy itself is the client.
+    assert_eq!(
+        forwarded_request(&gw, &fenced, "").await,
+        ("403".to_owned(), "IP_NOT_ALLOWED".to_owned())
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    let headers = &seen[0].headers;
+    assert_eq!(headers.get_all("x-forwarded-for").iter().count(), 1);
+    assert_eq!(headers["x-forwarded-for"], "192.0.2.7, 10.0.0.3, 127.0.0.1");
+    assert_eq!(
+        headers["forwarded"],
+        "for=192.0.2.7, for=10.0.0.3, for=127.0.0.1"
+    );
+}
+
+/// With `forwarded_header = "forwarded"`, RFC 7239's `Forwarded` is read
+/// the same way (quoted IPv6 with brackets and ports included) and
+/// `X-Forwarded-For` is not; a configuration still naming
+/// `trust_forwarded_for` is refused with a message naming its replacement.
+async fn forwarded_headers_are_read_when_configured(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let settings = json!({"trusted_proxies": ["127.0.0.1"], "forwarded_header": "forwarded"});
+    let (app, gw, api) = gateway_with(backend, &up, settings).await;
+    let (fenced, _) = issue(
+        &app,
+        &api,
+        json!({"ip_allowlist": ["192.0.2.0/24", "2001:db8::/32"]}),
+    )
+    .await;
+    let admitted = [
+        "Forwarded: for=198.51.100.1, for=192.0.2.7;proto=https\r\n",
+        "Forwarded: for=\"[2001:db8::1]:4711\"\r\n",
+        "Forwarded: For=\"192.0.2.7:80\";by=_proxy\r\nX-Forwarded-For: 198.51.100.1\r\n",
+    ];
+    for headers in admitted {
+        assert_eq!(
+            forwarded_request(&gw, &fenced, headers).await.0,
+            "418",
+            "{headers}"
+        );
+    }
+    let refused = ("403".to_owned(), "IP_NOT_ALLOWED".to_owned());
+    for headers in [
+        "X-Forwarded-For: 192.0.2.7\r\n",
+        "Forwarded: for=192.0.2.7, for=198.51.100.1\r\n",
+        "Forwarded: for=192.0.2.7, for=unknown\r\n",
+    ] {
+        assert_eq!(
+            forwarded_request(&gw, &fenced, headers).await,
+            refused,
+            "{headers}"
+        );
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen[1].headers["forwarded"],
+        "for=\"[2001:db8::1]\", for=127.0.0.1"
+    );
+    assert_eq!(seen[1].headers["x-forwarded-for"], "2001:db8::1, 127.0.0.1");
+
+    let old = json!({"upstream": up, "trust_forwarded_for": true, "route": [{"path": "/"}]});
+    let error = serde_json::from_value::<GatewayConfig>(old)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("trusted_proxies"), "{error}");
 }

@@ -155,8 +155,9 @@ pub struct GatewayArgs {
     /// Base URL of the API to protect, e.g. http://127.0.0.1:9000.
     #[arg(long, env = "KEYWARD_GATEWAY_UPSTREAM", value_name = "URL")]
     upstream: String,
-    /// TOML file of routes: [[route]] method, path (prefix), scopes, cost;
-    /// optional top-level environment and api_ids.
+    /// TOML file of routes: [[route]] method, path (it and the paths below
+    /// it), scopes, cost; optional top-level environment, api_ids,
+    /// trusted_proxies, forwarded_header and underscores_in_headers.
     #[arg(long, env = "KEYWARD_GATEWAY_ROUTES", value_name = "FILE")]
     routes: PathBuf,
     /// Address the gateway listens on.

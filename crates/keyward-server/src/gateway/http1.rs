@@ -11,11 +11,13 @@
 //! as the client framed it.
 
 use std::mem::MaybeUninit;
-use std::net::IpAddr;
 
 use axum::http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::forwarded::ForwardedHeader;
+use super::path::BadPath;
 
 /// Most headers a message head may have.
 const MAX_HEADERS: usize = 100;
@@ -104,6 +106,24 @@ pub(super) enum BadRequest {
     Framing,
     /// A request target that is not a path.
     Target,
+    /// A path that cannot be normalised safely.
+    Path(BadPath),
+    /// A header name with `_`, refused unless `underscores_in_headers`.
+    Underscore,
+}
+
+/// How request heads are read and rewritten for the upstream.
+#[derive(Debug, Clone)]
+pub(super) struct HeadConfig {
+    /// Prefixed to every path sent upstream.
+    pub base_path: String,
+    /// Sent as `Host`.
+    pub host: String,
+    /// Whether header names with `_` are accepted (and forwarded unless,
+    /// read with `-`, they name a header the relay handles itself).
+    pub underscores_in_headers: bool,
+    /// The forwarding header whose values are gathered.
+    pub forwarded_header: ForwardedHeader,
 }
 
 /// What the relay needs to know of a client's request; its head, rewritten
@@ -119,9 +139,8 @@ pub(super) struct RequestHead {
     pub http10: bool,
     /// `Expect: 100-continue`: the client waits for a 100 before the body.
     pub expect_continue: bool,
-    /// The first address of `X-Forwarded-For`, when it parses.
-    pub forwarded_for: Option<IpAddr>,
-    /// End of the path within `target` (where the query begins).
+    /// End of the normalised path within `target` (where the query
+    /// begins).
     pub path_end: usize,
     /// Whether a key header was sent (its text, maybe empty, is in `key`).
     pub has_key: bool,
@@ -140,8 +159,14 @@ enum Special {
     TransferEncoding,
     Connection,
     Expect,
+    /// `X-Forwarded-For` or `Forwarded`: read when it is the configured
+    /// one, and written anew by the gateway, never copied.
     ForwardedFor,
+    Forwarded,
 }
+
+/// Client headers named like the identity the gateway sets.
+const IDENTITY_PREFIX: &str = "x-keyward-";
 
 fn classify_request_header(name: &str) -> Special {
     let is = |other: &str| name.eq_ignore_ascii_case(other);
@@ -151,17 +176,34 @@ fn classify_request_header(name: &str) -> Special {
         6 if is("expect") => Special::Expect,
         7 if is("upgrade") || is("trailer") => Special::Dropped,
         9 if is("x-api-key") => Special::ApiKey,
+        9 if is("forwarded") => Special::Forwarded,
         10 if is("connection") => Special::Connection,
         10 if is("keep-alive") => Special::Dropped,
         13 if is("authorization") => Special::Authorization,
         14 if is("content-length") => Special::ContentLength,
         15 if is("x-forwarded-for") => Special::ForwardedFor,
-        15 if is("x-keyward-owner") => Special::Dropped,
-        16 if is("x-keyward-key-id") || is("x-keyward-scopes") => Special::Dropped,
         17 if is("transfer-encoding") => Special::TransferEncoding,
         16 | 19 if is("proxy-connection") || is("proxy-authorization") => Special::Dropped,
         18 if is("proxy-authenticate") => Special::Dropped,
+        _ if name
+            .get(..IDENTITY_PREFIX.len())
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(IDENTITY_PREFIX)) =>
+        {
+            Special::Dropped
+        }
         _ => Special::Plain,
+    }
+}
+
+/// A header name with `_`, when such names are accepted: read with `-` for
+/// `_`, as CGI, WSGI, PHP and many frameworks read it, a name the relay
+/// handles itself (the identity, the key, framing, forwarding) is dropped,
+/// so that it cannot pass for the real one upstream; others are copied.
+fn classify_underscored(name: &str) -> Special {
+    let dashed = name.replace('_', "-");
+    match classify_request_header(&dashed) {
+        Special::Plain => Special::Plain,
+        _ => Special::Dropped,
     }
 }
 
@@ -187,15 +229,18 @@ fn content_length(value: &[u8]) -> Option<u64> {
 
 /// Parses the request head at the start of `data`. `Ok(None)` when more
 /// bytes are needed. On success the key presented (from `Authorization:
-/// Bearer` or `X-API-Key`) is in `key`, the request target in `target`, and
-/// the head for the upstream — request line with `base_path`, the headers to
-/// forward, `host` — in `out`, open for more headers.
+/// Bearer` or `X-API-Key`) is in `key`, the request target — its path
+/// normalised ([`super::path`]), its query as sent — in `target`, the lines
+/// of the configured forwarding header joined by `, ` in `forwarded`, and
+/// the head for the upstream — request line with the base path and the
+/// normalised target, the headers to forward, `host` — in `out`, open for
+/// more headers.
 pub(super) fn parse_request(
     data: &[u8],
-    base_path: &str,
-    host: &str,
+    config: &HeadConfig,
     key: &mut String,
     target: &mut String,
+    forwarded: &mut String,
     out: &mut Vec<u8>,
 ) -> Result<Option<RequestHead>, BadRequest> {
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -214,6 +259,9 @@ pub(super) fn parse_request(
     if !path.starts_with('/') {
         return Err(BadRequest::Target);
     }
+    if path.contains('#') {
+        return Err(BadRequest::Path(BadPath::Fragment));
+    }
     let http10 = version == 0;
 
     let mut connection: [&[u8]; 4] = [&[]; 4];
@@ -221,7 +269,7 @@ pub(super) fn parse_request(
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut expect_continue = false;
-    let mut forwarded_for = None;
+    forwarded.clear();
     let mut bearer: Option<&[u8]> = None;
     let mut api_key: Option<&[u8]> = None;
     // Each header's kind, found once: the head is written in a second pass,
@@ -229,7 +277,13 @@ pub(super) fn parse_request(
     let mut kinds = [Special::Plain; MAX_HEADERS];
     for (header, kind) in request.headers.iter().zip(kinds.iter_mut()) {
         let value = header.value;
-        *kind = classify_request_header(header.name);
+        *kind = if !header.name.contains('_') {
+            classify_request_header(header.name)
+        } else if config.underscores_in_headers {
+            classify_underscored(header.name)
+        } else {
+            return Err(BadRequest::Underscore);
+        };
         match *kind {
             Special::Connection => {
                 if connections == connection.len() {
@@ -263,12 +317,19 @@ pub(super) fn parse_request(
                 }
             }
             Special::ApiKey => api_key = Some(value),
-            Special::ForwardedFor => {
-                if forwarded_for.is_none() {
-                    forwarded_for = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.split(',').next())
-                        .and_then(|v| v.trim().parse().ok());
+            Special::ForwardedFor | Special::Forwarded => {
+                let read = match config.forwarded_header {
+                    ForwardedHeader::XForwardedFor => Special::ForwardedFor,
+                    ForwardedHeader::Forwarded => Special::Forwarded,
+                };
+                if *kind == read {
+                    // Not text: the chain cannot be read, and what a
+                    // trusted proxy added is lost with it.
+                    let text = std::str::from_utf8(value).unwrap_or("unknown");
+                    if !forwarded.is_empty() {
+                        forwarded.push_str(", ");
+                    }
+                    forwarded.push_str(text);
                 }
             }
             Special::Plain | Special::Dropped => {}
@@ -297,23 +358,26 @@ pub(super) fn parse_request(
             std::borrow::Cow::Owned(text) => key.push_str(text.trim()),
         }
     }
-    target.clear();
-    target.push_str(path);
-    let path_end = path.find('?').unwrap_or(path.len());
+    let (raw_path, query) = path.split_at(path.find('?').unwrap_or(path.len()));
+    super::path::normalize(raw_path, target).map_err(BadRequest::Path)?;
+    let path_end = target.len();
+    target.push_str(query);
 
     out.clear();
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(base_path.as_bytes());
-    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(config.base_path.as_bytes());
+    out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(config.host.as_bytes());
     out.extend_from_slice(b"\r\n");
     for (header, kind) in request.headers.iter().zip(kinds) {
         let forward = match kind {
-            Special::Plain | Special::ForwardedFor => {
+            Special::Plain => {
                 connection.is_empty() || !named_by_connection(connection, header.name)
             }
+            // Written by the gateway, from what it read and saw.
+            Special::ForwardedFor | Special::Forwarded => false,
             // Sent as the body is actually framed, below.
             Special::ContentLength | Special::TransferEncoding => false,
             // Answered by the gateway itself.
@@ -343,7 +407,6 @@ pub(super) fn parse_request(
         keep_alive,
         http10,
         expect_continue,
-        forwarded_for,
         path_end,
         has_key: presented.is_some(),
     }))
@@ -711,17 +774,75 @@ async fn relay_chunked(
 mod tests {
     use super::*;
 
-    fn request(text: &str) -> Result<Option<(RequestHead, String, String)>, BadRequest> {
-        let (mut key, mut target, mut out) = (String::new(), String::new(), Vec::new());
+    fn config(underscores_in_headers: bool) -> HeadConfig {
+        HeadConfig {
+            base_path: "/base".into(),
+            host: "up:80".into(),
+            underscores_in_headers,
+            forwarded_header: ForwardedHeader::XForwardedFor,
+        }
+    }
+
+    fn parse(
+        text: &str,
+        config: &HeadConfig,
+    ) -> Result<Option<(RequestHead, String, String)>, BadRequest> {
+        let (mut key, mut target, mut forwarded, mut out) =
+            (String::new(), String::new(), String::new(), Vec::new());
         let head = parse_request(
             text.as_bytes(),
-            "/base",
-            "up:80",
+            config,
             &mut key,
             &mut target,
+            &mut forwarded,
             &mut out,
         )?;
         Ok(head.map(|h| (h, key, String::from_utf8(out).unwrap())))
+    }
+
+    fn request(text: &str) -> Result<Option<(RequestHead, String, String)>, BadRequest> {
+        parse(text, &config(false))
+    }
+
+    #[test]
+    fn identity_headers_are_dropped_in_any_spelling() {
+        let forged = "GET /v1/x HTTP/1.1\r\nX_Keyward_Owner: f\r\nx-KEYWARD_key-id: f\r\n\
+                      X-Keyward_Scopes: f\r\nX-Keyward-Anything: f\r\nX_Api_Key: k\r\n\
+                      Transfer_Encoding: chunked\r\nX_Forwarded_For: 1.2.3.4\r\nX_Trace: t\r\n\r\n";
+        assert_eq!(request(forged).unwrap_err(), BadRequest::Underscore);
+        let (head, key, out) = parse(forged, &config(true)).unwrap().unwrap();
+        assert!(!head.has_key && key.is_empty());
+        assert_eq!(head.framing, Framing::Empty);
+        assert_eq!(
+            out, "GET /base/v1/x HTTP/1.1\r\nhost: up:80\r\nX_Trace: t\r\n",
+            "only the plain underscored header is forwarded"
+        );
+        let (_, _, out) =
+            request("GET / HTTP/1.1\r\nx-keyward-owner: f\r\nX-KEYWARD-NEW: f\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(out, "GET /base/ HTTP/1.1\r\nhost: up:80\r\n");
+    }
+
+    #[test]
+    fn the_path_is_normalised_before_it_is_sent_and_the_query_is_not() {
+        let (head, _, out) =
+            request("GET //v1/prices/../%61dmin?a=%2e%2e/&b=..%2f HTTP/1.1\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(head.path_end, "/v1/admin".len());
+        assert_eq!(
+            out,
+            "GET /base/v1/admin?a=%2e%2e/&b=..%2f HTTP/1.1\r\nhost: up:80\r\n"
+        );
+        assert_eq!(
+            request("GET /v1/admin%2f HTTP/1.1\r\n\r\n").unwrap_err(),
+            BadRequest::Path(BadPath::EncodedSeparator)
+        );
+        assert_eq!(
+            request("GET /v1/prices#/../admin HTTP/1.1\r\n\r\n").unwrap_err(),
+            BadRequest::Path(BadPath::Fragment)
+        );
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! `keyward gateway`: a reverse proxy in front of the provider's API.
 //!
 //! For every request it takes the key from `Authorization: Bearer` or
-//! `X-API-Key`, finds the first route whose method and path prefix match,
-//! verifies the key in process with the route's scopes (the same
-//! [`Verifier`] as the verify endpoint: cache, limits, credits, usage), and
-//! either answers the refusal itself or forwards the request to the upstream
-//! over a keep-alive connection — with the key stripped and the
-//! caller's identity in `X-Keyward-Key-Id`, `X-Keyward-Owner` and
-//! `X-Keyward-Scopes`. Identity headers sent by the client are removed first,
-//! so they cannot be forged. Upstream answers pass through unchanged but for
-//! hop-by-hop headers, with `X-RateLimit-*` added.
+//! `X-API-Key`, normalises the path ([`path`]), finds the first route whose
+//! method and path (whole segments) match, verifies the key in process with
+//! the route's scopes (the same [`Verifier`] as the verify endpoint: cache,
+//! limits, credits, usage), and either answers the refusal itself or
+//! forwards the request to the upstream over a keep-alive connection — with
+//! the key stripped and the caller's identity in `X-Keyward-Key-Id`,
+//! `X-Keyward-Owner` and `X-Keyward-Scopes`. Identity headers sent by the
+//! client are removed first, in any spelling (`_` read as `-`), so they
+//! cannot be forged; the client's address is the peer's unless that is a
+//! trusted proxy ([`forwarded`]). Upstream answers pass through unchanged
+//! but for hop-by-hop headers, with `X-RateLimit-*` added.
 //!
 //! The relay is HTTP/1.1 written for this one job ([`http1`]): each client
 //! connection is one task that reads a request head, verifies, writes the
@@ -25,16 +27,21 @@
 //! first request and reopened when the upstream closes it: no pool, and no
 //! lock shared between connections, on the way to the upstream.
 
+mod forwarded;
 pub(crate) mod http1;
+mod path;
+
+pub use forwarded::ForwardedHeader;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use axum::http::{Method, StatusCode, Uri};
+use keyward_core::limits::Cidr;
 use keyward_core::{ApiId, Environment, Requirements, Scope, VerifyCode};
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -43,7 +50,9 @@ use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
 use crate::verifier::{Reach, Verification, Verifier};
-use http1::{BadRequest, BadResponse, Framing, Inbound, RelayError, RequestHead, ResponseHead};
+use http1::{
+    BadRequest, BadResponse, Framing, HeadConfig, Inbound, RelayError, RequestHead, ResponseHead,
+};
 
 /// A client must send a whole request head within this long of connecting
 /// or of its previous answer.
@@ -74,10 +83,30 @@ pub struct GatewayConfig {
     pub environment: Option<Environment>,
     /// When set, only keys of these APIs are accepted.
     pub api_ids: Option<Vec<ApiId>>,
-    /// Take the client address from the first `X-Forwarded-For` entry
-    /// instead of the connection; only behind a proxy that sets it.
+    /// The proxies in front of the gateway (CIDR ranges) whose forwarding
+    /// header is believed; none by default, so the connection's address
+    /// is the client's. From a trusted peer the client is the first
+    /// address, from the right, of the forwarding chain that is not a
+    /// trusted proxy.
     #[serde(default)]
-    pub trust_forwarded_for: bool,
+    pub trusted_proxies: Vec<Cidr>,
+    /// Which header the trusted proxies write: `x-forwarded-for` (the
+    /// default) or `forwarded` (RFC 7239).
+    #[serde(default)]
+    pub forwarded_header: ForwardedHeader,
+    /// Accept request header names with `_`, as nginx's
+    /// `underscores_in_headers on` does. Off by default: such a name is
+    /// refused with 400 `BAD_HEADER`, because upstreams on CGI, WSGI, PHP
+    /// and many frameworks read `_` and `-` as one, so `X_Keyward_Owner`
+    /// would pass for the gateway's own header. When on, a name that reads,
+    /// with `-` for `_`, as a header the gateway handles is still dropped.
+    #[serde(default)]
+    pub underscores_in_headers: bool,
+    /// The switch `trusted_proxies` replaced: a configuration naming it is
+    /// refused with a message saying so, rather than silently trusting no
+    /// one or everyone.
+    #[serde(default, rename = "trust_forwarded_for")]
+    _trust_forwarded_for: ReplacedByTrustedProxies,
     /// Threads serving client connections, each keeping its connections to
     /// itself, as nginx's workers do; one per core when absent. `0` serves
     /// them on the server's own (work-stealing) runtime instead.
@@ -88,6 +117,22 @@ pub struct GatewayConfig {
     /// Routes, first match wins. A request no route matches is refused.
     #[serde(rename = "route", default)]
     pub routes: Vec<Route>,
+}
+
+/// `trust_forwarded_for`, which `trusted_proxies` replaced: there is no
+/// value it may take.
+#[derive(Debug, Clone, Copy, Default)]
+struct ReplacedByTrustedProxies;
+
+impl<'de> Deserialize<'de> for ReplacedByTrustedProxies {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(
+            "`trust_forwarded_for` was replaced by `trusted_proxies = [\"CIDR\", …]`: list \
+             the addresses of the proxies in front of the gateway (for example \
+             `trusted_proxies = [\"10.0.0.0/8\"]`), whose X-Forwarded-For is then read from \
+             the right",
+        ))
+    }
 }
 
 /// The kernel scheduling policy of the gateway's own threads.
@@ -106,8 +151,10 @@ pub enum Scheduling {
     Normal,
 }
 
-/// One route: requests with this method (any when absent) whose path starts
-/// with `path` need these scopes.
+/// One route: requests with this method (any when absent) whose normalised
+/// path is `path` or lies below it, whole segments only, need these scopes.
+/// Methods match case-sensitively (RFC 9110 §9.1), and a `GET` route also
+/// takes `HEAD`, which upstreams answer with their `GET` handler.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
@@ -129,14 +176,15 @@ pub struct Gateway {
     verifier: Arc<Verifier>,
     /// `host:port` to connect to.
     upstream_address: String,
-    /// The upstream's authority, sent as `Host`.
-    upstream_host: String,
-    upstream_base_path: String,
+    /// How request heads are read and rewritten: the upstream's base path
+    /// and authority, underscores, the forwarding header.
+    head: HeadConfig,
     routes: Vec<CompiledRoute>,
     environment: Option<Environment>,
     /// The APIs whose keys the gateway accepts; `None` for all.
     api_ids: Option<Vec<ApiId>>,
-    trust_forwarded_for: bool,
+    /// Peers whose forwarding header names the client.
+    trusted_proxies: Vec<Cidr>,
     /// Connection threads (0: the server's runtime).
     threads: usize,
     scheduling: Scheduling,
@@ -150,6 +198,61 @@ struct CompiledRoute {
     path: String,
     scopes: Arc<[Scope]>,
     cost: u64,
+}
+
+impl CompiledRoute {
+    fn new(route: Route) -> Result<Self, GatewayConfigError> {
+        let method = route
+            .method
+            .as_deref()
+            .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
+            .transpose()
+            .map_err(|_| GatewayConfigError(format!("bad method in route {}", route.path)))?;
+        if !route.path.starts_with('/') {
+            return Err(GatewayConfigError(format!(
+                "route path {:?} must start with /",
+                route.path
+            )));
+        }
+        // Requests are matched on their normalised path, which a route
+        // that is not normalised itself could never match.
+        let mut normalised = String::new();
+        match path::normalize(&route.path, &mut normalised) {
+            Ok(()) if normalised == route.path => {}
+            Ok(()) => {
+                return Err(GatewayConfigError(format!(
+                    "route path {:?} is not normalised: write {normalised:?}",
+                    route.path
+                )));
+            }
+            Err(bad) => {
+                return Err(GatewayConfigError(format!(
+                    "route path {:?} is refused: {}",
+                    route.path,
+                    bad.message()
+                )));
+            }
+        }
+        Ok(CompiledRoute {
+            method,
+            path: route.path,
+            scopes: route.scopes.into(),
+            cost: route.cost.unwrap_or(1),
+        })
+    }
+
+    /// Whether a request with `method` and the normalised `path` is this
+    /// route's: the same method (a `GET` route takes `HEAD` too), and the
+    /// route's path or a path below it, whole segments only.
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        self.method
+            .as_ref()
+            .is_none_or(|m| m == method || (*m == Method::GET && *method == Method::HEAD))
+            && path.starts_with(&self.path)
+            && (path.len() == self.path.len()
+                || self.path.ends_with('/')
+                || path.as_bytes()[self.path.len()] == b'/')
+    }
 }
 
 impl Gateway {
@@ -175,24 +278,7 @@ impl Gateway {
             .ok_or_else(|| GatewayConfigError("the upstream URL needs a host".into()))?;
         let mut routes = Vec::with_capacity(config.routes.len());
         for route in config.routes {
-            let method = route
-                .method
-                .as_deref()
-                .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()))
-                .transpose()
-                .map_err(|_| GatewayConfigError(format!("bad method in route {}", route.path)))?;
-            if !route.path.starts_with('/') {
-                return Err(GatewayConfigError(format!(
-                    "route path {:?} must start with /",
-                    route.path
-                )));
-            }
-            routes.push(CompiledRoute {
-                method,
-                path: route.path,
-                scopes: route.scopes.into(),
-                cost: route.cost.unwrap_or(1),
-            });
+            routes.push(CompiledRoute::new(route)?);
         }
         if routes.is_empty() {
             return Err(GatewayConfigError("at least one route is needed".into()));
@@ -205,12 +291,16 @@ impl Gateway {
         Ok(Gateway {
             verifier,
             upstream_address,
-            upstream_host: authority.as_str().to_owned(),
-            upstream_base_path: upstream.path().trim_end_matches('/').to_owned(),
+            head: HeadConfig {
+                base_path: upstream.path().trim_end_matches('/').to_owned(),
+                host: authority.as_str().to_owned(),
+                underscores_in_headers: config.underscores_in_headers,
+                forwarded_header: config.forwarded_header,
+            },
             routes,
             environment: config.environment,
             api_ids: config.api_ids,
-            trust_forwarded_for: config.trust_forwarded_for,
+            trusted_proxies: config.trusted_proxies,
             threads: config.threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
             }),
@@ -219,21 +309,9 @@ impl Gateway {
         })
     }
 
+    /// The first route for a request; `path` is normalised.
     fn route(&self, method: &Method, path: &str) -> Option<&CompiledRoute> {
-        self.routes.iter().find(|r| {
-            r.method.as_ref().is_none_or(|m| m == method)
-                && path.starts_with(&r.path)
-                && (path.len() == r.path.len()
-                    || r.path.ends_with('/')
-                    || path.as_bytes()[r.path.len()] == b'/')
-        })
-    }
-
-    fn client_ip(&self, forwarded_for: Option<IpAddr>, peer: SocketAddr) -> IpAddr {
-        match forwarded_for {
-            Some(ip) if self.trust_forwarded_for => ip,
-            _ => peer.ip(),
-        }
+        self.routes.iter().find(|r| r.matches(method, path))
     }
 }
 
@@ -387,8 +465,10 @@ enum Flow {
 struct Scratch {
     /// The key presented, wiped when the connection ends.
     key: Zeroizing<String>,
-    /// The request target, path and query.
+    /// The request target, normalised path and query.
     target: String,
+    /// The client's forwarding header, its lines joined.
+    forwarded: String,
     /// The head (and body bytes) being written.
     out: Vec<u8>,
 }
@@ -413,10 +493,10 @@ async fn connection(
         let head = loop {
             let parsed = http1::parse_request(
                 client.data(),
-                &gateway.upstream_base_path,
-                &gateway.upstream_host,
+                &gateway.head,
                 &mut scratch.key,
                 &mut scratch.target,
+                &mut scratch.forwarded,
                 &mut scratch.out,
             );
             match parsed {
@@ -451,6 +531,14 @@ async fn connection(
                             StatusCode::BAD_REQUEST,
                             "BAD_PATH",
                             "the request target must be a path",
+                        ),
+                        BadRequest::Path(bad) => {
+                            (StatusCode::BAD_REQUEST, "BAD_PATH", bad.message())
+                        }
+                        BadRequest::Underscore => (
+                            StatusCode::BAD_REQUEST,
+                            "BAD_HEADER",
+                            "header names with _ are not accepted; write - instead",
                         ),
                         BadRequest::Malformed => (
                             StatusCode::BAD_REQUEST,
@@ -567,10 +655,17 @@ async fn exchange(
         )
         .await;
     }
+    let header = gateway.head.forwarded_header;
+    let origin = forwarded::origin(
+        &gateway.trusted_proxies,
+        header,
+        &scratch.forwarded,
+        peer.ip(),
+    );
     let required = Requirements {
         scopes: Arc::clone(&route.scopes),
         environment: gateway.environment,
-        ip: Some(gateway.client_ip(head.forwarded_for, peer)),
+        ip: Some(origin.client),
     };
     let verification = match verify(gateway, &scratch.key, required, route.cost).await {
         Some(v) => v,
@@ -611,6 +706,13 @@ async fn exchange(
         .await;
     }
     identity_headers(&mut scratch.out, &verification);
+    forwarded::push_headers(
+        &mut scratch.out,
+        header,
+        &scratch.forwarded,
+        origin,
+        peer.ip(),
+    );
     scratch.out.extend_from_slice(b"\r\n");
     forward(gateway, client, upstream, scratch, head, &verification).await
 }
@@ -654,34 +756,45 @@ async fn verify(
     }
 }
 
-/// `X-Keyward-*` for the upstream. A value that cannot be a header value is
-/// left out rather than sent broken.
+/// `X-Keyward-*` for the upstream, always all three: a value that is not
+/// plain ASCII is percent-encoded ([`push_encoded`]) rather than left out,
+/// so an upstream never takes a missing owner for an absent one.
 fn identity_headers(out: &mut Vec<u8>, verification: &Verification) {
     let Some(key) = &verification.key else {
         return;
     };
-    let valid = |value: &str| {
-        value
-            .bytes()
-            .all(|b| b == b'\t' || (b' '..0x7f).contains(&b))
-    };
     for (name, value) in [
-        ("x-keyward-key-id", key.id()),
-        ("x-keyward-owner", &key.owner),
+        (&b"x-keyward-key-id: "[..], key.id()),
+        (b"x-keyward-owner: ", &key.owner),
     ] {
-        if valid(value) {
-            http1::push_header(out, name.as_bytes(), value.as_bytes());
-        }
-    }
-    if key.policy.scopes.iter().all(|s| valid(s.as_str())) {
-        out.extend_from_slice(b"x-keyward-scopes: ");
-        for (i, scope) in key.policy.scopes.iter().enumerate() {
-            if i > 0 {
-                out.push(b' ');
-            }
-            out.extend_from_slice(scope.as_str().as_bytes());
-        }
+        out.extend_from_slice(name);
+        push_encoded(out, value);
         out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-keyward-scopes: ");
+    for (i, scope) in key.policy.scopes.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        push_encoded(out, scope.as_str());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Percent-encodes (RFC 3986 §2.1, upper-case hex) the UTF-8 bytes of
+/// `value` that a header value cannot carry as they are: `%` itself, bytes
+/// outside printable ASCII, and a space at either end (which parsers trim).
+/// Printable ASCII without `%` is written unchanged.
+fn push_encoded(out: &mut Vec<u8>, value: &str) {
+    let bytes = value.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        let edge = i == 0 || i + 1 == bytes.len();
+        if b == b'%' || !(b' '..0x7f).contains(&b) || (b == b' ' && edge) {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        } else {
+            out.push(b);
+        }
     }
 }
 
@@ -1010,5 +1123,69 @@ fn denial_message(code: VerifyCode) -> &'static str {
         VerifyCode::RateLimited => "rate limit exceeded",
         VerifyCode::UsageExceeded => "usage credits exhausted",
         _ => "the API key was refused",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(method: Option<&str>, path: &str) -> Result<CompiledRoute, GatewayConfigError> {
+        CompiledRoute::new(Route {
+            method: method.map(str::to_owned),
+            path: path.to_owned(),
+            scopes: Vec::new(),
+            cost: None,
+        })
+    }
+
+    #[test]
+    fn routes_match_whole_segments_and_methods_exactly() {
+        let admin = route(None, "/v1/admin").unwrap();
+        let prices = route(Some("GET"), "/v1/prices").unwrap();
+        let tree = route(None, "/v1/").unwrap();
+        let get = Method::GET;
+        let lower = Method::from_bytes(b"get").unwrap();
+        for (route, method, path, expected) in [
+            (&admin, &get, "/v1/admin", true),
+            (&admin, &get, "/v1/admin/", true),
+            (&admin, &get, "/v1/admin/x", true),
+            (&admin, &get, "/v1/adminx", false),
+            (&admin, &get, "/v1/Admin", false),
+            (&admin, &get, "/v1", false),
+            (&prices, &get, "/v1/prices", true),
+            (&prices, &Method::HEAD, "/v1/prices", true),
+            (&prices, &lower, "/v1/prices", false),
+            (&prices, &Method::POST, "/v1/prices", false),
+            (&tree, &get, "/v1/x", true),
+            (&tree, &get, "/v1/", true),
+            (&tree, &get, "/v1", false),
+        ] {
+            assert_eq!(
+                route.matches(method, path),
+                expected,
+                "{} {path}",
+                route.path
+            );
+        }
+        let head = route(Some("HEAD"), "/v1/prices").unwrap();
+        assert!(
+            !head.matches(&get, "/v1/prices"),
+            "a HEAD route takes only HEAD"
+        );
+    }
+
+    #[test]
+    fn route_paths_must_be_normalised() {
+        for path in ["/v1/../admin", "//v1", "/v1/%61dmin", "/v1/./x"] {
+            let error = route(None, path).err().unwrap().to_string();
+            assert!(error.contains("not normalised"), "{path}: {error}");
+        }
+        for path in ["/v1/admin%2f", "/v1;x", "/v1/admin."] {
+            let error = route(None, path).err().unwrap().to_string();
+            assert!(error.contains("refused"), "{path}: {error}");
+        }
+        assert!(route(None, "v1").is_err());
+        assert!(route(None, "/v1/caf%C3%A9").is_ok());
     }
 }
