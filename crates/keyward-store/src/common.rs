@@ -1374,6 +1374,27 @@ macro_rules! impl_store {
                     .any(|t| is_full_token(t, now)))
             }
 
+            async fn adopt_tokens(
+                &self,
+                from: &TokenId,
+                to: &TokenId,
+                event: &AuditEvent,
+            ) -> Result<u64> {
+                let mut tx = self.writer().begin().await?;
+                let moved = sqlx::query(
+                    "UPDATE admin_tokens SET created_by = $1 \
+                     WHERE created_by = $2 AND revoked_at IS NULL",
+                )
+                .bind(to.as_str())
+                .bind(from.as_str())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                insert_events(&mut tx, std::slice::from_ref(event)).await?;
+                tx.commit().await?;
+                Ok(moved)
+            }
+
             async fn list_audit(
                 &self,
                 filter: &AuditFilter,

@@ -559,6 +559,14 @@ pub trait Store: Send + Sync + 'static {
     /// Whether some token is usable at `now`, unlimited in APIs and
     /// environments, and holds every admin scope: one that can grant all.
     async fn has_full_token(&self, now: OffsetDateTime) -> Result<bool>;
+    /// Makes `to` the creator of every unrevoked token `from` created, with
+    /// `event`, in one transaction; returns how many moved. Recovery hands
+    /// a lost root's tokens to its successor this way, so revoking the old
+    /// root does not take every service's token with it. `to` must bound
+    /// them as their old creator did (the new root: every scope, no limit,
+    /// no expiry).
+    async fn adopt_tokens(&self, from: &TokenId, to: &TokenId, event: &AuditEvent)
+        -> Result<u64>;
 
     /// Audit events in id order. Each event records the API and environment
     /// of the record it is about, derived on write from that record (a

@@ -6,9 +6,10 @@
 //! install has: the store itself and, to prove it is the store's operator,
 //! whatever unseals it — `master.key` in the data directory for the `file`
 //! seal, the HSM for `pkcs11`, the threshold of unseal shares for `shamir`.
-//! Then it revokes every full-access token, creates a new root token, audits
-//! both (`token.recover`, `token.revoke`, no actor) and prints the new token
-//! once. Running servers drop the revoked tokens through the change feed.
+//! Then it creates a new root token, hands it the tokens each full-access
+//! token created (`token.adopt`), revokes those full-access tokens, audits
+//! it all (`token.recover`, `token.adopt`, `token.revoke`, no actor) and
+//! prints the new token once. Running servers drop the revoked tokens through the change feed.
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
@@ -93,6 +94,20 @@ pub async fn run(args: RootTokenArgs, json: bool) -> anyhow::Result<ExitCode> {
         .await
         .context("cannot store the new root token")?;
     for token in &old {
+        // The tokens the old root made (the services' verify tokens among
+        // them) pass to the new root first: revoking takes a token's whole
+        // tree, and losing the root must not stop every service.
+        let event = keyward_server::handlers::audit_event(
+            None,
+            "token.adopt",
+            root.id.as_str(),
+            json!({ "from": token.id.as_str(), "recovery": true }),
+            now,
+        )?;
+        store
+            .adopt_tokens(&token.id, &root.id, &event)
+            .await
+            .with_context(|| format!("cannot hand over the tokens of {}", token.id))?;
         let event = keyward_server::handlers::audit_event(
             None,
             "token.revoke",

@@ -667,6 +667,9 @@ impl Store for CountingStore {
     async fn has_full_token(&self, now: OffsetDateTime) -> R<bool> {
         self.inner.has_full_token(now).await
     }
+    async fn adopt_tokens(&self, from: &TokenId, to: &TokenId, event: &AuditEvent) -> R<u64> {
+        self.inner.adopt_tokens(from, to, event).await
+    }
     async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> R<Vec<AuditEntry>> {
         self.inner.list_audit(filter, page).await
     }
