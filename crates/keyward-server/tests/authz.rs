@@ -23,17 +23,6 @@ use support::{fresh_store, spawn_sealed, Backend, TestApp};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// Revoking a token revokes the tokens it minted. Until that lands, a child
-/// of a revoked parent still authenticates with every scope, so its cells
-/// are counted but not sent; set this once the cascade is in.
-const CASCADE_LANDED: bool = false;
-
-/// Token and audit listings filtered by reach, and one answer for a token
-/// id that is absent and one out of reach. Until that lands, those cells
-/// keep today's answers (unfiltered listings, 403 on revoking a stronger
-/// token); set this once it is in.
-const TOKEN_AND_AUDIT_REACH_LANDED: bool = false;
-
 /// Every admin scope; the tokens of the matrix hold all of them but what
 /// their state takes away.
 const ALL_SCOPES: [&str; 14] = [
@@ -161,18 +150,6 @@ const fn public(method: &'static str, template: &'static str, body: Option<&'sta
 /// transit rows on the live key `{TK}` of the API `{API}`.
 fn rows() -> Vec<Row> {
     use Expect::*;
-    let token_revoke = if TOKEN_AND_AUDIT_REACH_LANDED {
-        Absent
-    } else {
-        FORBIDDEN
-    };
-    let hidden_when_landed = |what| {
-        if TOKEN_AND_AUDIT_REACH_LANDED {
-            OkHiding(what)
-        } else {
-            Ok
-        }
-    };
     let kv = |method, template: &'static str, path, body, scope, absent| {
         admin(
             method,
@@ -344,8 +321,8 @@ fn rows() -> Vec<Row> {
             "/v1/tokens",
             None,
             "tokens:read",
-            hidden_when_landed("{ROOT_ID}"),
-            hidden_when_landed("{ROOT_ID}"),
+            OkHiding("{ROOT_ID}"),
+            OkHiding("{ROOT_ID}"),
             None,
         ),
         admin(
@@ -354,8 +331,8 @@ fn rows() -> Vec<Row> {
             "/v1/tokens/{TOKEN}/revoke",
             Some("{}"),
             "tokens:write",
-            token_revoke,
-            token_revoke,
+            Absent,
+            Absent,
             Some("/v1/tokens/{ABSENT_TOKEN}/revoke"),
         ),
         admin(
@@ -364,8 +341,8 @@ fn rows() -> Vec<Row> {
             "/v1/audit",
             None,
             "audit:read",
-            hidden_when_landed("{KEY}"),
-            hidden_when_landed("{KEY}"),
+            OkHiding("{KEY}"),
+            OkHiding("{KEY}"),
             None,
         ),
         // APIs.
@@ -980,8 +957,7 @@ async fn send(
     )
 }
 
-/// How many cells asserted each kind of answer, and how many were sent but
-/// left unasserted behind a gate.
+/// How many cells asserted each kind of answer.
 #[derive(Default, Debug)]
 struct Counts {
     cells: usize,
@@ -990,7 +966,6 @@ struct Counts {
     absent: usize,
     other_refusals: usize,
     allowed: usize,
-    gated: usize,
 }
 
 async fn authorization_matrix_covers_every_route_and_token_state(app: TestApp) {
@@ -1035,12 +1010,6 @@ async fn authorization_matrix_covers_every_route_and_token_state(app: TestApp) {
                 (Some(_), State::OtherEnvironment) => row.other_environment,
             };
             counts.cells += 1;
-            // Not even sent: without the cascade this token holds every
-            // scope, and would seal the node or revoke the fixtures.
-            if state == State::ChildOfRevoked && row.scope.is_some() && !CASCADE_LANDED {
-                counts.gated += 1;
-                continue;
-            }
             let got = send(&app, row.method, &path, token.as_deref(), body.as_deref()).await;
             let cell = format!("{} {path} as {state:?}", row.method);
             let failure = match expect {
@@ -1108,18 +1077,16 @@ async fn authorization_matrix_covers_every_route_and_token_state(app: TestApp) {
     }
     eprintln!(
         "authorization matrix: {} routes x {} token states = {} cells; asserted {} \
-         (401: {}, 403: {}, 404/absent: {}, other refusals: {}, allowed within reach: {}); \
-         gated until the token cascade lands: {}",
+         (401: {}, 403: {}, 404/absent: {}, other refusals: {}, allowed within reach: {})",
         rows.len(),
         STATES.len(),
         counts.cells,
-        counts.cells - counts.gated,
+        counts.cells,
         counts.unauthenticated,
         counts.forbidden,
         counts.absent,
         counts.other_refusals,
         counts.allowed,
-        counts.gated,
     );
     assert!(
         failures.is_empty(),
