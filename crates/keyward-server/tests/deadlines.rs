@@ -414,6 +414,44 @@ async fn gateway_answers_504_when_the_upstream_is_silent() {
     }
 }
 
+/// An upstream address that takes no more connections: a listener whose
+/// accept queue is full and never accepted from, so the kernel drops every
+/// further SYN. Returns it with the connections that fill the queue.
+async fn unconnectable_upstream() -> (String, Vec<TcpStream>, tokio::net::TcpListener) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let listener = socket.listen(1).unwrap();
+    let mut filling = Vec::new();
+    loop {
+        assert!(filling.len() < 64, "the accept queue never filled");
+        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => filling.push(stream),
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => break,
+        }
+    }
+    (format!("http://{addr}"), filling, listener)
+}
+
+#[tokio::test]
+async fn gateway_answers_504_when_the_upstream_does_not_connect() {
+    let (up, _filling, _listener) = unconnectable_upstream().await;
+    let mut config = gateway_config(&up);
+    config.upstream_connect_timeout_ms = Some(500);
+    let server = start(Some(config)).await;
+    let key = server.key().await;
+    let mut client = connect(server.gateway.unwrap()).await;
+    let request =
+        format!("GET /v1/prices HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {key}\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let (status, body) = answer(&mut client).await;
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("UPSTREAM_TIMEOUT"), "{body}");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}
+
 #[tokio::test]
 async fn gateway_closes_idle_and_slow_head_connections() {
     let (up, _) = recording_upstream().await;

@@ -1008,7 +1008,14 @@ async fn forward(
         };
         match result {
             Ok(answered) => break answered,
-            Err(BadResponse::Io(e)) if reused && resendable && body != Body::Broken => {
+            // A kept connection that failed; not one that was merely slow,
+            // which would double the wait on a silent upstream.
+            Err(BadResponse::Io(e))
+                if reused
+                    && resendable
+                    && body != Body::Broken
+                    && e.kind() != std::io::ErrorKind::TimedOut =>
+            {
                 tracing::debug!(error = %e, "kept upstream connection failed; sending again");
             }
             Err(e) => {
