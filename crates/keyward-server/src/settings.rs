@@ -234,3 +234,35 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     }
     builder.create(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_read_by_their_documented_names() {
+        let settings: Settings = serde_json::from_value(serde_json::json!({
+            "limits": {
+                "idle_timeout_ms": 5000,
+                "head_timeout_ms": 4000,
+                "body_timeout_ms": 3000,
+                "body_min_rate": 10,
+                "max_connections_per_ip": 7,
+            }
+        }))
+        .unwrap();
+        let limits = settings.limits.limits();
+        assert_eq!(limits.idle, Duration::from_secs(5));
+        assert_eq!(limits.head, Duration::from_secs(4));
+        assert_eq!(limits.body_grace, Duration::from_secs(3));
+        assert_eq!(limits.body_min_rate, 10);
+        assert_eq!(limits.max_connections_per_ip, 7);
+        assert_eq!(limits.hyper_head(), Duration::from_secs(4));
+        assert_eq!(
+            Settings::default().limits.limits(),
+            crate::limits::Limits::default()
+        );
+        let typo = serde_json::json!({"limits": {"idle_timeout": 5000}});
+        assert!(serde_json::from_value::<Settings>(typo).is_err());
+    }
+}
