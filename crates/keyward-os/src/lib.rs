@@ -41,6 +41,25 @@ pub fn set_batch_scheduling() -> io::Result<()> {
     }
 }
 
+/// Whether an error (of `accept`, say) means the process or the system has
+/// run out of file descriptors or of the memory sockets need (`EMFILE`,
+/// `ENFILE`, `ENOBUFS`, `ENOMEM`): closing something frees the way, waiting
+/// alone does not.
+pub fn is_out_of_descriptors(error: &io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        matches!(
+            error.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        )
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = error;
+        false
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     #![allow(clippy::unwrap_used)]

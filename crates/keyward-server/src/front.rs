@@ -14,6 +14,7 @@
 //! from then on: only well-formed requests of the two routes take the
 //! short path, and every other request is served exactly as before.
 
+use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -36,17 +37,22 @@ use crate::auth;
 use crate::error::ApiError;
 use crate::gateway::http1::Inbound;
 use crate::handlers;
+use crate::limits::{Connections, Limits, Pace, Shed, Slot};
 use crate::wire::{Health, VerifyRequest};
 use crate::{AppState, MAX_BODY_BYTES};
 
-/// How long a connection may wait for its next request head, or take to
-/// send one with its body, before it is closed.
-const IDLE: Duration = Duration::from_secs(30);
 /// Largest head this front reads; a longer one goes to hyper, which
 /// refuses it.
 const MAX_HEAD: usize = 16 * 1024;
 /// Most headers this front parses; a request with more goes to hyper.
 const MAX_HEADERS: usize = 64;
+/// How long accepting pauses after the process ran out of file descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+/// The answer to a connection over its address's cap, written once without
+/// waiting, before the connection is closed.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+    content-type: application/json\r\ncontent-length: 92\r\nconnection: close\r\n\r\n\
+    {\"error\":{\"code\":\"TOO_MANY_CONNECTIONS\",\"message\":\"too many connections from this address\"}}";
 
 /// Serves the API on `listener` until `shutdown` completes, then lets the
 /// requests in flight finish; idle connections are closed.
@@ -54,46 +60,76 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     state: Arc<AppState>,
+    limits: Limits,
+    shed: Shed,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let health = Arc::new(Fixed::json(&Health { status: "ok" })?);
+    let admission = Connections::new(limits, shed.clone());
     let take = |stream: TcpStream,
                 _peer: SocketAddr,
+                slot: Slot,
                 stopping: &watch::Receiver<bool>,
                 connections: &mut JoinSet<()>| {
         let front = Front {
             router: router.clone(),
             state: Arc::clone(&state),
             health: Arc::clone(&health),
+            limits,
+            shed: shed.clone(),
         };
-        connections.spawn(front.connection(stream, stopping.clone()));
+        connections.spawn(front.connection(stream, slot, stopping.clone()));
     };
-    accept_until(listener, shutdown, take).await;
+    accept_until(listener, &admission, shutdown, take).await;
     Ok(())
 }
 
-/// Accepts connections on `listener` and gives each to `take`, with the
-/// receiver that tells them the server is stopping and the set their tasks
-/// go in, until `shutdown` completes; then stops listening, tells them, and
-/// waits for every task in the set to end.
+/// Accepts connections on `listener` and gives each to `take`, with its
+/// slot in `admission`, the receiver that tells them the server is stopping
+/// and the set their tasks go in, until `shutdown` completes; then stops
+/// listening, tells them, and waits for every task in the set to end.
+///
+/// A connection from an address that has its cap open is answered 429 and
+/// closed at once, so one client cannot hold every descriptor; when the
+/// process has none left, idle connections everywhere are asked to close
+/// and accepting pauses briefly rather than failing in a loop.
 pub(crate) async fn accept_until(
     listener: TcpListener,
+    admission: &Connections,
     shutdown: impl std::future::Future<Output = ()>,
-    mut take: impl FnMut(TcpStream, SocketAddr, &watch::Receiver<bool>, &mut JoinSet<()>),
+    mut take: impl FnMut(TcpStream, SocketAddr, Slot, &watch::Receiver<bool>, &mut JoinSet<()>),
 ) {
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
+    let pause = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(pause);
+    let mut paused = false;
+    let mut warned: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => take(stream, peer, &stopping, &mut connections),
+            accepted = listener.accept(), if !paused => match accepted {
+                Ok((stream, peer)) => match admission.admit(peer.ip()) {
+                    Some(slot) => take(stream, peer, slot, &stopping, &mut connections),
+                    None => {
+                        tracing::debug!(peer = %peer.ip(), "connection over the address's cap");
+                        let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+                    }
+                },
                 Err(e) => {
-                    // Out of file descriptors and the like: wait, go on.
-                    tracing::warn!(error = %e, "could not accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if keyward_os::is_out_of_descriptors(&e) {
+                        admission.shed().shed();
+                    }
+                    let now = tokio::time::Instant::now();
+                    if warned.is_none_or(|at| now >= at + Duration::from_secs(10)) {
+                        warned = Some(now);
+                        tracing::warn!(error = %e, "could not accept a connection");
+                    }
+                    pause.as_mut().reset(now + ACCEPT_PAUSE);
+                    paused = true;
                 }
             },
+            () = &mut pause, if paused => paused = false,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = &mut shutdown => break,
         }
@@ -135,6 +171,10 @@ struct Front {
     router: Router,
     state: Arc<AppState>,
     health: Arc<Fixed>,
+    limits: Limits,
+    /// Asks this connection to close when it is idle and the process is
+    /// out of file descriptors.
+    shed: Shed,
 }
 
 /// The routes this front answers itself.
@@ -239,24 +279,46 @@ fn parse(data: &[u8]) -> Parsed {
 }
 
 impl Front {
-    /// Serves one connection until it closes, stays idle for [`IDLE`], the
-    /// server stops, or a request for hyper arrives.
-    async fn connection(self, stream: TcpStream, stopping: watch::Receiver<bool>) {
+    /// Serves one connection until it closes, is idle or slow past its
+    /// [`Limits`], the server stops, or a request for hyper arrives.
+    async fn connection(self, stream: TcpStream, slot: Slot, stopping: watch::Receiver<bool>) {
         let _ = stream.set_nodelay(true);
+        let limits = self.limits;
         let mut client = Inbound::new(stream);
         let mut out = Vec::with_capacity(1024);
         let stopped = stopped(stopping.clone());
         tokio::pin!(stopped);
-        let idle = tokio::time::sleep(IDLE);
-        tokio::pin!(idle);
+        let shed = self.shed.asked();
+        tokio::pin!(shed);
+        // One timer for the wait before a request, then for its head, then
+        // for its body. It is re-armed for a request only when the request
+        // does not arrive whole in one read, so a quick client costs no
+        // timer work per request.
+        let deadline = tokio::time::sleep(limits.idle);
+        tokio::pin!(deadline);
+        let mut timing = Timing::Idle;
         loop {
             let head = loop {
-                match parse(client.data()) {
-                    Parsed::Ours(head) if client.data().len() >= head.len + head.body => {
-                        break head
+                let data = client.data();
+                match parse(data) {
+                    Parsed::Ours(head) if data.len() >= head.len + head.body => break head,
+                    Parsed::Theirs => return self.hand_over(client, slot, stopping).await,
+                    Parsed::Ours(head) => {
+                        if !matches!(timing, Timing::Body(_)) {
+                            timing = Timing::Body(Pace::start(&limits));
+                        }
+                        if let Timing::Body(mut pace) = timing {
+                            pace.received((data.len() - head.len) as u64);
+                            deadline.as_mut().reset(pace.deadline());
+                        }
                     }
-                    Parsed::Theirs => return self.hand_over(client, stopping).await,
-                    Parsed::Ours(_) | Parsed::Partial => {}
+                    Parsed::Partial if !data.is_empty() && timing == Timing::Idle => {
+                        timing = Timing::Head;
+                        deadline
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + limits.head);
+                    }
+                    Parsed::Partial => {}
                 }
                 let waiting = client.data().is_empty();
                 tokio::select! {
@@ -266,7 +328,8 @@ impl Front {
                         Ok(_) => {}
                     },
                     () = &mut stopped, if waiting => return,
-                    () = &mut idle => return,
+                    () = &mut shed, if waiting => return,
+                    () = &mut deadline => return,
                 }
             };
             let started = Instant::now();
@@ -281,7 +344,14 @@ impl Front {
                 let _ = client.stream.shutdown().await;
                 return;
             }
-            push_back(idle.as_mut(), IDLE);
+            if timing == Timing::Idle {
+                push_back(deadline.as_mut(), limits.idle);
+            } else {
+                timing = Timing::Idle;
+                deadline
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + limits.idle);
+            }
         }
     }
 
@@ -320,8 +390,11 @@ impl Front {
     }
 
     /// Serves the rest of the connection with hyper and the router,
-    /// starting with the bytes this front has read and not answered.
-    async fn hand_over(self, client: Inbound, stopping: watch::Receiver<bool>) {
+    /// starting with the bytes this front has read and not answered. hyper
+    /// closes a connection whose next head is not whole within
+    /// [`Limits::hyper_head`]; the router paces bodies ([`paced`]).
+    async fn hand_over(self, client: Inbound, slot: Slot, stopping: watch::Receiver<bool>) {
+        let _slot = slot;
         let (stream, read) = client.into_parts();
         let io = TokioIo::new(Replay {
             read,
@@ -330,11 +403,17 @@ impl Front {
         });
         let service = TowerToHyperService::new(self.router);
         let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.hyper_head())
             .serve_connection(io, service)
             .with_upgrades();
         tokio::pin!(connection);
         let stopped = stopped(stopping);
         tokio::pin!(stopped);
+        let shed = self.shed.asked();
+        tokio::pin!(shed);
+        // Either way hyper closes the connection at once when it is idle,
+        // or after the request in flight.
         tokio::select! {
             served = connection.as_mut() => {
                 if let Err(e) = served {
@@ -343,10 +422,98 @@ impl Front {
                 return;
             }
             () = &mut stopped => connection.as_mut().graceful_shutdown(),
+            () = &mut shed => connection.as_mut().graceful_shutdown(),
         }
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
+    }
+}
+
+/// Which part of a request the connection's deadline is set for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Timing {
+    /// The wait before a request: [`Limits::idle`] from the previous answer.
+    Idle,
+    /// A head begun: [`Limits::head`] from its first byte.
+    Head,
+    /// A body begun: its [`Pace`].
+    Body(Pace),
+}
+
+/// Wraps a request body so it fails once it arrives slower than the
+/// [`Limits`] allow; the router's layer for every request hyper serves.
+pub(crate) async fn paced(
+    limits: Limits,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::body::HttpBody;
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let request = request.map(|body| {
+        axum::body::Body::new(PacedBody {
+            inner: body,
+            pace: Pace::start(&limits),
+            timer: None,
+        })
+    });
+    next.run(request).await
+}
+
+/// A request body held to a [`Pace`].
+struct PacedBody {
+    inner: axum::body::Body,
+    pace: Pace,
+    /// Made the first time the body waits for data.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// The error of a body that arrived too slowly.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body arrived too slowly")]
+struct BodyTooSlow;
+
+impl axum::body::HttpBody for PacedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.pace.received(data.len() as u64);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                let deadline = this.pace.deadline();
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(BodyTooSlow)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            done => done,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -10,6 +10,8 @@
 //! - [`settings`]: what the server needs to start.
 //! - [`auth`]: the admin token of each request.
 //! - [`handlers`]: one module per resource.
+//! - [`limits`]: deadlines and caps of client connections, on every
+//!   listener.
 //! - [`verifier`]: the verify hot path — cache, limits, credits, usage.
 //! - [`gateway`]: the reverse proxy that verifies keys in front of an API.
 //! - [`changes`]: follows the store's change feed into this node's caches.
@@ -25,6 +27,7 @@ pub mod error;
 mod front;
 pub mod gateway;
 pub mod handlers;
+pub mod limits;
 pub mod seal;
 pub mod settings;
 pub mod verifier;
@@ -66,14 +69,16 @@ pub async fn run_gateway(
     let verifier = Arc::new(Verifier::new(Arc::clone(&store), verify.clone()));
     let follower = changes::ChangeFollower::start(store, Arc::clone(&verifier), None).await?;
     let gateway = gateway::Gateway::new(config, Arc::clone(&verifier))
-        .map_err(|e| StartError::Settings(e.to_string()))?;
+        .map_err(|e| StartError::Settings(e.to_string()))?
+        .with_limits(settings.limits.limits());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut watch: tokio::sync::watch::Receiver<bool>| async move {
         let _ = watch.wait_for(|stop| *stop).await;
     };
     let flusher = tokio::spawn(Arc::clone(&verifier).run_flusher(until_stopped(stopped.clone())));
     let following = tokio::spawn(follower.run(verify.change_poll_interval, until_stopped(stopped)));
-    let served = gateway::serve(Arc::new(gateway), listener, shutdown).await;
+    let shed = limits::Shed::default();
+    let served = gateway::serve(Arc::new(gateway), listener, shed, shutdown).await;
     let _ = stop.send(true);
     if let Err(e) = following.await {
         tracing::error!(error = %e, "the change follower failed");
@@ -120,6 +125,8 @@ pub struct Application {
     change_poll_interval: std::time::Duration,
     /// The gateway and its listener, when the settings have a `[gateway]`.
     gateway: Option<(Arc<gateway::Gateway>, TcpListener)>,
+    /// Deadlines and caps of client connections, on both listeners.
+    limits: limits::Limits,
     /// The root token when this start created it; shown once, then dropped.
     root_token: Option<PlaintextKey>,
 }
@@ -174,7 +181,8 @@ impl Application {
                     StartError::Settings("[gateway] needs listen = \"ADDR:PORT\"".into())
                 })?;
                 let gateway = gateway::Gateway::new(config, Arc::clone(&verifier))
-                    .map_err(|e| StartError::Settings(e.to_string()))?;
+                    .map_err(|e| StartError::Settings(e.to_string()))?
+                    .with_limits(settings.limits.limits());
                 Some((Arc::new(gateway), TcpListener::bind(listen).await?))
             }
             None => None,
@@ -182,9 +190,11 @@ impl Application {
         // Last, once nothing else can fail: the start that creates the token
         // is one that goes on to serve and shows it.
         let root_token = bootstrap(state.store.as_ref()).await?;
+        let limits = settings.limits.limits();
         Ok(Application {
             listener,
-            router: router(Arc::clone(&state)),
+            router: router(Arc::clone(&state), limits),
+            limits,
             state,
             verifier,
             follower,
@@ -240,10 +250,23 @@ impl Application {
         let stopping = |mut watch: tokio::sync::watch::Receiver<bool>| async move {
             let _ = watch.wait_for(|stop| *stop).await;
         };
+        // One signal for idle connections of both to close when the process
+        // runs out of file descriptors.
+        let shed = limits::Shed::default();
+        let limits = self.limits;
         let gateway = self.gateway.map(|(gateway, listener)| {
-            tokio::spawn(gateway::serve(gateway, listener, stopping(watch.clone())))
+            let stopping = stopping(watch.clone());
+            tokio::spawn(gateway::serve(gateway, listener, shed.clone(), stopping))
         });
-        let served = front::serve(self.listener, self.router, self.state, stopping(watch)).await;
+        let served = front::serve(
+            self.listener,
+            self.router,
+            self.state,
+            limits,
+            shed,
+            stopping(watch),
+        )
+        .await;
         if let Some(gateway) = gateway {
             match gateway.await {
                 Ok(Err(e)) => tracing::error!(error = %e, "the gateway failed"),
@@ -349,7 +372,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(sys::mount))
 }
 
-fn router(state: Arc<AppState>) -> Router {
+fn router(state: Arc<AppState>, limits: limits::Limits) -> Router {
     let (router, doc) = api_router().split_for_parts();
     let doc = Arc::new(doc);
     router
@@ -363,6 +386,9 @@ fn router(state: Arc<AppState>) -> Router {
         .fallback(fallback)
         .layer(middleware::from_fn(log_request))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(move |request, next| {
+            front::paced(limits, request, next)
+        }))
         .with_state(state)
 }
 

@@ -33,6 +33,55 @@ pub struct Settings {
     pub seal: crate::seal::SealSettings,
     /// Who may report leaked keys besides admin tokens (`[leaks]`).
     pub leaks: LeakSettings,
+    /// Deadlines and caps of client connections, on the API listener and
+    /// the gateway alike (`[limits]`).
+    pub limits: LimitSettings,
+}
+
+/// The `[limits]` section: how long and how slow a client connection may be,
+/// and how many one address may hold open. Durations are in milliseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// How long a connection may wait, with nothing received, for its next
+    /// request.
+    pub idle_timeout_ms: u64,
+    /// How long a request head may take from its first byte.
+    pub head_timeout_ms: u64,
+    /// How long a request body may take before `body_min_rate` applies.
+    pub body_timeout_ms: u64,
+    /// Bytes a second a request body must keep up, on average, once
+    /// `body_timeout_ms` is over.
+    pub body_min_rate: u64,
+    /// Most connections open at once from one client address (IPv6: one
+    /// /64), per listener; 0 for no cap. Behind a load balancer every
+    /// connection comes from it: raise this to match.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        let d = crate::limits::Limits::default();
+        LimitSettings {
+            idle_timeout_ms: d.idle.as_millis() as u64,
+            head_timeout_ms: d.head.as_millis() as u64,
+            body_timeout_ms: d.body_grace.as_millis() as u64,
+            body_min_rate: d.body_min_rate,
+            max_connections_per_ip: d.max_connections_per_ip,
+        }
+    }
+}
+
+impl LimitSettings {
+    pub fn limits(&self) -> crate::limits::Limits {
+        crate::limits::Limits {
+            idle: Duration::from_millis(self.idle_timeout_ms.max(1)),
+            head: Duration::from_millis(self.head_timeout_ms.max(1)),
+            body_grace: Duration::from_millis(self.body_timeout_ms.max(1)),
+            body_min_rate: self.body_min_rate.max(1),
+            max_connections_per_ip: self.max_connections_per_ip,
+        }
+    }
 }
 
 /// The `[leaks]` section: public keys of secret-scanning partners, e.g.
@@ -146,6 +195,7 @@ impl Default for Settings {
             gateway: None,
             seal: crate::seal::SealSettings::default(),
             leaks: LeakSettings::default(),
+            limits: LimitSettings::default(),
         }
     }
 }
@@ -183,4 +233,36 @@ fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
         builder.mode(0o700);
     }
     builder.create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_read_by_their_documented_names() {
+        let settings: Settings = serde_json::from_value(serde_json::json!({
+            "limits": {
+                "idle_timeout_ms": 5000,
+                "head_timeout_ms": 4000,
+                "body_timeout_ms": 3000,
+                "body_min_rate": 10,
+                "max_connections_per_ip": 7,
+            }
+        }))
+        .unwrap();
+        let limits = settings.limits.limits();
+        assert_eq!(limits.idle, Duration::from_secs(5));
+        assert_eq!(limits.head, Duration::from_secs(4));
+        assert_eq!(limits.body_grace, Duration::from_secs(3));
+        assert_eq!(limits.body_min_rate, 10);
+        assert_eq!(limits.max_connections_per_ip, 7);
+        assert_eq!(limits.hyper_head(), Duration::from_secs(4));
+        assert_eq!(
+            Settings::default().limits.limits(),
+            crate::limits::Limits::default()
+        );
+        let typo = serde_json::json!({"limits": {"idle_timeout": 5000}});
+        assert!(serde_json::from_value::<Settings>(typo).is_err());
+    }
 }

@@ -438,6 +438,7 @@ async fn a_store_sealed_one_way_refuses_to_start_with_another_seal() {
         gateway: None,
         seal: shamir_settings(),
         leaks: Default::default(),
+        limits: Default::default(),
     };
     let err = keyward_server::Application::with_store(settings, store)
         .await
@@ -568,6 +569,7 @@ async fn a_pkcs11_server_unseals_itself_through_softhsm_after_a_restart() {
             gateway: None,
             seal: wrong,
             leaks: Default::default(),
+            limits: Default::default(),
         },
         store.clone(),
     )

@@ -26,7 +26,7 @@ pub struct ServeArgs {
 #[derive(Args)]
 pub struct StoreArgs {
     /// TOML file with any of: listen, data_dir, database_url, [verify],
-    /// [gateway].
+    /// [limits], [gateway].
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Directory of the embedded SQLite database [default: ./keyward-data].
@@ -157,7 +157,8 @@ pub struct GatewayArgs {
     upstream: String,
     /// TOML file of routes: [[route]] method, path (it and the paths below
     /// it), scopes, cost; optional top-level environment, api_ids,
-    /// trusted_proxies, forwarded_header and underscores_in_headers.
+    /// trusted_proxies, forwarded_header, underscores_in_headers, max_body,
+    /// upstream_connect_timeout_ms and upstream_timeout_ms.
     #[arg(long, env = "KEYWARD_GATEWAY_ROUTES", value_name = "FILE")]
     routes: PathBuf,
     /// Address the gateway listens on.

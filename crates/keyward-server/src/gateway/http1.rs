@@ -11,6 +11,8 @@
 //! as the client framed it.
 
 use std::mem::MaybeUninit;
+use std::net::IpAddr;
+use std::time::Duration;
 
 use axum::http::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +20,7 @@ use tokio::net::TcpStream;
 
 use super::forwarded::ForwardedHeader;
 use super::path::BadPath;
+use crate::limits::Pace;
 
 /// Most headers a message head may have.
 const MAX_HEADERS: usize = 100;
@@ -74,14 +77,6 @@ impl Inbound {
         }
         self.buf.reserve(READ_SIZE);
         self.stream.read_buf(&mut self.buf).await
-    }
-
-    /// Reads more, treating the end of the stream as an error.
-    async fn fill_some(&mut self) -> std::io::Result<()> {
-        match self.fill().await? {
-            0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
-            _ => Ok(()),
-        }
     }
 }
 
@@ -593,9 +588,27 @@ pub(super) enum RelayError {
     /// The sender's side failed, ended early or broke the framing.
     #[error("reading the body failed: {0}")]
     Read(std::io::Error),
-    /// The receiver's side failed.
+    /// The receiver's side failed, or did not take a write in time.
     #[error("writing the body failed: {0}")]
     Write(std::io::Error),
+    /// The body grew past [`Bounds::max`].
+    #[error("the body is larger than allowed")]
+    TooLarge,
+    /// The sender fell behind its [`Bounds::pace`].
+    #[error("the body arrived too slowly")]
+    TooSlow,
+}
+
+/// What a body relay holds each side to.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Bounds {
+    /// The sender must keep up this pace, or the relay fails with
+    /// [`RelayError::TooSlow`].
+    pub pace: Option<Pace>,
+    /// Most bytes of a chunked body (a length is checked before the relay).
+    pub max: Option<u64>,
+    /// How long one write to the receiver may take.
+    pub write: Option<Duration>,
 }
 
 fn invalid(what: &str) -> std::io::Error {
@@ -612,17 +625,18 @@ pub(super) async fn relay_body(
     framing: Framing,
     out: &mut Vec<u8>,
     dechunk: bool,
+    bounds: &mut Bounds,
 ) -> Result<(), RelayError> {
     match framing {
-        Framing::Empty => flush(sink, out).await,
-        Framing::Length(n) => relay_length(source, sink, n, out).await,
-        Framing::Chunked => relay_chunked(source, sink, out, dechunk).await,
+        Framing::Empty => flush(sink, out, bounds).await,
+        Framing::Length(n) => relay_length(source, sink, n, out, bounds).await,
+        Framing::Chunked => relay_chunked(source, sink, out, dechunk, bounds).await,
         Framing::UntilClose => loop {
             let data = source.data();
             out.extend_from_slice(data);
             let n = data.len();
             source.consume(n);
-            flush(sink, out).await?;
+            flush(sink, out, bounds).await?;
             if source.fill().await.map_err(RelayError::Read)? == 0 {
                 return Ok(());
             }
@@ -630,12 +644,40 @@ pub(super) async fn relay_body(
     }
 }
 
-async fn flush(sink: &mut TcpStream, out: &mut Vec<u8>) -> Result<(), RelayError> {
+async fn flush(sink: &mut TcpStream, out: &mut Vec<u8>, bounds: &Bounds) -> Result<(), RelayError> {
     if !out.is_empty() {
-        sink.write_all(out).await.map_err(RelayError::Write)?;
+        let written = match bounds.write {
+            None => sink.write_all(out).await,
+            Some(limit) => match tokio::time::timeout(limit, sink.write_all(out)).await {
+                Ok(written) => written,
+                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+            },
+        };
+        written.map_err(RelayError::Write)?;
         out.clear();
     }
     Ok(())
+}
+
+/// Reads more of a body, held to its pace; the end of the stream is an
+/// error.
+async fn fill_body(source: &mut Inbound, bounds: &mut Bounds) -> Result<(), RelayError> {
+    let read = match &bounds.pace {
+        None => source.fill().await,
+        Some(pace) => match tokio::time::timeout_at(pace.deadline(), source.fill()).await {
+            Ok(read) => read,
+            Err(_) => return Err(RelayError::TooSlow),
+        },
+    };
+    match read.map_err(RelayError::Read)? {
+        0 => Err(RelayError::Read(std::io::ErrorKind::UnexpectedEof.into())),
+        n => {
+            if let Some(pace) = &mut bounds.pace {
+                pace.received(n as u64);
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Moves up to `n` buffered body bytes of `source` into `out`; returns how
@@ -653,14 +695,15 @@ async fn relay_length(
     sink: &mut TcpStream,
     mut n: u64,
     out: &mut Vec<u8>,
+    bounds: &mut Bounds,
 ) -> Result<(), RelayError> {
     loop {
         n -= take(source, n, out);
         if n == 0 {
-            return flush(sink, out).await;
+            return flush(sink, out, bounds).await;
         }
-        flush(sink, out).await?;
-        source.fill_some().await.map_err(RelayError::Read)?;
+        flush(sink, out, bounds).await?;
+        fill_body(source, bounds).await?;
     }
 }
 
@@ -672,6 +715,7 @@ async fn line(
     sink: &mut TcpStream,
     out: &mut Vec<u8>,
     limit: usize,
+    bounds: &mut Bounds,
 ) -> Result<usize, RelayError> {
     let mut searched = 0;
     loop {
@@ -687,8 +731,8 @@ async fn line(
         if searched > limit {
             return Err(RelayError::Read(invalid("a chunk line too long")));
         }
-        flush(sink, out).await?;
-        source.fill_some().await.map_err(RelayError::Read)?;
+        flush(sink, out, bounds).await?;
+        fill_body(source, bounds).await?;
     }
 }
 
@@ -715,14 +759,21 @@ async fn relay_chunked(
     sink: &mut TcpStream,
     out: &mut Vec<u8>,
     dechunk: bool,
+    bounds: &mut Bounds,
 ) -> Result<(), RelayError> {
+    let mut total: u64 = 0;
     loop {
-        let len = line(source, sink, out, MAX_CHUNK_LINE).await?;
+        let len = line(source, sink, out, MAX_CHUNK_LINE, bounds).await?;
         let size = chunk_size(&source.data()[..len])
             .ok_or_else(|| RelayError::Read(invalid("an invalid chunk size")))?;
         source.consume(len + 2);
         if size == 0 {
             break;
+        }
+        // Refused before any of the chunk that passes the limit is sent.
+        total = total.saturating_add(size);
+        if bounds.max.is_some_and(|max| total > max) {
+            return Err(RelayError::TooLarge);
         }
         if !dechunk {
             out.extend_from_slice(format!("{size:x}\r\n").as_bytes());
@@ -733,12 +784,12 @@ async fn relay_chunked(
             if left == 0 {
                 break;
             }
-            flush(sink, out).await?;
-            source.fill_some().await.map_err(RelayError::Read)?;
+            flush(sink, out, bounds).await?;
+            fill_body(source, bounds).await?;
         }
         while source.data().len() < 2 {
-            flush(sink, out).await?;
-            source.fill_some().await.map_err(RelayError::Read)?;
+            flush(sink, out, bounds).await?;
+            fill_body(source, bounds).await?;
         }
         if &source.data()[..2] != b"\r\n" {
             return Err(RelayError::Read(invalid("a chunk without CRLF after it")));
@@ -748,13 +799,13 @@ async fn relay_chunked(
             out.extend_from_slice(b"\r\n");
         }
         if out.len() >= WRITE_SIZE {
-            flush(sink, out).await?;
+            flush(sink, out, bounds).await?;
         }
     }
     // Trailer fields, up to an empty line: dropped.
     let mut trailers = 0;
     loop {
-        let len = line(source, sink, out, MAX_CHUNK_LINE).await?;
+        let len = line(source, sink, out, MAX_CHUNK_LINE, bounds).await?;
         source.consume(len + 2);
         if len == 0 {
             break;
@@ -767,7 +818,7 @@ async fn relay_chunked(
     if !dechunk {
         out.extend_from_slice(b"0\r\n\r\n");
     }
-    flush(sink, out).await
+    flush(sink, out, bounds).await
 }
 
 #[cfg(test)]

@@ -49,16 +49,20 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
+use crate::limits::{Connections, Limits, Pace, Shed, Slot};
 use crate::verifier::{Reach, Verification, Verifier};
 use http1::{
-    BadRequest, BadResponse, Framing, HeadConfig, Inbound, RelayError, RequestHead, ResponseHead,
+    BadRequest, BadResponse, Bounds, Framing, HeadConfig, Inbound, RelayError, RequestHead,
+    ResponseHead,
 };
 
-/// A client must send a whole request head within this long of connecting
-/// or of its previous answer.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long opening an upstream connection may take.
+/// How long opening an upstream connection may take, by default.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the upstream may take to begin its answer once it has the whole
+/// request, by default.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest request body, by default.
+const MAX_BODY: u64 = 10 * 1024 * 1024;
 /// How long, and for how many bytes, a connection closed on a client still
 /// sending is drained first ([`linger`]).
 const LINGER: Duration = Duration::from_secs(2);
@@ -114,6 +118,15 @@ pub struct GatewayConfig {
     /// How the kernel schedules those threads; `batch` when absent.
     #[serde(default)]
     pub scheduling: Scheduling,
+    /// Largest request body in bytes (10 MiB when absent). A larger
+    /// `Content-Length` is refused with 413 before the upstream is
+    /// contacted; a chunked body that grows past it is cut off.
+    pub max_body: Option<u64>,
+    /// How long opening an upstream connection may take (10 s when absent).
+    pub upstream_connect_timeout_ms: Option<u64>,
+    /// How long the upstream may take to begin its answer once it has the
+    /// whole request, and to take each write of it (60 s when absent).
+    pub upstream_timeout_ms: Option<u64>,
     /// Routes, first match wins. A request no route matches is refused.
     #[serde(rename = "route", default)]
     pub routes: Vec<Route>,
@@ -191,6 +204,14 @@ pub struct Gateway {
     /// The server's runtime, which owns the store's connections: a verify
     /// that needs the store runs there.
     store_runtime: tokio::runtime::Handle,
+    /// Deadlines and caps of client connections, shared with the API
+    /// listener.
+    limits: Limits,
+    max_body: u64,
+    connect_timeout: Duration,
+    /// For the answer's head, and for each write of the request to the
+    /// upstream.
+    upstream_timeout: Duration,
 }
 
 struct CompiledRoute {
@@ -306,7 +327,21 @@ impl Gateway {
             }),
             scheduling: config.scheduling,
             store_runtime,
+            limits: Limits::default(),
+            max_body: config.max_body.unwrap_or(MAX_BODY),
+            connect_timeout: config
+                .upstream_connect_timeout_ms
+                .map_or(CONNECT_TIMEOUT, Duration::from_millis),
+            upstream_timeout: config
+                .upstream_timeout_ms
+                .map_or(UPSTREAM_TIMEOUT, Duration::from_millis),
         })
+    }
+
+    /// Holds client connections to `limits` (the server's `[limits]`).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The first route for a request; `path` is normalised.
@@ -320,28 +355,35 @@ impl Gateway {
 pub async fn serve(
     gateway: Arc<Gateway>,
     listener: tokio::net::TcpListener,
+    shed: Shed,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let workers = Workers::start(gateway.threads, gateway.scheduling)?;
+    let admission = Connections::new(gateway.limits, shed.clone());
     let take = |stream: TcpStream,
                 peer: SocketAddr,
+                slot: Slot,
                 stopping: &tokio::sync::watch::Receiver<bool>,
                 connections: &mut tokio::task::JoinSet<()>| {
         let gateway = Arc::clone(&gateway);
         let stopping = stopping.clone();
+        let shed = shed.clone();
         match workers.least_busy() {
             None => {
-                connections.spawn(connection(gateway, stream, peer, stopping));
+                connections.spawn(async move {
+                    let _slot = slot;
+                    connection(gateway, stream, peer, stopping, shed).await;
+                });
             }
             Some(worker) => match stream.into_std() {
                 Ok(stream) => {
                     let open = Open::count(&worker.open);
                     let served = async move {
-                        let _open = open;
+                        let (_open, _slot) = (open, slot);
                         // Registered with this thread's own reactor.
                         match TcpStream::from_std(stream) {
                             Ok(stream) => {
-                                connection(gateway, stream, peer, stopping).await;
+                                connection(gateway, stream, peer, stopping, shed).await;
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "gateway could not take a connection");
@@ -356,7 +398,7 @@ pub async fn serve(
             },
         }
     };
-    crate::front::accept_until(listener, shutdown, take).await;
+    crate::front::accept_until(listener, &admission, shutdown, take).await;
     Ok(())
 }
 
@@ -473,22 +515,29 @@ struct Scratch {
     out: Vec<u8>,
 }
 
-/// Serves one client connection until it closes, breaks the protocol,
-/// stays silent for [`HEAD_TIMEOUT`] or the gateway stops.
+/// Serves one client connection until it closes, breaks the protocol, is
+/// idle or slow past its [`Limits`] or the gateway stops.
 async fn connection(
     gateway: Arc<Gateway>,
     stream: TcpStream,
     peer: SocketAddr,
     stopping: tokio::sync::watch::Receiver<bool>,
+    shed: Shed,
 ) {
     let _ = stream.set_nodelay(true);
+    let limits = gateway.limits;
     let mut client = Inbound::new(stream);
     let mut upstream: Option<Inbound> = None;
     let mut scratch = Scratch::default();
     let stopped = crate::front::stopped(stopping.clone());
     tokio::pin!(stopped);
-    let idle = tokio::time::sleep(HEAD_TIMEOUT);
+    let shed = shed.asked();
+    tokio::pin!(shed);
+    // The wait for a request, then its head, as the front does: re-armed
+    // for the head only when it does not arrive whole in one read.
+    let idle = tokio::time::sleep(limits.idle);
     tokio::pin!(idle);
+    let mut head_begun = false;
     loop {
         let head = loop {
             let parsed = http1::parse_request(
@@ -513,6 +562,11 @@ async fn connection(
                     )
                     .await;
                     return;
+                }
+                Ok(None) if !head_begun && !client.data().is_empty() => {
+                    head_begun = true;
+                    idle.as_mut()
+                        .reset(tokio::time::Instant::now() + limits.head);
                 }
                 Ok(None) => {}
                 Err(bad) => {
@@ -558,23 +612,48 @@ async fn connection(
                     Ok(_) => {}
                 },
                 () = &mut stopped, if waiting => return,
+                () = &mut shed, if waiting => return,
                 () = &mut idle => return,
             }
         };
         client.consume(head.len);
-        let flow = exchange(
-            &gateway,
-            peer,
-            &mut client,
-            &mut upstream,
-            &mut scratch,
-            &head,
-        )
-        .await;
+        let flow = match head.framing {
+            Framing::Length(n) if n > gateway.max_body => {
+                let message = "the request body is larger than this gateway accepts";
+                refuse(
+                    &mut client,
+                    &mut scratch,
+                    &head,
+                    Body::Unread,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    message,
+                    None,
+                )
+                .await
+            }
+            _ => {
+                exchange(
+                    &gateway,
+                    peer,
+                    &mut client,
+                    &mut upstream,
+                    &mut scratch,
+                    &head,
+                )
+                .await
+            }
+        };
         if flow == Flow::Close || !head.keep_alive || !matches!(stopping.has_changed(), Ok(false)) {
             return;
         }
-        crate::front::push_back(idle.as_mut(), HEAD_TIMEOUT);
+        if head_begun {
+            head_begun = false;
+            idle.as_mut()
+                .reset(tokio::time::Instant::now() + limits.idle);
+        } else {
+            crate::front::push_back(idle.as_mut(), limits.idle);
+        }
     }
 }
 
@@ -870,7 +949,7 @@ fn still_open(upstream: &Inbound) -> bool {
 
 async fn connect(gateway: &Gateway) -> std::io::Result<Inbound> {
     let connecting = TcpStream::connect(&gateway.upstream_address);
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+    let stream = tokio::time::timeout(gateway.connect_timeout, connecting)
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     stream.set_nodelay(true)?;
@@ -937,6 +1016,13 @@ async fn forward(
     {
         return Flow::Close;
     }
+    // The client must keep its body coming; the upstream must take each
+    // write in time.
+    let mut request_bounds = Bounds {
+        pace: Some(Pace::start(&gateway.limits)),
+        max: Some(gateway.max_body),
+        write: Some(gateway.upstream_timeout),
+    };
     let answered = loop {
         let reused = upstream.is_some();
         let mut up = match upstream.take() {
@@ -945,27 +1031,68 @@ async fn forward(
                 Ok(up) => up,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot connect to the upstream");
-                    return upstream_failed(client, scratch, head, Body::Unread).await;
+                    let timed_out = e.kind() == std::io::ErrorKind::TimedOut;
+                    return upstream_failed(client, scratch, head, Body::Unread, timed_out).await;
                 }
             },
         };
         let sent = if head.framing == Framing::Empty {
-            up.stream
-                .write_all(&scratch.out)
-                .await
-                .map_err(RelayError::Write)
+            let writing = up.stream.write_all(&scratch.out);
+            match tokio::time::timeout(gateway.upstream_timeout, writing).await {
+                Ok(written) => written.map_err(RelayError::Write),
+                Err(_) => Err(RelayError::Write(std::io::ErrorKind::TimedOut.into())),
+            }
         } else {
             let mut out = std::mem::take(&mut scratch.out);
-            let sent =
-                http1::relay_body(client, &mut up.stream, head.framing, &mut out, false).await;
+            let sent = http1::relay_body(
+                client,
+                &mut up.stream,
+                head.framing,
+                &mut out,
+                false,
+                &mut request_bounds,
+            )
+            .await;
             scratch.out = out;
             sent
         };
         let mut body = Body::Sent;
         let result = match sent {
-            Ok(()) => response_head(&mut up, client, head, &mut scratch.out)
-                .await
-                .map(|response| (up, response)),
+            Ok(()) => {
+                let answer = response_head(&mut up, client, head, &mut scratch.out);
+                match tokio::time::timeout(gateway.upstream_timeout, answer).await {
+                    Ok(answer) => answer.map(|response| (up, response)),
+                    Err(_) => Err(BadResponse::Io(std::io::ErrorKind::TimedOut.into())),
+                }
+            }
+            Err(RelayError::TooLarge) => {
+                let message = "the request body is larger than this gateway accepts";
+                return refuse(
+                    client,
+                    scratch,
+                    head,
+                    Body::Broken,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    message,
+                    None,
+                )
+                .await;
+            }
+            Err(RelayError::TooSlow) => {
+                let message = "the request body arrived too slowly";
+                return refuse(
+                    client,
+                    scratch,
+                    head,
+                    Body::Broken,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "REQUEST_TIMEOUT",
+                    message,
+                    None,
+                )
+                .await;
+            }
             Err(RelayError::Read(e)) => {
                 // The client broke off or mis-framed its body: both
                 // connections are out of step now, and both close.
@@ -993,12 +1120,21 @@ async fn forward(
         };
         match result {
             Ok(answered) => break answered,
-            Err(BadResponse::Io(e)) if reused && resendable && body != Body::Broken => {
+            // A kept connection that failed; not one that was merely slow,
+            // which would double the wait on a silent upstream.
+            Err(BadResponse::Io(e))
+                if reused
+                    && resendable
+                    && body != Body::Broken
+                    && e.kind() != std::io::ErrorKind::TimedOut =>
+            {
                 tracing::debug!(error = %e, "kept upstream connection failed; sending again");
             }
             Err(e) => {
                 tracing::warn!(error = %e, "upstream request failed");
-                return upstream_failed(client, scratch, head, body).await;
+                let timed_out =
+                    matches!(&e, BadResponse::Io(e) if e.kind() == std::io::ErrorKind::TimedOut);
+                return upstream_failed(client, scratch, head, body, timed_out).await;
             }
         }
     };
@@ -1016,9 +1152,21 @@ async fn forward(
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if let Err(e) =
-        http1::relay_body(&mut up, &mut client.stream, response.framing, out, dechunk).await
-    {
+    // A client that stops reading the answer is let go once a write has
+    // waited as long as an idle connection may.
+    let mut answer_bounds = Bounds {
+        write: Some(gateway.limits.idle),
+        ..Bounds::default()
+    };
+    let relayed = http1::relay_body(
+        &mut up,
+        &mut client.stream,
+        response.framing,
+        out,
+        dechunk,
+        &mut answer_bounds,
+    );
+    if let Err(e) = relayed.await {
         tracing::debug!(error = %e, "response body failed");
         return Flow::Close;
     }
@@ -1033,26 +1181,28 @@ async fn forward(
 }
 
 /// Answers 502 when the upstream could not be reached or broke off before
-/// its answer began.
+/// its answer began, 504 when it did not connect or answer in time.
 async fn upstream_failed(
     client: &mut Inbound,
     scratch: &mut Scratch,
     head: &RequestHead,
     body: Body,
+    timed_out: bool,
 ) -> Flow {
-    let message = "the upstream API did not answer";
-    let status = StatusCode::BAD_GATEWAY;
-    refuse(
-        client,
-        scratch,
-        head,
-        body,
-        status,
-        "UPSTREAM_UNAVAILABLE",
-        message,
-        None,
-    )
-    .await
+    let (status, code, message) = if timed_out {
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            "UPSTREAM_TIMEOUT",
+            "the upstream API did not answer in time",
+        )
+    } else {
+        (
+            StatusCode::BAD_GATEWAY,
+            "UPSTREAM_UNAVAILABLE",
+            "the upstream API did not answer",
+        )
+    };
+    refuse(client, scratch, head, body, status, code, message, None).await
 }
 
 fn rate_limit_headers(out: &mut Vec<u8>, verification: &Verification) {

@@ -208,6 +208,7 @@ async fn start_with(
         gateway,
         seal,
         leaks,
+        limits: Default::default(),
     };
     let mut app = Application::with_store(settings, store.clone())
         .await
