@@ -11,7 +11,6 @@
 //! as the client framed it.
 
 use std::mem::MaybeUninit;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::http::Method;
