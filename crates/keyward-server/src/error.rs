@@ -22,6 +22,13 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// No secrets mount is at the first segment of a `/v1/…` path (or none
+    /// the token reaches: the two answer the same).
+    #[error("no secrets mount is at this path (or none this token reaches): create one with `POST /v1/sys/mounts/NAME` and the body {{\"type\":\"kv-v2\"}}, or `vault secrets enable -path=NAME kv-v2`; `GET /v1/sys/mounts` lists them")]
+    NoMount,
+    /// The environment a request names is outside the token's environments.
+    #[error("this token does not reach the environment asked for: use a token whose environments include it")]
+    OutOfReach,
     #[error("{0}")]
     InvalidRequest(String),
     #[error("request body is too large")]
@@ -70,10 +77,10 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
-            ApiError::MissingScope(_) | ApiError::Forbidden(_) => {
+            ApiError::MissingScope(_) | ApiError::Forbidden(_) | ApiError::OutOfReach => {
                 (StatusCode::FORBIDDEN, "FORBIDDEN")
             }
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            ApiError::NotFound(_) | ApiError::NoMount => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
@@ -127,12 +134,32 @@ impl From<crate::seal::SealError> for ApiError {
             }
             SealError::AlreadyInitialized => ApiError::Conflict("the seal is already initialised"),
             SealError::AlreadyUnsealed => ApiError::Conflict("the server is already unsealed"),
-            SealError::WrongSeal(_) => {
-                ApiError::Conflict("this operation does not apply to this server's seal")
-            }
+            SealError::WrongSeal(kind) => ApiError::Conflict(wrong_seal(kind)),
             SealError::Share(e) => ApiError::InvalidShare(e),
             SealError::Store(e) => e.into(),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+/// What to do instead of a share operation on a server whose seal has no
+/// shares, by the seal it has.
+fn wrong_seal(kind: &str) -> &'static str {
+    match kind {
+        "file" => {
+            "this server's seal is `file`: it unseals itself at start from master.key in its \
+             data directory, so there are no shares to initialise, give or replace; restart \
+             the server to unseal it"
+        }
+        "pkcs11" => {
+            "this server's seal is `pkcs11`: the HSM unwraps its master key at start, so there \
+             are no shares to initialise, give or replace; restart the server with the HSM \
+             reachable to unseal it"
+        }
+        _ => {
+            "this server's seal is `shamir`: this operation needs the `pkcs11` seal; shamir \
+             seals are unsealed with `keyward operator unseal` and replaced with \
+             `keyward operator rekey`"
         }
     }
 }

@@ -37,6 +37,18 @@ use crate::AppState;
 const DEFAULT_MAX_VERSIONS: u32 = 10;
 /// Largest secret path accepted.
 const MAX_PATH: usize = 512;
+/// First path segments that name Keyward's own routes (or transit), so no
+/// mount may take them.
+const RESERVED_MOUNT_PATHS: [&str; 8] = [
+    "sys",
+    "keys",
+    "apis",
+    "tokens",
+    "audit",
+    "owners",
+    "transit",
+    "openapi.json",
+];
 
 /// Answers a request under `/v1/` that no declared route took: a KV v2
 /// operation when its first segment names a mount, else `NOT_FOUND`.
@@ -73,7 +85,11 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
         return Err(ApiError::NotFound("route"));
     };
     let (mount_name, rest) = rest.split_once('/').unwrap_or((rest, ""));
-    if mount_name.is_empty() || mount_name == "sys" {
+    // A reserved first segment is one of Keyward's own resources, never a
+    // mount: a path under it that no route took is simply not a route.
+    if mount_name.is_empty()
+        || (RESERVED_MOUNT_PATHS.contains(&mount_name) && mount_name != "transit")
+    {
         return Err(ApiError::NotFound("route"));
     }
     let listing = parts.method.as_str() == "LIST"
@@ -89,7 +105,7 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
                 .store
                 .get_mount(name)
                 .await?
-                .ok_or(ApiError::NotFound("route"))?,
+                .ok_or(ApiError::NoMount)?,
         ),
     };
     let caller = Caller::from_request_parts(&mut parts, &state).await?;
@@ -102,7 +118,7 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
     };
     // A mount outside the token's environments looks absent.
     if !caller.reaches_environment(mount.environment) {
-        return Err(ApiError::NotFound("route"));
+        return Err(ApiError::NoMount);
     }
     let (operation, secret_path) = rest.split_once('/').unwrap_or((rest, ""));
     let secret_path = secret_path.trim_end_matches('/');
@@ -711,20 +727,13 @@ pub async fn create_mount(
         && path
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && ![
-            "sys",
-            "keys",
-            "apis",
-            "tokens",
-            "audit",
-            "owners",
-            "transit",
-            "openapi.json",
-        ]
-        .contains(&path);
+        && !RESERVED_MOUNT_PATHS.contains(&path)
+        && !keyward_core::key::contains_key(path);
     if !valid {
         return Err(ApiError::InvalidRequest(
-            "a mount path is 1-64 of [A-Za-z0-9_-] and not a reserved name".into(),
+            "a mount path is 1-64 of [A-Za-z0-9_-], holds no API key or admin token, and is \
+             not one of sys, keys, apis, tokens, audit, owners, transit"
+                .into(),
         ));
     }
     let version = body.options.get("version").and_then(|v| v.as_str());
