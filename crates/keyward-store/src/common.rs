@@ -284,6 +284,7 @@ pub(crate) struct MetaRow {
     max_versions: i64,
     cas_required: i64,
     custom_metadata: String,
+    custom_metadata_sealed: Option<Vec<u8>>,
     created_at: i64,
     updated_at: i64,
 }
@@ -298,6 +299,7 @@ pub(crate) fn meta_from_row(r: MetaRow) -> Result<crate::SecretMeta, StoreError>
         max_versions: u32::try_from(r.max_versions).map_err(|_| corrupt(T, "max_versions"))?,
         cas_required: r.cas_required != 0,
         custom_metadata: json(T, &r.custom_metadata)?,
+        custom_metadata_sealed: r.custom_metadata_sealed,
         created_at: from_millis(T, r.created_at)?,
         updated_at: from_millis(T, r.updated_at)?,
     })
@@ -1319,8 +1321,8 @@ macro_rules! impl_store {
             async fn secret_meta(&self, mount: &str, path: &str) -> Result<Option<SecretMeta>> {
                 let row: Option<$crate::common::MetaRow> = sqlx::query_as(
                     "SELECT mount, path, current_version, oldest_version, max_versions, \
-                     cas_required, custom_metadata, created_at, updated_at \
-                     FROM secret_meta WHERE mount = $1 AND path = $2",
+                     cas_required, custom_metadata, custom_metadata_sealed, created_at, \
+                     updated_at FROM secret_meta WHERE mount = $1 AND path = $2",
                 )
                 .bind(mount)
                 .bind(path)
@@ -1485,7 +1487,11 @@ macro_rules! impl_store {
                 sqlx::query(
                     "UPDATE secret_meta SET max_versions = COALESCE($3, max_versions), \
                      cas_required = COALESCE($4, cas_required), \
-                     custom_metadata = COALESCE($5, custom_metadata), updated_at = $6 \
+                     custom_metadata = CASE WHEN $7 IS NOT NULL THEN '{}' \
+                         ELSE COALESCE($5, custom_metadata) END, \
+                     custom_metadata_sealed = CASE WHEN $7 IS NOT NULL THEN $7 \
+                         WHEN $5 IS NOT NULL THEN NULL ELSE custom_metadata_sealed END, \
+                     updated_at = $6 \
                      WHERE mount = $1 AND path = $2",
                 )
                 .bind(mount)
@@ -1494,6 +1500,7 @@ macro_rules! impl_store {
                 .bind(patch.cas_required.map(i64::from))
                 .bind(patch.custom_metadata.as_ref().map(to_json))
                 .bind(millis(at))
+                .bind(patch.custom_metadata_sealed.as_deref())
                 .execute(&mut *tx)
                 .await?;
                 insert_events(&mut tx, std::slice::from_ref(event)).await?;

@@ -1140,6 +1140,7 @@ async fn secrets(store: Arc<dyn Store>) {
                 max_versions: Some(3),
                 cas_required: None,
                 custom_metadata: Some(custom.clone()),
+                custom_metadata_sealed: None,
             },
             now(),
             &event("secret.metadata", "x"),
