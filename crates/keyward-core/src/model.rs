@@ -50,10 +50,13 @@ impl Scope {
             && s.len() <= 128
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_.:/*-".contains(&b));
-        if ok {
-            Ok(Scope(s.to_owned()))
-        } else {
+        if !ok {
             Err(ValueError::Scope)
+        } else if crate::key::contains_key(s) {
+            // Scopes are shown in every listing and verify answer.
+            Err(ValueError::KeyShaped { field: "a scope" })
+        } else {
+            Ok(Scope(s.to_owned()))
         }
     }
 
@@ -198,12 +201,27 @@ pub fn check_metadata(metadata: &serde_json::Value) -> Result<(), ValueError> {
     let size = serde_json::to_vec(metadata)
         .map(|v| v.len())
         .unwrap_or(usize::MAX);
-    if metadata.is_object() && size <= MAX_METADATA_BYTES {
-        Ok(())
-    } else {
+    if !metadata.is_object() || size > MAX_METADATA_BYTES {
         Err(ValueError::Metadata {
             max: MAX_METADATA_BYTES,
         })
+    } else if contains_key_anywhere(metadata) {
+        // Metadata comes back in every verify answer.
+        Err(ValueError::KeyShaped { field: "metadata" })
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether any string in `value`, object keys included, holds a key.
+fn contains_key_anywhere(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => crate::key::contains_key(s),
+        serde_json::Value::Array(items) => items.iter().any(contains_key_anywhere),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| crate::key::contains_key(k) || contains_key_anywhere(v)),
+        _ => false,
     }
 }
 

@@ -239,7 +239,7 @@ fn describe(path: &serde_path_to_error::Path, message: &str) -> String {
     } else {
         format!("{field}: {category}")
     };
-    redact(&described)
+    keyward_core::key::redact_keys(&described).into_owned()
 }
 
 /// The path of a field as `a.b[0].c`. Segments are field names of the wire

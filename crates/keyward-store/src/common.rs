@@ -1358,11 +1358,17 @@ macro_rules! impl_store {
                 let mut tx = self.writer().begin().await?;
                 let version = i64::try_from(write.version)
                     .map_err(|_| StoreError::Conflict("version out of range"))?;
+                // A first version claims the secret, or the metadata written
+                // for it before any version (`current_version` 0).
                 let claimed = if write.replaces == 0 {
                     sqlx::query(
                         "INSERT INTO secret_meta (mount, path, current_version, oldest_version, \
                          created_at, updated_at) VALUES ($1, $2, $3, $3, $4, $4) \
-                         ON CONFLICT DO NOTHING",
+                         ON CONFLICT (mount, path) DO UPDATE SET \
+                         current_version = excluded.current_version, \
+                         oldest_version = excluded.oldest_version, \
+                         updated_at = excluded.updated_at \
+                         WHERE secret_meta.current_version = 0",
                     )
                     .bind(&write.mount)
                     .bind(&write.path)

@@ -204,10 +204,19 @@ fn checked(path: &str) -> Result<&str, ApiError> {
             .split('/')
             .all(|s| !s.is_empty() && s != "." && s != "..")
         && path.chars().all(|c| !c.is_control());
-    if ok {
-        Ok(path)
+    if !ok {
+        Err(ApiError::InvalidRequest(
+            "a secret path is 1 to 512 characters of segments separated by /, without \
+             control characters or . and .. segments"
+                .into(),
+        ))
+    } else if keyward_core::key::contains_key(path) {
+        // Paths are written to the audit log and shown in listings.
+        Err(ApiError::InvalidRequest(
+            "a secret path must not contain an API key or admin token".into(),
+        ))
     } else {
-        Err(ApiError::InvalidRequest("invalid secret path".into()))
+        Ok(path)
     }
 }
 
