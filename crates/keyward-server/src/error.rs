@@ -73,6 +73,13 @@ impl ApiError {
         ApiError::Internal(Box::new(e))
     }
 
+    /// The message shown to the client. Messages are built without the
+    /// values a caller sent; any key shape left in one (from a message this
+    /// crate does not write) is redacted all the same.
+    pub fn message(&self) -> String {
+        keyward_core::key::redact_keys(&self.to_string()).into_owned()
+    }
+
     /// Status and stable code of each variant.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
@@ -107,7 +114,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: ErrorDetail {
                 code,
-                message: self.to_string(),
+                message: self.message(),
             },
         };
         (status, axum::Json(body)).into_response()

@@ -63,7 +63,7 @@ pub async fn dispatch(state: Arc<AppState>, request: Request) -> Response {
 /// `{"error": {code, message}}`.
 fn vault_error(e: ApiError) -> Response {
     let (status, code) = e.status_and_code();
-    let message = e.to_string();
+    let message = e.message();
     let mut response = e.into_response();
     if status != StatusCode::INTERNAL_SERVER_ERROR {
         response = (
