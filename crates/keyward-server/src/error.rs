@@ -24,7 +24,7 @@ pub enum ApiError {
     NotFound(&'static str),
     /// No secrets mount is at the first segment of a `/v1/…` path (or none
     /// the token reaches: the two answer the same).
-    #[error("no secrets mount is at this path (or none this token reaches): create one with `POST /v1/sys/mounts/NAME` and the body {{\"type\":\"kv-v2\"}}, or `vault secrets enable -path=NAME kv-v2`; `GET /v1/sys/mounts` lists them")]
+    #[error("no secrets mount is at this path (or none this token reaches): create one with `POST /v1/sys/mounts/NAME` and the JSON body {{\"type\":\"kv-v2\"}} (scope sys:write); `GET /v1/sys/mounts` lists them")]
     NoMount,
     /// The environment a request names is outside the token's environments.
     #[error("this token does not reach the environment asked for: use a token whose environments include it")]
