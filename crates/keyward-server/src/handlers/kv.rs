@@ -577,7 +577,12 @@ impl Kv<'_> {
                         Some(meta) => self.custom_metadata(path, meta).await?,
                         None => Map::new(),
                     };
-                    self.seal_clear_metadata(path, meta.as_ref()).await?;
+                    // The version is written: a failure to seal old clear
+                    // metadata must not read as a failed write (a retry
+                    // would add a version). The next write tries again.
+                    if let Err(e) = self.seal_clear_metadata(path, meta.as_ref()).await {
+                        tracing::warn!(error = %e, "could not seal a secret's clear metadata");
+                    }
                     return Ok(envelope(
                         StatusCode::OK,
                         json!({
