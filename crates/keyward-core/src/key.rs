@@ -301,6 +301,74 @@ impl<'a> ParsedKey<'a> {
     }
 }
 
+/// What stands in a message or a log line where a key or token was.
+pub const REDACTED_KEY: &str = "[redacted key]";
+
+/// The byte ranges of every well-formed key or admin token inside `text`,
+/// in order and not overlapping. A candidate counts only when
+/// [`ParsedKey::parse`] accepts it, checksum included, so ordinary words
+/// with underscores are never taken for keys.
+pub fn find_keys(text: &str) -> Vec<std::ops::Range<usize>> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    // A key cannot start inside the one found before it.
+    let mut floor = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'_' || i == 0 {
+            i += 1;
+            continue;
+        }
+        let rest = &bytes[i + 1..];
+        let env_len = if rest.starts_with(b"live_") || rest.starts_with(b"test_") {
+            5
+        } else if rest.starts_with(b"dev_") {
+            4
+        } else {
+            i += 1;
+            continue;
+        };
+        let end = i + 1 + env_len + BODY_LEN + CHECK_LEN;
+        let lowest = i.saturating_sub(MAX_PREFIX_LEN).max(floor);
+        let hit = (lowest..i).find(|&start| {
+            text.get(start..end)
+                .is_some_and(|candidate| ParsedKey::parse(candidate).is_ok())
+        });
+        match hit {
+            Some(start) => {
+                found.push(start..end);
+                floor = end;
+                i = end;
+            }
+            None => i += 1,
+        }
+    }
+    found
+}
+
+/// Whether `text` holds a well-formed key or admin token anywhere.
+pub fn contains_key(text: &str) -> bool {
+    !find_keys(text).is_empty()
+}
+
+/// `text` with every well-formed key or admin token in it replaced by
+/// [`REDACTED_KEY`]; borrowed unchanged when it holds none.
+pub fn redact_keys(text: &str) -> std::borrow::Cow<'_, str> {
+    let found = find_keys(text);
+    if found.is_empty() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for range in found {
+        out.push_str(&text[at..range.start]);
+        out.push_str(REDACTED_KEY);
+        at = range.end;
+    }
+    out.push_str(&text[at..]);
+    std::borrow::Cow::Owned(out)
+}
+
 /// CRC32 (IEEE) of `signed` in six base62 digits.
 fn checksum(signed: &[u8]) -> String {
     // The digits are from the base62 alphabet, which is ASCII.
@@ -363,6 +431,25 @@ mod tests {
         PlaintextKey::from_body(&prefix, env, &body)
             .expose()
             .to_owned()
+    }
+
+    #[test]
+    fn keys_inside_text_are_found_and_redacted() {
+        let live = key("tm", Environment::Live, [7; 32]);
+        let admin = key(ADMIN_PREFIX, Environment::Live, [9; 32]);
+        let text = format!("a {live}, `x{admin}` and /v1/keys/{live}z end");
+        let redacted = redact_keys(&text);
+        assert_eq!(
+            redacted,
+            format!("a {REDACTED_KEY}, `x{REDACTED_KEY}` and /v1/keys/{REDACTED_KEY}z end")
+        );
+        assert!(contains_key(&live));
+        // A near miss (one character changed) fails its checksum and stays.
+        let mut typo = live.clone();
+        typo.replace_range(10..11, if &live[10..11] == "A" { "B" } else { "A" });
+        assert!(!contains_key(&typo));
+        assert!(!contains_key("snake_live_case and_test_words under_dev_"));
+        assert_eq!(redact_keys("nothing here"), "nothing here");
     }
 
     #[test]

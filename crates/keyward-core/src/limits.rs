@@ -46,10 +46,14 @@ impl RateLimit {
         let ok = name_ok
             && (1..=1_000_000_000).contains(&self.limit)
             && (1..=31 * 24 * 3_600_000).contains(&self.duration_ms);
-        if ok {
-            Ok(())
-        } else {
+        if !ok {
             Err(ValueError::RateLimit)
+        } else if crate::key::contains_key(&self.name) {
+            Err(ValueError::KeyShaped {
+                field: "a rate limit's name",
+            })
+        } else {
+            Ok(())
         }
     }
 

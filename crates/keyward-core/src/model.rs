@@ -11,16 +11,22 @@ use crate::key::{Environment, KeyDigest, Prefix};
 use crate::limits::{Cidr, Credits, RateLimit};
 
 /// Why a value given by a caller was refused. The HTTP layer maps every
-/// variant to `INVALID_REQUEST` with this message.
+/// variant to `INVALID_REQUEST` with this message, so no message holds the
+/// value refused: it may be a key pasted into the wrong field. Each names
+/// the field and what it accepts instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ValueError {
     #[error("scope must be 1 to 128 characters of a-z, A-Z, 0-9 and _ . : / * -")]
     Scope,
-    #[error("unknown admin scope {0:?}")]
-    AdminScope(String),
+    #[error("unknown admin scope; admin scopes are {}", AdminScope::names())]
+    AdminScope,
     #[error("{field} must be 1 to {max} characters with no control characters")]
     Text { field: &'static str, max: usize },
+    /// The value holds an API key or admin token. Text fields are stored and
+    /// shown in listings and the audit log, where no key may end up.
+    #[error("{field} must not contain an API key or admin token; if one was pasted here by mistake, rotate it")]
+    KeyShaped { field: &'static str },
     #[error("metadata must be a JSON object of at most {max} bytes")]
     Metadata { max: usize },
     #[error("rate limits need unique names (a-z, 0-9, _ . -), a limit of 1 to 1e9 and a duration_ms of 1 ms to 31 days; at most 8")]
@@ -44,10 +50,13 @@ impl Scope {
             && s.len() <= 128
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_.:/*-".contains(&b));
-        if ok {
-            Ok(Scope(s.to_owned()))
-        } else {
+        if !ok {
             Err(ValueError::Scope)
+        } else if crate::key::contains_key(s) {
+            // Scopes are shown in every listing and verify answer.
+            Err(ValueError::KeyShaped { field: "a scope" })
+        } else {
+            Ok(Scope(s.to_owned()))
         }
     }
 
@@ -144,7 +153,12 @@ impl AdminScope {
         AdminScope::ALL
             .into_iter()
             .find(|scope| scope.as_str() == s)
-            .ok_or_else(|| ValueError::AdminScope(s.chars().take(64).collect()))
+            .ok_or(ValueError::AdminScope)
+    }
+
+    /// Every admin scope, comma-separated, for messages.
+    pub fn names() -> String {
+        AdminScope::ALL.map(AdminScope::as_str).join(", ")
     }
 }
 
@@ -167,10 +181,13 @@ impl fmt::Display for AdminScope {
     }
 }
 
-/// Checks free text given by a caller (names, owners, reasons).
+/// Checks free text given by a caller (names, owners, reasons): bounded,
+/// without control characters, and holding no key or admin token.
 pub fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), ValueError> {
     if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
         Err(ValueError::Text { field, max })
+    } else if crate::key::contains_key(value) {
+        Err(ValueError::KeyShaped { field })
     } else {
         Ok(())
     }
@@ -184,12 +201,27 @@ pub fn check_metadata(metadata: &serde_json::Value) -> Result<(), ValueError> {
     let size = serde_json::to_vec(metadata)
         .map(|v| v.len())
         .unwrap_or(usize::MAX);
-    if metadata.is_object() && size <= MAX_METADATA_BYTES {
-        Ok(())
-    } else {
+    if !metadata.is_object() || size > MAX_METADATA_BYTES {
         Err(ValueError::Metadata {
             max: MAX_METADATA_BYTES,
         })
+    } else if contains_key_anywhere(metadata) {
+        // Metadata comes back in every verify answer.
+        Err(ValueError::KeyShaped { field: "metadata" })
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether any string in `value`, object keys included, holds a key.
+fn contains_key_anywhere(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => crate::key::contains_key(s),
+        serde_json::Value::Array(items) => items.iter().any(contains_key_anywhere),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| crate::key::contains_key(k) || contains_key_anywhere(v)),
+        _ => false,
     }
 }
 

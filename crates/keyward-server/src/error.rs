@@ -22,6 +22,13 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// No secrets mount is at the first segment of a `/v1/…` path (or none
+    /// the token reaches: the two answer the same).
+    #[error("no secrets mount is at this path (or none this token reaches): create one with `POST /v1/sys/mounts/NAME` and the JSON body {{\"type\":\"kv-v2\"}} (scope sys:write); `GET /v1/sys/mounts` lists them")]
+    NoMount,
+    /// The environment a request names is outside the token's environments.
+    #[error("this token does not reach the environment asked for: use a token whose environments include it")]
+    OutOfReach,
     #[error("{0}")]
     InvalidRequest(String),
     #[error("request body is too large")]
@@ -74,14 +81,21 @@ impl ApiError {
         ApiError::Internal(Box::new(e))
     }
 
+    /// The message shown to the client. Messages are built without the
+    /// values a caller sent; any key shape left in one (from a message this
+    /// crate does not write) is redacted all the same.
+    pub fn message(&self) -> String {
+        keyward_core::key::redact_keys(&self.to_string()).into_owned()
+    }
+
     /// Status and stable code of each variant.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
-            ApiError::MissingScope(_) | ApiError::Forbidden(_) => {
+            ApiError::MissingScope(_) | ApiError::Forbidden(_) | ApiError::OutOfReach => {
                 (StatusCode::FORBIDDEN, "FORBIDDEN")
             }
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            ApiError::NotFound(_) | ApiError::NoMount => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
@@ -100,6 +114,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         if let ApiError::Internal(cause) = &self {
+            let cause = keyward_core::key::redact_keys(&cause.to_string()).into_owned();
             tracing::error!(error = %cause, "internal error");
         }
         if let ApiError::Tampered = &self {
@@ -108,7 +123,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: ErrorDetail {
                 code,
-                message: self.to_string(),
+                message: self.message(),
             },
         };
         (status, axum::Json(body)).into_response()
@@ -136,12 +151,32 @@ impl From<crate::seal::SealError> for ApiError {
             }
             SealError::AlreadyInitialized => ApiError::Conflict("the seal is already initialised"),
             SealError::AlreadyUnsealed => ApiError::Conflict("the server is already unsealed"),
-            SealError::WrongSeal(_) => {
-                ApiError::Conflict("this operation does not apply to this server's seal")
-            }
+            SealError::WrongSeal(kind) => ApiError::Conflict(wrong_seal(kind)),
             SealError::Share(e) => ApiError::InvalidShare(e),
             SealError::Store(e) => e.into(),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+/// What to do instead of a share operation on a server whose seal has no
+/// shares, by the seal it has.
+fn wrong_seal(kind: &str) -> &'static str {
+    match kind {
+        "file" => {
+            "this server's seal is `file`: it unseals itself at start from master.key in its \
+             data directory, so there are no shares to initialise, give or replace; restart \
+             the server to unseal it"
+        }
+        "pkcs11" => {
+            "this server's seal is `pkcs11`: the HSM unwraps its master key at start, so there \
+             are no shares to initialise, give or replace; restart the server with the HSM \
+             reachable to unseal it"
+        }
+        _ => {
+            "this server's seal is `shamir`: this operation needs the `pkcs11` seal; shamir \
+             seals are unsealed with `keyward operator unseal` and replaced with \
+             `keyward operator rekey`"
         }
     }
 }
@@ -173,31 +208,153 @@ impl From<JsonRejection> for ApiError {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             return ApiError::PayloadTooLarge;
         }
-        ApiError::InvalidRequest(redact_quoted(&rejection.body_text()))
+        ApiError::InvalidRequest(redact(&rejection.body_text()))
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        ApiError::InvalidRequest(redact_quoted(&rejection.body_text()))
+        ApiError::InvalidRequest(redact(&rejection.body_text()))
     }
 }
 
-/// Replaces the contents of double-quoted strings. Deserializer messages quote
-/// the offending value ("invalid type: string \"…\""), and that value may be a
-/// key pasted into the wrong field; field names are in backticks and stay.
+/// A request body that is not the JSON asked for, described by the field it
+/// failed at and what that field accepts. Never the value: it may be a key
+/// pasted into the wrong field.
+pub(crate) fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let inner = e.inner();
+    if matches!(
+        inner.classify(),
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+    ) {
+        // serde_json's syntax messages are fixed texts with a position.
+        return ApiError::InvalidRequest(format!("the body is not valid JSON: {inner}"));
+    }
+    let message = inner.to_string();
+    let message = message
+        .rfind(" at line ")
+        .map_or(message.as_str(), |at| &message[..at]);
+    ApiError::InvalidRequest(describe(e.path(), message))
+}
+
+/// A query string that does not fit the parameters of its route, described
+/// like [`json_error`].
+pub(crate) fn query_error(e: serde_path_to_error::Error<serde_urlencoded::de::Error>) -> ApiError {
+    let message = e.inner().to_string();
+    ApiError::InvalidRequest(format!(
+        "invalid query string: {}",
+        describe(e.path(), &message)
+    ))
+}
+
+/// `field: what went wrong`, from a deserializer's path and message.
+fn describe(path: &serde_path_to_error::Path, message: &str) -> String {
+    let field = field_path(path);
+    let category = category(message);
+    let described = if field.is_empty() {
+        category
+    } else {
+        format!("{field}: {category}")
+    };
+    keyward_core::key::redact_keys(&described).into_owned()
+}
+
+/// The path of a field as `a.b[0].c`. Segments are field names of the wire
+/// types, except inside maps whose keys the caller chose: a segment that
+/// does not look like one of Keyward's field names is shown as `…`.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(if is_field_name(key) { key } else { "…" });
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
+        }
+    }
+    out
+}
+
+/// Keyward's field names are short lower-case words joined by `_`. Keys and
+/// tokens always hold upper-case letters, and are checked besides.
+fn is_field_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !keyward_core::key::contains_key(name)
+}
+
+/// What a serde message says went wrong, without the value it quotes.
+/// serde's own messages have fixed shapes (`invalid type: string "…",
+/// expected u64`, ``unknown variant `…`, expected one of `a`, `b` ``); the
+/// value sits before the last `, expected`, which serde writes from the
+/// type, not the input. Any other message (a type's own check) has its
+/// quoted parts removed.
+fn category(message: &str) -> String {
+    let expected = |rest: &str, separator: &str| {
+        rest.rfind(separator)
+            .map(|at| rest[at + separator.len()..].to_owned())
+    };
+    let shapes: [(&str, &str, &str); 5] = [
+        ("invalid type: ", ", expected ", "wrong type"),
+        ("invalid value: ", ", expected ", "invalid value"),
+        ("invalid length ", ", expected ", "wrong length"),
+        ("unknown variant `", "`, expected ", "unknown value"),
+        ("unknown field `", "`, expected ", "unknown field"),
+    ];
+    for (start, separator, what) in shapes {
+        if let Some(rest) = message.strip_prefix(start) {
+            return match expected(rest, separator) {
+                Some(wanted) => format!("{what}, expected {wanted}"),
+                None => what.to_owned(),
+            };
+        }
+    }
+    // `missing field `x`` and `duplicate field `x`` name a field of the
+    // type, which the caller did not write.
+    if message.starts_with("missing field `") || message.starts_with("duplicate field `") {
+        return message.to_owned();
+    }
+    redact_quoted(message)
+}
+
+/// A message with quoted values removed and keys redacted, for texts built
+/// elsewhere (axum's rejections).
+pub(crate) fn redact(message: &str) -> String {
+    keyward_core::key::redact_keys(&redact_quoted(message)).into_owned()
+}
+
+/// Replaces the contents of double-quoted and backticked strings: messages
+/// quote the offending value either way (`string "…"`, ``variant `…` ``).
 pub(crate) fn redact_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
-    let mut inside = false;
+    let mut open: Option<char> = None;
     for c in message.chars() {
-        if c == '"' {
-            if inside {
+        match open {
+            Some(quote) if c == quote => {
                 out.push('…');
+                out.push(c);
+                open = None;
             }
-            inside = !inside;
-            out.push(c);
-        } else if !inside {
-            out.push(c);
+            Some(_) => {}
+            None => {
+                if c == '"' || c == '`' {
+                    open = Some(c);
+                }
+                out.push(c);
+            }
         }
     }
     out
@@ -208,10 +365,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quoted_values_are_redacted_and_field_names_kept() {
+    fn quoted_values_are_redacted() {
         assert_eq!(
-            redact_quoted("invalid type: string \"tm_live_abc\", expected u64 for `cost`"),
-            "invalid type: string \"…\", expected u64 for `cost`"
+            redact_quoted("invalid type: string \"tm_live_abc\", variant `x`"),
+            "invalid type: string \"…\", variant `…`"
         );
+    }
+
+    #[test]
+    fn serde_messages_keep_what_is_expected_and_drop_the_value() {
+        let cases = [
+            (
+                "invalid type: string \"tm_live_x\", expected u64",
+                "wrong type, expected u64",
+            ),
+            (
+                "unknown variant `tm_live_x`, expected one of `live`, `test`, `dev`",
+                "unknown value, expected one of `live`, `test`, `dev`",
+            ),
+            (
+                "unknown field `tm_live_x`, expected `name` or `scopes`",
+                "unknown field, expected `name` or `scopes`",
+            ),
+            ("missing field `name`", "missing field `name`"),
+            ("something about `tm_live_x`", "something about `…`"),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(category(message), expected, "{message}");
+        }
     }
 }

@@ -402,14 +402,15 @@ async fn fallback(
 }
 
 /// Logs method, path, status and latency of every request. Never the body
-/// or the query string: a key may be in either by mistake.
+/// or the query string: a key may be in either by mistake. A key pasted into
+/// the path (`GET /v1/keys/tm_live_…`) is redacted.
 async fn log_request(request: Request, next: Next) -> Response {
     if !tracing::enabled!(tracing::Level::INFO) {
         return next.run(request).await;
     }
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let path = loggable_path(request.uri().path());
     let response = next.run(request).await;
     tracing::info!(
         %method,
@@ -419,6 +420,44 @@ async fn log_request(request: Request, next: Next) -> Response {
         "request"
     );
     response
+}
+
+/// A request path as it may be logged: every key or admin token in it,
+/// written plainly or with its characters percent-escaped, replaced by
+/// [`keyward_core::key::REDACTED_KEY`].
+pub(crate) fn loggable_path(path: &str) -> String {
+    use keyward_core::key::redact_keys;
+    if !path.contains('%') {
+        return redact_keys(path).into_owned();
+    }
+    // Keys are made of `0-9A-Za-z_`; decoding only escapes of those
+    // characters finds an escaped key without making the path ambiguous.
+    let bytes = path.as_bytes();
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| path.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || *b == b'_');
+        match escaped {
+            Some(b) => {
+                decoded.push(char::from(b));
+                i += 3;
+            }
+            None => {
+                let len = path[i..].chars().next().map_or(1, char::len_utf8);
+                decoded.push_str(&path[i..i + len]);
+                i += len;
+            }
+        }
+    }
+    if keyward_core::key::contains_key(&decoded) {
+        redact_keys(&decoded).into_owned()
+    } else {
+        path.to_owned()
+    }
 }
 
 /// Mounts `secret` (KV v2, live) on a store that has no secrets mount yet,

@@ -372,6 +372,7 @@ pub(crate) struct MetaRow {
     max_versions: i64,
     cas_required: i64,
     custom_metadata: String,
+    custom_metadata_sealed: Option<Vec<u8>>,
     created_at: i64,
     updated_at: i64,
 }
@@ -386,6 +387,7 @@ pub(crate) fn meta_from_row(r: MetaRow) -> Result<crate::SecretMeta, StoreError>
         max_versions: u32::try_from(r.max_versions).map_err(|_| corrupt(T, "max_versions"))?,
         cas_required: r.cas_required != 0,
         custom_metadata: json(T, &r.custom_metadata)?,
+        custom_metadata_sealed: r.custom_metadata_sealed,
         created_at: from_millis(T, r.created_at)?,
         updated_at: from_millis(T, r.updated_at)?,
     })
@@ -1629,8 +1631,8 @@ macro_rules! impl_store {
             async fn secret_meta(&self, mount: &str, path: &str) -> Result<Option<SecretMeta>> {
                 let row: Option<$crate::common::MetaRow> = sqlx::query_as(
                     "SELECT mount, path, current_version, oldest_version, max_versions, \
-                     cas_required, custom_metadata, created_at, updated_at \
-                     FROM secret_meta WHERE mount = $1 AND path = $2",
+                     cas_required, custom_metadata, custom_metadata_sealed, created_at, \
+                     updated_at FROM secret_meta WHERE mount = $1 AND path = $2",
                 )
                 .bind(mount)
                 .bind(path)
@@ -1666,11 +1668,17 @@ macro_rules! impl_store {
                 let mut tx = self.writer().begin().await?;
                 let version = i64::try_from(write.version)
                     .map_err(|_| StoreError::Conflict("version out of range"))?;
+                // A first version claims the secret, or the metadata written
+                // for it before any version (`current_version` 0).
                 let claimed = if write.replaces == 0 {
                     sqlx::query(
                         "INSERT INTO secret_meta (mount, path, current_version, oldest_version, \
                          created_at, updated_at) VALUES ($1, $2, $3, $3, $4, $4) \
-                         ON CONFLICT DO NOTHING",
+                         ON CONFLICT (mount, path) DO UPDATE SET \
+                         current_version = excluded.current_version, \
+                         oldest_version = excluded.oldest_version, \
+                         updated_at = excluded.updated_at \
+                         WHERE secret_meta.current_version = 0",
                     )
                     .bind(&write.mount)
                     .bind(&write.path)
@@ -1795,7 +1803,11 @@ macro_rules! impl_store {
                 sqlx::query(
                     "UPDATE secret_meta SET max_versions = COALESCE($3, max_versions), \
                      cas_required = COALESCE($4, cas_required), \
-                     custom_metadata = COALESCE($5, custom_metadata), updated_at = $6 \
+                     custom_metadata = CASE WHEN $7 IS NOT NULL THEN '{}' \
+                         ELSE COALESCE($5, custom_metadata) END, \
+                     custom_metadata_sealed = CASE WHEN $7 IS NOT NULL THEN $7 \
+                         WHEN $5 IS NOT NULL THEN NULL ELSE custom_metadata_sealed END, \
+                     updated_at = $6 \
                      WHERE mount = $1 AND path = $2",
                 )
                 .bind(mount)
@@ -1804,6 +1816,7 @@ macro_rules! impl_store {
                 .bind(patch.cas_required.map(i64::from))
                 .bind(patch.custom_metadata.as_ref().map(to_json))
                 .bind(millis(at))
+                .bind(patch.custom_metadata_sealed.as_deref())
                 .execute(&mut *tx)
                 .await?;
                 insert_events(&mut tx, std::slice::from_ref(event)).await?;

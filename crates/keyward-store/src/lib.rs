@@ -314,8 +314,11 @@ pub struct SecretMeta {
     /// 0 = the mount's setting.
     pub max_versions: u32,
     pub cas_required: bool,
-    /// String keys to string values.
+    /// String keys to string values, as stored in the clear before
+    /// metadata was sealed; empty once `custom_metadata_sealed` is set.
     pub custom_metadata: serde_json::Map<String, serde_json::Value>,
+    /// The custom metadata as a keyring envelope (the server seals it).
+    pub custom_metadata_sealed: Option<Vec<u8>>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -360,7 +363,11 @@ pub enum VersionAction {
 pub struct SecretMetaPatch {
     pub max_versions: Option<u32>,
     pub cas_required: Option<bool>,
+    /// Stores metadata in the clear and drops any sealed metadata.
     pub custom_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Stores the metadata's envelope and empties the clear column; wins
+    /// over `custom_metadata` when both are given.
+    pub custom_metadata_sealed: Option<Vec<u8>>,
 }
 
 /// A transit key's settings.

@@ -1424,6 +1424,7 @@ async fn secrets(store: Arc<dyn Store>) {
                 max_versions: Some(3),
                 cas_required: None,
                 custom_metadata: Some(custom.clone()),
+                custom_metadata_sealed: None,
             },
             now(),
             &event("secret.metadata", "x"),

@@ -45,6 +45,12 @@ pub async fn create_key(
 ) -> Result<(StatusCode, Json<IssuedKey>), ApiError> {
     caller.require(AdminScope::KeysWrite)?;
     let now = now();
+    // The token's environments are its own to know, so an environment out
+    // of reach is said before any API is looked up: the answer tells
+    // nothing about which APIs exist.
+    if !caller.reaches_environment(body.environment) {
+        return Err(ApiError::OutOfReach);
+    }
     let api_id = ApiId::parse(&body.api_id).map_err(|_| ApiError::NotFound("api"))?;
     let api = state
         .store

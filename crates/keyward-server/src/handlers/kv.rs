@@ -37,6 +37,18 @@ use crate::AppState;
 const DEFAULT_MAX_VERSIONS: u32 = 10;
 /// Largest secret path accepted.
 const MAX_PATH: usize = 512;
+/// First path segments that name Keyward's own routes (or transit), so no
+/// mount may take them.
+const RESERVED_MOUNT_PATHS: [&str; 8] = [
+    "sys",
+    "keys",
+    "apis",
+    "tokens",
+    "audit",
+    "owners",
+    "transit",
+    "openapi.json",
+];
 
 /// Answers a request under `/v1/` that no declared route took: a KV v2
 /// operation when its first segment names a mount, else `NOT_FOUND`.
@@ -51,7 +63,7 @@ pub async fn dispatch(state: Arc<AppState>, request: Request) -> Response {
 /// `{"error": {code, message}}`.
 fn vault_error(e: ApiError) -> Response {
     let (status, code) = e.status_and_code();
-    let message = e.to_string();
+    let message = e.message();
     let mut response = e.into_response();
     if status != StatusCode::INTERNAL_SERVER_ERROR {
         response = (
@@ -73,7 +85,11 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
         return Err(ApiError::NotFound("route"));
     };
     let (mount_name, rest) = rest.split_once('/').unwrap_or((rest, ""));
-    if mount_name.is_empty() || mount_name == "sys" {
+    // A reserved first segment is one of Keyward's own resources, never a
+    // mount: a path under it that no route took is simply not a route.
+    if mount_name.is_empty()
+        || (RESERVED_MOUNT_PATHS.contains(&mount_name) && mount_name != "transit")
+    {
         return Err(ApiError::NotFound("route"));
     }
     let listing = parts.method.as_str() == "LIST"
@@ -91,7 +107,7 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
                 .store
                 .get_mount(name)
                 .await?
-                .ok_or(ApiError::NotFound("route"))?,
+                .ok_or(ApiError::NoMount)?,
         ),
     };
     let body = axum::body::to_bytes(body, crate::MAX_ENGINE_BODY_BYTES)
@@ -103,7 +119,7 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
     };
     // A mount outside the token's environments looks absent.
     if !caller.reaches_environment(mount.environment) {
-        return Err(ApiError::NotFound("route"));
+        return Err(ApiError::NoMount);
     }
     let (operation, secret_path) = rest.split_once('/').unwrap_or((rest, ""));
     let secret_path = secret_path.trim_end_matches('/');
@@ -169,6 +185,17 @@ pub(crate) fn secret_identity(id: &str, version: u64) -> RecordIdentity<'_> {
     }
 }
 
+/// What a secret's custom metadata is bound to: `id` is `mount/path`. The
+/// metadata has no versions of its own; 0 keeps it apart from every value.
+pub(crate) fn metadata_identity(id: &str) -> RecordIdentity<'_> {
+    RecordIdentity {
+        table: "secret_meta",
+        id,
+        field: "custom_metadata",
+        version: 0,
+    }
+}
+
 /// A secret path: segments of printable characters, no `..`, bounded.
 fn checked(path: &str) -> Result<&str, ApiError> {
     let ok = !path.is_empty()
@@ -178,10 +205,19 @@ fn checked(path: &str) -> Result<&str, ApiError> {
             .split('/')
             .all(|s| !s.is_empty() && s != "." && s != "..")
         && path.chars().all(|c| !c.is_control());
-    if ok {
-        Ok(path)
+    if !ok {
+        Err(ApiError::InvalidRequest(
+            "a secret path is 1 to 512 characters of segments separated by /, without \
+             control characters or . and .. segments"
+                .into(),
+        ))
+    } else if keyward_core::key::contains_key(path) {
+        // Paths are written to the audit log and shown in listings.
+        Err(ApiError::InvalidRequest(
+            "a secret path must not contain an API key or admin token".into(),
+        ))
     } else {
-        Err(ApiError::InvalidRequest("invalid secret path".into()))
+        Ok(path)
     }
 }
 
@@ -271,14 +307,19 @@ pub(crate) fn envelope(status: StatusCode, data: Value) -> Response {
         .into_response()
 }
 
-fn version_metadata(meta: &SecretMeta, v: &SecretVersion) -> Value {
+/// Vault shows absent custom metadata as `null`.
+fn custom_value(custom: Map<String, Value>) -> Value {
+    if custom.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(custom)
+    }
+}
+
+fn version_metadata(custom: &Map<String, Value>, v: &SecretVersion) -> Value {
     json!({
         "created_time": timestamp(v.created_at),
-        "custom_metadata": if meta.custom_metadata.is_empty() {
-            Value::Null
-        } else {
-            Value::Object(meta.custom_metadata.clone())
-        },
+        "custom_metadata": custom_value(custom.clone()),
         "deletion_time": v.deleted_at.map(timestamp).unwrap_or_default(),
         "destroyed": v.destroyed,
         "version": v.version,
@@ -292,6 +333,66 @@ impl Kv<'_> {
 
     fn identity<'a>(&self, id: &'a str, version: u64) -> RecordIdentity<'a> {
         secret_identity(id, version)
+    }
+
+    /// The custom metadata of `meta`: opened with the keyring when sealed,
+    /// as stored when written before metadata was sealed.
+    async fn custom_metadata(
+        &self,
+        path: &str,
+        meta: &SecretMeta,
+    ) -> Result<Map<String, Value>, ApiError> {
+        let Some(envelope) = &meta.custom_metadata_sealed else {
+            return Ok(meta.custom_metadata.clone());
+        };
+        let id = self.key(path);
+        let plaintext = self
+            .state
+            .barrier
+            .open_envelope(&metadata_identity(&id), envelope)
+            .await
+            .map_err(sealed_or_tampered)?;
+        serde_json::from_slice(&plaintext).map_err(ApiError::internal)
+    }
+
+    /// `custom` as the envelope stored for the secret at `path`.
+    async fn seal_metadata(
+        &self,
+        path: &str,
+        custom: &Map<String, Value>,
+    ) -> Result<Vec<u8>, ApiError> {
+        let keyring = self.state.barrier.keyring()?;
+        let plaintext =
+            zeroize::Zeroizing::new(serde_json::to_vec(custom).map_err(ApiError::internal)?);
+        self.state.barrier.spend_keyring(1).await?;
+        let id = self.key(path);
+        keyring
+            .encrypt(&metadata_identity(&id), &plaintext)
+            .map_err(ApiError::internal)
+    }
+
+    /// Seals metadata still stored in the clear from before metadata was
+    /// sealed, on a write to its secret.
+    async fn seal_clear_metadata(
+        &self,
+        path: &str,
+        meta: Option<&SecretMeta>,
+    ) -> Result<(), ApiError> {
+        let Some(meta) =
+            meta.filter(|m| m.custom_metadata_sealed.is_none() && !m.custom_metadata.is_empty())
+        else {
+            return Ok(());
+        };
+        let patch = SecretMetaPatch {
+            custom_metadata_sealed: Some(self.seal_metadata(path, &meta.custom_metadata).await?),
+            ..SecretMetaPatch::default()
+        };
+        let event = self.event("secret.metadata", path, json!({ "sealed": true }))?;
+        self.state
+            .store
+            .patch_secret_meta(&self.mount.path, path, &patch, now(), &event)
+            .await?;
+        Ok(())
     }
 
     async fn audit(&self, action: &str, path: &str, details: Value) -> Result<(), ApiError> {
@@ -346,7 +447,8 @@ impl Kv<'_> {
             .iter()
             .find(|v| v.version == wanted)
             .ok_or(ApiError::NotFound("secret version"))?;
-        let metadata = version_metadata(&meta, found);
+        let custom = self.custom_metadata(path, &meta).await?;
+        let metadata = version_metadata(&custom, found);
         let value = match (&found.value, found.deleted_at) {
             (Some(value), None) if !found.destroyed => value,
             // Vault answers a deleted or destroyed version with 404 and its
@@ -472,19 +574,26 @@ impl Kv<'_> {
             let event = self.event("secret.write", path, json!({ "version": version }))?;
             match self.state.store.write_secret(&write, &event).await {
                 Ok(()) => {
+                    let custom = match &meta {
+                        Some(meta) => self.custom_metadata(path, meta).await?,
+                        None => Map::new(),
+                    };
+                    // The version is written: a failure to seal old clear
+                    // metadata must not read as a failed write (a retry
+                    // would add a version). The next write tries again.
+                    if let Err(e) = self.seal_clear_metadata(path, meta.as_ref()).await {
+                        tracing::warn!(error = %e, "could not seal a secret's clear metadata");
+                    }
                     return Ok(envelope(
                         StatusCode::OK,
                         json!({
                             "created_time": timestamp(at),
-                            "custom_metadata": meta
-                                .as_ref()
-                                .filter(|m| !m.custom_metadata.is_empty())
-                                .map(|m| Value::Object(m.custom_metadata.clone())),
+                            "custom_metadata": custom_value(custom),
                             "deletion_time": "",
                             "destroyed": false,
                             "version": version,
                         }),
-                    ))
+                    ));
                 }
                 Err(StoreError::Conflict(_)) if cas.is_none() => continue,
                 Err(StoreError::Conflict(_)) => {
@@ -537,6 +646,9 @@ impl Kv<'_> {
 
     async fn read_meta(&self, path: &str) -> Result<Response, ApiError> {
         self.caller.require(AdminScope::SecretsRead)?;
+        // Custom metadata is sealed like the values, so a sealed server
+        // answers `SEALED` here too, before any storage is read.
+        self.state.barrier.keyring()?;
         let meta = self
             .state
             .store
@@ -561,17 +673,14 @@ impl Kv<'_> {
                 )
             })
             .collect();
+        let custom = self.custom_metadata(path, &meta).await?;
         Ok(envelope(
             StatusCode::OK,
             json!({
                 "cas_required": meta.cas_required,
                 "created_time": timestamp(meta.created_at),
                 "current_version": meta.current_version,
-                "custom_metadata": if meta.custom_metadata.is_empty() {
-                    Value::Null
-                } else {
-                    Value::Object(meta.custom_metadata.clone())
-                },
+                "custom_metadata": custom_value(custom),
                 "delete_version_after": "0s",
                 "max_versions": meta.max_versions,
                 "oldest_version": meta.oldest_version,
@@ -592,10 +701,27 @@ impl Kv<'_> {
                 ));
             }
         }
+        // New metadata is sealed; metadata left as it is but still in the
+        // clear from before metadata was sealed is sealed with this write.
+        let custom = match body.custom_metadata {
+            Some(custom) => Some(custom),
+            None => self
+                .state
+                .store
+                .secret_meta(&self.mount.path, path)
+                .await?
+                .filter(|m| m.custom_metadata_sealed.is_none() && !m.custom_metadata.is_empty())
+                .map(|m| m.custom_metadata),
+        };
+        let sealed = match &custom {
+            Some(custom) => Some(self.seal_metadata(path, custom).await?),
+            None => None,
+        };
         let patch = SecretMetaPatch {
             max_versions: body.max_versions,
             cas_required: body.cas_required,
-            custom_metadata: body.custom_metadata,
+            custom_metadata: None,
+            custom_metadata_sealed: sealed,
         };
         let event = self.event("secret.metadata", path, json!({}))?;
         self.state
@@ -712,20 +838,13 @@ pub async fn create_mount(
         && path
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && ![
-            "sys",
-            "keys",
-            "apis",
-            "tokens",
-            "audit",
-            "owners",
-            "transit",
-            "openapi.json",
-        ]
-        .contains(&path);
+        && !RESERVED_MOUNT_PATHS.contains(&path)
+        && !keyward_core::key::contains_key(path);
     if !valid {
         return Err(ApiError::InvalidRequest(
-            "a mount path is 1-64 of [A-Za-z0-9_-] and not a reserved name".into(),
+            "a mount path is 1-64 of [A-Za-z0-9_-], holds no API key or admin token, and is \
+             not one of sys, keys, apis, tokens, audit, owners, transit"
+                .into(),
         ));
     }
     let version = body.options.get("version").and_then(|v| v.as_str());

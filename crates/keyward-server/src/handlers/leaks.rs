@@ -105,11 +105,8 @@ async fn receive(state: &Arc<AppState>, request: Request) -> Result<Response, Ap
     let caller = Caller::from_request_parts(&mut parts, state).await?;
     caller.require(AdminScope::LeaksReport)?;
     let body = read_body(body).await?;
-    let report: LeakReport = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::InvalidRequest(crate::error::redact_quoted(&format!(
-            "invalid leak report: {e}"
-        )))
-    })?;
+    let report: LeakReport =
+        super::parse_json_bytes(&body).map_err(|e| prefixed("invalid leak report", e))?;
     if report.leaks.len() > MAX_LEAKS {
         return Err(ApiError::InvalidRequest(format!(
             "at most {MAX_LEAKS} leaks in one report"
@@ -177,11 +174,8 @@ async fn github(
         ))?;
     key.verify(body, signature)
         .map_err(|_| ApiError::SignatureInvalid("the report's signature does not verify"))?;
-    let leaks: Vec<GithubLeak> = serde_json::from_slice(body).map_err(|e| {
-        ApiError::InvalidRequest(crate::error::redact_quoted(&format!(
-            "invalid GitHub report: {e}"
-        )))
-    })?;
+    let leaks: Vec<GithubLeak> =
+        super::parse_json_bytes(body).map_err(|e| prefixed("invalid GitHub report", e))?;
     if leaks.len() > MAX_LEAKS {
         return Err(ApiError::InvalidRequest(format!(
             "at most {MAX_LEAKS} tokens in one report"
@@ -314,4 +308,12 @@ async fn lost_last_full_token(
     )?;
     state.store.append_audit(&[event]).await?;
     Ok(())
+}
+
+/// A body error told as part of a report's.
+fn prefixed(what: &str, e: ApiError) -> ApiError {
+    match e {
+        ApiError::InvalidRequest(message) => ApiError::InvalidRequest(format!("{what}: {message}")),
+        other => other,
+    }
 }

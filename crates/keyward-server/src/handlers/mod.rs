@@ -20,10 +20,45 @@ use crate::error::ApiError;
 use keyward_core::AuditEvent;
 use keyward_store::Page;
 
-/// `axum::Json` whose rejections become [`ApiError`]s with stable codes.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body (`Content-Type: application/json` or `…+json`), whose
+/// failures become [`ApiError`]s naming the field, never the value.
 pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::InvalidRequest(
+                "the body must be JSON, sent with Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = body_bytes(req, state).await?;
+        parse_json_bytes(&bytes).map(Json)
+    }
+}
+
+/// Whether the request says its body is JSON, as `axum::Json` decides it.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
 
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     fn into_response(self) -> axum::response::Response {
@@ -102,14 +137,47 @@ fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApiError>
 pub(crate) fn parse_json_bytes<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::InvalidRequest(crate::error::redact_quoted(&e.to_string())))
+    // Verify parses its body here on every call: the plain parse keeps that
+    // path as fast as it was, and only a refused body is read again to find
+    // the field it failed at.
+    if let Ok(value) = serde_json::from_slice::<T>(bytes) {
+        return Ok(value);
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Err(e) => Err(crate::error::json_error(e)),
+        // Something follows the value; serde_json's message for it is a
+        // fixed text with a position.
+        Ok(_) => Err(ApiError::InvalidRequest(match deserializer.end() {
+            Err(e) => format!("the body is not valid JSON: {e}"),
+            Ok(()) => "the body is not valid JSON".to_owned(),
+        })),
+    }
 }
 
-/// `axum::extract::Query` whose rejections become [`ApiError`]s.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+/// The query string's parameters, whose failures become [`ApiError`]s
+/// naming the parameter, never the value.
 pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Query)
+            .map_err(crate::error::query_error)
+    }
+}
 
 /// Default page size of listings.
 pub const DEFAULT_LIMIT: u32 = 100;
