@@ -1,4 +1,4 @@
-//! Data written before migration 0103 (the token tree and audit reach),
+//! Data written before migration 0009 (the token tree and audit reach),
 //! upgraded by it, and rows a hand edit left unreadable: on SQLite always,
 //! on PostgreSQL with `KEYWARD_TEST_POSTGRES_URL` and `--ignored`.
 
@@ -12,9 +12,9 @@ use keyward_core::{ApiId, Environment, EventId, KeyId, PlaintextKey, Prefix, Tok
 use keyward_store::{AuditEntry, AuditFilter, Page, PgStore, SqliteStore, Store};
 use time::OffsetDateTime;
 
-/// The migrations before 0103 of `backend`, copied to a directory of their
-/// own, so that a database can be left where a release before 0103 left it.
-fn migrations_before_0103(backend: &str, into: &Path) -> PathBuf {
+/// The migrations before 0009 of `backend`, copied to a directory of their
+/// own, so that a database can be left where a release before 0009 left it.
+fn migrations_before_0009(backend: &str, into: &Path) -> PathBuf {
     let from = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("migrations")
         .join(backend);
@@ -23,14 +23,14 @@ fn migrations_before_0103(backend: &str, into: &Path) -> PathBuf {
     for entry in std::fs::read_dir(&from).unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name().into_string().unwrap();
-        if name.as_str() < "0100" {
+        if name.as_str() < "0009" {
             std::fs::copy(entry.path(), to.join(&name)).unwrap();
         }
     }
     to
 }
 
-/// What a release before 0103 could hold.
+/// What a release before 0009 could hold.
 struct Legacy {
     root: TokenId,
     /// Revoked at `revoked_at`, with a child and a grandchild that are not.
@@ -285,7 +285,7 @@ async fn sqlite_upgrade_bounds_old_tokens_and_audit_events() {
         .filename(&path)
         .create_if_missing(true);
     let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    sqlx::migrate::Migrator::new(migrations_before_0103("sqlite", dir.path()))
+    sqlx::migrate::Migrator::new(migrations_before_0009("sqlite", dir.path()))
         .await
         .unwrap()
         .run(&pool)
@@ -346,7 +346,7 @@ async fn postgres_schema() -> (String, String, sqlx::PgPool) {
 async fn postgres_upgrade_bounds_old_tokens_and_audit_events() {
     let dir = tempfile::tempdir().unwrap();
     let (url, schema, pool) = postgres_schema().await;
-    sqlx::migrate::Migrator::new(migrations_before_0103("postgres", dir.path()))
+    sqlx::migrate::Migrator::new(migrations_before_0009("postgres", dir.path()))
         .await
         .unwrap()
         .run(&pool)
