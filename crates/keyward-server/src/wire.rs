@@ -415,6 +415,8 @@ pub struct TokenView {
     pub scopes: Vec<String>,
     pub api_ids: Option<Vec<ApiId>>,
     pub environments: Option<Vec<Environment>>,
+    /// The token that created this one, when that token is within the
+    /// caller's reach (`null` otherwise, and for the root token).
     pub created_by: Option<TokenId>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,

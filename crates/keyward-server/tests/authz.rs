@@ -189,7 +189,9 @@ fn rows() -> Vec<Row> {
             ),
             "keys:write",
             NOT_FOUND,
-            NOT_FOUND,
+            // The token's own environments are no secret, and the refusal
+            // comes before the API is looked up: it says what to use.
+            FORBIDDEN,
             None,
         ),
         admin(

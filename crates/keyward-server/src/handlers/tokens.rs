@@ -146,6 +146,7 @@ pub async fn list_tokens(
     // Tokens are few; those out of reach are skipped here, reading on
     // until the page is full or the table ends.
     let mut tokens = Vec::with_capacity(limit);
+    let mut creators = Creators::default();
     let mut next = None;
     'scan: loop {
         let batch = state.store.list_tokens(&page).await?;
@@ -153,7 +154,7 @@ pub async fn list_tokens(
         for token in batch {
             page.after = Some(token.id.as_str().to_owned());
             if within_reach(&caller.token, &token) {
-                tokens.push(TokenView::from(token));
+                tokens.push(creators.view(&state, &caller, token).await?);
                 if tokens.len() == limit {
                     next = page.after.clone();
                     break 'scan;
@@ -213,7 +214,44 @@ pub async fn revoke_token(
         .get_token(&id)
         .await?
         .ok_or(ApiError::NotFound("token"))?;
-    Ok(Json(after.into()))
+    Ok(Json(
+        Creators::default().view(&state, &caller, after).await?,
+    ))
+}
+
+/// Whether each creator named by the tokens shown is within the caller's
+/// reach. A token's `created_by` is shown only then: a limited token reads
+/// its own record, and that must not name the root token it came from.
+#[derive(Default)]
+struct Creators(std::collections::HashMap<TokenId, bool>);
+
+impl Creators {
+    async fn view(
+        &mut self,
+        state: &AppState,
+        caller: &Caller,
+        token: AdminToken,
+    ) -> Result<TokenView, ApiError> {
+        let mut view = TokenView::from(token);
+        if let Some(creator) = view.created_by.clone() {
+            let shown = match self.0.get(&creator) {
+                Some(shown) => *shown,
+                None => {
+                    let shown = state
+                        .store
+                        .get_token(&creator)
+                        .await?
+                        .is_some_and(|c| within_reach(&caller.token, &c));
+                    self.0.insert(creator, shown);
+                    shown
+                }
+            };
+            if !shown {
+                view.created_by = None;
+            }
+        }
+        Ok(view)
+    }
 }
 
 /// `at` to the millisecond, the precision stored, so that the answer to a
