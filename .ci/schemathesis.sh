@@ -61,10 +61,12 @@ pass() {
   local name="$1"
   shift
   echo "--- schemathesis: $name"
-  (cd "$work" && SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$root/.ci" "$st" run "$base/v1/openapi.json" \
+  (cd "$work" && SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$root/.ci" "$st" \
+    run "$base/v1/openapi.json" \
     --url "$base" \
     -H "Authorization: Bearer $token" \
     --checks all \
+    --exclude-checks unsupported_method,allow_header_conformance \
     --seed "$seed" \
     --max-examples "$examples" \
     --generation-database none \
@@ -74,6 +76,12 @@ pass() {
     "$@")
 }
 
+# Checks: all but two. The KV v2 and transit routes are dispatched by path
+# under the router's fallback, as Vault's are, and a method such a route does
+# not take answers 404 or 400 there, not 405 with `Allow`, so the
+# undeclared-method checks (unsupported_method, allow_header_conformance)
+# would fail on every one of them.
+#
 # Operations that would end the run for everything after them go last, each
 # in its own pass, in this order:
 # - `POST /v1/sys/seal` seals this node (a file seal unseals only on the next

@@ -14,7 +14,8 @@
 
 use serde_json::json;
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::schema::Schema;
+use utoipa::openapi::schema::{AllOfBuilder, AnyOf, AnyOfBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::Required;
 use utoipa::openapi::{
     ContentBuilder, ObjectBuilder, OpenApi as OpenApiDoc, Ref, RefOr, ResponseBuilder,
 };
@@ -138,7 +139,7 @@ pub struct ListQuery {
     pub list: String,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize, Default)]
 pub struct WriteOptions {
     /// Check-and-set: the version the write expects to replace (0: the
     /// secret must not exist).
@@ -146,31 +147,35 @@ pub struct WriteOptions {
 }
 
 /// `POST /v1/{mount}/data/{path}`.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SecretWrite {
     /// The secret's key-value pairs.
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
-    pub options: Option<WriteOptions>,
+    #[serde(default)]
+    pub options: WriteOptions,
 }
 
 /// `PATCH /v1/{mount}/data/{path}`: pairs merged into the latest version.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
 pub struct SecretPatch {
     #[schema(value_type = Object)]
     pub data: serde_json::Value,
-    pub options: Option<WriteOptions>,
+    #[serde(default)]
+    pub options: WriteOptions,
 }
 
 /// The versions a delete, undelete or destroy applies to.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
 pub struct SecretVersions {
     #[schema(min_items = 1)]
     pub versions: Vec<u64>,
 }
 
 /// `POST /v1/{mount}/metadata/{path}`.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SecretMetadataWrite {
     /// Versions kept; 0 means the mount's setting.
     pub max_versions: Option<u32>,
@@ -184,7 +189,8 @@ pub struct SecretMetadataWrite {
 }
 
 /// `POST /v1/{mount}/config`.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MountConfig {
     pub max_versions: Option<u32>,
     pub cas_required: Option<bool>,
@@ -365,26 +371,33 @@ fn enum_schema<const N: usize>(description: &str, values: [serde_json::Value; N]
 }
 
 /// `POST /v1/transit/keys/{name}`; every field is optional.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TransitKeyCreate {
     /// `aes256-gcm96` when absent.
-    #[schema(rename = "type", value_type = Option<TransitKeyType>)]
+    #[serde(rename = "type")]
+    #[schema(value_type = Option<TransitKeyType>)]
     pub kind: Option<String>,
     /// Derive a key per `context` (encryption key types only).
-    pub derived: Option<bool>,
+    #[serde(default)]
+    pub derived: bool,
     /// Only `false`: key material never leaves the server.
-    #[schema(value_type = Option<OnlyFalse>)]
-    pub exportable: Option<bool>,
-    #[schema(value_type = Option<OnlyFalse>)]
-    pub allow_plaintext_backup: Option<bool>,
-    #[schema(value_type = Option<OnlyFalse>)]
-    pub convergent_encryption: Option<bool>,
+    #[serde(default)]
+    #[schema(value_type = OnlyFalse)]
+    pub exportable: bool,
+    #[serde(default)]
+    #[schema(value_type = OnlyFalse)]
+    pub allow_plaintext_backup: bool,
+    #[serde(default)]
+    #[schema(value_type = OnlyFalse)]
+    pub convergent_encryption: bool,
     #[schema(value_type = Option<NoAutoRotation>)]
     pub auto_rotate_period: Option<u32>,
 }
 
 /// `POST /v1/transit/keys/{name}/config`.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TransitKeyConfig {
     /// The oldest version that may still decrypt, at most the latest.
     #[schema(minimum = 1)]
@@ -396,7 +409,7 @@ pub struct TransitKeyConfig {
 }
 
 /// One item of an encrypt, decrypt or rewrap.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
 pub struct TransitItem {
     /// Base64 plaintext (encrypt).
     pub plaintext: Option<String>,
@@ -409,7 +422,7 @@ pub struct TransitItem {
 }
 
 /// One item's fields, or `batch_input` with up to 10,000 items.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
 pub struct TransitBatch {
     pub plaintext: Option<String>,
     pub ciphertext: Option<String>,
@@ -420,11 +433,12 @@ pub struct TransitBatch {
 }
 
 /// A sign, verify or HMAC request.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
 pub struct TransitSign {
     /// Base64 input.
     pub input: String,
-    pub prehashed: Option<bool>,
+    #[serde(default)]
+    pub prehashed: bool,
     /// `asn1` (default), `jws` or `recoverable`.
     #[schema(pattern = "^(asn1|jws|raw|recoverable)$")]
     pub marshaling_algorithm: Option<String>,
@@ -442,7 +456,7 @@ pub struct TransitSign {
 }
 
 /// `POST /v1/transit/datakey/{kind}/{name}`.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
 pub struct TransitDataKey {
     pub context: Option<String>,
     #[schema(value_type = Option<DataKeyBits>)]
@@ -450,7 +464,7 @@ pub struct TransitDataKey {
 }
 
 /// `POST /v1/transit/random`.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
 pub struct TransitRandom {
     /// 1 to 1,048,576; 32 when absent.
     #[schema(minimum = 1, maximum = 1_048_576)]
@@ -483,8 +497,8 @@ pub fn transit_read() {}
 
 /// Deletes a transit key whose `deletion_allowed` is set.
 #[utoipa::path(delete, path = "/v1/transit/keys/{name}", tag = "transit", params(KeyName),
-    responses((status = 204), (status = 400, body = ErrorResponse),
-              (status = 404, body = ErrorResponse)),
+    responses((status = 204), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["transit:write"])))]
 pub fn transit_delete() {}
 
@@ -577,3 +591,164 @@ pub fn transit_hmac() {}
     responses((status = 200, body = VaultResponse)),
     security(("admin_token" = ["transit:use"])))]
 pub fn transit_random() {}
+
+/// `POST /v1/sys/mounts/{path}`: a KV version 2 mount, in the body Vault
+/// clients send (documentation only).
+pub struct MountCreate;
+
+impl utoipa::PartialSchema for MountCreate {
+    fn schema() -> RefOr<Schema> {
+        let environment = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["live", "test", "dev"]))
+        };
+        let options = |version_required: bool| {
+            let mut options = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "version",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(["2"])),
+                )
+                .property("environment", environment());
+            if version_required {
+                options = options.required("version");
+            }
+            options
+        };
+        let form = |kind: &str, version_required: bool| {
+            let mut form = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([kind])),
+                )
+                .property("options", options(version_required))
+                .property("environment", environment())
+                .required("type");
+            if version_required {
+                form = form.required("options");
+            }
+            form
+        };
+        RefOr::T(Schema::OneOf(
+            OneOfBuilder::new()
+                .description(Some(
+                    "`type` `kv-v2`, or `kv` with `options.version` `2`. The environment \
+                     (`environment` or `options.environment`) is `live` by default.",
+                ))
+                .item(form("kv-v2", false))
+                .item(form("kv", true))
+                .build(),
+        ))
+    }
+}
+
+impl ToSchema for MountCreate {}
+
+/// Rules of the request shapes that no single field states: the filters
+/// of a bulk revocation, the two forms of an unseal, the share counts of a
+/// rekey, and the bodies an action may leave out.
+pub(crate) struct Constraints;
+
+impl Modify for Constraints {
+    fn modify(&self, doc: &mut OpenApiDoc) {
+        if let Some(components) = doc.components.as_mut() {
+            let schemas = &mut components.schemas;
+            let one_of_present = |fields: &[(&str, Schema)]| {
+                let mut any = AnyOfBuilder::new();
+                for (field, schema) in fields {
+                    any = any.item(
+                        ObjectBuilder::new()
+                            .property(*field, schema.clone())
+                            .required(*field),
+                    );
+                }
+                any.build()
+            };
+            let string = || Schema::Object(ObjectBuilder::new().schema_type(Type::String).build());
+            let not_null = |t: Type| Schema::Object(ObjectBuilder::new().schema_type(t).build());
+            narrow(
+                schemas,
+                "BulkRevokeRequest",
+                "At least one of `owner`, `api_id`, `environment`, `created_before` \
+                 and `scope`, not null.",
+                one_of_present(&[
+                    ("owner", string()),
+                    ("api_id", string()),
+                    ("environment", string()),
+                    ("created_before", string()),
+                    ("scope", string()),
+                ]),
+            );
+            narrow(
+                schemas,
+                "UnsealRequest",
+                "`key` (a share), or `reset` true.",
+                one_of_present(&[
+                    ("key", string()),
+                    (
+                        "reset",
+                        Schema::Object(
+                            ObjectBuilder::new()
+                                .schema_type(Type::Boolean)
+                                .enum_values(Some([true]))
+                                .build(),
+                        ),
+                    ),
+                ]),
+            );
+            narrow(
+                schemas,
+                "RekeyRequest",
+                "`secret_shares` and `secret_threshold` (ignored by a pkcs11 seal).",
+                one_of_present(&[("secret_shares", not_null(Type::Integer))]),
+            );
+            narrow(
+                schemas,
+                "RekeyRequest",
+                "",
+                one_of_present(&[("secret_threshold", not_null(Type::Integer))]),
+            );
+        }
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let optional = matches!(
+                path.as_str(),
+                "/v1/keys/{id}/revoke"
+                    | "/v1/keys/{id}/rotate"
+                    | "/v1/transit/keys/{name}"
+                    | "/v1/transit/datakey/{kind}/{name}"
+                    | "/v1/transit/random"
+            );
+            if !optional {
+                continue;
+            }
+            if let Some(body) = item.post.as_mut().and_then(|op| op.request_body.as_mut()) {
+                body.required = Some(Required::False);
+            }
+        }
+    }
+}
+
+/// Adds `rule` to the component schema `name`: a value must then match both.
+fn narrow(
+    schemas: &mut std::collections::BTreeMap<String, RefOr<Schema>>,
+    name: &str,
+    description: &str,
+    rule: AnyOf,
+) {
+    let Some(original) = schemas.remove(name) else {
+        return;
+    };
+    let mut all = AllOfBuilder::new()
+        .item(original)
+        .item(RefOr::T(Schema::AnyOf(rule)));
+    if !description.is_empty() {
+        all = all.description(Some(description));
+    }
+    schemas.insert(name.to_owned(), RefOr::T(Schema::AllOf(all.build())));
+}

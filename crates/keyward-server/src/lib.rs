@@ -281,6 +281,7 @@ pub fn openapi() -> OpenApiDoc {
 fn documented(router: OpenApiRouter<Arc<AppState>>) -> (Router<Arc<AppState>>, OpenApiDoc) {
     let (router, mut doc) = router.split_for_parts();
     apidoc::ErrorAnswers.modify(&mut doc);
+    apidoc::Constraints.modify(&mut doc);
     (router, doc)
 }
 

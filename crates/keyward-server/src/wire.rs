@@ -36,9 +36,11 @@ where
 #[derive(Deserialize, Serialize, ToSchema, Clone, Copy)]
 #[serde(deny_unknown_fields)]
 pub struct CreditsInput {
-    /// Credits available now.
+    /// Credits available now, at most 2^63 − 1.
+    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub remaining: u64,
     /// When set, credits are reset to `amount` every period.
+    #[schema(value_type = Option<RefillInput>)]
     pub refill: Option<Refill>,
 }
 
@@ -129,6 +131,7 @@ pub struct KeyCreate {
     pub metadata: Option<serde_json::Value>,
     /// In the future.
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(example = "2100-01-01T00:00:00Z")]
     pub expires_at: Option<OffsetDateTime>,
     /// Defaults to true.
     pub enabled: Option<bool>,
@@ -260,7 +263,7 @@ pub struct KeyUpdate {
     pub metadata: Option<serde_json::Value>,
     /// A new expiry in the future, or `null` to remove it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2100-01-01T00:00:00Z")]
     pub expires_at: Option<Option<OffsetDateTime>>,
     pub enabled: Option<bool>,
     /// Replaces all rate limits; `[]` removes them. At most 8, names unique.
@@ -298,7 +301,7 @@ pub struct RotateRequest {
     /// Expiry of the successor, in the future; by default it keeps the old
     /// key's expiry.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2100-01-01T00:00:00Z")]
     pub expires_at: Option<Option<OffsetDateTime>>,
 }
 
@@ -471,6 +474,7 @@ pub struct TokenCreate {
     pub environments: Option<Vec<Environment>>,
     /// In the future.
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(example = "2100-01-01T00:00:00Z")]
     pub expires_at: Option<OffsetDateTime>,
 }
 
@@ -765,3 +769,55 @@ fn any_string_of(
     }
     utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::AnyOf(any.build()))
 }
+
+/// A refill as callers set it (documentation only): daily, or monthly on a
+/// day from 1 to 28.
+pub struct RefillInput;
+
+impl utoipa::PartialSchema for RefillInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+        let amount = || {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(i64::MAX))
+        };
+        let interval = |name: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([name]))
+        };
+        let daily = ObjectBuilder::new()
+            .property("interval", interval("daily"))
+            .property("amount", amount())
+            .required("interval")
+            .required("amount")
+            .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
+        let monthly = ObjectBuilder::new()
+            .property("interval", interval("monthly"))
+            .property("amount", amount())
+            .property(
+                "day",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .maximum(Some(28)),
+            )
+            .required("interval")
+            .required("amount")
+            .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
+        utoipa::openapi::RefOr::T(Schema::OneOf(
+            OneOfBuilder::new()
+                .description(Some(
+                    "Credits are set back to `amount` daily at 00:00 UTC, or monthly on \
+                     `day` (1-28, default 1).",
+                ))
+                .item(daily)
+                .item(monthly)
+                .build(),
+        ))
+    }
+}
+
+impl ToSchema for RefillInput {}

@@ -505,7 +505,9 @@ const MAX_USAGE_SPAN_S: i64 = 7 * 24 * 3600;
 /// The minutes (since the Unix epoch) a usage request asks for.
 fn usage_span(query: &UsageQuery, now: OffsetDateTime) -> Result<RangeInclusive<i64>, ApiError> {
     let until = query.until.unwrap_or_else(|| now.unix_timestamp());
-    let since = query.since.unwrap_or(until.saturating_sub(24 * 3600));
+    let since = query
+        .since
+        .unwrap_or(until.saturating_sub(24 * 3600).max(0));
     if since < 0 || until < 0 {
         return Err(ApiError::InvalidRequest(
             "since and until must be Unix times in seconds".into(),
@@ -526,8 +528,9 @@ fn usage_span(query: &UsageQuery, now: OffsetDateTime) -> Result<RangeInclusive<
 
 /// Reads the rate limits shared by all keys of an owner.
 #[utoipa::path(get, path = "/v1/owners/{owner}/ratelimits", tag = "keys",
-    params(("owner" = String, Path, description = "the owner")),
-    responses((status = 200, body = OwnerRateLimits)),
+    params(("owner" = String, Path, description = "the owner: 1–256 characters, none a control character",
+        min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
+    responses((status = 200, body = OwnerRateLimits), (status = 400, body = ErrorResponse)),
     security(("admin_token" = ["keys:read"])))]
 pub async fn get_owner_ratelimits(
     State(state): State<Arc<AppState>>,
@@ -543,7 +546,8 @@ pub async fn get_owner_ratelimits(
 /// Sets the rate limits shared by all keys of an owner; they apply on the
 /// next verify.
 #[utoipa::path(put, path = "/v1/owners/{owner}/ratelimits", tag = "keys",
-    params(("owner" = String, Path, description = "the owner")),
+    params(("owner" = String, Path, description = "the owner: 1–256 characters, none a control character",
+        min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
     request_body = OwnerRateLimits,
     responses((status = 200, body = OwnerRateLimits), (status = 400, body = ErrorResponse)),
     security(("admin_token" = ["keys:write"])))]

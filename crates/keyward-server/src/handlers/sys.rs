@@ -197,8 +197,11 @@ pub async fn list_mounts(
 /// Mounts a KV v2 secrets store bound to one environment
 /// (`options.environment`, default `live`), in Vault's request shape.
 #[utoipa::path(post, path = "/v1/sys/mounts/{path}", tag = "sys",
-    params(("path" = String, Path, description = "The mount's path, e.g. secret-test")),
-    request_body = Object,
+    params(("path" = String, Path, description = "The mount's path, e.g. secret-test: 1–64 of \
+        `A-Z a-z 0-9 _ -`, not a name the API uses (`sys`, `keys`, `apis`, `tokens`, `audit`, \
+        `owners`, `transit`)",
+        pattern = r"^(?!(sys|keys|apis|tokens|audit|owners|transit)$)[A-Za-z0-9_-]{1,64}$")),
+    request_body = crate::apidoc::MountCreate,
     responses((status = 204), (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["sys:write"])))]
 pub async fn mount(
