@@ -1,12 +1,22 @@
-"""Hooks for the schemathesis pass of .ci/run.
+"""Hooks for the schemathesis pass of .ci/run (.ci/schemathesis.sh).
 
-The document states that an `expires_at` lies in the future, but JSON Schema
-cannot say "after now", so a schema-valid date may be in the past and be
-refused (400) as the server should. For requests generated as valid, move a
-past `expires_at` a year ahead, and put the share counts of a seal split in
-order; requests generated as invalid are left alone.
+Some rules of the API relate a value to another or to the clock, which JSON
+Schema cannot state; the document says them in words. A request generated
+as valid can break one and be refused (400), as the server should, and the
+fuzzer would report it as a valid request refused. So each request
+generated as valid is brought within those rules first:
+
+- `expires_at` lies in the future;
+- a seal split has secret_threshold <= secret_shares;
+- rate limit names are unique within a key or an owner;
+- a usage query spans at most 7 days, `since` not after `until`;
+- an integer field is written as an integer literal (JSON Schema counts
+  `1.0` as an integer; the server reads integer fields from integers only).
+
+Requests generated as invalid are left alone.
 """
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import schemathesis
@@ -71,25 +81,35 @@ def _unique_names(limits):
             seen.add(name)
 
 
-def _usage_span(query):
-    """A usage query spans at most 7 days, `since` not after `until`."""
-    since, until = query.get("since"), query.get("until")
-    if isinstance(since, int) and isinstance(until, int):
-        if since > until:
-            since, until = until, since
-        query["since"], query["until"] = max(since, until - 7 * 24 * 3600), until
-    elif isinstance(until, int) and since is None:
-        pass
-    elif isinstance(since, int) and until is None:
-        import time
+def _integer(value):
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    return None
 
+
+def _usage_span(query):
+    """A usage query spans at most 7 days (`until` defaults to now), `since`
+    not after `until`: a rule across two parameters and the clock."""
+    week = 7 * 24 * 3600
+    since, until = _integer(query.get("since")), _integer(query.get("until"))
+    if since is None:
+        return
+    if until is None:
         now = int(time.time())
-        query["since"] = min(max(since, now - 7 * 24 * 3600), now)
+        query["since"] = min(max(since, now - week), now)
+        return
+    if since > until:
+        since, until = until, since
+    query["since"], query["until"] = max(since, until - week), until
 
 
 def _shares_in_order(body):
-    """A split needs secret_threshold <= secret_shares, which JSON Schema
-    cannot relate; swap the two in a request generated as valid."""
+    """A split needs secret_threshold <= secret_shares: a rule across two
+    fields. Swap them in a request generated as valid."""
     shares, threshold = body.get("secret_shares"), body.get("secret_threshold")
     if isinstance(shares, int) and isinstance(threshold, int) and threshold > shares:
         body["secret_shares"], body["secret_threshold"] = threshold, shares

@@ -14,7 +14,11 @@
 
 use serde_json::json;
 use utoipa::openapi::path::{Operation, ParameterIn};
-use utoipa::openapi::schema::{AllOfBuilder, AnyOf, AnyOfBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::schema::{
+    AllOfBuilder, AnyOf, AnyOfBuilder, ArrayItems, KnownFormat, OneOfBuilder, Schema, SchemaFormat,
+    Type,
+};
+use utoipa::Number;
 use utoipa::openapi::Required;
 use utoipa::openapi::{
     ContentBuilder, ObjectBuilder, OpenApi as OpenApiDoc, Ref, RefOr, ResponseBuilder,
@@ -22,6 +26,76 @@ use utoipa::openapi::{
 use utoipa::{IntoParams, Modify, ToSchema};
 
 use crate::wire::ErrorResponse;
+
+/// States the range of every unsigned integer: its format (`uint32`, …)
+/// is not a bound JSON Schema validators apply, so each one without a
+/// `maximum` gets its type's.
+pub(crate) struct IntegerBounds;
+
+impl Modify for IntegerBounds {
+    fn modify(&self, doc: &mut OpenApiDoc) {
+        if let Some(components) = doc.components.as_mut() {
+            components.schemas.values_mut().for_each(bound);
+        }
+        for item in doc.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    parameter.schema.iter_mut().for_each(bound);
+                }
+                if let Some(body) = operation.request_body.as_mut() {
+                    for content in body.content.values_mut() {
+                        content.schema.iter_mut().for_each(bound);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn bound(schema: &mut RefOr<Schema>) {
+    let RefOr::T(schema) = schema else {
+        return;
+    };
+    match schema {
+        Schema::Object(object) => {
+            if object.maximum.is_none() {
+                let max = match &object.format {
+                    Some(SchemaFormat::KnownFormat(KnownFormat::UInt8)) => Some(u64::from(u8::MAX)),
+                    Some(SchemaFormat::KnownFormat(KnownFormat::UInt16)) => {
+                        Some(u64::from(u16::MAX))
+                    }
+                    Some(SchemaFormat::KnownFormat(KnownFormat::UInt32)) => {
+                        Some(u64::from(u32::MAX))
+                    }
+                    Some(SchemaFormat::KnownFormat(KnownFormat::UInt64)) => Some(u64::MAX),
+                    _ => None,
+                };
+                if let Some(max) = max.and_then(|m| usize::try_from(m).ok()) {
+                    object.maximum = Some(Number::UInt(max));
+                }
+            }
+            object.properties.values_mut().for_each(bound);
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                bound(items);
+            }
+        }
+        Schema::OneOf(one) => one.items.iter_mut().for_each(bound),
+        Schema::AllOf(all) => all.items.iter_mut().for_each(bound),
+        Schema::AnyOf(any) => any.items.iter_mut().for_each(bound),
+        _ => {}
+    }
+}
 
 /// Adds the shared error answers to every operation.
 pub(crate) struct ErrorAnswers;
@@ -412,10 +486,12 @@ pub struct TransitKeyConfig {
 #[derive(ToSchema, serde::Deserialize)]
 pub struct TransitItem {
     /// Base64 plaintext (encrypt).
+    #[schema(pattern = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub plaintext: Option<String>,
     /// `kw:vN:…` ciphertext (decrypt, rewrap).
     pub ciphertext: Option<String>,
     /// Base64 context, for derived keys.
+    #[schema(pattern = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub context: Option<String>,
     /// The version to encrypt with; the latest when absent.
     pub key_version: Option<u32>,
@@ -424,8 +500,13 @@ pub struct TransitItem {
 /// One item's fields, or `batch_input` with up to 10,000 items.
 #[derive(ToSchema, serde::Deserialize)]
 pub struct TransitBatch {
+    /// Base64 plaintext (encrypt).
+    #[schema(pattern = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub plaintext: Option<String>,
+    /// `kw:vN:…` ciphertext (decrypt, rewrap).
     pub ciphertext: Option<String>,
+    /// Base64 context, for derived keys.
+    #[schema(pattern = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub context: Option<String>,
     pub key_version: Option<u32>,
     #[schema(max_items = 10_000)]
@@ -436,6 +517,7 @@ pub struct TransitBatch {
 #[derive(ToSchema, serde::Deserialize)]
 pub struct TransitSign {
     /// Base64 input.
+    #[schema(pattern = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub input: String,
     #[serde(default)]
     pub prehashed: bool,
@@ -458,6 +540,8 @@ pub struct TransitSign {
 /// `POST /v1/transit/datakey/{kind}/{name}`.
 #[derive(ToSchema, serde::Deserialize)]
 pub struct TransitDataKey {
+    /// Base64 context, for derived keys.
+    #[schema(pattern = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub context: Option<String>,
     #[schema(value_type = Option<DataKeyBits>)]
     pub bits: Option<u32>,
@@ -721,6 +805,7 @@ impl Modify for Constraints {
                 "/v1/keys/{id}/revoke"
                     | "/v1/keys/{id}/rotate"
                     | "/v1/transit/keys/{name}"
+                    | "/v1/transit/keys/{name}/config"
                     | "/v1/transit/datakey/{kind}/{name}"
                     | "/v1/transit/random"
             );

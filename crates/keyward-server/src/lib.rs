@@ -282,6 +282,7 @@ fn documented(router: OpenApiRouter<Arc<AppState>>) -> (Router<Arc<AppState>>, O
     let (router, mut doc) = router.split_for_parts();
     apidoc::ErrorAnswers.modify(&mut doc);
     apidoc::Constraints.modify(&mut doc);
+    apidoc::IntegerBounds.modify(&mut doc);
     (router, doc)
 }
 

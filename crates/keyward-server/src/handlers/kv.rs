@@ -232,7 +232,14 @@ struct ConfigBody {
     delete_version_after: Option<String>,
 }
 
+/// A JSON object body. serde would also read a struct from an array of
+/// its fields in order; a body is an object or refused.
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::InvalidRequest(
+            "the request body must be a JSON object".into(),
+        ));
+    }
     super::parse_json_bytes(body)
 }
 
@@ -733,13 +740,18 @@ pub async fn create_mount(
             "only KV version 2 mounts are supported (type kv, options.version 2)".into(),
         ));
     }
-    let environment = match (body.environment, body.options.get("environment")) {
-        (Some(env), _) => env,
-        (None, Some(Value::String(s))) => s.parse::<Environment>().map_err(|_| {
+    let in_options = match body.options.get("environment") {
+        None => None,
+        Some(Value::String(s)) => Some(s.parse::<Environment>().map_err(|_| {
             ApiError::InvalidRequest("environment must be live, test or dev".into())
-        })?,
-        (None, _) => Environment::Live,
+        })?),
+        Some(_) => {
+            return Err(ApiError::InvalidRequest(
+                "options.environment must be live, test or dev".into(),
+            ))
+        }
     };
+    let environment = body.environment.or(in_options).unwrap_or(Environment::Live);
     if !caller.reaches_environment(environment) {
         return Err(ApiError::Forbidden(
             "this token cannot reach that environment",
