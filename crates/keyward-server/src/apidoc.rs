@@ -16,7 +16,7 @@ use serde_json::json;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::schema::{
     AllOfBuilder, AnyOf, AnyOfBuilder, ArrayItems, KnownFormat, OneOfBuilder, Schema, SchemaFormat,
-    Type,
+    SchemaType, Type,
 };
 use utoipa::Number;
 use utoipa::openapi::Required;
@@ -82,6 +82,18 @@ fn bound(schema: &mut RefOr<Schema>) {
                 if let Some(max) = max.and_then(|m| usize::try_from(m).ok()) {
                     object.maximum = Some(Number::UInt(max));
                 }
+            }
+            // utoipa writes these formats as `u-int8` …; the registry's
+            // names are `uint8` ….
+            let registered = match &object.format {
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt8)) => Some("uint8"),
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt16)) => Some("uint16"),
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt32)) => Some("uint32"),
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt64)) => Some("uint64"),
+                _ => None,
+            };
+            if let Some(name) = registered {
+                object.format = Some(SchemaFormat::Custom(name.to_owned()));
             }
             object.properties.values_mut().for_each(bound);
         }
@@ -687,6 +699,8 @@ impl utoipa::PartialSchema for MountCreate {
                 .schema_type(Type::String)
                 .enum_values(Some(["live", "test", "dev"]))
         };
+        // `kv` names its version in `options.version`; `kv-v2` already
+        // says it, and may leave `options.version` out.
         let options = |version_required: bool| {
             let mut options = ObjectBuilder::new()
                 .schema_type(Type::Object)
@@ -712,7 +726,12 @@ impl utoipa::PartialSchema for MountCreate {
                         .enum_values(Some([kind])),
                 )
                 .property("options", options(version_required))
-                .property("environment", environment())
+                .property(
+                    "environment",
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                        .enum_values(Some([json!("live"), json!("test"), json!("dev"), json!(null)])),
+                )
                 .required("type");
             if version_required {
                 form = form.required("options");

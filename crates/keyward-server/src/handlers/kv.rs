@@ -734,8 +734,13 @@ pub async fn create_mount(
             "a mount path is 1-64 of [A-Za-z0-9_-] and not a reserved name".into(),
         ));
     }
-    let version = body.options.get("version").and_then(|v| v.as_str());
-    if !(body.kind == "kv-v2" || (body.kind == "kv" && version == Some("2"))) {
+    // `options.version`, when given, is the string "2"; `kv` needs it.
+    let version = body.options.get("version");
+    let version_ok = match version {
+        None => body.kind == "kv-v2",
+        Some(v) => v.as_str() == Some("2"),
+    };
+    if !((body.kind == "kv-v2" || body.kind == "kv") && version_ok) {
         return Err(ApiError::InvalidRequest(
             "only KV version 2 mounts are supported (type kv, options.version 2)".into(),
         ));

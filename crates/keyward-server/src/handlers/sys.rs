@@ -221,8 +221,12 @@ pub struct RekeyRequest {
     /// `shamir`: at least the threshold of the current shares.
     #[serde(default)]
     pub keys: Vec<String>,
-    /// `shamir`: the new split. A `pkcs11` rekey takes no fields.
+    /// `shamir`: the new split, 2–255 shares. A `pkcs11` rekey takes no
+    /// fields.
+    #[schema(minimum = 2, maximum = 255)]
     pub secret_shares: Option<u8>,
+    /// `shamir`: shares needed to unseal, 2..=secret_shares.
+    #[schema(minimum = 2, maximum = 255)]
     pub secret_threshold: Option<u8>,
 }
 
@@ -231,7 +235,7 @@ pub struct RekeyRequest {
 /// master key, and `keys` is empty. Needs `sys:write`.
 #[utoipa::path(post, path = "/v1/sys/rekey", tag = "sys", request_body = RekeyRequest,
     responses((status = 200, body = SealInitResult), (status = 400, body = ErrorResponse),
-              (status = 503, body = ErrorResponse)),
+              (status = 409, body = ErrorResponse), (status = 503, body = ErrorResponse)),
     security(("admin_token" = ["sys:write"])))]
 pub async fn rekey(
     State(state): State<Arc<AppState>>,
