@@ -99,8 +99,10 @@ def _usage_span(query):
     if since is None:
         return
     if until is None:
+        # `until` is the server's clock when the request arrives: keep a
+        # minute's margin.
         now = int(time.time())
-        query["since"] = min(max(since, now - week), now)
+        query["since"] = min(max(since, now - week + 60), now)
         return
     if since > until:
         since, until = until, since
