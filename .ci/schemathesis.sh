@@ -64,7 +64,7 @@ pass() {
   [ "$skipped" = none ] || skip=(--exclude-checks "$skipped")
   echo "--- schemathesis: $name"
   (cd "$work" && SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$root/.ci" "$st" \
-    run "$base/v1/openapi.json" \
+    --config-file "$root/.ci/schemathesis.toml" run "$base/v1/openapi.json" \
     --url "$base" \
     -H "Authorization: Bearer $token" \
     --checks all \

@@ -188,6 +188,23 @@ pub struct VaultResponse {
     pub data: serde_json::Value,
 }
 
+/// A KV read's 404: an error, or the envelope of a deleted or destroyed
+/// version (documentation only).
+pub struct KvNotFound;
+
+impl utoipa::PartialSchema for KvNotFound {
+    fn schema() -> RefOr<Schema> {
+        RefOr::T(Schema::OneOf(
+            OneOfBuilder::new()
+                .item(Ref::from_schema_name("ErrorResponse"))
+                .item(Ref::from_schema_name("VaultResponse"))
+                .build(),
+        ))
+    }
+}
+
+impl ToSchema for KvNotFound {}
+
 /// A secrets mount and a secret's path in it.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -288,7 +305,10 @@ pub struct MountConfig {
 /// Reads a secret's latest version, or the one `version` names.
 #[utoipa::path(get, path = "/v1/{mount}/data/{path}", tag = "secrets",
     params(SecretParams, VersionQuery),
-    responses((status = 200, body = VaultResponse), (status = 404, body = ErrorResponse),
+    responses((status = 200, body = VaultResponse),
+              (status = 404, body = KvNotFound,
+               description = "No such secret, or the version is deleted or destroyed \
+                   (then, as Vault does, its metadata in the envelope)"),
               (status = 503, body = ErrorResponse)),
     security(("admin_token" = ["secrets:read"])))]
 pub fn kv_read() {}
@@ -494,31 +514,29 @@ pub struct TransitKeyConfig {
     pub deletion_allowed: Option<bool>,
 }
 
-/// One item of an encrypt, decrypt or rewrap.
+/// One item of an encrypt, decrypt or rewrap. Each item is checked on its
+/// own: a malformed one gets its error in its `batch_results` entry.
 #[derive(ToSchema, serde::Deserialize)]
 pub struct TransitItem {
     /// Base64 plaintext (encrypt).
-    #[schema(pattern = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub plaintext: Option<String>,
     /// `kw:vN:…` ciphertext (decrypt, rewrap).
     pub ciphertext: Option<String>,
     /// Base64 context, for derived keys.
-    #[schema(pattern = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub context: Option<String>,
     /// The version to encrypt with; the latest when absent.
     pub key_version: Option<u32>,
 }
 
-/// One item's fields, or `batch_input` with up to 10,000 items.
+/// One item's fields, or `batch_input` with up to 10,000 items (then the
+/// single fields are not read). A malformed single item is refused (400).
 #[derive(ToSchema, serde::Deserialize)]
 pub struct TransitBatch {
     /// Base64 plaintext (encrypt).
-    #[schema(pattern = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub plaintext: Option<String>,
     /// `kw:vN:…` ciphertext (decrypt, rewrap).
     pub ciphertext: Option<String>,
     /// Base64 context, for derived keys.
-    #[schema(pattern = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub context: Option<String>,
     pub key_version: Option<u32>,
     #[schema(max_items = 10_000)]
@@ -553,7 +571,6 @@ pub struct TransitSign {
 #[derive(ToSchema, serde::Deserialize)]
 pub struct TransitDataKey {
     /// Base64 context, for derived keys.
-    #[schema(pattern = r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub context: Option<String>,
     #[schema(value_type = Option<DataKeyBits>)]
     pub bits: Option<u32>,
@@ -607,7 +624,7 @@ pub fn transit_rotate() {}
 
 /// Changes a transit key's version policy and deletion setting.
 #[utoipa::path(post, path = "/v1/transit/keys/{name}/config", tag = "transit", params(KeyName),
-    request_body = TransitKeyConfig,
+    request_body(content = Option<TransitKeyConfig>),
     responses((status = 200, body = VaultResponse), (status = 204),
               (status = 404, body = ErrorResponse), (status = 503, body = ErrorResponse)),
     security(("admin_token" = ["transit:write"])))]
