@@ -15,7 +15,7 @@ root=$(pwd)
 venv="${1:?usage: $0 VENV}"
 st="$venv/bin/schemathesis"
 seed="${KEYWARD_SCHEMATHESIS_SEED:-20261203}"
-examples="${KEYWARD_SCHEMATHESIS_EXAMPLES:-25}"
+examples="${KEYWARD_SCHEMATHESIS_EXAMPLES:-15}"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/keyward-schemathesis.XXXXXX")
 server_pid=

@@ -11,7 +11,9 @@ generated as valid is brought within those rules first:
 - rate limit names are unique within a key or an owner;
 - a usage query spans at most 7 days, `since` not after `until`;
 - an integer field is written as an integer literal (JSON Schema counts
-  `1.0` as an integer; the server reads integer fields from integers only).
+  `1.0` as an integer; the server reads integer fields from integers only);
+- a number lies within a 64-bit float's range (JSON Schema sets no bound,
+  the server's JSON reader does).
 
 Requests generated as invalid are left alone.
 """
@@ -56,9 +58,13 @@ def map_case(context, case):
 
 def _whole_numbers(value):
     """JSON Schema counts 1.0 as an integer; the server reads integer fields
-    from integer literals only. Write whole floats as integers."""
+    from integer literals only: write whole floats as integers. And JSON
+    numbers beyond a 64-bit float's range are refused anywhere: keep free
+    values within it."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**300:
+        return 10**300 if value > 0 else -(10**300)
     if isinstance(value, list):
         return [_whole_numbers(v) for v in value]
     if isinstance(value, dict):

@@ -99,7 +99,8 @@ pub async fn create_key(
 
 /// Reads a key (never its plaintext).
 #[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys",
-    params(("id" = String, Path, description = "key id")),
+    params(("id" = String, Path, description = "key id (one malformed or out of reach is 404)",
+        pattern = r"^key_[0-6][0-9A-Za-z]{21}$")),
     responses((status = 200, body = KeyView), (status = 404, body = ErrorResponse)),
     security(("admin_token" = ["keys:read"])))]
 pub async fn get_key(
@@ -145,7 +146,8 @@ pub async fn list_keys(
 /// Changes a key's name, scopes, metadata, expiry or enabled flag; fields left
 /// out stay as they are, and `expires_at: null` removes the expiry.
 #[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = KeyUpdate,
-    params(("id" = String, Path, description = "key id")),
+    params(("id" = String, Path, description = "key id (one malformed or out of reach is 404)",
+        pattern = r"^key_[0-6][0-9A-Za-z]{21}$")),
     responses((status = 200, body = KeyView), (status = 400, body = ErrorResponse),
               (status = 404, body = ErrorResponse)),
     security(("admin_token" = ["keys:write"])))]
@@ -236,7 +238,8 @@ pub async fn update_key(
 
 /// Revokes a key at once. Revoking a revoked key changes nothing.
 #[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys", request_body = RevokeRequest,
-    params(("id" = String, Path, description = "key id")),
+    params(("id" = String, Path, description = "key id (one malformed or out of reach is 404)",
+        pattern = r"^key_[0-6][0-9A-Za-z]{21}$")),
     responses((status = 200, body = KeyView), (status = 404, body = ErrorResponse)),
     security(("admin_token" = ["keys:write"])))]
 pub async fn revoke_key(
@@ -270,7 +273,8 @@ pub async fn revoke_key(
 /// Issues a successor with the same attributes; the old key keeps working for
 /// the grace period, then answers `EXPIRED`.
 #[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", request_body = RotateRequest,
-    params(("id" = String, Path, description = "key id")),
+    params(("id" = String, Path, description = "key id (one malformed or out of reach is 404)",
+        pattern = r"^key_[0-6][0-9A-Za-z]{21}$")),
     responses((status = 201, body = IssuedKey), (status = 404, body = ErrorResponse),
               (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["keys:write"])))]
@@ -473,7 +477,8 @@ pub(crate) async fn verify_answer(
 /// Verifications of a key per minute and result code, as flushed so far,
 /// in a span of at most [`MAX_USAGE_SPAN_S`] (a day unless asked).
 #[utoipa::path(get, path = "/v1/keys/{id}/usage", tag = "keys",
-    params(("id" = String, Path, description = "key id"), UsageQuery),
+    params(("id" = String, Path, description = "key id (one malformed or out of reach is 404)",
+        pattern = r"^key_[0-6][0-9A-Za-z]{21}$"), UsageQuery),
     responses((status = 200, body = UsageList), (status = 400, body = ErrorResponse),
         (status = 404, body = ErrorResponse)),
     security(("admin_token" = ["keys:read"])))]
