@@ -38,8 +38,8 @@ addr=
 token=
 for _ in $(seq 1 100); do
   addr=$(grep -o 'keyward is serving addr=[0-9.:]*' "$work/server.log" | head -n 1 | sed 's/.*addr=//' || true)
-  token=$(grep -o 'root admin token (shown once, store it now): [A-Za-z0-9_]*' "$work/server.log" \
-    | head -n 1 | sed 's/.*: //' || true)
+  # The root token, printed once on the first start (an admin token's shape).
+  token=$(grep -o 'kwa_live_[A-Za-z0-9]*' "$work/server.log" | head -n 1 || true)
   [ -n "$addr" ] && [ -n "$token" ] && break
   if ! kill -0 "$server_pid" 2>/dev/null; then
     cat "$work/server.log" >&2

@@ -18,11 +18,11 @@ use utoipa::openapi::schema::{
     AllOfBuilder, AnyOf, AnyOfBuilder, ArrayItems, KnownFormat, OneOfBuilder, Schema, SchemaFormat,
     SchemaType, Type,
 };
-use utoipa::Number;
 use utoipa::openapi::Required;
 use utoipa::openapi::{
     ContentBuilder, ObjectBuilder, OpenApi as OpenApiDoc, Ref, RefOr, ResponseBuilder,
 };
+use utoipa::Number;
 use utoipa::{IntoParams, Modify, ToSchema};
 
 use crate::wire::ErrorResponse;
@@ -747,7 +747,12 @@ impl utoipa::PartialSchema for MountCreate {
                     "environment",
                     ObjectBuilder::new()
                         .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
-                        .enum_values(Some([json!("live"), json!("test"), json!("dev"), json!(null)])),
+                        .enum_values(Some([
+                            json!("live"),
+                            json!("test"),
+                            json!("dev"),
+                            json!(null),
+                        ])),
                 )
                 .required("type");
             if version_required {

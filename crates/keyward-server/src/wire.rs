@@ -793,7 +793,9 @@ impl utoipa::PartialSchema for RefillInput {
             .property("amount", amount())
             .required("interval")
             .required("amount")
-            .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
         let monthly = ObjectBuilder::new()
             .property("interval", interval("monthly"))
             .property("amount", amount())
@@ -806,7 +808,9 @@ impl utoipa::PartialSchema for RefillInput {
             )
             .required("interval")
             .required("amount")
-            .additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
         utoipa::openapi::RefOr::T(Schema::OneOf(
             OneOfBuilder::new()
                 .description(Some(

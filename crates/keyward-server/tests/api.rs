@@ -961,6 +961,34 @@ async fn openapi_document_matches_the_served_routes(app: TestApp) {
         ("post", "/v1/leaks"),
         ("get", "/health"),
         ("get", "/ready"),
+        // The KV v2 and transit engines, dispatched from the fallback.
+        ("get", "/v1/{mount}/data/{path}"),
+        ("post", "/v1/{mount}/data/{path}"),
+        ("patch", "/v1/{mount}/data/{path}"),
+        ("delete", "/v1/{mount}/data/{path}"),
+        ("post", "/v1/{mount}/delete/{path}"),
+        ("post", "/v1/{mount}/undelete/{path}"),
+        ("post", "/v1/{mount}/destroy/{path}"),
+        ("get", "/v1/{mount}/metadata/{path}"),
+        ("post", "/v1/{mount}/metadata/{path}"),
+        ("delete", "/v1/{mount}/metadata/{path}"),
+        ("get", "/v1/{mount}/metadata"),
+        ("get", "/v1/{mount}/config"),
+        ("post", "/v1/{mount}/config"),
+        ("get", "/v1/transit/keys"),
+        ("post", "/v1/transit/keys/{name}"),
+        ("get", "/v1/transit/keys/{name}"),
+        ("delete", "/v1/transit/keys/{name}"),
+        ("post", "/v1/transit/keys/{name}/rotate"),
+        ("post", "/v1/transit/keys/{name}/config"),
+        ("post", "/v1/transit/encrypt/{name}"),
+        ("post", "/v1/transit/decrypt/{name}"),
+        ("post", "/v1/transit/rewrap/{name}"),
+        ("post", "/v1/transit/datakey/{kind}/{name}"),
+        ("post", "/v1/transit/sign/{name}"),
+        ("post", "/v1/transit/verify/{name}"),
+        ("post", "/v1/transit/hmac/{name}"),
+        ("post", "/v1/transit/random"),
     ];
     for (method, path) in contract {
         assert!(
@@ -968,11 +996,135 @@ async fn openapi_document_matches_the_served_routes(app: TestApp) {
             "{method} {path} undocumented"
         );
     }
+    // The answers every route shares are stated where they apply: 401 and
+    // 403 on each operation that needs a token, 400 and 413 on each that
+    // takes a body, each with the error body.
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let mut needed = Vec::new();
+            if operation["security"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty())
+            {
+                needed.extend(["401", "403"]);
+            }
+            if operation.get("requestBody").is_some() {
+                needed.extend(["400", "413"]);
+            }
+            for status in needed {
+                let schema = &responses
+                    .get(status)
+                    .unwrap_or_else(|| panic!("{method} {path} does not document {status}"))
+                    ["content"]["application/json"]["schema"];
+                assert!(
+                    schema["$ref"] == "#/components/schemas/ErrorResponse",
+                    "{method} {path} {status}: {schema}"
+                );
+            }
+            assert!(operation["tags"].as_array().is_some_and(|t| !t.is_empty()));
+        }
+    }
+    let tagged = |tag: &str| {
+        paths
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .filter(|op| op["tags"].as_array().unwrap().iter().any(|t| t == tag))
+            .count()
+    };
+    assert_eq!(tagged("secrets"), 13);
+    assert_eq!(tagged("transit"), 14);
+    // Actions whose parameters all have defaults take no body: the document
+    // says the body may be left out, and the server agrees.
+    let api = setup(&app).await;
+    let key = app
+        .create_key(json!({"api_id": api, "environment": "live", "owner": "acme"}))
+        .await;
+    let id = key["id"].as_str().unwrap();
+    for action in ["revoke", "rotate"] {
+        let path = format!("/v1/keys/{{id}}/{action}");
+        assert_eq!(
+            paths[&path]["post"]["requestBody"]["required"], false,
+            "{path}"
+        );
+    }
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/v1/keys/{id}/revoke"),
+            Some(&app.root),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "a revoke without a body");
+    // Every bound the document states is the server's: `limit` is 1..=1000
+    // on every listing, and a value just outside is refused, inside served.
+    for listing in ["/v1/keys", "/v1/tokens", "/v1/audit"] {
+        let limit = paths[listing]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        assert_eq!(limit["schema"]["minimum"], 1, "{listing}");
+        assert_eq!(limit["schema"]["maximum"], 1000, "{listing}");
+        for (limit, ok) in [(0, false), (1, true), (1000, true), (1001, false)] {
+            let (status, body) = app
+                .call(
+                    Method::GET,
+                    &format!("{listing}?limit={limit}"),
+                    Some(&app.root),
+                    None,
+                )
+                .await;
+            if ok {
+                assert_eq!(status, StatusCode::OK, "{listing}?limit={limit}");
+            } else {
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{listing}?limit={limit}");
+                assert_eq!(body["error"]["code"], "INVALID_REQUEST");
+            }
+        }
+    }
+    // Every unsigned integer states its range, not only its format.
+    let text = doc.to_string();
+    let mut unsigned = 0;
+    walk(&doc, &mut |v| {
+        if v["format"]
+            .as_str()
+            .is_some_and(|f| ["uint8", "uint16", "uint32", "uint64"].contains(&f))
+        {
+            unsigned += 1;
+            assert!(v.get("maximum").is_some(), "no maximum: {v}");
+        }
+    });
+    assert!(unsigned > 0);
+    assert!(!text.contains("u-int"), "an unregistered integer format");
     // Every documented operation is served: none answers 404 for the route
     // or 405, whatever its inputs.
     for (path, item) in paths {
-        for (method, _) in item.as_object().unwrap() {
-            let concrete = path.replace("{id}", "key_0000000000000000000000");
+        for (method, operation) in item.as_object().unwrap() {
+            let mut concrete = path
+                .replace("{id}", "key_0000000000000000000000")
+                .replace("{mount}", "secret")
+                .replace("{path}", "a")
+                .replace("{name}", "a")
+                .replace("{kind}", "plaintext")
+                .replace("{owner}", "acme");
+            let required_query = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "query" && p["required"] == true)
+                .map(|p| p["name"].as_str().unwrap())
+                .collect::<Vec<_>>();
+            if required_query == ["list"] {
+                concrete.push_str("?list=true");
+            } else {
+                assert!(
+                    required_query.is_empty(),
+                    "{method} {path}: {required_query:?}"
+                );
+            }
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let (status, body) = app
                 .call(method.clone(), &concrete, Some(&app.root), None)
@@ -986,13 +1138,24 @@ async fn openapi_document_matches_the_served_routes(app: TestApp) {
     }
     // Every request and response schema the document refers to is defined.
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    let text = doc.to_string();
     for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
         let name = reference.split('"').next().unwrap();
         assert!(
             schemas.contains_key(name),
             "{name} is referenced but not defined"
         );
+    }
+}
+
+/// Calls `visit` on every object in `value`, depth first.
+fn walk(value: &Value, visit: &mut impl FnMut(&Value)) {
+    match value {
+        Value::Object(map) => {
+            visit(value);
+            map.values().for_each(|v| walk(v, visit));
+        }
+        Value::Array(items) => items.iter().for_each(|v| walk(v, visit)),
+        _ => {}
     }
 }
 
