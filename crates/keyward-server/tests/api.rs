@@ -28,6 +28,9 @@ on_both_backends!(
     bad_input_gets_typed_errors,
     lifecycle_is_audited_without_plaintext,
     openapi_document_matches_the_served_routes,
+    array_bodies_are_refused_by_the_engines,
+    mount_options_are_checked_beside_the_top_level_fields,
+    usage_until_the_epoch_is_served,
 );
 
 async fn setup(app: &TestApp) -> String {
@@ -1145,6 +1148,102 @@ async fn openapi_document_matches_the_served_routes(app: TestApp) {
             "{name} is referenced but not defined"
         );
     }
+}
+
+// serde reads a struct from an array of its fields in order, so
+// `[null, null]` was a valid transit `random` request (200): the engines
+// take a JSON object, or (transit) no body or `null` for actions whose
+// parameters all have defaults.
+async fn array_bodies_are_refused_by_the_engines(app: TestApp) {
+    let root = Some(app.root.as_str());
+    for (path, body) in [
+        ("/v1/transit/random", json!([null, null])),
+        ("/v1/transit/keys/k1", json!([null, false, false])),
+        ("/v1/secret/data/a", json!([{"k": "v"}])),
+        ("/v1/secret/metadata/a", json!([10])),
+    ] {
+        let (status, answer) = app.call(Method::POST, path, root, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+        assert_eq!(answer["error"]["code"], "INVALID_REQUEST", "{path}");
+    }
+    let (status, answer) = app
+        .call(Method::POST, "/v1/transit/keys/k2", root, Some(Value::Null))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "a null body is no body: {answer}"
+    );
+    let (status, answer) = app
+        .call(Method::POST, "/v1/transit/random", root, Some(Value::Null))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(answer["data"]["random_bytes"].is_string());
+}
+
+// A mount's `options.environment` was read only when `environment` was
+// absent, and a `kv-v2` mount's `options.version` not at all: both are
+// checked whenever given.
+async fn mount_options_are_checked_beside_the_top_level_fields(app: TestApp) {
+    let root = Some(app.root.as_str());
+    for (path, body) in [
+        (
+            "/v1/sys/mounts/m1",
+            json!({"type": "kv", "environment": "live",
+                   "options": {"version": "2", "environment": "AAA"}}),
+        ),
+        (
+            "/v1/sys/mounts/m2",
+            json!({"type": "kv-v2", "options": {"version": [null, null]}}),
+        ),
+        (
+            "/v1/sys/mounts/m3",
+            json!({"type": "kv-v2", "options": {"version": "1"}}),
+        ),
+        (
+            "/v1/sys/mounts/m4",
+            json!({"type": "kv", "options": {"environment": 7, "version": "2"}}),
+        ),
+    ] {
+        let (status, answer) = app.call(Method::POST, path, root, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+    }
+    for (path, body) in [
+        ("/v1/sys/mounts/m5", json!({"type": "kv-v2"})),
+        (
+            "/v1/sys/mounts/m6",
+            json!({"type": "kv", "options": {"version": "2", "environment": "test"}}),
+        ),
+        (
+            "/v1/sys/mounts/m7",
+            json!({"type": "kv-v2", "environment": null}),
+        ),
+    ] {
+        let (status, answer) = app.call(Method::POST, path, root, Some(body)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{path}: {answer}");
+    }
+    let (_, mounts) = app.call(Method::GET, "/v1/sys/mounts", root, None).await;
+    assert_eq!(mounts["data"]["m6/"]["options"]["environment"], "test");
+}
+
+// `until=0` alone made the default `since` (a day earlier) negative, and a
+// schema-valid request was refused (400).
+async fn usage_until_the_epoch_is_served(app: TestApp) {
+    let api = setup(&app).await;
+    let key = app
+        .create_key(json!({"api_id": api, "environment": "live", "owner": "acme"}))
+        .await;
+    let id = key["id"].as_str().unwrap();
+    let (status, answer) = app
+        .call(
+            Method::GET,
+            &format!("/v1/keys/{id}/usage?until=0"),
+            Some(&app.root),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["usage"], json!([]));
 }
 
 /// Calls `visit` on every object in `value`, depth first.
