@@ -28,7 +28,7 @@ on_both_backends!(
     bad_input_gets_typed_errors,
     lifecycle_is_audited_without_plaintext,
     openapi_document_matches_the_served_routes,
-    array_bodies_are_refused_by_the_engines,
+    array_bodies_are_refused,
     mount_options_are_checked_beside_the_top_level_fields,
     usage_until_the_epoch_is_served,
 );
@@ -1151,12 +1151,21 @@ async fn openapi_document_matches_the_served_routes(app: TestApp) {
 }
 
 // serde reads a struct from an array of its fields in order, so
-// `[null, null]` was a valid transit `random` request (200): the engines
-// take a JSON object, or (transit) no body or `null` for actions whose
-// parameters all have defaults.
-async fn array_bodies_are_refused_by_the_engines(app: TestApp) {
+// `["arr", "arr", null]` created an API (201) and `[null, null]` was a valid
+// transit `random` request (200): every body is a JSON object, or (transit)
+// no body or `null` for actions whose parameters all have defaults.
+async fn array_bodies_are_refused(app: TestApp) {
     let root = Some(app.root.as_str());
     for (path, body) in [
+        ("/v1/apis", json!(["arr", "arr", null])),
+        (
+            "/v1/keys/verify",
+            json!(["kw_live_x", [], null, null, null]),
+        ),
+        (
+            "/v1/tokens",
+            json!(["t", ["keys:verify"], null, null, null]),
+        ),
         ("/v1/transit/random", json!([null, null])),
         ("/v1/transit/keys/k1", json!([null, false, false])),
         ("/v1/secret/data/a", json!([{"k": "v"}])),

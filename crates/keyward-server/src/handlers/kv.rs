@@ -232,14 +232,7 @@ struct ConfigBody {
     delete_version_after: Option<String>,
 }
 
-/// A JSON object body. serde would also read a struct from an array of
-/// its fields in order; a body is an object or refused.
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    if body.trim_ascii_start().first() != Some(&b'{') {
-        return Err(ApiError::InvalidRequest(
-            "the request body must be a JSON object".into(),
-        ));
-    }
     super::parse_json_bytes(body)
 }
 

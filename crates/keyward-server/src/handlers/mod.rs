@@ -20,10 +20,47 @@ use crate::error::ApiError;
 use keyward_core::AuditEvent;
 use keyward_store::Page;
 
-/// `axum::Json` whose rejections become [`ApiError`]s with stable codes.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON object body (`Content-Type: application/json`), whose failures
+/// become [`ApiError`]s with stable codes. Unlike `axum::Json` it refuses
+/// a top-level array, which serde would read as a struct's fields in order.
 pub struct Json<T>(pub T);
+
+impl<S, T> FromRequest<S> for Json<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::InvalidRequest(
+                "expected a request with Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = body_bytes(req, state).await?;
+        parse_json_bytes(&bytes).map(Json)
+    }
+}
+
+/// Whether the request says its body is JSON: `application/json` or
+/// `application/…+json`, parameters aside.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
 
 impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     fn into_response(self) -> axum::response::Response {
@@ -102,6 +139,13 @@ fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApiError>
 pub(crate) fn parse_json_bytes<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T, ApiError> {
+    // Every body is an object: serde would also read a struct from an
+    // array of its fields in order.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::InvalidRequest(
+            "the request body must be a JSON object".into(),
+        ));
+    }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::InvalidRequest(crate::error::redact_quoted(&e.to_string())))
 }
