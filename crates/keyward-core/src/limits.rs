@@ -26,10 +26,13 @@ pub const MAX_ALLOWLIST: usize = 256;
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Names the limit in responses and headers; unique per key.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
     pub name: String,
-    /// Units allowed per `duration_ms`.
+    /// Units allowed per `duration_ms`, 1 to 1,000,000,000.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000_000))]
     pub limit: u64,
-    /// The window, in milliseconds.
+    /// The window, in milliseconds: 1 ms to 31 days.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 2_678_400_000_u64))]
     pub duration_ms: u64,
 }
 

@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+mod apidoc;
 pub mod auth;
 pub mod changes;
 pub mod error;
@@ -304,7 +305,17 @@ pub enum StartError {
 /// The OpenAPI document of everything the router serves, built from the same
 /// handler list as the router so the two cannot drift apart.
 pub fn openapi() -> OpenApiDoc {
-    api_router().split_for_parts().1
+    documented(api_router()).1
+}
+
+/// The router and its document, with the error answers every operation
+/// shares added to each.
+fn documented(router: OpenApiRouter<Arc<AppState>>) -> (Router<Arc<AppState>>, OpenApiDoc) {
+    let (router, mut doc) = router.split_for_parts();
+    apidoc::ErrorAnswers.modify(&mut doc);
+    apidoc::Constraints.modify(&mut doc);
+    apidoc::IntegerBounds.modify(&mut doc);
+    (router, doc)
 }
 
 #[derive(OpenApi)]
@@ -316,6 +327,17 @@ pub fn openapi() -> OpenApiDoc {
         license(name = "Apache-2.0")
     ),
     modifiers(&BearerAuth),
+    paths(
+        apidoc::kv_read, apidoc::kv_write, apidoc::kv_patch, apidoc::kv_delete_latest,
+        apidoc::kv_delete, apidoc::kv_undelete, apidoc::kv_destroy, apidoc::kv_read_metadata,
+        apidoc::kv_list, apidoc::kv_write_metadata, apidoc::kv_delete_all,
+        apidoc::kv_read_config, apidoc::kv_write_config,
+        apidoc::transit_list, apidoc::transit_create, apidoc::transit_read,
+        apidoc::transit_delete, apidoc::transit_rotate, apidoc::transit_config,
+        apidoc::transit_encrypt, apidoc::transit_decrypt, apidoc::transit_rewrap,
+        apidoc::transit_datakey, apidoc::transit_sign, apidoc::transit_verify,
+        apidoc::transit_hmac, apidoc::transit_random,
+    ),
     tags(
         (name = "apis", description = "The provider's APIs and their key prefixes"),
         (name = "keys", description = "API keys: issue, verify, rotate, revoke"),
@@ -323,6 +345,8 @@ pub fn openapi() -> OpenApiDoc {
         (name = "audit", description = "The audit log"),
         (name = "system", description = "Health and readiness"),
         (name = "sys", description = "The seal: status, init, unseal, seal, keyring rotation"),
+        (name = "secrets", description = "Secrets in Vault's KV v2 shape, under each mount"),
+        (name = "transit", description = "Transit in Vault's shape: encryption as a service"),
     )
 )]
 struct ApiDoc;
@@ -373,7 +397,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
 }
 
 fn router(state: Arc<AppState>, limits: limits::Limits) -> Router {
-    let (router, doc) = api_router().split_for_parts();
+    let (router, doc) = documented(api_router());
     let doc = Arc::new(doc);
     router
         .route(

@@ -36,9 +36,11 @@ where
 #[derive(Deserialize, Serialize, ToSchema, Clone, Copy)]
 #[serde(deny_unknown_fields)]
 pub struct CreditsInput {
-    /// Credits available now.
+    /// Credits available now, at most 2^63 − 1.
+    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub remaining: u64,
     /// When set, credits are reset to `amount` every period.
+    #[schema(value_type = Option<RefillInput>)]
     pub refill: Option<Refill>,
 }
 
@@ -55,10 +57,18 @@ pub struct CreditsView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiCreate {
+    /// 1–256 characters, none a control character.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     /// 1–12 characters of a-z and 0-9; unique; `kwa` is reserved.
+    #[schema(pattern = r"^(?!kwa$)[a-z0-9]{1,12}$")]
     pub prefix: String,
     /// Environments keys may be issued in; all three when absent.
+    #[schema(min_items = 1)]
     pub environments: Option<Vec<Environment>>,
 }
 
@@ -92,28 +102,50 @@ pub struct ApiList {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyCreate {
+    /// An API id; one that does not exist (or is out of reach) is 404.
+    #[schema(pattern = r"^api_[0-6][0-9A-Za-z]{21}$")]
     pub api_id: String,
+    /// One of the API's environments.
     pub environment: Environment,
     /// A label for people; defaults to the owner.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
     /// The identity the key belongs to (the provider's customer).
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub owner: String,
+    /// At most 64 scopes.
     #[serde(default)]
+    #[schema(value_type = Vec<ScopeName>, max_items = 64)]
     pub scopes: Vec<String>,
-    /// A JSON object returned by every verify of this key.
+    /// A JSON object returned by every verify of this key, at most 16 KiB
+    /// serialized.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// In the future.
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(example = "2100-01-01T00:00:00Z")]
     pub expires_at: Option<OffsetDateTime>,
     /// Defaults to true.
     pub enabled: Option<bool>,
-    /// Named rate limits, all enforced on every verify.
+    /// Named rate limits, all enforced on every verify; at most 8, names
+    /// unique.
     #[serde(default)]
+    #[schema(max_items = 8)]
     pub ratelimits: Vec<RateLimit>,
     /// Usage credits; unmetered when absent.
     pub credits: Option<CreditsInput>,
-    /// IPv4/IPv6 addresses or CIDR ranges the key may be used from.
+    /// IPv4/IPv6 addresses or CIDR ranges the key may be used from; at most
+    /// 256.
     #[serde(default)]
+    #[schema(value_type = Vec<IpRange>, max_items = 256)]
     pub ip_allowlist: Vec<String>,
 }
 
@@ -204,34 +236,45 @@ pub struct KeyList {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct KeyQuery {
+    #[param(pattern = r"^api_[0-6][0-9A-Za-z]{21}$")]
     pub api_id: Option<String>,
     pub owner: Option<String>,
     pub environment: Option<Environment>,
     pub state: Option<KeyState>,
     pub cursor: Option<String>,
     /// 1–1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyUpdate {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
+    /// Replaces the scopes; at most 64.
+    #[schema(value_type = Option<Vec<ScopeName>>, max_items = 64)]
     pub scopes: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
-    /// A new expiry, or `null` to remove it.
+    /// A new expiry in the future, or `null` to remove it.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2100-01-01T00:00:00Z")]
     pub expires_at: Option<Option<OffsetDateTime>>,
     pub enabled: Option<bool>,
-    /// Replaces all rate limits; `[]` removes them.
+    /// Replaces all rate limits; `[]` removes them. At most 8, names unique.
+    #[schema(max_items = 8)]
     pub ratelimits: Option<Vec<RateLimit>>,
     /// New credits, or `null` to make the key unmetered.
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<CreditsInput>)]
     pub credits: Option<Option<CreditsInput>>,
-    /// Replaces the allowlist; `[]` allows any address.
+    /// Replaces the allowlist; `[]` allows any address. At most 256.
+    #[schema(value_type = Option<Vec<IpRange>>, max_items = 256)]
     pub ip_allowlist: Option<Vec<String>>,
 }
 
@@ -239,6 +282,11 @@ pub struct KeyUpdate {
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     /// Why the key is revoked; kept with the key and in the audit log.
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -246,11 +294,14 @@ pub struct RevokeRequest {
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
     /// How long the old key keeps working; 0 (the default) stops it now.
+    /// At most 30 days.
     #[serde(default)]
+    #[schema(maximum = 2_592_000)]
     pub grace_period_seconds: u64,
-    /// Expiry of the successor; by default it keeps the old key's expiry.
+    /// Expiry of the successor, in the future; by default it keeps the old
+    /// key's expiry.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>, format = DateTime)]
+    #[schema(value_type = Option<String>, format = DateTime, example = "2100-01-01T00:00:00Z")]
     pub expires_at: Option<Option<OffsetDateTime>>,
 }
 
@@ -258,12 +309,19 @@ pub struct RotateRequest {
 #[serde(deny_unknown_fields)]
 pub struct BulkRevokeRequest {
     pub owner: Option<String>,
+    #[schema(pattern = r"^api_[0-6][0-9A-Za-z]{21}$")]
     pub api_id: Option<String>,
     pub environment: Option<Environment>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub created_before: Option<OffsetDateTime>,
     /// Keys carrying this scope.
+    #[schema(value_type = Option<ScopeName>)]
     pub scope: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: String,
 }
 
@@ -280,12 +338,16 @@ pub struct VerifyRequest {
     pub key: String,
     /// Scopes the key must all carry.
     #[serde(default)]
+    #[schema(value_type = Vec<ScopeName>)]
     pub scopes: Vec<String>,
     /// The environment the key must belong to.
     pub environment: Option<Environment>,
     /// The address of the client that presented the key, for IP allowlists.
+    #[schema(value_type = Option<IpAddress>)]
     pub ip: Option<String>,
-    /// Units this request counts against rate limits and credits (default 1).
+    /// Units this request counts against rate limits and credits (default
+    /// 1, at most 1,000,000).
+    #[schema(maximum = 1_000_000)]
     pub cost: Option<u64>,
 }
 
@@ -362,7 +424,9 @@ impl<'a> VerifyResult<'a> {
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerRateLimits {
-    /// Limits shared by all keys of the owner; `[]` removes them.
+    /// Limits shared by all keys of the owner; `[]` removes them. At most
+    /// 8, names unique.
+    #[schema(max_items = 8)]
     pub ratelimits: Vec<RateLimit>,
 }
 
@@ -383,26 +447,35 @@ pub struct UsageList {
 #[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     /// Unix time in seconds: minutes from the one holding it. Default: a
-    /// day before `until`.
+    /// day before `until`; at most 7 days before it and not after it.
+    #[param(minimum = 0)]
     pub since: Option<i64>,
     /// Unix time in seconds: minutes up to the one holding it. Default: now.
+    #[param(minimum = 0)]
     pub until: Option<i64>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCreate {
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
-    /// Admin scopes, each also held by the creating token.
-    #[schema(value_type = Vec<String>, example = json!(["keys:verify"]))]
+    /// Admin scopes, each also held by the creating token; at least one.
+    #[schema(value_type = Vec<AdminScopeName>, min_items = 1, example = json!(["keys:verify"]))]
     pub scopes: Vec<String>,
     /// Limit the token to these APIs (within the creator's reach).
+    #[schema(value_type = Option<Vec<ApiIdText>>)]
     pub api_ids: Option<Vec<String>>,
     /// Limit the token to these environments (within the creator's reach).
     pub environments: Option<Vec<Environment>>,
-    /// When the token stops working; never later than the creating token's
+    /// When the token stops working, in the future; never later than the creating token's
     /// own expiry, to which a later one (or none) is capped.
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schema(example = "2100-01-01T00:00:00Z")]
     pub expires_at: Option<OffsetDateTime>,
 }
 
@@ -462,6 +535,8 @@ pub struct TokenList {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     pub cursor: Option<String>,
+    /// 1–1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -473,6 +548,8 @@ pub struct AuditQuery {
     /// Events of this action, e.g. `key.revoke`.
     pub action: Option<String>,
     pub cursor: Option<String>,
+    /// 1–1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -563,8 +640,10 @@ impl From<crate::seal::SealStatus> for SealStatusView {
 #[serde(deny_unknown_fields)]
 pub struct SealInit {
     /// Shares to issue, 2–255.
+    #[schema(minimum = 2, maximum = 255)]
     pub secret_shares: u8,
     /// Shares needed to unseal, 2..=secret_shares.
+    #[schema(minimum = 2, maximum = 255)]
     pub secret_threshold: u8,
 }
 
@@ -621,3 +700,162 @@ pub struct ErrorDetail {
     pub code: String,
     pub message: String,
 }
+
+/// A key scope: 1–128 of `A-Z a-z 0-9 _ . : / * -`.
+/// Documentation only: the field it describes stays a `String`.
+#[derive(ToSchema)]
+#[schema(pattern = r"^[A-Za-z0-9_.:/*-]{1,128}$")]
+pub struct ScopeName(#[allow(dead_code)] String);
+
+/// An admin token's scope.
+#[derive(ToSchema)]
+pub enum AdminScopeName {
+    #[schema(rename = "apis:read")]
+    ApisRead,
+    #[schema(rename = "apis:write")]
+    ApisWrite,
+    #[schema(rename = "keys:read")]
+    KeysRead,
+    #[schema(rename = "keys:write")]
+    KeysWrite,
+    #[schema(rename = "keys:verify")]
+    KeysVerify,
+    #[schema(rename = "tokens:read")]
+    TokensRead,
+    #[schema(rename = "tokens:write")]
+    TokensWrite,
+    #[schema(rename = "audit:read")]
+    AuditRead,
+    #[schema(rename = "sys:write")]
+    SysWrite,
+    #[schema(rename = "secrets:read")]
+    SecretsRead,
+    #[schema(rename = "secrets:write")]
+    SecretsWrite,
+    #[schema(rename = "transit:use")]
+    TransitUse,
+    #[schema(rename = "transit:write")]
+    TransitWrite,
+    #[schema(rename = "leaks:report")]
+    LeaksReport,
+}
+
+/// An API id as this server issues them.
+/// Documentation only: the field it describes stays a `String`.
+#[derive(ToSchema)]
+#[schema(pattern = r"^api_[0-6][0-9A-Za-z]{21}$")]
+pub struct ApiIdText(#[allow(dead_code)] String);
+
+/// An IPv4 or IPv6 address (documentation only).
+pub struct IpAddress;
+
+impl utoipa::PartialSchema for IpAddress {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        any_string_of(
+            "An IPv4 or IPv6 address.",
+            &[string_format("ipv4"), string_format("ipv6")],
+        )
+    }
+}
+
+impl ToSchema for IpAddress {}
+
+/// An allowlist entry (documentation only).
+pub struct IpRange;
+
+impl utoipa::PartialSchema for IpRange {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        any_string_of(
+            "An IPv4 or IPv6 address, or an IPv4 CIDR range such as `10.0.0.0/8`.",
+            &[
+                string_format("ipv4"),
+                string_format("ipv6"),
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::Type::String)
+                    .pattern(Some(IPV4_CIDR))
+                    .build(),
+            ],
+        )
+    }
+}
+
+impl ToSchema for IpRange {}
+
+/// An IPv4 range: four octets without leading zeros, then `/0`–`/32`.
+const IPV4_CIDR: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$";
+
+fn string_format(format: &str) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .format(Some(utoipa::openapi::SchemaFormat::Custom(
+            format.to_owned(),
+        )))
+        .build()
+}
+
+fn any_string_of(
+    description: &str,
+    items: &[utoipa::openapi::schema::Object],
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    let mut any = utoipa::openapi::schema::AnyOfBuilder::new().description(Some(description));
+    for item in items {
+        any = any.item(item.clone());
+    }
+    utoipa::openapi::RefOr::T(utoipa::openapi::schema::Schema::AnyOf(any.build()))
+}
+
+/// A refill as callers set it (documentation only): daily, or monthly on a
+/// day from 1 to 28.
+pub struct RefillInput;
+
+impl utoipa::PartialSchema for RefillInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+        let amount = || {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(i64::MAX))
+        };
+        let interval = |name: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([name]))
+        };
+        let daily = ObjectBuilder::new()
+            .property("interval", interval("daily"))
+            .property("amount", amount())
+            .required("interval")
+            .required("amount")
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
+        let monthly = ObjectBuilder::new()
+            .property("interval", interval("monthly"))
+            .property("amount", amount())
+            .property(
+                "day",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .maximum(Some(28)),
+            )
+            .required("interval")
+            .required("amount")
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
+        utoipa::openapi::RefOr::T(Schema::OneOf(
+            OneOfBuilder::new()
+                .description(Some(
+                    "Credits are set back to `amount` daily at 00:00 UTC, or monthly on \
+                     `day` (1-28, default 1).",
+                ))
+                .item(daily)
+                .item(monthly)
+                .build(),
+        ))
+    }
+}
+
+impl ToSchema for RefillInput {}

@@ -28,6 +28,9 @@ on_both_backends!(
     bad_input_gets_typed_errors,
     lifecycle_is_audited_without_plaintext,
     openapi_document_matches_the_served_routes,
+    array_bodies_are_refused,
+    mount_options_are_checked_beside_the_top_level_fields,
+    usage_until_the_epoch_is_served,
 );
 
 async fn setup(app: &TestApp) -> String {
@@ -961,6 +964,34 @@ async fn openapi_document_matches_the_served_routes(app: TestApp) {
         ("post", "/v1/leaks"),
         ("get", "/health"),
         ("get", "/ready"),
+        // The KV v2 and transit engines, dispatched from the fallback.
+        ("get", "/v1/{mount}/data/{path}"),
+        ("post", "/v1/{mount}/data/{path}"),
+        ("patch", "/v1/{mount}/data/{path}"),
+        ("delete", "/v1/{mount}/data/{path}"),
+        ("post", "/v1/{mount}/delete/{path}"),
+        ("post", "/v1/{mount}/undelete/{path}"),
+        ("post", "/v1/{mount}/destroy/{path}"),
+        ("get", "/v1/{mount}/metadata/{path}"),
+        ("post", "/v1/{mount}/metadata/{path}"),
+        ("delete", "/v1/{mount}/metadata/{path}"),
+        ("get", "/v1/{mount}/metadata"),
+        ("get", "/v1/{mount}/config"),
+        ("post", "/v1/{mount}/config"),
+        ("get", "/v1/transit/keys"),
+        ("post", "/v1/transit/keys/{name}"),
+        ("get", "/v1/transit/keys/{name}"),
+        ("delete", "/v1/transit/keys/{name}"),
+        ("post", "/v1/transit/keys/{name}/rotate"),
+        ("post", "/v1/transit/keys/{name}/config"),
+        ("post", "/v1/transit/encrypt/{name}"),
+        ("post", "/v1/transit/decrypt/{name}"),
+        ("post", "/v1/transit/rewrap/{name}"),
+        ("post", "/v1/transit/datakey/{kind}/{name}"),
+        ("post", "/v1/transit/sign/{name}"),
+        ("post", "/v1/transit/verify/{name}"),
+        ("post", "/v1/transit/hmac/{name}"),
+        ("post", "/v1/transit/random"),
     ];
     for (method, path) in contract {
         assert!(
@@ -968,11 +999,135 @@ async fn openapi_document_matches_the_served_routes(app: TestApp) {
             "{method} {path} undocumented"
         );
     }
+    // The answers every route shares are stated where they apply: 401 and
+    // 403 on each operation that needs a token, 400 and 413 on each that
+    // takes a body, each with the error body.
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let mut needed = Vec::new();
+            if operation["security"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty())
+            {
+                needed.extend(["401", "403"]);
+            }
+            if operation.get("requestBody").is_some() {
+                needed.extend(["400", "413"]);
+            }
+            for status in needed {
+                let schema = &responses
+                    .get(status)
+                    .unwrap_or_else(|| panic!("{method} {path} does not document {status}"))
+                    ["content"]["application/json"]["schema"];
+                assert!(
+                    schema["$ref"] == "#/components/schemas/ErrorResponse",
+                    "{method} {path} {status}: {schema}"
+                );
+            }
+            assert!(operation["tags"].as_array().is_some_and(|t| !t.is_empty()));
+        }
+    }
+    let tagged = |tag: &str| {
+        paths
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .filter(|op| op["tags"].as_array().unwrap().iter().any(|t| t == tag))
+            .count()
+    };
+    assert_eq!(tagged("secrets"), 13);
+    assert_eq!(tagged("transit"), 14);
+    // Actions whose parameters all have defaults take no body: the document
+    // says the body may be left out, and the server agrees.
+    let api = setup(&app).await;
+    let key = app
+        .create_key(json!({"api_id": api, "environment": "live", "owner": "acme"}))
+        .await;
+    let id = key["id"].as_str().unwrap();
+    for action in ["revoke", "rotate"] {
+        let path = format!("/v1/keys/{{id}}/{action}");
+        assert_eq!(
+            paths[&path]["post"]["requestBody"]["required"], false,
+            "{path}"
+        );
+    }
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/v1/keys/{id}/revoke"),
+            Some(&app.root),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "a revoke without a body");
+    // Every bound the document states is the server's: `limit` is 1..=1000
+    // on every listing, and a value just outside is refused, inside served.
+    for listing in ["/v1/keys", "/v1/tokens", "/v1/audit"] {
+        let limit = paths[listing]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        assert_eq!(limit["schema"]["minimum"], 1, "{listing}");
+        assert_eq!(limit["schema"]["maximum"], 1000, "{listing}");
+        for (limit, ok) in [(0, false), (1, true), (1000, true), (1001, false)] {
+            let (status, body) = app
+                .call(
+                    Method::GET,
+                    &format!("{listing}?limit={limit}"),
+                    Some(&app.root),
+                    None,
+                )
+                .await;
+            if ok {
+                assert_eq!(status, StatusCode::OK, "{listing}?limit={limit}");
+            } else {
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{listing}?limit={limit}");
+                assert_eq!(body["error"]["code"], "INVALID_REQUEST");
+            }
+        }
+    }
+    // Every unsigned integer states its range, not only its format.
+    let text = doc.to_string();
+    let mut unsigned = 0;
+    walk(&doc, &mut |v| {
+        if v["format"]
+            .as_str()
+            .is_some_and(|f| ["uint8", "uint16", "uint32", "uint64"].contains(&f))
+        {
+            unsigned += 1;
+            assert!(v.get("maximum").is_some(), "no maximum: {v}");
+        }
+    });
+    assert!(unsigned > 0);
+    assert!(!text.contains("u-int"), "an unregistered integer format");
     // Every documented operation is served: none answers 404 for the route
     // or 405, whatever its inputs.
     for (path, item) in paths {
-        for (method, _) in item.as_object().unwrap() {
-            let concrete = path.replace("{id}", "key_0000000000000000000000");
+        for (method, operation) in item.as_object().unwrap() {
+            let mut concrete = path
+                .replace("{id}", "key_0000000000000000000000")
+                .replace("{mount}", "secret")
+                .replace("{path}", "a")
+                .replace("{name}", "a")
+                .replace("{kind}", "plaintext")
+                .replace("{owner}", "acme");
+            let required_query = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "query" && p["required"] == true)
+                .map(|p| p["name"].as_str().unwrap())
+                .collect::<Vec<_>>();
+            if required_query == ["list"] {
+                concrete.push_str("?list=true");
+            } else {
+                assert!(
+                    required_query.is_empty(),
+                    "{method} {path}: {required_query:?}"
+                );
+            }
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
             let (status, body) = app
                 .call(method.clone(), &concrete, Some(&app.root), None)
@@ -986,13 +1141,129 @@ async fn openapi_document_matches_the_served_routes(app: TestApp) {
     }
     // Every request and response schema the document refers to is defined.
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    let text = doc.to_string();
     for reference in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
         let name = reference.split('"').next().unwrap();
         assert!(
             schemas.contains_key(name),
             "{name} is referenced but not defined"
         );
+    }
+}
+
+// serde reads a struct from an array of its fields in order, so
+// `["arr", "arr", null]` created an API (201) and `[null, null]` was a valid
+// transit `random` request (200): every body is a JSON object, or (transit)
+// no body or `null` for actions whose parameters all have defaults.
+async fn array_bodies_are_refused(app: TestApp) {
+    let root = Some(app.root.as_str());
+    for (path, body) in [
+        ("/v1/apis", json!(["arr", "arr", null])),
+        (
+            "/v1/keys/verify",
+            json!(["kw_live_x", [], null, null, null]),
+        ),
+        (
+            "/v1/tokens",
+            json!(["t", ["keys:verify"], null, null, null]),
+        ),
+        ("/v1/transit/random", json!([null, null])),
+        ("/v1/transit/keys/k1", json!([null, false, false])),
+        ("/v1/secret/data/a", json!([{"k": "v"}])),
+        ("/v1/secret/metadata/a", json!([10])),
+    ] {
+        let (status, answer) = app.call(Method::POST, path, root, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+        assert_eq!(answer["error"]["code"], "INVALID_REQUEST", "{path}");
+    }
+    let (status, answer) = app
+        .call(Method::POST, "/v1/transit/keys/k2", root, Some(Value::Null))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "a null body is no body: {answer}"
+    );
+    let (status, answer) = app
+        .call(Method::POST, "/v1/transit/random", root, Some(Value::Null))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(answer["data"]["random_bytes"].is_string());
+}
+
+// A mount's `options.environment` was read only when `environment` was
+// absent, and a `kv-v2` mount's `options.version` not at all: both are
+// checked whenever given.
+async fn mount_options_are_checked_beside_the_top_level_fields(app: TestApp) {
+    let root = Some(app.root.as_str());
+    for (path, body) in [
+        (
+            "/v1/sys/mounts/m1",
+            json!({"type": "kv", "environment": "live",
+                   "options": {"version": "2", "environment": "AAA"}}),
+        ),
+        (
+            "/v1/sys/mounts/m2",
+            json!({"type": "kv-v2", "options": {"version": [null, null]}}),
+        ),
+        (
+            "/v1/sys/mounts/m3",
+            json!({"type": "kv-v2", "options": {"version": "1"}}),
+        ),
+        (
+            "/v1/sys/mounts/m4",
+            json!({"type": "kv", "options": {"environment": 7, "version": "2"}}),
+        ),
+    ] {
+        let (status, answer) = app.call(Method::POST, path, root, Some(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
+    }
+    for (path, body) in [
+        ("/v1/sys/mounts/m5", json!({"type": "kv-v2"})),
+        (
+            "/v1/sys/mounts/m6",
+            json!({"type": "kv", "options": {"version": "2", "environment": "test"}}),
+        ),
+        (
+            "/v1/sys/mounts/m7",
+            json!({"type": "kv-v2", "environment": null}),
+        ),
+    ] {
+        let (status, answer) = app.call(Method::POST, path, root, Some(body)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{path}: {answer}");
+    }
+    let (_, mounts) = app.call(Method::GET, "/v1/sys/mounts", root, None).await;
+    assert_eq!(mounts["data"]["m6/"]["options"]["environment"], "test");
+}
+
+// `until=0` alone made the default `since` (a day earlier) negative, and a
+// schema-valid request was refused (400).
+async fn usage_until_the_epoch_is_served(app: TestApp) {
+    let api = setup(&app).await;
+    let key = app
+        .create_key(json!({"api_id": api, "environment": "live", "owner": "acme"}))
+        .await;
+    let id = key["id"].as_str().unwrap();
+    let (status, answer) = app
+        .call(
+            Method::GET,
+            &format!("/v1/keys/{id}/usage?until=0"),
+            Some(&app.root),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["usage"], json!([]));
+}
+
+/// Calls `visit` on every object in `value`, depth first.
+fn walk(value: &Value, visit: &mut impl FnMut(&Value)) {
+    match value {
+        Value::Object(map) => {
+            visit(value);
+            map.values().for_each(|v| walk(v, visit));
+        }
+        Value::Array(items) => items.iter().for_each(|v| walk(v, visit)),
+        _ => {}
     }
 }
 

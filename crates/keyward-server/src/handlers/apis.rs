@@ -87,7 +87,8 @@ pub async fn list_apis(
 
 /// Reads one API.
 #[utoipa::path(get, path = "/v1/apis/{id}", tag = "apis",
-    params(("id" = String, Path, description = "API id")),
+    params(("id" = String, Path, description = "API id (one malformed or out of reach is 404)",
+        pattern = r"^api_[0-6][0-9A-Za-z]{21}$")),
     responses((status = 200, body = ApiView), (status = 404, body = ErrorResponse)),
     security(("admin_token" = ["apis:read"])))]
 pub async fn get_api(

@@ -105,7 +105,8 @@ pub async fn create_key(
 
 /// Reads a key (never its plaintext).
 #[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys",
-    params(("id" = String, Path, description = "key id")),
+    params(("id" = String, Path, description = "key id (one malformed or out of reach is 404)",
+        pattern = r"^key_[0-6][0-9A-Za-z]{21}$")),
     responses((status = 200, body = KeyView), (status = 404, body = ErrorResponse)),
     security(("admin_token" = ["keys:read"])))]
 pub async fn get_key(
@@ -151,7 +152,8 @@ pub async fn list_keys(
 /// Changes a key's name, scopes, metadata, expiry or enabled flag; fields left
 /// out stay as they are, and `expires_at: null` removes the expiry.
 #[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = KeyUpdate,
-    params(("id" = String, Path, description = "key id")),
+    params(("id" = String, Path, description = "key id (one malformed or out of reach is 404)",
+        pattern = r"^key_[0-6][0-9A-Za-z]{21}$")),
     responses((status = 200, body = KeyView), (status = 400, body = ErrorResponse),
               (status = 404, body = ErrorResponse)),
     security(("admin_token" = ["keys:write"])))]
@@ -242,7 +244,8 @@ pub async fn update_key(
 
 /// Revokes a key at once. Revoking a revoked key changes nothing.
 #[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys", request_body = RevokeRequest,
-    params(("id" = String, Path, description = "key id")),
+    params(("id" = String, Path, description = "key id (one malformed or out of reach is 404)",
+        pattern = r"^key_[0-6][0-9A-Za-z]{21}$")),
     responses((status = 200, body = KeyView), (status = 404, body = ErrorResponse)),
     security(("admin_token" = ["keys:write"])))]
 pub async fn revoke_key(
@@ -276,7 +279,8 @@ pub async fn revoke_key(
 /// Issues a successor with the same attributes; the old key keeps working for
 /// the grace period, then answers `EXPIRED`.
 #[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", request_body = RotateRequest,
-    params(("id" = String, Path, description = "key id")),
+    params(("id" = String, Path, description = "key id (one malformed or out of reach is 404)",
+        pattern = r"^key_[0-6][0-9A-Za-z]{21}$")),
     responses((status = 201, body = IssuedKey), (status = 404, body = ErrorResponse),
               (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["keys:write"])))]
@@ -479,7 +483,8 @@ pub(crate) async fn verify_answer(
 /// Verifications of a key per minute and result code, as flushed so far,
 /// in a span of at most [`MAX_USAGE_SPAN_S`] (a day unless asked).
 #[utoipa::path(get, path = "/v1/keys/{id}/usage", tag = "keys",
-    params(("id" = String, Path, description = "key id"), UsageQuery),
+    params(("id" = String, Path, description = "key id (one malformed or out of reach is 404)",
+        pattern = r"^key_[0-6][0-9A-Za-z]{21}$"), UsageQuery),
     responses((status = 200, body = UsageList), (status = 400, body = ErrorResponse),
         (status = 404, body = ErrorResponse)),
     security(("admin_token" = ["keys:read"])))]
@@ -511,7 +516,9 @@ const MAX_USAGE_SPAN_S: i64 = 7 * 24 * 3600;
 /// The minutes (since the Unix epoch) a usage request asks for.
 fn usage_span(query: &UsageQuery, now: OffsetDateTime) -> Result<RangeInclusive<i64>, ApiError> {
     let until = query.until.unwrap_or_else(|| now.unix_timestamp());
-    let since = query.since.unwrap_or(until.saturating_sub(24 * 3600));
+    let since = query
+        .since
+        .unwrap_or(until.saturating_sub(24 * 3600).max(0));
     if since < 0 || until < 0 {
         return Err(ApiError::InvalidRequest(
             "since and until must be Unix times in seconds".into(),
@@ -535,8 +542,10 @@ fn usage_span(query: &UsageQuery, now: OffsetDateTime) -> Result<RangeInclusive<
 /// owner whose every key is within its reach, and any other owner (one with
 /// no keys included) is `NOT_FOUND` to it.
 #[utoipa::path(get, path = "/v1/owners/{owner}/ratelimits", tag = "keys",
-    params(("owner" = String, Path, description = "the owner")),
-    responses((status = 200, body = OwnerRateLimits), (status = 404, body = ErrorResponse)),
+    params(("owner" = String, Path, description = "the owner: 1–256 characters, none a control character",
+        min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
+    responses((status = 200, body = OwnerRateLimits), (status = 400, body = ErrorResponse),
+              (status = 404, body = ErrorResponse)),
     security(("admin_token" = ["keys:read"])))]
 pub async fn get_owner_ratelimits(
     State(state): State<Arc<AppState>>,
@@ -557,7 +566,8 @@ pub async fn get_owner_ratelimits(
 /// present and future, so this needs a token without API or environment
 /// limits; a limited token is refused before the owner is looked at.
 #[utoipa::path(put, path = "/v1/owners/{owner}/ratelimits", tag = "keys",
-    params(("owner" = String, Path, description = "the owner")),
+    params(("owner" = String, Path, description = "the owner: 1–256 characters, none a control character",
+        min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
     request_body = OwnerRateLimits,
     responses((status = 200, body = OwnerRateLimits), (status = 400, body = ErrorResponse),
               (status = 403, body = ErrorResponse)),

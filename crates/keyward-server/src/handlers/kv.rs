@@ -847,19 +847,29 @@ pub async fn create_mount(
                 .into(),
         ));
     }
-    let version = body.options.get("version").and_then(|v| v.as_str());
-    if !(body.kind == "kv-v2" || (body.kind == "kv" && version == Some("2"))) {
+    // `options.version`, when given, is the string "2"; `kv` needs it.
+    let version = body.options.get("version");
+    let version_ok = match version {
+        None => body.kind == "kv-v2",
+        Some(v) => v.as_str() == Some("2"),
+    };
+    if !((body.kind == "kv-v2" || body.kind == "kv") && version_ok) {
         return Err(ApiError::InvalidRequest(
             "only KV version 2 mounts are supported (type kv, options.version 2)".into(),
         ));
     }
-    let environment = match (body.environment, body.options.get("environment")) {
-        (Some(env), _) => env,
-        (None, Some(Value::String(s))) => s.parse::<Environment>().map_err(|_| {
+    let in_options = match body.options.get("environment") {
+        None => None,
+        Some(Value::String(s)) => Some(s.parse::<Environment>().map_err(|_| {
             ApiError::InvalidRequest("environment must be live, test or dev".into())
-        })?,
-        (None, _) => Environment::Live,
+        })?),
+        Some(_) => {
+            return Err(ApiError::InvalidRequest(
+                "options.environment must be live, test or dev".into(),
+            ))
+        }
     };
+    let environment = body.environment.or(in_options).unwrap_or(Environment::Live);
     if !caller.reaches_environment(environment) {
         return Err(ApiError::Forbidden(
             "this token cannot reach that environment: mounting there needs a token limited to \

@@ -20,8 +20,10 @@ use crate::error::ApiError;
 use keyward_core::AuditEvent;
 use keyward_store::Page;
 
-/// A JSON body (`Content-Type: application/json` or `…+json`), whose
-/// failures become [`ApiError`]s naming the field, never the value.
+/// A JSON object body (`Content-Type: application/json` or `…+json`),
+/// whose failures become [`ApiError`]s naming the field, never the value.
+/// Unlike `axum::Json` it refuses a top-level array, which serde would read
+/// as a struct's fields in order.
 pub struct Json<T>(pub T);
 
 impl<S, T> FromRequest<S> for Json<T>
@@ -137,6 +139,13 @@ fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ApiError>
 pub(crate) fn parse_json_bytes<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T, ApiError> {
+    // Every body is an object: serde would also read a struct from an
+    // array of its fields in order.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::InvalidRequest(
+            "the request body must be a JSON object".into(),
+        ));
+    }
     // Verify parses its body here on every call: the plain parse keeps that
     // path as fast as it was, and only a refused body is read again to find
     // the field it failed at.

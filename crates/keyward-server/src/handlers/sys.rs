@@ -219,8 +219,11 @@ pub async fn list_mounts(
 /// Mounts a KV v2 secrets store bound to one environment
 /// (`options.environment`, default `live`), in Vault's request shape.
 #[utoipa::path(post, path = "/v1/sys/mounts/{path}", tag = "sys",
-    params(("path" = String, Path, description = "The mount's path, e.g. secret-test")),
-    request_body = Object,
+    params(("path" = String, Path, description = "The mount's path, e.g. secret-test: 1–64 of \
+        `A-Z a-z 0-9 _ -`, not a name the API uses (`sys`, `keys`, `apis`, `tokens`, `audit`, \
+        `owners`, `transit`)",
+        pattern = r"^(?!(sys|keys|apis|tokens|audit|owners|transit)$)[A-Za-z0-9_-]{1,64}$")),
+    request_body = crate::apidoc::MountCreate,
     responses((status = 204), (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["sys:write"])))]
 pub async fn mount(
@@ -240,8 +243,12 @@ pub struct RekeyRequest {
     /// `shamir`: at least the threshold of the current shares.
     #[serde(default)]
     pub keys: Vec<String>,
-    /// `shamir`: the new split. A `pkcs11` rekey takes no fields.
+    /// `shamir`: the new split, 2–255 shares. A `pkcs11` rekey takes no
+    /// fields.
+    #[schema(minimum = 2, maximum = 255)]
     pub secret_shares: Option<u8>,
+    /// `shamir`: shares needed to unseal, 2..=secret_shares.
+    #[schema(minimum = 2, maximum = 255)]
     pub secret_threshold: Option<u8>,
 }
 
@@ -250,7 +257,8 @@ pub struct RekeyRequest {
 /// master key, and `keys` is empty. Needs `sys:write`.
 #[utoipa::path(post, path = "/v1/sys/rekey", tag = "sys", request_body = RekeyRequest,
     responses((status = 200, body = SealInitResult), (status = 400, body = ErrorResponse),
-              (status = 403, body = ErrorResponse), (status = 503, body = ErrorResponse)),
+              (status = 403, body = ErrorResponse), (status = 409, body = ErrorResponse),
+              (status = 503, body = ErrorResponse)),
     security(("admin_token" = ["sys:write"])))]
 pub async fn rekey(
     State(state): State<Arc<AppState>>,

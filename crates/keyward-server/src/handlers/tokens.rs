@@ -176,7 +176,8 @@ pub async fn list_tokens(
 /// answer as absent ones do. The last usable token that can grant every
 /// scope is not revoked (409 `LAST_ROOT_TOKEN`).
 #[utoipa::path(post, path = "/v1/tokens/{id}/revoke", tag = "tokens",
-    params(("id" = String, Path, description = "token id")),
+    params(("id" = String, Path, description = "token id (one malformed is 404)",
+        pattern = r"^tok_[0-6][0-9A-Za-z]{21}$")),
     responses((status = 200, body = TokenView), (status = 403, body = ErrorResponse),
               (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["tokens:write"])))]

@@ -99,10 +99,10 @@ struct Transit<'a> {
     caller: &'a Caller,
 }
 
-/// A JSON body; an empty one is `{}`, as Vault clients send for actions
-/// without parameters.
+/// A JSON body; an empty one (or `null`) is `{}`, as Vault clients send for
+/// actions without parameters.
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.iter().all(u8::is_ascii_whitespace) || body.trim_ascii() == b"null" {
         return super::parse_json_bytes(b"{}");
     }
     super::parse_json_bytes(body)
