@@ -524,10 +524,10 @@ fn rows() -> Vec<Row> {
             "secrets:read",
             "/v1/no-mount/metadata/row{ROW}",
         ),
-        // Listing is the same route with `?list=true`.
+        // Listing the mount's root, with `?list=true`.
         kv(
             "GET",
-            "/v1/{mount}/metadata/{path}",
+            "/v1/{mount}/metadata",
             "/v1/{MOUNT}/metadata/?list=true",
             None,
             "secrets:read",
@@ -644,7 +644,7 @@ fn rows() -> Vec<Row> {
         ),
         transit(
             "POST",
-            "/v1/transit/datakey/{type}/{name}",
+            "/v1/transit/datakey/{kind}/{name}",
             "/v1/transit/datakey/plaintext/{TK}",
             Some("{}"),
             "transit:use",
