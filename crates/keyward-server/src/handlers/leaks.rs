@@ -175,7 +175,7 @@ async fn github(
     key.verify(body, signature)
         .map_err(|_| ApiError::SignatureInvalid("the report's signature does not verify"))?;
     let leaks: Vec<GithubLeak> =
-        super::parse_json_bytes(body).map_err(|e| prefixed("invalid GitHub report", e))?;
+        super::parse_json_document(body).map_err(|e| prefixed("invalid GitHub report", e))?;
     if leaks.len() > MAX_LEAKS {
         return Err(ApiError::InvalidRequest(format!(
             "at most {MAX_LEAKS} tokens in one report"

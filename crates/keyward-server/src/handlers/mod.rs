@@ -146,6 +146,14 @@ pub(crate) fn parse_json_bytes<T: serde::de::DeserializeOwned>(
             "the request body must be a JSON object".into(),
         ));
     }
+    parse_json_document(bytes)
+}
+
+/// [`parse_json_bytes`] for a body whose shape another party defined and
+/// that need not be an object (GitHub's leak reports are arrays).
+pub(crate) fn parse_json_document<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, ApiError> {
     // Verify parses its body here on every call: the plain parse keeps that
     // path as fast as it was, and only a refused body is read again to find
     // the field it failed at.
