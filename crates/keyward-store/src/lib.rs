@@ -572,8 +572,7 @@ pub trait Store: Send + Sync + 'static {
     /// root does not take every service's token with it. `to` must bound
     /// them as their old creator did (the new root: every scope, no limit,
     /// no expiry).
-    async fn adopt_tokens(&self, from: &TokenId, to: &TokenId, event: &AuditEvent)
-        -> Result<u64>;
+    async fn adopt_tokens(&self, from: &TokenId, to: &TokenId, event: &AuditEvent) -> Result<u64>;
 
     /// Audit events in id order. Each event records the API and environment
     /// of the record it is about, derived on write from that record (a
