@@ -377,6 +377,14 @@ impl AdminToken {
         self.scopes.contains(&scope)
     }
 
+    /// Whether the token can grant everything: every admin scope and no API
+    /// or environment limit (a root token). Usability is asked apart.
+    pub fn is_full_access(&self) -> bool {
+        self.api_ids.is_none()
+            && self.environments.is_none()
+            && AdminScope::ALL.iter().all(|s| self.has_scope(*s))
+    }
+
     /// Whether the token may see keys of `api` in `environment`.
     pub fn can_access(&self, api: &ApiId, environment: Environment) -> bool {
         self.api_ids.as_ref().is_none_or(|ids| ids.contains(api))

@@ -555,11 +555,3 @@ pub fn new_root_token(
     };
     Ok((plaintext, root))
 }
-
-/// Whether `token` can do everything a root token can: every scope, and no
-/// API or environment limit.
-pub fn is_full_access(token: &AdminToken) -> bool {
-    token.api_ids.is_none()
-        && token.environments.is_none()
-        && AdminScope::ALL.iter().all(|s| token.scopes.contains(s))
-}

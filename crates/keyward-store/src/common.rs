@@ -259,10 +259,7 @@ impl TryFrom<EventRow> for AuditEvent {
 /// Whether a token can grant every scope: usable at `now`, unlimited in
 /// APIs and environments, holding every admin scope.
 pub(crate) fn is_full_token(token: &AdminToken, now: time::OffsetDateTime) -> bool {
-    token.is_usable(now)
-        && token.api_ids.is_none()
-        && token.environments.is_none()
-        && AdminScope::ALL.iter().all(|s| token.has_scope(*s))
+    token.is_usable(now) && token.is_full_access()
 }
 
 /// The details of the event for a token a cascade revoked: the origin's

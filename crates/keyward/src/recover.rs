@@ -229,7 +229,7 @@ async fn full_access_tokens(store: &dyn Store) -> anyhow::Result<Vec<AdminToken>
         found.extend(
             tokens
                 .into_iter()
-                .filter(|t| t.revoked_at.is_none() && keyward_server::is_full_access(t)),
+                .filter(|t| t.revoked_at.is_none() && t.is_full_access()),
         );
         if full {
             return Ok(found);

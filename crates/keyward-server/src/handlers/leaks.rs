@@ -247,7 +247,10 @@ async fn revoke_leaked(
                 revoked = revoked.len(),
                 "a leaked admin token was revoked, with the tokens it created"
             );
-            if full_access(&token, now) && !state.store.has_full_token(now).await? {
+            if token.is_usable(now)
+                && token.is_full_access()
+                && !state.store.has_full_token(now).await?
+            {
                 lost_last_full_token(state, caller, &token, now).await?;
             }
         }
@@ -271,14 +274,6 @@ async fn revoke_leaked(
     }
     state.verifier.key_changed(&record.digest);
     Ok(Some(true))
-}
-
-/// Whether a token could grant every scope: usable, unlimited, all scopes.
-fn full_access(token: &AdminToken, now: OffsetDateTime) -> bool {
-    token.is_usable(now)
-        && token.api_ids.is_none()
-        && token.environments.is_none()
-        && AdminScope::ALL.iter().all(|s| token.has_scope(*s))
 }
 
 /// Says loudly that the last token able to grant every scope was revoked as
