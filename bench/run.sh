@@ -44,7 +44,7 @@ bin=target/release/keyward
 seed=target/release/examples/seed_keys
 
 echo "== 1. in process: criterion" >&2
-cargo bench -q -p keyward-server --bench verify -- --noplot >"$work/criterion.txt" 2>&1
+cargo bench -q -p keyward-verify --bench verify -- --noplot >"$work/criterion.txt" 2>&1
 estimate() { python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['mean']['point_estimate'])" "target/criterion/hot_path/$1/new/estimates.json"; }
 sha_ns=$(estimate sha256_of_key)
 verify_ns=$(estimate verify_cache_hit)

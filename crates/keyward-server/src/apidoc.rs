@@ -25,7 +25,7 @@ use utoipa::openapi::{
 use utoipa::Number;
 use utoipa::{IntoParams, Modify, ToSchema};
 
-use crate::wire::ErrorResponse;
+use keyward_proto::ErrorResponse;
 
 /// States the range of every unsigned integer: its format (`uint32`, …)
 /// is not a bound JSON Schema validators apply, so each one without a

@@ -130,78 +130,48 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<keyward_service::Error> for ApiError {
+    fn from(e: keyward_service::Error) -> Self {
+        use keyward_service::Error as E;
         match e {
-            StoreError::Conflict(what) => ApiError::Conflict(what),
-            StoreError::NotFound => ApiError::NotFound("record"),
-            StoreError::LastFullToken => ApiError::LastRootToken,
-            other => ApiError::internal(other),
+            E::Unauthenticated => ApiError::Unauthenticated,
+            E::MissingScope(scope) => ApiError::MissingScope(scope),
+            E::Forbidden(why) => ApiError::Forbidden(why),
+            E::NotFound(what) => ApiError::NotFound(what),
+            E::NoMount => ApiError::NoMount,
+            E::OutOfReach => ApiError::OutOfReach,
+            E::InvalidRequest(why) => ApiError::InvalidRequest(why),
+            E::Conflict(why) => ApiError::Conflict(why),
+            E::Sealed(why) => ApiError::Sealed(why),
+            E::InvalidShare(e) => ApiError::InvalidShare(e),
+            E::Tampered => ApiError::Tampered,
+            E::SignatureInvalid(why) => ApiError::SignatureInvalid(why),
+            E::LastRootToken => ApiError::LastRootToken,
+            E::EmptyFilter => ApiError::EmptyFilter,
+            E::Internal(cause) => ApiError::Internal(cause),
         }
     }
 }
 
-impl From<crate::seal::SealError> for ApiError {
-    fn from(e: crate::seal::SealError) -> Self {
-        use crate::seal::SealError;
-        match e {
-            SealError::Sealed => ApiError::Sealed("the server is sealed: unseal it first"),
-            SealError::NotInitialized => {
-                ApiError::Sealed("the seal is not initialised: run `keyward operator init`")
+/// Every error an operation's parts raise reaches the client through the
+/// service's own table, so the two cannot disagree.
+macro_rules! through_service {
+    ($($from:ty),*) => {$(
+        impl From<$from> for ApiError {
+            fn from(e: $from) -> Self {
+                keyward_service::Error::from(e).into()
             }
-            SealError::AlreadyInitialized => ApiError::Conflict("the seal is already initialised"),
-            SealError::AlreadyUnsealed => ApiError::Conflict("the server is already unsealed"),
-            SealError::WrongSeal(kind) => ApiError::Conflict(wrong_seal(kind)),
-            SealError::Share(e) => ApiError::InvalidShare(e),
-            SealError::Store(e) => e.into(),
-            other => ApiError::internal(other),
         }
-    }
+    )*};
 }
 
-/// What to do instead of a share operation on a server whose seal has no
-/// shares, by the seal it has.
-fn wrong_seal(kind: &str) -> &'static str {
-    match kind {
-        "file" => {
-            "this server's seal is `file`: it unseals itself at start from master.key in its \
-             data directory, so there are no shares to initialise, give or replace; restart \
-             the server to unseal it"
-        }
-        "pkcs11" => {
-            "this server's seal is `pkcs11`: the HSM unwraps its master key at start, so there \
-             are no shares to initialise, give or replace; restart the server with the HSM \
-             reachable to unseal it"
-        }
-        _ => {
-            "this server's seal is `shamir`: this operation needs the `pkcs11` seal; shamir \
-             seals are unsealed with `keyward operator unseal` and replaced with \
-             `keyward operator rekey`"
-        }
-    }
-}
-
-impl From<keyward_crypto::CryptoError> for ApiError {
-    fn from(e: keyward_crypto::CryptoError) -> Self {
-        match e {
-            keyward_crypto::CryptoError::Tampered => ApiError::Tampered,
-            keyward_crypto::CryptoError::Transit(e) => ApiError::InvalidRequest(e.to_string()),
-            other => ApiError::internal(other),
-        }
-    }
-}
-
-impl From<ValueError> for ApiError {
-    fn from(e: ValueError) -> Self {
-        ApiError::InvalidRequest(e.to_string())
-    }
-}
-
-impl From<IdError> for ApiError {
-    fn from(e: IdError) -> Self {
-        ApiError::InvalidRequest(e.to_string())
-    }
-}
+through_service!(
+    StoreError,
+    keyward_service::seal::SealError,
+    keyward_crypto::CryptoError,
+    ValueError,
+    IdError
+);
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {

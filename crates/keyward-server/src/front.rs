@@ -21,38 +21,32 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use keyward_net::write::{finish_head, status_line};
+use keyward_net::{accept_until, push_back, stopped, Inbound, Stream};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::auth;
 use crate::error::ApiError;
-use crate::gateway::http1::Inbound;
 use crate::handlers;
-use crate::limits::{Connections, Limits, Pace, Shed, Slot};
-use crate::wire::{Health, VerifyRequest};
 use crate::{AppState, MAX_BODY_BYTES};
+use keyward_net::{Connections, Limits, Pace, Shed, Slot};
+use keyward_proto::errors::TOO_MANY_CONNECTIONS;
+use keyward_proto::{Health, VerifyRequest};
 
 /// Largest head this front reads; a longer one goes to hyper, which
 /// refuses it.
 const MAX_HEAD: usize = 16 * 1024;
 /// Most headers this front parses; a request with more goes to hyper.
 const MAX_HEADERS: usize = 64;
-/// How long accepting pauses after the process ran out of file descriptors.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
-/// The answer to a connection over its address's cap, written once without
-/// waiting, before the connection is closed.
-const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
-    content-type: application/json\r\ncontent-length: 92\r\nconnection: close\r\n\r\n\
-    {\"error\":{\"code\":\"TOO_MANY_CONNECTIONS\",\"message\":\"too many connections from this address\"}}";
 
 /// Serves the API on `listener` until `shutdown` completes, then lets the
 /// requests in flight finish; idle connections are closed.
@@ -78,79 +72,11 @@ pub(crate) async fn serve(
             limits,
             shed: shed.clone(),
         };
+        let _ = stream.set_nodelay(true);
         connections.spawn(front.connection(stream, slot, stopping.clone()));
     };
-    accept_until(listener, &admission, shutdown, take).await;
+    accept_until(listener, &admission, TOO_MANY_CONNECTIONS, shutdown, take).await;
     Ok(())
-}
-
-/// Accepts connections on `listener` and gives each to `take`, with its
-/// slot in `admission`, the receiver that tells them the server is stopping
-/// and the set their tasks go in, until `shutdown` completes; then stops
-/// listening, tells them, and waits for every task in the set to end.
-///
-/// A connection from an address that has its cap open is answered 429 and
-/// closed at once, so one client cannot hold every descriptor; when the
-/// process has none left, idle connections everywhere are asked to close
-/// and accepting pauses briefly rather than failing in a loop.
-pub(crate) async fn accept_until(
-    listener: TcpListener,
-    admission: &Connections,
-    shutdown: impl std::future::Future<Output = ()>,
-    mut take: impl FnMut(TcpStream, SocketAddr, Slot, &watch::Receiver<bool>, &mut JoinSet<()>),
-) {
-    let (stop, stopping) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    let pause = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(pause);
-    let mut paused = false;
-    let mut warned: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::select! {
-            accepted = listener.accept(), if !paused => match accepted {
-                Ok((stream, peer)) => match admission.admit(peer.ip()) {
-                    Some(slot) => take(stream, peer, slot, &stopping, &mut connections),
-                    None => {
-                        tracing::debug!(peer = %peer.ip(), "connection over the address's cap");
-                        let _ = stream.try_write(TOO_MANY_CONNECTIONS);
-                    }
-                },
-                Err(e) => {
-                    if keyward_os::is_out_of_descriptors(&e) {
-                        admission.shed().shed();
-                    }
-                    let now = tokio::time::Instant::now();
-                    if warned.is_none_or(|at| now >= at + Duration::from_secs(10)) {
-                        warned = Some(now);
-                        tracing::warn!(error = %e, "could not accept a connection");
-                    }
-                    pause.as_mut().reset(now + ACCEPT_PAUSE);
-                    paused = true;
-                }
-            },
-            () = &mut pause, if paused => paused = false,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    let _ = stop.send(true);
-    while connections.join_next().await.is_some() {}
-}
-
-/// Resolves once the server is stopping.
-pub(crate) async fn stopped(mut stopping: watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|stop| *stop).await;
-}
-
-/// Moves a connection's idle deadline to `timeout` from now, at most once a
-/// second: a timer is not re-armed for every request.
-pub(crate) fn push_back(idle: Pin<&mut tokio::time::Sleep>, timeout: Duration) {
-    let now = tokio::time::Instant::now();
-    if idle.deadline() + Duration::from_secs(1) < now + timeout {
-        idle.reset(now + timeout);
-    }
 }
 
 /// A fixed answer, serialized once.
@@ -281,8 +207,7 @@ fn parse(data: &[u8]) -> Parsed {
 impl Front {
     /// Serves one connection until it closes, is idle or slow past its
     /// [`Limits`], the server stops, or a request for hyper arrives.
-    async fn connection(self, stream: TcpStream, slot: Slot, stopping: watch::Receiver<bool>) {
-        let _ = stream.set_nodelay(true);
+    async fn connection<S: Stream>(self, stream: S, slot: Slot, stopping: watch::Receiver<bool>) {
         let limits = self.limits;
         let mut client = Inbound::new(stream);
         let mut out = Vec::with_capacity(1024);
@@ -393,40 +318,16 @@ impl Front {
     /// starting with the bytes this front has read and not answered. hyper
     /// closes a connection whose next head is not whole within
     /// [`Limits::hyper_head`]; the router paces bodies ([`paced`]).
-    async fn hand_over(self, client: Inbound, slot: Slot, stopping: watch::Receiver<bool>) {
+    async fn hand_over<S: Stream>(
+        self,
+        client: Inbound<S>,
+        slot: Slot,
+        stopping: watch::Receiver<bool>,
+    ) {
         let _slot = slot;
         let (stream, read) = client.into_parts();
-        let io = TokioIo::new(Replay {
-            read,
-            pos: 0,
-            stream,
-        });
         let service = TowerToHyperService::new(self.router);
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.limits.hyper_head())
-            .serve_connection(io, service)
-            .with_upgrades();
-        tokio::pin!(connection);
-        let stopped = stopped(stopping);
-        tokio::pin!(stopped);
-        let shed = self.shed.asked();
-        tokio::pin!(shed);
-        // Either way hyper closes the connection at once when it is idle,
-        // or after the request in flight.
-        tokio::select! {
-            served = connection.as_mut() => {
-                if let Err(e) = served {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            () = &mut stopped => connection.as_mut().graceful_shutdown(),
-            () = &mut shed => connection.as_mut().graceful_shutdown(),
-        }
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "connection ended with an error");
-        }
+        keyward_net::hand_over(stream, read, service, self.limits, stopping, &self.shed).await;
     }
 }
 
@@ -566,106 +467,6 @@ async fn write_response(out: &mut Vec<u8>, response: Response, close: Option<&st
     finish_head(out, body.len(), close);
     out.extend_from_slice(&body);
     parts.status
-}
-
-fn status_line(out: &mut Vec<u8>, status: StatusCode) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// `content-length`, `date`, the optional `connection` line and the blank
-/// line that ends the head.
-fn finish_head(out: &mut Vec<u8>, len: usize, close: Option<&str>) {
-    out.extend_from_slice(b"content-length: ");
-    crate::gateway::http1::push_decimal(out, len as u64);
-    out.extend_from_slice(b"\r\ndate: ");
-    http_date(out);
-    out.extend_from_slice(b"\r\n");
-    if let Some(close) = close {
-        out.extend_from_slice(close.as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-thread_local! {
-    /// The `Date` value of the current second, formatted once a second.
-    static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
-}
-
-fn http_date(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let second = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    DATE.with_borrow_mut(|(at, text)| {
-        if *at != second || text.is_empty() {
-            *at = second;
-            *text = httpdate::fmt_http_date(now);
-        }
-        out.extend_from_slice(text.as_bytes());
-    });
-}
-
-/// A connection whose first bytes were already read: they are read again
-/// before the socket's.
-struct Replay {
-    read: Vec<u8>,
-    pos: usize,
-    stream: TcpStream,
-}
-
-impl AsyncRead for Replay {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.pos < this.read.len() {
-            let n = buf.remaining().min(this.read.len() - this.pos);
-            buf.put_slice(&this.read[this.pos..this.pos + n]);
-            this.pos += n;
-            if this.pos == this.read.len() {
-                this.read = Vec::new();
-                this.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Replay {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]

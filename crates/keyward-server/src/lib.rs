@@ -16,23 +16,16 @@
 //! - [`gateway`]: the reverse proxy that verifies keys in front of an API.
 //! - [`changes`]: follows the store's change feed into this node's caches.
 //! - [`seal`]: the master key's seal and, when unsealed, the keyring.
-//! - [`wire`]: the JSON request and response shapes (the public contract).
 //! - [`error`]: the table from failures to status codes and stable `code`s.
 
 #![forbid(unsafe_code)]
 
 mod apidoc;
 pub mod auth;
-pub mod changes;
 pub mod error;
 mod front;
-pub mod gateway;
 pub mod handlers;
-pub mod limits;
-pub mod seal;
 pub mod settings;
-pub mod verifier;
-pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -53,23 +46,24 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use keyward_verify::{Verifier, VerifierConfig};
 pub use settings::Settings;
-pub use verifier::{Verifier, VerifierConfig};
 
 /// Runs a gateway as its own process: opens the store the settings name
 /// (without creating any admin token), verifies in process, and serves on
 /// `listener` until `shutdown` completes, flushing usage at the end.
 pub async fn run_gateway(
     settings: Settings,
-    config: gateway::GatewayConfig,
+    config: keyward_gateway::GatewayConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let store = settings.open_store().await?;
     let verify = settings.verify.config();
     let verifier = Arc::new(Verifier::new(Arc::clone(&store), verify.clone()));
-    let follower = changes::ChangeFollower::start(store, Arc::clone(&verifier), None).await?;
-    let gateway = gateway::Gateway::new(config, Arc::clone(&verifier))
+    let follower =
+        keyward_verify::ChangeFollower::start(store, Arc::clone(&verifier), None).await?;
+    let gateway = keyward_gateway::Gateway::new(config, Arc::clone(&verifier))
         .map_err(|e| StartError::Settings(e.to_string()))?
         .with_limits(settings.limits.limits());
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -78,8 +72,8 @@ pub async fn run_gateway(
     };
     let flusher = tokio::spawn(Arc::clone(&verifier).run_flusher(until_stopped(stopped.clone())));
     let following = tokio::spawn(follower.run(verify.change_poll_interval, until_stopped(stopped)));
-    let shed = limits::Shed::default();
-    let served = gateway::serve(Arc::new(gateway), listener, shed, shutdown).await;
+    let shed = keyward_net::Shed::default();
+    let served = keyward_gateway::serve(Arc::new(gateway), listener, shed, shutdown).await;
     let _ = stop.send(true);
     if let Err(e) = following.await {
         tracing::error!(error = %e, "the change follower failed");
@@ -106,9 +100,9 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// Admin tokens recently seen, so authenticating a verify call costs no
     /// query.
-    pub tokens: Arc<auth::TokenCache>,
+    pub tokens: Arc<keyward_verify::TokenCache>,
     /// The seal, and the keyring when unsealed.
-    pub barrier: Arc<seal::Barrier>,
+    pub barrier: Arc<keyward_service::seal::Barrier>,
     /// Public keys of secret-scanning partners (GitHub) by identifier, whose
     /// signed leak reports are accepted.
     pub partner_keys: Vec<(String, keyward_crypto::partner::PartnerKey)>,
@@ -122,12 +116,12 @@ pub struct Application {
     state: Arc<AppState>,
     verifier: Arc<Verifier>,
     /// Keeps the caches true to changes made elsewhere.
-    follower: changes::ChangeFollower,
+    follower: keyward_verify::ChangeFollower,
     change_poll_interval: std::time::Duration,
     /// The gateway and its listener, when the settings have a `[gateway]`.
-    gateway: Option<(Arc<gateway::Gateway>, TcpListener)>,
+    gateway: Option<(Arc<keyward_gateway::Gateway>, TcpListener)>,
     /// Deadlines and caps of client connections, on both listeners.
-    limits: limits::Limits,
+    limits: keyward_net::Limits,
     /// The root token when this start created it; shown once, then dropped.
     root_token: Option<PlaintextKey>,
 }
@@ -150,16 +144,20 @@ impl Application {
     /// to no one, and no later start would create another.
     pub async fn with_store(settings: Settings, store: Arc<dyn Store>) -> Result<Self, StartError> {
         let barrier = Arc::new(
-            seal::Barrier::open(&settings.seal, &settings.data_dir, Arc::clone(&store))
-                .await
-                .map_err(|e| StartError::Seal(e.to_string()))?,
+            keyward_service::seal::Barrier::open(
+                &settings.seal,
+                &settings.data_dir,
+                Arc::clone(&store),
+            )
+            .await
+            .map_err(|e| StartError::Seal(e.to_string()))?,
         );
         default_mount(store.as_ref()).await?;
         let listener = TcpListener::bind(settings.listen).await?;
         let config = settings.verify.config();
         let verifier = Arc::new(Verifier::new(Arc::clone(&store), config.clone()));
-        let tokens = Arc::new(auth::TokenCache::new(config.cache_ttl));
-        let follower = changes::ChangeFollower::start(
+        let tokens = Arc::new(keyward_verify::TokenCache::new(config.cache_ttl));
+        let follower = keyward_verify::ChangeFollower::start(
             Arc::clone(&store),
             Arc::clone(&verifier),
             Some(Arc::clone(&tokens)),
@@ -181,7 +179,7 @@ impl Application {
                 let listen = config.listen.ok_or_else(|| {
                     StartError::Settings("[gateway] needs listen = \"ADDR:PORT\"".into())
                 })?;
-                let gateway = gateway::Gateway::new(config, Arc::clone(&verifier))
+                let gateway = keyward_gateway::Gateway::new(config, Arc::clone(&verifier))
                     .map_err(|e| StartError::Settings(e.to_string()))?
                     .with_limits(settings.limits.limits());
                 Some((Arc::new(gateway), TcpListener::bind(listen).await?))
@@ -253,11 +251,16 @@ impl Application {
         };
         // One signal for idle connections of both to close when the process
         // runs out of file descriptors.
-        let shed = limits::Shed::default();
+        let shed = keyward_net::Shed::default();
         let limits = self.limits;
         let gateway = self.gateway.map(|(gateway, listener)| {
             let stopping = stopping(watch.clone());
-            tokio::spawn(gateway::serve(gateway, listener, shed.clone(), stopping))
+            tokio::spawn(keyward_gateway::serve(
+                gateway,
+                listener,
+                shed.clone(),
+                stopping,
+            ))
         });
         let served = front::serve(
             self.listener,
@@ -396,7 +399,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(sys::mount))
 }
 
-fn router(state: Arc<AppState>, limits: limits::Limits) -> Router {
+fn router(state: Arc<AppState>, limits: keyward_net::Limits) -> Router {
     let (router, doc) = documented(api_router());
     let doc = Arc::new(doc);
     router

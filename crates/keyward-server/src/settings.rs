@@ -27,10 +27,10 @@ pub struct Settings {
     pub verify: VerifySettings,
     /// A gateway to run inside the server (`[gateway]` with `listen`,
     /// `upstream` and `[[gateway.route]]`s).
-    pub gateway: Option<crate::gateway::GatewayConfig>,
+    pub gateway: Option<keyward_gateway::GatewayConfig>,
     /// Where the master key lives (`[seal]`, `type` = `file`, `shamir` or
     /// `pkcs11`).
-    pub seal: crate::seal::SealSettings,
+    pub seal: keyward_service::seal::SealSettings,
     /// Who may report leaked keys besides admin tokens (`[leaks]`).
     pub leaks: LeakSettings,
     /// Deadlines and caps of client connections, on the API listener and
@@ -61,7 +61,7 @@ pub struct LimitSettings {
 
 impl Default for LimitSettings {
     fn default() -> Self {
-        let d = crate::limits::Limits::default();
+        let d = keyward_net::Limits::default();
         LimitSettings {
             idle_timeout_ms: d.idle.as_millis() as u64,
             head_timeout_ms: d.head.as_millis() as u64,
@@ -73,8 +73,8 @@ impl Default for LimitSettings {
 }
 
 impl LimitSettings {
-    pub fn limits(&self) -> crate::limits::Limits {
-        crate::limits::Limits {
+    pub fn limits(&self) -> keyward_net::Limits {
+        keyward_net::Limits {
             idle: Duration::from_millis(self.idle_timeout_ms.max(1)),
             head: Duration::from_millis(self.head_timeout_ms.max(1)),
             body_grace: Duration::from_millis(self.body_timeout_ms.max(1)),
@@ -193,7 +193,7 @@ impl Default for Settings {
             database_url: None,
             verify: VerifySettings::default(),
             gateway: None,
-            seal: crate::seal::SealSettings::default(),
+            seal: keyward_service::seal::SealSettings::default(),
             leaks: LeakSettings::default(),
             limits: LimitSettings::default(),
         }
@@ -260,7 +260,7 @@ mod tests {
         assert_eq!(limits.hyper_head(), Duration::from_secs(4));
         assert_eq!(
             Settings::default().limits.limits(),
-            crate::limits::Limits::default()
+            keyward_net::Limits::default()
         );
         let typo = serde_json::json!({"limits": {"idle_timeout": 5000}});
         assert!(serde_json::from_value::<Settings>(typo).is_err());

@@ -16,7 +16,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use keyward_core::{ApiId, Environment, KeyId, PlaintextKey, Prefix, TokenId};
-use keyward_server::seal::{SealSettings, SealType};
+use keyward_service::seal::{SealSettings, SealType};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::{fresh_store, spawn_sealed, Backend, TestApp};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{StatusCode, Uri};
-use keyward_server::gateway::GatewayConfig;
+use keyward_gateway::GatewayConfig;
 use keyward_server::settings::LimitSettings;
 use keyward_server::{Application, Settings};
 use serde_json::{json, Value};

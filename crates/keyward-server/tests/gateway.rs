@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use keyward_server::gateway::GatewayConfig;
+use keyward_gateway::GatewayConfig;
 use serde_json::{json, Value};
 use support::{Backend, TestApp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use keyward_crypto::pkcs11::{Hsm, HsmConfig};
 use keyward_crypto::shamir::{self, Share};
-use keyward_server::seal::{Pin, SealSettings, SealType};
+use keyward_service::seal::{Pin, SealSettings, SealType};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::{fresh_store, spawn_sealed, Backend, TestApp};

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 use keyward_core::AdminToken;
-use keyward_server::seal::{Barrier, SealStatus, SealType};
+use keyward_service::seal::{Barrier, SealStatus, SealType};
 use keyward_store::{Page, SealKind, Store};
 use serde_json::json;
 

@@ -77,16 +77,16 @@ impl StoreArgs {
         }
         if let Some(seal) = &self.seal {
             settings.seal.kind = match seal.as_str() {
-                "file" => keyward_server::seal::SealType::File,
-                "shamir" => keyward_server::seal::SealType::Shamir,
-                "pkcs11" => keyward_server::seal::SealType::Pkcs11,
+                "file" => keyward_service::seal::SealType::File,
+                "shamir" => keyward_service::seal::SealType::Shamir,
+                "pkcs11" => keyward_service::seal::SealType::Pkcs11,
                 other => anyhow::bail!("unknown seal {other:?}: use file, shamir or pkcs11"),
             };
         }
         // The HSM PIN comes from the environment only: a flag would show in
         // the process list.
         if let Ok(pin) = std::env::var("KEYWARD_HSM_PIN") {
-            settings.seal.pkcs11_pin = Some(keyward_server::seal::Pin::new(pin));
+            settings.seal.pkcs11_pin = Some(keyward_service::seal::Pin::new(pin));
         }
         Ok(settings)
     }
@@ -184,7 +184,7 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         "upstream".into(),
         toml::Value::String(args.upstream.clone()),
     );
-    let config: keyward_server::gateway::GatewayConfig = table
+    let config: keyward_gateway::GatewayConfig = table
         .try_into()
         .with_context(|| format!("invalid {}", args.routes.display()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -11,8 +11,8 @@ use serde_json::json;
 use super::{audit_event, now, Json};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::wire::{ApiCreate, ApiList, ApiView, ErrorResponse};
 use crate::AppState;
+use keyward_proto::{ApiCreate, ApiList, ApiView, ErrorResponse};
 
 /// Creates an API.
 #[utoipa::path(post, path = "/v1/apis", tag = "apis", request_body = ApiCreate,

@@ -18,8 +18,8 @@ use keyward_store::{AuditEntry, AuditFilter};
 use super::{next_cursor, page, Json, Query};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::wire::{AuditEntryView, AuditList, AuditQuery, AuditView, UnreadableAuditView};
 use crate::AppState;
+use keyward_proto::{AuditEntryView, AuditList, AuditQuery, AuditView, UnreadableAuditView};
 
 /// Lists audit events within the caller's reach, in the order they
 /// happened.

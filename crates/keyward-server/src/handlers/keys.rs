@@ -19,12 +19,12 @@ use time::{Duration, OffsetDateTime};
 use super::{audit_event, next_cursor, now, page, Json, LenientJson, OptionalJson, Query};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::wire::{
+use crate::AppState;
+use keyward_proto::{
     BulkRevokeRequest, BulkRevokeResult, CreditsInput, ErrorResponse, IssuedKey, KeyCreate,
     KeyList, KeyQuery, KeyUpdate, KeyView, OwnerRateLimits, RevokeRequest, RotateRequest,
     UsageList, UsageQuery, UsageView, VerifyRequest, VerifyResult,
 };
-use crate::AppState;
 
 /// Largest cost of one verify.
 const MAX_COST: u64 = 1_000_000;
@@ -475,7 +475,7 @@ pub(crate) async fn verify_answer(
         .verify(caller.token.as_ref(), &body.key, &required, cost)
         .await?;
     let mut answer = Vec::with_capacity(512);
-    serde_json::to_writer(&mut answer, &VerifyResult::of(&verification))
+    serde_json::to_writer(&mut answer, &verify_result(&verification))
         .map_err(|e| ApiError::Internal(Box::new(e)))?;
     Ok(answer)
 }
@@ -704,4 +704,33 @@ fn created(record: &KeyRecord) -> serde_json::Value {
         "start": record.start,
         "expires_at": record.expires_at.map(|t| t.unix_timestamp()),
     })
+}
+
+/// The answer to a verification, borrowing from the cached key.
+fn verify_result(v: &keyward_verify::Verification) -> VerifyResult<'_> {
+    use keyward_core::VerifyCode;
+    use keyward_proto::RateLimitView;
+    use keyward_verify::CachedKey;
+    static EMPTY_OBJECT: std::sync::LazyLock<Box<serde_json::value::RawValue>> =
+        std::sync::LazyLock::new(|| {
+            serde_json::value::RawValue::from_string("{}".to_owned())
+                .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
+        });
+    let key: Option<&CachedKey> = v.key.as_deref();
+    VerifyResult {
+        valid: v.code == VerifyCode::Valid,
+        code: v.code,
+        key_id: key.map(CachedKey::id),
+        owner: key.map(|k| &*k.owner),
+        environment: key.map(CachedKey::environment),
+        scopes: key.map(|k| &k.policy.scopes[..]),
+        metadata: key.map(|k| k.metadata().unwrap_or(&EMPTY_OBJECT)),
+        expires_at: key.and_then(|k| k.policy.expires_at),
+        ratelimit: v.ratelimit.map(|r| RateLimitView {
+            limit: r.limit,
+            remaining: r.remaining,
+            reset: r.reset,
+        }),
+        credits_remaining: v.credits_remaining,
+    }
 }

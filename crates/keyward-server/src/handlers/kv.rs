@@ -32,6 +32,7 @@ use super::{audit_event, now};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
+use keyward_service::records::{metadata_identity, secret_identity};
 
 /// Versions kept when neither the secret nor its mount says.
 const DEFAULT_MAX_VERSIONS: u32 = 10;
@@ -168,31 +169,10 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
 
 /// A failure to open a stored envelope: `TAMPERED` when it fails
 /// authentication, the seal's answer otherwise.
-pub(crate) fn sealed_or_tampered(e: crate::seal::SealError) -> ApiError {
+pub(crate) fn sealed_or_tampered(e: keyward_service::seal::SealError) -> ApiError {
     match e {
-        crate::seal::SealError::Crypto(e) => e.into(),
+        keyward_service::seal::SealError::Crypto(e) => e.into(),
         other => other.into(),
-    }
-}
-
-/// What a secret version's value is bound to: `id` is `mount/path`.
-pub(crate) fn secret_identity(id: &str, version: u64) -> RecordIdentity<'_> {
-    RecordIdentity {
-        table: "secret_versions",
-        id,
-        field: "value",
-        version,
-    }
-}
-
-/// What a secret's custom metadata is bound to: `id` is `mount/path`. The
-/// metadata has no versions of its own; 0 keeps it apart from every value.
-pub(crate) fn metadata_identity(id: &str) -> RecordIdentity<'_> {
-    RecordIdentity {
-        table: "secret_meta",
-        id,
-        field: "custom_metadata",
-        version: 0,
     }
 }
 

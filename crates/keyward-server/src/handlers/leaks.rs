@@ -86,8 +86,8 @@ struct GithubLabel {
 
 /// Reports leaked keys; each valid one is revoked.
 #[utoipa::path(post, path = "/v1/leaks", tag = "keys", request_body = LeakReport,
-    responses((status = 200, body = LeakReceipt), (status = 400, body = crate::wire::ErrorResponse),
-              (status = 401, body = crate::wire::ErrorResponse)),
+    responses((status = 200, body = LeakReceipt), (status = 400, body = keyward_proto::ErrorResponse),
+              (status = 401, body = keyward_proto::ErrorResponse)),
     security(("admin_token" = ["leaks:report"])))]
 pub async fn report(State(state): State<Arc<AppState>>, request: Request) -> Response {
     match receive(&state, request).await {

@@ -229,7 +229,8 @@ pub fn next_cursor<'a>(
     }
 }
 
-/// An audit event for an action of `caller` on `target`.
+/// The audit event of an operation `caller` performed (`None`: the server
+/// itself) at `now`.
 pub fn audit_event(
     caller: Option<&Caller>,
     action: &str,
@@ -237,14 +238,13 @@ pub fn audit_event(
     details: serde_json::Value,
     now: OffsetDateTime,
 ) -> Result<AuditEvent, ApiError> {
-    Ok(AuditEvent {
-        id: keyward_store::event_id(now)?,
-        at: now,
-        actor: caller.map(|c| c.id().clone()),
-        action: action.to_owned(),
-        target: target.to_owned(),
+    Ok(keyward_service::audit_event(
+        caller.map(|c| &c.0),
+        action,
+        target,
         details,
-    })
+        now,
+    )?)
 }
 
 /// Whether a restriction `inner` is at least as narrow as `outer`
@@ -257,9 +257,4 @@ pub fn within<T: PartialEq>(inner: &Option<Vec<T>>, outer: &Option<Vec<T>>) -> b
     }
 }
 
-/// The current time at millisecond precision, the precision stored.
-pub fn now() -> OffsetDateTime {
-    let t = OffsetDateTime::now_utc();
-    let millis = t.unix_timestamp_nanos() / 1_000_000 * 1_000_000;
-    OffsetDateTime::from_unix_timestamp_nanos(millis).unwrap_or(t)
-}
+pub use keyward_service::now;

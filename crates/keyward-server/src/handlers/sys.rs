@@ -16,16 +16,16 @@ use serde_json::json;
 use super::{audit_event, now, Json};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::wire::{
+use crate::AppState;
+use keyward_proto::{
     ErrorResponse, KeyringRotated, SealInit, SealInitResult, SealStatusView, UnsealRequest,
 };
-use crate::AppState;
 
 /// The seal's state and unseal progress.
 #[utoipa::path(get, path = "/v1/sys/seal-status", tag = "sys",
     responses((status = 200, body = SealStatusView)))]
 pub async fn seal_status(State(state): State<Arc<AppState>>) -> Json<SealStatusView> {
-    Json(state.barrier.status().into())
+    Json(status_view(state.barrier.status()))
 }
 
 /// Refuses a token limited to some APIs or environments: what follows acts
@@ -73,7 +73,7 @@ pub async fn unseal(
 ) -> Result<Json<SealStatusView>, ApiError> {
     if body.reset {
         state.barrier.reset_unseal();
-        return Ok(Json(state.barrier.status().into()));
+        return Ok(Json(status_view(state.barrier.status())));
     }
     let Some(key) = body.key else {
         return Err(ApiError::InvalidRequest("give `key` or `reset`".into()));
@@ -96,7 +96,7 @@ pub async fn unseal(
         state.store.append_audit(&[event]).await?;
         tracing::info!("unsealed");
     }
-    Ok(Json(status.into()))
+    Ok(Json(status_view(status)))
 }
 
 /// Seals this node: the master key and keyring leave its memory.
@@ -113,7 +113,7 @@ pub async fn seal(
     state.store.append_audit(&[event]).await?;
     state.barrier.seal().await?;
     tracing::warn!("sealed by an operator");
-    Ok(Json(state.barrier.status().into()))
+    Ok(Json(status_view(state.barrier.status())))
 }
 
 /// Adds a keyring version; new data is encrypted under it.
@@ -161,7 +161,7 @@ pub async fn rotate(
     }))
 }
 
-fn rewrap_details(report: &crate::seal::RewrapReport) -> serde_json::Value {
+fn rewrap_details(report: &keyward_service::seal::RewrapReport) -> serde_json::Value {
     json!({ "moved": report.moved, "current": report.current, "failed": report.failed })
 }
 
@@ -268,7 +268,9 @@ pub async fn rekey(
     caller.require(AdminScope::SysWrite)?;
     require_node_wide(&caller)?;
     let invalid = |e| match e {
-        crate::seal::SealError::Invalid(message) => ApiError::InvalidRequest(message.into()),
+        keyward_service::seal::SealError::Invalid(message) => {
+            ApiError::InvalidRequest(message.into())
+        }
         other => other.into(),
     };
     if state.barrier.kind() == keyward_store::SealKind::Pkcs11 {
@@ -314,5 +316,18 @@ fn shown_once(set: &keyward_crypto::shamir::ShareSet, shares: u8, threshold: u8)
             .collect(),
         secret_shares: shares,
         secret_threshold: threshold,
+    }
+}
+
+/// The seal's state as Vault's `sys/seal-status` answers it.
+fn status_view(s: keyward_service::seal::SealStatus) -> SealStatusView {
+    SealStatusView {
+        kind: s.kind.as_str(),
+        initialized: s.initialized,
+        sealed: s.sealed,
+        t: s.threshold,
+        n: s.shares,
+        progress: s.progress,
+        keyring_version: s.keyring_version,
     }
 }

@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::Json;
-use crate::wire::{Health, Readiness};
 use crate::AppState;
+use keyward_proto::{Health, Readiness};
 
 /// What `/ready` says while no admin token can grant every scope: the
 /// admin API can then no longer be administered in full.

@@ -25,8 +25,8 @@ use keyward_store::{LastFullToken, StoreError};
 use super::{audit_event, now, page, within, Json, Query};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::wire::{ErrorResponse, IssuedToken, PageQuery, TokenCreate, TokenList, TokenView};
 use crate::AppState;
+use keyward_proto::{ErrorResponse, IssuedToken, PageQuery, TokenCreate, TokenList, TokenView};
 
 /// Creates an admin token with at most the caller's scopes and reach,
 /// expiring no later than the caller (a later expiry, or none, is capped to

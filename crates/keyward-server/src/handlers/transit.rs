@@ -26,7 +26,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use keyward_core::{AdminScope, ApiId, Environment};
 use keyward_crypto::transit::{self, KeyType, KeyVersion, Marshaling, TransitError};
-use keyward_crypto::{CryptoError, Keyring, RecordIdentity};
+use keyward_crypto::{CryptoError, Keyring};
 use keyward_store::{StoreError, TransitKey, TransitKeyVersion};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -39,21 +39,13 @@ use super::{audit_event, now};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
+use keyward_service::records::identity;
+use keyward_service::transit::{LoadedKey, TransitCache};
 
 /// How long a loaded key is used before it is read again.
 pub const CACHE_TTL: Duration = Duration::from_secs(1);
 /// Most items in one `batch_input`.
 const MAX_BATCH: usize = 10_000;
-
-/// A transit key with its versions' material opened.
-pub struct LoadedKey {
-    meta: TransitKey,
-    kind: KeyType,
-    versions: BTreeMap<u32, (KeyVersion, TransitKeyVersion)>,
-}
-
-/// Loaded keys by name, with the time they were loaded.
-pub type TransitCache = dashmap::DashMap<String, (Instant, Arc<LoadedKey>)>;
 
 pub async fn dispatch(
     state: &AppState,
@@ -139,16 +131,6 @@ fn aad(name: &str, version: u32) -> Vec<u8> {
     aad.push(0);
     aad.extend_from_slice(&version.to_be_bytes());
     aad
-}
-
-/// What a transit key version's material is bound to.
-pub(crate) fn identity(name: &str, version: u32) -> RecordIdentity<'_> {
-    RecordIdentity {
-        table: "transit_key_versions",
-        id: name,
-        field: "material",
-        version: u64::from(version),
-    }
 }
 
 #[derive(Deserialize)]

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use keyward_core::limits::RateLimit;
 use keyward_core::{AdminToken, Api, ApiId, AuditEvent, KeyDigest, KeyId, KeyRecord, TokenId};
-use keyward_server::gateway::GatewayConfig;
-use keyward_server::seal::SealSettings;
+use keyward_gateway::GatewayConfig;
 use keyward_server::settings::{LeakSettings, VerifySettings};
 use keyward_server::{Application, Settings};
+use keyward_service::seal::SealSettings;
 use keyward_store::{AuditEntry, LastFullToken, RevokedToken};
 use keyward_store::{
     AuditFilter, BulkRevokeFilter, KeyFilter, KeyPatch, Page, PgStore, Rotation, SqliteStore, Store,

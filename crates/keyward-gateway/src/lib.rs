@@ -35,12 +35,11 @@ pub use forwarded::ForwardedHeader;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use axum::http::{Method, StatusCode, Uri};
+use hyper::{Method, StatusCode, Uri};
 use keyward_core::limits::Cidr;
 use keyward_core::{ApiId, Environment, Requirements, Scope, VerifyCode};
 use serde::Deserialize;
@@ -49,12 +48,15 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
-use crate::limits::{Connections, Limits, Pace, Shed, Slot};
-use crate::verifier::{Reach, Verification, Verifier};
 use http1::{
-    BadRequest, BadResponse, Bounds, Framing, HeadConfig, Inbound, RelayError, RequestHead,
-    ResponseHead,
+    BadRequest, BadResponse, Bounds, Framing, HeadConfig, RelayError, RequestHead, ResponseHead,
 };
+use keyward_net::workers::{Open, Scheduling, Workers};
+use keyward_net::write::push_decimal;
+use keyward_net::Inbound;
+use keyward_net::{Connections, Limits, Pace, Shed, Slot, Stream};
+use keyward_proto::errors::TOO_MANY_CONNECTIONS;
+use keyward_verify::{Reach, Verification, Verifier};
 
 /// How long opening an upstream connection may take, by default.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -146,22 +148,6 @@ impl<'de> Deserialize<'de> for ReplacedByTrustedProxies {
              the right",
         ))
     }
-}
-
-/// The kernel scheduling policy of the gateway's own threads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scheduling {
-    /// `SCHED_BATCH` (Linux): a thread woken by a write does not preempt
-    /// the thread running on its core, so a peer on the same machine (the
-    /// upstream, or the client) finishes its batch of work first and the
-    /// gateway then relays everything it finds ready in one go. Each thread
-    /// keeps its nice value and its share of the CPU; only the moment it
-    /// runs moves, and only when the core is busy.
-    #[default]
-    Batch,
-    /// The kernel's default policy: a woken thread preempts at once.
-    Normal,
 }
 
 /// One route: requests with this method (any when absent) whose normalised
@@ -287,8 +273,8 @@ impl Gateway {
         let scheme = upstream
             .scheme()
             .cloned()
-            .unwrap_or(axum::http::uri::Scheme::HTTP);
-        if scheme != axum::http::uri::Scheme::HTTP {
+            .unwrap_or(hyper::http::uri::Scheme::HTTP);
+        if scheme != hyper::http::uri::Scheme::HTTP {
             return Err(GatewayConfigError(
                 "the upstream must be http:// (TLS to the upstream is not supported yet)".into(),
             ));
@@ -358,7 +344,7 @@ pub async fn serve(
     shed: Shed,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let workers = Workers::start(gateway.threads, gateway.scheduling)?;
+    let workers = Workers::start("keyward-gateway", gateway.threads, gateway.scheduling)?;
     let admission = Connections::new(gateway.limits, shed.clone());
     let take = |stream: TcpStream,
                 peer: SocketAddr,
@@ -370,6 +356,7 @@ pub async fn serve(
         let shed = shed.clone();
         match workers.least_busy() {
             None => {
+                let _ = stream.set_nodelay(true);
                 connections.spawn(async move {
                     let _slot = slot;
                     connection(gateway, stream, peer, stopping, shed).await;
@@ -383,6 +370,7 @@ pub async fn serve(
                         // Registered with this thread's own reactor.
                         match TcpStream::from_std(stream) {
                             Ok(stream) => {
+                                let _ = stream.set_nodelay(true);
                                 connection(gateway, stream, peer, stopping, shed).await;
                             }
                             Err(e) => {
@@ -398,101 +386,8 @@ pub async fn serve(
             },
         }
     };
-    crate::front::accept_until(listener, &admission, shutdown, take).await;
+    keyward_net::accept_until(listener, &admission, TOO_MANY_CONNECTIONS, shutdown, take).await;
     Ok(())
-}
-
-/// The threads that serve client connections: each runs a single-threaded
-/// runtime, and a connection stays on the thread it was given, with its
-/// upstream connection. Nothing is shared between them on the way through
-/// but the key cache and the limits, so a request wakes no other thread;
-/// the price is that a thread the kernel deschedules delays its own
-/// connections, which no other thread can take over. The threads run under
-/// [`Scheduling::Batch`] unless configured otherwise: measured against
-/// nginx on a machine whose cores the upstream and the client share, it
-/// lowered the gateway's p99 from about twice nginx's to below it, as the
-/// upstream and the client were no longer cut off mid-batch each time they
-/// woke the gateway.
-struct Workers {
-    workers: Vec<Worker>,
-    /// Dropped to stop the threads, once their connections have ended.
-    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
-}
-
-struct Worker {
-    runtime: tokio::runtime::Handle,
-    /// Connections open on this thread.
-    open: Arc<AtomicUsize>,
-}
-
-impl Workers {
-    fn start(threads: usize, scheduling: Scheduling) -> std::io::Result<Self> {
-        let mut workers = Vec::with_capacity(threads);
-        let mut stops = Vec::with_capacity(threads);
-        for n in 0..threads {
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let (started, runtime) = std::sync::mpsc::channel();
-            std::thread::Builder::new()
-                .name(format!("keyward-gateway-{n}"))
-                .spawn(move || {
-                    if scheduling == Scheduling::Batch {
-                        if let Err(e) = keyward_os::set_batch_scheduling() {
-                            tracing::warn!(error = %e, "gateway thread keeps the default scheduling");
-                        }
-                    }
-                    let built = tokio::runtime::Builder::new_current_thread()
-                        .enable_io()
-                        .enable_time()
-                        .build();
-                    match built {
-                        Ok(runtime) => {
-                            if started.send(Ok(runtime.handle().clone())).is_ok() {
-                                let _ = runtime.block_on(stopped);
-                            }
-                        }
-                        Err(e) => {
-                            let _ = started.send(Err(e));
-                        }
-                    }
-                })?;
-            let runtime = runtime
-                .recv()
-                .map_err(|_| std::io::Error::other("a gateway thread did not start"))??;
-            workers.push(Worker {
-                runtime,
-                open: Arc::default(),
-            });
-            stops.push(stop);
-        }
-        Ok(Workers {
-            workers,
-            _stop: stops,
-        })
-    }
-
-    /// The thread with the fewest open connections; `None` when connections
-    /// run on the server's runtime.
-    fn least_busy(&self) -> Option<&Worker> {
-        self.workers
-            .iter()
-            .min_by_key(|w| w.open.load(Ordering::Relaxed))
-    }
-}
-
-/// One open connection, counted on its thread while it lives.
-struct Open(Arc<AtomicUsize>);
-
-impl Open {
-    fn count(open: &Arc<AtomicUsize>) -> Self {
-        open.fetch_add(1, Ordering::Relaxed);
-        Open(Arc::clone(open))
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Whether a client connection goes on after an exchange.
@@ -517,19 +412,18 @@ struct Scratch {
 
 /// Serves one client connection until it closes, breaks the protocol, is
 /// idle or slow past its [`Limits`] or the gateway stops.
-async fn connection(
+async fn connection<C: Stream>(
     gateway: Arc<Gateway>,
-    stream: TcpStream,
+    stream: C,
     peer: SocketAddr,
     stopping: tokio::sync::watch::Receiver<bool>,
     shed: Shed,
 ) {
-    let _ = stream.set_nodelay(true);
     let limits = gateway.limits;
     let mut client = Inbound::new(stream);
     let mut upstream: Option<Inbound> = None;
     let mut scratch = Scratch::default();
-    let stopped = crate::front::stopped(stopping.clone());
+    let stopped = keyward_net::stopped(stopping.clone());
     tokio::pin!(stopped);
     let shed = shed.asked();
     tokio::pin!(shed);
@@ -652,14 +546,14 @@ async fn connection(
             idle.as_mut()
                 .reset(tokio::time::Instant::now() + limits.idle);
         } else {
-            crate::front::push_back(idle.as_mut(), limits.idle);
+            keyward_net::push_back(idle.as_mut(), limits.idle);
         }
     }
 }
 
 /// Answers a request that could not be read, before closing.
-async fn bad_request(
-    client: &mut Inbound,
+async fn bad_request<C: Stream>(
+    client: &mut Inbound<C>,
     scratch: &mut Scratch,
     status: StatusCode,
     code: &str,
@@ -676,7 +570,7 @@ async fn bad_request(
 /// before the client reads it; so the write side is shut first and what
 /// still arrives is read and dropped, for a bounded time (as nginx's
 /// lingering close does).
-async fn linger(client: &mut Inbound) {
+async fn linger<C: Stream>(client: &mut Inbound<C>) {
     let _ = client.stream.shutdown().await;
     let drain = async {
         let mut drained = 0;
@@ -697,10 +591,10 @@ async fn linger(client: &mut Inbound) {
 }
 
 /// One request: routed, verified, then refused or forwarded.
-async fn exchange(
+async fn exchange<C: Stream>(
     gateway: &Arc<Gateway>,
     peer: SocketAddr,
-    client: &mut Inbound,
+    client: &mut Inbound<C>,
     upstream: &mut Option<Inbound>,
     scratch: &mut Scratch,
     head: &RequestHead,
@@ -892,8 +786,8 @@ enum Body {
 /// Answers a request the gateway refuses itself. The connection stays open
 /// only when the request's body has been read whole (or there is none).
 #[allow(clippy::too_many_arguments)]
-async fn refuse(
-    client: &mut Inbound,
+async fn refuse<C: Stream>(
+    client: &mut Inbound<C>,
     scratch: &mut Scratch,
     head: &RequestHead,
     body: Body,
@@ -958,9 +852,9 @@ async fn connect(gateway: &Gateway) -> std::io::Result<Inbound> {
 
 /// Reads the upstream's answer head, and relays any informational (1xx)
 /// answers before it to an HTTP/1.1 client.
-async fn response_head(
+async fn response_head<C: Stream>(
     upstream: &mut Inbound,
-    client: &mut Inbound,
+    client: &mut Inbound<C>,
     head: &RequestHead,
     out: &mut Vec<u8>,
 ) -> Result<ResponseHead, BadResponse> {
@@ -989,9 +883,9 @@ async fn response_head(
 
 /// Sends an admitted request upstream (its head is in `scratch.out`) and
 /// relays the answer.
-async fn forward(
+async fn forward<C: Stream>(
     gateway: &Gateway,
-    client: &mut Inbound,
+    client: &mut Inbound<C>,
     upstream: &mut Option<Inbound>,
     scratch: &mut Scratch,
     head: &RequestHead,
@@ -1182,8 +1076,8 @@ async fn forward(
 
 /// Answers 502 when the upstream could not be reached or broke off before
 /// its answer began, 504 when it did not connect or answer in time.
-async fn upstream_failed(
-    client: &mut Inbound,
+async fn upstream_failed<C: Stream>(
+    client: &mut Inbound<C>,
     scratch: &mut Scratch,
     head: &RequestHead,
     body: Body,
@@ -1215,7 +1109,7 @@ fn rate_limit_headers(out: &mut Vec<u8>, verification: &Verification) {
             (b"x-ratelimit-reset: ", reset),
         ] {
             out.extend_from_slice(name);
-            http1::push_decimal(out, value);
+            push_decimal(out, value);
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -1241,15 +1135,15 @@ fn refusal(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Error").as_bytes());
     out.extend_from_slice(b"\r\ncontent-type: application/json\r\ndate: ");
-    out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    keyward_net::write::http_date(out);
     out.extend_from_slice(b"\r\ncontent-length: ");
-    http1::push_decimal(out, body.len() as u64);
+    push_decimal(out, body.len() as u64);
     out.extend_from_slice(b"\r\n");
     if let Some(v) = verification {
         rate_limit_headers(out, v);
         if let (StatusCode::TOO_MANY_REQUESTS, Some(limit)) = (status, v.ratelimit) {
             out.extend_from_slice(b"retry-after: ");
-            http1::push_decimal(out, ((limit.reset - now_ms()).max(0) as u64).div_ceil(1000));
+            push_decimal(out, ((limit.reset - now_ms()).max(0) as u64).div_ceil(1000));
             out.extend_from_slice(b"\r\n");
         }
     }

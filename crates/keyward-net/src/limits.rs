@@ -55,7 +55,7 @@ impl Limits {
     /// The one timer hyper has for a request head, which runs from the moment
     /// it waits for one, idle time included: the shorter of the two limits,
     /// so neither is exceeded on connections hyper serves.
-    pub(crate) fn hyper_head(&self) -> Duration {
+    pub fn hyper_head(&self) -> Duration {
         self.idle.min(self.head)
     }
 }
@@ -63,7 +63,7 @@ impl Limits {
 /// A body's deadline: `body_grace` from its start, plus a second for every
 /// `body_min_rate` bytes received so far.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Pace {
+pub struct Pace {
     started: Instant,
     grace: Duration,
     min_rate: u64,
@@ -71,7 +71,7 @@ pub(crate) struct Pace {
 }
 
 impl Pace {
-    pub(crate) fn start(limits: &Limits) -> Self {
+    pub fn start(limits: &Limits) -> Self {
         Pace {
             started: Instant::now(),
             grace: limits.body_grace,
@@ -81,12 +81,12 @@ impl Pace {
     }
 
     /// Counts `n` more bytes of the body.
-    pub(crate) fn received(&mut self, n: u64) {
+    pub fn received(&mut self, n: u64) {
         self.received = self.received.saturating_add(n);
     }
 
     /// When the body must have arrived in full, at the bytes counted so far.
-    pub(crate) fn deadline(&self) -> Instant {
+    pub fn deadline(&self) -> Instant {
         let earned = Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
         self.started + self.grace.saturating_add(earned)
     }
@@ -94,7 +94,7 @@ impl Pace {
 
 /// Connections open per client address on one listener, and the signal that
 /// asks idle connections of every listener to close.
-pub(crate) struct Connections {
+pub struct Connections {
     limits: Limits,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
     shed: Shed,
@@ -116,12 +116,12 @@ impl Default for Shed {
 
 impl Shed {
     /// Asks every connection idle now, or idle next, to close.
-    pub(crate) fn shed(&self) {
+    pub fn shed(&self) {
         self.signal.send_modify(|generation| *generation += 1);
     }
 
     /// Resolves once [`Shed::shed`] is called after this was made.
-    pub(crate) fn asked(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+    pub fn asked(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut receiver = self.signal.subscribe();
         async move {
             if receiver.changed().await.is_err() {
@@ -133,7 +133,7 @@ impl Shed {
 }
 
 impl Connections {
-    pub(crate) fn new(limits: Limits, shed: Shed) -> Self {
+    pub fn new(limits: Limits, shed: Shed) -> Self {
         Connections {
             limits,
             open: Arc::default(),
@@ -141,13 +141,13 @@ impl Connections {
         }
     }
 
-    pub(crate) fn shed(&self) -> &Shed {
+    pub fn shed(&self) -> &Shed {
         &self.shed
     }
 
     /// A slot for one more connection from `ip`, held while the connection
     /// lives; `None` when that address has its cap of connections open.
-    pub(crate) fn admit(&self, ip: IpAddr) -> Option<Slot> {
+    pub fn admit(&self, ip: IpAddr) -> Option<Slot> {
         let address = client_address(ip);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(address).or_insert(0);
@@ -179,7 +179,7 @@ fn client_address(ip: IpAddr) -> IpAddr {
 }
 
 /// One connection counted against its address; dropped when it closes.
-pub(crate) struct Slot {
+pub struct Slot {
     address: IpAddr,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }

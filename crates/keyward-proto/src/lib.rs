@@ -1,6 +1,14 @@
-//! The JSON shapes of the HTTP API: what requests carry and responses show.
-//! They are the public contract; records from the core are converted here
-//! so storage fields (digests) never reach a response by accident.
+//! The JSON shapes of the HTTP API: what requests carry and responses show,
+//! shared by the server and the CLI client. They are the public contract;
+//! records from the core are converted here so storage fields (digests)
+//! never reach a response by accident.
+//!
+//! Invariant: this crate knows the wire and the core, nothing else: no
+//! storage, no HTTP library, no handler.
+
+#![forbid(unsafe_code)]
+
+pub mod errors;
 
 use keyward_core::limits::{RateLimit, Refill};
 use keyward_core::{
@@ -10,8 +18,6 @@ use keyward_core::{
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
-
-use crate::verifier::{CachedKey, Verification};
 
 /// Reads a field that distinguishes "absent" (`None`) from `null`
 /// (`Some(None)`), for PATCH bodies where `null` clears a value.
@@ -394,33 +400,6 @@ fn scope_strings<S: serde::Serializer>(
     }
 }
 
-impl<'a> VerifyResult<'a> {
-    pub fn of(v: &'a Verification) -> Self {
-        static EMPTY_OBJECT: std::sync::LazyLock<Box<serde_json::value::RawValue>> =
-            std::sync::LazyLock::new(|| {
-                serde_json::value::RawValue::from_string("{}".to_owned())
-                    .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned())
-            });
-        let key: Option<&CachedKey> = v.key.as_deref();
-        VerifyResult {
-            valid: v.code == VerifyCode::Valid,
-            code: v.code,
-            key_id: key.map(CachedKey::id),
-            owner: key.map(|k| &*k.owner),
-            environment: key.map(CachedKey::environment),
-            scopes: key.map(|k| &k.policy.scopes[..]),
-            metadata: key.map(|k| k.metadata().unwrap_or(&EMPTY_OBJECT)),
-            expires_at: key.and_then(|k| k.policy.expires_at),
-            ratelimit: v.ratelimit.map(|r| RateLimitView {
-                limit: r.limit,
-                remaining: r.remaining,
-                reset: r.reset,
-            }),
-            credits_remaining: v.credits_remaining,
-        }
-    }
-}
-
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerRateLimits {
@@ -619,20 +598,6 @@ pub struct SealStatusView {
     pub progress: u8,
     /// The keyring's newest version, when unsealed.
     pub keyring_version: Option<u32>,
-}
-
-impl From<crate::seal::SealStatus> for SealStatusView {
-    fn from(s: crate::seal::SealStatus) -> Self {
-        SealStatusView {
-            kind: s.kind.as_str(),
-            initialized: s.initialized,
-            sealed: s.sealed,
-            t: s.threshold,
-            n: s.shares,
-            progress: s.progress,
-            keyring_version: s.keyring_version,
-        }
-    }
 }
 
 /// `POST /v1/sys/init` (Vault's names).

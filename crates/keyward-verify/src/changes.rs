@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use keyward_store::{Change, ChangeEntry, Store, StoreError};
 use time::OffsetDateTime;
 
-use crate::auth::TokenCache;
+use crate::TokenCache;
 use crate::Verifier;
 
 /// How long a skipped sequence number is waited for.

@@ -11,83 +11,18 @@
 //! as the client framed it.
 
 use std::mem::MaybeUninit;
-use std::time::Duration;
 
-use axum::http::Method;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use hyper::Method;
+pub(super) use keyward_net::body::{relay_body, Bounds, Framing, RelayError};
+use keyward_net::write::{push_decimal, push_header};
 
 use super::forwarded::ForwardedHeader;
 use super::path::BadPath;
-use crate::limits::Pace;
 
 /// Most headers a message head may have.
 const MAX_HEADERS: usize = 100;
 /// Largest message head, request or response.
 pub(super) const MAX_HEAD: usize = 64 * 1024;
-/// Longest chunk-size line, and most bytes of trailer fields.
-const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILERS: usize = 16 * 1024;
-/// What one read asks for at least.
-const READ_SIZE: usize = 8 * 1024;
-/// Body bytes gathered before they are written on.
-const WRITE_SIZE: usize = 64 * 1024;
-
-/// One side's socket and the bytes read from it but not yet used.
-pub(crate) struct Inbound {
-    pub stream: TcpStream,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Inbound {
-    pub fn new(stream: TcpStream) -> Self {
-        Inbound {
-            stream,
-            buf: Vec::with_capacity(READ_SIZE),
-            pos: 0,
-        }
-    }
-
-    /// The bytes read and not yet consumed.
-    pub fn data(&self) -> &[u8] {
-        &self.buf[self.pos..]
-    }
-
-    pub fn consume(&mut self, n: usize) {
-        self.pos += n;
-        if self.pos >= self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
-    }
-
-    /// The socket and the bytes read from it and not yet consumed.
-    pub fn into_parts(mut self) -> (TcpStream, Vec<u8>) {
-        self.buf.drain(..self.pos);
-        (self.stream, self.buf)
-    }
-
-    /// Reads more; `Ok(0)` at the end of the stream.
-    pub async fn fill(&mut self) -> std::io::Result<usize> {
-        if self.pos > 0 && self.buf.capacity() - self.buf.len() < READ_SIZE / 2 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        self.buf.reserve(READ_SIZE);
-        self.stream.read_buf(&mut self.buf).await
-    }
-}
-
-/// How a message's body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    /// Until the sender closes (responses only).
-    UntilClose,
-}
 
 /// Why a request head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -535,7 +470,7 @@ pub(super) fn parse_response(
         .reason
         .filter(|r| !r.is_empty())
         .or_else(|| {
-            axum::http::StatusCode::from_u16(status)
+            hyper::StatusCode::from_u16(status)
                 .ok()
                 .and_then(|s| s.canonical_reason())
         })
@@ -558,266 +493,6 @@ pub(super) fn parse_response(
         framing,
         reusable,
     }))
-}
-
-pub(super) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
-}
-
-/// Why a body could not be relayed.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum RelayError {
-    /// The sender's side failed, ended early or broke the framing.
-    #[error("reading the body failed: {0}")]
-    Read(std::io::Error),
-    /// The receiver's side failed, or did not take a write in time.
-    #[error("writing the body failed: {0}")]
-    Write(std::io::Error),
-    /// The body grew past [`Bounds::max`].
-    #[error("the body is larger than allowed")]
-    TooLarge,
-    /// The sender fell behind its [`Bounds::pace`].
-    #[error("the body arrived too slowly")]
-    TooSlow,
-}
-
-/// What a body relay holds each side to.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Bounds {
-    /// The sender must keep up this pace, or the relay fails with
-    /// [`RelayError::TooSlow`].
-    pub pace: Option<Pace>,
-    /// Most bytes of a chunked body (a length is checked before the relay).
-    pub max: Option<u64>,
-    /// How long one write to the receiver may take.
-    pub write: Option<Duration>,
-}
-
-fn invalid(what: &str) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
-}
-
-/// Relays a body of `framing` from `source` to `sink`. `out` already holds
-/// bytes to write first (a message head); they go out with the start of
-/// the body. A chunked body is re-chunked with extensions and trailers
-/// dropped, or sent bare when `dechunk` (for an HTTP/1.0 client).
-pub(super) async fn relay_body(
-    source: &mut Inbound,
-    sink: &mut TcpStream,
-    framing: Framing,
-    out: &mut Vec<u8>,
-    dechunk: bool,
-    bounds: &mut Bounds,
-) -> Result<(), RelayError> {
-    match framing {
-        Framing::Empty => flush(sink, out, bounds).await,
-        Framing::Length(n) => relay_length(source, sink, n, out, bounds).await,
-        Framing::Chunked => relay_chunked(source, sink, out, dechunk, bounds).await,
-        Framing::UntilClose => loop {
-            let data = source.data();
-            out.extend_from_slice(data);
-            let n = data.len();
-            source.consume(n);
-            flush(sink, out, bounds).await?;
-            if source.fill().await.map_err(RelayError::Read)? == 0 {
-                return Ok(());
-            }
-        },
-    }
-}
-
-async fn flush(sink: &mut TcpStream, out: &mut Vec<u8>, bounds: &Bounds) -> Result<(), RelayError> {
-    if !out.is_empty() {
-        let written = match bounds.write {
-            None => sink.write_all(out).await,
-            Some(limit) => match tokio::time::timeout(limit, sink.write_all(out)).await {
-                Ok(written) => written,
-                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-            },
-        };
-        written.map_err(RelayError::Write)?;
-        out.clear();
-    }
-    Ok(())
-}
-
-/// Reads more of a body, held to its pace; the end of the stream is an
-/// error.
-async fn fill_body(source: &mut Inbound, bounds: &mut Bounds) -> Result<(), RelayError> {
-    let read = match &bounds.pace {
-        None => source.fill().await,
-        Some(pace) => match tokio::time::timeout_at(pace.deadline(), source.fill()).await {
-            Ok(read) => read,
-            Err(_) => return Err(RelayError::TooSlow),
-        },
-    };
-    match read.map_err(RelayError::Read)? {
-        0 => Err(RelayError::Read(std::io::ErrorKind::UnexpectedEof.into())),
-        n => {
-            if let Some(pace) = &mut bounds.pace {
-                pace.received(n as u64);
-            }
-            Ok(())
-        }
-    }
-}
-
-/// Moves up to `n` buffered body bytes of `source` into `out`; returns how
-/// many.
-fn take(source: &mut Inbound, n: u64, out: &mut Vec<u8>) -> u64 {
-    let data = source.data();
-    let k = data.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-    out.extend_from_slice(&data[..k]);
-    source.consume(k);
-    k as u64
-}
-
-async fn relay_length(
-    source: &mut Inbound,
-    sink: &mut TcpStream,
-    mut n: u64,
-    out: &mut Vec<u8>,
-    bounds: &mut Bounds,
-) -> Result<(), RelayError> {
-    loop {
-        n -= take(source, n, out);
-        if n == 0 {
-            return flush(sink, out, bounds).await;
-        }
-        flush(sink, out, bounds).await?;
-        fill_body(source, bounds).await?;
-    }
-}
-
-/// A line ending in CRLF at the start of `source`'s buffer, reading more as
-/// needed (after writing what `out` holds, so nothing waits on a slow
-/// sender); returns its length without the CRLF.
-async fn line(
-    source: &mut Inbound,
-    sink: &mut TcpStream,
-    out: &mut Vec<u8>,
-    limit: usize,
-    bounds: &mut Bounds,
-) -> Result<usize, RelayError> {
-    let mut searched = 0;
-    loop {
-        let data = source.data();
-        if let Some(at) = data[searched..].iter().position(|b| *b == b'\n') {
-            let end = searched + at;
-            if end == 0 || data[end - 1] != b'\r' {
-                return Err(RelayError::Read(invalid("a chunk line without CRLF")));
-            }
-            return Ok(end - 1);
-        }
-        searched = data.len();
-        if searched > limit {
-            return Err(RelayError::Read(invalid("a chunk line too long")));
-        }
-        flush(sink, out, bounds).await?;
-        fill_body(source, bounds).await?;
-    }
-}
-
-/// The size of a chunk-size line (`1a;ext=1`): hex digits, then optional
-/// extensions, which are dropped.
-fn chunk_size(line: &[u8]) -> Option<u64> {
-    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 15 {
-        return None;
-    }
-    let rest = &line[digits..];
-    let rest_ok = rest.is_empty()
-        || (rest.trim_ascii_start().starts_with(b";")
-            && rest.iter().all(|b| *b == b'\t' || (b' '..0x7f).contains(b)));
-    if !rest_ok {
-        return None;
-    }
-    let text = std::str::from_utf8(&line[..digits]).ok()?;
-    u64::from_str_radix(text, 16).ok()
-}
-
-async fn relay_chunked(
-    source: &mut Inbound,
-    sink: &mut TcpStream,
-    out: &mut Vec<u8>,
-    dechunk: bool,
-    bounds: &mut Bounds,
-) -> Result<(), RelayError> {
-    let mut total: u64 = 0;
-    loop {
-        let len = line(source, sink, out, MAX_CHUNK_LINE, bounds).await?;
-        let size = chunk_size(&source.data()[..len])
-            .ok_or_else(|| RelayError::Read(invalid("an invalid chunk size")))?;
-        source.consume(len + 2);
-        if size == 0 {
-            break;
-        }
-        // Refused before any of the chunk that passes the limit is sent.
-        total = total.saturating_add(size);
-        if bounds.max.is_some_and(|max| total > max) {
-            return Err(RelayError::TooLarge);
-        }
-        if !dechunk {
-            out.extend_from_slice(format!("{size:x}\r\n").as_bytes());
-        }
-        let mut left = size;
-        loop {
-            left -= take(source, left, out);
-            if left == 0 {
-                break;
-            }
-            flush(sink, out, bounds).await?;
-            fill_body(source, bounds).await?;
-        }
-        while source.data().len() < 2 {
-            flush(sink, out, bounds).await?;
-            fill_body(source, bounds).await?;
-        }
-        if &source.data()[..2] != b"\r\n" {
-            return Err(RelayError::Read(invalid("a chunk without CRLF after it")));
-        }
-        source.consume(2);
-        if !dechunk {
-            out.extend_from_slice(b"\r\n");
-        }
-        if out.len() >= WRITE_SIZE {
-            flush(sink, out, bounds).await?;
-        }
-    }
-    // Trailer fields, up to an empty line: dropped.
-    let mut trailers = 0;
-    loop {
-        let len = line(source, sink, out, MAX_CHUNK_LINE, bounds).await?;
-        source.consume(len + 2);
-        if len == 0 {
-            break;
-        }
-        trailers += len + 2;
-        if trailers > MAX_TRAILERS {
-            return Err(RelayError::Read(invalid("trailer fields too large")));
-        }
-    }
-    if !dechunk {
-        out.extend_from_slice(b"0\r\n\r\n");
-    }
-    flush(sink, out, bounds).await
 }
 
 #[cfg(test)]
@@ -995,18 +670,5 @@ mod tests {
         let (head, out) = response("HTTP/1.1 418 \r\nContent-Length: 1\r\n\r\n", Method::GET);
         assert_eq!(head.status, 418);
         assert!(out.starts_with("HTTP/1.1 418 I'm a teapot\r\n"), "{out}");
-    }
-
-    #[test]
-    fn chunk_sizes_are_strict() {
-        assert_eq!(chunk_size(b"1a"), Some(26));
-        assert_eq!(chunk_size(b"0"), Some(0));
-        assert_eq!(chunk_size(b"5;name=value"), Some(5));
-        assert_eq!(chunk_size(b"5 ;x"), Some(5));
-        assert_eq!(chunk_size(b""), None);
-        assert_eq!(chunk_size(b"-1"), None);
-        assert_eq!(chunk_size(b"5 5"), None);
-        assert_eq!(chunk_size(b"0x5"), None);
-        assert_eq!(chunk_size(b"1000000000000000"), None);
     }
 }

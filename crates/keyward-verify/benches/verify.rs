@@ -12,9 +12,9 @@ use keyward_core::limits::{Cidr, RateLimit};
 use keyward_core::{
     ApiId, AuditEvent, Environment, EventId, KeyRecord, PlaintextKey, Prefix, Requirements, Scope,
 };
-use keyward_server::verifier::Reach;
-use keyward_server::{Verifier, VerifierConfig};
 use keyward_store::{SqliteStore, Store};
+use keyward_verify::Reach;
+use keyward_verify::{Verifier, VerifierConfig};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 

@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 
 use keyward_crypto::pkcs11::{Hsm, HsmConfig};
 
-use crate::auth::Caller;
+use crate::Actor;
 use keyward_crypto::shamir::{self, Share, ShareError, ShareSet, ShareSetRecord, Unsealer};
 use keyward_crypto::{file_seal, CryptoError, Keyring, MasterKey, SecretKey};
 use keyward_store::{
@@ -28,7 +28,7 @@ use keyward_store::{
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::handlers::now;
+use crate::audit::{audit_event, now};
 
 /// The `[seal]` section of the settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -175,7 +175,7 @@ pub struct Barrier {
     shares: RwLock<(u8, u8)>,
     state: RwLock<State>,
     /// Transit keys opened with the keyring; emptied when sealed.
-    transit: crate::handlers::transit::TransitCache,
+    transit: crate::transit::TransitCache,
     /// Uses this node reserved in the store and has not spent, per key.
     allowances: std::sync::Mutex<std::collections::HashMap<UseTarget, u64>>,
     rotate_after_uses: u64,
@@ -320,7 +320,7 @@ impl Barrier {
     }
 
     /// Transit keys opened with the keyring.
-    pub(crate) fn transit_cache(&self) -> &crate::handlers::transit::TransitCache {
+    pub fn transit_cache(&self) -> &crate::transit::TransitCache {
         &self.transit
     }
 
@@ -340,7 +340,7 @@ impl Barrier {
         &self,
         shares: u8,
         threshold: u8,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<ShareSet, SealError> {
         if self.kind != SealKind::Shamir {
             return Err(SealError::WrongSeal(self.kind.as_str()));
@@ -354,7 +354,7 @@ impl Barrier {
         let master = MasterKey::generate()?;
         let set = shamir::split(&master, shares, threshold)?;
         let record = self
-            .initialise_store(&master, Some(&set), None, Some(caller))
+            .initialise_store(&master, Some(&set), None, Some(actor))
             .await;
         let record = match record {
             Err(SealError::Store(StoreError::Conflict(_))) => {
@@ -460,7 +460,7 @@ impl Barrier {
             let barrier = Arc::clone(self);
             tokio::spawn(async move {
                 let result = async {
-                    let event = crate::handlers::audit_event(
+                    let event = audit_event(
                         None,
                         "keyring.rotate",
                         "keyring",
@@ -503,7 +503,7 @@ impl Barrier {
         current: &[String],
         shares: u8,
         threshold: u8,
-        caller: &Caller,
+        actor: &Actor,
     ) -> Result<ShareSet, SealError> {
         if self.kind != SealKind::Shamir {
             return Err(SealError::WrongSeal(self.kind.as_str()));
@@ -560,8 +560,8 @@ impl Barrier {
             updated_at: at,
             ..record
         };
-        let event = crate::handlers::audit_event(
-            Some(caller),
+        let event = audit_event(
+            Some(actor),
             "seal.rekey",
             "seal",
             serde_json::json!({ "shares": shares, "threshold": threshold }),
@@ -581,7 +581,7 @@ impl Barrier {
     /// Replaces the master key of a `pkcs11` seal: a new master key,
     /// wrapped by the HSM, and every keyring version rewrapped under it, in
     /// one transaction. The node stays unsealed.
-    pub async fn rekey_hsm(&self, caller: &Caller) -> Result<(), SealError> {
+    pub async fn rekey_hsm(&self, actor: &Actor) -> Result<(), SealError> {
         let settings = self
             .hsm
             .as_ref()
@@ -621,8 +621,8 @@ impl Barrier {
             updated_at: at,
             ..record
         };
-        let event = crate::handlers::audit_event(
-            Some(caller),
+        let event = audit_event(
+            Some(actor),
             "seal.rekey",
             "seal",
             serde_json::json!({ "seal": "pkcs11" }),
@@ -673,14 +673,12 @@ impl Barrier {
                         } => {
                             let id = format!("{mount}/{path}");
                             keyring.rewrap(
-                                &crate::handlers::kv::secret_identity(&id, *version),
+                                &crate::records::secret_identity(&id, *version),
                                 &stored.envelope,
                             )
                         }
-                        EnvelopeCursor::Transit { name, version } => keyring.rewrap(
-                            &crate::handlers::transit::identity(name, *version),
-                            &stored.envelope,
-                        ),
+                        EnvelopeCursor::Transit { name, version } => keyring
+                            .rewrap(&crate::records::identity(name, *version), &stored.envelope),
                     };
                     match moved {
                         Ok(Some(new)) => {
@@ -806,7 +804,7 @@ impl Barrier {
         master: &MasterKey,
         shares: Option<&ShareSet>,
         wrapped_master: Option<Vec<u8>>,
-        caller: Option<&Caller>,
+        actor: Option<&Actor>,
     ) -> Result<SealRecord, SealError> {
         let at = now();
         let record = SealRecord {
@@ -828,7 +826,7 @@ impl Barrier {
             "shares": shares.map(|s| s.shares.len()),
             "threshold": shares.map(|s| s.threshold),
         });
-        let event = crate::handlers::audit_event(caller, "seal.init", "seal", details, at)
+        let event = audit_event(actor, "seal.init", "seal", details, at)
             .map_err(|_| SealError::Crypto(CryptoError::Random))?;
         self.store.init_seal(&record, &first, &event).await?;
         Ok(record)

@@ -1,0 +1,32 @@
+//! Audit events as every operation writes them.
+
+use keyward_core::AuditEvent;
+use time::OffsetDateTime;
+
+use crate::{Actor, Error};
+
+/// The audit event of an operation `actor` performed (`None`: the server
+/// itself) at `now`.
+pub fn audit_event(
+    actor: Option<&Actor>,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+    now: OffsetDateTime,
+) -> Result<AuditEvent, Error> {
+    Ok(AuditEvent {
+        id: keyward_store::event_id(now)?,
+        at: now,
+        actor: actor.map(|a| a.id().clone()),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        details,
+    })
+}
+
+/// The current time at millisecond precision, as stored.
+pub fn now() -> OffsetDateTime {
+    let t = OffsetDateTime::now_utc();
+    let millis = t.unix_timestamp_nanos() / 1_000_000 * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(millis).unwrap_or(t)
+}

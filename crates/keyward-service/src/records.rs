@@ -1,0 +1,35 @@
+//! What each sealed record is bound to: the associated data of its
+//! envelope, so a value moved to another record fails to open.
+
+use keyward_crypto::RecordIdentity;
+
+/// What a secret version's value is bound to: `id` is `mount/path`.
+pub fn secret_identity(id: &str, version: u64) -> RecordIdentity<'_> {
+    RecordIdentity {
+        table: "secret_versions",
+        id,
+        field: "value",
+        version,
+    }
+}
+
+/// What a secret's custom metadata is bound to: `id` is `mount/path`. The
+/// metadata has no versions of its own; 0 keeps it apart from every value.
+pub fn metadata_identity(id: &str) -> RecordIdentity<'_> {
+    RecordIdentity {
+        table: "secret_meta",
+        id,
+        field: "custom_metadata",
+        version: 0,
+    }
+}
+
+/// What a transit key version's material is bound to.
+pub fn identity(name: &str, version: u32) -> RecordIdentity<'_> {
+    RecordIdentity {
+        table: "transit_key_versions",
+        id: name,
+        field: "material",
+        version: u64::from(version),
+    }
+}
