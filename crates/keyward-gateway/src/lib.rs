@@ -56,7 +56,7 @@ use keyward_net::write::push_decimal;
 use keyward_net::Inbound;
 use keyward_net::{Connections, Limits, Pace, Shed, Slot, Stream};
 use keyward_proto::errors::TOO_MANY_CONNECTIONS;
-use keyward_verify::{Reach, Verification, Verifier};
+use keyward_verify::{Observation, Observe, Reach, RequestLog, Verification, Verifier};
 
 /// How long opening an upstream connection may take, by default.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -198,6 +198,8 @@ pub struct Gateway {
     /// For the answer's head, and for each write of the request to the
     /// upstream.
     upstream_timeout: Duration,
+    /// Told of every request answered.
+    observer: Arc<dyn Observe>,
 }
 
 struct CompiledRoute {
@@ -321,12 +323,19 @@ impl Gateway {
             upstream_timeout: config
                 .upstream_timeout_ms
                 .map_or(UPSTREAM_TIMEOUT, Duration::from_millis),
+            observer: Arc::new(RequestLog),
         })
     }
 
     /// Holds client connections to `limits` (the server's `[limits]`).
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Reports every request to `observer` instead of logging it.
+    pub fn with_observer(mut self, observer: Arc<dyn Observe>) -> Self {
+        self.observer = observer;
         self
     }
 
@@ -408,6 +417,10 @@ struct Scratch {
     forwarded: String,
     /// The head (and body bytes) being written.
     out: Vec<u8>,
+    /// The status of the answer to the current request, for the observer.
+    status: u16,
+    /// The current request's verification code, once verified.
+    code: Option<VerifyCode>,
 }
 
 /// Serves one client connection until it closes, breaks the protocol, is
@@ -511,6 +524,9 @@ async fn connection<C: Stream>(
             }
         };
         client.consume(head.len);
+        let started = gateway.observer.wants().then(std::time::Instant::now);
+        scratch.status = 0;
+        scratch.code = None;
         let flow = match head.framing {
             Framing::Length(n) if n > gateway.max_body => {
                 let message = "the request body is larger than this gateway accepts";
@@ -538,6 +554,16 @@ async fn connection<C: Stream>(
                 .await
             }
         };
+        if let Some(started) = started {
+            gateway.observer.observe(&Observation {
+                listener: "gateway",
+                method: head.method.as_str(),
+                path: &scratch.target[..head.path_end],
+                status: scratch.status,
+                latency: started.elapsed(),
+                code: scratch.code,
+            });
+        }
         if flow == Flow::Close || !head.keep_alive || !matches!(stopping.has_changed(), Ok(false)) {
             return;
         }
@@ -658,6 +684,7 @@ async fn exchange<C: Stream>(
             .await;
         }
     };
+    scratch.code = Some(verification.code);
     if verification.code != VerifyCode::Valid {
         let status = match verification.code {
             VerifyCode::InsufficientScope | VerifyCode::IpNotAllowed => StatusCode::FORBIDDEN,
@@ -796,6 +823,7 @@ async fn refuse<C: Stream>(
     message: &str,
     verification: Option<&Verification>,
 ) -> Flow {
+    scratch.status = status.as_u16();
     let body_read = match (body, head.framing) {
         (Body::Sent, _) | (Body::Unread, Framing::Empty) => true,
         (Body::Unread, Framing::Length(n)) if (client.data().len() as u64) >= n => {
@@ -1033,6 +1061,7 @@ async fn forward<C: Stream>(
         }
     };
     let (mut up, response) = answered;
+    scratch.status = response.status;
     let dechunk = head.http10 && response.framing == Framing::Chunked;
     let close = !head.keep_alive || response.framing == Framing::UntilClose || dechunk;
     let out = &mut scratch.out;

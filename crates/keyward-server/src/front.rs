@@ -41,6 +41,7 @@ use crate::{AppState, MAX_BODY_BYTES};
 use keyward_net::{Connections, Limits, Pace, Shed, Slot};
 use keyward_proto::errors::TOO_MANY_CONNECTIONS;
 use keyward_proto::{Health, VerifyRequest};
+use keyward_verify::Observation;
 
 /// Largest head this front reads; a longer one goes to hyper, which
 /// refuses it.
@@ -54,10 +55,11 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     state: Arc<AppState>,
-    limits: Limits,
+    options: Options,
     shed: Shed,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let Options { limits, fast_path } = options;
     let health = Arc::new(Fixed::json(&Health { status: "ok" })?);
     let admission = Connections::new(limits, shed.clone());
     let take = |stream: TcpStream,
@@ -70,6 +72,7 @@ pub(crate) async fn serve(
             state: Arc::clone(&state),
             health: Arc::clone(&health),
             limits,
+            fast_path,
             shed: shed.clone(),
         };
         let _ = stream.set_nodelay(true);
@@ -77,6 +80,14 @@ pub(crate) async fn serve(
     };
     accept_until(listener, &admission, TOO_MANY_CONNECTIONS, shutdown, take).await;
     Ok(())
+}
+
+/// How the listener serves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Options {
+    pub limits: Limits,
+    /// `false`: every connection goes to hyper from its first byte.
+    pub fast_path: bool,
 }
 
 /// A fixed answer, serialized once.
@@ -98,6 +109,8 @@ struct Front {
     state: Arc<AppState>,
     health: Arc<Fixed>,
     limits: Limits,
+    /// Whether this front answers its two routes itself.
+    fast_path: bool,
     /// Asks this connection to close when it is idle and the process is
     /// out of file descriptors.
     shed: Shed,
@@ -205,11 +218,31 @@ fn parse(data: &[u8]) -> Parsed {
 }
 
 impl Front {
+    /// Reports a request to the observer as the router's middleware does.
+    fn observe(&self, route: Route, status: StatusCode, started: Option<Instant>) {
+        let Some(started) = started else { return };
+        let (method, path) = match route {
+            Route::Health => ("GET", "/health"),
+            Route::Verify => ("POST", "/v1/keys/verify"),
+        };
+        self.state.observer.observe(&Observation {
+            listener: "api",
+            method,
+            path,
+            status: status.as_u16(),
+            latency: started.elapsed(),
+            code: None,
+        });
+    }
+
     /// Serves one connection until it closes, is idle or slow past its
     /// [`Limits`], the server stops, or a request for hyper arrives.
     async fn connection<S: Stream>(self, stream: S, slot: Slot, stopping: watch::Receiver<bool>) {
         let limits = self.limits;
         let mut client = Inbound::new(stream);
+        if !self.fast_path {
+            return self.hand_over(client, slot, stopping).await;
+        }
         let mut out = Vec::with_capacity(1024);
         let stopped = stopped(stopping.clone());
         tokio::pin!(stopped);
@@ -257,11 +290,11 @@ impl Front {
                     () = &mut deadline => return,
                 }
             };
-            let started = Instant::now();
+            let started = self.state.observer.wants().then(Instant::now);
             out.clear();
             let status = self.answer(&head, client.data(), &mut out).await;
             client.consume(head.len + head.body);
-            log(head.route, status, started);
+            self.observe(head.route, status, started);
             if client.stream.write_all(&out).await.is_err() {
                 return;
             }
@@ -416,24 +449,6 @@ impl axum::body::HttpBody for PacedBody {
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
-}
-
-/// Logs a request as the router's `log_request` does.
-fn log(route: Route, status: StatusCode, started: Instant) {
-    if !tracing::enabled!(tracing::Level::INFO) {
-        return;
-    }
-    let (method, path) = match route {
-        Route::Health => ("GET", "/health"),
-        Route::Verify => ("POST", "/v1/keys/verify"),
-    };
-    tracing::info!(
-        method,
-        path,
-        status = status.as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
 }
 
 /// Writes a JSON answer with its head.

@@ -39,6 +39,7 @@ use axum::routing::get;
 use axum::Router;
 use keyward_core::{AdminScope, AdminToken, Environment, PlaintextKey, Prefix, TokenId};
 use keyward_store::Store;
+use keyward_verify::{Observation, Observe, RequestLog};
 use tokio::net::TcpListener;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi as OpenApiDoc;
@@ -106,6 +107,9 @@ pub struct AppState {
     /// Public keys of secret-scanning partners (GitHub) by identifier, whose
     /// signed leak reports are accepted.
     pub partner_keys: Vec<(String, keyward_crypto::partner::PartnerKey)>,
+    /// Told of every request the API listener answers, by the front and the
+    /// router alike.
+    pub observer: Arc<dyn Observe>,
 }
 
 /// A server bound to its listener and ready to run.
@@ -122,6 +126,8 @@ pub struct Application {
     gateway: Option<(Arc<keyward_gateway::Gateway>, TcpListener)>,
     /// Deadlines and caps of client connections, on both listeners.
     limits: keyward_net::Limits,
+    /// Whether the front answers plain verify and `/health` itself.
+    fast_path: bool,
     /// The root token when this start created it; shown once, then dropped.
     root_token: Option<PlaintextKey>,
 }
@@ -173,6 +179,7 @@ impl Application {
             tokens,
             barrier,
             partner_keys,
+            observer: Arc::new(RequestLog),
         });
         let gateway = match settings.gateway {
             Some(config) => {
@@ -181,7 +188,8 @@ impl Application {
                 })?;
                 let gateway = keyward_gateway::Gateway::new(config, Arc::clone(&verifier))
                     .map_err(|e| StartError::Settings(e.to_string()))?
-                    .with_limits(settings.limits.limits());
+                    .with_limits(settings.limits.limits())
+                    .with_observer(Arc::clone(&state.observer));
                 Some((Arc::new(gateway), TcpListener::bind(listen).await?))
             }
             None => None,
@@ -194,6 +202,7 @@ impl Application {
             listener,
             router: router(Arc::clone(&state), limits),
             limits,
+            fast_path: settings.fast_path,
             state,
             verifier,
             follower,
@@ -266,7 +275,10 @@ impl Application {
             self.listener,
             self.router,
             self.state,
-            limits,
+            front::Options {
+                limits,
+                fast_path: self.fast_path,
+            },
             shed,
             stopping(watch),
         )
@@ -411,7 +423,10 @@ fn router(state: Arc<AppState>, limits: keyward_net::Limits) -> Router {
             }),
         )
         .fallback(fallback)
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state.observer),
+            observe_request,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(move |request, next| {
             front::paced(limits, request, next)
@@ -428,63 +443,30 @@ async fn fallback(
     handlers::kv::dispatch(state, request).await
 }
 
-/// Logs method, path, status and latency of every request. Never the body
-/// or the query string: a key may be in either by mistake. A key pasted into
-/// the path (`GET /v1/keys/tm_live_…`) is redacted.
-async fn log_request(request: Request, next: Next) -> Response {
-    if !tracing::enabled!(tracing::Level::INFO) {
+/// Reports method, path, status and latency of every request the router
+/// serves to the observer. Never the body or the query string: a key may be
+/// in either by mistake; the observer redacts the path before showing it.
+async fn observe_request(
+    axum::extract::State(observer): axum::extract::State<Arc<dyn Observe>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !observer.wants() {
         return next.run(request).await;
     }
     let started = Instant::now();
     let method = request.method().clone();
-    let path = loggable_path(request.uri().path());
+    let path = request.uri().path().to_owned();
     let response = next.run(request).await;
-    tracing::info!(
-        %method,
-        path = %path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    observer.observe(&Observation {
+        listener: "api",
+        method: method.as_str(),
+        path: &path,
+        status: response.status().as_u16(),
+        latency: started.elapsed(),
+        code: None,
+    });
     response
-}
-
-/// A request path as it may be logged: every key or admin token in it,
-/// written plainly or with its characters percent-escaped, replaced by
-/// [`keyward_core::key::REDACTED_KEY`].
-pub(crate) fn loggable_path(path: &str) -> String {
-    use keyward_core::key::redact_keys;
-    if !path.contains('%') {
-        return redact_keys(path).into_owned();
-    }
-    // Keys are made of `0-9A-Za-z_`; decoding only escapes of those
-    // characters finds an escaped key without making the path ambiguous.
-    let bytes = path.as_bytes();
-    let mut decoded = String::with_capacity(path.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| path.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-            .filter(|b| b.is_ascii_alphanumeric() || *b == b'_');
-        match escaped {
-            Some(b) => {
-                decoded.push(char::from(b));
-                i += 3;
-            }
-            None => {
-                let len = path[i..].chars().next().map_or(1, char::len_utf8);
-                decoded.push_str(&path[i..i + len]);
-                i += len;
-            }
-        }
-    }
-    if keyward_core::key::contains_key(&decoded) {
-        redact_keys(&decoded).into_owned()
-    } else {
-        path.to_owned()
-    }
 }
 
 /// Mounts `secret` (KV v2, live) on a store that has no secrets mount yet,

@@ -36,6 +36,11 @@ pub struct Settings {
     /// Deadlines and caps of client connections, on the API listener and
     /// the gateway alike (`[limits]`).
     pub limits: LimitSettings,
+    /// Whether the API listener answers plain verify and `/health` requests
+    /// with its own HTTP/1.1 reader (`true`, the default). `false` sends
+    /// every request through hyper and the router: slower, and the
+    /// reference the fast path is tested against.
+    pub fast_path: bool,
 }
 
 /// The `[limits]` section: how long and how slow a client connection may be,
@@ -196,6 +201,7 @@ impl Default for Settings {
             seal: keyward_service::seal::SealSettings::default(),
             leaks: LeakSettings::default(),
             limits: LimitSettings::default(),
+            fast_path: true,
         }
     }
 }

@@ -42,6 +42,12 @@ struct Server {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// As the shared test support reads it: `KEYWARD_TEST_FAST_PATH=0` sends
+/// every request through hyper.
+fn fast_path() -> bool {
+    std::env::var("KEYWARD_TEST_FAST_PATH").map_or(true, |v| v != "0")
+}
+
 async fn start(gateway: Option<GatewayConfig>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings {
@@ -49,6 +55,7 @@ async fn start(gateway: Option<GatewayConfig>) -> Server {
         data_dir: dir.path().to_owned(),
         gateway,
         limits: limits(),
+        fast_path: fast_path(),
         ..Settings::default()
     };
     let mut app = Application::build(settings).await.unwrap();
@@ -529,12 +536,17 @@ async fn idle_and_slow_connections_after_a_verify_are_closed() {
     assert_eq!(answer(&mut client).await.0, 200);
     let (_, took) = trickled(&mut client, "", verify.as_bytes()).await;
     assert!(took < BOUND, "{took:?}");
-    // A verify body that stalls half way, on the front.
+    // A verify body that stalls half way: the front closes without an
+    // answer; through hyper alone the router answers 400 and closes.
     let mut client = connect(server.api).await;
     let cut = verify.len() - 10;
     client.write_all(&verify.as_bytes()[..cut]).await.unwrap();
     let (text, took) = until_closed(&mut client).await;
-    assert!(text.is_empty(), "{text}");
+    if fast_path() {
+        assert!(text.is_empty(), "{text}");
+    } else {
+        assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    }
     assert!(took >= Duration::from_millis(900), "{took:?}");
 }
 

@@ -439,6 +439,7 @@ async fn a_store_sealed_one_way_refuses_to_start_with_another_seal() {
         seal: shamir_settings(),
         leaks: Default::default(),
         limits: Default::default(),
+        fast_path: true,
     };
     let err = keyward_server::Application::with_store(settings, store)
         .await
@@ -570,6 +571,7 @@ async fn a_pkcs11_server_unseals_itself_through_softhsm_after_a_restart() {
             seal: wrong,
             leaks: Default::default(),
             limits: Default::default(),
+            fast_path: true,
         },
         store.clone(),
     )

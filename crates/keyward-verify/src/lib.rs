@@ -3,6 +3,7 @@
 //! - [`Verifier`]: key records, limits, credits and usage, from memory.
 //! - [`TokenCache`]: admin tokens by digest.
 //! - [`ChangeFollower`]: keeps both true to changes made on other nodes.
+//! - [`observe`]: the one hook every listener reports its requests to.
 //!
 //! Invariant: a verification never writes to the store per request, and
 //! every change made through this node reaches these caches before it is
@@ -11,9 +12,11 @@
 #![forbid(unsafe_code)]
 
 pub mod changes;
+pub mod observe;
 mod tokens;
 mod verifier;
 
 pub use changes::ChangeFollower;
+pub use observe::{Observation, Observe, RequestLog};
 pub use tokens::TokenCache;
 pub use verifier::*;

@@ -182,6 +182,14 @@ async fn start(
     .await
 }
 
+/// Whether servers answer plain verify and `/health` requests on their own
+/// HTTP/1.1 reader: yes, unless `KEYWARD_TEST_FAST_PATH=0`, which sends
+/// every request through hyper, the reference the reader is checked
+/// against (CI runs the suites both ways).
+pub fn fast_path() -> bool {
+    std::env::var("KEYWARD_TEST_FAST_PATH").map_or(true, |v| v != "0")
+}
+
 #[allow(clippy::too_many_arguments)] // Each test names only what it changes, through the helpers above.
 async fn start_with(
     inner: Arc<dyn Store>,
@@ -209,6 +217,7 @@ async fn start_with(
         seal,
         leaks,
         limits: Default::default(),
+        fast_path: fast_path(),
     };
     let mut app = Application::with_store(settings, store.clone())
         .await

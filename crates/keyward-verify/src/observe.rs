@@ -1,0 +1,107 @@
+//! One hook for every request any listener serves: the router, the API
+//! listener's front and the gateway each report a request once it is
+//! answered, so logging (and anything that watches requests) is written
+//! once.
+//!
+//! Invariant: an observation never carries a key, a body or a query string;
+//! a path is redacted by whoever shows it ([`RequestLog`] does).
+
+use std::time::Duration;
+
+use keyward_core::VerifyCode;
+
+/// A request that was answered.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    /// Which listener served it: `"api"` or `"gateway"`.
+    pub listener: &'static str,
+    pub method: &'a str,
+    /// The path without its query; it may hold a key pasted by mistake.
+    pub path: &'a str,
+    pub status: u16,
+    /// From the first byte of the request head to the last of the answer.
+    pub latency: Duration,
+    /// The verification's answer, for requests that verified a key.
+    pub code: Option<VerifyCode>,
+}
+
+/// Whatever watches requests.
+pub trait Observe: Send + Sync + 'static {
+    /// Whether any observation would be used: a listener skips building one
+    /// (and reading the clock for it) when not.
+    fn wants(&self) -> bool;
+
+    fn observe(&self, observation: &Observation<'_>);
+}
+
+/// Logs every request at `info`, as `request` with method, path (keys in it
+/// redacted), status and latency in microseconds; the gateway's lines also
+/// carry the verify code.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestLog;
+
+impl Observe for RequestLog {
+    fn wants(&self) -> bool {
+        tracing::enabled!(tracing::Level::INFO)
+    }
+
+    fn observe(&self, o: &Observation<'_>) {
+        let path = loggable_path(o.path);
+        match o.code {
+            None => tracing::info!(
+                method = o.method,
+                path = %path,
+                status = o.status,
+                micros = o.latency.as_micros() as u64,
+                "request"
+            ),
+            Some(code) => tracing::info!(
+                listener = o.listener,
+                method = o.method,
+                path = %path,
+                status = o.status,
+                code = code.as_str(),
+                micros = o.latency.as_micros() as u64,
+                "request"
+            ),
+        }
+    }
+}
+
+/// A request path as it may be logged: every key or admin token in it,
+/// written plainly or with its characters percent-escaped, replaced by
+/// [`keyward_core::key::REDACTED_KEY`].
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    use keyward_core::key::{contains_key, redact_keys};
+    if !path.contains('%') {
+        return redact_keys(path);
+    }
+    // Keys are made of `0-9A-Za-z_`; decoding only escapes of those
+    // characters finds an escaped key without making the path ambiguous.
+    let bytes = path.as_bytes();
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| path.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || *b == b'_');
+        match escaped {
+            Some(b) => {
+                decoded.push(char::from(b));
+                i += 3;
+            }
+            None => {
+                let len = path[i..].chars().next().map_or(1, char::len_utf8);
+                decoded.push_str(&path[i..i + len]);
+                i += len;
+            }
+        }
+    }
+    if contains_key(&decoded) {
+        redact_keys(&decoded).into_owned().into()
+    } else {
+        path.into()
+    }
+}
