@@ -524,7 +524,10 @@ async fn connection<C: Stream>(
             }
         };
         client.consume(head.len);
-        let started = gateway.observer.wants().then(std::time::Instant::now);
+        let started = gateway
+            .observer
+            .wants("gateway")
+            .then(std::time::Instant::now);
         scratch.status = 0;
         scratch.code = None;
         let flow = match head.framing {

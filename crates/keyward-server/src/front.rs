@@ -290,7 +290,7 @@ impl Front {
                     () = &mut deadline => return,
                 }
             };
-            let started = self.state.observer.wants().then(Instant::now);
+            let started = self.state.observer.wants("api").then(Instant::now);
             out.clear();
             let status = self.answer(&head, client.data(), &mut out).await;
             client.consume(head.len + head.body);

@@ -451,7 +451,7 @@ async fn observe_request(
     request: Request,
     next: Next,
 ) -> Response {
-    if !observer.wants() {
+    if !observer.wants("api") {
         return next.run(request).await;
     }
     let started = Instant::now();

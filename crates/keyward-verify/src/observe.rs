@@ -27,40 +27,46 @@ pub struct Observation<'a> {
 
 /// Whatever watches requests.
 pub trait Observe: Send + Sync + 'static {
-    /// Whether any observation would be used: a listener skips building one
-    /// (and reading the clock for it) when not.
-    fn wants(&self) -> bool;
+    /// Whether an observation from `listener` would be used: a listener
+    /// skips building one (and reading the clock for it) when not.
+    fn wants(&self, listener: &'static str) -> bool;
 
     fn observe(&self, observation: &Observation<'_>);
 }
 
-/// Logs every request at `info`, as `request` with method, path (keys in it
-/// redacted), status and latency in microseconds; the gateway's lines also
-/// carry the verify code.
+/// Logs every request as `request` with method, path (keys in it
+/// redacted), status and latency in microseconds: the API listener's at
+/// `info`, the gateway's — which carry the verify code — at `debug`, since
+/// a gateway in front of a busy API would otherwise write a line for every
+/// call its upstream serves.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestLog;
 
 impl Observe for RequestLog {
-    fn wants(&self) -> bool {
-        tracing::enabled!(tracing::Level::INFO)
+    fn wants(&self, listener: &'static str) -> bool {
+        if listener == "gateway" {
+            tracing::enabled!(tracing::Level::DEBUG)
+        } else {
+            tracing::enabled!(tracing::Level::INFO)
+        }
     }
 
     fn observe(&self, o: &Observation<'_>) {
         let path = loggable_path(o.path);
         match o.code {
-            None => tracing::info!(
+            None if o.listener != "gateway" => tracing::info!(
                 method = o.method,
                 path = %path,
                 status = o.status,
                 micros = o.latency.as_micros() as u64,
                 "request"
             ),
-            Some(code) => tracing::info!(
+            code => tracing::debug!(
                 listener = o.listener,
                 method = o.method,
                 path = %path,
                 status = o.status,
-                code = code.as_str(),
+                code = code.map_or("", |c| c.as_str()),
                 micros = o.latency.as_micros() as u64,
                 "request"
             ),
