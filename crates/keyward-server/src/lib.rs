@@ -95,6 +95,8 @@ pub(crate) const MAX_ENGINE_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// What every handler shares.
 pub struct AppState {
+    /// Every operation; handlers only translate between it and the wire.
+    pub service: keyward_service::Service,
     /// The source of truth for APIs, keys, tokens and the audit log.
     pub store: Arc<dyn Store>,
     /// The verify hot path, shared with the gateway.
@@ -173,11 +175,18 @@ impl Application {
             .leaks
             .partner_keys()
             .map_err(|e| StartError::Settings(e.to_string()))?;
+        let service = keyward_service::Service::new(
+            Arc::clone(&store),
+            Arc::clone(&verifier),
+            Arc::clone(&tokens),
+            Arc::clone(&barrier),
+        );
         let state = Arc::new(AppState {
             store,
             verifier: Arc::clone(&verifier),
             tokens,
             barrier,
+            service,
             partner_keys,
             observer: Arc::new(RequestLog),
         });

@@ -4,6 +4,7 @@
 //!
 //! - [`Actor`]: who is asking, and the checks on what it may do.
 //! - [`Error`]: every way an operation fails.
+//! - [`Service`]: the operations, one module per area ([`keys`] so far).
 //! - [`audit`]: the audit event of an operation.
 //! - [`seal`]: the master key's seal and, when unsealed, the keyring.
 //! - [`records`]: what each sealed record is bound to.
@@ -17,6 +18,7 @@
 mod actor;
 pub mod audit;
 mod error;
+pub mod keys;
 pub mod records;
 pub mod seal;
 pub mod transit;
@@ -24,3 +26,42 @@ pub mod transit;
 pub use actor::Actor;
 pub use audit::{audit_event, now};
 pub use error::Error;
+
+use std::sync::Arc;
+
+use keyward_store::Store;
+use keyward_verify::{TokenCache, Verifier};
+
+/// Every operation, over the store and this node's caches.
+pub struct Service {
+    store: Arc<dyn Store>,
+    verifier: Arc<Verifier>,
+    tokens: Arc<TokenCache>,
+    barrier: Arc<seal::Barrier>,
+}
+
+impl Service {
+    pub fn new(
+        store: Arc<dyn Store>,
+        verifier: Arc<Verifier>,
+        tokens: Arc<TokenCache>,
+        barrier: Arc<seal::Barrier>,
+    ) -> Self {
+        Service {
+            store,
+            verifier,
+            tokens,
+            barrier,
+        }
+    }
+
+    /// The admin token cache, for authenticating callers.
+    pub fn tokens(&self) -> &TokenCache {
+        &self.tokens
+    }
+
+    /// The seal, and the keyring when unsealed.
+    pub fn barrier(&self) -> &Arc<seal::Barrier> {
+        &self.barrier
+    }
+}
