@@ -4,7 +4,7 @@
 //!
 //! - [`Actor`]: who is asking, and the checks on what it may do.
 //! - [`Error`]: every way an operation fails.
-//! - [`Service`]: the operations, one module per area ([`keys`] so far).
+//! - [`Service`]: the operations, one module per area ([`apis`] and [`keys`] so far).
 //! - [`audit`]: the audit event of an operation.
 //! - [`seal`]: the master key's seal and, when unsealed, the keyring.
 //! - [`records`]: what each sealed record is bound to.
@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod actor;
+pub mod apis;
 pub mod audit;
 mod error;
 pub mod keys;

@@ -1,0 +1,91 @@
+//! The provider's APIs, each with its own key prefix.
+//!
+//! Invariant: an API the actor reaches in none of its environments is
+//! `NOT_FOUND`, like an absent one.
+
+use keyward_core::model::check_text;
+use keyward_core::{AdminScope, Api, ApiId, Environment, Prefix};
+use serde_json::json;
+
+use crate::{audit_event, now, Actor, Error, Service};
+
+/// An API to create.
+#[derive(Debug, Clone)]
+pub struct NewApi {
+    pub name: String,
+    pub prefix: String,
+    /// Every environment when absent.
+    pub environments: Option<Vec<Environment>>,
+}
+
+impl Service {
+    /// Creates an API. Only an actor without API or environment limits may:
+    /// a new API is outside every limited token's reach.
+    pub async fn create_api(&self, actor: &Actor, new: NewApi) -> Result<Api, Error> {
+        actor.require(AdminScope::ApisWrite)?;
+        if actor.is_restricted() {
+            return Err(Error::Forbidden(
+                "a token limited to some APIs or environments cannot create APIs",
+            ));
+        }
+        check_text("name", &new.name, 256)?;
+        let prefix = Prefix::parse(&new.prefix)
+            .map_err(|e| Error::InvalidRequest(e.to_string().replace("key prefix", "prefix")))?;
+        if prefix.is_admin() {
+            return Err(Error::InvalidRequest(
+                "the prefix kwa is reserved for admin tokens".into(),
+            ));
+        }
+        let mut environments = new
+            .environments
+            .unwrap_or_else(|| Environment::ALL.to_vec());
+        environments.sort();
+        environments.dedup();
+        if environments.is_empty() {
+            return Err(Error::InvalidRequest(
+                "an API needs at least one environment".into(),
+            ));
+        }
+        let now = now();
+        let api = Api {
+            id: ApiId::generate(now).map_err(Error::internal)?,
+            name: new.name,
+            prefix,
+            environments,
+            created_at: now,
+        };
+        let event = audit_event(
+            Some(actor),
+            "api.create",
+            api.id.as_str(),
+            json!({"name": api.name, "prefix": api.prefix, "environments": api.environments}),
+            now,
+        )?;
+        self.store.create_api(&api, &event).await?;
+        Ok(api)
+    }
+
+    /// Every API the actor reaches.
+    pub async fn list_apis(&self, actor: &Actor) -> Result<Vec<Api>, Error> {
+        actor.require(AdminScope::ApisRead)?;
+        let apis = self.store.list_apis().await?;
+        Ok(apis.into_iter().filter(|a| reaches(actor, a)).collect())
+    }
+
+    /// An API by the id a caller gave.
+    pub async fn api(&self, actor: &Actor, id: &str) -> Result<Api, Error> {
+        actor.require(AdminScope::ApisRead)?;
+        let id = ApiId::parse(id).map_err(|_| Error::NotFound("api"))?;
+        self.store
+            .get_api(&id)
+            .await?
+            .filter(|a| reaches(actor, a))
+            .ok_or(Error::NotFound("api"))
+    }
+}
+
+fn reaches(actor: &Actor, api: &Api) -> bool {
+    api.environments
+        .iter()
+        .any(|env| actor.can_access(&api.id, *env))
+}
