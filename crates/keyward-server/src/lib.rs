@@ -1,22 +1,20 @@
-//! Keyward's HTTP server: the admin API and the verify endpoint.
+//! Keyward's HTTP server: the admin API and the verify endpoint, as thin
+//! axum handlers over `keyward-service`.
 //!
-//! This is the only crate that knows HTTP and JSON. It is built as
-//! [`Application::build`] then [`Application::run_until_stopped`], so the
-//! binary and the tests start exactly the same server, the tests on
-//! `127.0.0.1:0`.
+//! It is built as [`Application::build`] then
+//! [`Application::run_until_stopped`], so the binary and the tests start
+//! exactly the same server, the tests on `127.0.0.1:0`.
 //!
 //! - `front`: the listener, which answers verify and `/health` itself and
-//!   hands every other request to hyper and the router.
+//!   hands every other request to hyper and the router (`fast_path`).
 //! - [`settings`]: what the server needs to start.
-//! - [`auth`]: the admin token of each request.
-//! - [`handlers`]: one module per resource.
-//! - [`limits`]: deadlines and caps of client connections, on every
-//!   listener.
-//! - [`verifier`]: the verify hot path — cache, limits, credits, usage.
-//! - [`gateway`]: the reverse proxy that verifies keys in front of an API.
-//! - [`changes`]: follows the store's change feed into this node's caches.
-//! - [`seal`]: the master key's seal and, when unsealed, the keyring.
-//! - [`error`]: the table from failures to status codes and stable `code`s.
+//! - [`auth`]: the admin token of each request, as the operation's actor.
+//! - [`handlers`]: one module per resource, translating between the wire
+//!   (`keyward-proto`) and the service.
+//! - [`error`]: the one table from failures to status codes and stable
+//!   `code`s.
+//! - `apidoc`: what the OpenAPI document says beyond the handlers'
+//!   annotations.
 
 #![forbid(unsafe_code)]
 

@@ -10,8 +10,10 @@
 //! - [`records`]: what each sealed record is bound to.
 //! - [`transit`]: transit keys opened with the keyring.
 //!
-//! Invariant: a mutation runs its steps in one order, in one place —
-//! access check, audited write, cache invalidation, change feed, event.
+//! Invariant: a mutation here runs its steps in one order — access check,
+//! audited write (with the change-feed row, in one transaction), cache
+//! invalidation — before it returns. Events join the end of that order
+//! when they exist. Keys and APIs are here; the other areas follow.
 
 #![forbid(unsafe_code)]
 

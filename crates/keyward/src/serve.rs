@@ -45,7 +45,8 @@ pub struct StoreArgs {
     /// pkcs11 seal takes the HSM PIN from KEYWARD_HSM_PIN.
     #[arg(long, env = "KEYWARD_SEAL", value_name = "SEAL")]
     seal: Option<String>,
-    /// Log filter, e.g. `info` or `keyward_server=debug`.
+    /// Log filter, e.g. `info`, or `info,keyward_verify::observe=debug` for
+    /// the gateway's request lines too.
     #[arg(
         long,
         env = "KEYWARD_LOG",
