@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod changes;
+mod clock;
 mod tokens;
 mod verifier;
 

@@ -37,6 +37,8 @@ use keyward_store::{Store, StoreError, UsageRow};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
+use crate::clock::{nanos, WallNs};
+
 /// Tuning of the hot path. The defaults suit one node with up to a few
 /// million keys.
 #[derive(Debug, Clone)]
@@ -254,7 +256,7 @@ pub struct Verifier {
     /// Interned scope sets, shared by every cached key with the same set.
     scope_sets: Mutex<HashMap<Vec<Scope>, Arc<Vec<Scope>>>>,
     /// The zero of the monotonic clock GCRA states count from.
-    epoch: Instant,
+    pub(crate) epoch: Instant,
     /// Bumped by every change of any owner's limits, so keys cached with a
     /// copy of their owner's limits know when to look again.
     owner_generation: std::sync::atomic::AtomicU64,
@@ -268,7 +270,7 @@ pub struct Verifier {
     /// flush: the hot path derives "now" from one monotonic reading instead
     /// of reading both clocks, and clock steps are picked up within a flush
     /// interval.
-    wall_at_epoch: std::sync::atomic::AtomicI64,
+    pub(crate) wall_at_epoch: std::sync::atomic::AtomicI64,
 }
 
 /// Stripes of `Verifier::key_generations`.
@@ -396,23 +398,6 @@ impl Verifier {
         };
         verifier.sync_clock();
         verifier
-    }
-
-    /// Re-reads the wall clock against the monotonic one.
-    fn sync_clock(&self) {
-        let wall = OffsetDateTime::now_utc().unix_timestamp_nanos();
-        let since = self.epoch.elapsed().as_nanos() as i128;
-        let at_epoch = (wall - since).clamp(i64::MIN.into(), i64::MAX.into()) as i64;
-        self.wall_at_epoch
-            .store(at_epoch, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// The wall clock at `mono_ns` nanoseconds past the verifier's epoch.
-    fn wall_at(&self, mono_ns: u64) -> WallNs {
-        let at_epoch = self
-            .wall_at_epoch
-            .load(std::sync::atomic::Ordering::Relaxed);
-        WallNs(at_epoch.saturating_add_unsigned(mono_ns))
     }
 
     pub fn config(&self) -> &VerifierConfig {
@@ -1313,10 +1298,6 @@ impl Verifier {
     fn is_fresh(&self, key: &CachedKey, now_ns: u64) -> bool {
         u128::from(now_ns.saturating_sub(key.loaded_ns)) < self.config.cache_ttl.as_nanos()
     }
-
-    fn now_ns(&self) -> u64 {
-        nanos(self.epoch.elapsed())
-    }
 }
 
 /// The `ratelimit` answer for `status`, its reset as Unix milliseconds.
@@ -1326,49 +1307,6 @@ fn to_state(status: LimitStatus, now: WallNs) -> RateLimitState {
         limit: status.limit,
         remaining: status.remaining,
         reset: now.unix_ms() + reset_ms,
-    }
-}
-
-/// `d` in nanoseconds; u64 nanoseconds since the verifier started last 584
-/// years.
-fn nanos(d: Duration) -> u64 {
-    d.as_secs()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::from(d.subsec_nanos()))
-}
-
-/// One reading of the wall clock, in nanoseconds since the Unix epoch: the
-/// hot path takes minutes, seconds and milliseconds from it with integer
-/// arithmetic, and builds an `OffsetDateTime` only for what it keeps.
-#[derive(Clone, Copy)]
-struct WallNs(i64);
-
-impl WallNs {
-    const PER_SECOND: i64 = 1_000_000_000;
-
-    fn of(at: OffsetDateTime) -> Self {
-        let ns = at.unix_timestamp_nanos();
-        WallNs(ns.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
-    }
-
-    fn minute(self) -> i64 {
-        self.0.div_euclid(60 * Self::PER_SECOND)
-    }
-
-    /// Unix seconds as kept in usage slots (until 2106).
-    fn unix_seconds(self) -> u32 {
-        self.0
-            .div_euclid(Self::PER_SECOND)
-            .clamp(0, i64::from(u32::MAX)) as u32
-    }
-
-    fn unix_ms(self) -> i64 {
-        self.0.div_euclid(1_000_000)
-    }
-
-    fn datetime(self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(self.0.into())
-            .unwrap_or_else(|_| OffsetDateTime::now_utc())
     }
 }
 
