@@ -13,6 +13,7 @@
 pub mod changes;
 mod clock;
 mod tokens;
+mod usage;
 mod verifier;
 
 pub use changes::ChangeFollower;
