@@ -12,6 +12,7 @@
 
 pub mod changes;
 mod clock;
+mod credits;
 mod tokens;
 mod usage;
 mod verifier;

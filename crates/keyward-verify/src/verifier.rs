@@ -38,6 +38,7 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use crate::clock::{nanos, WallNs};
+use crate::credits::Lease;
 use crate::usage::{Batch, UsageCell, UsageSlot};
 
 /// Tuning of the hot path. The defaults suit one node with up to a few
@@ -193,13 +194,13 @@ pub struct Verifier {
     pub(crate) credits: Map<[u8; 32], Arc<tokio::sync::Mutex<Lease>>>,
     /// Leases of keys that changed, whose unused credits go back to the
     /// store at the next flush.
-    returns: Mutex<Vec<Arc<tokio::sync::Mutex<Lease>>>>,
+    pub(crate) returns: Mutex<Vec<Arc<tokio::sync::Mutex<Lease>>>>,
     /// Keys whose lease must be checked against the store before it is
     /// spent from again: a change read from the change feed, which may be
     /// one this node made and already applied (its lease then taken after
     /// the change and still good) or one made elsewhere (a lease of an
     /// earlier credit period, then void).
-    unchecked_leases: Map<[u8; 32], ()>,
+    pub(crate) unchecked_leases: Map<[u8; 32], ()>,
     /// Usage counted since the last flush, per key digest, for what the
     /// keys' own slots do not hold.
     pub(crate) usage: Map<[u8; 32], UsageCell>,
@@ -239,29 +240,6 @@ struct OwnerTable {
     /// `None` until first read, or after a change: reread before use.
     loaded_at: Option<Instant>,
     limits: HashMap<Arc<str>, Arc<Vec<RateLimit>>>,
-}
-
-pub(crate) struct Lease {
-    key_id: KeyId,
-    /// Credits leased and not yet handed out.
-    local: u64,
-    /// Credits left in the store after the last lease.
-    stored: u64,
-    /// The refill period of `local`.
-    period: Option<OffsetDateTime>,
-}
-
-impl Lease {
-    /// Adds credits taken from the store; what is left of another period
-    /// (before a refill or a reset) is void.
-    fn add(&mut self, taken: keyward_store::CreditLease) {
-        if self.period.is_some_and(|p| p != taken.period) {
-            self.local = 0;
-        }
-        self.local += taken.granted;
-        self.stored = taken.remaining;
-        self.period = Some(taken.period);
-    }
 }
 
 impl Verifier {
@@ -510,32 +488,6 @@ impl Verifier {
         });
     }
 
-    /// Gives back the unused credits of leases in `leases`.
-    pub(crate) async fn return_leases(&self, leases: Vec<Arc<tokio::sync::Mutex<Lease>>>) {
-        for lease in leases {
-            let mut lease = lease.lock().await;
-            if let (Some(period), true) = (lease.period, lease.local > 0) {
-                let amount = std::mem::take(&mut lease.local);
-                if let Err(e) = self
-                    .store
-                    .return_credits(&lease.key_id, amount, period)
-                    .await
-                {
-                    tracing::error!(error = %e, key_id = %lease.key_id, "could not return credits");
-                }
-            }
-        }
-    }
-
-    pub(crate) fn take_returns(&self) -> Vec<Arc<tokio::sync::Mutex<Lease>>> {
-        std::mem::take(
-            &mut *self
-                .returns
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
-
     /// Drops limit states that hold nothing back any more, so the maps stay
     /// the size of the keys in active use.
     pub(crate) fn forget_idle_limits(&self) {
@@ -701,17 +653,6 @@ impl Verifier {
         Ok(())
     }
 
-    /// Gives back credits spent by a request that was refused after all.
-    async fn refund(&self, digest: &KeyDigest, cost: u64) -> Option<u64> {
-        let cell = self
-            .credits
-            .get(digest.as_bytes())
-            .map(|c| Arc::clone(c.value()))?;
-        let mut lease = cell.lock().await;
-        lease.local += cost;
-        Some(lease.local + lease.stored)
-    }
-
     /// Checks `cost` against every limit of the key and of its owner; with
     /// `commit`, charges all of them when all allow it.
     fn admit(
@@ -822,73 +763,6 @@ impl Verifier {
             .limits
             .get(owner)
             .map_or_else(|| Arc::clone(&self.no_limits), Arc::clone)
-    }
-
-    /// Hands out `cost` credits from the node's lease, leasing more from the
-    /// store when it runs short. Returns whether they were granted and the
-    /// credits left (this node's lease plus what the store holds).
-    async fn spend(
-        &self,
-        digest: &KeyDigest,
-        key: &CachedKey,
-        refill: Option<Refill>,
-        cost: u64,
-        now: OffsetDateTime,
-    ) -> Result<(bool, Option<u64>), StoreError> {
-        let existing = self
-            .credits
-            .get(digest.as_bytes())
-            .map(|c| Arc::clone(c.value()));
-        let cell = match existing {
-            Some(cell) => cell,
-            None => {
-                let key_id = key.key_id()?;
-                Arc::clone(
-                    self.credits
-                        .entry(*digest.as_bytes())
-                        .or_insert_with(|| {
-                            Arc::new(tokio::sync::Mutex::new(Lease {
-                                key_id,
-                                local: 0,
-                                stored: 0,
-                                period: None,
-                            }))
-                        })
-                        .value(),
-                )
-            }
-        };
-        let mut lease = cell.lock().await;
-        // Checked under the lease's lock: a spend after this one sees the
-        // lease as this one leaves it.
-        let unchecked = self.unchecked_leases.remove(digest.as_bytes()).is_some();
-        // Credits of a period that a refill has closed are void.
-        if let (Some(refill), Some(period)) = (refill, lease.period) {
-            if refill.is_due(period, now) {
-                lease.local = 0;
-            }
-        }
-        if unchecked {
-            // Asks the store for the current period, taking nothing: credits
-            // of another period are void.
-            match self.store.lease_credits(&lease.key_id, 0, now).await? {
-                None => return Ok((true, None)),
-                Some(current) => lease.add(current),
-            }
-        }
-        if lease.local < cost {
-            let want = (cost - lease.local).max(self.config.credit_block);
-            match self.store.lease_credits(&lease.key_id, want, now).await? {
-                // The key stopped being metered since it was cached.
-                None => return Ok((true, None)),
-                Some(taken) => lease.add(taken),
-            }
-        }
-        let allowed = lease.local >= cost;
-        if allowed {
-            lease.local -= cost;
-        }
-        Ok((allowed, Some(lease.local + lease.stored)))
     }
 
     /// Whether a cached record is younger than the cache TTL.
