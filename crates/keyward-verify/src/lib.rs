@@ -13,6 +13,7 @@
 pub mod changes;
 mod clock;
 mod credits;
+mod limits;
 mod tokens;
 mod usage;
 mod verifier;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use keyward_core::key::MAX_KEY_LEN;
-use keyward_core::limits::{admit_all, Gcra, LimitStatus, RateLimit, Refill, MAX_RATE_LIMITS};
+use keyward_core::limits::{Gcra, RateLimit, Refill};
 use keyward_core::{
     evaluate_at, AdminToken, ApiId, Environment, KeyDigest, KeyId, KeyPolicy, KeyRecord, ParsedKey,
     Requirements, Scope, VerifyCode,
@@ -39,6 +39,7 @@ use time::OffsetDateTime;
 
 use crate::clock::{nanos, WallNs};
 use crate::credits::Lease;
+use crate::limits::{to_state, OwnerTable};
 use crate::usage::{Batch, UsageCell, UsageSlot};
 
 /// Tuning of the hot path. The defaults suit one node with up to a few
@@ -178,18 +179,18 @@ pub struct Verifier {
     pub(crate) cache: quick_cache::sync::Cache<[u8; 32], Arc<CachedKey>>,
     negative: quick_cache::sync::Cache<[u8; 32], Instant>,
     /// GCRA states per key digest, aligned with the key's `ratelimits`.
-    key_limits: Map<[u8; 32], Vec<Gcra>>,
+    pub(crate) key_limits: Map<[u8; 32], Vec<Gcra>>,
     /// Every owner's rate limits, read as one table and reread when older
     /// than the cache TTL or changed through this node.
-    owners: std::sync::RwLock<Arc<OwnerTable>>,
+    pub(crate) owners: std::sync::RwLock<Arc<OwnerTable>>,
     /// Lets one task at a time reread the owner table.
-    owners_reload: tokio::sync::Mutex<()>,
+    pub(crate) owners_reload: tokio::sync::Mutex<()>,
     /// Shared by every key without limits, so they cost no allocation.
-    no_limits: Arc<Vec<RateLimit>>,
+    pub(crate) no_limits: Arc<Vec<RateLimit>>,
     /// Interned API ids, shared by the cached keys of each API.
     api_ids: Mutex<HashMap<ApiId, Arc<ApiId>>>,
     /// GCRA states per owner, aligned with the owner's limits.
-    owner_limits: Map<Arc<str>, Vec<Gcra>>,
+    pub(crate) owner_limits: Map<Arc<str>, Vec<Gcra>>,
     /// Credit leases per key digest.
     pub(crate) credits: Map<[u8; 32], Arc<tokio::sync::Mutex<Lease>>>,
     /// Leases of keys that changed, whose unused credits go back to the
@@ -214,7 +215,7 @@ pub struct Verifier {
     pub(crate) epoch: Instant,
     /// Bumped by every change of any owner's limits, so keys cached with a
     /// copy of their owner's limits know when to look again.
-    owner_generation: std::sync::atomic::AtomicU64,
+    pub(crate) owner_generation: std::sync::atomic::AtomicU64,
     /// Bumped by every change of a key, before its entries are dropped: a
     /// lookup that read the store before the change, and would otherwise
     /// cache what it read after the drop, sees the bump and drops it again.
@@ -234,13 +235,6 @@ const KEY_STRIPES: usize = 64;
 /// A concurrent map with a fast keyed hash (the hot path hashes a digest
 /// several times per verify; SipHash would cost more than the rest).
 type Map<K, V> = DashMap<K, V, ahash::RandomState>;
-
-/// The rate limits of every owner that has some, as read at `loaded_at`.
-struct OwnerTable {
-    /// `None` until first read, or after a change: reread before use.
-    loaded_at: Option<Instant>,
-    limits: HashMap<Arc<str>, Arc<Vec<RateLimit>>>,
-}
 
 impl Verifier {
     pub fn new(store: Arc<dyn Store>, config: VerifierConfig) -> Self {
@@ -472,32 +466,6 @@ impl Verifier {
         }
     }
 
-    /// Forgets an owner's limits after they changed.
-    pub fn owner_changed(&self, owner: &str) {
-        self.owner_generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.owner_limits.remove(owner);
-        // Mark the table stale: the next verify that needs it rereads it.
-        let mut table = self
-            .owners
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *table = Arc::new(OwnerTable {
-            loaded_at: None,
-            limits: table.limits.clone(),
-        });
-    }
-
-    /// Drops limit states that hold nothing back any more, so the maps stay
-    /// the size of the keys in active use.
-    pub(crate) fn forget_idle_limits(&self) {
-        let now = self.now_ns();
-        self.key_limits
-            .retain(|_, states| !states.iter().all(|s| s.is_idle(now)));
-        self.owner_limits
-            .retain(|_, states| !states.iter().all(|s| s.is_idle(now)));
-    }
-
     pub(crate) async fn lookup(
         &self,
         digest: &KeyDigest,
@@ -653,131 +621,9 @@ impl Verifier {
         Ok(())
     }
 
-    /// Checks `cost` against every limit of the key and of its owner; with
-    /// `commit`, charges all of them when all allow it.
-    fn admit(
-        &self,
-        digest: &KeyDigest,
-        key: &CachedKey,
-        owner_limits: &[RateLimit],
-        cost: u64,
-        commit: bool,
-    ) -> (bool, Option<LimitStatus>) {
-        self.admit_at(digest, key, owner_limits, cost, commit, self.now_ns())
-    }
-
-    fn admit_at(
-        &self,
-        digest: &KeyDigest,
-        key: &CachedKey,
-        owner_limits: &[RateLimit],
-        cost: u64,
-        commit: bool,
-        now: u64,
-    ) -> (bool, Option<LimitStatus>) {
-        let key_count = key.ratelimits().len().min(MAX_RATE_LIMITS);
-        let owner_count = owner_limits.len().min(MAX_RATE_LIMITS);
-        let mut key_states = (key_count > 0).then(|| {
-            let mut states = self
-                .key_limits
-                .entry(*digest.as_bytes())
-                .or_insert_with(|| vec![Gcra::default(); key_count]);
-            if states.len() != key_count {
-                *states = vec![Gcra::default(); key_count];
-            }
-            states
-        });
-        let mut owner_states = (owner_count > 0).then(|| {
-            let mut states = self
-                .owner_limits
-                .entry(Arc::clone(&key.owner))
-                .or_insert_with(|| vec![Gcra::default(); owner_count]);
-            if states.len() != owner_count {
-                *states = vec![Gcra::default(); owner_count];
-            }
-            states
-        });
-        let mut groups = [
-            (
-                key.ratelimits(),
-                key_states
-                    .as_deref_mut()
-                    .map_or(&mut [][..], |v| &mut v[..]),
-            ),
-            (
-                owner_limits,
-                owner_states
-                    .as_deref_mut()
-                    .map_or(&mut [][..], |v| &mut v[..]),
-            ),
-        ];
-        admit_all(&mut groups, now, cost, commit)
-    }
-
-    async fn owner_limits_of(&self, owner: &Arc<str>) -> Result<Arc<Vec<RateLimit>>, StoreError> {
-        let table = self.owner_table();
-        if table
-            .loaded_at
-            .is_some_and(|at| at.elapsed() < self.config.cache_ttl)
-        {
-            return Ok(self.limits_in(&table, owner));
-        }
-        let _reloading = self.owners_reload.lock().await;
-        // Another task may have reread it while this one waited.
-        let table = self.owner_table();
-        if table
-            .loaded_at
-            .is_some_and(|at| at.elapsed() < self.config.cache_ttl)
-        {
-            return Ok(self.limits_in(&table, owner));
-        }
-        let started = Instant::now();
-        let rows = self.store.all_owner_ratelimits().await?;
-        let limits = rows
-            .into_iter()
-            .filter(|(_, limits)| !limits.is_empty())
-            .map(|(owner, limits)| (Arc::from(owner), Arc::new(limits)))
-            .collect();
-        let fresh = Arc::new(OwnerTable {
-            loaded_at: Some(started),
-            limits,
-        });
-        *self
-            .owners
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&fresh);
-        Ok(self.limits_in(&fresh, owner))
-    }
-
-    fn owner_table(&self) -> Arc<OwnerTable> {
-        Arc::clone(
-            &self
-                .owners
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
-
-    fn limits_in(&self, table: &OwnerTable, owner: &str) -> Arc<Vec<RateLimit>> {
-        table
-            .limits
-            .get(owner)
-            .map_or_else(|| Arc::clone(&self.no_limits), Arc::clone)
-    }
-
     /// Whether a cached record is younger than the cache TTL.
     fn is_fresh(&self, key: &CachedKey, now_ns: u64) -> bool {
         u128::from(now_ns.saturating_sub(key.loaded_ns)) < self.config.cache_ttl.as_nanos()
-    }
-}
-
-/// The `ratelimit` answer for `status`, its reset as Unix milliseconds.
-fn to_state(status: LimitStatus, now: WallNs) -> RateLimitState {
-    let reset_ms = (status.reset_in_ns / 1_000_000) as i64;
-    RateLimitState {
-        limit: status.limit,
-        remaining: status.remaining,
-        reset: now.unix_ms() + reset_ms,
     }
 }
 
