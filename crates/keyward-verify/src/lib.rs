@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cache;
 pub mod changes;
 mod clock;
 mod credits;
@@ -18,6 +19,7 @@ mod tokens;
 mod usage;
 mod verifier;
 
+pub use cache::CachedKey;
 pub use changes::ChangeFollower;
 pub use tokens::TokenCache;
 pub use verifier::*;

@@ -24,8 +24,8 @@ use keyward_core::{KeyDigest, KeyId, VerifyCode};
 use keyward_store::{StoreError, UsageRow};
 use time::OffsetDateTime;
 
+use crate::cache::InlineKeyId;
 use crate::clock::WallNs;
-use crate::verifier::InlineKeyId;
 use crate::{CachedKey, Verifier};
 
 impl Verifier {

@@ -28,19 +28,19 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use keyward_core::key::MAX_KEY_LEN;
-use keyward_core::limits::{Gcra, RateLimit, Refill};
+use keyward_core::limits::{Gcra, RateLimit};
 use keyward_core::{
-    evaluate_at, AdminToken, ApiId, Environment, KeyDigest, KeyId, KeyPolicy, KeyRecord, ParsedKey,
-    Requirements, Scope, VerifyCode,
+    evaluate_at, AdminToken, ApiId, Environment, KeyDigest, ParsedKey, Requirements, Scope,
+    VerifyCode,
 };
 use keyward_store::{Store, StoreError};
-use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
+use crate::cache::{CachedKey, KEY_STRIPES};
 use crate::clock::{nanos, WallNs};
 use crate::credits::Lease;
 use crate::limits::{to_state, OwnerTable};
-use crate::usage::{Batch, UsageCell, UsageSlot};
+use crate::usage::{Batch, UsageCell};
 
 /// Tuning of the hot path. The defaults suit one node with up to a few
 /// million keys.
@@ -79,58 +79,6 @@ impl Default for VerifierConfig {
             credit_block: 100,
             change_poll_interval: Duration::from_secs(1),
         }
-    }
-}
-
-/// What verification keeps of a key in memory: a million of them should
-/// fit in a few hundred megabytes, so what most keys lack (metadata, rate
-/// limits, credits) lives in one optional box, and the id is inline.
-pub struct CachedKey {
-    pub(crate) id: InlineKeyId,
-    /// Bumped owner-limit generation (truncated) when `owner_limits` was
-    /// read.
-    owner_generation: u32,
-    pub api_id: Arc<ApiId>,
-    pub owner: Arc<str>,
-    pub policy: KeyPolicy,
-    extras: Option<Box<Extras>>,
-    /// When the record was read: nanoseconds since the verifier's epoch.
-    loaded_ns: u64,
-    /// The owner's rate limits when the key was loaded, valid while no
-    /// owner's limits changed on this node since (`owner_generation`).
-    owner_limits: Arc<Vec<RateLimit>>,
-    /// `VALID` answers of the current minute, counted without a lock.
-    pub(crate) usage: UsageSlot,
-}
-
-/// What only some keys have.
-struct Extras {
-    /// The metadata JSON as stored; `None` for an empty object.
-    metadata: Option<Box<RawValue>>,
-    ratelimits: Box<[RateLimit]>,
-    /// Whether the key is metered, and how its credits refill.
-    credits: Option<Option<Refill>>,
-}
-
-/// A key id (`key_` and 22 base62 digits) without a heap allocation.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct InlineKeyId([u8; 26]);
-
-impl InlineKeyId {
-    fn new(id: &KeyId) -> Option<Self> {
-        id.as_str().as_bytes().try_into().ok().map(InlineKeyId)
-    }
-
-    fn as_str(&self) -> &str {
-        // Built from a `KeyId`, which is ASCII.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-
-    pub(crate) fn to_key_id(self) -> Result<KeyId, StoreError> {
-        KeyId::parse(self.as_str()).map_err(|e| StoreError::Corrupt {
-            table: "keys",
-            detail: e.to_string(),
-        })
     }
 }
 
@@ -177,7 +125,7 @@ pub struct Verifier {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) config: VerifierConfig,
     pub(crate) cache: quick_cache::sync::Cache<[u8; 32], Arc<CachedKey>>,
-    negative: quick_cache::sync::Cache<[u8; 32], Instant>,
+    pub(crate) negative: quick_cache::sync::Cache<[u8; 32], Instant>,
     /// GCRA states per key digest, aligned with the key's `ratelimits`.
     pub(crate) key_limits: Map<[u8; 32], Vec<Gcra>>,
     /// Every owner's rate limits, read as one table and reread when older
@@ -188,7 +136,7 @@ pub struct Verifier {
     /// Shared by every key without limits, so they cost no allocation.
     pub(crate) no_limits: Arc<Vec<RateLimit>>,
     /// Interned API ids, shared by the cached keys of each API.
-    api_ids: Mutex<HashMap<ApiId, Arc<ApiId>>>,
+    pub(crate) api_ids: Mutex<HashMap<ApiId, Arc<ApiId>>>,
     /// GCRA states per owner, aligned with the owner's limits.
     pub(crate) owner_limits: Map<Arc<str>, Vec<Gcra>>,
     /// Credit leases per key digest.
@@ -210,7 +158,7 @@ pub struct Verifier {
     /// Usage a failed flush could not write, for the next one.
     pub(crate) unwritten: Mutex<Option<Batch>>,
     /// Interned scope sets, shared by every cached key with the same set.
-    scope_sets: Mutex<HashMap<Vec<Scope>, Arc<Vec<Scope>>>>,
+    pub(crate) scope_sets: Mutex<HashMap<Vec<Scope>, Arc<Vec<Scope>>>>,
     /// The zero of the monotonic clock GCRA states count from.
     pub(crate) epoch: Instant,
     /// Bumped by every change of any owner's limits, so keys cached with a
@@ -221,16 +169,13 @@ pub struct Verifier {
     /// cache what it read after the drop, sees the bump and drops it again.
     /// One counter per stripe of digests, so a change leaves lookups of
     /// other keys cached.
-    key_generations: [std::sync::atomic::AtomicU64; KEY_STRIPES],
+    pub(crate) key_generations: [std::sync::atomic::AtomicU64; KEY_STRIPES],
     /// Wall-clock time at `epoch` in Unix nanoseconds, re-read at every usage
     /// flush: the hot path derives "now" from one monotonic reading instead
     /// of reading both clocks, and clock steps are picked up within a flush
     /// interval.
     pub(crate) wall_at_epoch: std::sync::atomic::AtomicI64,
 }
-
-/// Stripes of `Verifier::key_generations`.
-const KEY_STRIPES: usize = 64;
 
 /// A concurrent map with a fast keyed hash (the hot path hashes a digest
 /// several times per verify; SipHash would cost more than the rest).
@@ -383,197 +328,6 @@ impl Verifier {
         Hot::Answer(outcome)
     }
 
-    /// Forgets what this node holds about a key, before a change to it is
-    /// acknowledged (and when the change feed reports one made elsewhere):
-    /// the record, "no such key" and its credit lease — a change of credits
-    /// makes the stored value the truth, so the lease's unused credits go
-    /// back to the store at the next flush, where they are void if the
-    /// credits were reset. Rate-limit states stay: a change to a key does
-    /// not give it a fresh allowance.
-    pub fn key_changed(&self, digest: &KeyDigest) {
-        let d = *digest.as_bytes();
-        self.bump_key_generation(&d);
-        self.cache.remove(&d);
-        self.negative.remove(&d);
-        if let Some((_, lease)) = self.credits.remove(&d) {
-            self.returns
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(lease);
-        }
-    }
-
-    /// [`Verifier::key_changed`] for a change read from the change feed:
-    /// the record and "no such key" are forgotten, but the credit lease is
-    /// only marked to be checked against the store at its next use. The
-    /// feed also brings back this node's own changes, after their
-    /// acknowledgement; dropping a lease taken since would refuse verifies
-    /// whose credits are leased, until the next flush gave them back.
-    pub fn key_changed_elsewhere(&self, digest: &KeyDigest) {
-        let d = *digest.as_bytes();
-        self.bump_key_generation(&d);
-        self.cache.remove(&d);
-        self.negative.remove(&d);
-        if self.credits.contains_key(&d) {
-            self.unchecked_leases.insert(d, ());
-        }
-    }
-
-    /// Forgets every cached record, unknown digest and owner limit, for when
-    /// this node may have missed changes. Limit states and leases stay.
-    pub fn clear(&self) {
-        for generation in &self.key_generations {
-            generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        self.cache.clear();
-        self.negative.clear();
-        self.owner_generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        *self
-            .owners
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(OwnerTable {
-            loaded_at: None,
-            limits: HashMap::new(),
-        });
-    }
-
-    fn key_generation(&self, d: &[u8; 32]) -> &std::sync::atomic::AtomicU64 {
-        &self.key_generations[usize::from(d[0]) % KEY_STRIPES]
-    }
-
-    fn bump_key_generation(&self, d: &[u8; 32]) {
-        self.key_generation(d)
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Drops what a lookup just cached for `d` if a key of its stripe
-    /// changed since the lookup read the stripe's `generation`, before it
-    /// read the store: what it read may predate the change, and the
-    /// change's own drop may have come before this lookup's insert. The
-    /// fence orders the insert before the reread, as the bump comes before
-    /// the change's drop; so either this lookup sees the bump or the
-    /// change's drop comes after the insert.
-    fn uncache_if_changed_since(&self, d: &[u8; 32], generation: u64) {
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        if self
-            .key_generation(d)
-            .load(std::sync::atomic::Ordering::SeqCst)
-            != generation
-        {
-            self.cache.remove(d);
-            self.negative.remove(d);
-        }
-    }
-
-    pub(crate) async fn lookup(
-        &self,
-        digest: &KeyDigest,
-    ) -> Result<Option<Arc<CachedKey>>, StoreError> {
-        let d = *digest.as_bytes();
-        if let Some(cached) = self.cache.get(&d) {
-            if self.is_fresh(&cached, self.now_ns()) {
-                return Ok(Some(cached));
-            }
-        }
-        if let Some(since) = self.negative.get(&d) {
-            if since.elapsed() < self.config.negative_ttl {
-                return Ok(None);
-            }
-        }
-        let seen = self
-            .key_generation(&d)
-            .load(std::sync::atomic::Ordering::SeqCst);
-        let found = self
-            .store
-            .find_key_by_digest(digest)
-            .await?
-            .filter(|k| k.digest.ct_eq(digest));
-        match found {
-            Some(record) => {
-                // Read the generation before the limits: a change in between
-                // leaves the copy marked stale, never the reverse.
-                let generation = self
-                    .owner_generation
-                    .load(std::sync::atomic::Ordering::Acquire);
-                let owner: Arc<str> = record.owner.as_str().into();
-                let owner_limits = self.owner_limits_of(&owner).await?;
-                let cached = Arc::new(self.compact(record, owner, owner_limits, generation)?);
-                self.cache.insert(d, Arc::clone(&cached));
-                self.uncache_if_changed_since(&d, seen);
-                Ok(Some(cached))
-            }
-            None => {
-                self.negative.insert(d, Instant::now());
-                self.uncache_if_changed_since(&d, seen);
-                Ok(None)
-            }
-        }
-    }
-
-    fn intern_api(&self, id: ApiId) -> Arc<ApiId> {
-        let mut ids = self
-            .api_ids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(ids.entry(id.clone()).or_insert_with(|| Arc::new(id)))
-    }
-
-    fn compact(
-        &self,
-        record: KeyRecord,
-        owner: Arc<str>,
-        owner_limits: Arc<Vec<RateLimit>>,
-        owner_generation: u64,
-    ) -> Result<CachedKey, StoreError> {
-        let scopes = {
-            let mut sets = self
-                .scope_sets
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(
-                sets.entry(record.scopes.clone())
-                    .or_insert_with(|| record.scopes.clone().into()),
-            )
-        };
-        let metadata = match &record.metadata {
-            serde_json::Value::Object(map) if map.is_empty() => None,
-            other => serde_json::value::to_raw_value(other).ok(),
-        };
-        let credits = record.credits.map(|c| c.refill);
-        let stored_last_used = record.last_used_at;
-        let extras = (metadata.is_some() || !record.ratelimits.is_empty() || credits.is_some())
-            .then(|| {
-                Box::new(Extras {
-                    metadata,
-                    ratelimits: record.ratelimits.into(),
-                    credits,
-                })
-            });
-        let id = InlineKeyId::new(&record.id).ok_or_else(|| StoreError::Corrupt {
-            table: "keys",
-            detail: format!("unexpected id {}", record.id),
-        })?;
-        Ok(CachedKey {
-            policy: KeyPolicy {
-                environment: record.environment,
-                enabled: record.enabled,
-                revoked: record.revoked_at.is_some(),
-                expires_at: record.expires_at,
-                scopes,
-                ip_allowlist: record.ip_allowlist.into(),
-            },
-            id,
-            api_id: self.intern_api(record.api_id),
-            owner,
-            owner_limits,
-            owner_generation: owner_generation as u32,
-            extras,
-            loaded_ns: self.now_ns(),
-            usage: UsageSlot::new(stored_last_used.map_or(0, |at| WallNs::of(at).unix_seconds())),
-        })
-    }
-
     /// Rate limits of the key and its owner, then credits. A request refused
     /// by either consumes neither: limits are checked, credits spent, and
     /// only then are the limits charged (with the credits given back if a
@@ -620,11 +374,6 @@ impl Verifier {
         }
         Ok(())
     }
-
-    /// Whether a cached record is younger than the cache TTL.
-    fn is_fresh(&self, key: &CachedKey, now_ns: u64) -> bool {
-        u128::from(now_ns.saturating_sub(key.loaded_ns)) < self.config.cache_ttl.as_nanos()
-    }
 }
 
 impl Verification {
@@ -635,45 +384,5 @@ impl Verification {
             ratelimit: None,
             credits_remaining: None,
         }
-    }
-}
-
-impl CachedKey {
-    pub fn environment(&self) -> Environment {
-        self.policy.environment
-    }
-
-    /// The key's id as text.
-    pub fn id(&self) -> &str {
-        self.id.as_str()
-    }
-
-    /// The key's id as a [`KeyId`] (allocates).
-    pub fn key_id(&self) -> Result<KeyId, StoreError> {
-        self.id.to_key_id()
-    }
-
-    /// The metadata JSON as stored; `None` for an empty object.
-    pub fn metadata(&self) -> Option<&RawValue> {
-        self.extras.as_ref().and_then(|e| e.metadata.as_deref())
-    }
-
-    pub fn ratelimits(&self) -> &[RateLimit] {
-        self.extras.as_ref().map_or(&[], |e| &e.ratelimits[..])
-    }
-
-    /// Whether the key is metered, and how its credits refill.
-    pub fn credits(&self) -> Option<Option<Refill>> {
-        self.extras.as_ref().and_then(|e| e.credits)
-    }
-}
-
-#[cfg(test)]
-mod size {
-    /// A million cached keys must stay within a few hundred megabytes: the
-    /// record plus its reference counts fits mimalloc's 160-byte class.
-    #[test]
-    fn a_cached_key_fits_in_144_bytes() {
-        assert!(std::mem::size_of::<super::CachedKey>() <= 144);
     }
 }
