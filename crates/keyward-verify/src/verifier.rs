@@ -1,26 +1,28 @@
-//! The verify hot path: key records from memory, limits and credits from
-//! memory, usage counted in memory and flushed in batches.
+//! The `Verifier` (one per server, shared by the verify endpoint and the
+//! gateway), its configuration, its answers, and `verify` itself.
 //!
-//! - Key records live in a bounded cache keyed by digest (quick_cache: a
-//!   sharded CLOCK-PRO cache with small per-entry overhead, which matters at a
-//!   million keys). Entries older than the TTL are reloaded, which bounds
-//!   staleness even without change notifications; every change made through
-//!   this node drops the entry before it is acknowledged.
-//! - Digests that are not in the store are remembered briefly in a separate,
-//!   smaller cache, so a flood of random well-formed keys costs one query per
-//!   key per negative TTL, not one per request.
-//! - Rate limits are GCRA (`keyward_core::limits`): one timestamp per key and
-//!   limit, kept in a concurrent map beside the cache so evicting a record
-//!   does not reset its limits.
-//! - Credits are leased from the store in blocks and handed out from memory.
-//!   A crash loses at most the unused part of a block — credits are never
-//!   handed out twice — and a clean shutdown gives the unused part back.
-//! - Usage (count per key, minute and code, and `last_used_at`) is counted in
-//!   memory — `VALID` answers in the cached key itself, with one
-//!   compare-and-swap — and a background task writes each minute once it is
-//!   over (checking every flush interval), and everything at shutdown: no
-//!   database write per verify, and one row per key and minute however busy
-//!   the key.
+//! A verify digests the key once and looks the digest up in the key cache
+//! (`cache`). A fresh hit of an unmetered key whose owner's limits are in
+//! memory is answered at once (`verify_in_memory`): the stateless rules
+//! (`keyward_core::evaluate_at`), then the rate limits (`limits`), then the
+//! answer is counted (`usage`). Anything else takes the slow path: the key
+//! is read from the store on a miss, and credits (`credits`) are spent
+//! between checking the limits and charging them. Times come from `clock`.
+//!
+//! Each concern's state is a `pub(crate)` field of `Verifier`; the module
+//! of that concern holds the `impl Verifier` methods that keep it. The
+//! cache hit is what `benches/verify.rs` measures: it must not gain an
+//! allocation, a lock or an atomic.
+//!
+//! Invariant: malformed keys never reach the store. A key longer than any
+//! key answers `MALFORMED` before it is hashed, and a miss is parsed (shape
+//! and checksum) before the store is asked.
+//! Invariant: a key outside the caller's `Reach` answers `NOT_FOUND`, as an
+//! absent key does, and is neither limited nor counted.
+//! Invariant: a request refused for its rate limits or its credits consumes
+//! neither.
+//! Invariant: `verify_in_memory` never awaits and never reads the store;
+//! when the answer needs the store, it answers `None`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
