@@ -1,26 +1,28 @@
-//! The verify hot path: key records from memory, limits and credits from
-//! memory, usage counted in memory and flushed in batches.
+//! The `Verifier` (one per server, shared by the verify endpoint and the
+//! gateway), its configuration, its answers, and `verify` itself.
 //!
-//! - Key records live in a bounded cache keyed by digest (quick_cache: a
-//!   sharded CLOCK-PRO cache with small per-entry overhead, which matters at a
-//!   million keys). Entries older than the TTL are reloaded, which bounds
-//!   staleness even without change notifications; every change made through
-//!   this node drops the entry before it is acknowledged.
-//! - Digests that are not in the store are remembered briefly in a separate,
-//!   smaller cache, so a flood of random well-formed keys costs one query per
-//!   key per negative TTL, not one per request.
-//! - Rate limits are GCRA (`keyward_core::limits`): one timestamp per key and
-//!   limit, kept in a concurrent map beside the cache so evicting a record
-//!   does not reset its limits.
-//! - Credits are leased from the store in blocks and handed out from memory.
-//!   A crash loses at most the unused part of a block — credits are never
-//!   handed out twice — and a clean shutdown gives the unused part back.
-//! - Usage (count per key, minute and code, and `last_used_at`) is counted in
-//!   memory — `VALID` answers in the cached key itself, with one
-//!   compare-and-swap — and a background task writes each minute once it is
-//!   over (checking every flush interval), and everything at shutdown: no
-//!   database write per verify, and one row per key and minute however busy
-//!   the key.
+//! A verify digests the key once and looks the digest up in the key cache
+//! (`cache`). A fresh hit of an unmetered key whose owner's limits are in
+//! memory is answered at once (`verify_in_memory`): the stateless rules
+//! (`keyward_core::evaluate_at`), then the rate limits (`limits`), then the
+//! answer is counted (`usage`). Anything else takes the slow path: the key
+//! is read from the store on a miss, and credits (`credits`) are spent
+//! between checking the limits and charging them. Times come from `clock`.
+//!
+//! Each concern's state is a `pub(crate)` field of `Verifier`; the module
+//! of that concern holds the `impl Verifier` methods that keep it. The
+//! cache hit is what `benches/verify.rs` measures: it must not gain an
+//! allocation, a lock or an atomic.
+//!
+//! Invariant: malformed keys never reach the store. A key longer than any
+//! key answers `MALFORMED` before it is hashed, and a miss is parsed (shape
+//! and checksum) before the store is asked.
+//! Invariant: a key outside the caller's `Reach` answers `NOT_FOUND`, as an
+//! absent key does, and is neither limited nor counted.
+//! Invariant: a request refused for its rate limits or its credits consumes
+//! neither.
+//! Invariant: `verify_in_memory` never awaits and never reads the store;
+//! when the answer needs the store, it answers `None`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,14 +30,19 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use keyward_core::key::MAX_KEY_LEN;
-use keyward_core::limits::{admit_all, Gcra, LimitStatus, RateLimit, Refill, MAX_RATE_LIMITS};
+use keyward_core::limits::{Gcra, RateLimit};
 use keyward_core::{
-    evaluate_at, AdminToken, ApiId, Environment, KeyDigest, KeyId, KeyPolicy, KeyRecord, ParsedKey,
-    Requirements, Scope, VerifyCode,
+    evaluate_at, AdminToken, ApiId, Environment, KeyDigest, ParsedKey, Requirements, Scope,
+    VerifyCode,
 };
-use keyward_store::{Store, StoreError, UsageRow};
-use serde_json::value::RawValue;
+use keyward_store::{Store, StoreError};
 use time::OffsetDateTime;
+
+use crate::cache::{CachedKey, KEY_STRIPES};
+use crate::clock::{nanos, WallNs};
+use crate::credits::Lease;
+use crate::limits::{to_state, OwnerTable};
+use crate::usage::{Batch, UsageCell};
 
 /// Tuning of the hot path. The defaults suit one node with up to a few
 /// million keys.
@@ -73,105 +80,6 @@ impl Default for VerifierConfig {
             usage_retention: Duration::from_secs(7 * 24 * 3600),
             credit_block: 100,
             change_poll_interval: Duration::from_secs(1),
-        }
-    }
-}
-
-/// What verification keeps of a key in memory: a million of them should
-/// fit in a few hundred megabytes, so what most keys lack (metadata, rate
-/// limits, credits) lives in one optional box, and the id is inline.
-pub struct CachedKey {
-    id: InlineKeyId,
-    /// Bumped owner-limit generation (truncated) when `owner_limits` was
-    /// read.
-    owner_generation: u32,
-    pub api_id: Arc<ApiId>,
-    pub owner: Arc<str>,
-    pub policy: KeyPolicy,
-    extras: Option<Box<Extras>>,
-    /// When the record was read: nanoseconds since the verifier's epoch.
-    loaded_ns: u64,
-    /// The owner's rate limits when the key was loaded, valid while no
-    /// owner's limits changed on this node since (`owner_generation`).
-    owner_limits: Arc<Vec<RateLimit>>,
-    /// `VALID` answers of the current minute, counted without a lock.
-    usage: UsageSlot,
-}
-
-/// What only some keys have.
-struct Extras {
-    /// The metadata JSON as stored; `None` for an empty object.
-    metadata: Option<Box<RawValue>>,
-    ratelimits: Box<[RateLimit]>,
-    /// Whether the key is metered, and how its credits refill.
-    credits: Option<Option<Refill>>,
-}
-
-/// A key id (`key_` and 22 base62 digits) without a heap allocation.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct InlineKeyId([u8; 26]);
-
-impl InlineKeyId {
-    fn new(id: &KeyId) -> Option<Self> {
-        id.as_str().as_bytes().try_into().ok().map(InlineKeyId)
-    }
-
-    fn as_str(&self) -> &str {
-        // Built from a `KeyId`, which is ASCII.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-
-    fn to_key_id(self) -> Result<KeyId, StoreError> {
-        KeyId::parse(self.as_str()).map_err(|e| StoreError::Corrupt {
-            table: "keys",
-            detail: e.to_string(),
-        })
-    }
-}
-
-/// A lock-free counter of one key's `VALID` answers in one minute: the
-/// minute (mod 2^32) in the high half of `packed`, the count in the low
-/// half; 0 when empty, [`LISTED`] when empty but still in the verifier's
-/// dirty list (its last use is not written yet). A key is in the dirty list
-/// exactly when its slot is not 0. Other codes, and counts a new minute
-/// pushes out, go to the verifier's usage map.
-#[derive(Default)]
-struct UsageSlot {
-    packed: std::sync::atomic::AtomicU64,
-    /// Unix seconds of the last use.
-    last_used_s: std::sync::atomic::AtomicU32,
-    /// `last_used_at` as the store has it, as far as this node knows.
-    stored_last_used_s: std::sync::atomic::AtomicU32,
-}
-
-/// What a flush does with a key's last use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LastUse {
-    /// Write it: these Unix milliseconds.
-    Write(i64),
-    /// Newer than the store's, but not worth a write yet: keep the key
-    /// listed.
-    Hold,
-    /// The store has it.
-    Stored,
-}
-
-impl UsageSlot {
-    /// `last_used_at` moves when it is an hour past what the store has (and
-    /// at shutdown): the per-minute counts say more, and rewriting every busy
-    /// key's row every minute would cost more than all the rest of a flush.
-    /// A write is taken as done.
-    fn last_use(&self, everything: bool) -> LastUse {
-        use std::sync::atomic::Ordering::Relaxed;
-        let last = self.last_used_s.load(Relaxed);
-        let stored = self.stored_last_used_s.load(Relaxed);
-        if last.saturating_sub(stored) >= LAST_USED_RESOLUTION_S || (everything && last > stored) {
-            self.stored_last_used_s.store(last, Relaxed);
-            LastUse::Write(i64::from(last) * 1000)
-        } else if last > stored {
-            LastUse::Hold
-        } else {
-            LastUse::Stored
         }
     }
 }
@@ -216,155 +124,64 @@ pub struct RateLimitState {
 /// The hot path. One per server, shared by the verify endpoint and the
 /// gateway.
 pub struct Verifier {
-    store: Arc<dyn Store>,
-    config: VerifierConfig,
-    cache: quick_cache::sync::Cache<[u8; 32], Arc<CachedKey>>,
-    negative: quick_cache::sync::Cache<[u8; 32], Instant>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) config: VerifierConfig,
+    pub(crate) cache: quick_cache::sync::Cache<[u8; 32], Arc<CachedKey>>,
+    pub(crate) negative: quick_cache::sync::Cache<[u8; 32], Instant>,
     /// GCRA states per key digest, aligned with the key's `ratelimits`.
-    key_limits: Map<[u8; 32], Vec<Gcra>>,
+    pub(crate) key_limits: Map<[u8; 32], Vec<Gcra>>,
     /// Every owner's rate limits, read as one table and reread when older
     /// than the cache TTL or changed through this node.
-    owners: std::sync::RwLock<Arc<OwnerTable>>,
+    pub(crate) owners: std::sync::RwLock<Arc<OwnerTable>>,
     /// Lets one task at a time reread the owner table.
-    owners_reload: tokio::sync::Mutex<()>,
+    pub(crate) owners_reload: tokio::sync::Mutex<()>,
     /// Shared by every key without limits, so they cost no allocation.
-    no_limits: Arc<Vec<RateLimit>>,
+    pub(crate) no_limits: Arc<Vec<RateLimit>>,
     /// Interned API ids, shared by the cached keys of each API.
-    api_ids: Mutex<HashMap<ApiId, Arc<ApiId>>>,
+    pub(crate) api_ids: Mutex<HashMap<ApiId, Arc<ApiId>>>,
     /// GCRA states per owner, aligned with the owner's limits.
-    owner_limits: Map<Arc<str>, Vec<Gcra>>,
+    pub(crate) owner_limits: Map<Arc<str>, Vec<Gcra>>,
     /// Credit leases per key digest.
-    credits: Map<[u8; 32], Arc<tokio::sync::Mutex<Lease>>>,
+    pub(crate) credits: Map<[u8; 32], Arc<tokio::sync::Mutex<Lease>>>,
     /// Leases of keys that changed, whose unused credits go back to the
     /// store at the next flush.
-    returns: Mutex<Vec<Arc<tokio::sync::Mutex<Lease>>>>,
+    pub(crate) returns: Mutex<Vec<Arc<tokio::sync::Mutex<Lease>>>>,
     /// Keys whose lease must be checked against the store before it is
     /// spent from again: a change read from the change feed, which may be
     /// one this node made and already applied (its lease then taken after
     /// the change and still good) or one made elsewhere (a lease of an
     /// earlier credit period, then void).
-    unchecked_leases: Map<[u8; 32], ()>,
+    pub(crate) unchecked_leases: Map<[u8; 32], ()>,
     /// Usage counted since the last flush, per key digest, for what the
     /// keys' own slots do not hold.
-    usage: Map<[u8; 32], UsageCell>,
+    pub(crate) usage: Map<[u8; 32], UsageCell>,
     /// Cached keys whose usage slot is not empty: the flush empties them.
-    dirty: Mutex<Vec<Arc<CachedKey>>>,
+    pub(crate) dirty: Mutex<Vec<Arc<CachedKey>>>,
     /// Usage a failed flush could not write, for the next one.
-    unwritten: Mutex<Option<Batch>>,
+    pub(crate) unwritten: Mutex<Option<Batch>>,
     /// Interned scope sets, shared by every cached key with the same set.
-    scope_sets: Mutex<HashMap<Vec<Scope>, Arc<Vec<Scope>>>>,
+    pub(crate) scope_sets: Mutex<HashMap<Vec<Scope>, Arc<Vec<Scope>>>>,
     /// The zero of the monotonic clock GCRA states count from.
-    epoch: Instant,
+    pub(crate) epoch: Instant,
     /// Bumped by every change of any owner's limits, so keys cached with a
     /// copy of their owner's limits know when to look again.
-    owner_generation: std::sync::atomic::AtomicU64,
+    pub(crate) owner_generation: std::sync::atomic::AtomicU64,
     /// Bumped by every change of a key, before its entries are dropped: a
     /// lookup that read the store before the change, and would otherwise
     /// cache what it read after the drop, sees the bump and drops it again.
     /// One counter per stripe of digests, so a change leaves lookups of
     /// other keys cached.
-    key_generations: [std::sync::atomic::AtomicU64; KEY_STRIPES],
+    pub(crate) key_generations: [std::sync::atomic::AtomicU64; KEY_STRIPES],
     /// Wall-clock time at `epoch` in Unix nanoseconds, re-read at every usage
     /// flush: the hot path derives "now" from one monotonic reading instead
     /// of reading both clocks, and clock steps are picked up within a flush
     /// interval.
-    wall_at_epoch: std::sync::atomic::AtomicI64,
-}
-
-/// Stripes of `Verifier::key_generations`.
-const KEY_STRIPES: usize = 64;
-
-/// A usage slot with no count whose key is still in the dirty list.
-const LISTED: u64 = u64::MAX;
-
-/// Rows written per statement batch, so a flush of a million keys never
-/// holds them all at once.
-const FLUSH_CHUNK: usize = 10_000;
-/// Most rows kept for the next flush when the store cannot be written.
-const MAX_UNWRITTEN: usize = 2_000_000;
-/// Most minutes of expired usage deleted per flush. A minute of usage is
-/// written per minute, so this works off a backlog (after a shortened
-/// retention, or a node that was down) in short writes, far faster than it
-/// grows.
-const PRUNE_MINUTES_PER_FLUSH: usize = 12;
-/// How far `last_used_at` may lag behind in the store, in seconds.
-const LAST_USED_RESOLUTION_S: u32 = 3600;
-
-/// Usage on its way to the store. Rows repeated within a batch add up in
-/// the store.
-#[derive(Default)]
-struct Batch {
-    rows: Vec<UsageRow>,
-    touched: Vec<(KeyId, OffsetDateTime)>,
-}
-
-impl Batch {
-    fn count(&mut self, id: InlineKeyId, minute: i64, code: VerifyCode, count: u64) {
-        if let Ok(key_id) = id.to_key_id() {
-            self.rows.push(UsageRow {
-                key_id,
-                minute,
-                code: code.as_str().to_owned(),
-                count,
-            });
-        }
-    }
-
-    fn touch(&mut self, id: InlineKeyId, at_ms: i64) {
-        let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000);
-        if let (Ok(key_id), Ok(at)) = (id.to_key_id(), at) {
-            self.touched.push((key_id, at));
-        }
-    }
-}
-
-/// What one flush wrote, or why it stopped.
-#[derive(Default)]
-struct Written {
-    rows: usize,
-    error: Option<StoreError>,
+    pub(crate) wall_at_epoch: std::sync::atomic::AtomicI64,
 }
 
 /// A concurrent map with a fast keyed hash (the hot path hashes a digest
 /// several times per verify; SipHash would cost more than the rest).
 type Map<K, V> = DashMap<K, V, ahash::RandomState>;
-
-/// The rate limits of every owner that has some, as read at `loaded_at`.
-struct OwnerTable {
-    /// `None` until first read, or after a change: reread before use.
-    loaded_at: Option<Instant>,
-    limits: HashMap<Arc<str>, Arc<Vec<RateLimit>>>,
-}
-
-struct Lease {
-    key_id: KeyId,
-    /// Credits leased and not yet handed out.
-    local: u64,
-    /// Credits left in the store after the last lease.
-    stored: u64,
-    /// The refill period of `local`.
-    period: Option<OffsetDateTime>,
-}
-
-impl Lease {
-    /// Adds credits taken from the store; what is left of another period
-    /// (before a refill or a reset) is void.
-    fn add(&mut self, taken: keyward_store::CreditLease) {
-        if self.period.is_some_and(|p| p != taken.period) {
-            self.local = 0;
-        }
-        self.local += taken.granted;
-        self.stored = taken.remaining;
-        self.period = Some(taken.period);
-    }
-}
-
-struct UsageCell {
-    key_id: InlineKeyId,
-    last_used: OffsetDateTime,
-    /// (minute, code, count); almost always one or two entries.
-    counts: Vec<(i64, VerifyCode, u64)>,
-}
 
 impl Verifier {
     pub fn new(store: Arc<dyn Store>, config: VerifierConfig) -> Self {
@@ -396,23 +213,6 @@ impl Verifier {
         };
         verifier.sync_clock();
         verifier
-    }
-
-    /// Re-reads the wall clock against the monotonic one.
-    fn sync_clock(&self) {
-        let wall = OffsetDateTime::now_utc().unix_timestamp_nanos();
-        let since = self.epoch.elapsed().as_nanos() as i128;
-        let at_epoch = (wall - since).clamp(i64::MIN.into(), i64::MAX.into()) as i64;
-        self.wall_at_epoch
-            .store(at_epoch, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// The wall clock at `mono_ns` nanoseconds past the verifier's epoch.
-    fn wall_at(&self, mono_ns: u64) -> WallNs {
-        let at_epoch = self
-            .wall_at_epoch
-            .load(std::sync::atomic::Ordering::Relaxed);
-        WallNs(at_epoch.saturating_add_unsigned(mono_ns))
     }
 
     pub fn config(&self) -> &VerifierConfig {
@@ -530,469 +330,6 @@ impl Verifier {
         Hot::Answer(outcome)
     }
 
-    /// Forgets what this node holds about a key, before a change to it is
-    /// acknowledged (and when the change feed reports one made elsewhere):
-    /// the record, "no such key" and its credit lease — a change of credits
-    /// makes the stored value the truth, so the lease's unused credits go
-    /// back to the store at the next flush, where they are void if the
-    /// credits were reset. Rate-limit states stay: a change to a key does
-    /// not give it a fresh allowance.
-    pub fn key_changed(&self, digest: &KeyDigest) {
-        let d = *digest.as_bytes();
-        self.bump_key_generation(&d);
-        self.cache.remove(&d);
-        self.negative.remove(&d);
-        if let Some((_, lease)) = self.credits.remove(&d) {
-            self.returns
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(lease);
-        }
-    }
-
-    /// [`Verifier::key_changed`] for a change read from the change feed:
-    /// the record and "no such key" are forgotten, but the credit lease is
-    /// only marked to be checked against the store at its next use. The
-    /// feed also brings back this node's own changes, after their
-    /// acknowledgement; dropping a lease taken since would refuse verifies
-    /// whose credits are leased, until the next flush gave them back.
-    pub fn key_changed_elsewhere(&self, digest: &KeyDigest) {
-        let d = *digest.as_bytes();
-        self.bump_key_generation(&d);
-        self.cache.remove(&d);
-        self.negative.remove(&d);
-        if self.credits.contains_key(&d) {
-            self.unchecked_leases.insert(d, ());
-        }
-    }
-
-    /// Forgets every cached record, unknown digest and owner limit, for when
-    /// this node may have missed changes. Limit states and leases stay.
-    pub fn clear(&self) {
-        for generation in &self.key_generations {
-            generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        self.cache.clear();
-        self.negative.clear();
-        self.owner_generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        *self
-            .owners
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(OwnerTable {
-            loaded_at: None,
-            limits: HashMap::new(),
-        });
-    }
-
-    fn key_generation(&self, d: &[u8; 32]) -> &std::sync::atomic::AtomicU64 {
-        &self.key_generations[usize::from(d[0]) % KEY_STRIPES]
-    }
-
-    fn bump_key_generation(&self, d: &[u8; 32]) {
-        self.key_generation(d)
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Drops what a lookup just cached for `d` if a key of its stripe
-    /// changed since the lookup read the stripe's `generation`, before it
-    /// read the store: what it read may predate the change, and the
-    /// change's own drop may have come before this lookup's insert. The
-    /// fence orders the insert before the reread, as the bump comes before
-    /// the change's drop; so either this lookup sees the bump or the
-    /// change's drop comes after the insert.
-    fn uncache_if_changed_since(&self, d: &[u8; 32], generation: u64) {
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-        if self
-            .key_generation(d)
-            .load(std::sync::atomic::Ordering::SeqCst)
-            != generation
-        {
-            self.cache.remove(d);
-            self.negative.remove(d);
-        }
-    }
-
-    /// Forgets an owner's limits after they changed.
-    pub fn owner_changed(&self, owner: &str) {
-        self.owner_generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.owner_limits.remove(owner);
-        // Mark the table stale: the next verify that needs it rereads it.
-        let mut table = self
-            .owners
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *table = Arc::new(OwnerTable {
-            loaded_at: None,
-            limits: table.limits.clone(),
-        });
-    }
-
-    /// Gives back the unused credits of leases in `leases`.
-    async fn return_leases(&self, leases: Vec<Arc<tokio::sync::Mutex<Lease>>>) {
-        for lease in leases {
-            let mut lease = lease.lock().await;
-            if let (Some(period), true) = (lease.period, lease.local > 0) {
-                let amount = std::mem::take(&mut lease.local);
-                if let Err(e) = self
-                    .store
-                    .return_credits(&lease.key_id, amount, period)
-                    .await
-                {
-                    tracing::error!(error = %e, key_id = %lease.key_id, "could not return credits");
-                }
-            }
-        }
-    }
-
-    fn take_returns(&self) -> Vec<Arc<tokio::sync::Mutex<Lease>>> {
-        std::mem::take(
-            &mut *self
-                .returns
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
-
-    /// Writes the usage counted so far to the store, and gives back the
-    /// credits of leases dropped since the last flush. What cannot be
-    /// written is counted again for the next flush.
-    pub async fn flush_usage(&self) -> Result<(), StoreError> {
-        self.flush(true).await
-    }
-
-    /// Writes the usage of minutes that are over, keeping the current
-    /// minute's counts in memory: each (key, minute) is written once, and
-    /// `last_used_at` moves once a minute per key in use, however short the
-    /// flush interval.
-    async fn flush_completed_minutes(&self) -> Result<(), StoreError> {
-        self.flush(false).await
-    }
-
-    async fn flush(&self, everything: bool) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.return_leases(self.take_returns()).await;
-        let started = Instant::now();
-        let mut batch = self
-            .unwritten
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-            .unwrap_or_default();
-        let mut written = Written::default();
-        let now = OffsetDateTime::now_utc();
-        let now_minute = now.unix_timestamp().div_euclid(60);
-        let dirty = std::mem::take(
-            &mut *self
-                .dirty
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        let mut still_counting = Vec::new();
-        for key in dirty {
-            let slot = &key.usage;
-            let current = slot.packed.load(Relaxed);
-            let counting = current != 0 && current != LISTED;
-            if !everything && counting && slot_minute(current, now_minute) >= now_minute {
-                still_counting.push(key);
-                continue;
-            }
-            // A key with a use not yet written stays listed.
-            let last_use = slot.last_use(everything);
-            let pending = last_use == LastUse::Hold;
-            // A verify may roll the slot over in between; what is swapped
-            // out is written either way.
-            let packed = slot.packed.swap(if pending { LISTED } else { 0 }, Relaxed);
-            if packed != 0 && packed != LISTED {
-                let minute = slot_minute(packed, now_minute);
-                batch.count(key.id, minute, VerifyCode::Valid, packed & 0xffff_ffff);
-            }
-            if let LastUse::Write(at) = last_use {
-                batch.touch(key.id, at);
-            }
-            if pending {
-                still_counting.push(key);
-            }
-            if batch.rows.len() >= FLUSH_CHUNK {
-                self.write(&mut batch, &mut written).await;
-            }
-        }
-        // Keys whose slot was emptied count as dirty again when next used.
-        self.dirty
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend(still_counting);
-        let digests: Vec<[u8; 32]> = self.usage.iter().map(|e| *e.key()).collect();
-        let mut relisted = Vec::new();
-        for digest in digests {
-            if let Some(mut cell) = self.usage.get_mut(&digest) {
-                let cell = &mut *cell;
-                let before = cell.counts.len();
-                cell.counts.retain(|&(minute, code, count)| {
-                    let done = everything || minute < now_minute;
-                    if done {
-                        batch.count(cell.key_id, minute, code, count);
-                    }
-                    !done
-                });
-                if cell.counts.len() < before {
-                    let at = WallNs::of(cell.last_used);
-                    // Every busy key passes through here once a minute
-                    // (its count of the minute before moves to this map
-                    // when the minute turns), so a cached key's last use
-                    // goes by its slot's rule too.
-                    match self.cache.peek(&digest) {
-                        Some(key) => {
-                            let slot = &key.usage;
-                            slot.last_used_s.fetch_max(at.unix_seconds(), Relaxed);
-                            match slot.last_use(everything) {
-                                LastUse::Write(at) => batch.touch(cell.key_id, at),
-                                // An empty slot is not in the dirty list.
-                                LastUse::Hold => {
-                                    if slot
-                                        .packed
-                                        .compare_exchange(0, LISTED, Relaxed, Relaxed)
-                                        .is_ok()
-                                    {
-                                        relisted.push(key);
-                                    }
-                                }
-                                LastUse::Stored => {}
-                            }
-                        }
-                        None => batch.touch(cell.key_id, at.unix_ms()),
-                    }
-                }
-            }
-            if batch.rows.len() >= FLUSH_CHUNK {
-                self.write(&mut batch, &mut written).await;
-            }
-        }
-        self.usage.retain(|_, cell| !cell.counts.is_empty());
-        self.dirty
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend(relisted);
-        self.write(&mut batch, &mut written).await;
-        if !batch.rows.is_empty() || !batch.touched.is_empty() {
-            // Kept for the next flush, within reason.
-            batch.rows.truncate(MAX_UNWRITTEN);
-            batch.touched.truncate(MAX_UNWRITTEN);
-            *self
-                .unwritten
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(batch);
-        }
-        if written.rows > 0 || written.error.is_some() {
-            tracing::debug!(
-                rows = written.rows,
-                ms = started.elapsed().as_millis() as u64,
-                "usage flushed"
-            );
-        }
-        written.error.map_or(Ok(()), Err)
-    }
-
-    /// Writes `batch` and empties it, unless a write of this flush failed
-    /// before (the store is likely down; the rest waits for the next flush).
-    async fn write(&self, batch: &mut Batch, written: &mut Written) {
-        if written.error.is_some() || (batch.rows.is_empty() && batch.touched.is_empty()) {
-            return;
-        }
-        match self.store.record_usage(&batch.rows, &batch.touched).await {
-            Ok(()) => {
-                written.rows += batch.rows.len();
-                batch.rows.clear();
-                batch.touched.clear();
-            }
-            Err(e) => written.error = Some(e),
-        }
-    }
-
-    /// Flushes usage and gives back unused leased credits; for shutdown.
-    pub async fn shutdown(&self) {
-        if let Err(e) = self.flush_usage().await {
-            tracing::error!(error = %e, "could not flush usage at shutdown");
-        }
-        let mut leases: Vec<_> = self.credits.iter().map(|e| Arc::clone(e.value())).collect();
-        leases.extend(self.take_returns());
-        self.return_leases(leases).await;
-    }
-
-    /// Writes the usage of minutes that are over every flush interval until
-    /// `stop` resolves, then all of it, with the leases given back.
-    pub async fn run_flusher(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
-        let mut ticker = tokio::time::interval(self.config.usage_flush_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Usage expires a minute at a time: once caught up, the store is
-        // not asked again until the cut moves.
-        let mut pruned_to = i64::MIN;
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    self.sync_clock();
-                    if let Err(e) = self.flush_completed_minutes().await {
-                        tracing::error!(error = %e, "could not flush usage; will retry");
-                    }
-                    let cut = self.usage_cut(OffsetDateTime::now_utc());
-                    if cut > pruned_to {
-                        match self.prune_usage(cut).await {
-                            Ok(true) => pruned_to = cut,
-                            Ok(false) => {}
-                            Err(e) => {
-                                tracing::error!(error = %e, "could not delete expired usage; will retry");
-                            }
-                        }
-                    }
-                    self.forget_idle_limits();
-                }
-                () = &mut stop => break,
-            }
-        }
-        self.shutdown().await;
-    }
-
-    /// The first minute (since the Unix epoch) `usage_retention` keeps at
-    /// `now`.
-    fn usage_cut(&self, now: OffsetDateTime) -> i64 {
-        let kept = i64::try_from(self.config.usage_retention.as_secs() / 60).unwrap_or(i64::MAX);
-        WallNs::of(now).minute().saturating_sub(kept)
-    }
-
-    /// Deletes stored usage of minutes before `cut`, oldest first and at
-    /// most [`PRUNE_MINUTES_PER_FLUSH`] minutes a call. True when none is
-    /// left.
-    async fn prune_usage(&self, cut: i64) -> Result<bool, StoreError> {
-        for _ in 0..PRUNE_MINUTES_PER_FLUSH {
-            if self.store.prune_usage(cut).await? == 0 {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Drops limit states that hold nothing back any more, so the maps stay
-    /// the size of the keys in active use.
-    fn forget_idle_limits(&self) {
-        let now = self.now_ns();
-        self.key_limits
-            .retain(|_, states| !states.iter().all(|s| s.is_idle(now)));
-        self.owner_limits
-            .retain(|_, states| !states.iter().all(|s| s.is_idle(now)));
-    }
-
-    async fn lookup(&self, digest: &KeyDigest) -> Result<Option<Arc<CachedKey>>, StoreError> {
-        let d = *digest.as_bytes();
-        if let Some(cached) = self.cache.get(&d) {
-            if self.is_fresh(&cached, self.now_ns()) {
-                return Ok(Some(cached));
-            }
-        }
-        if let Some(since) = self.negative.get(&d) {
-            if since.elapsed() < self.config.negative_ttl {
-                return Ok(None);
-            }
-        }
-        let seen = self
-            .key_generation(&d)
-            .load(std::sync::atomic::Ordering::SeqCst);
-        let found = self
-            .store
-            .find_key_by_digest(digest)
-            .await?
-            .filter(|k| k.digest.ct_eq(digest));
-        match found {
-            Some(record) => {
-                // Read the generation before the limits: a change in between
-                // leaves the copy marked stale, never the reverse.
-                let generation = self
-                    .owner_generation
-                    .load(std::sync::atomic::Ordering::Acquire);
-                let owner: Arc<str> = record.owner.as_str().into();
-                let owner_limits = self.owner_limits_of(&owner).await?;
-                let cached = Arc::new(self.compact(record, owner, owner_limits, generation)?);
-                self.cache.insert(d, Arc::clone(&cached));
-                self.uncache_if_changed_since(&d, seen);
-                Ok(Some(cached))
-            }
-            None => {
-                self.negative.insert(d, Instant::now());
-                self.uncache_if_changed_since(&d, seen);
-                Ok(None)
-            }
-        }
-    }
-
-    fn intern_api(&self, id: ApiId) -> Arc<ApiId> {
-        let mut ids = self
-            .api_ids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(ids.entry(id.clone()).or_insert_with(|| Arc::new(id)))
-    }
-
-    fn compact(
-        &self,
-        record: KeyRecord,
-        owner: Arc<str>,
-        owner_limits: Arc<Vec<RateLimit>>,
-        owner_generation: u64,
-    ) -> Result<CachedKey, StoreError> {
-        let scopes = {
-            let mut sets = self
-                .scope_sets
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(
-                sets.entry(record.scopes.clone())
-                    .or_insert_with(|| record.scopes.clone().into()),
-            )
-        };
-        let metadata = match &record.metadata {
-            serde_json::Value::Object(map) if map.is_empty() => None,
-            other => serde_json::value::to_raw_value(other).ok(),
-        };
-        let credits = record.credits.map(|c| c.refill);
-        let stored_last_used = record.last_used_at;
-        let extras = (metadata.is_some() || !record.ratelimits.is_empty() || credits.is_some())
-            .then(|| {
-                Box::new(Extras {
-                    metadata,
-                    ratelimits: record.ratelimits.into(),
-                    credits,
-                })
-            });
-        let id = InlineKeyId::new(&record.id).ok_or_else(|| StoreError::Corrupt {
-            table: "keys",
-            detail: format!("unexpected id {}", record.id),
-        })?;
-        Ok(CachedKey {
-            policy: KeyPolicy {
-                environment: record.environment,
-                enabled: record.enabled,
-                revoked: record.revoked_at.is_some(),
-                expires_at: record.expires_at,
-                scopes,
-                ip_allowlist: record.ip_allowlist.into(),
-            },
-            id,
-            api_id: self.intern_api(record.api_id),
-            owner,
-            owner_limits,
-            owner_generation: owner_generation as u32,
-            extras,
-            loaded_ns: self.now_ns(),
-            usage: UsageSlot {
-                stored_last_used_s: std::sync::atomic::AtomicU32::new(
-                    stored_last_used.map_or(0, |at| WallNs::of(at).unix_seconds()),
-                ),
-                ..UsageSlot::default()
-            },
-        })
-    }
-
     /// Rate limits of the key and its owner, then credits. A request refused
     /// by either consumes neither: limits are checked, credits spent, and
     /// only then are the limits charged (with the credits given back if a
@@ -1039,348 +376,6 @@ impl Verifier {
         }
         Ok(())
     }
-
-    /// Gives back credits spent by a request that was refused after all.
-    async fn refund(&self, digest: &KeyDigest, cost: u64) -> Option<u64> {
-        let cell = self
-            .credits
-            .get(digest.as_bytes())
-            .map(|c| Arc::clone(c.value()))?;
-        let mut lease = cell.lock().await;
-        lease.local += cost;
-        Some(lease.local + lease.stored)
-    }
-
-    /// Checks `cost` against every limit of the key and of its owner; with
-    /// `commit`, charges all of them when all allow it.
-    fn admit(
-        &self,
-        digest: &KeyDigest,
-        key: &CachedKey,
-        owner_limits: &[RateLimit],
-        cost: u64,
-        commit: bool,
-    ) -> (bool, Option<LimitStatus>) {
-        self.admit_at(digest, key, owner_limits, cost, commit, self.now_ns())
-    }
-
-    fn admit_at(
-        &self,
-        digest: &KeyDigest,
-        key: &CachedKey,
-        owner_limits: &[RateLimit],
-        cost: u64,
-        commit: bool,
-        now: u64,
-    ) -> (bool, Option<LimitStatus>) {
-        let key_count = key.ratelimits().len().min(MAX_RATE_LIMITS);
-        let owner_count = owner_limits.len().min(MAX_RATE_LIMITS);
-        let mut key_states = (key_count > 0).then(|| {
-            let mut states = self
-                .key_limits
-                .entry(*digest.as_bytes())
-                .or_insert_with(|| vec![Gcra::default(); key_count]);
-            if states.len() != key_count {
-                *states = vec![Gcra::default(); key_count];
-            }
-            states
-        });
-        let mut owner_states = (owner_count > 0).then(|| {
-            let mut states = self
-                .owner_limits
-                .entry(Arc::clone(&key.owner))
-                .or_insert_with(|| vec![Gcra::default(); owner_count]);
-            if states.len() != owner_count {
-                *states = vec![Gcra::default(); owner_count];
-            }
-            states
-        });
-        let mut groups = [
-            (
-                key.ratelimits(),
-                key_states
-                    .as_deref_mut()
-                    .map_or(&mut [][..], |v| &mut v[..]),
-            ),
-            (
-                owner_limits,
-                owner_states
-                    .as_deref_mut()
-                    .map_or(&mut [][..], |v| &mut v[..]),
-            ),
-        ];
-        admit_all(&mut groups, now, cost, commit)
-    }
-
-    async fn owner_limits_of(&self, owner: &Arc<str>) -> Result<Arc<Vec<RateLimit>>, StoreError> {
-        let table = self.owner_table();
-        if table
-            .loaded_at
-            .is_some_and(|at| at.elapsed() < self.config.cache_ttl)
-        {
-            return Ok(self.limits_in(&table, owner));
-        }
-        let _reloading = self.owners_reload.lock().await;
-        // Another task may have reread it while this one waited.
-        let table = self.owner_table();
-        if table
-            .loaded_at
-            .is_some_and(|at| at.elapsed() < self.config.cache_ttl)
-        {
-            return Ok(self.limits_in(&table, owner));
-        }
-        let started = Instant::now();
-        let rows = self.store.all_owner_ratelimits().await?;
-        let limits = rows
-            .into_iter()
-            .filter(|(_, limits)| !limits.is_empty())
-            .map(|(owner, limits)| (Arc::from(owner), Arc::new(limits)))
-            .collect();
-        let fresh = Arc::new(OwnerTable {
-            loaded_at: Some(started),
-            limits,
-        });
-        *self
-            .owners
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&fresh);
-        Ok(self.limits_in(&fresh, owner))
-    }
-
-    fn owner_table(&self) -> Arc<OwnerTable> {
-        Arc::clone(
-            &self
-                .owners
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
-
-    fn limits_in(&self, table: &OwnerTable, owner: &str) -> Arc<Vec<RateLimit>> {
-        table
-            .limits
-            .get(owner)
-            .map_or_else(|| Arc::clone(&self.no_limits), Arc::clone)
-    }
-
-    /// Hands out `cost` credits from the node's lease, leasing more from the
-    /// store when it runs short. Returns whether they were granted and the
-    /// credits left (this node's lease plus what the store holds).
-    async fn spend(
-        &self,
-        digest: &KeyDigest,
-        key: &CachedKey,
-        refill: Option<Refill>,
-        cost: u64,
-        now: OffsetDateTime,
-    ) -> Result<(bool, Option<u64>), StoreError> {
-        let existing = self
-            .credits
-            .get(digest.as_bytes())
-            .map(|c| Arc::clone(c.value()));
-        let cell = match existing {
-            Some(cell) => cell,
-            None => {
-                let key_id = key.key_id()?;
-                Arc::clone(
-                    self.credits
-                        .entry(*digest.as_bytes())
-                        .or_insert_with(|| {
-                            Arc::new(tokio::sync::Mutex::new(Lease {
-                                key_id,
-                                local: 0,
-                                stored: 0,
-                                period: None,
-                            }))
-                        })
-                        .value(),
-                )
-            }
-        };
-        let mut lease = cell.lock().await;
-        // Checked under the lease's lock: a spend after this one sees the
-        // lease as this one leaves it.
-        let unchecked = self.unchecked_leases.remove(digest.as_bytes()).is_some();
-        // Credits of a period that a refill has closed are void.
-        if let (Some(refill), Some(period)) = (refill, lease.period) {
-            if refill.is_due(period, now) {
-                lease.local = 0;
-            }
-        }
-        if unchecked {
-            // Asks the store for the current period, taking nothing: credits
-            // of another period are void.
-            match self.store.lease_credits(&lease.key_id, 0, now).await? {
-                None => return Ok((true, None)),
-                Some(current) => lease.add(current),
-            }
-        }
-        if lease.local < cost {
-            let want = (cost - lease.local).max(self.config.credit_block);
-            match self.store.lease_credits(&lease.key_id, want, now).await? {
-                // The key stopped being metered since it was cached.
-                None => return Ok((true, None)),
-                Some(taken) => lease.add(taken),
-            }
-        }
-        let allowed = lease.local >= cost;
-        if allowed {
-            lease.local -= cost;
-        }
-        Ok((allowed, Some(lease.local + lease.stored)))
-    }
-
-    /// Counts one answer for the next usage flush: `VALID` in the key's own
-    /// slot (one compare-and-swap), anything else in the usage map.
-    fn count(&self, digest: &KeyDigest, key: &Arc<CachedKey>, code: VerifyCode, now: WallNs) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let minute = now.minute();
-        if code != VerifyCode::Valid {
-            self.count_in_map(digest, key.id, minute, code, 1, now.datetime());
-            return;
-        }
-        let slot = &key.usage;
-        let stamp = (minute as u64) << 32;
-        let mut current = slot.packed.load(Relaxed);
-        loop {
-            let counting = current != 0 && current != LISTED;
-            let same_minute = counting && current >> 32 == stamp >> 32;
-            let next = if same_minute && current & 0xffff_ffff < 0xffff_fffe {
-                current + 1
-            } else {
-                stamp | 1
-            };
-            match slot
-                .packed
-                .compare_exchange_weak(current, next, Relaxed, Relaxed)
-            {
-                Ok(_) => {
-                    slot.last_used_s.fetch_max(now.unix_seconds(), Relaxed);
-                    if current == 0 {
-                        self.dirty
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .push(Arc::clone(key));
-                    } else if counting && next == stamp | 1 {
-                        // A new minute (or a full counter): the old count
-                        // waits in the map.
-                        let old_minute = slot_minute(current, minute);
-                        self.count_in_map(
-                            digest,
-                            key.id,
-                            old_minute,
-                            code,
-                            current & 0xffff_ffff,
-                            now.datetime(),
-                        );
-                    }
-                    return;
-                }
-                Err(actual) => current = actual,
-            }
-        }
-    }
-
-    fn count_in_map(
-        &self,
-        digest: &KeyDigest,
-        id: InlineKeyId,
-        minute: i64,
-        code: VerifyCode,
-        count: u64,
-        now: OffsetDateTime,
-    ) {
-        let mut cell = self
-            .usage
-            .entry(*digest.as_bytes())
-            .or_insert_with(|| UsageCell {
-                key_id: id,
-                last_used: now,
-                counts: Vec::with_capacity(1),
-            });
-        cell.last_used = cell.last_used.max(now);
-        match cell
-            .counts
-            .iter_mut()
-            .find(|(m, c, _)| *m == minute && *c == code)
-        {
-            Some(entry) => entry.2 += count,
-            None => cell.counts.push((minute, code, count)),
-        }
-    }
-
-    /// Whether a cached record is younger than the cache TTL.
-    fn is_fresh(&self, key: &CachedKey, now_ns: u64) -> bool {
-        u128::from(now_ns.saturating_sub(key.loaded_ns)) < self.config.cache_ttl.as_nanos()
-    }
-
-    fn now_ns(&self) -> u64 {
-        nanos(self.epoch.elapsed())
-    }
-}
-
-/// The `ratelimit` answer for `status`, its reset as Unix milliseconds.
-fn to_state(status: LimitStatus, now: WallNs) -> RateLimitState {
-    let reset_ms = (status.reset_in_ns / 1_000_000) as i64;
-    RateLimitState {
-        limit: status.limit,
-        remaining: status.remaining,
-        reset: now.unix_ms() + reset_ms,
-    }
-}
-
-/// `d` in nanoseconds; u64 nanoseconds since the verifier started last 584
-/// years.
-fn nanos(d: Duration) -> u64 {
-    d.as_secs()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::from(d.subsec_nanos()))
-}
-
-/// One reading of the wall clock, in nanoseconds since the Unix epoch: the
-/// hot path takes minutes, seconds and milliseconds from it with integer
-/// arithmetic, and builds an `OffsetDateTime` only for what it keeps.
-#[derive(Clone, Copy)]
-struct WallNs(i64);
-
-impl WallNs {
-    const PER_SECOND: i64 = 1_000_000_000;
-
-    fn of(at: OffsetDateTime) -> Self {
-        let ns = at.unix_timestamp_nanos();
-        WallNs(ns.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
-    }
-
-    fn minute(self) -> i64 {
-        self.0.div_euclid(60 * Self::PER_SECOND)
-    }
-
-    /// Unix seconds as kept in usage slots (until 2106).
-    fn unix_seconds(self) -> u32 {
-        self.0
-            .div_euclid(Self::PER_SECOND)
-            .clamp(0, i64::from(u32::MAX)) as u32
-    }
-
-    fn unix_ms(self) -> i64 {
-        self.0.div_euclid(1_000_000)
-    }
-
-    fn datetime(self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(self.0.into())
-            .unwrap_or_else(|_| OffsetDateTime::now_utc())
-    }
-}
-
-/// The full minute a usage slot counts: the slot keeps it mod 2^32, so it is
-/// the latest minute not after `now_minute` with those low bits.
-fn slot_minute(packed: u64, now_minute: i64) -> i64 {
-    let low = (packed >> 32) as i64;
-    let mut minute = (now_minute & !0xffff_ffff) | low;
-    if minute > now_minute {
-        minute -= 1 << 32;
-    }
-    minute
 }
 
 impl Verification {
@@ -1391,265 +386,5 @@ impl Verification {
             ratelimit: None,
             credits_remaining: None,
         }
-    }
-}
-
-impl CachedKey {
-    pub fn environment(&self) -> Environment {
-        self.policy.environment
-    }
-
-    /// The key's id as text.
-    pub fn id(&self) -> &str {
-        self.id.as_str()
-    }
-
-    /// The key's id as a [`KeyId`] (allocates).
-    pub fn key_id(&self) -> Result<KeyId, StoreError> {
-        self.id.to_key_id()
-    }
-
-    /// The metadata JSON as stored; `None` for an empty object.
-    pub fn metadata(&self) -> Option<&RawValue> {
-        self.extras.as_ref().and_then(|e| e.metadata.as_deref())
-    }
-
-    pub fn ratelimits(&self) -> &[RateLimit] {
-        self.extras.as_ref().map_or(&[], |e| &e.ratelimits[..])
-    }
-
-    /// Whether the key is metered, and how its credits refill.
-    pub fn credits(&self) -> Option<Option<Refill>> {
-        self.extras.as_ref().and_then(|e| e.credits)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)] // A panic in a test is a failed test.
-
-    use super::*;
-    use keyward_core::{Api, AuditEvent, EventId, PlaintextKey, Prefix};
-
-    async fn store_with_keys(n: usize) -> (tempfile::TempDir, Arc<dyn Store>, Vec<KeyRecord>) {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(
-            keyward_store::SqliteStore::open(&dir.path().join("k.db"))
-                .await
-                .unwrap(),
-        );
-        let now = OffsetDateTime::now_utc();
-        let event = || AuditEvent {
-            id: EventId::generate(now).unwrap(),
-            at: now,
-            actor: None,
-            action: "test".into(),
-            target: String::new(),
-            details: serde_json::json!({}),
-        };
-        let api = Api {
-            id: ApiId::generate(now).unwrap(),
-            name: "t".into(),
-            prefix: Prefix::parse("tu").unwrap(),
-            environments: vec![Environment::Live],
-            created_at: now,
-        };
-        store.create_api(&api, &event()).await.unwrap();
-        let mut keys = Vec::new();
-        for _ in 0..n {
-            let plain = PlaintextKey::generate(&api.prefix, Environment::Live).unwrap();
-            let record =
-                KeyRecord::new(api.id.clone(), Environment::Live, "o".into(), &plain, now).unwrap();
-            store.create_key(&record, &event()).await.unwrap();
-            keys.push(record);
-        }
-        (dir, store, keys)
-    }
-
-    fn counts(rows: &[UsageRow]) -> Vec<(i64, &str, u64)> {
-        let mut v: Vec<_> = rows
-            .iter()
-            .map(|r| (r.minute, r.code.as_str(), r.count))
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[tokio::test]
-    async fn minutes_are_written_once_they_are_over_and_all_at_shutdown() {
-        let (_dir, store, keys) = store_with_keys(4).await;
-        let verifier = Verifier::new(Arc::clone(&store), VerifierConfig::default());
-        // Stay clear of a minute's end, which would make "now" the past.
-        let second = OffsetDateTime::now_utc().second();
-        if second >= 55 {
-            tokio::time::sleep(Duration::from_secs(u64::from(61 - second))).await;
-        }
-        let now = OffsetDateTime::now_utc();
-        let (minute, earlier) = (
-            now.unix_timestamp().div_euclid(60),
-            now - time::Duration::minutes(2),
-        );
-        let before = earlier.unix_timestamp().div_euclid(60);
-        let scope = VerifyCode::InsufficientScope;
-        // The first key's slot rolls over to the current minute; the second
-        // key's slot still holds the earlier minute.
-        let first = verifier.lookup(&keys[0].digest).await.unwrap().unwrap();
-        let second = verifier.lookup(&keys[1].digest).await.unwrap().unwrap();
-        // The third key was used half an hour ago: its new use is not worth
-        // rewriting its row until shutdown.
-        let half_hour_ago = now - time::Duration::minutes(30);
-        let half_hour_ago = half_hour_ago
-            .replace_millisecond(half_hour_ago.millisecond())
-            .unwrap();
-        // So was the fourth, which is busy: its count of the earlier minute
-        // moves out of its slot when the current minute's first use comes.
-        store
-            .record_usage(
-                &[],
-                &[
-                    (keys[2].id.clone(), half_hour_ago),
-                    (keys[3].id.clone(), half_hour_ago),
-                ],
-            )
-            .await
-            .unwrap();
-        let third = verifier.lookup(&keys[2].digest).await.unwrap().unwrap();
-        let fourth = verifier.lookup(&keys[3].digest).await.unwrap().unwrap();
-        for (key, code, at, times) in [
-            (&first, VerifyCode::Valid, earlier, 3),
-            (&first, scope, earlier, 1),
-            (&first, VerifyCode::Valid, now, 2),
-            (&first, scope, now, 1),
-            (&second, VerifyCode::Valid, earlier, 4),
-            (&third, VerifyCode::Valid, earlier, 1),
-            (&fourth, VerifyCode::Valid, earlier, 2),
-            (&fourth, VerifyCode::Valid, now, 1),
-        ] {
-            for _ in 0..times {
-                verifier.count(&key_digest(key, &keys), key, code, WallNs::of(at));
-            }
-        }
-        verifier.flush_completed_minutes().await.unwrap();
-        let usage = |i: usize| {
-            let store = Arc::clone(&store);
-            let id = keys[i].id.clone();
-            async move { store.key_usage(&id, before..=minute).await.unwrap() }
-        };
-        assert_eq!(
-            counts(&usage(0).await),
-            vec![(before, "INSUFFICIENT_SCOPE", 1), (before, "VALID", 3)]
-        );
-        assert_eq!(counts(&usage(1).await), vec![(before, "VALID", 4)]);
-        let touched = store.get_key(&keys[0].id).await.unwrap().unwrap();
-        assert!(touched.last_used_at.is_some());
-        let last_used = |i: usize| {
-            let store = Arc::clone(&store);
-            let id = keys[i].id.clone();
-            async move { store.get_key(&id).await.unwrap().unwrap().last_used_at }
-        };
-        assert_eq!(counts(&usage(2).await), vec![(before, "VALID", 1)]);
-        assert_eq!(last_used(2).await, Some(half_hour_ago), "within the hour");
-        assert_eq!(counts(&usage(3).await), vec![(before, "VALID", 2)]);
-        assert_eq!(
-            last_used(3).await,
-            Some(half_hour_ago),
-            "a busy key's row is not rewritten each minute"
-        );
-
-        // Nothing is written twice.
-        verifier.flush_completed_minutes().await.unwrap();
-        assert_eq!(counts(&usage(1).await), vec![(before, "VALID", 4)]);
-
-        verifier.flush_usage().await.unwrap();
-        assert_eq!(
-            counts(&usage(0).await),
-            vec![
-                (before, "INSUFFICIENT_SCOPE", 1),
-                (before, "VALID", 3),
-                (minute, "INSUFFICIENT_SCOPE", 1),
-                (minute, "VALID", 2)
-            ]
-        );
-        assert_eq!(counts(&usage(1).await), vec![(before, "VALID", 4)]);
-        assert!(
-            last_used(2).await > Some(half_hour_ago),
-            "written at shutdown"
-        );
-        assert_eq!(
-            counts(&usage(3).await),
-            vec![(before, "VALID", 2), (minute, "VALID", 1)]
-        );
-        assert!(
-            last_used(3).await > Some(half_hour_ago),
-            "written at shutdown"
-        );
-    }
-
-    #[tokio::test]
-    async fn usage_past_the_retention_is_deleted_a_few_minutes_at_a_time() {
-        let (_dir, store, keys) = store_with_keys(1).await;
-        let config = VerifierConfig {
-            usage_retention: Duration::from_secs(3600),
-            ..VerifierConfig::default()
-        };
-        let verifier = Verifier::new(Arc::clone(&store), config);
-        let now = OffsetDateTime::now_utc();
-        let minute = now.unix_timestamp().div_euclid(60);
-        // Twenty minutes past the hour kept, the hour's first minute, and
-        // the last minute.
-        let rows: Vec<UsageRow> = (minute - 80..minute - 60)
-            .chain([minute - 60, minute - 1])
-            .map(|minute| UsageRow {
-                key_id: keys[0].id.clone(),
-                minute,
-                code: "VALID".into(),
-                count: 1,
-            })
-            .collect();
-        store.record_usage(&rows, &[]).await.unwrap();
-        let stored = || {
-            let store = Arc::clone(&store);
-            let id = keys[0].id.clone();
-            async move {
-                let rows = store.key_usage(&id, minute - 100..=minute).await.unwrap();
-                rows.iter().map(|r| r.minute).collect::<Vec<_>>()
-            }
-        };
-        verifier.prune_usage(verifier.usage_cut(now)).await.unwrap();
-        assert_eq!(stored().await.len(), 22 - PRUNE_MINUTES_PER_FLUSH);
-        verifier.prune_usage(verifier.usage_cut(now)).await.unwrap();
-        assert_eq!(stored().await, vec![minute - 60, minute - 1]);
-        verifier.prune_usage(verifier.usage_cut(now)).await.unwrap();
-        assert_eq!(stored().await, vec![minute - 60, minute - 1]);
-    }
-
-    fn key_digest(key: &CachedKey, records: &[KeyRecord]) -> KeyDigest {
-        records
-            .iter()
-            .find(|r| r.id.as_str() == key.id())
-            .map(|r| r.digest)
-            .unwrap()
-    }
-
-    #[test]
-    fn a_slot_minute_is_the_latest_with_its_low_bits() {
-        let now = 29_500_000_i64; // late 2026, in minutes
-        let packed = |m: i64| ((m as u64) << 32) | 7;
-        assert_eq!(slot_minute(packed(now), now), now);
-        assert_eq!(slot_minute(packed(now - 1), now), now - 1);
-        // Across a wrap of the low 32 bits.
-        let wrap = 1_i64 << 32;
-        assert_eq!(slot_minute(packed(wrap - 1), wrap + 2), wrap - 1);
-        assert_eq!(slot_minute(packed(wrap + 1), wrap + 2), wrap + 1);
-    }
-}
-
-#[cfg(test)]
-mod size {
-    /// A million cached keys must stay within a few hundred megabytes: the
-    /// record plus its reference counts fits mimalloc's 160-byte class.
-    #[test]
-    fn a_cached_key_fits_in_144_bytes() {
-        assert!(std::mem::size_of::<super::CachedKey>() <= 144);
     }
 }

@@ -1,0 +1,330 @@
+//! The key cache: key records by digest, "no such key" by digest, and what
+//! keeps both true to the store.
+//!
+//! Records live in a bounded cache (quick_cache: a sharded CLOCK-PRO cache
+//! with small per-entry overhead, which matters at a million keys), trusted
+//! for `cache_ttl`; digests that are not in the store are remembered for
+//! `negative_ttl` in a smaller one, so a flood of random well-formed keys
+//! costs one query per key per negative TTL, not one per request. A
+//! `CachedKey` holds its id inline, shares its API id and scope set with
+//! other keys, and keeps what most keys lack (metadata, rate limits,
+//! credits) in one optional box.
+//!
+//! Invariant: a digest in the cache is that of a stored key, so a hit needs
+//! no format check.
+//! Invariant: every change of a key made through this node calls
+//! `Verifier::key_changed` before it is acknowledged; changes made
+//! elsewhere arrive through the change feed (`key_changed_elsewhere`), and
+//! `cache_ttl` bounds staleness should the feed miss one.
+//! Invariant: a lookup that read the store before a change never leaves
+//! what it read cached after the change's drop. Every change bumps its
+//! stripe's generation (one of `KEY_STRIPES`, by digest) before dropping;
+//! a lookup reads the generation before the store and, after caching,
+//! drops its own entry again if the generation moved.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use keyward_core::limits::{RateLimit, Refill};
+use keyward_core::{ApiId, Environment, KeyDigest, KeyId, KeyPolicy, KeyRecord};
+use keyward_store::StoreError;
+use serde_json::value::RawValue;
+
+use crate::clock::WallNs;
+use crate::limits::OwnerTable;
+use crate::usage::UsageSlot;
+use crate::Verifier;
+
+/// What verification keeps of a key in memory: a million of them should
+/// fit in a few hundred megabytes, so what most keys lack (metadata, rate
+/// limits, credits) lives in one optional box, and the id is inline.
+pub struct CachedKey {
+    pub(crate) id: InlineKeyId,
+    /// Bumped owner-limit generation (truncated) when `owner_limits` was
+    /// read.
+    pub(crate) owner_generation: u32,
+    pub api_id: Arc<ApiId>,
+    pub owner: Arc<str>,
+    pub policy: KeyPolicy,
+    extras: Option<Box<Extras>>,
+    /// When the record was read: nanoseconds since the verifier's epoch.
+    loaded_ns: u64,
+    /// The owner's rate limits when the key was loaded, valid while no
+    /// owner's limits changed on this node since (`owner_generation`).
+    pub(crate) owner_limits: Arc<Vec<RateLimit>>,
+    /// `VALID` answers of the current minute, counted without a lock.
+    pub(crate) usage: UsageSlot,
+}
+
+impl CachedKey {
+    pub fn environment(&self) -> Environment {
+        self.policy.environment
+    }
+
+    /// The key's id as text.
+    pub fn id(&self) -> &str {
+        self.id.as_str()
+    }
+
+    /// The key's id as a [`KeyId`] (allocates).
+    pub fn key_id(&self) -> Result<KeyId, StoreError> {
+        self.id.to_key_id()
+    }
+
+    /// The metadata JSON as stored; `None` for an empty object.
+    pub fn metadata(&self) -> Option<&RawValue> {
+        self.extras.as_ref().and_then(|e| e.metadata.as_deref())
+    }
+
+    pub fn ratelimits(&self) -> &[RateLimit] {
+        self.extras.as_ref().map_or(&[], |e| &e.ratelimits[..])
+    }
+
+    /// Whether the key is metered, and how its credits refill.
+    pub fn credits(&self) -> Option<Option<Refill>> {
+        self.extras.as_ref().and_then(|e| e.credits)
+    }
+}
+
+impl Verifier {
+    /// Forgets what this node holds about a key, before a change to it is
+    /// acknowledged (and when the change feed reports one made elsewhere):
+    /// the record, "no such key" and its credit lease — a change of credits
+    /// makes the stored value the truth, so the lease's unused credits go
+    /// back to the store at the next flush, where they are void if the
+    /// credits were reset. Rate-limit states stay: a change to a key does
+    /// not give it a fresh allowance.
+    pub fn key_changed(&self, digest: &KeyDigest) {
+        let d = *digest.as_bytes();
+        self.bump_key_generation(&d);
+        self.cache.remove(&d);
+        self.negative.remove(&d);
+        if let Some((_, lease)) = self.credits.remove(&d) {
+            self.returns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(lease);
+        }
+    }
+
+    /// [`Verifier::key_changed`] for a change read from the change feed:
+    /// the record and "no such key" are forgotten, but the credit lease is
+    /// only marked to be checked against the store at its next use. The
+    /// feed also brings back this node's own changes, after their
+    /// acknowledgement; dropping a lease taken since would refuse verifies
+    /// whose credits are leased, until the next flush gave them back.
+    pub fn key_changed_elsewhere(&self, digest: &KeyDigest) {
+        let d = *digest.as_bytes();
+        self.bump_key_generation(&d);
+        self.cache.remove(&d);
+        self.negative.remove(&d);
+        if self.credits.contains_key(&d) {
+            self.unchecked_leases.insert(d, ());
+        }
+    }
+
+    /// Forgets every cached record, unknown digest and owner limit, for when
+    /// this node may have missed changes. Limit states and leases stay.
+    pub fn clear(&self) {
+        for generation in &self.key_generations {
+            generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.cache.clear();
+        self.negative.clear();
+        self.owner_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        *self
+            .owners
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(OwnerTable {
+            loaded_at: None,
+            limits: HashMap::new(),
+        });
+    }
+
+    fn key_generation(&self, d: &[u8; 32]) -> &std::sync::atomic::AtomicU64 {
+        &self.key_generations[usize::from(d[0]) % KEY_STRIPES]
+    }
+
+    fn bump_key_generation(&self, d: &[u8; 32]) {
+        self.key_generation(d)
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Drops what a lookup just cached for `d` if a key of its stripe
+    /// changed since the lookup read the stripe's `generation`, before it
+    /// read the store: what it read may predate the change, and the
+    /// change's own drop may have come before this lookup's insert. The
+    /// fence orders the insert before the reread, as the bump comes before
+    /// the change's drop; so either this lookup sees the bump or the
+    /// change's drop comes after the insert.
+    fn uncache_if_changed_since(&self, d: &[u8; 32], generation: u64) {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if self
+            .key_generation(d)
+            .load(std::sync::atomic::Ordering::SeqCst)
+            != generation
+        {
+            self.cache.remove(d);
+            self.negative.remove(d);
+        }
+    }
+
+    pub(crate) async fn lookup(
+        &self,
+        digest: &KeyDigest,
+    ) -> Result<Option<Arc<CachedKey>>, StoreError> {
+        let d = *digest.as_bytes();
+        if let Some(cached) = self.cache.get(&d) {
+            if self.is_fresh(&cached, self.now_ns()) {
+                return Ok(Some(cached));
+            }
+        }
+        if let Some(since) = self.negative.get(&d) {
+            if since.elapsed() < self.config.negative_ttl {
+                return Ok(None);
+            }
+        }
+        let seen = self
+            .key_generation(&d)
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let found = self
+            .store
+            .find_key_by_digest(digest)
+            .await?
+            .filter(|k| k.digest.ct_eq(digest));
+        match found {
+            Some(record) => {
+                // Read the generation before the limits: a change in between
+                // leaves the copy marked stale, never the reverse.
+                let generation = self
+                    .owner_generation
+                    .load(std::sync::atomic::Ordering::Acquire);
+                let owner: Arc<str> = record.owner.as_str().into();
+                let owner_limits = self.owner_limits_of(&owner).await?;
+                let cached = Arc::new(self.compact(record, owner, owner_limits, generation)?);
+                self.cache.insert(d, Arc::clone(&cached));
+                self.uncache_if_changed_since(&d, seen);
+                Ok(Some(cached))
+            }
+            None => {
+                self.negative.insert(d, Instant::now());
+                self.uncache_if_changed_since(&d, seen);
+                Ok(None)
+            }
+        }
+    }
+
+    fn intern_api(&self, id: ApiId) -> Arc<ApiId> {
+        let mut ids = self
+            .api_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(ids.entry(id.clone()).or_insert_with(|| Arc::new(id)))
+    }
+
+    fn compact(
+        &self,
+        record: KeyRecord,
+        owner: Arc<str>,
+        owner_limits: Arc<Vec<RateLimit>>,
+        owner_generation: u64,
+    ) -> Result<CachedKey, StoreError> {
+        let scopes = {
+            let mut sets = self
+                .scope_sets
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(
+                sets.entry(record.scopes.clone())
+                    .or_insert_with(|| record.scopes.clone().into()),
+            )
+        };
+        let metadata = match &record.metadata {
+            serde_json::Value::Object(map) if map.is_empty() => None,
+            other => serde_json::value::to_raw_value(other).ok(),
+        };
+        let credits = record.credits.map(|c| c.refill);
+        let stored_last_used = record.last_used_at;
+        let extras = (metadata.is_some() || !record.ratelimits.is_empty() || credits.is_some())
+            .then(|| {
+                Box::new(Extras {
+                    metadata,
+                    ratelimits: record.ratelimits.into(),
+                    credits,
+                })
+            });
+        let id = InlineKeyId::new(&record.id).ok_or_else(|| StoreError::Corrupt {
+            table: "keys",
+            detail: format!("unexpected id {}", record.id),
+        })?;
+        Ok(CachedKey {
+            policy: KeyPolicy {
+                environment: record.environment,
+                enabled: record.enabled,
+                revoked: record.revoked_at.is_some(),
+                expires_at: record.expires_at,
+                scopes,
+                ip_allowlist: record.ip_allowlist.into(),
+            },
+            id,
+            api_id: self.intern_api(record.api_id),
+            owner,
+            owner_limits,
+            owner_generation: owner_generation as u32,
+            extras,
+            loaded_ns: self.now_ns(),
+            usage: UsageSlot::new(stored_last_used.map_or(0, |at| WallNs::of(at).unix_seconds())),
+        })
+    }
+
+    /// Whether a cached record is younger than the cache TTL.
+    pub(crate) fn is_fresh(&self, key: &CachedKey, now_ns: u64) -> bool {
+        u128::from(now_ns.saturating_sub(key.loaded_ns)) < self.config.cache_ttl.as_nanos()
+    }
+}
+
+/// What only some keys have.
+struct Extras {
+    /// The metadata JSON as stored; `None` for an empty object.
+    metadata: Option<Box<RawValue>>,
+    ratelimits: Box<[RateLimit]>,
+    /// Whether the key is metered, and how its credits refill.
+    credits: Option<Option<Refill>>,
+}
+
+/// A key id (`key_` and 22 base62 digits) without a heap allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct InlineKeyId([u8; 26]);
+
+impl InlineKeyId {
+    fn new(id: &KeyId) -> Option<Self> {
+        id.as_str().as_bytes().try_into().ok().map(InlineKeyId)
+    }
+
+    fn as_str(&self) -> &str {
+        // Built from a `KeyId`, which is ASCII.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    pub(crate) fn to_key_id(self) -> Result<KeyId, StoreError> {
+        KeyId::parse(self.as_str()).map_err(|e| StoreError::Corrupt {
+            table: "keys",
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// Stripes of `Verifier::key_generations`.
+pub(crate) const KEY_STRIPES: usize = 64;
+
+#[cfg(test)]
+mod size {
+    /// A million cached keys must stay within a few hundred megabytes: the
+    /// record plus its reference counts fits mimalloc's 160-byte class.
+    #[test]
+    fn a_cached_key_fits_in_144_bytes() {
+        assert!(std::mem::size_of::<super::CachedKey>() <= 144);
+    }
+}
