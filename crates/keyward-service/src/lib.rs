@@ -4,7 +4,7 @@
 //!
 //! - [`Actor`]: who is asking, and the checks on what it may do.
 //! - [`Error`]: every way an operation fails.
-//! - [`Service`]: the operations, one module per area ([`apis`] and [`keys`] so far).
+//! - [`Service`]: the operations, one module per area ([`apis`], [`keys`] and [`tokens`] so far).
 //! - [`audit`]: the audit event of an operation.
 //! - [`seal`]: the master key's seal and, when unsealed, the keyring.
 //! - [`records`]: what each sealed record is bound to.
@@ -13,7 +13,7 @@
 //! Invariant: a mutation here runs its steps in one order — access check,
 //! audited write (with the change-feed row, in one transaction), cache
 //! invalidation — before it returns. Events join the end of that order
-//! when they exist. Keys and APIs are here; the other areas follow.
+//! when they exist. Keys, APIs and tokens are here; the other areas follow.
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +24,7 @@ mod error;
 pub mod keys;
 pub mod records;
 pub mod seal;
+pub mod tokens;
 pub mod transit;
 
 pub use actor::Actor;

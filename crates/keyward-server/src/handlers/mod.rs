@@ -247,14 +247,6 @@ pub fn audit_event(
     )?)
 }
 
-/// Whether a restriction `inner` is at least as narrow as `outer`
-/// (`None` = unrestricted).
-pub fn within<T: PartialEq>(inner: &Option<Vec<T>>, outer: &Option<Vec<T>>) -> bool {
-    match (inner, outer) {
-        (_, None) => true,
-        (None, Some(_)) => false,
-        (Some(i), Some(o)) => i.iter().all(|x| o.contains(x)),
-    }
-}
+pub use keyward_service::tokens::within;
 
 pub use keyward_service::now;

@@ -1,0 +1,258 @@
+//! Admin tokens. They form a tree (each names the token that created it),
+//! and power only narrows down the tree:
+//! - a token creates tokens with at most its own scopes and reach, expiring
+//!   no later than itself: a later expiry, or none, is capped to its own;
+//! - a token sees (lists, revokes) only tokens within its reach: no more
+//!   scopes, APIs or environments than its own. Any other token answers as
+//!   an absent one does, `NOT_FOUND`;
+//! - revoking a token revokes every token below it, in one transaction,
+//!   with an audit event for each naming where the cascade began;
+//! - the admin API refuses to revoke the last usable token that can grant
+//!   every scope (`LAST_ROOT_TOKEN`); `keyward operator root-token` and a
+//!   leak report still can.
+//!
+//! Invariant: a revocation drops every revoked token from this node's
+//! token cache before it returns.
+
+use std::collections::HashMap;
+
+use keyward_core::model::check_text;
+use keyward_core::{AdminScope, AdminToken, ApiId, Environment, PlaintextKey, Prefix, TokenId};
+use keyward_store::{LastFullToken, Page, StoreError};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::{audit_event, now, Actor, Error, Service};
+
+/// A token to create.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// All the creator's when absent.
+    pub api_ids: Option<Vec<String>>,
+    pub environments: Option<Vec<Environment>>,
+    /// Capped to the creator's.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+impl Service {
+    /// Creates a token below the actor's. The plaintext is returned here
+    /// and kept nowhere.
+    pub async fn create_token(
+        &self,
+        actor: &Actor,
+        new: NewToken,
+    ) -> Result<(AdminToken, PlaintextKey), Error> {
+        actor.require(AdminScope::TokensWrite)?;
+        check_text("name", &new.name, 256)?;
+        let mut scopes = new
+            .scopes
+            .iter()
+            .map(|s| AdminScope::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        scopes.sort();
+        scopes.dedup();
+        if scopes.is_empty() {
+            return Err(Error::InvalidRequest(
+                "a token needs at least one scope".into(),
+            ));
+        }
+        if !scopes.iter().all(|s| actor.token.has_scope(*s)) {
+            return Err(Error::Forbidden(
+                "a token cannot grant scopes it does not hold",
+            ));
+        }
+        let api_ids = new
+            .api_ids
+            .map(|ids| {
+                ids.iter()
+                    .map(|i| ApiId::parse(i))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let environments = new.environments;
+        if !within(&api_ids, &actor.token.api_ids)
+            || !within(&environments, &actor.token.environments)
+        {
+            return Err(Error::Forbidden(
+                "a token cannot reach APIs or environments its creator cannot",
+            ));
+        }
+        let now = now();
+        if new.expires_at.is_some_and(|at| at <= now) {
+            return Err(Error::InvalidRequest(
+                "expires_at must be in the future".into(),
+            ));
+        }
+        // A child never outlives its creator: a later expiry, or none,
+        // becomes the creator's. Times are kept to the millisecond, as
+        // stored.
+        let expires_at = match (new.expires_at.map(to_millis), actor.token.expires_at) {
+            (Some(at), Some(limit)) => Some(at.min(limit)),
+            (None, limit) => limit,
+            (at, None) => at,
+        };
+        let plaintext =
+            PlaintextKey::generate(&Prefix::admin(), Environment::Live).map_err(Error::internal)?;
+        let token = AdminToken {
+            id: TokenId::generate(now).map_err(Error::internal)?,
+            name: new.name,
+            digest: plaintext.digest(),
+            start: plaintext.display_start(),
+            scopes,
+            api_ids,
+            environments,
+            created_by: Some(actor.id().clone()),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+        };
+        let event = audit_event(
+            Some(actor),
+            "token.create",
+            token.id.as_str(),
+            json!({
+                "name": token.name,
+                "scopes": token.scopes,
+                "api_ids": token.api_ids,
+                "environments": token.environments,
+                "start": token.start,
+                "expires_at": token
+                    .expires_at
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+            }),
+            now,
+        )?;
+        self.store.create_token(&token, &event).await?;
+        Ok((token, plaintext))
+    }
+
+    /// Up to `page.limit` tokens within the actor's reach, after
+    /// `page.after`, and the cursor of the next page when there may be
+    /// more. A token's `created_by` is left out when its creator is beyond
+    /// the actor's reach.
+    pub async fn list_tokens(
+        &self,
+        actor: &Actor,
+        mut page: Page,
+    ) -> Result<(Vec<AdminToken>, Option<String>), Error> {
+        actor.require(AdminScope::TokensRead)?;
+        let limit = page.limit as usize;
+        // Tokens are few; those out of reach are skipped here, reading on
+        // until the page is full or the table ends.
+        let mut tokens = Vec::with_capacity(limit);
+        let mut creators = Creators::default();
+        let mut next = None;
+        'scan: loop {
+            let batch = self.store.list_tokens(&page).await?;
+            let full_batch = batch.len() == page.limit as usize;
+            for token in batch {
+                page.after = Some(token.id.as_str().to_owned());
+                if within_reach(&actor.token, &token) {
+                    tokens.push(creators.mask(self, actor, token).await?);
+                    if tokens.len() == limit {
+                        next = page.after.clone();
+                        break 'scan;
+                    }
+                }
+            }
+            if !full_batch {
+                break;
+            }
+        }
+        Ok((tokens, next))
+    }
+
+    /// Revokes a token within the actor's reach and every token below it;
+    /// returns the token as it is now.
+    pub async fn revoke_token(&self, actor: &Actor, id: &str) -> Result<AdminToken, Error> {
+        actor.require(AdminScope::TokensWrite)?;
+        let id = TokenId::parse(id).map_err(|_| Error::NotFound("token"))?;
+        self.store
+            .get_token(&id)
+            .await?
+            .filter(|target| within_reach(&actor.token, target))
+            .ok_or(Error::NotFound("token"))?;
+        let now = now();
+        let event = audit_event(Some(actor), "token.revoke", id.as_str(), json!({}), now)?;
+        let revoked = self
+            .store
+            .revoke_token_tree(&id, now, &event, LastFullToken::Keep)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => Error::NotFound("token"),
+                other => other.into(),
+            })?;
+        for token in &revoked {
+            self.tokens.forget(&token.digest);
+        }
+        if revoked.len() > 1 {
+            tracing::info!(token = %id, cascade = revoked.len() - 1, "revoked a token and the tokens it created");
+        }
+        let after = self
+            .store
+            .get_token(&id)
+            .await?
+            .ok_or(Error::NotFound("token"))?;
+        Creators::default().mask(self, actor, after).await
+    }
+}
+
+/// Whether each creator named by the tokens shown is within the actor's
+/// reach. A token's `created_by` is shown only then: a limited token reads
+/// its own record, and that must not name the root token it came from.
+#[derive(Default)]
+struct Creators(HashMap<TokenId, bool>);
+
+impl Creators {
+    /// `token`, without its creator when that is beyond the actor's reach.
+    async fn mask(
+        &mut self,
+        service: &Service,
+        actor: &Actor,
+        mut token: AdminToken,
+    ) -> Result<AdminToken, Error> {
+        if let Some(creator) = token.created_by.clone() {
+            let shown = match self.0.get(&creator) {
+                Some(shown) => *shown,
+                None => {
+                    let shown = service
+                        .store
+                        .get_token(&creator)
+                        .await?
+                        .is_some_and(|c| within_reach(&actor.token, &c));
+                    self.0.insert(creator, shown);
+                    shown
+                }
+            };
+            if !shown {
+                token.created_by = None;
+            }
+        }
+        Ok(token)
+    }
+}
+
+fn to_millis(at: OffsetDateTime) -> OffsetDateTime {
+    let millis = at.unix_timestamp_nanos() / 1_000_000 * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(millis).unwrap_or(at)
+}
+
+/// Whether `token` is within the reach of `holder`: no more scopes, APIs
+/// or environments than its own.
+pub fn within_reach(holder: &AdminToken, token: &AdminToken) -> bool {
+    token.scopes.iter().all(|s| holder.has_scope(*s))
+        && within(&token.api_ids, &holder.api_ids)
+        && within(&token.environments, &holder.environments)
+}
+
+/// Whether a restriction `inner` is at least as narrow as `outer`
+/// (`None` = unrestricted).
+pub fn within<T: PartialEq>(inner: &Option<Vec<T>>, outer: &Option<Vec<T>>) -> bool {
+    match (inner, outer) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(i), Some(o)) => i.iter().all(|x| o.contains(x)),
+    }
+}
