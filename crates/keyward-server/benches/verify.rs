@@ -14,6 +14,7 @@ use keyward_core::{
 };
 use keyward_server::verifier::Reach;
 use keyward_server::{Verifier, VerifierConfig};
+use keyward_store::prelude::*;
 use keyward_store::{SqliteStore, Store};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
