@@ -34,22 +34,24 @@ macro_rules! impl_api_store {
         #[async_trait]
         impl ApiStore for $store {
             async fn create_api(&self, api: &Api, event: &AuditEvent) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                sqlx::query(
-                    "INSERT INTO apis (id, name, prefix, environments, created_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(api.id.as_str())
-                .bind(&api.name)
-                .bind(api.prefix.as_str())
-                .bind(to_json(&api.environments))
-                .bind(millis(api.created_at))
-                .execute(&mut *tx)
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        sqlx::query(
+                            "INSERT INTO apis (id, name, prefix, environments, created_at) \
+                             VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(api.id.as_str())
+                        .bind(&api.name)
+                        .bind(api.prefix.as_str())
+                        .bind(to_json(&api.environments))
+                        .bind(millis(api.created_at))
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(unique_violation("an API with this prefix already exists"))?;
+                        Ok(Outcome::commit((), std::slice::from_ref(event)))
+                    })
+                })
                 .await
-                .map_err(unique_violation("an API with this prefix already exists"))?;
-                insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                tx.commit().await?;
-                Ok(())
             }
 
             async fn get_api(&self, id: &ApiId) -> Result<Option<Api>> {

@@ -1,5 +1,6 @@
-//! The audit log's rows, and the insertion of events that every audited
-//! write of every area shares.
+//! The audit log's rows, and the one helper through which every audited
+//! write runs (`audited`), so that every audit event is written in one
+//! place: the future home of a hash chain over them.
 
 use keyward_core::{AuditEvent, EventId, TokenId};
 
@@ -56,12 +57,54 @@ pub(crate) fn derive_event_reach_sql(c: &str) -> String {
     )
 }
 
-/// Implements `AuditStore` and defines `insert_events`; expanded by
-/// `impl_store!`.
+/// Implements `AuditStore` and defines `audited`, the helper every audited
+/// write of every area runs through; expanded by `impl_store!`.
 macro_rules! impl_audit_store {
     ($store:ty, $db:ty) => {
+        impl $store {
+            /// Runs an audited write: begins a transaction on the writer,
+            /// runs `write`'s statements in it, then inserts the audit
+            /// events the write returns (with their reach), then its
+            /// change-feed entries, and commits. A write that returns
+            /// `Outcome::Rollback` is rolled back and records nothing; one
+            /// that fails is rolled back as its transaction is dropped.
+            ///
+            /// The transaction's lifetime is that of what the write borrows
+            /// (`'a`), which outlives each borrow of the transaction (`'t`):
+            /// that lets the write's future hold both.
+            async fn audited<'a, T, F>(&self, write: F) -> Result<T>
+            where
+                T: Send,
+                F: for<'t> FnOnce(
+                        &'t mut sqlx::Transaction<'a, $db>,
+                    ) -> WriteFuture<'t, Outcome<'a, T>>
+                    + Send,
+            {
+                let mut tx: sqlx::Transaction<'a, $db> = self.writer().begin().await?;
+                match write(&mut tx).await? {
+                    Outcome::Rollback(answer) => {
+                        tx.rollback().await?;
+                        answer
+                    }
+                    Outcome::Commit {
+                        value,
+                        events,
+                        changes,
+                    } => {
+                        insert_events(&mut tx, &events).await?;
+                        if let Some((changes, at)) = changes {
+                            insert_changes(&mut tx, &changes, at).await?;
+                        }
+                        tx.commit().await?;
+                        Ok(value)
+                    }
+                }
+            }
+        }
+
         /// Inserts audit events and derives their reach from the records
-        /// they are about, in the transaction of the write they record.
+        /// they are about. Only `audited` calls it, in
+        /// the transaction of the write the events record.
         async fn insert_events(
             tx: &mut sqlx::Transaction<'_, $db>,
             events: &[AuditEvent],
@@ -157,10 +200,8 @@ macro_rules! impl_audit_store {
             }
 
             async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                insert_events(&mut tx, events).await?;
-                tx.commit().await?;
-                Ok(())
+                self.audited(move |_tx| Box::pin(async move { Ok(Outcome::commit((), events)) }))
+                    .await
             }
         }
     };

@@ -1,5 +1,5 @@
-//! The change feed: its entries are inserted by the change they report,
-//! after its audit events and in its transaction.
+//! The change feed: its entries are inserted by `audited`, after the audit
+//! events of the change they report and in its transaction.
 
 /// Implements `ChangeStore` and defines `insert_changes`; expanded by
 /// `impl_store!`.

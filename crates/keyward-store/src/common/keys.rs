@@ -157,21 +157,25 @@ macro_rules! impl_key_store {
         #[async_trait]
         impl KeyStore for $store {
             async fn create_key(&self, key: &KeyRecord, event: &AuditEvent) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                insert_key(&mut tx, key).await?;
-                insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                tx.commit().await?;
-                Ok(())
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        insert_key(tx, key).await?;
+                        Ok(Outcome::commit((), std::slice::from_ref(event)))
+                    })
+                })
+                .await
             }
 
             async fn create_keys(&self, keys: &[KeyRecord], events: &[AuditEvent]) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                for key in keys {
-                    insert_key(&mut tx, key).await?;
-                }
-                insert_events(&mut tx, events).await?;
-                tx.commit().await?;
-                Ok(())
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        for key in keys {
+                            insert_key(tx, key).await?;
+                        }
+                        Ok(Outcome::commit((), events))
+                    })
+                })
+                .await
             }
 
             async fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>> {
@@ -243,48 +247,55 @@ macro_rules! impl_key_store {
                 now: OffsetDateTime,
                 event: &AuditEvent,
             ) -> Result<KeyRecord> {
-                let mut tx = self.writer().begin().await?;
-                let sql = format!(
-                    "UPDATE keys SET \
-                       name = COALESCE($2, name), \
-                       scopes = COALESCE($3, scopes), \
-                       metadata = COALESCE($4, metadata), \
-                       expires_at = CASE WHEN $5 THEN $6 ELSE expires_at END, \
-                       enabled = COALESCE($7, enabled), \
-                       updated_at = $8, \
-                       ratelimits = COALESCE($9, ratelimits), \
-                       ip_allowlist = COALESCE($10, ip_allowlist), \
-                       credits_remaining = CASE WHEN $11 THEN $12 ELSE credits_remaining END, \
-                       credits_refill = CASE WHEN $11 THEN $13 ELSE credits_refill END, \
-                       credits_refilled_at = CASE WHEN $11 THEN $14 ELSE credits_refilled_at END \
-                     WHERE id = $1 RETURNING {KEY_COLUMNS}"
-                );
-                let credits = patch.credits.flatten();
-                let row: Option<KeyRow> = sqlx::query_as(&sql)
-                    .bind(id.as_str())
-                    .bind(patch.name.as_deref())
-                    .bind(patch.scopes.as_ref().map(to_json))
-                    .bind(patch.metadata.as_ref().map(to_json))
-                    .bind(patch.expires_at.is_some())
-                    .bind(patch.expires_at.flatten().map(millis))
-                    .bind(patch.enabled)
-                    .bind(millis(now))
-                    .bind(patch.ratelimits.as_ref().map(to_json))
-                    .bind(patch.ip_allowlist.as_ref().map(to_json))
-                    .bind(patch.credits.is_some())
-                    .bind(credits.map(|c| c.remaining.min(i64::MAX as u64) as i64))
-                    .bind(credits.and_then(|c| c.refill).map(|r| to_json(&r)))
-                    .bind(credits.map(|_| millis(now)))
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(row) = row else {
-                    return Err(StoreError::NotFound);
-                };
-                let record = KeyRecord::try_from(row)?;
-                insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                insert_changes(&mut tx, &[Change::Key(record.digest.clone())], now).await?;
-                tx.commit().await?;
-                Ok(record)
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        let sql = format!(
+                            "UPDATE keys SET \
+                               name = COALESCE($2, name), \
+                               scopes = COALESCE($3, scopes), \
+                               metadata = COALESCE($4, metadata), \
+                               expires_at = CASE WHEN $5 THEN $6 ELSE expires_at END, \
+                               enabled = COALESCE($7, enabled), \
+                               updated_at = $8, \
+                               ratelimits = COALESCE($9, ratelimits), \
+                               ip_allowlist = COALESCE($10, ip_allowlist), \
+                               credits_remaining = CASE WHEN $11 THEN $12 ELSE credits_remaining END, \
+                               credits_refill = CASE WHEN $11 THEN $13 ELSE credits_refill END, \
+                               credits_refilled_at = CASE WHEN $11 THEN $14 ELSE credits_refilled_at END \
+                             WHERE id = $1 RETURNING {KEY_COLUMNS}"
+                        );
+                        let credits = patch.credits.flatten();
+                        let row: Option<KeyRow> = sqlx::query_as(&sql)
+                            .bind(id.as_str())
+                            .bind(patch.name.as_deref())
+                            .bind(patch.scopes.as_ref().map(to_json))
+                            .bind(patch.metadata.as_ref().map(to_json))
+                            .bind(patch.expires_at.is_some())
+                            .bind(patch.expires_at.flatten().map(millis))
+                            .bind(patch.enabled)
+                            .bind(millis(now))
+                            .bind(patch.ratelimits.as_ref().map(to_json))
+                            .bind(patch.ip_allowlist.as_ref().map(to_json))
+                            .bind(patch.credits.is_some())
+                            .bind(credits.map(|c| c.remaining.min(i64::MAX as u64) as i64))
+                            .bind(credits.and_then(|c| c.refill).map(|r| to_json(&r)))
+                            .bind(credits.map(|_| millis(now)))
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                        let Some(row) = row else {
+                            return Err(StoreError::NotFound);
+                        };
+                        let record = KeyRecord::try_from(row)?;
+                        let changes = vec![Change::Key(record.digest.clone())];
+                        Ok(Outcome::commit_with_changes(
+                            record,
+                            std::slice::from_ref(event),
+                            changes,
+                            now,
+                        ))
+                    })
+                })
+                .await
             }
 
             async fn revoke_key(
@@ -294,28 +305,36 @@ macro_rules! impl_key_store {
                 now: OffsetDateTime,
                 event: &AuditEvent,
             ) -> Result<(KeyRecord, bool)> {
-                let mut tx = self.writer().begin().await?;
-                let sql = format!(
-                    "UPDATE keys SET revoked_at = $2, revoke_reason = $3, updated_at = $2 \
-                     WHERE id = $1 AND revoked_at IS NULL RETURNING {KEY_COLUMNS}"
-                );
-                let row: Option<KeyRow> = sqlx::query_as(&sql)
-                    .bind(id.as_str())
-                    .bind(millis(now))
-                    .bind(reason)
-                    .fetch_optional(&mut *tx)
+                let revoked = self
+                    .audited(move |tx| {
+                        Box::pin(async move {
+                            let sql = format!(
+                                "UPDATE keys SET revoked_at = $2, revoke_reason = $3, updated_at = $2 \
+                                 WHERE id = $1 AND revoked_at IS NULL RETURNING {KEY_COLUMNS}"
+                            );
+                            let row: Option<KeyRow> = sqlx::query_as(&sql)
+                                .bind(id.as_str())
+                                .bind(millis(now))
+                                .bind(reason)
+                                .fetch_optional(&mut **tx)
+                                .await?;
+                            let Some(row) = row else {
+                                return Ok(Outcome::Rollback(Ok(None)));
+                            };
+                            let record = KeyRecord::try_from(row)?;
+                            let changes = vec![Change::Key(record.digest.clone())];
+                            Ok(Outcome::commit_with_changes(
+                                Some(record),
+                                std::slice::from_ref(event),
+                                changes,
+                                now,
+                            ))
+                        })
+                    })
                     .await?;
-                match row {
-                    Some(row) => {
-                        let record = KeyRecord::try_from(row)?;
-                        insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                        insert_changes(&mut tx, &[Change::Key(record.digest.clone())], now)
-                            .await?;
-                        tx.commit().await?;
-                        Ok((record, true))
-                    }
+                match revoked {
+                    Some(record) => Ok((record, true)),
                     None => {
-                        tx.rollback().await?;
                         let record = self.get_key(id).await?.ok_or(StoreError::NotFound)?;
                         Ok((record, false))
                     }
@@ -323,37 +342,46 @@ macro_rules! impl_key_store {
             }
 
             async fn rotate_key(&self, rotation: &Rotation, events: &[AuditEvent]) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                let until = millis(rotation.old_expires_at);
-                let marked: Option<(Vec<u8>,)> = sqlx::query_as(
-                    "UPDATE keys SET rotated_to = $2, updated_at = $3, \
-                       expires_at = CASE WHEN expires_at IS NULL OR expires_at > $4 \
-                                         THEN $4 ELSE expires_at END \
-                     WHERE id = $1 AND revoked_at IS NULL AND rotated_to IS NULL \
-                     RETURNING digest",
-                )
-                .bind(rotation.old.as_str())
-                .bind(rotation.successor.id.as_str())
-                .bind(millis(rotation.successor.created_at))
-                .bind(until)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some((old_digest,)) = marked else {
-                    tx.rollback().await?;
-                    return match self.get_key(&rotation.old).await? {
-                        None => Err(StoreError::NotFound),
-                        Some(_) => Err(StoreError::Conflict(
-                            "the key is revoked or was already rotated",
-                        )),
-                    };
-                };
-                insert_key(&mut tx, &rotation.successor).await?;
-                insert_events(&mut tx, events).await?;
-                let old_digest = $crate::rows::digest("keys", &old_digest)?;
-                insert_changes(&mut tx, &[Change::Key(old_digest)], rotation.successor.created_at)
+                let rotated = self
+                    .audited(move |tx| {
+                        Box::pin(async move {
+                            let until = millis(rotation.old_expires_at);
+                            let marked: Option<(Vec<u8>,)> = sqlx::query_as(
+                                "UPDATE keys SET rotated_to = $2, updated_at = $3, \
+                                   expires_at = CASE WHEN expires_at IS NULL OR expires_at > $4 \
+                                                     THEN $4 ELSE expires_at END \
+                                 WHERE id = $1 AND revoked_at IS NULL AND rotated_to IS NULL \
+                                 RETURNING digest",
+                            )
+                            .bind(rotation.old.as_str())
+                            .bind(rotation.successor.id.as_str())
+                            .bind(millis(rotation.successor.created_at))
+                            .bind(until)
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                            let Some((old_digest,)) = marked else {
+                                return Ok(Outcome::Rollback(Ok(false)));
+                            };
+                            insert_key(tx, &rotation.successor).await?;
+                            let old_digest = $crate::rows::digest("keys", &old_digest)?;
+                            Ok(Outcome::commit_with_changes(
+                                true,
+                                events,
+                                vec![Change::Key(old_digest)],
+                                rotation.successor.created_at,
+                            ))
+                        })
+                    })
                     .await?;
-                tx.commit().await?;
-                Ok(())
+                if rotated {
+                    return Ok(());
+                }
+                match self.get_key(&rotation.old).await? {
+                    None => Err(StoreError::NotFound),
+                    Some(_) => Err(StoreError::Conflict(
+                        "the key is revoked or was already rotated",
+                    )),
+                }
             }
 
             async fn bulk_revoke(
@@ -366,50 +394,59 @@ macro_rules! impl_key_store {
                 if !filter.has_criteria() {
                     return Err(StoreError::Conflict("a bulk revocation needs a filter"));
                 }
-                let mut tx = self.writer().begin().await?;
-                let mut q: QueryBuilder<$db> = QueryBuilder::new("UPDATE keys SET revoked_at = ");
-                q.push_bind(millis(now))
-                    .push(", updated_at = ")
-                    .push_bind(millis(now))
-                    .push(", revoke_reason = ")
-                    .push_bind(reason.to_owned())
-                    .push(" WHERE revoked_at IS NULL");
-                if let Some(owner) = &filter.owner {
-                    q.push(" AND owner = ").push_bind(owner.clone());
-                }
-                if let Some(api_id) = &filter.api_id {
-                    q.push(" AND api_id = ").push_bind(api_id.as_str().to_owned());
-                }
-                if let Some(env) = filter.environment {
-                    q.push(" AND environment = ").push_bind(env.as_str());
-                }
-                if let Some(before) = filter.created_before {
-                    q.push(" AND created_at < ").push_bind(millis(before));
-                }
-                if let Some(scope) = &filter.scope {
-                    q.push(" AND ")
-                        .push(Self::DIALECT.scope_match_open)
-                        .push_bind(scope.as_str().to_owned())
-                        .push(Self::DIALECT.scope_match_close);
-                }
-                push_key_filter(&mut q, &filter.api_ids_within, &filter.environments_within);
-                q.push(" RETURNING id, digest");
-                let rows: Vec<(String, Vec<u8>)> = q.build_query_as().fetch_all(&mut *tx).await?;
-                let mut events = Vec::with_capacity(rows.len());
-                let mut digests = Vec::with_capacity(rows.len());
-                for (id, digest) in rows {
-                    digests.push($crate::rows::digest("keys", &digest)?);
-                    events.push(AuditEvent {
-                        id: $crate::event_id(now)?,
-                        target: id,
-                        ..template.clone()
-                    });
-                }
-                insert_events(&mut tx, &events).await?;
-                let changes: Vec<Change> = digests.iter().cloned().map(Change::Key).collect();
-                insert_changes(&mut tx, &changes, now).await?;
-                tx.commit().await?;
-                Ok(digests)
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        let mut q: QueryBuilder<$db> =
+                            QueryBuilder::new("UPDATE keys SET revoked_at = ");
+                        q.push_bind(millis(now))
+                            .push(", updated_at = ")
+                            .push_bind(millis(now))
+                            .push(", revoke_reason = ")
+                            .push_bind(reason.to_owned())
+                            .push(" WHERE revoked_at IS NULL");
+                        if let Some(owner) = &filter.owner {
+                            q.push(" AND owner = ").push_bind(owner.clone());
+                        }
+                        if let Some(api_id) = &filter.api_id {
+                            q.push(" AND api_id = ")
+                                .push_bind(api_id.as_str().to_owned());
+                        }
+                        if let Some(env) = filter.environment {
+                            q.push(" AND environment = ").push_bind(env.as_str());
+                        }
+                        if let Some(before) = filter.created_before {
+                            q.push(" AND created_at < ").push_bind(millis(before));
+                        }
+                        if let Some(scope) = &filter.scope {
+                            q.push(" AND ")
+                                .push(Self::DIALECT.scope_match_open)
+                                .push_bind(scope.as_str().to_owned())
+                                .push(Self::DIALECT.scope_match_close);
+                        }
+                        push_key_filter(
+                            &mut q,
+                            &filter.api_ids_within,
+                            &filter.environments_within,
+                        );
+                        q.push(" RETURNING id, digest");
+                        let rows: Vec<(String, Vec<u8>)> =
+                            q.build_query_as().fetch_all(&mut **tx).await?;
+                        let mut events = Vec::with_capacity(rows.len());
+                        let mut digests = Vec::with_capacity(rows.len());
+                        for (id, digest) in rows {
+                            digests.push($crate::rows::digest("keys", &digest)?);
+                            events.push(AuditEvent {
+                                id: $crate::event_id(now)?,
+                                target: id,
+                                ..template.clone()
+                            });
+                        }
+                        let changes: Vec<Change> =
+                            digests.iter().cloned().map(Change::Key).collect();
+                        Ok(Outcome::commit_with_changes(digests, events, changes, now))
+                    })
+                })
+                .await
             }
         }
     };

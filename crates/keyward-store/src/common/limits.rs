@@ -95,21 +95,27 @@ macro_rules! impl_limit_store {
                 now: OffsetDateTime,
                 event: &AuditEvent,
             ) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                sqlx::query(
-                    "INSERT INTO owner_ratelimits (owner, ratelimits, updated_at) \
-                     VALUES ($1, $2, $3) ON CONFLICT (owner) \
-                     DO UPDATE SET ratelimits = excluded.ratelimits, updated_at = excluded.updated_at",
-                )
-                .bind(owner)
-                .bind(to_json(&limits))
-                .bind(millis(now))
-                .execute(&mut *tx)
-                .await?;
-                insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                insert_changes(&mut tx, &[Change::Owner(owner.to_owned())], now).await?;
-                tx.commit().await?;
-                Ok(())
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        sqlx::query(
+                            "INSERT INTO owner_ratelimits (owner, ratelimits, updated_at) \
+                             VALUES ($1, $2, $3) ON CONFLICT (owner) \
+                             DO UPDATE SET ratelimits = excluded.ratelimits, updated_at = excluded.updated_at",
+                        )
+                        .bind(owner)
+                        .bind(to_json(&limits))
+                        .bind(millis(now))
+                        .execute(&mut **tx)
+                        .await?;
+                        Ok(Outcome::commit_with_changes(
+                            (),
+                            std::slice::from_ref(event),
+                            vec![Change::Owner(owner.to_owned())],
+                            now,
+                        ))
+                    })
+                })
+                .await
             }
         }
     };

@@ -11,6 +11,11 @@
 //! `impl_store!` expands all of them into the backend's module, after the
 //! imports and helpers they share, so the areas call each other's helpers
 //! (a key rotation inserts a key, a bootstrap a token) as plain functions.
+//!
+//! Every audited write goes through one helper, `audited` (in [`audit`]):
+//! it begins the transaction, runs the write's statements, inserts the
+//! audit events the write returns and the change-feed entries after them,
+//! and commits. Nothing else inserts audit events.
 
 pub(crate) mod apis;
 pub(crate) mod audit;
@@ -24,7 +29,14 @@ pub(crate) mod tokens;
 pub(crate) mod transit;
 pub(crate) mod usage;
 
-use crate::StoreError;
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+
+use keyward_core::AuditEvent;
+use time::OffsetDateTime;
+
+use crate::{Change, StoreError};
 
 /// SQL that differs between backends.
 pub(crate) struct Dialect {
@@ -56,6 +68,55 @@ where
     rows.into_iter().map(T::try_from).collect()
 }
 
+/// The statements of an audited write, run by `audited` in its transaction.
+/// Boxed, since the future borrows that transaction while it runs.
+pub(crate) type WriteFuture<'t, T> =
+    Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 't>>;
+
+/// How an audited write ends once its statements ran; `audited` finishes
+/// it. A write that fails with an error instead is rolled back as its
+/// transaction is dropped.
+pub(crate) enum Outcome<'a, T> {
+    /// Keep the write: insert `events`, then the change-feed entries, in
+    /// its transaction, commit, and answer `value`.
+    Commit {
+        value: T,
+        events: Cow<'a, [AuditEvent]>,
+        /// Entries for other nodes' caches, and the time they carry; `None`
+        /// when no cached record changed.
+        changes: Option<(Vec<Change>, OffsetDateTime)>,
+    },
+    /// Roll back, record nothing, and answer this: an `Ok` when the write
+    /// found nothing to do, an `Err` when it refused.
+    Rollback(Result<T, StoreError>),
+}
+
+impl<'a, T> Outcome<'a, T> {
+    /// Keeps a write that no cache holds, recorded by `events`.
+    pub(crate) fn commit(value: T, events: impl Into<Cow<'a, [AuditEvent]>>) -> Self {
+        Outcome::Commit {
+            value,
+            events: events.into(),
+            changes: None,
+        }
+    }
+
+    /// Keeps a write recorded by `events` that changed what `changes` name,
+    /// at `at`.
+    pub(crate) fn commit_with_changes(
+        value: T,
+        events: impl Into<Cow<'a, [AuditEvent]>>,
+        changes: Vec<Change>,
+        at: OffsetDateTime,
+    ) -> Self {
+        Outcome::Commit {
+            value,
+            events: events.into(),
+            changes: Some((changes, at)),
+        }
+    }
+}
+
 /// Implements every area's trait for a backend type with inherent methods
 /// `reader()` and `writer()` returning its pools,
 /// `wait_for_notification(timeout)`, and a `DIALECT` constant. The SQL is
@@ -72,12 +133,12 @@ macro_rules! impl_store {
 
         use $crate::common::apis::ApiRow;
         use $crate::common::audit::{derive_event_reach_sql, EventRow};
-        use $crate::common::convert;
         use $crate::common::keys::{KeyRow, KEY_COLUMNS};
         use $crate::common::seal::{seal_from_row, SealRow};
         use $crate::common::secrets::{meta_from_row, mount_from_row, MetaRow};
         use $crate::common::tokens::{cascade_details, is_full_token, TokenRow, TOKEN_COLUMNS};
         use $crate::common::transit::{TransitKeyRow, TRANSIT_KEY_COLUMNS};
+        use $crate::common::{convert, Outcome, WriteFuture};
         use $crate::rows::{corrupt, millis, to_json};
         use $crate::{
             ApiStore, AuditEntry, AuditFilter, AuditStore, BulkRevokeFilter, Change, ChangeEntry,

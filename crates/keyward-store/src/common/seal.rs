@@ -107,39 +107,48 @@ macro_rules! impl_seal_store {
                 first: &KeyringEntry,
                 event: &AuditEvent,
             ) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                let digests: Vec<u8> = seal.share_digests.concat();
-                let inserted = sqlx::query(
-                    "INSERT INTO seal (id, kind, share_set, threshold, share_digests, \
-                     wrapped_master, created_at, updated_at) \
-                     VALUES (1, $1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                )
-                .bind(seal.kind.as_str())
-                .bind(seal.share_set.map(|s| s.to_vec()))
-                .bind(seal.threshold.map(i64::from))
-                .bind((!digests.is_empty()).then_some(digests))
-                .bind(seal.wrapped_master.clone())
-                .bind(millis(seal.created_at))
-                .bind(millis(seal.updated_at))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 0 {
-                    tx.rollback().await?;
-                    return Err(StoreError::Conflict("the seal is already initialised"));
-                }
-                insert_keyring_entry(&mut tx, first).await?;
-                insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                tx.commit().await?;
-                Ok(())
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        let digests: Vec<u8> = seal.share_digests.concat();
+                        let inserted = sqlx::query(
+                            "INSERT INTO seal (id, kind, share_set, threshold, share_digests, \
+                             wrapped_master, created_at, updated_at) \
+                             VALUES (1, $1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(seal.kind.as_str())
+                        .bind(seal.share_set.map(|s| s.to_vec()))
+                        .bind(seal.threshold.map(i64::from))
+                        .bind((!digests.is_empty()).then_some(digests))
+                        .bind(seal.wrapped_master.clone())
+                        .bind(millis(seal.created_at))
+                        .bind(millis(seal.updated_at))
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected();
+                        if inserted == 0 {
+                            return Ok(Outcome::Rollback(Err(StoreError::Conflict(
+                                "the seal is already initialised",
+                            ))));
+                        }
+                        insert_keyring_entry(tx, first).await?;
+                        Ok(Outcome::commit((), std::slice::from_ref(event)))
+                    })
+                })
+                .await
             }
 
-            async fn add_keyring_key(&self, entry: &KeyringEntry, event: &AuditEvent) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                insert_keyring_entry(&mut tx, entry).await?;
-                insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                tx.commit().await?;
-                Ok(())
+            async fn add_keyring_key(
+                &self,
+                entry: &KeyringEntry,
+                event: &AuditEvent,
+            ) -> Result<()> {
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        insert_keyring_entry(tx, entry).await?;
+                        Ok(Outcome::commit((), std::slice::from_ref(event)))
+                    })
+                })
+                .await
             }
 
             async fn rekey_seal(
@@ -148,42 +157,44 @@ macro_rules! impl_seal_store {
                 keyring: &[KeyringEntry],
                 event: &AuditEvent,
             ) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                let digests: Vec<u8> = seal.share_digests.concat();
-                let updated = sqlx::query(
-                    "UPDATE seal SET kind = $1, share_set = $2, threshold = $3, \
-                     share_digests = $4, wrapped_master = $5, updated_at = $6 WHERE id = 1",
-                )
-                .bind(seal.kind.as_str())
-                .bind(seal.share_set.map(|s| s.to_vec()))
-                .bind(seal.threshold.map(i64::from))
-                .bind((!digests.is_empty()).then_some(digests))
-                .bind(seal.wrapped_master.clone())
-                .bind(millis(seal.updated_at))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if updated == 0 {
-                    tx.rollback().await?;
-                    return Err(StoreError::NotFound);
-                }
-                for entry in keyring {
-                    let changed = sqlx::query("UPDATE keyring SET wrapped_key = $2 WHERE version = $1")
-                        .bind(i64::from(entry.version))
-                        .bind(&entry.wrapped_key)
-                        .execute(&mut *tx)
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        let digests: Vec<u8> = seal.share_digests.concat();
+                        let updated = sqlx::query(
+                            "UPDATE seal SET kind = $1, share_set = $2, threshold = $3, \
+                             share_digests = $4, wrapped_master = $5, updated_at = $6 WHERE id = 1",
+                        )
+                        .bind(seal.kind.as_str())
+                        .bind(seal.share_set.map(|s| s.to_vec()))
+                        .bind(seal.threshold.map(i64::from))
+                        .bind((!digests.is_empty()).then_some(digests))
+                        .bind(seal.wrapped_master.clone())
+                        .bind(millis(seal.updated_at))
+                        .execute(&mut **tx)
                         .await?
                         .rows_affected();
-                    if changed == 0 {
-                        tx.rollback().await?;
-                        return Err(StoreError::Conflict(
-                            "the keyring changed during the rekey",
-                        ));
-                    }
-                }
-                insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                tx.commit().await?;
-                Ok(())
+                        if updated == 0 {
+                            return Ok(Outcome::Rollback(Err(StoreError::NotFound)));
+                        }
+                        for entry in keyring {
+                            let changed = sqlx::query(
+                                "UPDATE keyring SET wrapped_key = $2 WHERE version = $1",
+                            )
+                            .bind(i64::from(entry.version))
+                            .bind(&entry.wrapped_key)
+                            .execute(&mut **tx)
+                            .await?
+                            .rows_affected();
+                            if changed == 0 {
+                                return Ok(Outcome::Rollback(Err(StoreError::Conflict(
+                                    "the keyring changed during the rekey",
+                                ))));
+                            }
+                        }
+                        Ok(Outcome::commit((), std::slice::from_ref(event)))
+                    })
+                })
+                .await
             }
 
             async fn secret_envelopes(

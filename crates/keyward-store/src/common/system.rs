@@ -11,25 +11,26 @@ macro_rules! impl_system_store {
             }
 
             async fn bootstrap(&self, root: &AdminToken, event: &AuditEvent) -> Result<bool> {
-                let mut tx = self.writer().begin().await?;
-                let claimed = sqlx::query(
-                    "INSERT INTO bootstrap (singleton, at, root_token) VALUES (1, $1, $2) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(millis(root.created_at))
-                .bind(root.id.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-                if !claimed {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-                insert_token(&mut tx, root).await?;
-                insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                tx.commit().await?;
-                Ok(true)
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        let claimed = sqlx::query(
+                            "INSERT INTO bootstrap (singleton, at, root_token) VALUES (1, $1, $2) \
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(millis(root.created_at))
+                        .bind(root.id.as_str())
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                            == 1;
+                        if !claimed {
+                            return Ok(Outcome::Rollback(Ok(false)));
+                        }
+                        insert_token(tx, root).await?;
+                        Ok(Outcome::commit(true, std::slice::from_ref(event)))
+                    })
+                })
+                .await
             }
         }
     };

@@ -142,30 +142,31 @@ macro_rules! impl_token_store {
         #[async_trait]
         impl TokenStore for $store {
             async fn create_token(&self, token: &AdminToken, event: &AuditEvent) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                if let Some(creator) = &token.created_by {
-                    // The row lock orders this against a revocation of the
-                    // creator: that one either sees the new token or
-                    // happens first and is seen here.
-                    let sql = format!(
-                        "SELECT revoked_at FROM admin_tokens WHERE id = $1{}",
-                        Self::DIALECT.for_update
-                    );
-                    let found: Option<(Option<i64>,)> = sqlx::query_as(&sql)
-                        .bind(creator.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if !matches!(found, Some((None,))) {
-                        tx.rollback().await?;
-                        return Err(StoreError::Conflict(
-                            "the token creating this one is revoked or unknown",
-                        ));
-                    }
-                }
-                insert_token(&mut tx, token).await?;
-                insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                tx.commit().await?;
-                Ok(())
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        if let Some(creator) = &token.created_by {
+                            // The row lock orders this against a revocation of the
+                            // creator: that one either sees the new token or
+                            // happens first and is seen here.
+                            let sql = format!(
+                                "SELECT revoked_at FROM admin_tokens WHERE id = $1{}",
+                                Self::DIALECT.for_update
+                            );
+                            let found: Option<(Option<i64>,)> = sqlx::query_as(&sql)
+                                .bind(creator.as_str())
+                                .fetch_optional(&mut **tx)
+                                .await?;
+                            if !matches!(found, Some((None,))) {
+                                return Ok(Outcome::Rollback(Err(StoreError::Conflict(
+                                    "the token creating this one is revoked or unknown",
+                                ))));
+                            }
+                        }
+                        insert_token(tx, token).await?;
+                        Ok(Outcome::commit((), std::slice::from_ref(event)))
+                    })
+                })
+                .await
             }
 
             async fn get_token(&self, id: &TokenId) -> Result<Option<AdminToken>> {
@@ -218,101 +219,110 @@ macro_rules! impl_token_store {
                 last: LastFullToken,
             ) -> Result<Vec<RevokedToken>> {
                 let lock = Self::DIALECT.for_update;
-                let mut tx = self.writer().begin().await?;
-                if last == LastFullToken::Keep {
-                    // One guarded revocation at a time: two at once could
-                    // each see the other's token as the one that remains.
-                    sqlx::query(&format!(
-                        "SELECT singleton FROM bootstrap WHERE singleton = 1{lock}"
-                    ))
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                }
-                let origin = tokens_in(
-                    &mut tx,
-                    &format!("SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE id IN ("),
-                    &[id.as_str().to_owned()],
-                    lock,
-                )
-                .await?;
-                let Some(origin) = origin.into_iter().next() else {
-                    tx.rollback().await?;
-                    return Err(StoreError::NotFound);
-                };
-                // The tree, one level per statement: each statement sees
-                // what committed before it, so a token minted by one of
-                // these while this ran (it waited for its creator's row
-                // lock) is found at the next level.
-                let mut seen = std::collections::HashSet::from([origin.id.as_str().to_owned()]);
-                let mut tree = vec![origin];
-                let mut level = vec![id.as_str().to_owned()];
-                while !level.is_empty() {
-                    let children = tokens_in(
-                        &mut tx,
-                        &format!("SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE created_by IN ("),
-                        &level,
-                        lock,
-                    )
-                    .await?;
-                    level = Vec::new();
-                    for child in children {
-                        if seen.insert(child.id.as_str().to_owned()) {
-                            level.push(child.id.as_str().to_owned());
-                            tree.push(child);
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        if last == LastFullToken::Keep {
+                            // One guarded revocation at a time: two at once could
+                            // each see the other's token as the one that remains.
+                            sqlx::query(&format!(
+                                "SELECT singleton FROM bootstrap WHERE singleton = 1{lock}"
+                            ))
+                            .fetch_optional(&mut **tx)
+                            .await?;
                         }
-                    }
-                }
-                let unrevoked: Vec<AdminToken> =
-                    tree.into_iter().filter(|t| t.revoked_at.is_none()).collect();
-                if unrevoked.is_empty() {
-                    tx.rollback().await?;
-                    return Ok(Vec::new());
-                }
-                let takes_full = unrevoked.iter().any(|t| is_full_token(t, now));
-                let ids: Vec<String> = unrevoked.iter().map(|t| t.id.as_str().to_owned()).collect();
-                for chunk in ids.chunks(EVENTS_PER_INSERT) {
-                    let mut q: QueryBuilder<$db> =
-                        QueryBuilder::new("UPDATE admin_tokens SET revoked_at = ");
-                    q.push_bind(millis(now)).push(" WHERE revoked_at IS NULL AND id IN (");
-                    let mut list = q.separated(", ");
-                    for id in chunk {
-                        list.push_bind(id.clone());
-                    }
-                    q.push(")");
-                    q.build().execute(&mut *tx).await?;
-                }
-                if last == LastFullToken::Keep
-                    && takes_full
-                    && !unlimited_tokens(&mut *tx)
-                        .await?
-                        .iter()
-                        .any(|t| is_full_token(t, now))
-                {
-                    tx.rollback().await?;
-                    return Err(StoreError::LastFullToken);
-                }
-                let mut events = Vec::with_capacity(unrevoked.len());
-                for token in &unrevoked {
-                    if &token.id == id {
-                        events.push(event.clone());
-                    } else {
-                        events.push(AuditEvent {
-                            id: $crate::event_id(now)?,
-                            target: token.id.as_str().to_owned(),
-                            details: cascade_details(id, &event.details),
-                            ..event.clone()
-                        });
-                    }
-                }
-                insert_events(&mut tx, &events).await?;
-                let changes: Vec<Change> =
-                    unrevoked.iter().map(|t| Change::Token(t.digest)).collect();
-                insert_changes(&mut tx, &changes, now).await?;
-                tx.commit().await?;
-                Ok(unrevoked
-                    .into_iter()
-                    .map(|t| RevokedToken { id: t.id, digest: t.digest })
-                    .collect())
+                        let origin = tokens_in(
+                            tx,
+                            &format!("SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE id IN ("),
+                            &[id.as_str().to_owned()],
+                            lock,
+                        )
+                        .await?;
+                        let Some(origin) = origin.into_iter().next() else {
+                            return Ok(Outcome::Rollback(Err(StoreError::NotFound)));
+                        };
+                        // The tree, one level per statement: each statement sees
+                        // what committed before it, so a token minted by one of
+                        // these while this ran (it waited for its creator's row
+                        // lock) is found at the next level.
+                        let mut seen =
+                            std::collections::HashSet::from([origin.id.as_str().to_owned()]);
+                        let mut tree = vec![origin];
+                        let mut level = vec![id.as_str().to_owned()];
+                        while !level.is_empty() {
+                            let children = tokens_in(
+                                tx,
+                                &format!(
+                                    "SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE created_by IN ("
+                                ),
+                                &level,
+                                lock,
+                            )
+                            .await?;
+                            level = Vec::new();
+                            for child in children {
+                                if seen.insert(child.id.as_str().to_owned()) {
+                                    level.push(child.id.as_str().to_owned());
+                                    tree.push(child);
+                                }
+                            }
+                        }
+                        let unrevoked: Vec<AdminToken> = tree
+                            .into_iter()
+                            .filter(|t| t.revoked_at.is_none())
+                            .collect();
+                        if unrevoked.is_empty() {
+                            return Ok(Outcome::Rollback(Ok(Vec::new())));
+                        }
+                        let takes_full = unrevoked.iter().any(|t| is_full_token(t, now));
+                        let ids: Vec<String> =
+                            unrevoked.iter().map(|t| t.id.as_str().to_owned()).collect();
+                        for chunk in ids.chunks(EVENTS_PER_INSERT) {
+                            let mut q: QueryBuilder<$db> =
+                                QueryBuilder::new("UPDATE admin_tokens SET revoked_at = ");
+                            q.push_bind(millis(now))
+                                .push(" WHERE revoked_at IS NULL AND id IN (");
+                            let mut list = q.separated(", ");
+                            for id in chunk {
+                                list.push_bind(id.clone());
+                            }
+                            q.push(")");
+                            q.build().execute(&mut **tx).await?;
+                        }
+                        if last == LastFullToken::Keep
+                            && takes_full
+                            && !unlimited_tokens(&mut **tx)
+                                .await?
+                                .iter()
+                                .any(|t| is_full_token(t, now))
+                        {
+                            return Ok(Outcome::Rollback(Err(StoreError::LastFullToken)));
+                        }
+                        let mut events = Vec::with_capacity(unrevoked.len());
+                        for token in &unrevoked {
+                            if &token.id == id {
+                                events.push(event.clone());
+                            } else {
+                                events.push(AuditEvent {
+                                    id: $crate::event_id(now)?,
+                                    target: token.id.as_str().to_owned(),
+                                    details: cascade_details(id, &event.details),
+                                    ..event.clone()
+                                });
+                            }
+                        }
+                        let changes: Vec<Change> =
+                            unrevoked.iter().map(|t| Change::Token(t.digest)).collect();
+                        let revoked = unrevoked
+                            .into_iter()
+                            .map(|t| RevokedToken {
+                                id: t.id,
+                                digest: t.digest,
+                            })
+                            .collect();
+                        Ok(Outcome::commit_with_changes(revoked, events, changes, now))
+                    })
+                })
+                .await
             }
 
             async fn has_full_token(&self, now: OffsetDateTime) -> Result<bool> {
@@ -328,19 +338,21 @@ macro_rules! impl_token_store {
                 to: &TokenId,
                 event: &AuditEvent,
             ) -> Result<u64> {
-                let mut tx = self.writer().begin().await?;
-                let moved = sqlx::query(
-                    "UPDATE admin_tokens SET created_by = $1 \
-                     WHERE created_by = $2 AND revoked_at IS NULL",
-                )
-                .bind(to.as_str())
-                .bind(from.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                tx.commit().await?;
-                Ok(moved)
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        let moved = sqlx::query(
+                            "UPDATE admin_tokens SET created_by = $1 \
+                             WHERE created_by = $2 AND revoked_at IS NULL",
+                        )
+                        .bind(to.as_str())
+                        .bind(from.as_str())
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected();
+                        Ok(Outcome::commit(moved, std::slice::from_ref(event)))
+                    })
+                })
+                .await
             }
         }
     };

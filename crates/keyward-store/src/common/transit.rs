@@ -80,36 +80,39 @@ macro_rules! impl_transit_store {
                 first: &TransitKeyVersion,
                 event: &AuditEvent,
             ) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                let inserted = sqlx::query(
-                    "INSERT INTO transit_keys (name, key_type, derived, latest_version, \
-                     min_decryption_version, min_encryption_version, deletion_allowed, \
-                     created_at, updated_at, environment, api_ids) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                     ON CONFLICT DO NOTHING",
-                )
-                .bind(&key.name)
-                .bind(&key.key_type)
-                .bind(i64::from(key.derived))
-                .bind(i64::from(key.latest_version))
-                .bind(i64::from(key.min_decryption_version))
-                .bind(i64::from(key.min_encryption_version))
-                .bind(i64::from(key.deletion_allowed))
-                .bind(millis(key.created_at))
-                .bind(millis(key.updated_at))
-                .bind(key.environment.as_str())
-                .bind(key.api_ids.as_ref().map(to_json))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 0 {
-                    tx.rollback().await?;
-                    return Err(StoreError::Conflict("a transit key with this name exists"));
-                }
-                insert_transit_version(&mut tx, &key.name, first).await?;
-                insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                tx.commit().await?;
-                Ok(())
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        let inserted = sqlx::query(
+                            "INSERT INTO transit_keys (name, key_type, derived, latest_version, \
+                             min_decryption_version, min_encryption_version, deletion_allowed, \
+                             created_at, updated_at, environment, api_ids) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                             ON CONFLICT DO NOTHING",
+                        )
+                        .bind(&key.name)
+                        .bind(&key.key_type)
+                        .bind(i64::from(key.derived))
+                        .bind(i64::from(key.latest_version))
+                        .bind(i64::from(key.min_decryption_version))
+                        .bind(i64::from(key.min_encryption_version))
+                        .bind(i64::from(key.deletion_allowed))
+                        .bind(millis(key.created_at))
+                        .bind(millis(key.updated_at))
+                        .bind(key.environment.as_str())
+                        .bind(key.api_ids.as_ref().map(to_json))
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected();
+                        if inserted == 0 {
+                            return Ok(Outcome::Rollback(Err(StoreError::Conflict(
+                                "a transit key with this name exists",
+                            ))));
+                        }
+                        insert_transit_version(tx, &key.name, first).await?;
+                        Ok(Outcome::commit((), std::slice::from_ref(event)))
+                    })
+                })
+                .await
             }
 
             async fn get_transit_key(
@@ -162,27 +165,28 @@ macro_rules! impl_transit_store {
                 version: &TransitKeyVersion,
                 event: &AuditEvent,
             ) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                let claimed = sqlx::query(
-                    "UPDATE transit_keys SET latest_version = $2, updated_at = $3 \
-                     WHERE name = $1 AND latest_version = $2 - 1",
-                )
-                .bind(name)
-                .bind(i64::from(version.version))
-                .bind(millis(version.created_at))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if claimed == 0 {
-                    tx.rollback().await?;
-                    return Err(StoreError::Conflict(
-                        "the key was rotated by another request",
-                    ));
-                }
-                insert_transit_version(&mut tx, name, version).await?;
-                insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                tx.commit().await?;
-                Ok(())
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        let claimed = sqlx::query(
+                            "UPDATE transit_keys SET latest_version = $2, updated_at = $3 \
+                             WHERE name = $1 AND latest_version = $2 - 1",
+                        )
+                        .bind(name)
+                        .bind(i64::from(version.version))
+                        .bind(millis(version.created_at))
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected();
+                        if claimed == 0 {
+                            return Ok(Outcome::Rollback(Err(StoreError::Conflict(
+                                "the key was rotated by another request",
+                            ))));
+                        }
+                        insert_transit_version(tx, name, version).await?;
+                        Ok(Outcome::commit((), std::slice::from_ref(event)))
+                    })
+                })
+                .await
             }
 
             async fn configure_transit_key(
@@ -193,60 +197,62 @@ macro_rules! impl_transit_store {
                 deletion_allowed: bool,
                 event: &AuditEvent,
             ) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                let updated = sqlx::query(
-                    "UPDATE transit_keys SET min_decryption_version = $2, \
-                     min_encryption_version = $3, deletion_allowed = $4, updated_at = $5 \
-                     WHERE name = $1",
-                )
-                .bind(name)
-                .bind(i64::from(min_decryption_version))
-                .bind(i64::from(min_encryption_version))
-                .bind(i64::from(deletion_allowed))
-                .bind(millis(event.at))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if updated == 0 {
-                    tx.rollback().await?;
-                    return Err(StoreError::NotFound);
-                }
-                insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                tx.commit().await?;
-                Ok(())
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        let updated = sqlx::query(
+                            "UPDATE transit_keys SET min_decryption_version = $2, \
+                             min_encryption_version = $3, deletion_allowed = $4, updated_at = $5 \
+                             WHERE name = $1",
+                        )
+                        .bind(name)
+                        .bind(i64::from(min_decryption_version))
+                        .bind(i64::from(min_encryption_version))
+                        .bind(i64::from(deletion_allowed))
+                        .bind(millis(event.at))
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected();
+                        if updated == 0 {
+                            return Ok(Outcome::Rollback(Err(StoreError::NotFound)));
+                        }
+                        Ok(Outcome::commit((), std::slice::from_ref(event)))
+                    })
+                })
+                .await
             }
 
             async fn delete_transit_key(&self, name: &str, event: &AuditEvent) -> Result<()> {
-                let mut tx = self.writer().begin().await?;
-                let allowed: Option<(i64,)> =
-                    sqlx::query_as("SELECT deletion_allowed FROM transit_keys WHERE name = $1")
+                self.audited(move |tx| {
+                    Box::pin(async move {
+                        let allowed: Option<(i64,)> = sqlx::query_as(
+                            "SELECT deletion_allowed FROM transit_keys WHERE name = $1",
+                        )
                         .bind(name)
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(&mut **tx)
                         .await?;
-                match allowed {
-                    None => {
-                        tx.rollback().await?;
-                        return Err(StoreError::NotFound);
-                    }
-                    Some((0,)) => {
-                        tx.rollback().await?;
-                        return Err(StoreError::Conflict(
-                            "deletion is not allowed for this key (set deletion_allowed first)",
-                        ));
-                    }
-                    Some(_) => {}
-                }
-                sqlx::query("DELETE FROM transit_key_versions WHERE name = $1")
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM transit_keys WHERE name = $1")
-                    .bind(name)
-                    .execute(&mut *tx)
-                    .await?;
-                insert_events(&mut tx, std::slice::from_ref(event)).await?;
-                tx.commit().await?;
-                Ok(())
+                        match allowed {
+                            None => {
+                                return Ok(Outcome::Rollback(Err(StoreError::NotFound)));
+                            }
+                            Some((0,)) => {
+                                return Ok(Outcome::Rollback(Err(StoreError::Conflict(
+                                    "deletion is not allowed for this key (set deletion_allowed first)",
+                                ))));
+                            }
+                            Some(_) => {}
+                        }
+                        sqlx::query("DELETE FROM transit_key_versions WHERE name = $1")
+                            .bind(name)
+                            .execute(&mut **tx)
+                            .await?;
+                        sqlx::query("DELETE FROM transit_keys WHERE name = $1")
+                            .bind(name)
+                            .execute(&mut **tx)
+                            .await?;
+                        Ok(Outcome::commit((), std::slice::from_ref(event)))
+                    })
+                })
+                .await
             }
         }
     };
