@@ -103,7 +103,7 @@ macro_rules! impl_audit_store {
         }
 
         /// Inserts audit events and derives their reach from the records
-        /// they are about. Only `audited` calls it, in
+        /// they are about. Only `audited` calls it (a test holds this), in
         /// the transaction of the write the events record.
         async fn insert_events(
             tx: &mut sqlx::Transaction<'_, $db>,
