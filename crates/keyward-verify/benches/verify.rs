@@ -12,6 +12,7 @@ use keyward_core::limits::{Cidr, RateLimit};
 use keyward_core::{
     ApiId, AuditEvent, Environment, EventId, KeyRecord, PlaintextKey, Prefix, Requirements, Scope,
 };
+use keyward_store::prelude::*;
 use keyward_store::{SqliteStore, Store};
 use keyward_verify::Reach;
 use keyward_verify::{Verifier, VerifierConfig};

@@ -16,6 +16,10 @@ use keyward_gateway::GatewayConfig;
 use keyward_server::settings::{LeakSettings, VerifySettings};
 use keyward_server::{Application, Settings};
 use keyward_service::seal::SealSettings;
+use keyward_store::{
+    ApiStore, AuditStore, ChangeStore, KeyStore, LimitStore, SealStore, SecretStore, SystemStore,
+    TokenStore, TransitStore, UsageStore,
+};
 use keyward_store::{AuditEntry, LastFullToken, RevokedToken};
 use keyward_store::{
     AuditFilter, BulkRevokeFilter, KeyFilter, KeyPatch, Page, PgStore, Rotation, SqliteStore, Store,
@@ -389,10 +393,179 @@ impl CountingStore {
 type R<T> = keyward_store::Result<T>;
 
 #[async_trait]
-impl Store for CountingStore {
+impl SystemStore for CountingStore {
     async fn ping(&self) -> R<()> {
         self.inner.ping().await
     }
+    async fn bootstrap(&self, root: &AdminToken, event: &AuditEvent) -> R<bool> {
+        self.inner.bootstrap(root, event).await
+    }
+}
+
+#[async_trait]
+impl ApiStore for CountingStore {
+    async fn create_api(&self, api: &Api, event: &AuditEvent) -> R<()> {
+        self.inner.create_api(api, event).await
+    }
+    async fn get_api(&self, id: &ApiId) -> R<Option<Api>> {
+        self.inner.get_api(id).await
+    }
+    async fn list_apis(&self) -> R<Vec<Api>> {
+        self.inner.list_apis().await
+    }
+}
+
+#[async_trait]
+impl KeyStore for CountingStore {
+    async fn create_key(&self, key: &KeyRecord, event: &AuditEvent) -> R<()> {
+        self.inner.create_key(key, event).await
+    }
+    async fn create_keys(&self, keys: &[KeyRecord], events: &[AuditEvent]) -> R<()> {
+        self.inner.create_keys(keys, events).await
+    }
+    async fn get_key(&self, id: &KeyId) -> R<Option<KeyRecord>> {
+        self.inner.get_key(id).await
+    }
+    async fn find_key_by_digest(&self, digest: &KeyDigest) -> R<Option<KeyRecord>> {
+        self.digest_lookups.fetch_add(1, Ordering::SeqCst);
+        let found = self.inner.find_key_by_digest(digest).await;
+        self.key_gate.pass().await;
+        found
+    }
+    async fn list_keys(&self, f: &KeyFilter, p: &Page, now: OffsetDateTime) -> R<Vec<KeyRecord>> {
+        self.inner.list_keys(f, p, now).await
+    }
+    async fn update_key(
+        &self,
+        id: &KeyId,
+        patch: &KeyPatch,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> R<KeyRecord> {
+        self.inner.update_key(id, patch, now, event).await
+    }
+    async fn revoke_key(
+        &self,
+        id: &KeyId,
+        reason: &str,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> R<(KeyRecord, bool)> {
+        self.inner.revoke_key(id, reason, now, event).await
+    }
+    async fn rotate_key(&self, rotation: &Rotation, events: &[AuditEvent]) -> R<()> {
+        self.inner.rotate_key(rotation, events).await
+    }
+    async fn bulk_revoke(
+        &self,
+        filter: &BulkRevokeFilter,
+        reason: &str,
+        now: OffsetDateTime,
+        template: &AuditEvent,
+    ) -> R<Vec<KeyDigest>> {
+        self.inner.bulk_revoke(filter, reason, now, template).await
+    }
+}
+
+#[async_trait]
+impl LimitStore for CountingStore {
+    async fn lease_credits(
+        &self,
+        id: &KeyId,
+        want: u64,
+        now: OffsetDateTime,
+    ) -> R<Option<CreditLease>> {
+        self.usage_writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.lease_credits(id, want, now).await
+    }
+    async fn return_credits(&self, id: &KeyId, amount: u64, period: OffsetDateTime) -> R<()> {
+        self.inner.return_credits(id, amount, period).await
+    }
+    async fn owner_ratelimits(&self, owner: &str) -> R<Vec<RateLimit>> {
+        self.inner.owner_ratelimits(owner).await
+    }
+    async fn all_owner_ratelimits(&self) -> R<Vec<(String, Vec<RateLimit>)>> {
+        self.inner.all_owner_ratelimits().await
+    }
+    async fn set_owner_ratelimits(
+        &self,
+        owner: &str,
+        limits: &[RateLimit],
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> R<()> {
+        self.inner
+            .set_owner_ratelimits(owner, limits, now, event)
+            .await
+    }
+}
+
+#[async_trait]
+impl UsageStore for CountingStore {
+    async fn record_usage(
+        &self,
+        rows: &[UsageRow],
+        last_used: &[(KeyId, OffsetDateTime)],
+    ) -> R<()> {
+        self.usage_writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.record_usage(rows, last_used).await
+    }
+    async fn key_usage(&self, id: &KeyId, minutes: RangeInclusive<i64>) -> R<Vec<UsageRow>> {
+        self.inner.key_usage(id, minutes).await
+    }
+    async fn prune_usage(&self, before: i64) -> R<u64> {
+        self.inner.prune_usage(before).await
+    }
+}
+
+#[async_trait]
+impl TokenStore for CountingStore {
+    async fn create_token(&self, token: &AdminToken, event: &AuditEvent) -> R<()> {
+        self.inner.create_token(token, event).await
+    }
+    async fn get_token(&self, id: &TokenId) -> R<Option<AdminToken>> {
+        self.inner.get_token(id).await
+    }
+    async fn find_token_by_digest(&self, digest: &KeyDigest) -> R<Option<AdminToken>> {
+        let found = self.inner.find_token_by_digest(digest).await;
+        self.token_gate.pass().await;
+        found
+    }
+    async fn list_tokens(&self, page: &Page) -> R<Vec<AdminToken>> {
+        self.inner.list_tokens(page).await
+    }
+    async fn revoke_token(&self, id: &TokenId, now: OffsetDateTime, event: &AuditEvent) -> R<bool> {
+        self.inner.revoke_token(id, now, event).await
+    }
+    async fn revoke_token_tree(
+        &self,
+        id: &TokenId,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+        last: LastFullToken,
+    ) -> R<Vec<RevokedToken>> {
+        self.inner.revoke_token_tree(id, now, event, last).await
+    }
+    async fn has_full_token(&self, now: OffsetDateTime) -> R<bool> {
+        self.inner.has_full_token(now).await
+    }
+    async fn adopt_tokens(&self, from: &TokenId, to: &TokenId, event: &AuditEvent) -> R<u64> {
+        self.inner.adopt_tokens(from, to, event).await
+    }
+}
+
+#[async_trait]
+impl AuditStore for CountingStore {
+    async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> R<Vec<AuditEntry>> {
+        self.inner.list_audit(filter, page).await
+    }
+    async fn append_audit(&self, events: &[AuditEvent]) -> R<()> {
+        self.inner.append_audit(events).await
+    }
+}
+
+#[async_trait]
+impl SealStore for CountingStore {
     async fn seal(&self) -> R<Option<SealRecord>> {
         self.inner.seal().await
     }
@@ -418,9 +591,30 @@ impl Store for CountingStore {
     ) -> R<()> {
         self.inner.rekey_seal(seal, keyring, event).await
     }
-    async fn append_audit(&self, events: &[AuditEvent]) -> R<()> {
-        self.inner.append_audit(events).await
+    async fn secret_envelopes(
+        &self,
+        after: Option<&EnvelopeCursor>,
+        limit: u32,
+    ) -> R<Vec<StoredEnvelope>> {
+        self.inner.secret_envelopes(after, limit).await
     }
+    async fn transit_envelopes(
+        &self,
+        after: Option<&EnvelopeCursor>,
+        limit: u32,
+    ) -> R<Vec<StoredEnvelope>> {
+        self.inner.transit_envelopes(after, limit).await
+    }
+    async fn replace_envelope(&self, at: &EnvelopeCursor, old: &[u8], new: &[u8]) -> R<bool> {
+        self.inner.replace_envelope(at, old, new).await
+    }
+    async fn reserve_uses(&self, target: &UseTarget, n: u64) -> R<u64> {
+        self.inner.reserve_uses(target, n).await
+    }
+}
+
+#[async_trait]
+impl SecretStore for CountingStore {
     async fn create_mount(&self, mount: &SecretMount, event: &AuditEvent) -> R<()> {
         self.inner.create_mount(mount, event).await
     }
@@ -480,6 +674,10 @@ impl Store for CountingStore {
     async fn secret_paths(&self, mount: &str, prefix: &str) -> R<Vec<String>> {
         self.inner.secret_paths(mount, prefix).await
     }
+}
+
+#[async_trait]
+impl TransitStore for CountingStore {
     async fn create_transit_key(
         &self,
         key: &TransitKey,
@@ -525,164 +723,10 @@ impl Store for CountingStore {
     async fn delete_transit_key(&self, name: &str, event: &AuditEvent) -> R<()> {
         self.inner.delete_transit_key(name, event).await
     }
-    async fn secret_envelopes(
-        &self,
-        after: Option<&EnvelopeCursor>,
-        limit: u32,
-    ) -> R<Vec<StoredEnvelope>> {
-        self.inner.secret_envelopes(after, limit).await
-    }
-    async fn transit_envelopes(
-        &self,
-        after: Option<&EnvelopeCursor>,
-        limit: u32,
-    ) -> R<Vec<StoredEnvelope>> {
-        self.inner.transit_envelopes(after, limit).await
-    }
-    async fn replace_envelope(&self, at: &EnvelopeCursor, old: &[u8], new: &[u8]) -> R<bool> {
-        self.inner.replace_envelope(at, old, new).await
-    }
-    async fn reserve_uses(&self, target: &UseTarget, n: u64) -> R<u64> {
-        self.inner.reserve_uses(target, n).await
-    }
-    async fn bootstrap(&self, root: &AdminToken, event: &AuditEvent) -> R<bool> {
-        self.inner.bootstrap(root, event).await
-    }
-    async fn create_api(&self, api: &Api, event: &AuditEvent) -> R<()> {
-        self.inner.create_api(api, event).await
-    }
-    async fn get_api(&self, id: &ApiId) -> R<Option<Api>> {
-        self.inner.get_api(id).await
-    }
-    async fn list_apis(&self) -> R<Vec<Api>> {
-        self.inner.list_apis().await
-    }
-    async fn create_key(&self, key: &KeyRecord, event: &AuditEvent) -> R<()> {
-        self.inner.create_key(key, event).await
-    }
-    async fn create_keys(&self, keys: &[KeyRecord], events: &[AuditEvent]) -> R<()> {
-        self.inner.create_keys(keys, events).await
-    }
-    async fn get_key(&self, id: &KeyId) -> R<Option<KeyRecord>> {
-        self.inner.get_key(id).await
-    }
-    async fn find_key_by_digest(&self, digest: &KeyDigest) -> R<Option<KeyRecord>> {
-        self.digest_lookups.fetch_add(1, Ordering::SeqCst);
-        let found = self.inner.find_key_by_digest(digest).await;
-        self.key_gate.pass().await;
-        found
-    }
-    async fn list_keys(&self, f: &KeyFilter, p: &Page, now: OffsetDateTime) -> R<Vec<KeyRecord>> {
-        self.inner.list_keys(f, p, now).await
-    }
-    async fn update_key(
-        &self,
-        id: &KeyId,
-        patch: &KeyPatch,
-        now: OffsetDateTime,
-        event: &AuditEvent,
-    ) -> R<KeyRecord> {
-        self.inner.update_key(id, patch, now, event).await
-    }
-    async fn revoke_key(
-        &self,
-        id: &KeyId,
-        reason: &str,
-        now: OffsetDateTime,
-        event: &AuditEvent,
-    ) -> R<(KeyRecord, bool)> {
-        self.inner.revoke_key(id, reason, now, event).await
-    }
-    async fn rotate_key(&self, rotation: &Rotation, events: &[AuditEvent]) -> R<()> {
-        self.inner.rotate_key(rotation, events).await
-    }
-    async fn bulk_revoke(
-        &self,
-        filter: &BulkRevokeFilter,
-        reason: &str,
-        now: OffsetDateTime,
-        template: &AuditEvent,
-    ) -> R<Vec<KeyDigest>> {
-        self.inner.bulk_revoke(filter, reason, now, template).await
-    }
-    async fn lease_credits(
-        &self,
-        id: &KeyId,
-        want: u64,
-        now: OffsetDateTime,
-    ) -> R<Option<CreditLease>> {
-        self.usage_writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.lease_credits(id, want, now).await
-    }
-    async fn return_credits(&self, id: &KeyId, amount: u64, period: OffsetDateTime) -> R<()> {
-        self.inner.return_credits(id, amount, period).await
-    }
-    async fn record_usage(
-        &self,
-        rows: &[UsageRow],
-        last_used: &[(KeyId, OffsetDateTime)],
-    ) -> R<()> {
-        self.usage_writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.record_usage(rows, last_used).await
-    }
-    async fn key_usage(&self, id: &KeyId, minutes: RangeInclusive<i64>) -> R<Vec<UsageRow>> {
-        self.inner.key_usage(id, minutes).await
-    }
-    async fn prune_usage(&self, before: i64) -> R<u64> {
-        self.inner.prune_usage(before).await
-    }
-    async fn all_owner_ratelimits(&self) -> R<Vec<(String, Vec<RateLimit>)>> {
-        self.inner.all_owner_ratelimits().await
-    }
-    async fn owner_ratelimits(&self, owner: &str) -> R<Vec<RateLimit>> {
-        self.inner.owner_ratelimits(owner).await
-    }
-    async fn set_owner_ratelimits(
-        &self,
-        owner: &str,
-        limits: &[RateLimit],
-        now: OffsetDateTime,
-        event: &AuditEvent,
-    ) -> R<()> {
-        self.inner
-            .set_owner_ratelimits(owner, limits, now, event)
-            .await
-    }
-    async fn create_token(&self, token: &AdminToken, event: &AuditEvent) -> R<()> {
-        self.inner.create_token(token, event).await
-    }
-    async fn get_token(&self, id: &TokenId) -> R<Option<AdminToken>> {
-        self.inner.get_token(id).await
-    }
-    async fn find_token_by_digest(&self, digest: &KeyDigest) -> R<Option<AdminToken>> {
-        let found = self.inner.find_token_by_digest(digest).await;
-        self.token_gate.pass().await;
-        found
-    }
-    async fn list_tokens(&self, page: &Page) -> R<Vec<AdminToken>> {
-        self.inner.list_tokens(page).await
-    }
-    async fn revoke_token(&self, id: &TokenId, now: OffsetDateTime, event: &AuditEvent) -> R<bool> {
-        self.inner.revoke_token(id, now, event).await
-    }
-    async fn revoke_token_tree(
-        &self,
-        id: &TokenId,
-        now: OffsetDateTime,
-        event: &AuditEvent,
-        last: LastFullToken,
-    ) -> R<Vec<RevokedToken>> {
-        self.inner.revoke_token_tree(id, now, event, last).await
-    }
-    async fn has_full_token(&self, now: OffsetDateTime) -> R<bool> {
-        self.inner.has_full_token(now).await
-    }
-    async fn adopt_tokens(&self, from: &TokenId, to: &TokenId, event: &AuditEvent) -> R<u64> {
-        self.inner.adopt_tokens(from, to, event).await
-    }
-    async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> R<Vec<AuditEntry>> {
-        self.inner.list_audit(filter, page).await
-    }
+}
+
+#[async_trait]
+impl ChangeStore for CountingStore {
     async fn latest_change(&self) -> R<i64> {
         self.inner.latest_change().await
     }

@@ -1,0 +1,60 @@
+//! The audit log. Events are written by the change they record, in its
+//! transaction; only events that record no change of stored state are
+//! appended on their own.
+
+use async_trait::async_trait;
+use keyward_core::{ApiId, AuditEvent, Environment};
+
+use crate::{Page, Result};
+
+/// The audit log filter for listings.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub target: Option<String>,
+    pub action: Option<String>,
+    /// Restricts the listing to events about records of these APIs (an
+    /// admin token's reach). Events about no API, or whose API is not
+    /// known, are then left out.
+    pub api_ids_within: Option<Vec<ApiId>>,
+    /// Restricts the listing to events about records of these environments
+    /// (an admin token's reach); events of no known environment are then
+    /// left out.
+    pub environments_within: Option<Vec<Environment>>,
+}
+
+/// One row of an audit listing: the event, or a row that could not be read
+/// back (the database was changed outside Keyward), reported rather than
+/// skipped so that a listing never hides a row or fails for one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuditEntry {
+    Event(AuditEvent),
+    Unreadable {
+        /// The row's id as stored, which is also its place in the listing.
+        id: String,
+        /// What could not be read, for the log; never shown to clients.
+        detail: String,
+    },
+}
+impl AuditEntry {
+    /// The row's id as stored: the listing's cursor.
+    pub fn id(&self) -> &str {
+        match self {
+            AuditEntry::Event(e) => e.id.as_str(),
+            AuditEntry::Unreadable { id, .. } => id,
+        }
+    }
+}
+
+/// The audit log: read back in id order, each entry with the API and
+/// environment of its record.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Audit events in id order. Each event records the API and environment
+    /// of the record it is about, derived on write from that record (a
+    /// key, an API, a secret's mount); the reach filters use them.
+    async fn list_audit(&self, filter: &AuditFilter, page: &Page) -> Result<Vec<AuditEntry>>;
+
+    /// Appends events that record no change of stored state (an unseal, a
+    /// seal).
+    async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
+}
