@@ -30,6 +30,38 @@ pub struct Conn {
     json: bool,
 }
 
+impl Conn {
+    /// The server as one command talks to it.
+    fn connect(&self) -> anyhow::Result<Server<'_>> {
+        Ok(Server {
+            http: http_client()?,
+            addr: &self.addr,
+            token: self.token.as_deref(),
+            json: self.json,
+        })
+    }
+}
+
+/// The server a client command talks to. All of the command's requests go
+/// through its one HTTP client, so they share its connection pool instead
+/// of each setting up a client and a connection of its own.
+struct Server<'a> {
+    http: reqwest::Client,
+    /// Where the server listens, as given (`--addr`).
+    addr: &'a str,
+    /// The admin token, sent with every request that needs one.
+    token: Option<&'a str>,
+    /// Print the server's JSON instead of a summary.
+    json: bool,
+}
+
+/// The HTTP client of one CLI run.
+pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .build()
+        .context("cannot set up the HTTP client")
+}
+
 #[derive(Args)]
 pub struct ApisArgs {
     #[command(flatten)]
@@ -320,7 +352,7 @@ enum TokensCommand {
 }
 
 pub async fn apis(args: ApisArgs) -> anyhow::Result<ExitCode> {
-    let c = &args.conn;
+    let c = &args.conn.connect()?;
     let (method, path, body) = match args.command {
         ApisCommand::Create {
             name,
@@ -350,7 +382,7 @@ pub async fn apis(args: ApisArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
-    let c = &args.conn;
+    let c = &args.conn.connect()?;
     match args.command {
         KeysCommand::Create {
             api_id,
@@ -556,7 +588,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn owners(args: OwnersArgs) -> anyhow::Result<ExitCode> {
-    let c = &args.conn;
+    let c = &args.conn.connect()?;
     let value = match args.command {
         OwnersCommand::Ratelimits { owner } => {
             let path = format!("/v1/owners/{}/ratelimits", urlencode(&owner));
@@ -588,7 +620,7 @@ pub async fn owners(args: OwnersArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
-    let c = &args.conn;
+    let c = &args.conn.connect()?;
     match args.command {
         TokensCommand::Create {
             name,
@@ -697,7 +729,7 @@ enum SecretsCommand {
 }
 
 pub async fn secrets(args: SecretsArgs) -> anyhow::Result<ExitCode> {
-    let c = &args.conn;
+    let c = &args.conn.connect()?;
     let mount = &args.mount;
     match args.command {
         SecretsCommand::Put { path, pairs, cas } => {
@@ -785,7 +817,7 @@ pub async fn secrets(args: SecretsArgs) -> anyhow::Result<ExitCode> {
                 Method::DELETE,
                 &format!("/v1/{mount}/data/{path}"),
                 None,
-                c.token.as_deref(),
+                c.token,
             )
             .await?;
             if !c.json {
@@ -861,18 +893,11 @@ enum OperatorCommand {
 }
 
 pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
-    let c = &args.conn;
+    let c = &args.conn.connect()?;
     let status = match args.command {
         OperatorCommand::RootToken(recovery) => return crate::recover::run(recovery, c.json).await,
         OperatorCommand::Status => {
-            send(
-                c,
-                Method::GET,
-                "/v1/sys/seal-status",
-                None,
-                c.token.as_deref(),
-            )
-            .await?
+            send(c, Method::GET, "/v1/sys/seal-status", None, c.token).await?
         }
         OperatorCommand::Init { shares, threshold } => {
             if let Some(why) = seal_type(c)
@@ -912,14 +937,7 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
                 let share = read_secret_line("unseal share")?;
                 json!({ "key": share })
             };
-            send(
-                c,
-                Method::POST,
-                "/v1/sys/unseal",
-                Some(body),
-                c.token.as_deref(),
-            )
-            .await?
+            send(c, Method::POST, "/v1/sys/unseal", Some(body), c.token).await?
         }
         OperatorCommand::Seal => call(c, Method::POST, "/v1/sys/seal", None).await?,
         OperatorCommand::Rewrap => {
@@ -995,8 +1013,13 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
 
 /// Sends one request and returns the JSON body, or the server's error as
 /// `CODE: message`.
-async fn call(c: &Conn, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-    let Some(token) = c.token.as_deref() else {
+async fn call(
+    c: &Server<'_>,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let Some(token) = c.token else {
         bail!("no admin token: set KEYWARD_TOKEN or pass --token");
     };
     send(c, method, path, body, Some(token)).await
@@ -1005,15 +1028,14 @@ async fn call(c: &Conn, method: Method, path: &str, body: Option<Value>) -> anyh
 /// Like [`call`], for the few endpoints that need no token (seal status and
 /// unseal); sends the token when there is one.
 async fn send(
-    c: &Conn,
+    c: &Server<'_>,
     method: Method,
     path: &str,
     body: Option<Value>,
     token: Option<&str>,
 ) -> anyhow::Result<Value> {
     let url = format!("{}{}", c.addr.trim_end_matches('/'), path);
-    let client = reqwest::Client::new();
-    let mut request = client.request(method, &url);
+    let mut request = c.http.request(method, &url);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -1125,7 +1147,7 @@ fn deleted_version(e: &anyhow::Error, mount: &str, path: &str) -> Option<String>
 
 /// The type of this server's seal, asked without a token; `None` when the
 /// server does not say.
-async fn seal_type(c: &Conn) -> Option<String> {
+async fn seal_type(c: &Server<'_>) -> Option<String> {
     let status = send(c, Method::GET, "/v1/sys/seal-status", None, None)
         .await
         .ok()?;
@@ -1234,7 +1256,7 @@ fn print_key_line(k: &Value) -> std::io::Result<()> {
     Ok(())
 }
 
-fn print_key(c: &Conn, k: &Value) -> std::io::Result<()> {
+fn print_key(c: &Server<'_>, k: &Value) -> std::io::Result<()> {
     if c.json {
         return print_json(k);
     }
@@ -1254,7 +1276,7 @@ fn print_key(c: &Conn, k: &Value) -> std::io::Result<()> {
     Ok(())
 }
 
-fn print_issued(c: &Conn, v: &Value) -> std::io::Result<()> {
+fn print_issued(c: &Server<'_>, v: &Value) -> std::io::Result<()> {
     if c.json {
         return print_json(v);
     }
