@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use percent_encoding::{utf8_percent_encode, AsciiSet, PercentEncode, NON_ALPHANUMERIC};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -418,24 +419,17 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             cursor,
             limit,
         } => {
-            let mut query = Vec::new();
-            for (name, value) in [
-                ("api_id", api_id),
-                ("owner", owner),
-                ("environment", environment),
-                ("state", state),
-                ("cursor", cursor),
-                ("limit", limit.map(|l| l.to_string())),
-            ] {
-                if let Some(value) = value {
-                    query.push(format!("{name}={}", urlencode(&value)));
-                }
-            }
-            let path = if query.is_empty() {
-                "/v1/keys".to_owned()
-            } else {
-                format!("/v1/keys?{}", query.join("&"))
-            };
+            let path = with_query(
+                "/v1/keys",
+                [
+                    ("api_id", api_id),
+                    ("owner", owner),
+                    ("environment", environment),
+                    ("state", state),
+                    ("cursor", cursor),
+                    ("limit", limit.map(|l| l.to_string())),
+                ],
+            );
             let value = call(c, Method::GET, &path, None).await?;
             if c.json {
                 print_json(&value)?;
@@ -591,11 +585,11 @@ pub async fn owners(args: OwnersArgs) -> anyhow::Result<ExitCode> {
     let c = &args.conn.connect()?;
     let value = match args.command {
         OwnersCommand::Ratelimits { owner } => {
-            let path = format!("/v1/owners/{}/ratelimits", urlencode(&owner));
+            let path = format!("/v1/owners/{}/ratelimits", segment(&owner));
             call(c, Method::GET, &path, None).await?
         }
         OwnersCommand::SetRatelimits { owner, ratelimits } => {
-            let path = format!("/v1/owners/{}/ratelimits", urlencode(&owner));
+            let path = format!("/v1/owners/{}/ratelimits", segment(&owner));
             let body = json!({ "ratelimits": parse_ratelimits(&ratelimits)? });
             call(c, Method::PUT, &path, Some(body)).await?
         }
@@ -1197,16 +1191,37 @@ fn parse_json_arg(flag: &str, text: &str) -> anyhow::Result<Value> {
     serde_json::from_str(text).with_context(|| format!("{flag} must be JSON"))
 }
 
-fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+/// What a path segment keeps as it is: RFC 3986's unreserved characters.
+/// Every other byte is percent-encoded, `/` included.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `s` as one segment of a URL path.
+fn segment(s: &str) -> PercentEncode<'_> {
+    utf8_percent_encode(s, SEGMENT)
+}
+
+/// `path` with a query of the parameters that have a value, encoded as the
+/// server's query parser reads them (`application/x-www-form-urlencoded`).
+fn with_query<'a>(
+    path: &str,
+    parameters: impl IntoIterator<Item = (&'a str, Option<String>)>,
+) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in parameters {
+        if let Some(value) = value {
+            query.append_pair(name, &value);
         }
     }
-    out
+    let query = query.finish();
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
 }
 
 fn text(v: &Value) -> &str {
@@ -1283,4 +1298,44 @@ fn print_issued(c: &Server<'_>, v: &Value) -> std::io::Result<()> {
     print_key_line(v)?;
     outln!("key (shown once, store it now): {}", text(&v["key"]));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_path_segment_keeps_only_unreserved_characters() {
+        let cases = [
+            ("acme", "acme"),
+            ("key_0aZ-9.~", "key_0aZ-9.~"),
+            ("a b/c?d#e%f+g&h=i", "a%20b%2Fc%3Fd%23e%25f%2Bg%26h%3Di"),
+            ("é", "%C3%A9"),
+            ("", ""),
+        ];
+        for (raw, encoded) in cases {
+            assert_eq!(super::segment(raw).to_string(), encoded, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_query_holds_the_values_given_as_the_server_reads_them() {
+        let none = super::with_query("/v1/keys", [("owner", None), ("state", None)]);
+        assert_eq!(none, "/v1/keys");
+        let path = super::with_query(
+            "/v1/keys",
+            [
+                ("owner", Some("a b+c&d=e%f/é#g".to_owned())),
+                ("state", None),
+                ("limit", Some("10".to_owned())),
+            ],
+        );
+        let (route, query) = path.split_once('?').unwrap();
+        assert_eq!(route, "/v1/keys");
+        assert!(!query.contains(['#', ' ', '/']), "{query}");
+        let read: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let expected = [("owner", "a b+c&d=e%f/é#g"), ("limit", "10")]
+            .map(|(n, v)| (n.to_owned(), v.to_owned()));
+        assert_eq!(read, expected);
+    }
 }
