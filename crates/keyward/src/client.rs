@@ -367,7 +367,7 @@ pub async fn apis(args: ApisArgs) -> anyhow::Result<ExitCode> {
             (Method::POST, "/v1/apis".to_owned(), Some(body))
         }
         ApisCommand::List => (Method::GET, "/v1/apis".to_owned(), None),
-        ApisCommand::Get { id } => (Method::GET, format!("/v1/apis/{id}"), None),
+        ApisCommand::Get { id } => (Method::GET, format!("/v1/apis/{}", segment(&id)), None),
     };
     let value = call(c, method, &path, body).await?;
     if c.json {
@@ -443,7 +443,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             }
         }
         KeysCommand::Get { id } => {
-            let value = call(c, Method::GET, &format!("/v1/keys/{id}"), None).await?;
+            let value = call(c, Method::GET, &format!("/v1/keys/{}", segment(&id)), None).await?;
             print_key(c, &value)?;
         }
         KeysCommand::Update {
@@ -489,7 +489,13 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             if enable || disable {
                 body["enabled"] = json!(enable);
             }
-            let value = call(c, Method::PATCH, &format!("/v1/keys/{id}"), Some(body)).await?;
+            let value = call(
+                c,
+                Method::PATCH,
+                &format!("/v1/keys/{}", segment(&id)),
+                Some(body),
+            )
+            .await?;
             print_key(c, &value)?;
         }
         KeysCommand::Rotate { id, grace } => {
@@ -497,7 +503,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             let value = call(
                 c,
                 Method::POST,
-                &format!("/v1/keys/{id}/rotate"),
+                &format!("/v1/keys/{}/rotate", segment(&id)),
                 Some(body),
             )
             .await?;
@@ -508,7 +514,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             let value = call(
                 c,
                 Method::POST,
-                &format!("/v1/keys/{id}/revoke"),
+                &format!("/v1/keys/{}/revoke", segment(&id)),
                 Some(body),
             )
             .await?;
@@ -665,7 +671,13 @@ pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
             }
         }
         TokensCommand::Revoke { id } => {
-            let value = call(c, Method::POST, &format!("/v1/tokens/{id}/revoke"), None).await?;
+            let value = call(
+                c,
+                Method::POST,
+                &format!("/v1/tokens/{}/revoke", segment(&id)),
+                None,
+            )
+            .await?;
             if c.json {
                 print_json(&value)?;
             } else {
