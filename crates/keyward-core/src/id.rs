@@ -12,14 +12,10 @@ use time::OffsetDateTime;
 
 use crate::base62;
 
-const DIGITS: usize = 22;
+// Defined with core's other errors; named here too, where it always was.
+pub use crate::error::IdError;
 
-/// Why a string is not an id of the expected kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("not a valid {kind} id")]
-pub struct IdError {
-    pub kind: &'static str,
-}
+const DIGITS: usize = 22;
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $tag:literal, $kind:literal) => {

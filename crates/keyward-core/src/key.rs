@@ -17,6 +17,9 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::base62;
 
+// Defined with core's other errors; named here too, where it always was.
+pub use crate::error::KeyFormatError;
+
 /// Digits in a key body: 62^43 is the first power of 62 above 2^256.
 pub const BODY_LEN: usize = 43;
 /// Digits in the checksum: 62^6 is above 2^32.
@@ -33,27 +36,6 @@ const MAX_BODY: &str = "yhjskwdA6OZ1AL1YmHWZWm8LLG7HjnuCA2j5rOw8Xp1";
 
 /// The prefix of admin tokens, reserved: no API may use it.
 pub const ADMIN_PREFIX: &str = "kwa";
-
-/// Why a string is not a well-formed key. One variant per cause so tests can
-/// pin each; the HTTP layer reports them all as `MALFORMED`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum KeyFormatError {
-    #[error("key is longer than any valid key")]
-    TooLong,
-    #[error("key contains characters outside the key alphabet")]
-    BadCharacter,
-    #[error("key does not have the shape prefix_env_body")]
-    BadShape,
-    #[error("key prefix must be 1 to 12 characters of a-z and 0-9")]
-    BadPrefix,
-    #[error("key environment must be live, test or dev")]
-    BadEnvironment,
-    #[error("key body is not 43 base62 digits of a 32-byte number")]
-    BadBody,
-    #[error("key checksum does not match")]
-    BadChecksum,
-}
 
 /// An environment: keys of one never verify where another is required.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

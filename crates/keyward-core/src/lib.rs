@@ -5,6 +5,8 @@
 //! other crate builds on its types. Its one source of non-determinism is the
 //! OS CSPRNG, used to generate keys and ids.
 //!
+//! - [`error`]: why an input is refused — keys, ids and values — below every
+//!   other module, so the rules point one way.
 //! - [`key`]: the `{prefix}_{env}_{body}{check}` format, parsing and digests.
 //! - [`id`]: time-ordered identifiers for APIs, keys, tokens and events.
 //! - [`model`]: APIs, key records, admin tokens, audit events and their values.
@@ -14,13 +16,15 @@
 #![forbid(unsafe_code)]
 
 pub mod base62;
+pub mod error;
 pub mod id;
 pub mod key;
 pub mod limits;
 pub mod model;
 pub mod verify;
 
-pub use id::{ApiId, EventId, IdError, KeyId, TokenId};
-pub use key::{Environment, KeyDigest, KeyFormatError, ParsedKey, PlaintextKey, Prefix};
-pub use model::{AdminScope, AdminToken, Api, AuditEvent, KeyRecord, KeyState, Scope, ValueError};
+pub use error::{IdError, KeyFormatError, ValueError};
+pub use id::{ApiId, EventId, KeyId, TokenId};
+pub use key::{Environment, KeyDigest, ParsedKey, PlaintextKey, Prefix};
+pub use model::{AdminScope, AdminToken, Api, AuditEvent, KeyRecord, KeyState, Scope};
 pub use verify::{evaluate, evaluate_at, KeyPolicy, Requirements, VerifyCode};

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::model::ValueError;
+use crate::error::ValueError;
 
 /// Most named rate limits one key or owner may carry.
 pub const MAX_RATE_LIMITS: usize = 8;

@@ -10,32 +10,8 @@ use crate::id::{ApiId, EventId, KeyId, TokenId};
 use crate::key::{Environment, KeyDigest, Prefix};
 use crate::limits::{Cidr, Credits, RateLimit};
 
-/// Why a value given by a caller was refused. The HTTP layer maps every
-/// variant to `INVALID_REQUEST` with this message, so no message holds the
-/// value refused: it may be a key pasted into the wrong field. Each names
-/// the field and what it accepts instead.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ValueError {
-    #[error("scope must be 1 to 128 characters of a-z, A-Z, 0-9 and _ . : / * -")]
-    Scope,
-    #[error("unknown admin scope; admin scopes are {}", AdminScope::names())]
-    AdminScope,
-    #[error("{field} must be 1 to {max} characters with no control characters")]
-    Text { field: &'static str, max: usize },
-    /// The value holds an API key or admin token. Text fields are stored and
-    /// shown in listings and the audit log, where no key may end up.
-    #[error("{field} must not contain an API key or admin token; if one was pasted here by mistake, rotate it")]
-    KeyShaped { field: &'static str },
-    #[error("metadata must be a JSON object of at most {max} bytes")]
-    Metadata { max: usize },
-    #[error("rate limits need unique names (a-z, 0-9, _ . -), a limit of 1 to 1e9 and a duration_ms of 1 ms to 31 days; at most 8")]
-    RateLimit,
-    #[error("a refill needs an interval (daily or monthly), an amount, and for monthly refills a day of 1 to 28")]
-    Refill,
-    #[error("IP allowlist entries must be IPv4 or IPv6 addresses or CIDR ranges; at most 256")]
-    Cidr,
-}
+// Defined with core's other errors; named here too, where it always was.
+pub use crate::error::ValueError;
 
 /// A permission a key carries and a verify may require, e.g. `orders:write`.
 /// Matching is exact: least privilege has no implicit wildcards.
@@ -130,7 +106,18 @@ impl AdminScope {
         AdminScope::LeaksReport,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    /// Every admin scope's name, in the order of [`AdminScope::ALL`].
+    pub const NAMES: [&'static str; AdminScope::ALL.len()] = {
+        let mut names = [""; AdminScope::ALL.len()];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = AdminScope::ALL[i].as_str();
+            i += 1;
+        }
+        names
+    };
+
+    pub const fn as_str(self) -> &'static str {
         match self {
             AdminScope::ApisRead => "apis:read",
             AdminScope::ApisWrite => "apis:write",
@@ -153,12 +140,14 @@ impl AdminScope {
         AdminScope::ALL
             .into_iter()
             .find(|scope| scope.as_str() == s)
-            .ok_or(ValueError::AdminScope)
+            .ok_or(ValueError::AdminScope {
+                known: &AdminScope::NAMES,
+            })
     }
 
     /// Every admin scope, comma-separated, for messages.
     pub fn names() -> String {
-        AdminScope::ALL.map(AdminScope::as_str).join(", ")
+        AdminScope::NAMES.join(", ")
     }
 }
 
@@ -409,4 +398,24 @@ pub struct AuditEvent {
     pub target: String,
     /// Further facts as a JSON object, free of secrets.
     pub details: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_admin_scope_is_refused_with_every_scope_named() {
+        let refused = AdminScope::parse("keys:everything").unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "unknown admin scope; admin scopes are apis:read, apis:write, keys:read, \
+             keys:write, keys:verify, tokens:read, tokens:write, audit:read, sys:write, \
+             secrets:read, secrets:write, transit:use, transit:write, leaks:report"
+        );
+        assert_eq!(AdminScope::names(), AdminScope::NAMES.join(", "));
+        for scope in AdminScope::ALL {
+            assert_eq!(AdminScope::parse(scope.as_str()), Ok(scope));
+        }
+    }
 }

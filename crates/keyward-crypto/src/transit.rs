@@ -388,9 +388,18 @@ fn derive(material: &[u8], purpose: &[u8], context: &[u8]) -> Result<SecretKey, 
     SecretKey::from_slice(out.as_ref())
 }
 
-/// `kw:v{version}:{base64}`.
+/// `kw:v{version}:{base64}`. Every transit answer makes one, so it is built
+/// in one allocation of the final size, the base64 written straight into it.
 pub fn encode(version: u32, bytes: &[u8]) -> String {
-    format!("kw:v{version}:{}", STANDARD.encode(bytes))
+    let mut digits = itoa::Buffer::new();
+    let version = digits.format(version);
+    let base64_len = base64::encoded_len(bytes.len(), true).unwrap_or(0);
+    let mut text = String::with_capacity("kw:v:".len() + version.len() + base64_len);
+    text.push_str("kw:v");
+    text.push_str(version);
+    text.push(':');
+    STANDARD.encode_string(bytes, &mut text);
+    text
 }
 
 /// The version and bytes of a `kw:v{version}:{base64}` text.
@@ -582,6 +591,21 @@ mod tests {
         }
         let signer = KeyVersion::generate(KeyType::Ed25519).unwrap();
         assert!(signer.encrypt(b"", false, None, b"p").is_err());
+    }
+
+    #[test]
+    fn texts_are_the_version_in_decimal_and_padded_base64() {
+        assert_eq!(encode(1, b""), "kw:v1:");
+        assert_eq!(encode(10, b"\xff"), "kw:v10:/w==");
+        assert_eq!(
+            encode(u32::MAX, b"\x00\x01binary"),
+            "kw:v4294967295:AAFiaW5hcnk="
+        );
+        let long = vec![0xa5; 64 * 1024 + 1];
+        assert_eq!(
+            encode(7, &long),
+            format!("kw:v7:{}", STANDARD.encode(&long))
+        );
     }
 
     #[test]

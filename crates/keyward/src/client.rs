@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use percent_encoding::{utf8_percent_encode, AsciiSet, PercentEncode, NON_ALPHANUMERIC};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -28,6 +29,38 @@ pub struct Conn {
     /// Print the server's JSON instead of a summary.
     #[arg(long, global = true)]
     json: bool,
+}
+
+impl Conn {
+    /// The server as one command talks to it.
+    fn connect(&self) -> anyhow::Result<Server<'_>> {
+        Ok(Server {
+            http: http_client()?,
+            addr: &self.addr,
+            token: self.token.as_deref(),
+            json: self.json,
+        })
+    }
+}
+
+/// The server a client command talks to. All of the command's requests go
+/// through its one HTTP client, so they share its connection pool instead
+/// of each setting up a client and a connection of its own.
+struct Server<'a> {
+    http: reqwest::Client,
+    /// Where the server listens, as given (`--addr`).
+    addr: &'a str,
+    /// The admin token, sent with every request that needs one.
+    token: Option<&'a str>,
+    /// Print the server's JSON instead of a summary.
+    json: bool,
+}
+
+/// The HTTP client of one CLI run.
+pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .build()
+        .context("cannot set up the HTTP client")
 }
 
 #[derive(Args)]
@@ -320,7 +353,7 @@ enum TokensCommand {
 }
 
 pub async fn apis(args: ApisArgs) -> anyhow::Result<ExitCode> {
-    let c = &args.conn;
+    let c = &args.conn.connect()?;
     let (method, path, body) = match args.command {
         ApisCommand::Create {
             name,
@@ -334,7 +367,7 @@ pub async fn apis(args: ApisArgs) -> anyhow::Result<ExitCode> {
             (Method::POST, "/v1/apis".to_owned(), Some(body))
         }
         ApisCommand::List => (Method::GET, "/v1/apis".to_owned(), None),
-        ApisCommand::Get { id } => (Method::GET, format!("/v1/apis/{id}"), None),
+        ApisCommand::Get { id } => (Method::GET, format!("/v1/apis/{}", segment(&id)), None),
     };
     let value = call(c, method, &path, body).await?;
     if c.json {
@@ -350,7 +383,7 @@ pub async fn apis(args: ApisArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
-    let c = &args.conn;
+    let c = &args.conn.connect()?;
     match args.command {
         KeysCommand::Create {
             api_id,
@@ -386,24 +419,17 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             cursor,
             limit,
         } => {
-            let mut query = Vec::new();
-            for (name, value) in [
-                ("api_id", api_id),
-                ("owner", owner),
-                ("environment", environment),
-                ("state", state),
-                ("cursor", cursor),
-                ("limit", limit.map(|l| l.to_string())),
-            ] {
-                if let Some(value) = value {
-                    query.push(format!("{name}={}", urlencode(&value)));
-                }
-            }
-            let path = if query.is_empty() {
-                "/v1/keys".to_owned()
-            } else {
-                format!("/v1/keys?{}", query.join("&"))
-            };
+            let path = with_query(
+                "/v1/keys",
+                [
+                    ("api_id", api_id),
+                    ("owner", owner),
+                    ("environment", environment),
+                    ("state", state),
+                    ("cursor", cursor),
+                    ("limit", limit.map(|l| l.to_string())),
+                ],
+            );
             let value = call(c, Method::GET, &path, None).await?;
             if c.json {
                 print_json(&value)?;
@@ -417,7 +443,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             }
         }
         KeysCommand::Get { id } => {
-            let value = call(c, Method::GET, &format!("/v1/keys/{id}"), None).await?;
+            let value = call(c, Method::GET, &format!("/v1/keys/{}", segment(&id)), None).await?;
             print_key(c, &value)?;
         }
         KeysCommand::Update {
@@ -463,7 +489,13 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             if enable || disable {
                 body["enabled"] = json!(enable);
             }
-            let value = call(c, Method::PATCH, &format!("/v1/keys/{id}"), Some(body)).await?;
+            let value = call(
+                c,
+                Method::PATCH,
+                &format!("/v1/keys/{}", segment(&id)),
+                Some(body),
+            )
+            .await?;
             print_key(c, &value)?;
         }
         KeysCommand::Rotate { id, grace } => {
@@ -471,7 +503,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             let value = call(
                 c,
                 Method::POST,
-                &format!("/v1/keys/{id}/rotate"),
+                &format!("/v1/keys/{}/rotate", segment(&id)),
                 Some(body),
             )
             .await?;
@@ -482,7 +514,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             let value = call(
                 c,
                 Method::POST,
-                &format!("/v1/keys/{id}/revoke"),
+                &format!("/v1/keys/{}/revoke", segment(&id)),
                 Some(body),
             )
             .await?;
@@ -556,14 +588,14 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn owners(args: OwnersArgs) -> anyhow::Result<ExitCode> {
-    let c = &args.conn;
+    let c = &args.conn.connect()?;
     let value = match args.command {
         OwnersCommand::Ratelimits { owner } => {
-            let path = format!("/v1/owners/{}/ratelimits", urlencode(&owner));
+            let path = format!("/v1/owners/{}/ratelimits", segment(&owner));
             call(c, Method::GET, &path, None).await?
         }
         OwnersCommand::SetRatelimits { owner, ratelimits } => {
-            let path = format!("/v1/owners/{}/ratelimits", urlencode(&owner));
+            let path = format!("/v1/owners/{}/ratelimits", segment(&owner));
             let body = json!({ "ratelimits": parse_ratelimits(&ratelimits)? });
             call(c, Method::PUT, &path, Some(body)).await?
         }
@@ -588,7 +620,7 @@ pub async fn owners(args: OwnersArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
-    let c = &args.conn;
+    let c = &args.conn.connect()?;
     match args.command {
         TokensCommand::Create {
             name,
@@ -639,7 +671,13 @@ pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
             }
         }
         TokensCommand::Revoke { id } => {
-            let value = call(c, Method::POST, &format!("/v1/tokens/{id}/revoke"), None).await?;
+            let value = call(
+                c,
+                Method::POST,
+                &format!("/v1/tokens/{}/revoke", segment(&id)),
+                None,
+            )
+            .await?;
             if c.json {
                 print_json(&value)?;
             } else {
@@ -697,7 +735,7 @@ enum SecretsCommand {
 }
 
 pub async fn secrets(args: SecretsArgs) -> anyhow::Result<ExitCode> {
-    let c = &args.conn;
+    let c = &args.conn.connect()?;
     let mount = &args.mount;
     match args.command {
         SecretsCommand::Put { path, pairs, cas } => {
@@ -785,7 +823,7 @@ pub async fn secrets(args: SecretsArgs) -> anyhow::Result<ExitCode> {
                 Method::DELETE,
                 &format!("/v1/{mount}/data/{path}"),
                 None,
-                c.token.as_deref(),
+                c.token,
             )
             .await?;
             if !c.json {
@@ -861,18 +899,11 @@ enum OperatorCommand {
 }
 
 pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
-    let c = &args.conn;
+    let c = &args.conn.connect()?;
     let status = match args.command {
         OperatorCommand::RootToken(recovery) => return crate::recover::run(recovery, c.json).await,
         OperatorCommand::Status => {
-            send(
-                c,
-                Method::GET,
-                "/v1/sys/seal-status",
-                None,
-                c.token.as_deref(),
-            )
-            .await?
+            send(c, Method::GET, "/v1/sys/seal-status", None, c.token).await?
         }
         OperatorCommand::Init { shares, threshold } => {
             if let Some(why) = seal_type(c)
@@ -912,14 +943,7 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
                 let share = read_secret_line("unseal share")?;
                 json!({ "key": share })
             };
-            send(
-                c,
-                Method::POST,
-                "/v1/sys/unseal",
-                Some(body),
-                c.token.as_deref(),
-            )
-            .await?
+            send(c, Method::POST, "/v1/sys/unseal", Some(body), c.token).await?
         }
         OperatorCommand::Seal => call(c, Method::POST, "/v1/sys/seal", None).await?,
         OperatorCommand::Rewrap => {
@@ -995,8 +1019,13 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
 
 /// Sends one request and returns the JSON body, or the server's error as
 /// `CODE: message`.
-async fn call(c: &Conn, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-    let Some(token) = c.token.as_deref() else {
+async fn call(
+    c: &Server<'_>,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let Some(token) = c.token else {
         bail!("no admin token: set KEYWARD_TOKEN or pass --token");
     };
     send(c, method, path, body, Some(token)).await
@@ -1005,15 +1034,14 @@ async fn call(c: &Conn, method: Method, path: &str, body: Option<Value>) -> anyh
 /// Like [`call`], for the few endpoints that need no token (seal status and
 /// unseal); sends the token when there is one.
 async fn send(
-    c: &Conn,
+    c: &Server<'_>,
     method: Method,
     path: &str,
     body: Option<Value>,
     token: Option<&str>,
 ) -> anyhow::Result<Value> {
     let url = format!("{}{}", c.addr.trim_end_matches('/'), path);
-    let client = reqwest::Client::new();
-    let mut request = client.request(method, &url);
+    let mut request = c.http.request(method, &url);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -1125,7 +1153,7 @@ fn deleted_version(e: &anyhow::Error, mount: &str, path: &str) -> Option<String>
 
 /// The type of this server's seal, asked without a token; `None` when the
 /// server does not say.
-async fn seal_type(c: &Conn) -> Option<String> {
+async fn seal_type(c: &Server<'_>) -> Option<String> {
     let status = send(c, Method::GET, "/v1/sys/seal-status", None, None)
         .await
         .ok()?;
@@ -1175,16 +1203,37 @@ fn parse_json_arg(flag: &str, text: &str) -> anyhow::Result<Value> {
     serde_json::from_str(text).with_context(|| format!("{flag} must be JSON"))
 }
 
-fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+/// What a path segment keeps as it is: RFC 3986's unreserved characters.
+/// Every other byte is percent-encoded, `/` included.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `s` as one segment of a URL path.
+fn segment(s: &str) -> PercentEncode<'_> {
+    utf8_percent_encode(s, SEGMENT)
+}
+
+/// `path` with a query of the parameters that have a value, encoded as the
+/// server's query parser reads them (`application/x-www-form-urlencoded`).
+fn with_query<'a>(
+    path: &str,
+    parameters: impl IntoIterator<Item = (&'a str, Option<String>)>,
+) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in parameters {
+        if let Some(value) = value {
+            query.append_pair(name, &value);
         }
     }
-    out
+    let query = query.finish();
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
 }
 
 fn text(v: &Value) -> &str {
@@ -1234,7 +1283,7 @@ fn print_key_line(k: &Value) -> std::io::Result<()> {
     Ok(())
 }
 
-fn print_key(c: &Conn, k: &Value) -> std::io::Result<()> {
+fn print_key(c: &Server<'_>, k: &Value) -> std::io::Result<()> {
     if c.json {
         return print_json(k);
     }
@@ -1254,11 +1303,51 @@ fn print_key(c: &Conn, k: &Value) -> std::io::Result<()> {
     Ok(())
 }
 
-fn print_issued(c: &Conn, v: &Value) -> std::io::Result<()> {
+fn print_issued(c: &Server<'_>, v: &Value) -> std::io::Result<()> {
     if c.json {
         return print_json(v);
     }
     print_key_line(v)?;
     outln!("key (shown once, store it now): {}", text(&v["key"]));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_path_segment_keeps_only_unreserved_characters() {
+        let cases = [
+            ("acme", "acme"),
+            ("key_0aZ-9.~", "key_0aZ-9.~"),
+            ("a b/c?d#e%f+g&h=i", "a%20b%2Fc%3Fd%23e%25f%2Bg%26h%3Di"),
+            ("é", "%C3%A9"),
+            ("", ""),
+        ];
+        for (raw, encoded) in cases {
+            assert_eq!(super::segment(raw).to_string(), encoded, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_query_holds_the_values_given_as_the_server_reads_them() {
+        let none = super::with_query("/v1/keys", [("owner", None), ("state", None)]);
+        assert_eq!(none, "/v1/keys");
+        let path = super::with_query(
+            "/v1/keys",
+            [
+                ("owner", Some("a b+c&d=e%f/é#g".to_owned())),
+                ("state", None),
+                ("limit", Some("10".to_owned())),
+            ],
+        );
+        let (route, query) = path.split_once('?').unwrap();
+        assert_eq!(route, "/v1/keys");
+        assert!(!query.contains(['#', ' ', '/']), "{query}");
+        let read: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let expected = [("owner", "a b+c&d=e%f/é#g"), ("limit", "10")]
+            .map(|(n, v)| (n.to_owned(), v.to_owned()));
+        assert_eq!(read, expected);
+    }
 }

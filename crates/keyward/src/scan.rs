@@ -214,7 +214,7 @@ async fn report_leaks(
             }))
         })
         .collect();
-    let client = reqwest::Client::new();
+    let client = crate::client::http_client()?;
     let endpoint = format!("{}/v1/leaks", url.trim_end_matches('/'));
     for batch in leaks.chunks(500) {
         let response = client

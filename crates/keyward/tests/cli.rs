@@ -1295,3 +1295,31 @@ fn a_first_start_with_a_wrong_hsm_pin_leaves_no_unshown_root_token() {
     wait_until_refused(&server, &root);
     assert_recovery_audited(&server, &new_root, &old_id);
 }
+
+#[test]
+fn an_id_holding_path_characters_names_no_other_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let root = server.root_token().unwrap();
+    let token = server.cli_json(
+        &root,
+        &["tokens", "create", "--name", "ci", "--scope", "keys:read"],
+    );
+    let token_id = token["id"].as_str().unwrap();
+    // Unencoded, this "key id" walked up to the token's revoke route.
+    let disguised = format!("key_x/../../tokens/{token_id}");
+    let out = server.cli(&root, &["keys", "revoke", &disguised], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("(HTTP 400)") || err.contains("(HTTP 404)"),
+        "{err}"
+    );
+    let tokens = server.cli_json(&root, &["tokens", "list"]);
+    let listed = tokens["tokens"].as_array().unwrap();
+    let ci = listed.iter().find(|t| t["id"] == token_id).unwrap();
+    assert!(ci["revoked_at"].is_null(), "{ci}");
+    // A query or fragment in an id stays part of the id.
+    let out = server.cli(&root, &["keys", "get", "key_x?limit=1#y"], None);
+    assert!(!out.status.success());
+}
