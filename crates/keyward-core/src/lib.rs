@@ -12,9 +12,11 @@
 //! - [`model`]: APIs, key records, admin tokens, audit events and their values.
 //! - [`limits`]: rate limits (GCRA), usage credits and IP allowlists.
 //! - [`verify`]: the verify result codes and the rules that produce them.
+//! - [`audit`]: the names of what the audit log records.
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod base62;
 pub mod error;
 pub mod id;
@@ -23,6 +25,7 @@ pub mod limits;
 pub mod model;
 pub mod verify;
 
+pub use audit::AuditAction;
 pub use error::{IdError, KeyFormatError, ValueError};
 pub use id::{ApiId, EventId, KeyId, TokenId};
 pub use key::{Environment, KeyDigest, ParsedKey, PlaintextKey, Prefix};

@@ -25,6 +25,7 @@ mod front;
 pub mod handlers;
 pub mod settings;
 
+use keyward_core::AuditAction;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -365,7 +366,7 @@ fn documented(router: OpenApiRouter<Arc<AppState>>) -> (Router<Arc<AppState>>, O
         (name = "keys", description = "API keys: issue, verify, rotate, revoke"),
         (name = "tokens", description = "Admin tokens"),
         (name = "audit", description = "The audit log"),
-        (name = "system", description = "Health and readiness"),
+        (name = "health", description = "Health and readiness"),
         (name = "sys", description = "The seal: status, init, unseal, seal, keyring rotation"),
         (name = "secrets", description = "Secrets in Vault's KV v2 shape, under each mount"),
         (name = "transit", description = "Transit in Vault's shape: encryption as a service"),
@@ -386,10 +387,10 @@ impl Modify for BearerAuth {
 }
 
 fn api_router() -> OpenApiRouter<Arc<AppState>> {
-    use handlers::{apis, audit, keys, leaks, sys, system, tokens};
+    use handlers::{apis, audit, health, keys, leaks, sys, tokens};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(system::health))
-        .routes(routes!(system::ready))
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
         .routes(routes!(apis::create_api, apis::list_apis))
         .routes(routes!(apis::get_api))
         .routes(routes!(keys::create_key, keys::list_keys))
@@ -492,7 +493,7 @@ async fn default_mount(store: &dyn Store) -> Result<(), StartError> {
     };
     let event = handlers::audit_event(
         None,
-        "mount.create",
+        AuditAction::MountCreate,
         "secret",
         serde_json::json!({ "environment": "live", "default": true }),
         at,
@@ -511,7 +512,7 @@ async fn bootstrap(store: &dyn Store) -> Result<Option<PlaintextKey>, StartError
     let (plaintext, root) = new_root_token(now)?;
     let event = handlers::audit_event(
         None,
-        "token.create",
+        AuditAction::TokenCreate,
         root.id.as_str(),
         serde_json::json!({ "name": "root", "start": root.start, "bootstrap": true }),
         now,

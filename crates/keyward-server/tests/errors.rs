@@ -609,7 +609,7 @@ async fn kv_custom_metadata_is_sealed_in_the_database(app: TestApp) {
     };
     let event = keyward_server::handlers::audit_event(
         None,
-        "test.move",
+        keyward_core::AuditAction::SecretMetadata,
         "x",
         json!({}),
         keyward_server::handlers::now(),
@@ -647,8 +647,14 @@ async fn kv_clear_metadata_from_before_is_read_and_sealed_on_the_next_write(app:
         ..Default::default()
     };
     let at = keyward_server::handlers::now();
-    let event =
-        keyward_server::handlers::audit_event(None, "test.legacy", "x", json!({}), at).unwrap();
+    let event = keyward_server::handlers::audit_event(
+        None,
+        keyward_core::AuditAction::SecretMetadata,
+        "x",
+        json!({}),
+        at,
+    )
+    .unwrap();
     app.inner_store()
         .patch_secret_meta("secret", "old/one", &patch, at, &event)
         .await

@@ -4,6 +4,7 @@
 //! `NOT_FOUND`, like an absent one.
 
 use keyward_core::model::check_text;
+use keyward_core::AuditAction;
 use keyward_core::{AdminScope, Api, ApiId, Environment, Prefix};
 use serde_json::json;
 
@@ -56,7 +57,7 @@ impl Service {
         };
         let event = audit_event(
             Some(actor),
-            "api.create",
+            AuditAction::ApiCreate,
             api.id.as_str(),
             json!({"name": api.name, "prefix": api.prefix, "environments": api.environments}),
             now,

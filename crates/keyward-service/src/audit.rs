@@ -1,6 +1,6 @@
 //! Audit events as every operation writes them.
 
-use keyward_core::AuditEvent;
+use keyward_core::{AuditAction, AuditEvent};
 use time::OffsetDateTime;
 
 use crate::{Actor, Error};
@@ -9,7 +9,7 @@ use crate::{Actor, Error};
 /// itself) at `now`.
 pub fn audit_event(
     actor: Option<&Actor>,
-    action: &str,
+    action: AuditAction,
     target: &str,
     details: serde_json::Value,
     now: OffsetDateTime,
@@ -18,7 +18,7 @@ pub fn audit_event(
         id: keyward_store::event_id(now)?,
         at: now,
         actor: actor.map(|a| a.id().clone()),
-        action: action.to_owned(),
+        action: action.as_str().to_owned(),
         target: target.to_owned(),
         details,
     })

@@ -12,6 +12,7 @@
 
 use keyward_core::limits::{check_rate_limits, parse_allowlist, Credits, RateLimit, Refill};
 use keyward_core::model::{check_metadata, check_text, normalize_scopes};
+use keyward_core::AuditAction;
 use keyward_core::{
     AdminScope, ApiId, Environment, KeyId, KeyRecord, KeyState, PlaintextKey, Scope,
 };
@@ -152,7 +153,7 @@ impl Service {
         record.ip_allowlist = ip_allowlist;
         let event = audit_event(
             Some(actor),
-            "key.create",
+            AuditAction::KeyCreate,
             record.id.as_str(),
             created(&record),
             now,
@@ -272,7 +273,13 @@ impl Service {
             credits,
             ip_allowlist,
         };
-        let event = audit_event(Some(actor), "key.update", record.id.as_str(), details, now)?;
+        let event = audit_event(
+            Some(actor),
+            AuditAction::KeyUpdate,
+            record.id.as_str(),
+            details,
+            now,
+        )?;
         let updated = self
             .store
             .update_key(&record.id, &patch, now, &event)
@@ -295,7 +302,7 @@ impl Service {
         let now = now();
         let event = audit_event(
             Some(actor),
-            "key.revoke",
+            AuditAction::KeyRevoke,
             record.id.as_str(),
             json!({ "reason": reason }),
             now,
@@ -357,7 +364,7 @@ impl Service {
         let events = [
             audit_event(
                 Some(actor),
-                "key.rotate",
+                AuditAction::KeyRotate,
                 old.id.as_str(),
                 json!({
                     "successor": successor.id,
@@ -367,7 +374,7 @@ impl Service {
             )?,
             audit_event(
                 Some(actor),
-                "key.create",
+                AuditAction::KeyCreate,
                 successor.id.as_str(),
                 json!({ "rotated_from": old.id, "start": successor.start }),
                 now,
@@ -420,7 +427,7 @@ impl Service {
         }
         let template = audit_event(
             Some(actor),
-            "key.revoke",
+            AuditAction::KeyRevoke,
             "",
             json!({ "reason": bulk.reason, "bulk": criteria }),
             now,
@@ -475,7 +482,7 @@ impl Service {
         let now = now();
         let event = audit_event(
             Some(actor),
-            "owner.ratelimits",
+            AuditAction::OwnerRatelimits,
             owner,
             json!({ "ratelimits": ratelimits }),
             now,

@@ -14,6 +14,7 @@
 //! digests — but anything that needs the keyring answers `SEALED`. Each
 //! node of a cluster is unsealed on its own, as with Vault.
 
+use keyward_core::AuditAction;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -462,7 +463,7 @@ impl Barrier {
                 let result = async {
                     let event = audit_event(
                         None,
-                        "keyring.rotate",
+                        AuditAction::KeyringRotate,
                         "keyring",
                         serde_json::json!({ "reason": "usage limit", "version": version }),
                         now(),
@@ -562,7 +563,7 @@ impl Barrier {
         };
         let event = audit_event(
             Some(actor),
-            "seal.rekey",
+            AuditAction::SealRekey,
             "seal",
             serde_json::json!({ "shares": shares, "threshold": threshold }),
             at,
@@ -623,7 +624,7 @@ impl Barrier {
         };
         let event = audit_event(
             Some(actor),
-            "seal.rekey",
+            AuditAction::SealRekey,
             "seal",
             serde_json::json!({ "seal": "pkcs11" }),
             at,
@@ -826,7 +827,7 @@ impl Barrier {
             "shares": shares.map(|s| s.shares.len()),
             "threshold": shares.map(|s| s.threshold),
         });
-        let event = audit_event(actor, "seal.init", "seal", details, at)
+        let event = audit_event(actor, AuditAction::SealInit, "seal", details, at)
             .map_err(|_| SealError::Crypto(CryptoError::Random))?;
         self.store.init_seal(&record, &first, &event).await?;
         Ok(record)

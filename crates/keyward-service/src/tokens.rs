@@ -14,6 +14,7 @@
 //! Invariant: a revocation drops every revoked token from this node's
 //! token cache before it returns.
 
+use keyward_core::AuditAction;
 use std::collections::HashMap;
 
 use keyward_core::model::check_text;
@@ -110,7 +111,7 @@ impl Service {
         };
         let event = audit_event(
             Some(actor),
-            "token.create",
+            AuditAction::TokenCreate,
             token.id.as_str(),
             json!({
                 "name": token.name,
@@ -175,7 +176,13 @@ impl Service {
             .filter(|target| within_reach(&actor.token, target))
             .ok_or(Error::NotFound("token"))?;
         let now = now();
-        let event = audit_event(Some(actor), "token.revoke", id.as_str(), json!({}), now)?;
+        let event = audit_event(
+            Some(actor),
+            AuditAction::TokenRevoke,
+            id.as_str(),
+            json!({}),
+            now,
+        )?;
         let revoked = self
             .store
             .revoke_token_tree(&id, now, &event, LastFullToken::Keep)

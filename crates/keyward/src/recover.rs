@@ -11,6 +11,7 @@
 //! it all (`token.recover`, `token.adopt`, `token.revoke`, no actor) and
 //! prints the new token once. Running servers drop the revoked tokens through the change feed.
 
+use keyward_core::AuditAction;
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -77,7 +78,7 @@ pub async fn run(args: RootTokenArgs, json: bool) -> anyhow::Result<ExitCode> {
     let revoked: Vec<&str> = old.iter().map(|t| t.id.as_str()).collect();
     let event = keyward_server::handlers::audit_event(
         None,
-        "token.recover",
+        AuditAction::TokenRecover,
         root.id.as_str(),
         json!({
             "name": root.name,
@@ -99,7 +100,7 @@ pub async fn run(args: RootTokenArgs, json: bool) -> anyhow::Result<ExitCode> {
         // tree, and losing the root must not stop every service.
         let event = keyward_server::handlers::audit_event(
             None,
-            "token.adopt",
+            AuditAction::TokenAdopt,
             root.id.as_str(),
             json!({ "from": token.id.as_str(), "recovery": true }),
             now,
@@ -110,7 +111,7 @@ pub async fn run(args: RootTokenArgs, json: bool) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot hand over the tokens of {}", token.id))?;
         let event = keyward_server::handlers::audit_event(
             None,
-            "token.revoke",
+            AuditAction::TokenRevoke,
             token.id.as_str(),
             json!({ "name": token.name, "recovery": true, "replaced_by": root.id.as_str() }),
             now,

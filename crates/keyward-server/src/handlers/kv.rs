@@ -11,6 +11,7 @@
 //! Mount paths are chosen at run time, so these routes are dispatched from
 //! the router's fallback rather than declared one by one.
 
+use keyward_core::AuditAction;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -367,7 +368,7 @@ impl Kv<'_> {
             custom_metadata_sealed: Some(self.seal_metadata(path, &meta.custom_metadata).await?),
             ..SecretMetaPatch::default()
         };
-        let event = self.event("secret.metadata", path, json!({ "sealed": true }))?;
+        let event = self.event(AuditAction::SecretMetadata, path, json!({ "sealed": true }))?;
         self.state
             .store
             .patch_secret_meta(&self.mount.path, path, &patch, now(), &event)
@@ -375,7 +376,7 @@ impl Kv<'_> {
         Ok(())
     }
 
-    async fn audit(&self, action: &str, path: &str, details: Value) -> Result<(), ApiError> {
+    async fn audit(&self, action: AuditAction, path: &str, details: Value) -> Result<(), ApiError> {
         let event = audit_event(Some(self.caller), action, &self.key(path), details, now())?;
         self.state.store.append_audit(&[event]).await?;
         Ok(())
@@ -383,7 +384,7 @@ impl Kv<'_> {
 
     fn event(
         &self,
-        action: &str,
+        action: AuditAction,
         path: &str,
         details: Value,
     ) -> Result<keyward_core::AuditEvent, ApiError> {
@@ -448,8 +449,12 @@ impl Kv<'_> {
             .await
             .map_err(sealed_or_tampered)?;
         let data: Value = serde_json::from_slice(&plaintext).map_err(ApiError::internal)?;
-        self.audit("secret.read", path, json!({ "version": found.version }))
-            .await?;
+        self.audit(
+            AuditAction::SecretRead,
+            path,
+            json!({ "version": found.version }),
+        )
+        .await?;
         Ok(envelope(
             StatusCode::OK,
             json!({ "data": data, "metadata": metadata }),
@@ -551,7 +556,11 @@ impl Kv<'_> {
                 keep: self.keep(meta.as_ref()),
                 at,
             };
-            let event = self.event("secret.write", path, json!({ "version": version }))?;
+            let event = self.event(
+                AuditAction::SecretWrite,
+                path,
+                json!({ "version": version }),
+            )?;
             match self.state.store.write_secret(&write, &event).await {
                 Ok(()) => {
                     let custom = match &meta {
@@ -612,9 +621,9 @@ impl Kv<'_> {
     /// Deletes, undeletes or destroys `versions`, audited.
     async fn apply(&self, path: &str, versions: &[u64], act: Act) -> Result<Response, ApiError> {
         let (action, name) = match act {
-            Act::Delete => (VersionAction::Delete(now()), "secret.delete"),
-            Act::Undelete => (VersionAction::Undelete, "secret.undelete"),
-            Act::Destroy => (VersionAction::Destroy, "secret.destroy"),
+            Act::Delete => (VersionAction::Delete(now()), AuditAction::SecretDelete),
+            Act::Undelete => (VersionAction::Undelete, AuditAction::SecretUndelete),
+            Act::Destroy => (VersionAction::Destroy, AuditAction::SecretDestroy),
         };
         let event = self.event(name, path, json!({ "versions": versions }))?;
         self.state
@@ -703,7 +712,7 @@ impl Kv<'_> {
             custom_metadata: None,
             custom_metadata_sealed: sealed,
         };
-        let event = self.event("secret.metadata", path, json!({}))?;
+        let event = self.event(AuditAction::SecretMetadata, path, json!({}))?;
         self.state
             .store
             .patch_secret_meta(&self.mount.path, path, &patch, now(), &event)
@@ -713,7 +722,7 @@ impl Kv<'_> {
 
     async fn delete_all(&self, path: &str) -> Result<Response, ApiError> {
         self.caller.require(AdminScope::SecretsWrite)?;
-        let event = self.event("secret.destroy_all", path, json!({}))?;
+        let event = self.event(AuditAction::SecretDestroyAll, path, json!({}))?;
         self.state
             .store
             .delete_secret(&self.mount.path, path, &event)
@@ -766,7 +775,7 @@ impl Kv<'_> {
         let body: ConfigBody = parse(body)?;
         never_expires(body.delete_version_after.as_deref())?;
         let event = self.event(
-            "mount.config",
+            AuditAction::MountConfig,
             "",
             json!({
                 "max_versions": body.max_versions, "cas_required": body.cas_required,
@@ -866,7 +875,7 @@ pub async fn create_mount(
     };
     let event = audit_event(
         Some(caller),
-        "mount.create",
+        AuditAction::MountCreate,
         path,
         json!({ "environment": environment.as_str() }),
         at,

@@ -13,6 +13,7 @@
 //!   the answer labels each token `true_positive` or `false_positive`, as
 //!   GitHub asks of its partners.
 
+use keyward_core::AuditAction;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -232,7 +233,13 @@ async fn revoke_leaked(
         };
         // A leaked token is revoked whatever it leaves, and so is every
         // token it created: whoever holds it may have minted them.
-        let event = audit_event(caller, "token.revoke", token.id.as_str(), details, now)?;
+        let event = audit_event(
+            caller,
+            AuditAction::TokenRevoke,
+            token.id.as_str(),
+            details,
+            now,
+        )?;
         let revoked = state
             .store
             .revoke_token_tree(&token.id, now, &event, LastFullToken::Revoke)
@@ -264,7 +271,13 @@ async fn revoke_leaked(
     else {
         return Ok(Some(false));
     };
-    let event = audit_event(caller, "key.revoke", record.id.as_str(), details, now)?;
+    let event = audit_event(
+        caller,
+        AuditAction::KeyRevoke,
+        record.id.as_str(),
+        details,
+        now,
+    )?;
     let (_, revoked) = state
         .store
         .revoke_key(&record.id, "leaked", now, &event)
@@ -293,7 +306,7 @@ async fn lost_last_full_token(
     );
     let event = audit_event(
         caller,
-        "token.last_full_revoked",
+        AuditAction::TokenLastFullRevoked,
         token.id.as_str(),
         json!({
             "reason": "leaked",

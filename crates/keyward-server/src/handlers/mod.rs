@@ -4,15 +4,16 @@
 
 pub mod apis;
 pub mod audit;
+pub mod health;
 pub mod keys;
 pub mod kv;
 pub mod leaks;
 pub mod sys;
-pub mod system;
 pub mod tokens;
 pub mod transit;
 
 use axum::extract::{FromRequest, FromRequestParts};
+use keyward_core::AuditAction;
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
@@ -233,7 +234,7 @@ pub fn next_cursor<'a>(
 /// itself) at `now`.
 pub fn audit_event(
     caller: Option<&Caller>,
-    action: &str,
+    action: AuditAction,
     target: &str,
     details: serde_json::Value,
     now: OffsetDateTime,

@@ -7,6 +7,7 @@
 //! without API or environment limits: `sys:write` on a token limited to
 //! `test` does not seal `live` too, nor receive the shares of a fresh seal.
 
+use keyward_core::AuditAction;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -88,7 +89,7 @@ pub async fn unseal(
     if !status.sealed {
         let event = audit_event(
             None,
-            "seal.unseal",
+            AuditAction::SealUnseal,
             "seal",
             json!({ "seal": status.kind.as_str() }),
             now(),
@@ -109,7 +110,13 @@ pub async fn seal(
 ) -> Result<Json<SealStatusView>, ApiError> {
     caller.require(AdminScope::SysWrite)?;
     require_node_wide(&caller)?;
-    let event = audit_event(Some(&caller), "seal.seal", "seal", json!({}), now())?;
+    let event = audit_event(
+        Some(&caller),
+        AuditAction::SealSeal,
+        "seal",
+        json!({}),
+        now(),
+    )?;
     state.store.append_audit(&[event]).await?;
     state.barrier.seal().await?;
     tracing::warn!("sealed by an operator");
@@ -127,7 +134,13 @@ pub async fn rotate(
 ) -> Result<Json<KeyringRotated>, ApiError> {
     caller.require(AdminScope::SysWrite)?;
     require_node_wide(&caller)?;
-    let event = audit_event(Some(&caller), "keyring.rotate", "keyring", json!({}), now())?;
+    let event = audit_event(
+        Some(&caller),
+        AuditAction::KeyringRotate,
+        "keyring",
+        json!({}),
+        now(),
+    )?;
     let version = state.barrier.rotate(&event).await?;
     // Stored data keys move to the new version in the background; the
     // old versions keep opening them meanwhile.
@@ -143,7 +156,7 @@ pub async fn rotate(
                 );
                 if let Ok(event) = audit_event(
                     None,
-                    "keyring.rewrap",
+                    AuditAction::KeyringRewrap,
                     "keyring",
                     rewrap_details(&report),
                     now(),
@@ -181,7 +194,7 @@ pub async fn rewrap(
     let details = rewrap_details(&report);
     let event = audit_event(
         Some(&caller),
-        "keyring.rewrap",
+        AuditAction::KeyringRewrap,
         "keyring",
         details.clone(),
         now(),

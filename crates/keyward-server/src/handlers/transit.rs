@@ -15,6 +15,7 @@
 //! key, and the listing, sees only keys within the token's reach: a key
 //! outside it answers exactly as a key that does not exist.
 
+use keyward_core::AuditAction;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -257,7 +258,7 @@ impl Transit<'_> {
 
     async fn audit_event(
         &self,
-        action: &str,
+        action: AuditAction,
         name: &str,
         details: Value,
     ) -> Result<keyward_core::AuditEvent, ApiError> {
@@ -420,7 +421,7 @@ impl Transit<'_> {
         };
         let event = self
             .audit_event(
-                "transit.create",
+                AuditAction::TransitCreate,
                 name,
                 json!({
                     "type": kind.as_str(),
@@ -506,7 +507,9 @@ impl Transit<'_> {
     async fn delete(&self, name: &str) -> Result<Response, ApiError> {
         self.caller.require(AdminScope::TransitWrite)?;
         self.stored(name).await?;
-        let event = self.audit_event("transit.delete", name, json!({})).await?;
+        let event = self
+            .audit_event(AuditAction::TransitDelete, name, json!({}))
+            .await?;
         match self.state.store.delete_transit_key(name, &event).await {
             Ok(()) => {}
             Err(StoreError::NotFound) => return Err(absent()),
@@ -548,7 +551,7 @@ impl Transit<'_> {
         let deletion_allowed = body.deletion_allowed.unwrap_or(meta.deletion_allowed);
         let event = self
             .audit_event(
-                "transit.config",
+                AuditAction::TransitConfig,
                 name,
                 json!({
                     "min_decryption_version": min_decryption,
@@ -921,7 +924,7 @@ async fn rotate_key(
     };
     let event = audit_event(
         actor,
-        "transit.rotate",
+        AuditAction::TransitRotate,
         &format!("transit/{name}"),
         json!({ "version": version, "reason": reason }),
         now(),

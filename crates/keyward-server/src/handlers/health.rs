@@ -15,7 +15,7 @@ pub const NO_FULL_TOKEN: &str = "no usable full-access admin token remains (the 
      revoked, e.g. as leaked, or expired); run `keyward operator root-token` to issue a new one";
 
 /// Liveness: the process answers HTTP.
-#[utoipa::path(get, path = "/health", tag = "system",
+#[utoipa::path(get, path = "/health", tag = "health",
     responses((status = 200, body = Health)))]
 pub async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
@@ -23,7 +23,7 @@ pub async fn health() -> Json<Health> {
 
 /// Readiness: the store answers, so requests can be served. `warnings`
 /// names what an operator must fix although the node serves.
-#[utoipa::path(get, path = "/ready", tag = "system",
+#[utoipa::path(get, path = "/ready", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Readiness>) {
     if let Err(e) = state.store.ping().await {
