@@ -13,23 +13,21 @@
 //!   the answer labels each token `true_positive` or `false_positive`, as
 //!   GitHub asks of its partners.
 
-use keyward_core::AuditAction;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use keyward_core::{key::ADMIN_PREFIX, AdminScope, AdminToken, KeyDigest, ParsedKey};
-use keyward_store::LastFullToken;
+use keyward_core::{AdminScope, KeyDigest};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use time::OffsetDateTime;
 
-use super::{audit_event, now, Json};
+use super::Json;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
+use keyward_service::leaks::Reporter;
 
 /// Most leaks in one report.
 pub const MAX_LEAKS: usize = 1000;
@@ -130,7 +128,9 @@ async fn receive(state: &Arc<AppState>, request: Request) -> Result<Response, Ap
             "commit": leak.commit,
             "source": leak.source.as_deref().unwrap_or("keyward scan"),
         });
-        if revoke_leaked(state, Some(&caller), &leak.key, found)
+        if state
+            .service
+            .revoke_leaked(Reporter::Token(&caller), &leak.key, found)
             .await?
             .is_none()
         {
@@ -189,7 +189,11 @@ async fn github(
             "source": format!("github {}", leak.source.as_deref().unwrap_or("secret scanning")),
             "type": leak.kind,
         });
-        let label = match revoke_leaked(state, None, &leak.token, found).await? {
+        let label = match state
+            .service
+            .revoke_leaked(Reporter::Partner, &leak.token, found)
+            .await?
+        {
             Some(true) => "true_positive",
             _ => "false_positive",
         };
@@ -205,117 +209,6 @@ async fn github(
         });
     }
     Ok(Json(labels).into_response())
-}
-
-/// Revokes the key or admin token `presented` if it is one and still
-/// valid. `None` when it is not a well-formed key; otherwise whether a key
-/// or token with this digest exists (revoked now or before).
-async fn revoke_leaked(
-    state: &Arc<AppState>,
-    caller: Option<&Caller>,
-    presented: &str,
-    found: serde_json::Value,
-) -> Result<Option<bool>, ApiError> {
-    let Ok(parsed) = ParsedKey::parse(presented.trim()) else {
-        return Ok(None);
-    };
-    let digest: KeyDigest = parsed.digest();
-    let now = now();
-    let details = json!({ "reason": "leaked", "found": found });
-    if parsed.prefix() == ADMIN_PREFIX {
-        let Some(token) = state
-            .store
-            .find_token_by_digest(&digest)
-            .await?
-            .filter(|t| t.digest.ct_eq(&digest))
-        else {
-            return Ok(Some(false));
-        };
-        // A leaked token is revoked whatever it leaves, and so is every
-        // token it created: whoever holds it may have minted them.
-        let event = audit_event(
-            caller,
-            AuditAction::TokenRevoke,
-            token.id.as_str(),
-            details,
-            now,
-        )?;
-        let revoked = state
-            .store
-            .revoke_token_tree(&token.id, now, &event, LastFullToken::Revoke)
-            .await?;
-        state.tokens.forget(&digest);
-        for child in &revoked {
-            state.tokens.forget(&child.digest);
-        }
-        if !revoked.is_empty() {
-            tracing::warn!(
-                token = %token.id,
-                revoked = revoked.len(),
-                "a leaked admin token was revoked, with the tokens it created"
-            );
-            if token.is_usable(now)
-                && token.is_full_access()
-                && !state.store.has_full_token(now).await?
-            {
-                lost_last_full_token(state, caller, &token, now).await?;
-            }
-        }
-        return Ok(Some(true));
-    }
-    let Some(record) = state
-        .store
-        .find_key_by_digest(&digest)
-        .await?
-        .filter(|k| k.digest.ct_eq(&digest))
-    else {
-        return Ok(Some(false));
-    };
-    let event = audit_event(
-        caller,
-        AuditAction::KeyRevoke,
-        record.id.as_str(),
-        details,
-        now,
-    )?;
-    let (_, revoked) = state
-        .store
-        .revoke_key(&record.id, "leaked", now, &event)
-        .await?;
-    if revoked {
-        tracing::warn!(key = %record.id, "a leaked key was revoked");
-    }
-    state.verifier.key_changed(&record.digest);
-    Ok(Some(true))
-}
-
-/// Says loudly that the last token able to grant every scope was revoked as
-/// leaked: that is right (whoever found it could do anything), but until an
-/// operator issues a new one nobody can administer the install in full. An
-/// error in the log, an audit event and a warning in `/ready`.
-async fn lost_last_full_token(
-    state: &Arc<AppState>,
-    caller: Option<&Caller>,
-    token: &AdminToken,
-    now: OffsetDateTime,
-) -> Result<(), ApiError> {
-    tracing::error!(
-        token = %token.id,
-        "the last full-access admin token was revoked as leaked; \
-         run `keyward operator root-token` to issue a new one"
-    );
-    let event = audit_event(
-        caller,
-        AuditAction::TokenLastFullRevoked,
-        token.id.as_str(),
-        json!({
-            "reason": "leaked",
-            "remedy": "run `keyward operator root-token` to issue a new full-access token",
-        }),
-        now,
-    )?;
-    state.store.append_audit(&[event]).await?;
-    Ok(())
 }
 
 /// A body error told as part of a report's.
