@@ -4,7 +4,7 @@
 //!
 //! - [`Actor`]: who is asking, and the checks on what it may do.
 //! - [`Error`]: every way an operation fails.
-//! - [`Service`]: the operations, one module per area ([`apis`], [`keys`], [`leaks`] and [`tokens`] so far).
+//! - [`Service`]: the operations, one module per area ([`apis`], [`audit_log`], [`keys`], [`leaks`] and [`tokens`] so far).
 //! - [`audit`]: the audit event of an operation.
 //! - [`seal`]: the master key's seal and, when unsealed, the keyring.
 //! - [`records`]: what each sealed record is bound to.
@@ -20,6 +20,7 @@
 mod actor;
 pub mod apis;
 pub mod audit;
+pub mod audit_log;
 mod error;
 pub mod keys;
 pub mod leaks;

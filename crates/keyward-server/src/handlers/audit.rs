@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use keyward_core::AdminScope;
-use keyward_store::{AuditEntry, AuditFilter};
+use keyward_service::audit_log::AuditListing;
+use keyward_store::AuditEntry;
 
 use super::{next_cursor, page, Json, Query};
 use crate::auth::Caller;
@@ -33,25 +34,20 @@ pub async fn list_audit(
 ) -> Result<Json<AuditList>, ApiError> {
     caller.require(AdminScope::AuditRead)?;
     let page = page(query.cursor, query.limit)?;
-    let filter = AuditFilter {
+    let listing = AuditListing {
         target: query.target,
         action: query.action,
-        api_ids_within: caller.token.api_ids.clone(),
-        environments_within: caller.token.environments.clone(),
     };
-    let entries = state.store.list_audit(&filter, &page).await?;
+    let entries = state.service.list_audit(&caller, listing, &page).await?;
     let next = next_cursor(entries.iter().map(AuditEntry::id), entries.len(), &page);
     let events = entries
         .into_iter()
         .map(|entry| match entry {
             AuditEntry::Event(event) => AuditEntryView::Event(AuditView::from(event)),
-            AuditEntry::Unreadable { id, detail } => {
-                tracing::error!(event = %id, error = %detail, "an audit row cannot be read back");
-                AuditEntryView::Unreadable(UnreadableAuditView {
-                    id,
-                    error: "unreadable",
-                })
-            }
+            AuditEntry::Unreadable { id, .. } => AuditEntryView::Unreadable(UnreadableAuditView {
+                id,
+                error: "unreadable",
+            }),
         })
         .collect();
     Ok(Json(AuditList {
