@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 
 /// Why a request path cannot be normalised safely.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BadPath {
+pub enum BadPath {
     /// A `%` not followed by two hex digits.
     InvalidEscape,
     /// `%2F`, `%5C` or a literal `\`: a segment boundary that one server
@@ -41,7 +41,7 @@ pub(crate) enum BadPath {
 }
 
 impl BadPath {
-    pub(crate) fn message(self) -> &'static str {
+    pub fn message(self) -> &'static str {
         match self {
             BadPath::InvalidEscape => "the path has a % not followed by two hex digits",
             BadPath::EncodedSeparator => "the path has an encoded / or \\, or a literal \\",
@@ -57,7 +57,7 @@ impl BadPath {
 
 /// Writes the normalised form of `path` (which starts with `/` and holds no
 /// query) to `out`, which is cleared first.
-pub(crate) fn normalize(path: &str, out: &mut String) -> Result<(), BadPath> {
+pub fn normalize(path: &str, out: &mut String) -> Result<(), BadPath> {
     out.clear();
     let mut segments = path.strip_prefix('/').unwrap_or(path).split('/').peekable();
     while let Some(segment) = segments.next() {

@@ -1,32 +1,41 @@
-//! HTTP/1.1 framing for the gateway's relay: message heads parsed with
-//! `httparse`, headers filtered and rewritten straight into the outgoing
-//! head, and bodies relayed by their framing.
+//! What Keyward's gateway reads and writes of HTTP/1.1 message heads:
+//! request heads parsed with `httparse`, their paths normalised ([`path`]),
+//! their headers filtered and rewritten straight into the head sent
+//! upstream, and upstream response heads read the same way. Bodies are
+//! relayed by `keyward_net::body`, by the [`Framing`] found here.
 //!
 //! Framing is strict, because a proxy and its upstream must agree on where
 //! each message ends (request smuggling, RFC 9112 §11.2): a request with
 //! both `Transfer-Encoding` and `Content-Length`, with a transfer coding
 //! other than `chunked`, or with several different lengths is refused, and
 //! chunk-size lines must end in CRLF. A request body is always sent upstream
-//! either with its exact `Content-Length` or re-chunked by this module, never
-//! as the client framed it.
+//! either with its exact `Content-Length` or re-chunked, never as the client
+//! framed it.
+//!
+//! Invariant: no I/O, and nothing here depends on the rest of the gateway,
+//! so the parsers can be fuzzed against hyper cheaply (`keyward-fuzz`).
+
+#![forbid(unsafe_code)]
+
+pub mod path;
 
 use std::mem::MaybeUninit;
 
 use hyper::Method;
-pub(super) use keyward_net::body::{relay_body, Bounds, Framing, RelayError};
+pub use keyward_net::body::Framing;
 use keyward_net::write::{push_decimal, push_header};
+use serde::Deserialize;
 
-use super::forwarded::ForwardedHeader;
-use super::path::BadPath;
+use path::BadPath;
 
 /// Most headers a message head may have.
 const MAX_HEADERS: usize = 100;
 /// Largest message head, request or response.
-pub(super) const MAX_HEAD: usize = 64 * 1024;
+pub const MAX_HEAD: usize = 64 * 1024;
 
 /// Why a request head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum BadRequest {
+pub enum BadRequest {
     /// Not HTTP/1.x, or an invalid head.
     Malformed,
     /// More than [`MAX_HEADERS`] headers.
@@ -43,7 +52,7 @@ pub(super) enum BadRequest {
 
 /// How request heads are read and rewritten for the upstream.
 #[derive(Debug, Clone)]
-pub(super) struct HeadConfig {
+pub struct HeadConfig {
     /// Prefixed to every path sent upstream.
     pub base_path: String,
     /// Sent as `Host`.
@@ -55,10 +64,24 @@ pub(super) struct HeadConfig {
     pub forwarded_header: ForwardedHeader,
 }
 
+/// The header trusted proxies write the client's address to. Only one is
+/// read: a proxy that writes one passes the other on as the client sent it,
+/// and its rightmost entry is then the client's own choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`, as nginx and most load
+    /// balancers write it.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for="[2001:db8::1]:4711"` (RFC 7239).
+    Forwarded,
+}
+
 /// What the relay needs to know of a client's request; its head, rewritten
 /// for the upstream, is in the `out` buffer given to [`parse_request`].
 #[derive(Debug)]
-pub(super) struct RequestHead {
+pub struct RequestHead {
     pub method: Method,
     /// Length of the head in the client's buffer.
     pub len: usize,
@@ -159,12 +182,12 @@ fn content_length(value: &[u8]) -> Option<u64> {
 /// Parses the request head at the start of `data`. `Ok(None)` when more
 /// bytes are needed. On success the key presented (from `Authorization:
 /// Bearer` or `X-API-Key`) is in `key`, the request target — its path
-/// normalised ([`super::path`]), its query as sent — in `target`, the lines
+/// normalised ([`path`]), its query as sent — in `target`, the lines
 /// of the configured forwarding header joined by `, ` in `forwarded`, and
 /// the head for the upstream — request line with the base path and the
 /// normalised target, the headers to forward, `host` — in `out`, open for
 /// more headers.
-pub(super) fn parse_request(
+pub fn parse_request(
     data: &[u8],
     config: &HeadConfig,
     key: &mut String,
@@ -288,7 +311,7 @@ pub(super) fn parse_request(
         }
     }
     let (raw_path, query) = path.split_at(path.find('?').unwrap_or(path.len()));
-    super::path::normalize(raw_path, target).map_err(BadRequest::Path)?;
+    path::normalize(raw_path, target).map_err(BadRequest::Path)?;
     let path_end = target.len();
     target.push_str(query);
 
@@ -345,7 +368,7 @@ pub(super) fn parse_request(
 /// hop-by-hop headers removed, is in the `out` buffer given to
 /// [`parse_response`], open for more headers.
 #[derive(Debug)]
-pub(super) struct ResponseHead {
+pub struct ResponseHead {
     pub status: u16,
     pub len: usize,
     pub framing: Framing,
@@ -355,7 +378,7 @@ pub(super) struct ResponseHead {
 
 /// Why an upstream response head could not be used.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum BadResponse {
+pub enum BadResponse {
     #[error("the upstream answered with an invalid head: {0}")]
     Malformed(httparse::Error),
     #[error("the upstream answered with a head larger than {MAX_HEAD} bytes")]
@@ -383,7 +406,7 @@ fn is_response_hop_by_hop(name: &str) -> bool {
 
 /// Parses the response head at the start of `data`, for a request with
 /// `method`. `Ok(None)` when more bytes are needed.
-pub(super) fn parse_response(
+pub fn parse_response(
     data: &[u8],
     method: &Method,
     out: &mut Vec<u8>,
