@@ -208,7 +208,9 @@ pub fn parse_request(
         return Err(BadRequest::Malformed);
     };
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| BadRequest::Malformed)?;
-    if !path.starts_with('/') {
+    // CONNECT opens a tunnel (hyper reads nothing after it as a request),
+    // and its target is an authority, never a path.
+    if !path.starts_with('/') || method == Method::CONNECT {
         return Err(BadRequest::Target);
     }
     if path.contains('#') {
@@ -639,6 +641,12 @@ mod tests {
         }
         assert_eq!(
             request("GET http://evil/ HTTP/1.1\r\n\r\n").unwrap_err(),
+            BadRequest::Target
+        );
+        // Found by the `gateway_head` fuzz target: hyper takes what follows
+        // a CONNECT for a tunnel, the gateway read it as the next request.
+        assert_eq!(
+            request("CONNECT /x HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n\r\n").unwrap_err(),
             BadRequest::Target
         );
         assert!(request("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
