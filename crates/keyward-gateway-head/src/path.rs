@@ -38,6 +38,10 @@ pub enum BadPath {
     /// A segment ending in `.` or a space, which Windows servers strip
     /// (`/admin.`, `/admin%20`).
     TrailingDotOrSpace,
+    /// A raw `<`, `>` or `` ` `` in the path, or `"`, `<` or `>` in the
+    /// query: characters a URI cannot hold unescaped, which some servers
+    /// (hyper) refuse and others take.
+    Unescaped,
 }
 
 impl BadPath {
@@ -51,6 +55,7 @@ impl BadPath {
             BadPath::DoubleEncoded => "the path has a double-encoded escape (%25 and hex digits)",
             BadPath::Fragment => "the request target has a #",
             BadPath::TrailingDotOrSpace => "a path segment ends in a dot or a space",
+            BadPath::Unescaped => "the request target has a character that must be escaped",
         }
     }
 }
@@ -134,6 +139,7 @@ fn push_segment(segment: &str, out: &mut String) -> Result<(), BadPath> {
             b';' => return Err(BadPath::Parameters),
             b'#' => return Err(BadPath::Fragment),
             0..0x20 | 0x7f => return Err(BadPath::Control),
+            b'<' | b'>' | b'`' => return Err(BadPath::Unescaped),
             0x80.. => {
                 // A raw character: valid UTF-8 by itself, since `segment` is
                 // a `str`; sent on encoded.
