@@ -171,6 +171,23 @@ fn named_by_connection(connection: &[&[u8]], header: &str) -> bool {
     connection.iter().any(|value| lists(value, header))
 }
 
+/// Whether a message with these `Connection` values leaves the connection
+/// open: `close` anywhere wins (as in hyper, however the options are
+/// spread over lines), and HTTP/1.0 needs `keep-alive`.
+fn keeps_alive(http10: bool, connection: &[&[u8]]) -> bool {
+    !named_by_connection(connection, "close")
+        && (!http10 || named_by_connection(connection, "keep-alive"))
+}
+
+/// Whether a `Connection` value can be read as options: visible ASCII,
+/// spaces and tabs only. hyper ignores a value with other bytes whole, so
+/// a `close` in it would close here and not there.
+fn is_options(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|b| *b == b'\t' || (b' '..0x7f).contains(b))
+}
+
 /// A `Content-Length` value: digits only.
 fn content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
@@ -240,7 +257,7 @@ pub fn parse_request(
         };
         match *kind {
             Special::Connection => {
-                if connections == connection.len() {
+                if connections == connection.len() || !is_options(value) {
                     return Err(BadRequest::Malformed);
                 }
                 connection[connections] = value;
@@ -298,11 +315,7 @@ pub fn parse_request(
         (false, Some(n)) if n > 0 => Framing::Length(n),
         _ => Framing::Empty,
     };
-    let keep_alive = if http10 {
-        named_by_connection(connection, "keep-alive")
-    } else {
-        !named_by_connection(connection, "close")
-    };
+    let keep_alive = keeps_alive(http10, connection);
 
     key.clear();
     let presented = bearer.or(api_key);
@@ -483,12 +496,7 @@ pub fn parse_response(
             None => Framing::UntilClose,
         }
     };
-    let reusable = framing != Framing::UntilClose
-        && if version == 0 {
-            named_by_connection(connection, "keep-alive")
-        } else {
-            !named_by_connection(connection, "close")
-        };
+    let reusable = framing != Framing::UntilClose && keeps_alive(version == 0, connection);
 
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -670,6 +678,25 @@ mod tests {
             BadRequest::Target
         );
         assert!(request("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
+    }
+
+    /// Found by the `gateway_head` fuzz target: hyper closes after these
+    /// (or, for a value that is not text, keeps alive), the gateway read
+    /// the next request (or closed).
+    #[test]
+    fn connection_options_are_read_as_hyper_reads_them() {
+        for text in [
+            "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+            "GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+            "GET / HTTP/1.1\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+        ] {
+            let (head, _, _) = request(text).unwrap().unwrap();
+            assert!(!head.keep_alive, "{text:?}");
+        }
+        assert_eq!(
+            request("GET / HTTP/1.1\r\nConnection: close, \u{e9}\r\n\r\n").unwrap_err(),
+            BadRequest::Malformed
+        );
     }
 
     #[test]
