@@ -20,7 +20,7 @@ use std::ops::Range;
 const MAX_HEADERS: usize = 64;
 
 /// A route answered by hand.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route<'a> {
     pub method: &'a str,
     /// The whole request target: a request with a query is not plain.
@@ -38,7 +38,7 @@ pub enum Body {
 }
 
 /// What [`classify`] looks for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules<'a, const N: usize> {
     pub routes: &'a [Route<'a>],
     /// Headers whose first value is wanted, by name (any case); not one of

@@ -505,4 +505,9 @@ mod tests {
         let long = format!("GET /health HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD));
         assert!(theirs(&long), "a head too long to finish goes to hyper");
     }
+
+    #[test]
+    fn the_table_fuzzed_against_hyper_is_this_one() {
+        assert_eq!(RULES, keyward_fuzz::front::RULES);
+    }
 }
