@@ -7,9 +7,9 @@
 //! (`Content-Length` n, chunked or none), the same body, and then the next
 //! request exactly when the gateway keeps the connection open — so the two
 //! agree on where the request ends. The head written for the upstream
-//! parses, with `httparse` and with hyper, to the same method, the path
-//! the gateway chose, and the same framing, and carries no header the
-//! gateway must not forward.
+//! parses, with `httparse` and with hyper (with the headers the relay adds
+//! after it), to the same method, the path the gateway chose, and the same
+//! framing, and carries no header the gateway must not forward.
 
 use keyward_gateway_head::{parse_request, ForwardedHeader, Framing, HeadConfig, RequestHead};
 
@@ -69,9 +69,14 @@ pub fn check_request(data: &[u8], config: &HeadConfig) {
     };
     let head_bytes = &data[..head.len];
     client_side(head_bytes, &head);
-    out.extend_from_slice(b"\r\n");
     upstream_side(&out, &head, &format!("{}{target}", config.base_path));
 }
+
+/// What the relay writes after the head `parse_request` rewrites
+/// ([`keyward_gateway_head::ADDED_HEADERS`] of them), and the end of the
+/// head.
+const ADDED: &[u8] = b"x-keyward-key-id: k\r\nx-keyward-owner: o\r\nx-keyward-scopes: s\r\n\
+    x-forwarded-for: 192.0.2.1\r\nforwarded: for=192.0.2.1\r\n\r\n";
 
 /// The body to send after a head of `framing`, what hyper must read of it,
 /// and whether it is sent whole.
@@ -173,7 +178,8 @@ const NOT_FORWARDED: &[&str] = &[
     "forwarded",
 ];
 
-fn upstream_side(upstream: &[u8], head: &RequestHead, path: &str) {
+fn upstream_side(rewritten: &[u8], head: &RequestHead, path: &str) {
+    let upstream = &[rewritten, b"\r\n"].concat();
     let text = || String::from_utf8_lossy(upstream).into_owned();
     let mut headers = [httparse::EMPTY_HEADER; 256];
     let mut request = httparse::Request::new(&mut headers);
@@ -210,7 +216,8 @@ fn upstream_side(upstream: &[u8], head: &RequestHead, path: &str) {
     };
     assert!(framing_ok, "framing {:?}: {:?}", head.framing, text());
 
-    let (message, read, expected, whole) = read_with_body(upstream, head.framing);
+    let sent = [rewritten, ADDED].concat();
+    let (message, read, expected, whole) = read_with_body(&sent, head.framing);
     let context = || format!("{:?}\nhyper: {read:?}", String::from_utf8_lossy(&message));
     assert!(
         !read.requests.is_empty(),

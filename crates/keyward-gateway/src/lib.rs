@@ -731,7 +731,10 @@ async fn verify(
 
 /// `X-Keyward-*` for the upstream, always all three: a value that is not
 /// plain ASCII is percent-encoded ([`push_encoded`]) rather than left out,
-/// so an upstream never takes a missing owner for an absent one.
+/// so an upstream never takes a missing owner for an absent one. With the
+/// two forwarding headers they are the
+/// [`keyward_gateway_head::ADDED_HEADERS`] that the head parser leaves
+/// room for.
 fn identity_headers(out: &mut Vec<u8>, verification: &Verification) {
     let Some(key) = &verification.key else {
         return;
