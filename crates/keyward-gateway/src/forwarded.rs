@@ -12,21 +12,7 @@ use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use keyward_core::limits::Cidr;
-use serde::Deserialize;
-
-/// The header trusted proxies write the client's address to. Only one is
-/// read: a proxy that writes one passes the other on as the client sent it,
-/// and its rightmost entry is then the client's own choice.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ForwardedHeader {
-    /// `X-Forwarded-For: client, proxy1, proxy2`, as nginx and most load
-    /// balancers write it.
-    #[default]
-    XForwardedFor,
-    /// `Forwarded: for=client, for="[2001:db8::1]:4711"` (RFC 7239).
-    Forwarded,
-}
+pub use keyward_gateway_head::ForwardedHeader;
 
 /// The address a request comes from, and how many entries (from the right)
 /// of the forwarding chain lead to it through trusted proxies.

@@ -1,7 +1,7 @@
 //! `keyward gateway`: a reverse proxy in front of the provider's API.
 //!
 //! For every request it takes the key from `Authorization: Bearer` or
-//! `X-API-Key`, normalises the path ([`path`]), finds the first route whose
+//! `X-API-Key`, normalises the path ([`keyward_gateway_head::path`]), finds the first route whose
 //! method and path (whole segments) match, verifies the key in process with
 //! the route's scopes (the same [`Verifier`] as the verify endpoint: cache,
 //! limits, credits, usage), and either answers the refusal itself or
@@ -13,14 +13,14 @@
 //! trusted proxy ([`forwarded`]). Upstream answers pass through unchanged
 //! but for hop-by-hop headers, with `X-RateLimit-*` added.
 //!
-//! The relay is HTTP/1.1 written for this one job ([`http1`]): each client
+//! The relay is HTTP/1.1 written for this one job: each client
 //! connection is one task that reads a request head, verifies, writes the
 //! rewritten head and the body to its own upstream connection, and relays
 //! the answer back, with no per-request allocation, channel or other task.
 //! A general HTTP library costs several times that per request: measured on
 //! the benchmark machine, a hyper client and server in the same place
 //! reached two thirds of nginx's throughput. Heads are parsed by `httparse`
-//! and body framing is strict (see [`http1`]).
+//! and body framing is strict (see [`keyward_gateway_head`]).
 //!
 //! An HTTP/1 connection carries one request at a time, so each client
 //! connection is paired with its own upstream connection, opened on its
@@ -28,8 +28,6 @@
 //! lock shared between connections, on the way to the upstream.
 
 mod forwarded;
-pub(crate) mod http1;
-mod path;
 
 pub use forwarded::ForwardedHeader;
 
@@ -48,9 +46,11 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
-use http1::{
-    BadRequest, BadResponse, Bounds, Framing, HeadConfig, RelayError, RequestHead, ResponseHead,
+use keyward_gateway_head::{
+    parse_request, parse_response, path, BadRequest, BadResponse, Framing, HeadConfig, RequestHead,
+    ResponseHead, MAX_HEAD,
 };
+use keyward_net::body::{relay_body, Bounds, RelayError};
 use keyward_net::workers::{Open, Scheduling, Workers};
 use keyward_net::write::push_decimal;
 use keyward_net::Inbound;
@@ -447,7 +447,7 @@ async fn connection<C: Stream>(
     let mut head_begun = false;
     loop {
         let head = loop {
-            let parsed = http1::parse_request(
+            let parsed = parse_request(
                 client.data(),
                 &gateway.head,
                 &mut scratch.key,
@@ -457,7 +457,7 @@ async fn connection<C: Stream>(
             );
             match parsed {
                 Ok(Some(head)) => break head,
-                Ok(None) if client.data().len() >= http1::MAX_HEAD => {
+                Ok(None) if client.data().len() >= MAX_HEAD => {
                     let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
                     let message = "the request head is too large";
                     bad_request(
@@ -761,7 +761,10 @@ async fn verify(
 
 /// `X-Keyward-*` for the upstream, always all three: a value that is not
 /// plain ASCII is percent-encoded ([`push_encoded`]) rather than left out,
-/// so an upstream never takes a missing owner for an absent one.
+/// so an upstream never takes a missing owner for an absent one. With the
+/// two forwarding headers they are the
+/// [`keyward_gateway_head::ADDED_HEADERS`] that the head parser leaves
+/// room for.
 fn identity_headers(out: &mut Vec<u8>, verification: &Verification) {
     let Some(key) = &verification.key else {
         return;
@@ -890,7 +893,7 @@ async fn response_head<C: Stream>(
     out: &mut Vec<u8>,
 ) -> Result<ResponseHead, BadResponse> {
     loop {
-        match http1::parse_response(upstream.data(), &head.method, out)? {
+        match parse_response(upstream.data(), &head.method, out)? {
             Some(response) if (100..200).contains(&response.status) => {
                 upstream.consume(response.len);
                 // The gateway answered any `Expect: 100-continue` itself.
@@ -969,7 +972,7 @@ async fn forward<C: Stream>(
             }
         } else {
             let mut out = std::mem::take(&mut scratch.out);
-            let sent = http1::relay_body(
+            let sent = relay_body(
                 client,
                 &mut up.stream,
                 head.framing,
@@ -1084,7 +1087,7 @@ async fn forward<C: Stream>(
         write: Some(gateway.limits.idle),
         ..Bounds::default()
     };
-    let relayed = http1::relay_body(
+    let relayed = relay_body(
         &mut up,
         &mut client.stream,
         response.framing,

@@ -2,8 +2,11 @@
 //!
 //! Framing is strict, because a proxy and its upstream must agree on where
 //! each message ends (request smuggling, RFC 9112 §11.2): chunk-size lines
-//! must end in CRLF, and a chunked body is re-chunked with extensions and
-//! trailers dropped, never passed on as the sender framed it.
+//! must end in CRLF, trailer fields must be valid field lines, and a
+//! chunked body is re-chunked with extensions and trailers dropped, never
+//! passed on as the sender framed it. Where hyper limits a chunked body
+//! (extension bytes, trailer fields), the relay's limits are no looser, so
+//! what it relays hyper would read as the same body.
 
 use std::time::Duration;
 
@@ -12,9 +15,14 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use crate::limits::Pace;
 use crate::Inbound;
 
-/// Longest chunk-size line, and most bytes of trailer fields.
+/// Longest chunk-size line, and most bytes of trailer fields (with the
+/// empty line after them).
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
+/// Most trailer fields, and most bytes of chunk extensions in one body:
+/// hyper's limits, so that a body relayed upstream is one hyper would read.
+const MAX_TRAILER_FIELDS: usize = 100;
+const MAX_EXTENSIONS: usize = 16 * 1024 - 1;
 /// Body bytes gathered before they are written on.
 const WRITE_SIZE: usize = 64 * 1024;
 
@@ -189,6 +197,16 @@ async fn line<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     }
 }
 
+/// Whether `line`, with its CRLF, is a valid header field line.
+fn is_field_line(line: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 1];
+    // A valid field line is a header section that lacks only its end.
+    matches!(
+        httparse::parse_headers(line, &mut headers),
+        Ok(httparse::Status::Partial)
+    )
+}
+
 /// The size of a chunk-size line (`1a;ext=1`): hex digits, then optional
 /// extensions, which are dropped.
 fn chunk_size(line: &[u8]) -> Option<u64> {
@@ -215,10 +233,19 @@ async fn relay_chunked<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     bounds: &mut Bounds,
 ) -> Result<(), RelayError> {
     let mut total: u64 = 0;
+    let mut extensions = 0;
     loop {
         let len = line(source, sink, out, MAX_CHUNK_LINE, bounds).await?;
-        let size = chunk_size(&source.data()[..len])
+        let size_line = &source.data()[..len];
+        let size = chunk_size(size_line)
             .ok_or_else(|| RelayError::Read(invalid("an invalid chunk size")))?;
+        extensions += size_line
+            .iter()
+            .skip_while(|b| b.is_ascii_hexdigit())
+            .count();
+        if extensions > MAX_EXTENSIONS {
+            return Err(RelayError::Read(invalid("chunk extensions too large")));
+        }
         source.consume(len + 2);
         if size == 0 {
             break;
@@ -255,18 +282,25 @@ async fn relay_chunked<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             flush(sink, out, bounds).await?;
         }
     }
-    // Trailer fields, up to an empty line: dropped.
-    let mut trailers = 0;
+    // Trailer fields, up to an empty line: checked as hyper checks them,
+    // so a body relayed is one hyper would read, then dropped.
+    let mut trailers = 2;
+    let mut fields = 0;
     loop {
         let len = line(source, sink, out, MAX_CHUNK_LINE, bounds).await?;
-        source.consume(len + 2);
         if len == 0 {
+            source.consume(2);
             break;
         }
         trailers += len + 2;
-        if trailers > MAX_TRAILERS {
+        fields += 1;
+        if trailers > MAX_TRAILERS || fields > MAX_TRAILER_FIELDS {
             return Err(RelayError::Read(invalid("trailer fields too large")));
         }
+        if !is_field_line(&source.data()[..len + 2]) {
+            return Err(RelayError::Read(invalid("an invalid trailer field")));
+        }
+        source.consume(len + 2);
     }
     if !dechunk {
         out.extend_from_slice(b"0\r\n\r\n");
@@ -277,6 +311,64 @@ async fn relay_chunked<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn relay(body: &[u8]) -> Result<Vec<u8>, RelayError> {
+        let mut source = Inbound::new(body);
+        let mut sink = Vec::new();
+        let mut bounds = Bounds::default();
+        relay_body(
+            &mut source,
+            &mut sink,
+            Framing::Chunked,
+            &mut Vec::new(),
+            false,
+            &mut bounds,
+        )
+        .await?;
+        Ok(sink)
+    }
+
+    /// Found by the `chunked_relay` fuzz target: the relay dropped these
+    /// trailers and passed the body on, where hyper refuses the body.
+    #[tokio::test]
+    async fn trailer_fields_hyper_refuses_are_refused() {
+        for body in [
+            &b"0\r\na: b\rc\r\n\r\n"[..],
+            b"0\r\n a: b\r\n\r\n",
+            b"0\r\nbad line\r\n\r\n",
+            b"0\r\na:\x01\r\n\r\n",
+            b"0\r\n:x\r\n\r\n",
+        ] {
+            assert!(relay(body).await.is_err(), "{body:?}");
+        }
+        let sent = relay(b"1\r\nx\r\n0\r\nX-Checksum: 1\r\na:\r\n\r\n").await;
+        assert_eq!(sent.unwrap(), b"1\r\nx\r\n0\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_body_past_hypers_limits_is_refused() {
+        let mut fields = b"0\r\n".to_vec();
+        for _ in 0..MAX_TRAILER_FIELDS {
+            fields.extend_from_slice(b"a: b\r\n");
+        }
+        let mut more = fields.clone();
+        fields.extend_from_slice(b"\r\n");
+        assert!(relay(&fields).await.is_ok());
+        more.extend_from_slice(b"a: b\r\n\r\n");
+        assert!(relay(&more).await.is_err());
+
+        let extension = format!(";{}", "x".repeat(4000));
+        let chunks = |n: usize| {
+            let mut body = Vec::new();
+            for _ in 0..n {
+                body.extend_from_slice(format!("1{extension}\r\nx\r\n").as_bytes());
+            }
+            body.extend_from_slice(b"0\r\n\r\n");
+            body
+        };
+        assert!(relay(&chunks(4)).await.is_ok());
+        assert!(relay(&chunks(5)).await.is_err());
+    }
 
     #[test]
     fn chunk_sizes_are_strict() {

@@ -6,6 +6,7 @@
 //!   graceful stop.
 //! - [`Inbound`]: a stream and the bytes read from it but not yet used.
 //! - [`body`]: relaying a message body by its framing.
+//! - [`plain`]: recognising a request plain enough to answer by hand.
 //! - [`write`]: writing message heads by hand.
 //! - [`hand_over`]: serving the rest of a connection with hyper.
 //! - [`workers`]: one single-threaded runtime per core.
@@ -21,6 +22,7 @@ pub mod body;
 mod hyper_conn;
 mod inbound;
 pub mod limits;
+pub mod plain;
 pub mod workers;
 pub mod write;
 

@@ -5,10 +5,10 @@
 //! Verify is called once per request of every customer, and through hyper
 //! and axum it cost about twice `/health` in server CPU, almost all of it in
 //! the framework rather than in the verify (about a third of a microsecond).
-//! This front reads a request head with `httparse` and, when it is one of
-//! the two routes in its plainest form — HTTP/1.1, a `Content-Length` body
-//! within [`MAX_BODY_BYTES`], no `Transfer-Encoding`, `Expect` or `Upgrade`
-//! — answers it with the same handler code, errors and log line as the
+//! This front reads a request head with `httparse` ([`keyward_net::plain`])
+//! and, when it is one of the two routes in its plainest form — HTTP/1.1, a
+//! `Content-Length` body within [`MAX_BODY_BYTES`], no `Transfer-Encoding`,
+//! `Expect` or `Upgrade` — answers it with the same handler code, errors and log line as the
 //! router. Anything else, malformed or merely unusual, goes to hyper
 //! together with the bytes already read, and hyper serves that connection
 //! from then on: only well-formed requests of the two routes take the
@@ -27,6 +27,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::service::TowerToHyperService;
+use keyward_net::plain;
 use keyward_net::write::{finish_head, status_line};
 use keyward_net::{accept_until, push_back, stopped, Inbound, Stream};
 use tokio::io::AsyncWriteExt;
@@ -46,8 +47,6 @@ use keyward_verify::Observation;
 /// Largest head this front reads; a longer one goes to hyper, which
 /// refuses it.
 const MAX_HEAD: usize = 16 * 1024;
-/// Most headers this front parses; a request with more goes to hyper.
-const MAX_HEADERS: usize = 64;
 
 /// Serves the API on `listener` until `shutdown` completes, then lets the
 /// requests in flight finish; idle connections are closed.
@@ -149,72 +148,46 @@ enum Parsed {
     Partial,
 }
 
+/// The requests this front answers; [`ROUTE_OF`] names each route.
+const RULES: plain::Rules<'static, 2> = plain::Rules {
+    routes: &[
+        plain::Route {
+            method: "GET",
+            path: "/health",
+            body: plain::Body::None,
+        },
+        plain::Route {
+            method: "POST",
+            path: "/v1/keys/verify",
+            body: plain::Body::Length {
+                max: MAX_BODY_BYTES,
+            },
+        },
+    ],
+    capture: ["authorization", "x-vault-token"],
+    max_head: MAX_HEAD,
+};
+const ROUTE_OF: [Route; 2] = [Route::Health, Route::Verify];
+
 fn parse(data: &[u8]) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    let len = match request.parse(data) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if data.len() < MAX_HEAD => return Parsed::Partial,
-        _ => return Parsed::Theirs,
-    };
-    let route = match (request.method, request.path, request.version) {
-        (Some("POST"), Some("/v1/keys/verify"), Some(1)) => Route::Verify,
-        (Some("GET"), Some("/health"), Some(1)) => Route::Health,
-        _ => return Parsed::Theirs,
-    };
-    let offset = |value: &[u8]| {
-        let start = value.as_ptr() as usize - data.as_ptr() as usize;
-        start..start + value.len()
-    };
-    let mut head = Head {
-        route,
-        len,
-        body: 0,
-        close: false,
-        authorization: None,
-        vault_token: None,
-    };
-    let mut length: Option<usize> = None;
-    for header in request.headers.iter() {
-        let name = header.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            let value = header.value;
-            let n = std::str::from_utf8(value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<usize>().ok());
-            match (n, length) {
-                (Some(n), None) => length = Some(n),
-                (Some(n), Some(seen)) if n == seen => {}
-                _ => return Parsed::Theirs,
-            }
-        } else if name.eq_ignore_ascii_case("authorization") {
-            head.authorization
-                .get_or_insert_with(|| offset(header.value));
-        } else if name.eq_ignore_ascii_case("x-vault-token") {
-            head.vault_token.get_or_insert_with(|| offset(header.value));
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in header.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    head.close = true;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
-                    return Parsed::Theirs;
-                }
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("expect")
-            || name.eq_ignore_ascii_case("upgrade")
-        {
-            return Parsed::Theirs;
+    match plain::classify(data, &RULES) {
+        plain::Classified::Plain(head) => {
+            let Some(&route) = ROUTE_OF.get(head.route) else {
+                return Parsed::Theirs;
+            };
+            let [authorization, vault_token] = head.captured;
+            Parsed::Ours(Head {
+                route,
+                len: head.len,
+                body: head.body,
+                close: head.close,
+                authorization,
+                vault_token,
+            })
         }
+        plain::Classified::Other => Parsed::Theirs,
+        plain::Classified::Partial => Parsed::Partial,
     }
-    head.body = match (route, length) {
-        (Route::Verify, Some(n)) if n <= MAX_BODY_BYTES => n,
-        (Route::Health, None | Some(0)) => 0,
-        _ => return Parsed::Theirs,
-    };
-    Parsed::Ours(head)
 }
 
 impl Front {
@@ -546,5 +519,10 @@ mod tests {
         }
         let long = format!("GET /health HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD));
         assert!(theirs(&long), "a head too long to finish goes to hyper");
+    }
+
+    #[test]
+    fn the_table_fuzzed_against_hyper_is_this_one() {
+        assert_eq!(RULES, keyward_fuzz::front::RULES);
     }
 }

@@ -16,6 +16,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("keyward-proto", &["keyward-core"]),
     ("keyward-scan", &["keyward-core"]),
     ("keyward-net", &["keyward-os"]),
+    ("keyward-gateway-head", &["keyward-net"]),
+    ("keyward-fuzz", &["keyward-gateway-head", "keyward-net"]),
     ("keyward-verify", &["keyward-core", "keyward-store"]),
     (
         "keyward-service",
@@ -30,6 +32,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "keyward-gateway",
         &[
             "keyward-core",
+            "keyward-gateway-head",
             "keyward-net",
             "keyward-proto",
             "keyward-verify",

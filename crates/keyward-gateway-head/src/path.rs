@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 
 /// Why a request path cannot be normalised safely.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BadPath {
+pub enum BadPath {
     /// A `%` not followed by two hex digits.
     InvalidEscape,
     /// `%2F`, `%5C` or a literal `\`: a segment boundary that one server
@@ -38,10 +38,14 @@ pub(crate) enum BadPath {
     /// A segment ending in `.` or a space, which Windows servers strip
     /// (`/admin.`, `/admin%20`).
     TrailingDotOrSpace,
+    /// A raw `<`, `>` or `` ` `` in the path, or `"`, `<` or `>` in the
+    /// query: characters a URI cannot hold unescaped, which some servers
+    /// (hyper) refuse and others take.
+    Unescaped,
 }
 
 impl BadPath {
-    pub(crate) fn message(self) -> &'static str {
+    pub fn message(self) -> &'static str {
         match self {
             BadPath::InvalidEscape => "the path has a % not followed by two hex digits",
             BadPath::EncodedSeparator => "the path has an encoded / or \\, or a literal \\",
@@ -51,13 +55,14 @@ impl BadPath {
             BadPath::DoubleEncoded => "the path has a double-encoded escape (%25 and hex digits)",
             BadPath::Fragment => "the request target has a #",
             BadPath::TrailingDotOrSpace => "a path segment ends in a dot or a space",
+            BadPath::Unescaped => "the request target has a character that must be escaped",
         }
     }
 }
 
 /// Writes the normalised form of `path` (which starts with `/` and holds no
 /// query) to `out`, which is cleared first.
-pub(crate) fn normalize(path: &str, out: &mut String) -> Result<(), BadPath> {
+pub fn normalize(path: &str, out: &mut String) -> Result<(), BadPath> {
     out.clear();
     let mut segments = path.strip_prefix('/').unwrap_or(path).split('/').peekable();
     while let Some(segment) = segments.next() {
@@ -134,6 +139,7 @@ fn push_segment(segment: &str, out: &mut String) -> Result<(), BadPath> {
             b';' => return Err(BadPath::Parameters),
             b'#' => return Err(BadPath::Fragment),
             0..0x20 | 0x7f => return Err(BadPath::Control),
+            b'<' | b'>' | b'`' => return Err(BadPath::Unescaped),
             0x80.. => {
                 // A raw character: valid UTF-8 by itself, since `segment` is
                 // a `str`; sent on encoded.

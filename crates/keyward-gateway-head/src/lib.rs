@@ -1,35 +1,51 @@
-//! HTTP/1.1 framing for the gateway's relay: message heads parsed with
-//! `httparse`, headers filtered and rewritten straight into the outgoing
-//! head, and bodies relayed by their framing.
+//! What Keyward's gateway reads and writes of HTTP/1.1 message heads:
+//! request heads parsed with `httparse`, their paths normalised ([`path`]),
+//! their headers filtered and rewritten straight into the head sent
+//! upstream, and upstream response heads read the same way. Bodies are
+//! relayed by `keyward_net::body`, by the [`Framing`] found here.
 //!
 //! Framing is strict, because a proxy and its upstream must agree on where
 //! each message ends (request smuggling, RFC 9112 §11.2): a request with
 //! both `Transfer-Encoding` and `Content-Length`, with a transfer coding
 //! other than `chunked`, or with several different lengths is refused, and
 //! chunk-size lines must end in CRLF. A request body is always sent upstream
-//! either with its exact `Content-Length` or re-chunked by this module, never
-//! as the client framed it.
+//! either with its exact `Content-Length` or re-chunked, never as the client
+//! framed it.
+//!
+//! Invariant: no I/O, and nothing here depends on the rest of the gateway,
+//! so the parsers can be fuzzed against hyper cheaply (`keyward-fuzz`).
+
+#![forbid(unsafe_code)]
+
+pub mod path;
 
 use std::mem::MaybeUninit;
 
 use hyper::Method;
-pub(super) use keyward_net::body::{relay_body, Bounds, Framing, RelayError};
+pub use keyward_net::body::Framing;
 use keyward_net::write::{push_decimal, push_header};
+use serde::Deserialize;
 
-use super::forwarded::ForwardedHeader;
-use super::path::BadPath;
+use path::BadPath;
 
 /// Most headers a message head may have.
 const MAX_HEADERS: usize = 100;
+/// Most headers the head sent upstream may have: hyper's limit, and so
+/// that of many upstreams.
+const MAX_UPSTREAM_HEADERS: usize = 100;
+/// Headers the relay writes after the head [`parse_request`] rewrites: the
+/// three identity headers and the two forwarding headers.
+pub const ADDED_HEADERS: usize = 5;
 /// Largest message head, request or response.
-pub(super) const MAX_HEAD: usize = 64 * 1024;
+pub const MAX_HEAD: usize = 64 * 1024;
 
 /// Why a request head was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum BadRequest {
+pub enum BadRequest {
     /// Not HTTP/1.x, or an invalid head.
     Malformed,
-    /// More than [`MAX_HEADERS`] headers.
+    /// More than [`MAX_HEADERS`] headers, or more forwarded than the head
+    /// sent upstream can carry beside the gateway's own.
     TooManyHeaders,
     /// Conflicting or unsupported body framing.
     Framing,
@@ -43,7 +59,7 @@ pub(super) enum BadRequest {
 
 /// How request heads are read and rewritten for the upstream.
 #[derive(Debug, Clone)]
-pub(super) struct HeadConfig {
+pub struct HeadConfig {
     /// Prefixed to every path sent upstream.
     pub base_path: String,
     /// Sent as `Host`.
@@ -55,10 +71,24 @@ pub(super) struct HeadConfig {
     pub forwarded_header: ForwardedHeader,
 }
 
+/// The header trusted proxies write the client's address to. Only one is
+/// read: a proxy that writes one passes the other on as the client sent it,
+/// and its rightmost entry is then the client's own choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`, as nginx and most load
+    /// balancers write it.
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for="[2001:db8::1]:4711"` (RFC 7239).
+    Forwarded,
+}
+
 /// What the relay needs to know of a client's request; its head, rewritten
 /// for the upstream, is in the `out` buffer given to [`parse_request`].
 #[derive(Debug)]
-pub(super) struct RequestHead {
+pub struct RequestHead {
     pub method: Method,
     /// Length of the head in the client's buffer.
     pub len: usize,
@@ -148,6 +178,23 @@ fn named_by_connection(connection: &[&[u8]], header: &str) -> bool {
     connection.iter().any(|value| lists(value, header))
 }
 
+/// Whether a message with these `Connection` values leaves the connection
+/// open: `close` anywhere wins (as in hyper, however the options are
+/// spread over lines), and HTTP/1.0 needs `keep-alive`.
+fn keeps_alive(http10: bool, connection: &[&[u8]]) -> bool {
+    !named_by_connection(connection, "close")
+        && (!http10 || named_by_connection(connection, "keep-alive"))
+}
+
+/// Whether a `Connection` value can be read as options: visible ASCII,
+/// spaces and tabs only. hyper ignores a value with other bytes whole, so
+/// a `close` in it would close here and not there.
+fn is_options(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|b| *b == b'\t' || (b' '..0x7f).contains(b))
+}
+
 /// A `Content-Length` value: digits only.
 fn content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
@@ -159,12 +206,12 @@ fn content_length(value: &[u8]) -> Option<u64> {
 /// Parses the request head at the start of `data`. `Ok(None)` when more
 /// bytes are needed. On success the key presented (from `Authorization:
 /// Bearer` or `X-API-Key`) is in `key`, the request target — its path
-/// normalised ([`super::path`]), its query as sent — in `target`, the lines
+/// normalised ([`path`]), its query as sent — in `target`, the lines
 /// of the configured forwarding header joined by `, ` in `forwarded`, and
 /// the head for the upstream — request line with the base path and the
 /// normalised target, the headers to forward, `host` — in `out`, open for
 /// more headers.
-pub(super) fn parse_request(
+pub fn parse_request(
     data: &[u8],
     config: &HeadConfig,
     key: &mut String,
@@ -185,7 +232,9 @@ pub(super) fn parse_request(
         return Err(BadRequest::Malformed);
     };
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| BadRequest::Malformed)?;
-    if !path.starts_with('/') {
+    // CONNECT opens a tunnel (hyper reads nothing after it as a request),
+    // and its target is an authority, never a path.
+    if !path.starts_with('/') || method == Method::CONNECT {
         return Err(BadRequest::Target);
     }
     if path.contains('#') {
@@ -215,7 +264,7 @@ pub(super) fn parse_request(
         };
         match *kind {
             Special::Connection => {
-                if connections == connection.len() {
+                if connections == connection.len() || !is_options(value) {
                     return Err(BadRequest::Malformed);
                 }
                 connection[connections] = value;
@@ -273,11 +322,7 @@ pub(super) fn parse_request(
         (false, Some(n)) if n > 0 => Framing::Length(n),
         _ => Framing::Empty,
     };
-    let keep_alive = if http10 {
-        named_by_connection(connection, "keep-alive")
-    } else {
-        !named_by_connection(connection, "close")
-    };
+    let keep_alive = keeps_alive(http10, connection);
 
     key.clear();
     let presented = bearer.or(api_key);
@@ -288,7 +333,10 @@ pub(super) fn parse_request(
         }
     }
     let (raw_path, query) = path.split_at(path.find('?').unwrap_or(path.len()));
-    super::path::normalize(raw_path, target).map_err(BadRequest::Path)?;
+    path::normalize(raw_path, target).map_err(BadRequest::Path)?;
+    if query.bytes().any(|b| matches!(b, b'"' | b'<' | b'>')) {
+        return Err(BadRequest::Path(BadPath::Unescaped));
+    }
     let path_end = target.len();
     target.push_str(query);
 
@@ -300,6 +348,8 @@ pub(super) fn parse_request(
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(config.host.as_bytes());
     out.extend_from_slice(b"\r\n");
+    // `host`, the framing header and the relay's own come on top.
+    let mut written = 2 + ADDED_HEADERS;
     for (header, kind) in request.headers.iter().zip(kinds) {
         let forward = match kind {
             Special::Plain => {
@@ -316,6 +366,10 @@ pub(super) fn parse_request(
             }
         };
         if forward {
+            written += 1;
+            if written > MAX_UPSTREAM_HEADERS {
+                return Err(BadRequest::TooManyHeaders);
+            }
             push_header(out, header.name.as_bytes(), header.value);
         }
     }
@@ -345,7 +399,7 @@ pub(super) fn parse_request(
 /// hop-by-hop headers removed, is in the `out` buffer given to
 /// [`parse_response`], open for more headers.
 #[derive(Debug)]
-pub(super) struct ResponseHead {
+pub struct ResponseHead {
     pub status: u16,
     pub len: usize,
     pub framing: Framing,
@@ -355,7 +409,7 @@ pub(super) struct ResponseHead {
 
 /// Why an upstream response head could not be used.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum BadResponse {
+pub enum BadResponse {
     #[error("the upstream answered with an invalid head: {0}")]
     Malformed(httparse::Error),
     #[error("the upstream answered with a head larger than {MAX_HEAD} bytes")]
@@ -383,7 +437,7 @@ fn is_response_hop_by_hop(name: &str) -> bool {
 
 /// Parses the response head at the start of `data`, for a request with
 /// `method`. `Ok(None)` when more bytes are needed.
-pub(super) fn parse_response(
+pub fn parse_response(
     data: &[u8],
     method: &Method,
     out: &mut Vec<u8>,
@@ -455,12 +509,7 @@ pub(super) fn parse_response(
             None => Framing::UntilClose,
         }
     };
-    let reusable = framing != Framing::UntilClose
-        && if version == 0 {
-            named_by_connection(connection, "keep-alive")
-        } else {
-            !named_by_connection(connection, "close")
-        };
+    let reusable = framing != Framing::UntilClose && keeps_alive(version == 0, connection);
 
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -568,6 +617,23 @@ mod tests {
             request("GET /v1/prices#/../admin HTTP/1.1\r\n\r\n").unwrap_err(),
             BadRequest::Path(BadPath::Fragment)
         );
+        // Found by the `gateway_head` fuzz target: hyper refuses these
+        // targets, so the gateway must not read them as requests.
+        for target in ["/a<b", "/a>", "/`", "/a?q=\"x\"", "/a?<", "/a?>"] {
+            let text = format!("GET {target} HTTP/1.1\r\n\r\n");
+            assert_eq!(
+                request(&text).unwrap_err(),
+                BadRequest::Path(BadPath::Unescaped),
+                "{target}"
+            );
+        }
+        let (_, _, out) = request("GET /a\"{}|^[]?q={}|`^ HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(
+            out.starts_with("GET /base/a\"{}|^[]?q={}|`^ HTTP/1.1\r\n"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -618,7 +684,52 @@ mod tests {
             request("GET http://evil/ HTTP/1.1\r\n\r\n").unwrap_err(),
             BadRequest::Target
         );
+        // Found by the `gateway_head` fuzz target: hyper takes what follows
+        // a CONNECT for a tunnel, the gateway read it as the next request.
+        assert_eq!(
+            request("CONNECT /x HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n\r\n").unwrap_err(),
+            BadRequest::Target
+        );
         assert!(request("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
+    }
+
+    /// Found by the `gateway_head` fuzz target: 100 headers forwarded with
+    /// the gateway's own were more than hyper takes upstream (431).
+    #[test]
+    fn a_head_forwarded_stays_within_the_upstreams_header_limit() {
+        let head = |n: usize| {
+            let mut text = "GET / HTTP/1.1\r\nAuthorization: Bearer k\r\n".to_owned();
+            for i in 0..n {
+                text.push_str(&format!("X-{i}: v\r\n"));
+            }
+            text + "Content-Length: 1\r\n\r\n"
+        };
+        let most = MAX_UPSTREAM_HEADERS - 2 - ADDED_HEADERS;
+        let (_, _, out) = request(&head(most)).unwrap().unwrap();
+        assert_eq!(out.matches("\r\n").count(), 1 + most + 2);
+        assert_eq!(
+            request(&head(most + 1)).unwrap_err(),
+            BadRequest::TooManyHeaders
+        );
+    }
+
+    /// Found by the `gateway_head` fuzz target: hyper closes after these
+    /// (or, for a value that is not text, keeps alive), the gateway read
+    /// the next request (or closed).
+    #[test]
+    fn connection_options_are_read_as_hyper_reads_them() {
+        for text in [
+            "GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+            "GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+            "GET / HTTP/1.1\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+        ] {
+            let (head, _, _) = request(text).unwrap().unwrap();
+            assert!(!head.keep_alive, "{text:?}");
+        }
+        assert_eq!(
+            request("GET / HTTP/1.1\r\nConnection: close, \u{e9}\r\n\r\n").unwrap_err(),
+            BadRequest::Malformed
+        );
     }
 
     #[test]
