@@ -7,14 +7,15 @@
 //! without API or environment limits: `sys:write` on a token limited to
 //! `test` does not seal `live` too, nor receive the shares of a fresh seal.
 
-use keyward_core::AuditAction;
 use std::sync::Arc;
 
 use axum::extract::State;
 use keyward_core::AdminScope;
 use serde_json::json;
 
-use super::{audit_event, now, Json};
+use keyward_service::sys::rewrap_details;
+
+use super::Json;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
@@ -26,18 +27,7 @@ use keyward_proto::{
 #[utoipa::path(get, path = "/v1/sys/seal-status", tag = "sys",
     responses((status = 200, body = SealStatusView)))]
 pub async fn seal_status(State(state): State<Arc<AppState>>) -> Json<SealStatusView> {
-    Json(status_view(state.barrier.status()))
-}
-
-/// Refuses a token limited to some APIs or environments: what follows acts
-/// on the whole node.
-fn require_node_wide(caller: &Caller) -> Result<(), ApiError> {
-    if caller.is_restricted() {
-        return Err(ApiError::Forbidden(
-            "this acts on the whole node: it needs a token without API or environment limits",
-        ));
-    }
-    Ok(())
+    Json(status_view(state.service.seal_status()))
 }
 
 /// Initialises a `shamir` seal and returns its shares, once.
@@ -50,18 +40,9 @@ pub async fn init(
     caller: Caller,
     Json(body): Json<SealInit>,
 ) -> Result<Json<SealInitResult>, ApiError> {
-    caller.require(AdminScope::SysWrite)?;
-    require_node_wide(&caller)?;
-    check_split(body.secret_shares, body.secret_threshold)?;
-    let set = state
-        .barrier
-        .init(body.secret_shares, body.secret_threshold, &caller)
-        .await?;
-    Ok(Json(shown_once(
-        &set,
-        body.secret_shares,
-        body.secret_threshold,
-    )))
+    let (shares, threshold) = (body.secret_shares, body.secret_threshold);
+    let set = state.service.init_seal(&caller, shares, threshold).await?;
+    Ok(Json(shown_once(&set, shares, threshold)))
 }
 
 /// Gives one unseal share (or resets the progress).
@@ -73,30 +54,12 @@ pub async fn unseal(
     Json(body): Json<UnsealRequest>,
 ) -> Result<Json<SealStatusView>, ApiError> {
     if body.reset {
-        state.barrier.reset_unseal();
-        return Ok(Json(status_view(state.barrier.status())));
+        return Ok(Json(status_view(state.service.reset_unseal())));
     }
     let Some(key) = body.key else {
         return Err(ApiError::InvalidRequest("give `key` or `reset`".into()));
     };
-    let status = match state.barrier.unseal(&key).await {
-        Ok(status) => status,
-        Err(e) => {
-            tracing::warn!(error = %e, "an unseal share was refused");
-            return Err(e.into());
-        }
-    };
-    if !status.sealed {
-        let event = audit_event(
-            None,
-            AuditAction::SealUnseal,
-            "seal",
-            json!({ "seal": status.kind.as_str() }),
-            now(),
-        )?;
-        state.store.append_audit(&[event]).await?;
-        tracing::info!("unsealed");
-    }
+    let status = state.service.unseal(&key).await?;
     Ok(Json(status_view(status)))
 }
 
@@ -108,19 +71,8 @@ pub async fn seal(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Json<SealStatusView>, ApiError> {
-    caller.require(AdminScope::SysWrite)?;
-    require_node_wide(&caller)?;
-    let event = audit_event(
-        Some(&caller),
-        AuditAction::SealSeal,
-        "seal",
-        json!({}),
-        now(),
-    )?;
-    state.store.append_audit(&[event]).await?;
-    state.barrier.seal().await?;
-    tracing::warn!("sealed by an operator");
-    Ok(Json(status_view(state.barrier.status())))
+    let status = state.service.seal(&caller).await?;
+    Ok(Json(status_view(status)))
 }
 
 /// Adds a keyring version; new data is encrypted under it.
@@ -132,50 +84,10 @@ pub async fn rotate(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Json<KeyringRotated>, ApiError> {
-    caller.require(AdminScope::SysWrite)?;
-    require_node_wide(&caller)?;
-    let event = audit_event(
-        Some(&caller),
-        AuditAction::KeyringRotate,
-        "keyring",
-        json!({}),
-        now(),
-    )?;
-    let version = state.barrier.rotate(&event).await?;
-    // Stored data keys move to the new version in the background; the
-    // old versions keep opening them meanwhile.
-    let barrier = Arc::clone(&state.barrier);
-    let store = Arc::clone(&state.store);
-    tokio::spawn(async move {
-        match barrier.rewrap().await {
-            Ok(report) => {
-                tracing::info!(
-                    moved = report.moved,
-                    failed = report.failed,
-                    "keyring rewrap done"
-                );
-                if let Ok(event) = audit_event(
-                    None,
-                    AuditAction::KeyringRewrap,
-                    "keyring",
-                    rewrap_details(&report),
-                    now(),
-                ) {
-                    if let Err(e) = store.append_audit(&[event]).await {
-                        tracing::error!(error = %e, "cannot audit the rewrap");
-                    }
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "keyring rewrap stopped"),
-        }
-    });
+    let version = state.service.rotate_keyring(&caller).await?;
     Ok(Json(KeyringRotated {
         keyring_version: version,
     }))
-}
-
-fn rewrap_details(report: &keyward_service::seal::RewrapReport) -> serde_json::Value {
-    json!({ "moved": report.moved, "current": report.current, "failed": report.failed })
 }
 
 /// Moves every stored data key to the keyring's newest version now, and
@@ -188,19 +100,8 @@ pub async fn rewrap(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    caller.require(AdminScope::SysWrite)?;
-    require_node_wide(&caller)?;
-    let report = state.barrier.rewrap().await?;
-    let details = rewrap_details(&report);
-    let event = audit_event(
-        Some(&caller),
-        AuditAction::KeyringRewrap,
-        "keyring",
-        details.clone(),
-        now(),
-    )?;
-    state.store.append_audit(&[event]).await?;
-    Ok(Json(json!({ "data": details })))
+    let report = state.service.rewrap(&caller).await?;
+    Ok(Json(json!({ "data": rewrap_details(&report) })))
 }
 
 /// The secrets mounts and their environments.
@@ -278,45 +179,18 @@ pub async fn rekey(
     caller: Caller,
     Json(body): Json<RekeyRequest>,
 ) -> Result<Json<SealInitResult>, ApiError> {
-    caller.require(AdminScope::SysWrite)?;
-    require_node_wide(&caller)?;
-    let invalid = |e| match e {
-        keyward_service::seal::SealError::Invalid(message) => {
-            ApiError::InvalidRequest(message.into())
+    let split = body.secret_shares.zip(body.secret_threshold);
+    match state.service.rekey(&caller, &body.keys, split).await? {
+        Some(set) => {
+            let (shares, threshold) = split.unwrap_or_default();
+            Ok(Json(shown_once(&set, shares, threshold)))
         }
-        other => other.into(),
-    };
-    if state.barrier.kind() == keyward_store::SealKind::Pkcs11 {
-        state.barrier.rekey_hsm(&caller).await.map_err(invalid)?;
-        tracing::warn!("the master key was replaced and wrapped by the HSM");
-        return Ok(Json(SealInitResult {
+        None => Ok(Json(SealInitResult {
             keys: Vec::new(),
             secret_shares: 0,
             secret_threshold: 0,
-        }));
+        })),
     }
-    let (Some(shares), Some(threshold)) = (body.secret_shares, body.secret_threshold) else {
-        return Err(ApiError::InvalidRequest(
-            "secret_shares and secret_threshold are required".into(),
-        ));
-    };
-    check_split(shares, threshold)?;
-    let set = state
-        .barrier
-        .rekey(&body.keys, shares, threshold, &caller)
-        .await
-        .map_err(invalid)?;
-    tracing::warn!("the master key was replaced; the old shares no longer unseal");
-    Ok(Json(shown_once(&set, shares, threshold)))
-}
-
-fn check_split(shares: u8, threshold: u8) -> Result<(), ApiError> {
-    if threshold < 2 || shares < threshold {
-        return Err(ApiError::InvalidRequest(
-            "need 2 <= secret_threshold <= secret_shares <= 255".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// The answer that shows a new set of shares, once.
