@@ -8,8 +8,8 @@
 //! This front reads a request head with `httparse` ([`keyward_net::plain`])
 //! and, when it is one of the two routes in its plainest form — HTTP/1.1, a
 //! `Content-Length` body within [`MAX_BODY_BYTES`], no `Transfer-Encoding`,
-//! `Expect` or `Upgrade` — answers it with the same handler code, errors and observation as the
-//! router. Anything else, malformed or merely unusual, goes to hyper
+//! `Expect` or `Upgrade` — answers it with the same handler code, errors
+//! and observation as the router. Anything else, malformed or merely unusual, goes to hyper
 //! together with the bytes already read, and hyper serves that connection
 //! from then on: only well-formed requests of the two routes take the
 //! short path, and every other request is served exactly as before.

@@ -4,7 +4,8 @@
 //!
 //! - [`Actor`]: who is asking, and the checks on what it may do.
 //! - [`Error`]: every way an operation fails.
-//! - [`Service`]: the operations, one module per area ([`apis`], [`audit_log`], [`keys`], [`leaks`], [`sys`] and [`tokens`] so far).
+//! - [`Service`]: the operations, one module per area: [`apis`],
+//!   [`audit_log`], [`keys`], [`leaks`], [`sys`] and [`tokens`] so far.
 //! - [`audit`]: the audit event of an operation.
 //! - [`seal`]: the master key's seal and, when unsealed, the keyring.
 //! - [`records`]: what each sealed record is bound to.
@@ -13,7 +14,8 @@
 //! Invariant: a mutation here runs its steps in one order — access check,
 //! audited write (with the change-feed row, in one transaction), cache
 //! invalidation — before it returns. Events join the end of that order
-//! when they exist. Keys, APIs, tokens, leak revocations and the seal's operations are here; the other areas follow.
+//! when they exist. Keys, APIs, tokens, leak revocations and the seal's
+//! operations are here; secrets and transit follow.
 
 #![forbid(unsafe_code)]
 
