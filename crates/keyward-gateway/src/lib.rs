@@ -56,7 +56,7 @@ use keyward_net::write::push_decimal;
 use keyward_net::Inbound;
 use keyward_net::{Connections, Limits, Pace, Shed, Slot, Stream};
 use keyward_proto::errors::TOO_MANY_CONNECTIONS;
-use keyward_verify::{Observation, Observe, Reach, RequestLog, Verification, Verifier};
+use keyward_verify::{Listener, Observation, Observe, Reach, RequestLog, Verification, Verifier};
 
 /// How long opening an upstream connection may take, by default.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -526,7 +526,7 @@ async fn connection<C: Stream>(
         client.consume(head.len);
         let started = gateway
             .observer
-            .wants("gateway")
+            .wants(Listener::Gateway)
             .then(std::time::Instant::now);
         scratch.status = 0;
         scratch.code = None;
@@ -559,7 +559,7 @@ async fn connection<C: Stream>(
         };
         if let Some(started) = started {
             gateway.observer.observe(&Observation {
-                listener: "gateway",
+                listener: Listener::Gateway,
                 method: head.method.as_str(),
                 path: &scratch.target[..head.path_end],
                 status: scratch.status,

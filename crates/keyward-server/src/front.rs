@@ -42,7 +42,7 @@ use crate::{AppState, MAX_BODY_BYTES};
 use keyward_net::{Connections, Limits, Pace, Shed, Slot};
 use keyward_proto::errors::TOO_MANY_CONNECTIONS;
 use keyward_proto::{Health, VerifyRequest};
-use keyward_verify::Observation;
+use keyward_verify::{Listener, Observation};
 
 /// Largest head this front reads; a longer one goes to hyper, which
 /// refuses it.
@@ -199,7 +199,7 @@ impl Front {
             Route::Verify => ("POST", "/v1/keys/verify"),
         };
         self.state.observer.observe(&Observation {
-            listener: "api",
+            listener: Listener::Api,
             method,
             path,
             status: status.as_u16(),
@@ -263,7 +263,7 @@ impl Front {
                     () = &mut deadline => return,
                 }
             };
-            let started = self.state.observer.wants("api").then(Instant::now);
+            let started = self.state.observer.wants(Listener::Api).then(Instant::now);
             out.clear();
             let status = self.answer(&head, client.data(), &mut out).await;
             client.consume(head.len + head.body);

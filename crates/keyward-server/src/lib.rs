@@ -38,7 +38,7 @@ use axum::routing::get;
 use axum::Router;
 use keyward_core::{AdminScope, AdminToken, Environment, PlaintextKey, Prefix, TokenId};
 use keyward_store::Store;
-use keyward_verify::{Observation, Observe, RequestLog};
+use keyward_verify::{Listener, Observation, Observe, RequestLog};
 use tokio::net::TcpListener;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::OpenApi as OpenApiDoc;
@@ -459,7 +459,7 @@ async fn observe_request(
     request: Request,
     next: Next,
 ) -> Response {
-    if !observer.wants("api") {
+    if !observer.wants(Listener::Api) {
         return next.run(request).await;
     }
     let started = Instant::now();
@@ -467,7 +467,7 @@ async fn observe_request(
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
     observer.observe(&Observation {
-        listener: "api",
+        listener: Listener::Api,
         method: method.as_str(),
         path: &path,
         status: response.status().as_u16(),

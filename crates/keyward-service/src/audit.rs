@@ -26,7 +26,11 @@ pub fn audit_event(
 
 /// The current time at millisecond precision, as stored.
 pub fn now() -> OffsetDateTime {
-    let t = OffsetDateTime::now_utc();
-    let millis = t.unix_timestamp_nanos() / 1_000_000 * 1_000_000;
-    OffsetDateTime::from_unix_timestamp_nanos(millis).unwrap_or(t)
+    to_millis(OffsetDateTime::now_utc())
+}
+
+/// `at` cut to the millisecond, the precision the store keeps.
+pub fn to_millis(at: OffsetDateTime) -> OffsetDateTime {
+    let millis = at.unix_timestamp_nanos() / 1_000_000 * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(millis).unwrap_or(at)
 }

@@ -23,6 +23,7 @@ use keyward_store::{LastFullToken, Page, StoreError};
 use serde_json::json;
 use time::OffsetDateTime;
 
+use crate::audit::to_millis;
 use crate::{audit_event, now, Actor, Error, Service};
 
 /// A token to create.
@@ -239,11 +240,6 @@ impl Creators {
         }
         Ok(token)
     }
-}
-
-fn to_millis(at: OffsetDateTime) -> OffsetDateTime {
-    let millis = at.unix_timestamp_nanos() / 1_000_000 * 1_000_000;
-    OffsetDateTime::from_unix_timestamp_nanos(millis).unwrap_or(at)
 }
 
 /// Whether `token` is within the reach of `holder`: no more scopes, APIs

@@ -39,6 +39,6 @@ mod verifier;
 
 pub use cache::CachedKey;
 pub use changes::ChangeFollower;
-pub use observe::{Observation, Observe, RequestLog};
+pub use observe::{Listener, Observation, Observe, RequestLog};
 pub use tokens::TokenCache;
 pub use verifier::{RateLimitState, Reach, Verification, Verifier, VerifierConfig};

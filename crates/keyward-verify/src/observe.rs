@@ -10,11 +10,27 @@ use std::time::Duration;
 
 use keyward_core::VerifyCode;
 
+/// The listener that served a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Listener {
+    /// The admin API and verify endpoint (the front and the router).
+    Api,
+    Gateway,
+}
+
+impl Listener {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::Api => "api",
+            Listener::Gateway => "gateway",
+        }
+    }
+}
+
 /// A request that was answered.
 #[derive(Debug, Clone, Copy)]
 pub struct Observation<'a> {
-    /// Which listener served it: `"api"` or `"gateway"`.
-    pub listener: &'static str,
+    pub listener: Listener,
     pub method: &'a str,
     /// The path without its query; it may hold a key pasted by mistake.
     pub path: &'a str,
@@ -29,7 +45,7 @@ pub struct Observation<'a> {
 pub trait Observe: Send + Sync + 'static {
     /// Whether an observation from `listener` would be used: a listener
     /// skips building one (and reading the clock for it) when not.
-    fn wants(&self, listener: &'static str) -> bool;
+    fn wants(&self, listener: Listener) -> bool;
 
     fn observe(&self, observation: &Observation<'_>);
 }
@@ -43,8 +59,8 @@ pub trait Observe: Send + Sync + 'static {
 pub struct RequestLog;
 
 impl Observe for RequestLog {
-    fn wants(&self, listener: &'static str) -> bool {
-        if listener == "gateway" {
+    fn wants(&self, listener: Listener) -> bool {
+        if listener == Listener::Gateway {
             tracing::enabled!(tracing::Level::DEBUG)
         } else {
             tracing::enabled!(tracing::Level::INFO)
@@ -54,7 +70,7 @@ impl Observe for RequestLog {
     fn observe(&self, o: &Observation<'_>) {
         let path = loggable_path(o.path);
         match o.code {
-            None if o.listener != "gateway" => tracing::info!(
+            None if o.listener == Listener::Api => tracing::info!(
                 method = o.method,
                 path = %path,
                 status = o.status,
@@ -62,7 +78,7 @@ impl Observe for RequestLog {
                 "request"
             ),
             code => tracing::debug!(
-                listener = o.listener,
+                listener = o.listener.as_str(),
                 method = o.method,
                 path = %path,
                 status = o.status,
