@@ -5,17 +5,16 @@
 //! - [`Actor`]: who is asking, and the checks on what it may do.
 //! - [`Error`]: every way an operation fails.
 //! - [`Service`]: the operations, one module per area: [`apis`],
-//!   [`audit_log`], [`keys`], [`leaks`], [`sys`] and [`tokens`] so far.
+//!   [`audit_log`], [`keys`], [`leaks`], [`secrets`], [`sys`], [`tokens`]
+//!   and [`transit`].
 //! - [`audit`]: the audit event of an operation.
 //! - [`seal`]: the master key's seal and, when unsealed, the keyring.
 //! - [`records`]: what each sealed record is bound to.
-//! - [`transit`]: transit keys opened with the keyring.
 //!
 //! Invariant: a mutation here runs its steps in one order — access check,
 //! audited write (with the change-feed row, in one transaction), cache
 //! invalidation — before it returns. Events join the end of that order
-//! when they exist. Keys, APIs, tokens, leak revocations and the seal's
-//! operations are here; secrets and transit follow.
+//! when they exist.
 
 #![forbid(unsafe_code)]
 
@@ -28,6 +27,7 @@ pub mod keys;
 pub mod leaks;
 pub mod records;
 pub mod seal;
+pub mod secrets;
 pub mod sys;
 pub mod tokens;
 pub mod transit;

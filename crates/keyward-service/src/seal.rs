@@ -130,6 +130,15 @@ pub enum SealError {
     Crypto(#[from] CryptoError),
 }
 
+/// A failure to open a stored envelope: `TAMPERED` when it fails
+/// authentication, the seal's answer otherwise.
+pub(crate) fn sealed_or_tampered(e: SealError) -> crate::Error {
+    match e {
+        SealError::Crypto(e) => e.into(),
+        other => other.into(),
+    }
+}
+
 /// What a rewrap did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RewrapReport {
