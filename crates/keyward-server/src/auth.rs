@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use crate::error::ApiError;
 use crate::AppState;
+use keyward_service::Error;
 
 /// The authenticated admin token of a request: the [`Actor`] its
 /// operation runs for.
@@ -53,23 +54,23 @@ pub(crate) async fn authenticate(
     let presented = match authorization {
         Some(value) => visible_ascii(value)
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthenticated)?,
+            .ok_or(ApiError::Op(Error::Unauthenticated))?,
         None => vault_token
             .and_then(visible_ascii)
-            .ok_or(ApiError::Unauthenticated)?,
+            .ok_or(ApiError::Op(Error::Unauthenticated))?,
     }
     .trim();
     // The format check runs before any storage access: garbage costs a
     // parse, not a query.
-    let parsed = ParsedKey::parse(presented).map_err(|_| ApiError::Unauthenticated)?;
+    let parsed = ParsedKey::parse(presented).map_err(|_| ApiError::Op(Error::Unauthenticated))?;
     if parsed.prefix() != keyward_core::key::ADMIN_PREFIX {
-        return Err(ApiError::Unauthenticated);
+        return Err(ApiError::Op(Error::Unauthenticated));
     }
     let digest = parsed.digest();
     let token = state.tokens.lookup(state.store.as_ref(), &digest).await?;
     let token = token
         .filter(|t| t.is_usable(OffsetDateTime::now_utc()))
-        .ok_or(ApiError::Unauthenticated)?;
+        .ok_or(ApiError::Op(Error::Unauthenticated))?;
     Ok(Caller(Actor::new(token)))
 }
 

@@ -4,65 +4,18 @@
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use keyward_core::{AdminScope, IdError, ValueError};
-use keyward_store::StoreError;
+use keyward_core::{IdError, ValueError};
+use keyward_service::Error;
 use serde::Serialize;
 
-/// Every way an admin API call can fail.
+/// Every way an admin API call can fail: an operation's failure, with the
+/// service's variants, or a request the transport could not take.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// No token, a malformed one, or one unknown, revoked or expired. One
-    /// answer for all, so the response does not tell which.
-    #[error("a valid admin token is required in Authorization: Bearer")]
-    Unauthenticated,
-    #[error("this token lacks the {0} scope")]
-    MissingScope(AdminScope),
-    /// The token may not do this beyond its scopes (e.g. grant more than it has).
-    #[error("{0}")]
-    Forbidden(&'static str),
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    /// No secrets mount is at the first segment of a `/v1/…` path (or none
-    /// the token reaches: the two answer the same).
-    #[error("no secrets mount is at this path (or none this token reaches): create one with `POST /v1/sys/mounts/NAME` and the JSON body {{\"type\":\"kv-v2\"}} (scope sys:write); `GET /v1/sys/mounts` lists them")]
-    NoMount,
-    /// The environment a request names is outside the token's environments.
-    #[error("this token does not reach the environment asked for: use a token whose environments include it")]
-    OutOfReach,
-    #[error("{0}")]
-    InvalidRequest(String),
+    #[error(transparent)]
+    Op(#[from] keyward_service::Error),
     #[error("request body is too large")]
     PayloadTooLarge,
-    #[error("{0}")]
-    Conflict(&'static str),
-    /// The server is sealed (or its seal was never initialised): what needs
-    /// the keyring waits for an unseal.
-    #[error("{0}")]
-    Sealed(&'static str),
-    /// An unseal share was refused; the shares given so far are kept.
-    #[error("{0}")]
-    InvalidShare(keyward_crypto::shamir::ShareError),
-    /// A stored ciphertext failed authentication: the database was changed
-    /// outside Keyward (or a value moved between records).
-    #[error("a stored value failed its integrity check")]
-    Tampered,
-    /// A signed report's signature is missing, from an unknown key or wrong.
-    #[error("{0}")]
-    SignatureInvalid(&'static str),
-    /// The revocation would leave no usable admin token that can grant every
-    /// scope, locking the install out of its own admin API.
-    #[error(
-        "this is the last usable full-access admin token (every scope, no API or environment \
-         limit): create another such token first, or issue a new one with \
-         `keyward operator root-token`"
-    )]
-    LastRootToken,
-    /// The bulk revocation named no criterion.
-    #[error("a bulk revocation needs at least one filter")]
-    EmptyFilter,
-    /// Anything else; the cause is logged, the client sees only this.
-    #[error("internal error")]
-    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 #[derive(Serialize)]
@@ -78,7 +31,7 @@ struct ErrorDetail<'a> {
 
 impl ApiError {
     pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
-        ApiError::Internal(Box::new(e))
+        Error::internal(e).into()
     }
 
     /// The message shown to the client. Messages are built without the
@@ -88,24 +41,29 @@ impl ApiError {
         keyward_core::key::redact_keys(&self.to_string()).into_owned()
     }
 
-    /// Status and stable code of each variant.
+    /// Status and stable code of each failure.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            ApiError::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
-            ApiError::MissingScope(_) | ApiError::Forbidden(_) | ApiError::OutOfReach => {
+        let op = match self {
+            ApiError::PayloadTooLarge => {
+                return (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
+            }
+            ApiError::Op(op) => op,
+        };
+        match op {
+            Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+            Error::MissingScope(_) | Error::Forbidden(_) | Error::OutOfReach => {
                 (StatusCode::FORBIDDEN, "FORBIDDEN")
             }
-            ApiError::NotFound(_) | ApiError::NoMount => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
-            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
-            ApiError::LastRootToken => (StatusCode::CONFLICT, "LAST_ROOT_TOKEN"),
-            ApiError::EmptyFilter => (StatusCode::BAD_REQUEST, "EMPTY_FILTER"),
-            ApiError::SignatureInvalid(_) => (StatusCode::UNAUTHORIZED, "SIGNATURE_INVALID"),
-            ApiError::Sealed(_) => (StatusCode::SERVICE_UNAVAILABLE, "SEALED"),
-            ApiError::Tampered => (StatusCode::INTERNAL_SERVER_ERROR, "TAMPERED"),
-            ApiError::InvalidShare(_) => (StatusCode::BAD_REQUEST, "INVALID_SHARE"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+            Error::NotFound(_) | Error::NoMount => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
+            Error::LastRootToken => (StatusCode::CONFLICT, "LAST_ROOT_TOKEN"),
+            Error::EmptyFilter => (StatusCode::BAD_REQUEST, "EMPTY_FILTER"),
+            Error::SignatureInvalid(_) => (StatusCode::UNAUTHORIZED, "SIGNATURE_INVALID"),
+            Error::Sealed(_) => (StatusCode::SERVICE_UNAVAILABLE, "SEALED"),
+            Error::Tampered => (StatusCode::INTERNAL_SERVER_ERROR, "TAMPERED"),
+            Error::InvalidShare(_) => (StatusCode::BAD_REQUEST, "INVALID_SHARE"),
+            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
 }
@@ -113,11 +71,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if let ApiError::Internal(cause) = &self {
+        if let ApiError::Op(Error::Internal(cause)) = &self {
             let cause = keyward_core::key::redact_keys(&cause.to_string()).into_owned();
             tracing::error!(error = %cause, "internal error");
         }
-        if let ApiError::Tampered = &self {
+        if let ApiError::Op(Error::Tampered) = &self {
             tracing::error!("a stored ciphertext failed authentication");
         }
         let body = ErrorBody {
@@ -130,45 +88,21 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<keyward_service::Error> for ApiError {
-    fn from(e: keyward_service::Error) -> Self {
-        use keyward_service::Error as E;
-        match e {
-            E::Unauthenticated => ApiError::Unauthenticated,
-            E::MissingScope(scope) => ApiError::MissingScope(scope),
-            E::Forbidden(why) => ApiError::Forbidden(why),
-            E::NotFound(what) => ApiError::NotFound(what),
-            E::NoMount => ApiError::NoMount,
-            E::OutOfReach => ApiError::OutOfReach,
-            E::InvalidRequest(why) => ApiError::InvalidRequest(why),
-            E::Conflict(why) => ApiError::Conflict(why),
-            E::Sealed(why) => ApiError::Sealed(why),
-            E::InvalidShare(e) => ApiError::InvalidShare(e),
-            E::Tampered => ApiError::Tampered,
-            E::SignatureInvalid(why) => ApiError::SignatureInvalid(why),
-            E::LastRootToken => ApiError::LastRootToken,
-            E::EmptyFilter => ApiError::EmptyFilter,
-            E::Internal(cause) => ApiError::Internal(cause),
-        }
-    }
-}
-
 /// Every error an operation's parts raise reaches the client through the
 /// service's own table, so the two cannot disagree.
 macro_rules! through_service {
     ($($from:ty),*) => {$(
         impl From<$from> for ApiError {
             fn from(e: $from) -> Self {
-                keyward_service::Error::from(e).into()
+                Error::from(e).into()
             }
         }
     )*};
 }
 
 through_service!(
-    StoreError,
+    keyward_service::StoreError,
     keyward_service::seal::SealError,
-    keyward_crypto::CryptoError,
     ValueError,
     IdError
 );
@@ -178,13 +112,13 @@ impl From<JsonRejection> for ApiError {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             return ApiError::PayloadTooLarge;
         }
-        ApiError::InvalidRequest(redact(&rejection.body_text()))
+        ApiError::Op(Error::InvalidRequest(redact(&rejection.body_text())))
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        ApiError::InvalidRequest(redact(&rejection.body_text()))
+        ApiError::Op(Error::InvalidRequest(redact(&rejection.body_text())))
     }
 }
 
@@ -198,23 +132,25 @@ pub(crate) fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> Ap
         serde_json::error::Category::Syntax | serde_json::error::Category::Eof
     ) {
         // serde_json's syntax messages are fixed texts with a position.
-        return ApiError::InvalidRequest(format!("the body is not valid JSON: {inner}"));
+        return ApiError::Op(Error::InvalidRequest(format!(
+            "the body is not valid JSON: {inner}"
+        )));
     }
     let message = inner.to_string();
     let message = message
         .rfind(" at line ")
         .map_or(message.as_str(), |at| &message[..at]);
-    ApiError::InvalidRequest(describe(e.path(), message))
+    ApiError::Op(Error::InvalidRequest(describe(e.path(), message)))
 }
 
 /// A query string that does not fit the parameters of its route, described
 /// like [`json_error`].
 pub(crate) fn query_error(e: serde_path_to_error::Error<serde_urlencoded::de::Error>) -> ApiError {
     let message = e.inner().to_string();
-    ApiError::InvalidRequest(format!(
+    ApiError::Op(Error::InvalidRequest(format!(
         "invalid query string: {}",
         describe(e.path(), &message)
-    ))
+    )))
 }
 
 /// `field: what went wrong`, from a deserializer's path and message.

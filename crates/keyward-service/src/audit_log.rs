@@ -4,7 +4,9 @@
 //! tokens, transit) are seen only by actors unlimited in that dimension.
 
 use keyward_core::AdminScope;
-use keyward_store::{AuditEntry, AuditFilter, Page};
+pub use keyward_store::AuditEntry;
+use keyward_store::AuditFilter;
+use keyward_store::Page;
 
 use crate::{Actor, Error, Service};
 

@@ -35,6 +35,8 @@ pub mod transit;
 pub use actor::Actor;
 pub use audit::{audit_event, now};
 pub use error::Error;
+/// Named in the operations' signatures.
+pub use keyward_store::{Page, StoreError};
 
 use std::sync::Arc;
 

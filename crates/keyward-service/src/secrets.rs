@@ -12,9 +12,8 @@
 use std::collections::BTreeSet;
 
 use keyward_core::{AdminScope, AuditAction, AuditEvent, Environment};
-use keyward_store::{
-    SecretMeta, SecretMetaPatch, SecretMount, SecretVersion, SecretWrite, StoreError, VersionAction,
-};
+pub use keyward_store::{SecretMeta, SecretMount, SecretVersion};
+use keyward_store::{SecretMetaPatch, SecretWrite, StoreError, VersionAction};
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 

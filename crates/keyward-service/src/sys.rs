@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use keyward_core::{AdminScope, AuditAction};
-use keyward_crypto::shamir::ShareSet;
+pub use keyward_crypto::shamir::ShareSet;
 use keyward_store::SealKind;
 use serde_json::json;
 

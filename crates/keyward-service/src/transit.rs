@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyward_core::{AdminScope, ApiId, AuditAction, Environment};
-use keyward_crypto::transit::{self, KeyType, KeyVersion, Marshaling};
+use keyward_crypto::transit::{self, KeyVersion};
+pub use keyward_crypto::transit::{KeyType, Marshaling};
 use keyward_crypto::{CryptoError, Keyring};
 use keyward_store::{StoreError, TransitKey, TransitKeyVersion, UseTarget};
 use serde_json::json;

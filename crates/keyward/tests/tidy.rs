@@ -119,3 +119,53 @@ fn the_table_has_no_cycle() {
         }
     }
 }
+
+/// Files of `keyward-server` that compose the server from its parts, and so
+/// may name storage and cryptography: opening the configured store and
+/// reading partner keys from the settings. Everything else in the crate
+/// reaches them only through the service.
+const SERVER_COMPOSITION: &[&str] = &["lib.rs", "settings.rs"];
+
+fn rust_files(dir: &Path, found: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+}
+
+#[test]
+fn server_handlers_reach_storage_and_crypto_only_through_the_service() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("keyward-server/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(files.len() > 5, "the server's sources are found");
+    for file in files {
+        let relative = file
+            .strip_prefix(&src)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        if SERVER_COMPOSITION.contains(&relative.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for layer in ["keyward_store", "keyward_crypto"] {
+                assert!(
+                    !code.contains(layer),
+                    "keyward-server/src/{relative}:{} names {layer}: go through keyward_service",
+                    n + 1
+                );
+            }
+        }
+    }
+}

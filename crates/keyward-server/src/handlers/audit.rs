@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use keyward_core::AdminScope;
+use keyward_service::audit_log::AuditEntry;
 use keyward_service::audit_log::AuditListing;
-use keyward_store::AuditEntry;
 
 use super::{next_cursor, page, Json, Query};
 use crate::auth::Caller;

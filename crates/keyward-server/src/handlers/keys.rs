@@ -24,6 +24,7 @@ use keyward_proto::{
 use keyward_service::keys::{
     BulkRevocation, KeyChanges, KeyListing, NewCredits, NewKey, Succession,
 };
+use keyward_service::Error;
 
 /// Largest cost of one verify.
 const MAX_COST: u64 = 1_000_000;
@@ -222,15 +223,18 @@ pub(crate) async fn verify_answer(
         .ip
         .as_deref()
         .map(|ip| {
-            ip.parse::<IpAddr>()
-                .map_err(|_| ApiError::InvalidRequest("ip must be an IPv4 or IPv6 address".into()))
+            ip.parse::<IpAddr>().map_err(|_| {
+                ApiError::Op(Error::InvalidRequest(
+                    "ip must be an IPv4 or IPv6 address".into(),
+                ))
+            })
         })
         .transpose()?;
     let cost = body.cost.unwrap_or(1);
     if cost > MAX_COST {
-        return Err(ApiError::InvalidRequest(format!(
+        return Err(ApiError::Op(Error::InvalidRequest(format!(
             "cost must be at most {MAX_COST}"
-        )));
+        ))));
     }
     let required = Requirements {
         scopes: body
@@ -248,7 +252,7 @@ pub(crate) async fn verify_answer(
         .await?;
     let mut answer = Vec::with_capacity(512);
     serde_json::to_writer(&mut answer, &verify_result(&verification))
-        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+        .map_err(|e| ApiError::Op(Error::Internal(Box::new(e))))?;
     Ok(answer)
 }
 
@@ -291,19 +295,19 @@ fn usage_span(query: &UsageQuery, now: OffsetDateTime) -> Result<RangeInclusive<
         .since
         .unwrap_or(until.saturating_sub(24 * 3600).max(0));
     if since < 0 || until < 0 {
-        return Err(ApiError::InvalidRequest(
+        return Err(ApiError::Op(Error::InvalidRequest(
             "since and until must be Unix times in seconds".into(),
-        ));
+        )));
     }
     if since > until {
-        return Err(ApiError::InvalidRequest(
+        return Err(ApiError::Op(Error::InvalidRequest(
             "since must not be after until".into(),
-        ));
+        )));
     }
     if until - since > MAX_USAGE_SPAN_S {
-        return Err(ApiError::InvalidRequest(
+        return Err(ApiError::Op(Error::InvalidRequest(
             "since and until may be at most 7 days apart".into(),
-        ));
+        )));
     }
     Ok(since.div_euclid(60)..=until.div_euclid(60))
 }

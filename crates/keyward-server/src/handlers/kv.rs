@@ -19,7 +19,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyward_core::Environment;
 use keyward_service::secrets::{MetadataChanges, SecretRead, VersionAct, RESERVED_MOUNT_PATHS};
-use keyward_store::{SecretMount, SecretVersion};
+use keyward_service::secrets::{SecretMount, SecretVersion};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use time::format_description::well_known::Rfc3339;
@@ -28,6 +28,7 @@ use time::OffsetDateTime;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
+use keyward_service::Error;
 
 /// Answers a request under `/v1/` that no declared route took: a KV v2
 /// operation when its first segment names a mount, else `NOT_FOUND`.
@@ -61,7 +62,7 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
     let (mut parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let Some(rest) = path.strip_prefix("/v1/") else {
-        return Err(ApiError::NotFound("route"));
+        return Err(ApiError::Op(Error::NotFound("route")));
     };
     let (mount_name, rest) = rest.split_once('/').unwrap_or((rest, ""));
     // A reserved first segment is one of Keyward's own resources, never a
@@ -69,7 +70,7 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
     if mount_name.is_empty()
         || (RESERVED_MOUNT_PATHS.contains(&mount_name) && mount_name != "transit")
     {
-        return Err(ApiError::NotFound("route"));
+        return Err(ApiError::Op(Error::NotFound("route")));
     }
     let listing = parts.method.as_str() == "LIST"
         || parts
@@ -106,9 +107,9 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
     match (operation, method) {
         ("config", Method::GET) => kv.read_config().await,
         ("config", Method::POST | Method::PUT) => kv.write_config(&body).await,
-        (_, _) if operation != "config" && secret_path.is_empty() && !listing => {
-            Err(ApiError::InvalidRequest("a secret path is required".into()))
-        }
+        (_, _) if operation != "config" && secret_path.is_empty() && !listing => Err(ApiError::Op(
+            Error::InvalidRequest("a secret path is required".into()),
+        )),
         ("metadata", _) if listing => kv.list(secret_path).await,
         ("data", Method::GET) => kv.read(secret_path, version_param).await,
         ("data", Method::POST | Method::PUT) => kv.write(secret_path, &body).await,
@@ -126,10 +127,12 @@ async fn handle(state: Arc<AppState>, request: Request) -> Result<Response, ApiE
         ("metadata", Method::GET) => kv.read_meta(secret_path).await,
         ("metadata", Method::POST | Method::PUT) => kv.write_meta(secret_path, &body).await,
         ("metadata", Method::DELETE) => kv.delete_all(secret_path).await,
-        ("data" | "delete" | "undelete" | "destroy" | "metadata" | "config", _) => Err(
-            ApiError::InvalidRequest("this method is not supported on this path".into()),
-        ),
-        _ => Err(ApiError::NotFound("route")),
+        ("data" | "delete" | "undelete" | "destroy" | "metadata" | "config", _) => {
+            Err(ApiError::Op(Error::InvalidRequest(
+                "this method is not supported on this path".into(),
+            )))
+        }
+        _ => Err(ApiError::Op(Error::NotFound("route"))),
     }
 }
 
@@ -236,9 +239,9 @@ impl Kv<'_> {
     async fn read(&self, path: &str, version: Option<String>) -> Result<Response, ApiError> {
         let asked: u64 = match version.as_deref() {
             None => 0,
-            Some(v) => v
-                .parse()
-                .map_err(|_| ApiError::InvalidRequest("version must be a number".into()))?,
+            Some(v) => v.parse().map_err(|_| {
+                ApiError::Op(Error::InvalidRequest("version must be a number".into()))
+            })?,
         };
         let read = self
             .service()
@@ -418,9 +421,9 @@ fn written_view(written: keyward_service::secrets::Written) -> Response {
 fn never_expires(after: Option<&str>) -> Result<(), ApiError> {
     match after {
         None | Some("0s") | Some("0") | Some("") => Ok(()),
-        Some(_) => Err(ApiError::InvalidRequest(
+        Some(_) => Err(ApiError::Op(Error::InvalidRequest(
             "delete_version_after is not supported; versions are kept until deleted".into(),
-        )),
+        ))),
     }
 }
 
@@ -450,19 +453,21 @@ pub async fn create_mount(
         Some(v) => v.as_str() == Some("2"),
     };
     if !((body.kind == "kv-v2" || body.kind == "kv") && version_ok) {
-        return Err(ApiError::InvalidRequest(
+        return Err(ApiError::Op(Error::InvalidRequest(
             "only KV version 2 mounts are supported (type kv, options.version 2)".into(),
-        ));
+        )));
     }
     let in_options = match body.options.get("environment") {
         None => None,
         Some(Value::String(s)) => Some(s.parse::<Environment>().map_err(|_| {
-            ApiError::InvalidRequest("environment must be live, test or dev".into())
+            ApiError::Op(Error::InvalidRequest(
+                "environment must be live, test or dev".into(),
+            ))
         })?),
         Some(_) => {
-            return Err(ApiError::InvalidRequest(
+            return Err(ApiError::Op(Error::InvalidRequest(
                 "options.environment must be live, test or dev".into(),
-            ))
+            )))
         }
     };
     state

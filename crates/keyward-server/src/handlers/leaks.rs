@@ -28,6 +28,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
 use keyward_service::leaks::Reporter;
+use keyward_service::Error;
 
 /// Most leaks in one report.
 pub const MAX_LEAKS: usize = 1000;
@@ -107,9 +108,9 @@ async fn receive(state: &Arc<AppState>, request: Request) -> Result<Response, Ap
     let report: LeakReport =
         super::parse_json_bytes(&body).map_err(|e| prefixed("invalid leak report", e))?;
     if report.leaks.len() > MAX_LEAKS {
-        return Err(ApiError::InvalidRequest(format!(
+        return Err(ApiError::Op(Error::InvalidRequest(format!(
             "at most {MAX_LEAKS} leaks in one report"
-        )));
+        ))));
     }
     let mut malformed = 0;
     for leak in &report.leaks {
@@ -118,9 +119,9 @@ async fn receive(state: &Arc<AppState>, request: Request) -> Result<Response, Ap
             .flatten()
         {
             if text.len() > 2048 {
-                return Err(ApiError::InvalidRequest(
+                return Err(ApiError::Op(Error::InvalidRequest(
                     "location, commit and source are at most 2048 bytes".into(),
-                ));
+                )));
             }
         }
         let found = json!({
@@ -160,9 +161,9 @@ async fn github(
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::SignatureInvalid(
+            .ok_or(ApiError::Op(Error::SignatureInvalid(
             "a GitHub report needs Github-Public-Key-Identifier and Github-Public-Key-Signature",
-        ))
+        )))
     };
     let (key_id, signature) = (header(GITHUB_KEY_ID)?, header(GITHUB_SIGNATURE)?);
     let key = state
@@ -170,17 +171,20 @@ async fn github(
         .iter()
         .find(|(id, _)| id == key_id)
         .map(|(_, key)| key)
-        .ok_or(ApiError::SignatureInvalid(
+        .ok_or(ApiError::Op(Error::SignatureInvalid(
             "the signing key is not one this server trusts",
-        ))?;
-    key.verify(body, signature)
-        .map_err(|_| ApiError::SignatureInvalid("the report's signature does not verify"))?;
+        )))?;
+    key.verify(body, signature).map_err(|_| {
+        ApiError::Op(Error::SignatureInvalid(
+            "the report's signature does not verify",
+        ))
+    })?;
     let leaks: Vec<GithubLeak> =
         super::parse_json_document(body).map_err(|e| prefixed("invalid GitHub report", e))?;
     if leaks.len() > MAX_LEAKS {
-        return Err(ApiError::InvalidRequest(format!(
+        return Err(ApiError::Op(Error::InvalidRequest(format!(
             "at most {MAX_LEAKS} tokens in one report"
-        )));
+        ))));
     }
     let mut labels = Vec::with_capacity(leaks.len());
     for leak in &leaks {
@@ -214,7 +218,9 @@ async fn github(
 /// A body error told as part of a report's.
 fn prefixed(what: &str, e: ApiError) -> ApiError {
     match e {
-        ApiError::InvalidRequest(message) => ApiError::InvalidRequest(format!("{what}: {message}")),
+        ApiError::Op(Error::InvalidRequest(message)) => {
+            ApiError::Op(Error::InvalidRequest(format!("{what}: {message}")))
+        }
         other => other,
     }
 }

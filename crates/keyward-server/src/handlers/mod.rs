@@ -19,7 +19,8 @@ use time::OffsetDateTime;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use keyward_core::AuditEvent;
-use keyward_store::Page;
+use keyward_service::Error;
+use keyward_service::Page;
 
 /// A JSON object body (`Content-Type: application/json` or `…+json`),
 /// whose failures become [`ApiError`]s naming the field, never the value.
@@ -36,9 +37,9 @@ where
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         if !is_json(req.headers()) {
-            return Err(ApiError::InvalidRequest(
+            return Err(ApiError::Op(Error::InvalidRequest(
                 "the body must be JSON, sent with Content-Type: application/json".into(),
-            ));
+            )));
         }
         let bytes = body_bytes(req, state).await?;
         parse_json_bytes(&bytes).map(Json)
@@ -126,7 +127,9 @@ async fn body_bytes<S: Send + Sync>(
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge
             } else {
-                ApiError::InvalidRequest("the request body could not be read".into())
+                ApiError::Op(Error::InvalidRequest(
+                    "the request body could not be read".into(),
+                ))
             }
         })
 }
@@ -143,9 +146,9 @@ pub(crate) fn parse_json_bytes<T: serde::de::DeserializeOwned>(
     // Every body is an object: serde would also read a struct from an
     // array of its fields in order.
     if bytes.trim_ascii_start().first() != Some(&b'{') {
-        return Err(ApiError::InvalidRequest(
+        return Err(ApiError::Op(Error::InvalidRequest(
             "the request body must be a JSON object".into(),
-        ));
+        )));
     }
     parse_json_document(bytes)
 }
@@ -166,10 +169,12 @@ pub(crate) fn parse_json_document<T: serde::de::DeserializeOwned>(
         Err(e) => Err(crate::error::json_error(e)),
         // Something follows the value; serde_json's message for it is a
         // fixed text with a position.
-        Ok(_) => Err(ApiError::InvalidRequest(match deserializer.end() {
-            Err(e) => format!("the body is not valid JSON: {e}"),
-            Ok(()) => "the body is not valid JSON".to_owned(),
-        })),
+        Ok(_) => Err(ApiError::Op(Error::InvalidRequest(
+            match deserializer.end() {
+                Err(e) => format!("the body is not valid JSON: {e}"),
+                Ok(()) => "the body is not valid JSON".to_owned(),
+            },
+        ))),
     }
 }
 
@@ -206,9 +211,9 @@ pub const MAX_LIMIT: u32 = 1000;
 pub fn page(cursor: Option<String>, limit: Option<u32>) -> Result<Page, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::InvalidRequest(format!(
+        return Err(ApiError::Op(Error::InvalidRequest(format!(
             "limit must be between 1 and {MAX_LIMIT}"
-        )));
+        ))));
     }
     Ok(Page {
         after: cursor,

@@ -22,6 +22,7 @@ use crate::AppState;
 use keyward_proto::{
     ErrorResponse, KeyringRotated, SealInit, SealInitResult, SealStatusView, UnsealRequest,
 };
+use keyward_service::Error;
 
 /// The seal's state and unseal progress.
 #[utoipa::path(get, path = "/v1/sys/seal-status", tag = "sys",
@@ -57,7 +58,9 @@ pub async fn unseal(
         return Ok(Json(status_view(state.service.reset_unseal())));
     }
     let Some(key) = body.key else {
-        return Err(ApiError::InvalidRequest("give `key` or `reset`".into()));
+        return Err(ApiError::Op(Error::InvalidRequest(
+            "give `key` or `reset`".into(),
+        )));
     };
     let status = state.service.unseal(&key).await?;
     Ok(Json(status_view(status)))
@@ -194,7 +197,7 @@ pub async fn rekey(
 }
 
 /// The answer that shows a new set of shares, once.
-fn shown_once(set: &keyward_crypto::shamir::ShareSet, shares: u8, threshold: u8) -> SealInitResult {
+fn shown_once(set: &keyward_service::sys::ShareSet, shares: u8, threshold: u8) -> SealInitResult {
     SealInitResult {
         keys: set
             .shares

@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use keyward_core::{ApiId, Environment};
-use keyward_crypto::transit::{KeyType, Marshaling};
 use keyward_service::transit::{
-    Ciphertext, LoadedKey, NewTransitKey, Plaintext, Proof, SignInput, TransitPolicy, Versioned,
+    Ciphertext, KeyType, LoadedKey, Marshaling, NewTransitKey, Plaintext, Proof, SignInput,
+    TransitPolicy, Versioned,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -26,6 +26,7 @@ use super::kv::envelope;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
+use keyward_service::Error;
 
 /// Most items in one `batch_input`.
 const MAX_BATCH: usize = 10_000;
@@ -65,7 +66,7 @@ pub async fn dispatch(
         }
         (&Method::POST | &Method::PUT, ["random"]) => t.random(None, body).await,
         (&Method::POST | &Method::PUT, ["random", bytes]) => t.random(Some(bytes), body).await,
-        _ => Err(ApiError::NotFound("route")),
+        _ => Err(ApiError::Op(Error::NotFound("route"))),
     }
 }
 
@@ -84,14 +85,14 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 }
 
 fn bad(message: &str) -> ApiError {
-    ApiError::InvalidRequest(message.to_owned())
+    ApiError::Op(Error::InvalidRequest(message.to_owned()))
 }
 
 fn b64(field: &str, text: &str) -> Result<Zeroizing<Vec<u8>>, ApiError> {
     STANDARD
         .decode(text)
         .map(Zeroizing::new)
-        .map_err(|_| ApiError::InvalidRequest(format!("{field} must be base64")))
+        .map_err(|_| ApiError::Op(Error::InvalidRequest(format!("{field} must be base64"))))
 }
 
 fn b64_context(context: Option<&str>) -> Result<Option<Zeroizing<Vec<u8>>>, ApiError> {
@@ -470,7 +471,7 @@ impl Transit<'_> {
         let show = match kind {
             "plaintext" => true,
             "wrapped" => false,
-            _ => return Err(ApiError::NotFound("route")),
+            _ => return Err(ApiError::Op(Error::NotFound("route"))),
         };
         let body: DataKeyBody = parse(body)?;
         let context = b64_context(body.context.as_deref())?;
