@@ -19,23 +19,47 @@ use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-/// Reads a field that distinguishes "absent" (`None`) from `null`
-/// (`Some(None)`), for PATCH bodies where `null` clears a value.
-fn double_option<'de, D>(d: D) -> Result<Option<Option<OffsetDateTime>>, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    time::serde::rfc3339::option::deserialize(d).map(Some)
+/// A time field that distinguishes "absent" (`None`) from `null`
+/// (`Some(None)`), for PATCH bodies where `null` clears a value. The field
+/// also needs `default` (absent reads as `None`) and
+/// `skip_serializing_if = "Option::is_none"` (`None` is written as absent).
+mod double_option {
+    use serde::{Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    pub fn deserialize<'de, D>(d: D) -> Result<Option<Option<OffsetDateTime>>, D::Error>
+    where
+        D: Deserializer<'de>,
+    {
+        time::serde::rfc3339::option::deserialize(d).map(Some)
+    }
+
+    /// `Some(None)` is written as `null`, a time as RFC 3339. `None` is
+    /// skipped before this is called; should it not be, it is `null` too,
+    /// which clears rather than keeps, so every field says
+    /// `skip_serializing_if`.
+    pub fn serialize<S>(value: &Option<Option<OffsetDateTime>>, s: S) -> Result<S::Ok, S::Error>
+    where
+        S: Serializer,
+    {
+        time::serde::rfc3339::option::serialize(&value.flatten(), s)
+    }
 }
 
 /// Like `double_option` for any value: absent is `None`, `null` is
-/// `Some(None)`.
+/// `Some(None)`. Serde writes `Some(None)` as `null` by itself, so only
+/// reading needs this.
 fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// For `skip_serializing_if` on flags whose default is `false`.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Usage credits as callers set them.
@@ -46,12 +70,13 @@ pub struct CreditsInput {
     #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     pub remaining: u64,
     /// When set, credits are reset to `amount` every period.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<RefillInput>)]
     pub refill: Option<Refill>,
 }
 
 /// Usage credits as stored.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct CreditsView {
     /// Credits in storage; nodes may hold a few more leased.
     pub remaining: u64,
@@ -60,7 +85,7 @@ pub struct CreditsView {
     pub refilled_at: OffsetDateTime,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiCreate {
     /// 1–256 characters, none a control character.
@@ -74,11 +99,12 @@ pub struct ApiCreate {
     #[schema(pattern = r"^(?!kwa$)[a-z0-9]{1,12}$")]
     pub prefix: String,
     /// Environments keys may be issued in; all three when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(min_items = 1)]
     pub environments: Option<Vec<Environment>>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ApiView {
     pub id: ApiId,
     pub name: String,
@@ -100,12 +126,12 @@ impl From<Api> for ApiView {
     }
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ApiList {
     pub apis: Vec<ApiView>,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyCreate {
     /// An API id; one that does not exist (or is out of reach) is 404.
@@ -114,6 +140,7 @@ pub struct KeyCreate {
     /// One of the API's environments.
     pub environment: Environment,
     /// A label for people; defaults to the owner.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(
         min_length = 1,
         max_length = 256,
@@ -128,34 +155,41 @@ pub struct KeyCreate {
     )]
     pub owner: String,
     /// At most 64 scopes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<ScopeName>, max_items = 64)]
     pub scopes: Vec<String>,
     /// A JSON object returned by every verify of this key, at most 16 KiB
     /// serialized.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     /// In the future.
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(example = "2100-01-01T00:00:00Z")]
     pub expires_at: Option<OffsetDateTime>,
     /// Defaults to true.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Named rate limits, all enforced on every verify; at most 8, names
     /// unique.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(max_items = 8)]
     pub ratelimits: Vec<RateLimit>,
     /// Usage credits; unmetered when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub credits: Option<CreditsInput>,
     /// IPv4/IPv6 addresses or CIDR ranges the key may be used from; at most
     /// 256.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<IpRange>, max_items = 256)]
     pub ip_allowlist: Vec<String>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct KeyView {
     pub id: KeyId,
     pub api_id: ApiId,
@@ -224,7 +258,7 @@ impl KeyView {
 }
 
 /// A key record with its plaintext, returned once at creation and rotation.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct IssuedKey {
     #[serde(flatten)]
     pub record: KeyView,
@@ -232,7 +266,7 @@ pub struct IssuedKey {
     pub key: String,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct KeyList {
     pub keys: Vec<KeyView>,
     /// Pass as `cursor` for the next page; null on the last page.
@@ -253,9 +287,10 @@ pub struct KeyQuery {
     pub limit: Option<u32>,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyUpdate {
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(
         min_length = 1,
         max_length = 256,
@@ -263,31 +298,45 @@ pub struct KeyUpdate {
     )]
     pub name: Option<String>,
     /// Replaces the scopes; at most 64.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<ScopeName>>, max_items = 64)]
     pub scopes: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
     /// A new expiry in the future, or `null` to remove it.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(
+        default,
+        with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, format = DateTime, example = "2100-01-01T00:00:00Z")]
     pub expires_at: Option<Option<OffsetDateTime>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
     /// Replaces all rate limits; `[]` removes them. At most 8, names unique.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(max_items = 8)]
     pub ratelimits: Option<Vec<RateLimit>>,
     /// New credits, or `null` to make the key unmetered.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<CreditsInput>)]
     pub credits: Option<Option<CreditsInput>>,
     /// Replaces the allowlist; `[]` allows any address. At most 256.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<IpRange>>, max_items = 256)]
     pub ip_allowlist: Option<Vec<String>>,
 }
 
-#[derive(Deserialize, ToSchema, Default)]
+#[derive(Deserialize, Serialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     /// Why the key is revoked; kept with the key and in the audit log.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(
         min_length = 1,
         max_length = 1024,
@@ -296,7 +345,7 @@ pub struct RevokeRequest {
     pub reason: Option<String>,
 }
 
-#[derive(Deserialize, ToSchema, Default)]
+#[derive(Deserialize, Serialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
     /// How long the old key keeps working; 0 (the default) stops it now.
@@ -306,21 +355,33 @@ pub struct RotateRequest {
     pub grace_period_seconds: u64,
     /// Expiry of the successor, in the future; by default it keeps the old
     /// key's expiry.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(
+        default,
+        with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, format = DateTime, example = "2100-01-01T00:00:00Z")]
     pub expires_at: Option<Option<OffsetDateTime>>,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRevokeRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(pattern = r"^api_[0-6][0-9A-Za-z]{21}$")]
     pub api_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<Environment>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub created_before: Option<OffsetDateTime>,
     /// Keys carrying this scope.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<ScopeName>)]
     pub scope: Option<String>,
     #[schema(
@@ -331,34 +392,37 @@ pub struct BulkRevokeRequest {
     pub reason: String,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct BulkRevokeResult {
     /// How many keys this call revoked.
     pub revoked: u64,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// The key the caller presented.
     pub key: String,
     /// Scopes the key must all carry.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<ScopeName>)]
     pub scopes: Vec<String>,
     /// The environment the key must belong to.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub environment: Option<Environment>,
     /// The address of the client that presented the key, for IP allowlists.
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<IpAddress>)]
     pub ip: Option<String>,
     /// Units this request counts against rate limits and credits (default
     /// 1, at most 1,000,000).
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(maximum = 1_000_000)]
     pub cost: Option<u64>,
 }
 
 /// The tightest rate limit after a verify, for `X-RateLimit-*` headers.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RateLimitView {
     pub limit: u64,
     pub remaining: u64,
@@ -400,6 +464,26 @@ fn scope_strings<S: serde::Serializer>(
     }
 }
 
+/// The answer to a verify as a client reads it: [`VerifyResult`] with
+/// every field owned. The server writes `VerifyResult`, which borrows from
+/// its cache and so cannot be read back; this type holds the same fields
+/// under the same names, and a test in `tests/wire.rs` reads every answer
+/// `VerifyResult` writes through it.
+#[derive(Serialize, Deserialize)]
+pub struct VerifyAnswer {
+    pub valid: bool,
+    pub code: VerifyCode,
+    pub key_id: Option<KeyId>,
+    pub owner: Option<String>,
+    pub environment: Option<Environment>,
+    pub scopes: Option<Vec<String>>,
+    pub metadata: Option<serde_json::Value>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    pub ratelimit: Option<RateLimitView>,
+    pub credits_remaining: Option<u64>,
+}
+
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerRateLimits {
@@ -434,7 +518,7 @@ pub struct UsageQuery {
     pub until: Option<i64>,
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCreate {
     #[schema(
@@ -447,18 +531,24 @@ pub struct TokenCreate {
     #[schema(value_type = Vec<AdminScopeName>, min_items = 1, example = json!(["keys:verify"]))]
     pub scopes: Vec<String>,
     /// Limit the token to these APIs (within the creator's reach).
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<ApiIdText>>)]
     pub api_ids: Option<Vec<String>>,
     /// Limit the token to these environments (within the creator's reach).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub environments: Option<Vec<Environment>>,
     /// When the token stops working, in the future; never later than the creating token's
     /// own expiry, to which a later one (or none) is capped.
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(example = "2100-01-01T00:00:00Z")]
     pub expires_at: Option<OffsetDateTime>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct TokenView {
     pub id: TokenId,
     pub name: String,
@@ -496,7 +586,7 @@ impl From<AdminToken> for TokenView {
 }
 
 /// A token record with its plaintext, returned once at creation.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct IssuedToken {
     #[serde(flatten)]
     pub record: TokenView,
@@ -504,7 +594,7 @@ pub struct IssuedToken {
     pub token: String,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct TokenList {
     pub tokens: Vec<TokenView>,
     pub next_cursor: Option<String>,
@@ -583,11 +673,11 @@ pub struct AuditList {
 }
 
 /// The seal's state, in the shape of Vault's `sys/seal-status`.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct SealStatusView {
     /// `file`, `shamir` or `pkcs11`.
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: String,
     pub initialized: bool,
     pub sealed: bool,
     /// Shares needed to unseal (`shamir`).
@@ -601,7 +691,7 @@ pub struct SealStatusView {
 }
 
 /// `POST /v1/sys/init` (Vault's names).
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SealInit {
     /// Shares to issue, 2–255.
@@ -613,7 +703,7 @@ pub struct SealInit {
 }
 
 /// The shares, shown once.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct SealInitResult {
     /// Each share, to be given to a different operator.
     pub keys: Vec<String>,
@@ -622,18 +712,54 @@ pub struct SealInitResult {
 }
 
 /// `POST /v1/sys/unseal`: one share, or `reset` to forget those given.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnsealRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub reset: bool,
 }
 
+/// `POST /v1/sys/rekey`: current shares, and the new split.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RekeyRequest {
+    /// `shamir`: at least the threshold of the current shares.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// `shamir`: the new split, 2–255 shares. A `pkcs11` rekey takes no
+    /// fields.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 2, maximum = 255)]
+    pub secret_shares: Option<u8>,
+    /// `shamir`: shares needed to unseal, 2..=secret_shares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 2, maximum = 255)]
+    pub secret_threshold: Option<u8>,
+}
+
 /// `POST /v1/sys/rotate`'s answer.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct KeyringRotated {
     pub keyring_version: u32,
+}
+
+/// `POST /v1/sys/rewrap`'s answer, in Vault's `data` envelope.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RewrapResult {
+    pub data: RewrapCounts,
+}
+
+/// What a rewrap did to the stored data keys.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RewrapCounts {
+    /// Data keys moved to the newest keyring version.
+    pub moved: u64,
+    /// Data keys already under it.
+    pub current: u64,
+    /// Data keys that could not be opened; the server logs why.
+    pub failed: u64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -653,12 +779,12 @@ pub struct Readiness {
     pub warnings: Vec<&'static str>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ErrorResponse {
     pub error: ErrorDetail,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine code, e.g. `UNAUTHENTICATED`, `FORBIDDEN`, `NOT_FOUND`,
     /// `INVALID_REQUEST`, `CONFLICT`, `LAST_ROOT_TOKEN`, `EMPTY_FILTER`.

@@ -1,14 +1,33 @@
 //! The client commands: each is one admin API call, printed for people or,
 //! with `--json`, as the server's JSON.
+//!
+//! Bodies are built from `keyward-proto`'s request types, the ones the
+//! server's handlers read, and answers are read into its response types for
+//! the summaries; `--json` prints the answer as the server sent it. Only the
+//! KV v2 bodies of `secrets` are written by hand: they are Vault's wire
+//! format, which the server reads in the KV engine, not a Keyward type.
 
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use keyward_core::limits::{RateLimit, Refill, RefillInterval};
+use keyward_core::Environment;
+use keyward_proto::{
+    ApiCreate, ApiList, ApiView, BulkRevokeRequest, BulkRevokeResult, CreditsInput, ErrorResponse,
+    IssuedKey, IssuedToken, KeyCreate, KeyList, KeyUpdate, KeyView, KeyringRotated,
+    OwnerRateLimits, RekeyRequest, RevokeRequest, RewrapResult, RotateRequest, SealInit,
+    SealInitResult, SealStatusView, TokenCreate, TokenList, TokenView, UnsealRequest, VerifyAnswer,
+    VerifyRequest,
+};
 use percent_encoding::{utf8_percent_encode, AsciiSet, PercentEncode, NON_ALPHANUMERIC};
 use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 use crate::output::outln;
 
@@ -81,8 +100,8 @@ enum ApisCommand {
         #[arg(long)]
         prefix: String,
         /// Environments keys may be issued in [default: live,test,dev].
-        #[arg(long, value_delimiter = ',')]
-        environments: Vec<String>,
+        #[arg(long, value_delimiter = ',', value_parser = parse_environment)]
+        environments: Vec<Environment>,
     },
     /// List APIs.
     List,
@@ -105,8 +124,8 @@ enum KeysCommand {
         #[arg(long)]
         api_id: String,
         /// live, test or dev.
-        #[arg(long = "env")]
-        environment: String,
+        #[arg(long = "env", value_parser = parse_environment)]
+        environment: Environment,
         /// The identity the key belongs to (your customer).
         #[arg(long)]
         owner: String,
@@ -119,8 +138,8 @@ enum KeysCommand {
         #[arg(long)]
         metadata: Option<String>,
         /// RFC 3339 time after which the key stops working.
-        #[arg(long)]
-        expires_at: Option<String>,
+        #[arg(long, value_parser = parse_time)]
+        expires_at: Option<OffsetDateTime>,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -152,8 +171,8 @@ enum KeysCommand {
         scopes: Option<Vec<String>>,
         #[arg(long)]
         metadata: Option<String>,
-        #[arg(long, conflicts_with = "no_expiry")]
-        expires_at: Option<String>,
+        #[arg(long, conflicts_with = "no_expiry", value_parser = parse_time)]
+        expires_at: Option<OffsetDateTime>,
         /// Remove the expiry.
         #[arg(long)]
         no_expiry: bool,
@@ -192,11 +211,11 @@ enum KeysCommand {
         owner: Option<String>,
         #[arg(long)]
         api_id: Option<String>,
-        #[arg(long = "env")]
-        environment: Option<String>,
+        #[arg(long = "env", value_parser = parse_environment)]
+        environment: Option<Environment>,
         /// RFC 3339 time: keys created before it.
-        #[arg(long)]
-        created_before: Option<String>,
+        #[arg(long, value_parser = parse_time)]
+        created_before: Option<OffsetDateTime>,
         #[arg(long)]
         scope: Option<String>,
         #[arg(long)]
@@ -210,8 +229,8 @@ enum KeysCommand {
         #[arg(long = "scope")]
         scopes: Vec<String>,
         /// The environment the key must belong to.
-        #[arg(long = "env")]
-        environment: Option<String>,
+        #[arg(long = "env", value_parser = parse_environment)]
+        environment: Option<Environment>,
         /// The client's IP address, for keys with an allowlist.
         #[arg(long)]
         ip: Option<String>,
@@ -241,26 +260,30 @@ struct LimitArgs {
 }
 
 impl LimitArgs {
-    /// Adds the limits given to a request body.
-    fn apply(&self, body: &mut Value) -> anyhow::Result<()> {
-        if !self.ratelimits.is_empty() {
-            body["ratelimits"] = parse_ratelimits(&self.ratelimits)?;
+    /// The rate limits given, or `None` when no `--ratelimit` was.
+    fn ratelimits(&self) -> anyhow::Result<Option<Vec<RateLimit>>> {
+        if self.ratelimits.is_empty() {
+            return Ok(None);
         }
-        if let Some(remaining) = self.credits {
-            let mut credits = json!({ "remaining": remaining });
-            if let Some(refill) = &self.refill {
-                credits["refill"] = parse_refill(refill)?;
-            }
-            body["credits"] = credits;
-        }
-        if !self.ips.is_empty() {
-            body["ip_allowlist"] = json!(self.ips);
-        }
-        Ok(())
+        parse_ratelimits(&self.ratelimits).map(Some)
+    }
+
+    /// The credits given, or `None` when `--credits` was not.
+    fn credits(&self) -> anyhow::Result<Option<CreditsInput>> {
+        let Some(remaining) = self.credits else {
+            return Ok(None);
+        };
+        let refill = self.refill.as_deref().map(parse_refill).transpose()?;
+        Ok(Some(CreditsInput { remaining, refill }))
+    }
+
+    /// The allowlist given, or `None` when no `--ip` was.
+    fn ip_allowlist(&self) -> Option<Vec<String>> {
+        (!self.ips.is_empty()).then(|| self.ips.clone())
     }
 }
 
-fn parse_ratelimits(specs: &[String]) -> anyhow::Result<Value> {
+fn parse_ratelimits(specs: &[String]) -> anyhow::Result<Vec<RateLimit>> {
     let mut limits = Vec::new();
     for spec in specs {
         let parts: Vec<&str> = spec.split(':').collect();
@@ -270,32 +293,57 @@ fn parse_ratelimits(specs: &[String]) -> anyhow::Result<Value> {
         let limit: u64 = limit
             .parse()
             .with_context(|| format!("--ratelimit {spec}: LIMIT"))?;
-        let duration: u64 = duration
+        let duration_ms: u64 = duration
             .parse()
             .with_context(|| format!("--ratelimit {spec}: DURATION_MS"))?;
-        limits.push(json!({ "name": name, "limit": limit, "duration_ms": duration }));
+        limits.push(RateLimit {
+            name: (*name).to_owned(),
+            limit,
+            duration_ms,
+        });
     }
-    Ok(Value::Array(limits))
+    Ok(limits)
 }
 
-fn parse_refill(spec: &str) -> anyhow::Result<Value> {
+fn parse_refill(spec: &str) -> anyhow::Result<Refill> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (interval, amount, day) = match parts.as_slice() {
         [interval, amount] => (*interval, *amount, None),
         [interval, amount, day] => (*interval, *amount, Some(*day)),
         _ => bail!("--refill {spec}: expected daily:AMOUNT or monthly:AMOUNT[:DAY]"),
     };
+    let interval = match interval {
+        "daily" => RefillInterval::Daily,
+        "monthly" => RefillInterval::Monthly,
+        _ => bail!("--refill {spec}: expected daily:AMOUNT or monthly:AMOUNT[:DAY]"),
+    };
     let amount: u64 = amount
         .parse()
         .with_context(|| format!("--refill {spec}: AMOUNT"))?;
-    let mut refill = json!({ "interval": interval, "amount": amount });
-    if let Some(day) = day {
-        let day: u8 = day
-            .parse()
-            .with_context(|| format!("--refill {spec}: DAY"))?;
-        refill["day"] = json!(day);
-    }
-    Ok(refill)
+    let day = day
+        .map(|day| {
+            day.parse::<u8>()
+                .with_context(|| format!("--refill {spec}: DAY"))
+        })
+        .transpose()?;
+    Ok(Refill {
+        interval,
+        amount,
+        day,
+    })
+}
+
+/// `--env`: the environments the server knows, checked here so that the
+/// body holds an `Environment` as the server reads it.
+fn parse_environment(s: &str) -> Result<Environment, String> {
+    s.parse()
+        .map_err(|_| "expected live, test or dev".to_owned())
+}
+
+/// A time flag, read as the server reads times: RFC 3339.
+fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|_| "expected an RFC 3339 time such as 2100-01-01T00:00:00Z".to_owned())
 }
 
 #[derive(Args)]
@@ -341,10 +389,10 @@ enum TokensCommand {
         #[arg(long = "api-id")]
         api_ids: Option<Vec<String>>,
         /// Limit the token to these environments.
-        #[arg(long = "env")]
-        environments: Option<Vec<String>>,
-        #[arg(long)]
-        expires_at: Option<String>,
+        #[arg(long = "env", value_parser = parse_environment)]
+        environments: Option<Vec<Environment>>,
+        #[arg(long, value_parser = parse_time)]
+        expires_at: Option<OffsetDateTime>,
     },
     /// List admin tokens.
     List,
@@ -354,30 +402,30 @@ enum TokensCommand {
 
 pub async fn apis(args: ApisArgs) -> anyhow::Result<ExitCode> {
     let c = &args.conn.connect()?;
-    let (method, path, body) = match args.command {
+    match args.command {
         ApisCommand::Create {
             name,
             prefix,
             environments,
         } => {
-            let mut body = json!({ "name": name, "prefix": prefix });
-            if !environments.is_empty() {
-                body["environments"] = json!(environments);
-            }
-            (Method::POST, "/v1/apis".to_owned(), Some(body))
+            let body = ApiCreate {
+                name,
+                prefix,
+                environments: (!environments.is_empty()).then_some(environments),
+            };
+            let value = call(c, Method::POST, "/v1/apis", Some(Body::of(&body)?)).await?;
+            show(c, &value, |api: ApiView| print_api(&api))?;
         }
-        ApisCommand::List => (Method::GET, "/v1/apis".to_owned(), None),
-        ApisCommand::Get { id } => (Method::GET, format!("/v1/apis/{}", segment(&id)), None),
-    };
-    let value = call(c, method, &path, body).await?;
-    if c.json {
-        print_json(&value)?;
-    } else if let Some(apis) = value["apis"].as_array() {
-        for api in apis {
-            print_api(api)?;
+        ApisCommand::List => {
+            let value = call(c, Method::GET, "/v1/apis", None).await?;
+            show(c, &value, |list: ApiList| {
+                list.apis.iter().try_for_each(print_api)
+            })?;
         }
-    } else {
-        print_api(&value)?;
+        ApisCommand::Get { id } => {
+            let value = call(c, Method::GET, &format!("/v1/apis/{}", segment(&id)), None).await?;
+            show(c, &value, |api: ApiView| print_api(&api))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -395,21 +443,23 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             expires_at,
             limits,
         } => {
-            let mut body = json!({
-                "api_id": api_id, "environment": environment, "owner": owner, "scopes": scopes,
-            });
-            limits.apply(&mut body)?;
-            if let Some(name) = name {
-                body["name"] = json!(name);
-            }
-            if let Some(metadata) = metadata {
-                body["metadata"] = parse_json_arg("--metadata", &metadata)?;
-            }
-            if let Some(at) = expires_at {
-                body["expires_at"] = json!(at);
-            }
-            let value = call(c, Method::POST, "/v1/keys", Some(body)).await?;
-            print_issued(c, &value)?;
+            let body = KeyCreate {
+                api_id,
+                environment,
+                name,
+                owner,
+                scopes,
+                metadata: metadata
+                    .map(|m| parse_json_arg("--metadata", &m))
+                    .transpose()?,
+                expires_at,
+                enabled: None,
+                ratelimits: limits.ratelimits()?.unwrap_or_default(),
+                credits: limits.credits()?,
+                ip_allowlist: limits.ip_allowlist().unwrap_or_default(),
+            };
+            let value = call(c, Method::POST, "/v1/keys", Some(Body::of(&body)?)).await?;
+            show(c, &value, |k: IssuedKey| print_issued(&k))?;
         }
         KeysCommand::List {
             api_id,
@@ -431,20 +481,17 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 ],
             );
             let value = call(c, Method::GET, &path, None).await?;
-            if c.json {
-                print_json(&value)?;
-            } else {
-                for key in value["keys"].as_array().into_iter().flatten() {
-                    print_key_line(key)?;
-                }
-                if let Some(next) = value["next_cursor"].as_str() {
+            show(c, &value, |list: KeyList| {
+                list.keys.iter().try_for_each(print_key_line)?;
+                if let Some(next) = list.next_cursor {
                     outln!("more: --cursor {next}");
                 }
-            }
+                Ok(())
+            })?;
         }
         KeysCommand::Get { id } => {
             let value = call(c, Method::GET, &format!("/v1/keys/{}", segment(&id)), None).await?;
-            print_key(c, &value)?;
+            show(c, &value, |k: KeyView| print_key(&k))?;
         }
         KeysCommand::Update {
             id,
@@ -460,65 +507,69 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             no_credits,
             any_ip,
         } => {
-            let mut body = json!({});
-            limits.apply(&mut body)?;
-            if no_ratelimits {
-                body["ratelimits"] = json!([]);
-            }
-            if no_credits {
-                body["credits"] = Value::Null;
-            }
-            if any_ip {
-                body["ip_allowlist"] = json!([]);
-            }
-            if let Some(name) = name {
-                body["name"] = json!(name);
-            }
-            if let Some(scopes) = scopes {
-                body["scopes"] = json!(scopes);
-            }
-            if let Some(metadata) = metadata {
-                body["metadata"] = parse_json_arg("--metadata", &metadata)?;
-            }
-            if let Some(at) = expires_at {
-                body["expires_at"] = json!(at);
-            }
-            if no_expiry {
-                body["expires_at"] = Value::Null;
-            }
-            if enable || disable {
-                body["enabled"] = json!(enable);
-            }
+            // Clap keeps each `--no-…` flag apart from the values it
+            // clears, so at most one of each pair is given.
+            let body = KeyUpdate {
+                name,
+                scopes,
+                metadata: metadata
+                    .map(|m| parse_json_arg("--metadata", &m))
+                    .transpose()?,
+                expires_at: if no_expiry {
+                    Some(None)
+                } else {
+                    expires_at.map(Some)
+                },
+                enabled: (enable || disable).then_some(enable),
+                ratelimits: if no_ratelimits {
+                    Some(Vec::new())
+                } else {
+                    limits.ratelimits()?
+                },
+                credits: if no_credits {
+                    Some(None)
+                } else {
+                    limits.credits()?.map(Some)
+                },
+                ip_allowlist: if any_ip {
+                    Some(Vec::new())
+                } else {
+                    limits.ip_allowlist()
+                },
+            };
             let value = call(
                 c,
                 Method::PATCH,
                 &format!("/v1/keys/{}", segment(&id)),
-                Some(body),
+                Some(Body::of(&body)?),
             )
             .await?;
-            print_key(c, &value)?;
+            show(c, &value, |k: KeyView| print_key(&k))?;
         }
         KeysCommand::Rotate { id, grace } => {
-            let body = json!({ "grace_period_seconds": grace });
+            let body = RotateRequest {
+                grace_period_seconds: grace,
+                expires_at: None,
+            };
             let value = call(
                 c,
                 Method::POST,
                 &format!("/v1/keys/{}/rotate", segment(&id)),
-                Some(body),
+                Some(Body::of(&body)?),
             )
             .await?;
-            print_issued(c, &value)?;
+            show(c, &value, |k: IssuedKey| print_issued(&k))?;
         }
         KeysCommand::Revoke { id, reason } => {
-            let body = json!({ "reason": reason });
+            let body = RevokeRequest { reason };
             let value = call(
                 c,
                 Method::POST,
                 &format!("/v1/keys/{}/revoke", segment(&id)),
-                Some(body),
+                Some(Body::of(&body)?),
             )
             .await?;
-            print_key(c, &value)?;
+            show(c, &value, |k: KeyView| print_key(&k))?;
         }
         KeysCommand::BulkRevoke {
             owner,
@@ -528,16 +579,25 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             scope,
             reason,
         } => {
-            let body = json!({
-                "owner": owner, "api_id": api_id, "environment": environment,
-                "created_before": created_before, "scope": scope, "reason": reason,
-            });
-            let value = call(c, Method::POST, "/v1/keys/bulk-revoke", Some(body)).await?;
-            if c.json {
-                print_json(&value)?;
-            } else {
-                outln!("revoked {} keys", value["revoked"]);
-            }
+            let body = BulkRevokeRequest {
+                owner,
+                api_id,
+                environment,
+                created_before,
+                scope,
+                reason,
+            };
+            let value = call(
+                c,
+                Method::POST,
+                "/v1/keys/bulk-revoke",
+                Some(Body::of(&body)?),
+            )
+            .await?;
+            show(c, &value, |r: BulkRevokeResult| {
+                outln!("revoked {} keys", r.revoked);
+                Ok(())
+            })?;
         }
         KeysCommand::Verify {
             key,
@@ -550,34 +610,23 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 None | Some("-") => read_key_from_stdin()?,
                 Some(key) => key.to_owned(),
             };
-            let body = json!({
-                "key": key, "scopes": scopes, "environment": environment, "ip": ip, "cost": cost,
-            });
-            let value = call(c, Method::POST, "/v1/keys/verify", Some(body)).await?;
+            let body = VerifyRequest {
+                key,
+                scopes,
+                environment,
+                ip,
+                cost,
+            };
+            let value = call(c, Method::POST, "/v1/keys/verify", Some(Body::of(&body)?)).await?;
+            // Read in both modes: the exit status says whether the key is
+            // valid.
+            let answer: VerifyAnswer = read(&value)?;
             if c.json {
                 print_json(&value)?;
             } else {
-                let mut line = text(&value["code"]).to_owned();
-                if let Some(id) = value["key_id"].as_str() {
-                    line.push_str(&format!(
-                        "  {id}  owner={}  env={}  scopes={}",
-                        text(&value["owner"]),
-                        text(&value["environment"]),
-                        join(&value["scopes"])
-                    ));
-                }
-                if let Some(limit) = value["ratelimit"].as_object() {
-                    line.push_str(&format!(
-                        "  ratelimit={}/{}",
-                        limit["remaining"], limit["limit"]
-                    ));
-                }
-                if let Some(credits) = value["credits_remaining"].as_u64() {
-                    line.push_str(&format!("  credits={credits}"));
-                }
-                outln!("{line}");
+                print_verify(&answer)?;
             }
-            return Ok(if value["valid"] == json!(true) {
+            return Ok(if answer.valid {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -596,26 +645,21 @@ pub async fn owners(args: OwnersArgs) -> anyhow::Result<ExitCode> {
         }
         OwnersCommand::SetRatelimits { owner, ratelimits } => {
             let path = format!("/v1/owners/{}/ratelimits", segment(&owner));
-            let body = json!({ "ratelimits": parse_ratelimits(&ratelimits)? });
-            call(c, Method::PUT, &path, Some(body)).await?
+            let body = OwnerRateLimits {
+                ratelimits: parse_ratelimits(&ratelimits)?,
+            };
+            call(c, Method::PUT, &path, Some(Body::of(&body)?)).await?
         }
     };
-    if c.json {
-        print_json(&value)?;
-    } else {
-        let limits = value["ratelimits"].as_array().cloned().unwrap_or_default();
-        if limits.is_empty() {
+    show(c, &value, |owner: OwnerRateLimits| {
+        if owner.ratelimits.is_empty() {
             outln!("no owner rate limits");
         }
-        for l in limits {
-            outln!(
-                "{}  {} per {} ms",
-                text(&l["name"]),
-                l["limit"],
-                l["duration_ms"]
-            );
+        for l in owner.ratelimits {
+            outln!("{}  {} per {} ms", l.name, l.limit, l.duration_ms);
         }
-    }
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -629,46 +673,44 @@ pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
             environments,
             expires_at,
         } => {
-            let body = json!({
-                "name": name, "scopes": scopes, "api_ids": api_ids,
-                "environments": environments, "expires_at": expires_at,
-            });
-            let value = call(c, Method::POST, "/v1/tokens", Some(body)).await?;
-            if c.json {
-                print_json(&value)?;
-            } else {
+            let body = TokenCreate {
+                name,
+                scopes,
+                api_ids,
+                environments,
+                expires_at,
+            };
+            let value = call(c, Method::POST, "/v1/tokens", Some(Body::of(&body)?)).await?;
+            show(c, &value, |t: IssuedToken| {
                 outln!(
                     "{}  {}  scopes={}",
-                    text(&value["id"]),
-                    text(&value["name"]),
-                    join(&value["scopes"])
+                    t.record.id,
+                    t.record.name,
+                    join(&t.record.scopes)
                 );
-                outln!(
-                    "token (shown once, store it now): {}",
-                    text(&value["token"])
-                );
-            }
+                outln!("token (shown once, store it now): {}", t.token);
+                Ok(())
+            })?;
         }
         TokensCommand::List => {
             let value = call(c, Method::GET, "/v1/tokens", None).await?;
-            if c.json {
-                print_json(&value)?;
-            } else {
-                for t in value["tokens"].as_array().into_iter().flatten() {
-                    let state = if t["revoked_at"].is_null() {
+            show(c, &value, |list: TokenList| {
+                for t in list.tokens {
+                    let state = if t.revoked_at.is_none() {
                         "active"
                     } else {
                         "revoked"
                     };
                     outln!(
                         "{}  {}  {}…  {state}  scopes={}",
-                        text(&t["id"]),
-                        text(&t["name"]),
-                        text(&t["start"]),
-                        join(&t["scopes"])
+                        t.id,
+                        t.name,
+                        t.start,
+                        join(&t.scopes)
                     );
                 }
-            }
+                Ok(())
+            })?;
         }
         TokensCommand::Revoke { id } => {
             let value = call(
@@ -678,11 +720,10 @@ pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
                 None,
             )
             .await?;
-            if c.json {
-                print_json(&value)?;
-            } else {
-                outln!("{}  revoked", text(&value["id"]));
-            }
+            show(c, &value, |t: TokenView| {
+                outln!("{}  revoked", t.id);
+                Ok(())
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -751,6 +792,7 @@ pub async fn secrets(args: SecretsArgs) -> anyhow::Result<ExitCode> {
                 };
                 data.insert(key.to_owned(), Value::String(value));
             }
+            // Vault's KV v2 write body, which the KV engine reads.
             let mut body = json!({ "data": data });
             if let Some(cas) = cas {
                 body["options"] = json!({ "cas": cas });
@@ -759,7 +801,7 @@ pub async fn secrets(args: SecretsArgs) -> anyhow::Result<ExitCode> {
                 c,
                 Method::POST,
                 &format!("/v1/{mount}/data/{path}"),
-                Some(body),
+                Some(Body::of(&body)?),
             )
             .await?;
             if c.json {
@@ -835,7 +877,8 @@ pub async fn secrets(args: SecretsArgs) -> anyhow::Result<ExitCode> {
                 c,
                 Method::POST,
                 &format!("/v1/{mount}/undelete/{path}"),
-                Some(json!({ "versions": versions })),
+                // Vault's KV v2 undelete body.
+                Some(Body::of(&json!({ "versions": versions }))?),
             )
             .await?;
             if !c.json {
@@ -912,22 +955,21 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
             {
                 bail!(why);
             }
-            let body = json!({ "secret_shares": shares, "secret_threshold": threshold });
-            let value = call(c, Method::POST, "/v1/sys/init", Some(body)).await?;
-            if c.json {
-                print_json(&value)?;
-            } else {
-                for (i, key) in value["keys"].as_array().into_iter().flatten().enumerate() {
-                    outln!("Unseal share {}: {}", i + 1, text(key));
-                }
-                outln!();
+            let body = SealInit {
+                secret_shares: shares,
+                secret_threshold: threshold,
+            };
+            let value = call(c, Method::POST, "/v1/sys/init", Some(Body::of(&body)?)).await?;
+            show(c, &value, |set: SealInitResult| {
+                print_shares(&set)?;
                 outln!(
                     "The server is initialised and sealed. These {shares} shares are shown \
                      once and kept nowhere: give each to a different operator. Any \
                      {threshold} of them unseal the server (`keyward operator unseal`) \
                      after every start."
                 );
-            }
+                Ok(())
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
         OperatorCommand::Unseal { reset } => {
@@ -938,83 +980,103 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
                 bail!(why);
             }
             let body = if reset {
-                json!({ "reset": true })
+                UnsealRequest {
+                    key: None,
+                    reset: true,
+                }
             } else {
-                let share = read_secret_line("unseal share")?;
-                json!({ "key": share })
+                UnsealRequest {
+                    key: Some(read_secret_line("unseal share")?),
+                    reset: false,
+                }
             };
-            send(c, Method::POST, "/v1/sys/unseal", Some(body), c.token).await?
+            send(
+                c,
+                Method::POST,
+                "/v1/sys/unseal",
+                Some(Body::of(&body)?),
+                c.token,
+            )
+            .await?
         }
         OperatorCommand::Seal => call(c, Method::POST, "/v1/sys/seal", None).await?,
         OperatorCommand::Rewrap => {
             let value = call(c, Method::POST, "/v1/sys/rewrap", None).await?;
-            if c.json {
-                print_json(&value)?;
-            } else {
+            show(c, &value, |r: RewrapResult| {
                 outln!(
                     "rewrapped {} data keys ({} already current, {} failed)",
-                    value["data"]["moved"],
-                    value["data"]["current"],
-                    value["data"]["failed"]
+                    r.data.moved,
+                    r.data.current,
+                    r.data.failed
                 );
-            }
+                Ok(())
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
         OperatorCommand::Rekey { shares, threshold } => {
             if std::io::stdin().is_terminal() {
                 eprintln!("current unseal shares, one a line, then end of input:");
             }
-            let current: Vec<String> = std::io::stdin()
+            let keys: Vec<String> = std::io::stdin()
                 .lock()
                 .lines()
                 .map_while(Result::ok)
                 .map(|l| l.trim().to_owned())
                 .filter(|l| !l.is_empty())
                 .collect();
-            let body = json!({
-                "keys": current, "secret_shares": shares, "secret_threshold": threshold,
-            });
-            let value = call(c, Method::POST, "/v1/sys/rekey", Some(body)).await?;
-            if c.json {
-                print_json(&value)?;
-            } else {
-                for (i, key) in value["keys"].as_array().into_iter().flatten().enumerate() {
-                    outln!("Unseal share {}: {}", i + 1, text(key));
-                }
-                outln!();
+            let body = RekeyRequest {
+                keys,
+                secret_shares: Some(shares),
+                secret_threshold: Some(threshold),
+            };
+            let value = call(c, Method::POST, "/v1/sys/rekey", Some(Body::of(&body)?)).await?;
+            show(c, &value, |set: SealInitResult| {
+                print_shares(&set)?;
                 outln!(
                     "The master key was replaced; the old shares no longer unseal. These \
                      {shares} shares are shown once: any {threshold} of them unseal."
                 );
-            }
+                Ok(())
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
         OperatorCommand::Rotate => {
             let value = call(c, Method::POST, "/v1/sys/rotate", None).await?;
-            if c.json {
-                print_json(&value)?;
-            } else {
-                outln!("keyring version {}", value["keyring_version"]);
-            }
+            show(c, &value, |r: KeyringRotated| {
+                outln!("keyring version {}", r.keyring_version);
+                Ok(())
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
     };
-    if c.json {
-        print_json(&status)?;
-    } else {
-        let state = if status["initialized"] == json!(false) {
+    show(c, &status, |status: SealStatusView| {
+        let state = if !status.initialized {
             "not initialised".to_owned()
-        } else if status["sealed"] == json!(true) {
-            format!(
-                "sealed (unseal progress {}/{})",
-                status["progress"], status["t"]
-            )
+        } else if status.sealed {
+            format!("sealed (unseal progress {}/{})", status.progress, status.t)
         } else {
-            format!("unsealed (keyring version {})", status["keyring_version"])
+            let version = status
+                .keyring_version
+                .map_or_else(|| "-".to_owned(), |v| v.to_string());
+            format!("unsealed (keyring version {version})")
         };
-        outln!("seal: {}  {state}", text(&status["type"]));
-    }
+        outln!("seal: {}  {state}", status.kind);
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A request body, encoded from its proto type before the request is
+/// built, so that a value JSON cannot hold is reported as such rather than
+/// as a failure to reach the server.
+struct Body(Vec<u8>);
+
+impl Body {
+    fn of(value: &impl Serialize) -> anyhow::Result<Body> {
+        serde_json::to_vec(value)
+            .map(Body)
+            .context("cannot encode the request body")
+    }
 }
 
 /// Sends one request and returns the JSON body, or the server's error as
@@ -1023,7 +1085,7 @@ async fn call(
     c: &Server<'_>,
     method: Method,
     path: &str,
-    body: Option<Value>,
+    body: Option<Body>,
 ) -> anyhow::Result<Value> {
     let Some(token) = c.token else {
         bail!("no admin token: set KEYWARD_TOKEN or pass --token");
@@ -1037,7 +1099,7 @@ async fn send(
     c: &Server<'_>,
     method: Method,
     path: &str,
-    body: Option<Value>,
+    body: Option<Body>,
     token: Option<&str>,
 ) -> anyhow::Result<Value> {
     let url = format!("{}{}", c.addr.trim_end_matches('/'), path);
@@ -1045,8 +1107,10 @@ async fn send(
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    if let Some(body) = body {
-        request = request.json(&body);
+    if let Some(Body(bytes)) = body {
+        request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(bytes);
     }
     let response = request
         .send()
@@ -1066,6 +1130,25 @@ async fn send(
     Ok(value)
 }
 
+/// An answer read as the proto type the server writes it from.
+fn read<T: DeserializeOwned>(value: &Value) -> anyhow::Result<T> {
+    T::deserialize(value).context("the server's answer is not in the shape this client reads")
+}
+
+/// Prints an answer: with `--json` as the server sent it, otherwise read
+/// as `T` and summarised for people.
+fn show<T: DeserializeOwned>(
+    c: &Server<'_>,
+    value: &Value,
+    summary: impl FnOnce(T) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if c.json {
+        print_json(value)?;
+        return Ok(());
+    }
+    summary(read(value)?)
+}
+
 /// A refusal from the server, kept whole so a command can say more about
 /// the answers it knows (a deleted secret version, a seal that does not
 /// take shares).
@@ -1082,7 +1165,7 @@ struct ServerError {
 
 impl ServerError {
     fn new(status: reqwest::StatusCode, body: Value) -> Self {
-        let code = body["error"]["code"].as_str().map(str::to_owned);
+        let keyward = ErrorResponse::deserialize(&body).ok().map(|e| e.error);
         let vault: Vec<&str> = body["errors"]
             .as_array()
             .into_iter()
@@ -1090,14 +1173,15 @@ impl ServerError {
             .filter_map(Value::as_str)
             .filter(|m| !m.is_empty())
             .collect();
-        let message = match body["error"]["message"].as_str() {
-            Some(message) if !message.is_empty() => message.to_owned(),
+        let message = match &keyward {
+            Some(e) if !e.message.is_empty() => e.message.clone(),
             _ if !vault.is_empty() => vault.join("; "),
             _ => status
                 .canonical_reason()
                 .unwrap_or("the server refused the request")
                 .to_lowercase(),
         };
+        let code = keyward.map(|e| e.code);
         ServerError {
             status,
             code,
@@ -1133,7 +1217,7 @@ fn deleted_version(e: &anyhow::Error, mount: &str, path: &str) -> Option<String>
     } else {
         format!(" --mount {mount}")
     };
-    if meta["destroyed"] == json!(true) {
+    if meta["destroyed"].as_bool() == Some(true) {
         return Some(format!(
             "version {version} of {mount}/{path} was destroyed: its data is gone and cannot be \
              restored. `keyward secrets get{mount_flag} {path} --version N` reads another \
@@ -1157,7 +1241,7 @@ async fn seal_type(c: &Server<'_>) -> Option<String> {
     let status = send(c, Method::GET, "/v1/sys/seal-status", None, None)
         .await
         .ok()?;
-    status["type"].as_str().map(str::to_owned)
+    read::<SealStatusView>(&status).ok().map(|s| s.kind)
 }
 
 /// Why an operation on shares means nothing to a seal that unseals itself.
@@ -1236,22 +1320,27 @@ fn with_query<'a>(
     }
 }
 
+/// A string of a Vault-shaped answer, or `-`.
 fn text(v: &Value) -> &str {
     v.as_str().unwrap_or("-")
 }
 
-fn join(v: &Value) -> String {
-    let items: Vec<&str> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+/// Items joined with commas, or `-` for none.
+fn join<T: AsRef<str>>(items: &[T]) -> String {
     if items.is_empty() {
         "-".to_owned()
     } else {
-        items.join(",")
+        items
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<&str>>()
+            .join(",")
     }
+}
+
+/// A time as the server writes it.
+fn time_text(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_else(|_| at.to_string())
 }
 
 fn print_json(v: &Value) -> std::io::Result<()> {
@@ -1259,56 +1348,83 @@ fn print_json(v: &Value) -> std::io::Result<()> {
     Ok(())
 }
 
-fn print_api(api: &Value) -> std::io::Result<()> {
+fn print_api(api: &ApiView) -> anyhow::Result<()> {
+    let environments: Vec<&str> = api.environments.iter().map(|e| e.as_str()).collect();
     outln!(
         "{}  {}  prefix={}  environments={}",
-        text(&api["id"]),
-        text(&api["name"]),
-        text(&api["prefix"]),
-        join(&api["environments"])
+        api.id,
+        api.name,
+        api.prefix,
+        join(&environments)
     );
     Ok(())
 }
 
-fn print_key_line(k: &Value) -> std::io::Result<()> {
+fn print_key_line(k: &KeyView) -> anyhow::Result<()> {
     outln!(
         "{}  {}…  {}  {}  owner={}  scopes={}",
-        text(&k["id"]),
-        text(&k["start"]),
-        text(&k["environment"]),
-        text(&k["state"]),
-        text(&k["owner"]),
-        join(&k["scopes"])
+        k.id,
+        k.start,
+        k.environment,
+        k.state.as_str(),
+        k.owner,
+        join(&k.scopes)
     );
     Ok(())
 }
 
-fn print_key(c: &Server<'_>, k: &Value) -> std::io::Result<()> {
-    if c.json {
-        return print_json(k);
-    }
+fn print_key(k: &KeyView) -> anyhow::Result<()> {
     print_key_line(k)?;
-    for field in [
-        "name",
-        "expires_at",
-        "revoked_at",
-        "revoke_reason",
-        "rotated_from",
-        "rotated_to",
-    ] {
-        if let Some(v) = k[field].as_str() {
+    let fields = [
+        ("name", Some(k.name.clone())),
+        ("expires_at", k.expires_at.map(time_text)),
+        ("revoked_at", k.revoked_at.map(time_text)),
+        ("revoke_reason", k.revoke_reason.clone()),
+        (
+            "rotated_from",
+            k.rotated_from.as_ref().map(ToString::to_string),
+        ),
+        ("rotated_to", k.rotated_to.as_ref().map(ToString::to_string)),
+    ];
+    for (field, v) in fields {
+        if let Some(v) = v {
             outln!("  {field}: {v}");
         }
     }
     Ok(())
 }
 
-fn print_issued(c: &Server<'_>, v: &Value) -> std::io::Result<()> {
-    if c.json {
-        return print_json(v);
+fn print_issued(k: &IssuedKey) -> anyhow::Result<()> {
+    print_key_line(&k.record)?;
+    outln!("key (shown once, store it now): {}", k.key);
+    Ok(())
+}
+
+fn print_verify(v: &VerifyAnswer) -> anyhow::Result<()> {
+    let mut line = v.code.as_str().to_owned();
+    if let Some(id) = &v.key_id {
+        line.push_str(&format!(
+            "  {id}  owner={}  env={}  scopes={}",
+            v.owner.as_deref().unwrap_or("-"),
+            v.environment.map_or("-", Environment::as_str),
+            join(v.scopes.as_deref().unwrap_or_default())
+        ));
     }
-    print_key_line(v)?;
-    outln!("key (shown once, store it now): {}", text(&v["key"]));
+    if let Some(limit) = &v.ratelimit {
+        line.push_str(&format!("  ratelimit={}/{}", limit.remaining, limit.limit));
+    }
+    if let Some(credits) = v.credits_remaining {
+        line.push_str(&format!("  credits={credits}"));
+    }
+    outln!("{line}");
+    Ok(())
+}
+
+fn print_shares(set: &SealInitResult) -> anyhow::Result<()> {
+    for (i, key) in set.keys.iter().enumerate() {
+        outln!("Unseal share {}: {key}", i + 1);
+    }
+    outln!();
     Ok(())
 }
 

@@ -13,14 +13,13 @@ use axum::extract::State;
 use keyward_core::AdminScope;
 use serde_json::json;
 
-use keyward_service::sys::rewrap_details;
-
 use super::Json;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
 use keyward_proto::{
-    ErrorResponse, KeyringRotated, SealInit, SealInitResult, SealStatusView, UnsealRequest,
+    ErrorResponse, KeyringRotated, RekeyRequest, RewrapCounts, RewrapResult, SealInit,
+    SealInitResult, SealStatusView, UnsealRequest,
 };
 use keyward_service::Error;
 
@@ -96,15 +95,21 @@ pub async fn rotate(
 /// Moves every stored data key to the keyring's newest version now, and
 /// says how many moved.
 #[utoipa::path(post, path = "/v1/sys/rewrap", tag = "sys",
-    responses((status = 200, body = Object), (status = 403, body = ErrorResponse),
+    responses((status = 200, body = RewrapResult), (status = 403, body = ErrorResponse),
               (status = 503, body = ErrorResponse)),
     security(("admin_token" = ["sys:write"])))]
 pub async fn rewrap(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RewrapResult>, ApiError> {
     let report = state.service.rewrap(&caller).await?;
-    Ok(Json(json!({ "data": rewrap_details(&report) })))
+    Ok(Json(RewrapResult {
+        data: RewrapCounts {
+            moved: report.moved,
+            current: report.current,
+            failed: report.failed,
+        },
+    }))
 }
 
 /// The secrets mounts and their environments.
@@ -153,22 +158,6 @@ pub async fn mount(
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/sys/rekey`: current shares, and the new split.
-#[derive(serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RekeyRequest {
-    /// `shamir`: at least the threshold of the current shares.
-    #[serde(default)]
-    pub keys: Vec<String>,
-    /// `shamir`: the new split, 2–255 shares. A `pkcs11` rekey takes no
-    /// fields.
-    #[schema(minimum = 2, maximum = 255)]
-    pub secret_shares: Option<u8>,
-    /// `shamir`: shares needed to unseal, 2..=secret_shares.
-    #[schema(minimum = 2, maximum = 255)]
-    pub secret_threshold: Option<u8>,
-}
-
 /// Replaces the master key. `shamir`: needs the threshold of the current
 /// shares and returns new shares, once. `pkcs11`: the HSM wraps a new
 /// master key, and `keys` is empty. Needs `sys:write`.
@@ -212,7 +201,7 @@ fn shown_once(set: &keyward_service::sys::ShareSet, shares: u8, threshold: u8) -
 /// The seal's state as Vault's `sys/seal-status` answers it.
 fn status_view(s: keyward_service::seal::SealStatus) -> SealStatusView {
     SealStatusView {
-        kind: s.kind.as_str(),
+        kind: s.kind.as_str().to_owned(),
         initialized: s.initialized,
         sealed: s.sealed,
         t: s.threshold,
