@@ -241,6 +241,11 @@ impl Application {
         Arc::clone(&self.verifier)
     }
 
+    /// Follows every change this server commits from now on.
+    pub fn events(&self) -> keyward_service::events::Events {
+        self.state.service.events()
+    }
+
     /// Serves until `shutdown` completes, then finishes in-flight requests,
     /// writes the usage counted in memory and gives back leased credits.
     pub async fn run_until_stopped(

@@ -31,6 +31,7 @@ on_both_backends!(
     array_bodies_are_refused,
     mount_options_are_checked_beside_the_top_level_fields,
     usage_until_the_epoch_is_served,
+    committed_changes_are_announced_and_refused_ones_are_not,
 );
 
 async fn setup(app: &TestApp) -> String {
@@ -1256,6 +1257,69 @@ async fn usage_until_the_epoch_is_served(app: TestApp) {
 }
 
 /// Calls `visit` on every object in `value`, depth first.
+/// The next event the server announces, within a few seconds.
+async fn next_event(app: &TestApp) -> keyward_service::events::Event {
+    let mut events = app.events.lock().await;
+    let next = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("an event is announced")
+        .expect("the feed is open");
+    match next {
+        keyward_service::events::Next::Event(event) => event,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+async fn committed_changes_are_announced_and_refused_ones_are_not(app: TestApp) {
+    use keyward_core::AuditAction;
+    let api = setup(&app).await;
+    let created = next_event(&app).await;
+    assert_eq!(created.action, Some(AuditAction::ApiCreate));
+    assert_eq!(created.record.target, api);
+
+    let issued = app
+        .create_key(json!({"api_id": api, "environment": "live", "owner": "acme"}))
+        .await;
+    let key_id = id_of(&issued);
+    let event = next_event(&app).await;
+    assert_eq!(event.action, Some(AuditAction::KeyCreate));
+    assert_eq!(event.record.target, key_id);
+    // The event records the change, never the key.
+    assert!(!format!("{:?}", event.record).contains(&key_of(&issued)));
+
+    // Refused writes change nothing and announce nothing: a key for an API
+    // that does not exist, a revocation without the scope.
+    let root = app.root.clone();
+    let missing = json!({"api_id": "api_00000000000000000000000000", "environment": "live"});
+    let (status, _) = app
+        .call(Method::POST, "/v1/keys", Some(&root), Some(missing))
+        .await;
+    assert!(status.is_client_error(), "{status}");
+    let reader = app
+        .token(json!({"name": "reader", "scopes": ["keys:read"]}))
+        .await;
+    assert_eq!(
+        next_event(&app).await.action,
+        Some(AuditAction::TokenCreate)
+    );
+    let revoke = format!("/v1/keys/{key_id}/revoke");
+    let (status, _) = app
+        .call(Method::POST, &revoke, Some(&reader), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // The next event is the revocation that was allowed, in its order.
+    app.ok(
+        Method::POST,
+        &format!("/v1/keys/{key_id}/revoke"),
+        Some(json!({"reason": "leaked"})),
+    )
+    .await;
+    let revoked = next_event(&app).await;
+    assert_eq!(revoked.action, Some(AuditAction::KeyRevoke));
+    assert_eq!(revoked.record.target, key_id);
+}
+
 fn walk(value: &Value, visit: &mut impl FnMut(&Value)) {
     match value {
         Value::Object(map) => {

@@ -8,13 +8,14 @@
 //!   [`audit_log`], [`keys`], [`leaks`], [`secrets`], [`sys`], [`tokens`]
 //!   and [`transit`].
 //! - [`audit`]: the audit event of an operation.
+//! - [`events`]: every committed change, for followers to act on.
 //! - [`seal`]: the master key's seal and, when unsealed, the keyring.
 //! - [`records`]: what each sealed record is bound to.
 //!
 //! Invariant: a mutation here runs its steps in one order — access check,
-//! audited write (with the change-feed row, in one transaction), cache
-//! invalidation — before it returns. Events join the end of that order
-//! when they exist.
+//! audited write (its audit events and change-feed rows in the same
+//! transaction), the write's events announced as it commits, then this
+//! node's cache invalidation — before it returns.
 
 #![forbid(unsafe_code)]
 
@@ -23,6 +24,7 @@ pub mod apis;
 pub mod audit;
 pub mod audit_log;
 mod error;
+pub mod events;
 pub mod keys;
 pub mod leaks;
 pub mod records;

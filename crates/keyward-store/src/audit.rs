@@ -2,8 +2,11 @@
 //! transaction; only events that record no change of stored state are
 //! appended on their own.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use keyward_core::{ApiId, AuditEvent, Environment};
+use tokio::sync::broadcast;
 
 use crate::{Page, Result};
 
@@ -57,4 +60,46 @@ pub trait AuditStore: Send + Sync {
     /// Appends events that record no change of stored state (an unseal, a
     /// seal).
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
+
+    /// The events of every audited write this store commits from now on,
+    /// each write's together, in commit order: the feed the service turns
+    /// into its events.
+    fn committed(&self) -> Committed;
+}
+
+/// A subscription to the events of committed writes. It holds at most
+/// [`CommitFeed::CAPACITY`] writes unread; past that it reports how many it
+/// skipped (`RecvError::Lagged`), and the audit log holds them all.
+pub type Committed = broadcast::Receiver<Arc<[AuditEvent]>>;
+
+/// Where a store announces its committed writes; subscribers that read
+/// nothing cost the writer nothing.
+#[derive(Debug)]
+pub struct CommitFeed(broadcast::Sender<Arc<[AuditEvent]>>);
+
+impl CommitFeed {
+    /// Writes kept for a subscriber that has not read them yet.
+    pub const CAPACITY: usize = 4096;
+
+    pub fn new() -> Self {
+        CommitFeed(broadcast::channel(Self::CAPACITY).0)
+    }
+
+    /// Announces the events of a write that committed.
+    pub fn publish(&self, events: &[AuditEvent]) {
+        if !events.is_empty() && self.0.receiver_count() > 0 {
+            // No subscriber left is not a failure: nobody is listening.
+            let _ = self.0.send(events.into());
+        }
+    }
+
+    pub fn subscribe(&self) -> Committed {
+        self.0.subscribe()
+    }
+}
+
+impl Default for CommitFeed {
+    fn default() -> Self {
+        CommitFeed::new()
+    }
 }

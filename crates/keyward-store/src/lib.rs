@@ -40,7 +40,7 @@ use keyward_core::EventId;
 use time::OffsetDateTime;
 
 pub use apis::ApiStore;
-pub use audit::{AuditEntry, AuditFilter, AuditStore};
+pub use audit::{AuditEntry, AuditFilter, AuditStore, CommitFeed, Committed};
 pub use changes::{Change, ChangeEntry, ChangeStore};
 pub use keys::{BulkRevokeFilter, CreditsPatch, KeyFilter, KeyPatch, KeyStore, Rotation};
 pub use limits::{CreditLease, LimitStore};

@@ -24,6 +24,7 @@ pub struct PgStore {
     /// A connection listening on the change-feed channel, opened on first
     /// use and again after it was lost.
     listener: tokio::sync::Mutex<Option<PgListener>>,
+    commit_feed: crate::CommitFeed,
 }
 
 impl PgStore {
@@ -73,6 +74,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             listener: tokio::sync::Mutex::new(None),
+            commit_feed: crate::CommitFeed::new(),
         })
     }
 

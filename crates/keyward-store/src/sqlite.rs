@@ -24,6 +24,7 @@ pub struct SqliteStore {
     readers: SqlitePool,
     /// The single connection all writes go through.
     writer: SqlitePool,
+    commit_feed: crate::CommitFeed,
 }
 
 impl SqliteStore {
@@ -60,7 +61,11 @@ impl SqliteStore {
             .max_connections(READERS)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore { readers, writer })
+        Ok(SqliteStore {
+            readers,
+            writer,
+            commit_feed: crate::CommitFeed::new(),
+        })
     }
 
     fn reader(&self) -> &SqlitePool {

@@ -50,6 +50,8 @@ pub struct TestApp {
     /// Counts storage lookups by digest, to prove some answers need none.
     pub store: Arc<CountingStore>,
     pub verifier: Arc<keyward_server::Verifier>,
+    /// Every change the server committed since it started serving.
+    pub events: tokio::sync::Mutex<keyward_service::events::Events>,
     /// The SQLite database file, for tests that inspect what is on disk.
     pub db_file: Option<PathBuf>,
     pub backend_dir: Option<tempfile::TempDir>,
@@ -237,6 +239,7 @@ async fn start_with(
     let addr = app.local_addr().unwrap();
     let gateway = app.gateway_addr().map(|a| format!("http://{}", a.unwrap()));
     let verifier = app.verifier();
+    let events = tokio::sync::Mutex::new(app.events());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -253,6 +256,7 @@ async fn start_with(
             .unwrap(),
         store,
         verifier,
+        events,
         db_file,
         stop: Some((stop, server)),
         backend_dir: Some(dir),
@@ -561,6 +565,9 @@ impl AuditStore for CountingStore {
     }
     async fn append_audit(&self, events: &[AuditEvent]) -> R<()> {
         self.inner.append_audit(events).await
+    }
+    fn committed(&self) -> keyward_store::Committed {
+        self.inner.committed()
     }
 }
 

@@ -65,7 +65,8 @@ macro_rules! impl_audit_store {
             /// Runs an audited write: begins a transaction on the writer,
             /// runs `write`'s statements in it, then inserts the audit
             /// events the write returns (with their reach), then its
-            /// change-feed entries, and commits. A write that returns
+            /// change-feed entries, and commits; then it announces the
+            /// events on the store's commit feed. A write that returns
             /// `Outcome::Rollback` is rolled back and records nothing; one
             /// that fails is rolled back as its transaction is dropped.
             ///
@@ -96,6 +97,7 @@ macro_rules! impl_audit_store {
                             insert_changes(&mut tx, &changes, at).await?;
                         }
                         tx.commit().await?;
+                        self.commit_feed.publish(&events);
                         Ok(value)
                     }
                 }
@@ -202,6 +204,10 @@ macro_rules! impl_audit_store {
             async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
                 self.audited(move |_tx| Box::pin(async move { Ok(Outcome::commit((), events)) }))
                     .await
+            }
+
+            fn committed(&self) -> crate::Committed {
+                self.commit_feed.subscribe()
             }
         }
     };
