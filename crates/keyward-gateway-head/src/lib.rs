@@ -32,7 +32,7 @@ use path::BadPath;
 const MAX_HEADERS: usize = 100;
 /// Most headers the head sent upstream may have: hyper's limit, and so
 /// that of many upstreams.
-const MAX_UPSTREAM_HEADERS: usize = 100;
+pub const MAX_UPSTREAM_HEADERS: usize = 100;
 /// Headers the relay writes after the head [`parse_request`] rewrites: the
 /// three identity headers and the two forwarding headers.
 pub const ADDED_HEADERS: usize = 5;

@@ -1,7 +1,8 @@
 //! What the gateway decides about a request, whichever reader read it: the
 //! route, the key's verification, the refusal and its answer, and the
-//! headers added for the upstream. They are apart from the reading, so
-//! that another reader can apply the same rules.
+//! headers added for the upstream. The hand-written relay (`lib.rs`) and
+//! the hyper one (`reference`) both call them, so the rules are written
+//! once.
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -26,9 +26,20 @@
 //! connection is paired with its own upstream connection, opened on its
 //! first request and reopened when the upstream closes it: no pool, and no
 //! lock shared between connections, on the way to the upstream.
+//!
+//! With `fast_path = false` ([`Gateway::with_fast_path`]) every client
+//! connection is served by hyper's HTTP/1 server instead, and requests go
+//! upstream through hyper's HTTP/1 client (`reference`). It is the
+//! reference the relay is tested against. The decisions do not change:
+//! both paths call the same functions (`decide`) for the route, the key,
+//! the refusal and the headers added, and read headers by the same rules
+//! ([`keyward_gateway_head::Scan`]). Deadlines and limits are the same.
+//! Where hyper refuses a head before the gateway sees it, hyper answers
+//! with the same status but no `code`.
 
 mod decide;
 mod forwarded;
+mod reference;
 
 pub use forwarded::ForwardedHeader;
 
@@ -68,8 +79,8 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_BODY: u64 = 10 * 1024 * 1024;
 /// How long, and for how many bytes, a connection closed on a client still
 /// sending is drained first ([`linger`]).
-const LINGER: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1024 * 1024;
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
+pub(crate) const LINGER_BYTES: usize = 1024 * 1024;
 
 impl Reach for Gateway {
     fn can_access(&self, api: &ApiId, _environment: Environment) -> bool {
@@ -201,6 +212,9 @@ pub struct Gateway {
     upstream_timeout: Duration,
     /// Told of every request answered.
     observer: Arc<dyn Observe>,
+    /// Whether client connections are served by the hand-written relay
+    /// (`true`, the default) or by hyper ([`reference`]).
+    fast_path: bool,
 }
 
 struct CompiledRoute {
@@ -325,6 +339,7 @@ impl Gateway {
                 .upstream_timeout_ms
                 .map_or(UPSTREAM_TIMEOUT, Duration::from_millis),
             observer: Arc::new(RequestLog),
+            fast_path: true,
         })
     }
 
@@ -337,6 +352,14 @@ impl Gateway {
     /// Reports every request to `observer` instead of logging it.
     pub fn with_observer(mut self, observer: Arc<dyn Observe>) -> Self {
         self.observer = observer;
+        self
+    }
+
+    /// Serves client connections with the hand-written relay (`true`, the
+    /// default) or with hyper's HTTP/1 server and client (`false`), under
+    /// the same rules.
+    pub fn with_fast_path(mut self, fast_path: bool) -> Self {
+        self.fast_path = fast_path;
         self
     }
 
@@ -369,7 +392,7 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 connections.spawn(async move {
                     let _slot = slot;
-                    connection(gateway, stream, peer, stopping, shed).await;
+                    serve_connection(gateway, stream, peer, stopping, shed).await;
                 });
             }
             Some(worker) => match stream.into_std() {
@@ -381,7 +404,7 @@ pub async fn serve(
                         match TcpStream::from_std(stream) {
                             Ok(stream) => {
                                 let _ = stream.set_nodelay(true);
-                                connection(gateway, stream, peer, stopping, shed).await;
+                                serve_connection(gateway, stream, peer, stopping, shed).await;
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "gateway could not take a connection");
@@ -398,6 +421,21 @@ pub async fn serve(
     };
     keyward_net::accept_until(listener, &admission, TOO_MANY_CONNECTIONS, shutdown, take).await;
     Ok(())
+}
+
+/// Serves one client connection on the path the gateway was built with.
+async fn serve_connection(
+    gateway: Arc<Gateway>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    shed: Shed,
+) {
+    if gateway.fast_path {
+        connection(gateway, stream, peer, stopping, shed).await;
+    } else {
+        reference::connection(gateway, stream, peer, stopping, shed).await;
+    }
 }
 
 /// Whether a client connection goes on after an exchange.
