@@ -32,7 +32,7 @@ use path::BadPath;
 const MAX_HEADERS: usize = 100;
 /// Most headers the head sent upstream may have: hyper's limit, and so
 /// that of many upstreams.
-const MAX_UPSTREAM_HEADERS: usize = 100;
+pub const MAX_UPSTREAM_HEADERS: usize = 100;
 /// Headers the relay writes after the head [`parse_request`] rewrites: the
 /// three identity headers and the two forwarding headers.
 pub const ADDED_HEADERS: usize = 5;
@@ -106,8 +106,8 @@ pub struct RequestHead {
 }
 
 /// Request headers the relay handles itself rather than copying.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Special {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
     /// Copied to the upstream as is.
     Plain,
     /// Hop-by-hop, the client's identity forgeries and `Host`: dropped.
@@ -203,6 +203,167 @@ fn content_length(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
+/// What the headers of one request head say, gathered header by header
+/// ([`Scan::header`]). [`parse_request`] reads every head through it, and so
+/// does any other reader of request heads, so that both apply the same
+/// rules to the same headers.
+#[derive(Debug, Default)]
+pub struct Scan<'a> {
+    connection: [&'a [u8]; 4],
+    connections: usize,
+    length: Option<u64>,
+    chunked: bool,
+    expect_continue: bool,
+    bearer: Option<&'a [u8]>,
+    api_key: Option<&'a [u8]>,
+}
+
+impl<'a> Scan<'a> {
+    /// Takes one header: finds its kind, checks it, and notes what it says
+    /// of the key, the framing and the connection. The lines of the
+    /// configured forwarding header are joined by `, ` in `forwarded`.
+    #[inline]
+    pub fn header(
+        &mut self,
+        name: &str,
+        value: &'a [u8],
+        config: &HeadConfig,
+        forwarded: &mut String,
+    ) -> Result<Special, BadRequest> {
+        let kind = if !name.contains('_') {
+            classify_request_header(name)
+        } else if config.underscores_in_headers {
+            classify_underscored(name)
+        } else {
+            return Err(BadRequest::Underscore);
+        };
+        match kind {
+            Special::Connection => {
+                if self.connections == self.connection.len() || !is_options(value) {
+                    return Err(BadRequest::Malformed);
+                }
+                self.connection[self.connections] = value;
+                self.connections += 1;
+            }
+            Special::ContentLength => {
+                let n = content_length(value).ok_or(BadRequest::Framing)?;
+                if self.length.is_some_and(|m| m != n) {
+                    return Err(BadRequest::Framing);
+                }
+                self.length = Some(n);
+            }
+            Special::TransferEncoding => {
+                // Only `chunked`, once: anything else cannot be framed here.
+                if self.chunked || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err(BadRequest::Framing);
+                }
+                self.chunked = true;
+            }
+            Special::Expect => {
+                if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                    self.expect_continue = true;
+                }
+            }
+            Special::Authorization => {
+                if let Some(rest) = value.strip_prefix(b"Bearer ") {
+                    self.bearer = Some(rest);
+                }
+            }
+            Special::ApiKey => self.api_key = Some(value),
+            Special::ForwardedFor | Special::Forwarded => {
+                let read = match config.forwarded_header {
+                    ForwardedHeader::XForwardedFor => Special::ForwardedFor,
+                    ForwardedHeader::Forwarded => Special::Forwarded,
+                };
+                if kind == read {
+                    // Not text: the chain cannot be read, and what a
+                    // trusted proxy added is lost with it.
+                    let text = std::str::from_utf8(value).unwrap_or("unknown");
+                    if !forwarded.is_empty() {
+                        forwarded.push_str(", ");
+                    }
+                    forwarded.push_str(text);
+                }
+            }
+            Special::Plain | Special::Dropped => {}
+        }
+        Ok(kind)
+    }
+
+    /// The `Connection` values seen so far.
+    pub fn connection(&self) -> &[&'a [u8]] {
+        &self.connection[..self.connections]
+    }
+
+    /// Puts the key presented (`Authorization: Bearer` before `X-API-Key`)
+    /// in `key`, trimmed; whether one was presented at all.
+    pub fn key(&self, key: &mut String) -> bool {
+        key.clear();
+        let presented = self.bearer.or(self.api_key);
+        if let Some(presented) = presented {
+            match String::from_utf8_lossy(presented) {
+                std::borrow::Cow::Borrowed(text) => key.push_str(text.trim()),
+                std::borrow::Cow::Owned(text) => key.push_str(text.trim()),
+            }
+        }
+        presented.is_some()
+    }
+}
+
+/// Whether a client header of `kind` named `name` goes upstream as it is,
+/// given the request's `Connection` values.
+#[inline]
+pub fn forwards(kind: Special, name: &str, connection: &[&[u8]]) -> bool {
+    match kind {
+        Special::Plain => connection.is_empty() || !named_by_connection(connection, name),
+        // Written by the gateway, from what it read and saw.
+        Special::ForwardedFor | Special::Forwarded => false,
+        // Sent as the body is actually framed.
+        Special::ContentLength | Special::TransferEncoding => false,
+        // Answered by the gateway itself.
+        Special::Expect => false,
+        Special::Dropped | Special::Authorization | Special::ApiKey | Special::Connection => false,
+    }
+}
+
+/// Refuses a request target that is not a path (origin-form), or that has
+/// a fragment; checked before the headers are read.
+#[inline]
+pub fn check_target(raw: &str) -> Result<(), BadRequest> {
+    if !raw.starts_with('/') {
+        return Err(BadRequest::Target);
+    }
+    if raw.contains('#') {
+        return Err(BadRequest::Path(BadPath::Fragment));
+    }
+    Ok(())
+}
+
+/// Normalises a request target that passed [`check_target`] into `target`:
+/// the path normalised ([`path`]), the query as sent. Returns where the
+/// path ends in `target`.
+#[inline]
+pub fn request_target(raw: &str, target: &mut String) -> Result<usize, BadRequest> {
+    let (raw_path, query) = raw.split_at(raw.find('?').unwrap_or(raw.len()));
+    path::normalize(raw_path, target).map_err(BadRequest::Path)?;
+    if query.bytes().any(|b| matches!(b, b'"' | b'<' | b'>')) {
+        return Err(BadRequest::Path(BadPath::Unescaped));
+    }
+    let path_end = target.len();
+    target.push_str(query);
+    Ok(path_end)
+}
+
+/// Whether an upstream answer's header goes on to the client: not
+/// hop-by-hop, not named by the answer's `Connection` values, and not a
+/// `Content-Length` beside a `Transfer-Encoding`.
+#[inline]
+pub fn response_forwards(name: &str, connection: &[&[u8]], transfer_encoding: bool) -> bool {
+    !(is_response_hop_by_hop(name)
+        || (transfer_encoding && name.eq_ignore_ascii_case("content-length"))
+        || (!connection.is_empty() && named_by_connection(connection, name)))
+}
+
 /// Parses the request head at the start of `data`. `Ok(None)` when more
 /// bytes are needed. On success the key presented (from `Authorization:
 /// Bearer` or `X-API-Key`) is in `key`, the request target — its path
@@ -234,86 +395,22 @@ pub fn parse_request(
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| BadRequest::Malformed)?;
     // CONNECT opens a tunnel (hyper reads nothing after it as a request),
     // and its target is an authority, never a path.
-    if !path.starts_with('/') || method == Method::CONNECT {
+    if method == Method::CONNECT {
         return Err(BadRequest::Target);
     }
-    if path.contains('#') {
-        return Err(BadRequest::Path(BadPath::Fragment));
-    }
+    check_target(path)?;
     let http10 = version == 0;
 
-    let mut connection: [&[u8]; 4] = [&[]; 4];
-    let mut connections = 0;
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    let mut expect_continue = false;
     forwarded.clear();
-    let mut bearer: Option<&[u8]> = None;
-    let mut api_key: Option<&[u8]> = None;
+    let mut scan = Scan::default();
     // Each header's kind, found once: the head is written in a second pass,
     // once every `Connection` header is known.
     let mut kinds = [Special::Plain; MAX_HEADERS];
     for (header, kind) in request.headers.iter().zip(kinds.iter_mut()) {
-        let value = header.value;
-        *kind = if !header.name.contains('_') {
-            classify_request_header(header.name)
-        } else if config.underscores_in_headers {
-            classify_underscored(header.name)
-        } else {
-            return Err(BadRequest::Underscore);
-        };
-        match *kind {
-            Special::Connection => {
-                if connections == connection.len() || !is_options(value) {
-                    return Err(BadRequest::Malformed);
-                }
-                connection[connections] = value;
-                connections += 1;
-            }
-            Special::ContentLength => {
-                let n = content_length(value).ok_or(BadRequest::Framing)?;
-                if length.is_some_and(|m| m != n) {
-                    return Err(BadRequest::Framing);
-                }
-                length = Some(n);
-            }
-            Special::TransferEncoding => {
-                // Only `chunked`, once: anything else cannot be framed here.
-                if chunked || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                    return Err(BadRequest::Framing);
-                }
-                chunked = true;
-            }
-            Special::Expect => {
-                if value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
-                    expect_continue = true;
-                }
-            }
-            Special::Authorization => {
-                if let Some(rest) = value.strip_prefix(b"Bearer ") {
-                    bearer = Some(rest);
-                }
-            }
-            Special::ApiKey => api_key = Some(value),
-            Special::ForwardedFor | Special::Forwarded => {
-                let read = match config.forwarded_header {
-                    ForwardedHeader::XForwardedFor => Special::ForwardedFor,
-                    ForwardedHeader::Forwarded => Special::Forwarded,
-                };
-                if *kind == read {
-                    // Not text: the chain cannot be read, and what a
-                    // trusted proxy added is lost with it.
-                    let text = std::str::from_utf8(value).unwrap_or("unknown");
-                    if !forwarded.is_empty() {
-                        forwarded.push_str(", ");
-                    }
-                    forwarded.push_str(text);
-                }
-            }
-            Special::Plain | Special::Dropped => {}
-        }
+        *kind = scan.header(header.name, header.value, config, forwarded)?;
     }
-    let connection = &connection[..connections];
+    let (length, chunked, expect_continue) = (scan.length, scan.chunked, scan.expect_continue);
+    let connection = scan.connection();
     if chunked && (length.is_some() || http10) {
         return Err(BadRequest::Framing);
     }
@@ -324,21 +421,8 @@ pub fn parse_request(
     };
     let keep_alive = keeps_alive(http10, connection);
 
-    key.clear();
-    let presented = bearer.or(api_key);
-    if let Some(presented) = presented {
-        match String::from_utf8_lossy(presented) {
-            std::borrow::Cow::Borrowed(text) => key.push_str(text.trim()),
-            std::borrow::Cow::Owned(text) => key.push_str(text.trim()),
-        }
-    }
-    let (raw_path, query) = path.split_at(path.find('?').unwrap_or(path.len()));
-    path::normalize(raw_path, target).map_err(BadRequest::Path)?;
-    if query.bytes().any(|b| matches!(b, b'"' | b'<' | b'>')) {
-        return Err(BadRequest::Path(BadPath::Unescaped));
-    }
-    let path_end = target.len();
-    target.push_str(query);
+    let has_key = scan.key(key);
+    let path_end = request_target(path, target)?;
 
     out.clear();
     out.extend_from_slice(method.as_str().as_bytes());
@@ -351,21 +435,7 @@ pub fn parse_request(
     // `host`, the framing header and the relay's own come on top.
     let mut written = 2 + ADDED_HEADERS;
     for (header, kind) in request.headers.iter().zip(kinds) {
-        let forward = match kind {
-            Special::Plain => {
-                connection.is_empty() || !named_by_connection(connection, header.name)
-            }
-            // Written by the gateway, from what it read and saw.
-            Special::ForwardedFor | Special::Forwarded => false,
-            // Sent as the body is actually framed, below.
-            Special::ContentLength | Special::TransferEncoding => false,
-            // Answered by the gateway itself.
-            Special::Expect => false,
-            Special::Dropped | Special::Authorization | Special::ApiKey | Special::Connection => {
-                false
-            }
-        };
-        if forward {
+        if forwards(kind, header.name, connection) {
             written += 1;
             if written > MAX_UPSTREAM_HEADERS {
                 return Err(BadRequest::TooManyHeaders);
@@ -391,7 +461,7 @@ pub fn parse_request(
         http10,
         expect_continue,
         path_end,
-        has_key: presented.is_some(),
+        has_key,
     }))
 }
 
@@ -528,13 +598,9 @@ pub fn parse_response(
     out.extend_from_slice(b"\r\n");
     for header in response.headers.iter() {
         let name = header.name;
-        if is_response_hop_by_hop(name)
-            || (transfer_encoding.is_some() && name.eq_ignore_ascii_case("content-length"))
-            || (!connection.is_empty() && named_by_connection(connection, name))
-        {
-            continue;
+        if response_forwards(name, connection, transfer_encoding.is_some()) {
+            push_header(out, name.as_bytes(), header.value);
         }
-        push_header(out, name.as_bytes(), header.value);
     }
     Ok(Some(ResponseHead {
         status,

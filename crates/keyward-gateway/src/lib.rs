@@ -26,8 +26,20 @@
 //! connection is paired with its own upstream connection, opened on its
 //! first request and reopened when the upstream closes it: no pool, and no
 //! lock shared between connections, on the way to the upstream.
+//!
+//! With `fast_path = false` ([`Gateway::with_fast_path`]) every client
+//! connection is served by hyper's HTTP/1 server instead, and requests go
+//! upstream through hyper's HTTP/1 client (`reference`). It is the
+//! reference the relay is tested against. The decisions do not change:
+//! both paths call the same functions (`decide`) for the route, the key,
+//! the refusal and the headers added, and read headers by the same rules
+//! ([`keyward_gateway_head::Scan`]). Deadlines and limits are the same.
+//! Where hyper refuses a head before the gateway sees it, hyper answers
+//! with the same status but no `code`.
 
+mod decide;
 mod forwarded;
+mod reference;
 
 pub use forwarded::ForwardedHeader;
 
@@ -37,25 +49,25 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use hyper::{Method, StatusCode, Uri};
+use hyper::{Method, Uri};
 use keyward_core::limits::Cidr;
-use keyward_core::{ApiId, Environment, Requirements, Scope, VerifyCode};
+use keyward_core::{ApiId, Environment, Scope, VerifyCode};
 use serde::Deserialize;
-use time::OffsetDateTime;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
 
 use keyward_gateway_head::{
-    parse_request, parse_response, path, BadRequest, BadResponse, Framing, HeadConfig, RequestHead,
+    parse_request, parse_response, path, BadResponse, Framing, HeadConfig, RequestHead,
     ResponseHead, MAX_HEAD,
 };
 use keyward_net::body::{relay_body, Bounds, RelayError};
 use keyward_net::workers::{Open, Scheduling, Workers};
-use keyward_net::write::push_decimal;
 use keyward_net::Inbound;
 use keyward_net::{Connections, Limits, Pace, Shed, Slot, Stream};
 use keyward_proto::errors::TOO_MANY_CONNECTIONS;
+
+use decide::{decide, Decision, Refusal};
 use keyward_verify::{Listener, Observation, Observe, Reach, RequestLog, Verification, Verifier};
 
 /// How long opening an upstream connection may take, by default.
@@ -67,8 +79,8 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_BODY: u64 = 10 * 1024 * 1024;
 /// How long, and for how many bytes, a connection closed on a client still
 /// sending is drained first ([`linger`]).
-const LINGER: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1024 * 1024;
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
+pub(crate) const LINGER_BYTES: usize = 1024 * 1024;
 
 impl Reach for Gateway {
     fn can_access(&self, api: &ApiId, _environment: Environment) -> bool {
@@ -200,6 +212,9 @@ pub struct Gateway {
     upstream_timeout: Duration,
     /// Told of every request answered.
     observer: Arc<dyn Observe>,
+    /// Whether client connections are served by the hand-written relay
+    /// (`true`, the default) or by hyper ([`reference`]).
+    fast_path: bool,
 }
 
 struct CompiledRoute {
@@ -324,6 +339,7 @@ impl Gateway {
                 .upstream_timeout_ms
                 .map_or(UPSTREAM_TIMEOUT, Duration::from_millis),
             observer: Arc::new(RequestLog),
+            fast_path: true,
         })
     }
 
@@ -336,6 +352,14 @@ impl Gateway {
     /// Reports every request to `observer` instead of logging it.
     pub fn with_observer(mut self, observer: Arc<dyn Observe>) -> Self {
         self.observer = observer;
+        self
+    }
+
+    /// Serves client connections with the hand-written relay (`true`, the
+    /// default) or with hyper's HTTP/1 server and client (`false`), under
+    /// the same rules.
+    pub fn with_fast_path(mut self, fast_path: bool) -> Self {
+        self.fast_path = fast_path;
         self
     }
 
@@ -368,7 +392,7 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 connections.spawn(async move {
                     let _slot = slot;
-                    connection(gateway, stream, peer, stopping, shed).await;
+                    serve_connection(gateway, stream, peer, stopping, shed).await;
                 });
             }
             Some(worker) => match stream.into_std() {
@@ -380,7 +404,7 @@ pub async fn serve(
                         match TcpStream::from_std(stream) {
                             Ok(stream) => {
                                 let _ = stream.set_nodelay(true);
-                                connection(gateway, stream, peer, stopping, shed).await;
+                                serve_connection(gateway, stream, peer, stopping, shed).await;
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "gateway could not take a connection");
@@ -397,6 +421,21 @@ pub async fn serve(
     };
     keyward_net::accept_until(listener, &admission, TOO_MANY_CONNECTIONS, shutdown, take).await;
     Ok(())
+}
+
+/// Serves one client connection on the path the gateway was built with.
+async fn serve_connection(
+    gateway: Arc<Gateway>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    shed: Shed,
+) {
+    if gateway.fast_path {
+        connection(gateway, stream, peer, stopping, shed).await;
+    } else {
+        reference::connection(gateway, stream, peer, stopping, shed).await;
+    }
 }
 
 /// Whether a client connection goes on after an exchange.
@@ -458,16 +497,7 @@ async fn connection<C: Stream>(
             match parsed {
                 Ok(Some(head)) => break head,
                 Ok(None) if client.data().len() >= MAX_HEAD => {
-                    let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
-                    let message = "the request head is too large";
-                    bad_request(
-                        &mut client,
-                        &mut scratch,
-                        status,
-                        "HEADERS_TOO_LARGE",
-                        message,
-                    )
-                    .await;
+                    bad_request(&mut client, &mut scratch, &Refusal::head_too_large()).await;
                     return;
                 }
                 Ok(None) if !head_begun && !client.data().is_empty() => {
@@ -477,37 +507,7 @@ async fn connection<C: Stream>(
                 }
                 Ok(None) => {}
                 Err(bad) => {
-                    let (status, code, message) = match bad {
-                        BadRequest::TooManyHeaders => (
-                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                            "HEADERS_TOO_LARGE",
-                            "the request has too many headers",
-                        ),
-                        BadRequest::Framing => (
-                            StatusCode::BAD_REQUEST,
-                            "BAD_FRAMING",
-                            "the request's Content-Length or Transfer-Encoding is invalid",
-                        ),
-                        BadRequest::Target => (
-                            StatusCode::BAD_REQUEST,
-                            "BAD_PATH",
-                            "the request target must be a path",
-                        ),
-                        BadRequest::Path(bad) => {
-                            (StatusCode::BAD_REQUEST, "BAD_PATH", bad.message())
-                        }
-                        BadRequest::Underscore => (
-                            StatusCode::BAD_REQUEST,
-                            "BAD_HEADER",
-                            "header names with _ are not accepted; write - instead",
-                        ),
-                        BadRequest::Malformed => (
-                            StatusCode::BAD_REQUEST,
-                            "BAD_REQUEST",
-                            "the request is not valid HTTP/1.1",
-                        ),
-                    };
-                    bad_request(&mut client, &mut scratch, status, code, message).await;
+                    bad_request(&mut client, &mut scratch, &Refusal::unreadable(bad)).await;
                     return;
                 }
             }
@@ -532,18 +532,9 @@ async fn connection<C: Stream>(
         scratch.code = None;
         let flow = match head.framing {
             Framing::Length(n) if n > gateway.max_body => {
-                let message = "the request body is larger than this gateway accepts";
-                refuse(
-                    &mut client,
-                    &mut scratch,
-                    &head,
-                    Body::Unread,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "PAYLOAD_TOO_LARGE",
-                    message,
-                    None,
-                )
-                .await
+                let refusal = Refusal::body_too_large();
+                let (client, scratch) = (&mut client, &mut scratch);
+                refuse(client, scratch, &head, Body::Unread, &refusal, None).await
             }
             _ => {
                 exchange(
@@ -581,14 +572,8 @@ async fn connection<C: Stream>(
 }
 
 /// Answers a request that could not be read, before closing.
-async fn bad_request<C: Stream>(
-    client: &mut Inbound<C>,
-    scratch: &mut Scratch,
-    status: StatusCode,
-    code: &str,
-    message: &str,
-) {
-    refusal(&mut scratch.out, status, code, message, None, true);
+async fn bad_request<C: Stream>(client: &mut Inbound<C>, scratch: &mut Scratch, refusal: &Refusal) {
+    decide::refusal(&mut scratch.out, refusal, None, true);
     if client.stream.write_all(&scratch.out).await.is_ok() {
         linger(client).await;
     }
@@ -629,179 +614,35 @@ async fn exchange<C: Stream>(
     head: &RequestHead,
 ) -> Flow {
     let path = &scratch.target[..head.path_end];
-    let Some(route) = gateway.route(&head.method, path) else {
-        let message = "no route matches this request";
-        return refuse(
-            client,
-            scratch,
-            head,
-            Body::Unread,
-            StatusCode::NOT_FOUND,
-            "NO_ROUTE",
-            message,
-            None,
-        )
-        .await;
-    };
-    if !head.has_key {
-        let message = "an API key is required in Authorization: Bearer or X-API-Key";
-        return refuse(
-            client,
-            scratch,
-            head,
-            Body::Unread,
-            StatusCode::UNAUTHORIZED,
-            "MISSING_KEY",
-            message,
-            None,
-        )
-        .await;
-    }
-    let header = gateway.head.forwarded_header;
-    let origin = forwarded::origin(
-        &gateway.trusted_proxies,
-        header,
+    let key = head.has_key.then_some(&**scratch.key);
+    let decided = decide(
+        gateway,
+        &head.method,
+        path,
+        key,
         &scratch.forwarded,
         peer.ip(),
-    );
-    let required = Requirements {
-        scopes: Arc::clone(&route.scopes),
-        environment: gateway.environment,
-        ip: Some(origin.client),
-    };
-    let verification = match verify(gateway, &scratch.key, required, route.cost).await {
-        Some(v) => v,
-        None => {
-            let status = StatusCode::SERVICE_UNAVAILABLE;
-            let message = "the key store is not available";
-            return refuse(
-                client,
-                scratch,
-                head,
-                Body::Unread,
-                status,
-                "UNAVAILABLE",
-                message,
-                None,
-            )
-            .await;
+    )
+    .await;
+    let (verification, origin) = match decided {
+        Decision::Admit {
+            verification,
+            origin,
+        } => (verification, origin),
+        Decision::Refuse {
+            refusal,
+            verification,
+        } => {
+            scratch.code = verification.as_ref().map(|v| v.code);
+            let verification = verification.as_ref();
+            return refuse(client, scratch, head, Body::Unread, &refusal, verification).await;
         }
     };
     scratch.code = Some(verification.code);
-    if verification.code != VerifyCode::Valid {
-        let status = match verification.code {
-            VerifyCode::InsufficientScope | VerifyCode::IpNotAllowed => StatusCode::FORBIDDEN,
-            VerifyCode::RateLimited | VerifyCode::UsageExceeded => StatusCode::TOO_MANY_REQUESTS,
-            _ => StatusCode::UNAUTHORIZED,
-        };
-        let code = verification.code.as_str();
-        let message = denial_message(verification.code);
-        return refuse(
-            client,
-            scratch,
-            head,
-            Body::Unread,
-            status,
-            code,
-            message,
-            Some(&verification),
-        )
-        .await;
-    }
-    identity_headers(&mut scratch.out, &verification);
-    forwarded::push_headers(
-        &mut scratch.out,
-        header,
-        &scratch.forwarded,
-        origin,
-        peer.ip(),
-    );
+    let (out, forwarded) = (&mut scratch.out, &scratch.forwarded);
+    decide::admitted_headers(out, gateway, &verification, forwarded, origin, peer.ip());
     scratch.out.extend_from_slice(b"\r\n");
     forward(gateway, client, upstream, scratch, head, &verification).await
-}
-
-/// Verifies from memory when it can; otherwise on the server's runtime,
-/// which owns the store's connections. `None` when the store failed.
-async fn verify(
-    gateway: &Arc<Gateway>,
-    key: &str,
-    required: Requirements,
-    cost: u64,
-) -> Option<Verification> {
-    let verifier = &gateway.verifier;
-    let outcome = if gateway.threads == 0 {
-        verifier.verify(&**gateway, key, &required, cost).await
-    } else {
-        if let Some(answer) = verifier.verify_in_memory(&**gateway, key, &required, cost) {
-            return Some(answer);
-        }
-        let runtime = &gateway.store_runtime;
-        let gateway = Arc::clone(gateway);
-        let key = Zeroizing::new(key.to_owned());
-        let verified = runtime.spawn(async move {
-            let verifier = &gateway.verifier;
-            verifier.verify(&*gateway, &key, &required, cost).await
-        });
-        match verified.await {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                tracing::error!(error = %e, "a gateway verify did not finish");
-                return None;
-            }
-        }
-    };
-    match outcome {
-        Ok(verification) => Some(verification),
-        Err(e) => {
-            tracing::error!(error = %e, "gateway could not verify");
-            None
-        }
-    }
-}
-
-/// `X-Keyward-*` for the upstream, always all three: a value that is not
-/// plain ASCII is percent-encoded ([`push_encoded`]) rather than left out,
-/// so an upstream never takes a missing owner for an absent one. With the
-/// two forwarding headers they are the
-/// [`keyward_gateway_head::ADDED_HEADERS`] that the head parser leaves
-/// room for.
-fn identity_headers(out: &mut Vec<u8>, verification: &Verification) {
-    let Some(key) = &verification.key else {
-        return;
-    };
-    for (name, value) in [
-        (&b"x-keyward-key-id: "[..], key.id()),
-        (b"x-keyward-owner: ", &key.owner),
-    ] {
-        out.extend_from_slice(name);
-        push_encoded(out, value);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"x-keyward-scopes: ");
-    for (i, scope) in key.policy.scopes.iter().enumerate() {
-        if i > 0 {
-            out.push(b' ');
-        }
-        push_encoded(out, scope.as_str());
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Percent-encodes (RFC 3986 §2.1, upper-case hex) the UTF-8 bytes of
-/// `value` that a header value cannot carry as they are: `%` itself, bytes
-/// outside printable ASCII, and a space at either end (which parsers trim).
-/// Printable ASCII without `%` is written unchanged.
-fn push_encoded(out: &mut Vec<u8>, value: &str) {
-    let bytes = value.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        let edge = i == 0 || i + 1 == bytes.len();
-        if b == b'%' || !(b' '..0x7f).contains(&b) || (b == b' ' && edge) {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-        } else {
-            out.push(b);
-        }
-    }
 }
 
 /// Where the body of a request being refused stands.
@@ -818,18 +659,15 @@ enum Body {
 
 /// Answers a request the gateway refuses itself. The connection stays open
 /// only when the request's body has been read whole (or there is none).
-#[allow(clippy::too_many_arguments)]
 async fn refuse<C: Stream>(
     client: &mut Inbound<C>,
     scratch: &mut Scratch,
     head: &RequestHead,
     body: Body,
-    status: StatusCode,
-    code: &str,
-    message: &str,
+    refusal: &Refusal,
     verification: Option<&Verification>,
 ) -> Flow {
-    scratch.status = status.as_u16();
+    scratch.status = refusal.status;
     let body_read = match (body, head.framing) {
         (Body::Sent, _) | (Body::Unread, Framing::Empty) => true,
         (Body::Unread, Framing::Length(n)) if (client.data().len() as u64) >= n => {
@@ -843,14 +681,8 @@ async fn refuse<C: Stream>(
     } else {
         Flow::Close
     };
-    refusal(
-        &mut scratch.out,
-        status,
-        code,
-        message,
-        verification,
-        flow == Flow::Close,
-    );
+    let close = flow == Flow::Close;
+    decide::refusal(&mut scratch.out, refusal, verification, close);
     match client.stream.write_all(&scratch.out).await {
         Ok(()) if !body_read => {
             linger(client).await;
@@ -994,49 +826,19 @@ async fn forward<C: Stream>(
                 }
             }
             Err(RelayError::TooLarge) => {
-                let message = "the request body is larger than this gateway accepts";
-                return refuse(
-                    client,
-                    scratch,
-                    head,
-                    Body::Broken,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "PAYLOAD_TOO_LARGE",
-                    message,
-                    None,
-                )
-                .await;
+                let refusal = Refusal::body_too_large();
+                return refuse(client, scratch, head, Body::Broken, &refusal, None).await;
             }
             Err(RelayError::TooSlow) => {
-                let message = "the request body arrived too slowly";
-                return refuse(
-                    client,
-                    scratch,
-                    head,
-                    Body::Broken,
-                    StatusCode::REQUEST_TIMEOUT,
-                    "REQUEST_TIMEOUT",
-                    message,
-                    None,
-                )
-                .await;
+                let refusal = Refusal::body_too_slow();
+                return refuse(client, scratch, head, Body::Broken, &refusal, None).await;
             }
             Err(RelayError::Read(e)) => {
                 // The client broke off or mis-framed its body: both
                 // connections are out of step now, and both close.
                 tracing::debug!(error = %e, "request body failed");
-                let message = "the request body does not match its framing";
-                return refuse(
-                    client,
-                    scratch,
-                    head,
-                    Body::Broken,
-                    StatusCode::BAD_REQUEST,
-                    "BAD_FRAMING",
-                    message,
-                    None,
-                )
-                .await;
+                let refusal = Refusal::body_broken();
+                return refuse(client, scratch, head, Body::Broken, &refusal, None).await;
             }
             Err(RelayError::Write(e)) => {
                 if head.framing != Framing::Empty {
@@ -1071,7 +873,7 @@ async fn forward<C: Stream>(
     let dechunk = head.http10 && response.framing == Framing::Chunked;
     let close = !head.keep_alive || response.framing == Framing::UntilClose || dechunk;
     let out = &mut scratch.out;
-    rate_limit_headers(out, verification);
+    decide::rate_limit_headers(out, verification);
     if response.framing == Framing::Chunked && !dechunk {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
@@ -1118,91 +920,8 @@ async fn upstream_failed<C: Stream>(
     body: Body,
     timed_out: bool,
 ) -> Flow {
-    let (status, code, message) = if timed_out {
-        (
-            StatusCode::GATEWAY_TIMEOUT,
-            "UPSTREAM_TIMEOUT",
-            "the upstream API did not answer in time",
-        )
-    } else {
-        (
-            StatusCode::BAD_GATEWAY,
-            "UPSTREAM_UNAVAILABLE",
-            "the upstream API did not answer",
-        )
-    };
-    refuse(client, scratch, head, body, status, code, message, None).await
-}
-
-fn rate_limit_headers(out: &mut Vec<u8>, verification: &Verification) {
-    if let Some(limit) = verification.ratelimit {
-        // Seconds until reset, rounded up, as the draft RateLimit fields do.
-        let reset = ((limit.reset - now_ms()).max(0) as u64).div_ceil(1000);
-        for (name, value) in [
-            (&b"x-ratelimit-limit: "[..], limit.limit),
-            (b"x-ratelimit-remaining: ", limit.remaining),
-            (b"x-ratelimit-reset: ", reset),
-        ] {
-            out.extend_from_slice(name);
-            push_decimal(out, value);
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-}
-
-fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-/// A whole JSON error answer, `{"error": {"code", "message"}}`, in `out`.
-fn refusal(
-    out: &mut Vec<u8>,
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    verification: Option<&Verification>,
-    close: bool,
-) {
-    let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("Error").as_bytes());
-    out.extend_from_slice(b"\r\ncontent-type: application/json\r\ndate: ");
-    keyward_net::write::http_date(out);
-    out.extend_from_slice(b"\r\ncontent-length: ");
-    push_decimal(out, body.len() as u64);
-    out.extend_from_slice(b"\r\n");
-    if let Some(v) = verification {
-        rate_limit_headers(out, v);
-        if let (StatusCode::TOO_MANY_REQUESTS, Some(limit)) = (status, v.ratelimit) {
-            out.extend_from_slice(b"retry-after: ");
-            push_decimal(out, ((limit.reset - now_ms()).max(0) as u64).div_ceil(1000));
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
-}
-
-fn denial_message(code: VerifyCode) -> &'static str {
-    match code {
-        VerifyCode::Malformed => "the API key is malformed",
-        VerifyCode::NotFound => "the API key is not valid",
-        VerifyCode::Expired => "the API key has expired",
-        VerifyCode::Revoked => "the API key was revoked",
-        VerifyCode::Disabled => "the API key is disabled",
-        VerifyCode::WrongEnvironment => "the API key belongs to another environment",
-        VerifyCode::InsufficientScope => "the API key lacks a scope this route requires",
-        VerifyCode::IpNotAllowed => "the API key may not be used from this address",
-        VerifyCode::RateLimited => "rate limit exceeded",
-        VerifyCode::UsageExceeded => "usage credits exhausted",
-        _ => "the API key was refused",
-    }
+    let refusal = Refusal::upstream(timed_out);
+    refuse(client, scratch, head, body, &refusal, None).await
 }
 
 #[cfg(test)]

@@ -65,7 +65,8 @@ pub async fn run_gateway(
         keyward_verify::ChangeFollower::start(store, Arc::clone(&verifier), None).await?;
     let gateway = keyward_gateway::Gateway::new(config, Arc::clone(&verifier))
         .map_err(|e| StartError::Settings(e.to_string()))?
-        .with_limits(settings.limits.limits());
+        .with_limits(settings.limits.limits())
+        .with_fast_path(settings.fast_path);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut watch: tokio::sync::watch::Receiver<bool>| async move {
         let _ = watch.wait_for(|stop| *stop).await;
@@ -197,7 +198,8 @@ impl Application {
                 let gateway = keyward_gateway::Gateway::new(config, Arc::clone(&verifier))
                     .map_err(|e| StartError::Settings(e.to_string()))?
                     .with_limits(settings.limits.limits())
-                    .with_observer(Arc::clone(&state.observer));
+                    .with_observer(Arc::clone(&state.observer))
+                    .with_fast_path(settings.fast_path);
                 Some((Arc::new(gateway), TcpListener::bind(listen).await?))
             }
             None => None,

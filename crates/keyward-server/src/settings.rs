@@ -37,9 +37,10 @@ pub struct Settings {
     /// the gateway alike (`[limits]`).
     pub limits: LimitSettings,
     /// Whether the API listener answers plain verify and `/health` requests
-    /// with its own HTTP/1.1 reader (`true`, the default). `false` sends
-    /// every request through hyper and the router: slower, and the
-    /// reference the fast path is tested against.
+    /// with its own HTTP/1.1 reader, and the gateway relays with its own
+    /// (`true`, the default). `false` sends every request through hyper:
+    /// the router's on the API listener, hyper's server and client in the
+    /// gateway. Slower, and the reference the fast path is tested against.
     pub fast_path: bool,
 }
 
