@@ -398,6 +398,46 @@ pub struct BulkRevokeResult {
     pub revoked: u64,
 }
 
+/// `POST /v1/leaks` from `keyward scan --report`: keys found where they
+/// should not be. (GitHub's signed partner reports reach the same endpoint
+/// in GitHub's own shape, which the server reads itself.)
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeakReport {
+    /// At most 1000.
+    #[schema(max_items = 1000)]
+    pub leaks: Vec<Leak>,
+}
+
+/// One leaked key as `keyward scan` reports it.
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Leak {
+    /// The key as found.
+    pub key: String,
+    /// Where it was found: `path:line`, a URL. At most 2048 bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// The commit that first brought it in, in history scans. At most 2048
+    /// bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// What found it; `keyward scan` when absent. At most 2048 bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// What the server did with a leak report, without telling which keys
+/// exist.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct LeakReceipt {
+    /// Leaks in the report.
+    pub received: usize,
+    /// Leaks that were not well-formed Keyward keys (bad shape or checksum).
+    pub malformed: usize,
+    pub message: String,
+}
+
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {

@@ -13,9 +13,10 @@ use keyward_core::{ApiId, Environment, KeyId, KeyState, Prefix, Scope, TokenId, 
 use keyward_proto::{
     ApiCreate, ApiList, ApiView, BulkRevokeRequest, BulkRevokeResult, CreditsInput, CreditsView,
     ErrorDetail, ErrorResponse, IssuedKey, IssuedToken, KeyCreate, KeyList, KeyUpdate, KeyView,
-    KeyringRotated, OwnerRateLimits, RateLimitView, RekeyRequest, RevokeRequest, RewrapCounts,
-    RewrapResult, RotateRequest, SealInit, SealInitResult, SealStatusView, TokenCreate, TokenList,
-    TokenView, UnsealRequest, VerifyAnswer, VerifyRequest, VerifyResult,
+    KeyringRotated, Leak, LeakReceipt, LeakReport, OwnerRateLimits, RateLimitView, RekeyRequest,
+    RevokeRequest, RewrapCounts, RewrapResult, RotateRequest, SealInit, SealInitResult,
+    SealStatusView, TokenCreate, TokenList, TokenView, UnsealRequest, VerifyAnswer, VerifyRequest,
+    VerifyResult,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -366,6 +367,49 @@ fn verify_sends_only_the_requirements_given() {
 }
 
 #[test]
+fn a_leak_report_sends_only_what_the_scan_knows() {
+    let from_history = Leak {
+        key: "px_live_x".into(),
+        location: Some("deploy/prod.env:3".into()),
+        commit: Some("4f2a9c1".into()),
+        source: Some("keyward scan".into()),
+    };
+    let from_files = Leak {
+        key: "px_live_y".into(),
+        location: Some("bot.env:1".into()),
+        commit: None,
+        source: Some("keyward scan".into()),
+    };
+    let bare = Leak {
+        key: "px_live_z".into(),
+        location: None,
+        commit: None,
+        source: None,
+    };
+    let read = check(
+        &LeakReport {
+            leaks: vec![from_history, from_files, bare],
+        },
+        json!({"leaks": [
+            {"key": "px_live_x", "location": "deploy/prod.env:3", "commit": "4f2a9c1",
+             "source": "keyward scan"},
+            {"key": "px_live_y", "location": "bot.env:1", "source": "keyward scan"},
+            {"key": "px_live_z"},
+        ]}),
+    );
+    assert_eq!(read.leaks[1].commit, None);
+    assert_eq!(read.leaks[2].source, None);
+    check(&LeakReport { leaks: Vec::new() }, json!({"leaks": []}));
+    // The server refuses fields it does not know, in a leak or around it,
+    // and reads an explicit `null` as absent.
+    assert!(serde_json::from_str::<LeakReport>(r#"{"leak": []}"#).is_err());
+    assert!(serde_json::from_str::<LeakReport>(r#"{"leaks": [{"key": "k", "line": 3}]}"#).is_err());
+    let read: LeakReport =
+        serde_json::from_str(r#"{"leaks": [{"key": "k", "commit": null}]}"#).unwrap();
+    assert_eq!(read.leaks[0].commit, None);
+}
+
+#[test]
 fn owner_rate_limits_send_an_empty_list_to_remove_them() {
     let none = OwnerRateLimits {
         ratelimits: Vec::new(),
@@ -526,6 +570,12 @@ fn the_client_reads_every_answer_it_summarises_without_loss() {
         next_cursor: None,
     });
     reads_back::<_, BulkRevokeResult>(&BulkRevokeResult { revoked: 3 });
+    let receipt: LeakReceipt = reads_back(&LeakReceipt {
+        received: 3,
+        malformed: 1,
+        message: "every reported key that was valid is now revoked".into(),
+    });
+    assert_eq!((receipt.received, receipt.malformed), (3, 1));
     reads_back::<_, TokenView>(&token_view());
     reads_back::<_, IssuedToken>(&IssuedToken {
         record: token_view(),

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use keyward_proto::{ErrorResponse, Leak, LeakReport};
 use keyward_scan::report::{self, Format};
 
 use crate::output::outln;
@@ -201,41 +202,47 @@ async fn report_leaks(
     token: &str,
     findings: &[keyward_scan::Finding],
 ) -> anyhow::Result<usize> {
-    let leaks: Vec<serde_json::Value> = findings
+    let leaks: Vec<Leak> = findings
         .iter()
         .filter_map(|f| {
             let key = std::str::from_utf8(f.secret.expose()).ok()?;
             keyward_core::ParsedKey::parse(key).ok()?;
-            Some(serde_json::json!({
-                "key": key,
-                "location": format!("{}:{}", f.path, f.line),
-                "commit": f.commit.as_ref().map(|c| &c.id),
-                "source": "keyward scan",
-            }))
+            Some(Leak {
+                key: key.to_owned(),
+                location: Some(format!("{}:{}", f.path, f.line)),
+                commit: f.commit.as_ref().map(|c| c.id.clone()),
+                source: Some("keyward scan".into()),
+            })
         })
         .collect();
+    let sent = leaks.len();
     let client = crate::client::http_client()?;
     let endpoint = format!("{}/v1/leaks", url.trim_end_matches('/'));
-    for batch in leaks.chunks(500) {
+    // Half the server's limit of 1000 leaks a report.
+    let mut leaks = leaks.into_iter().peekable();
+    while leaks.peek().is_some() {
+        let batch = LeakReport {
+            leaks: leaks.by_ref().take(500).collect(),
+        };
         let response = client
             .post(&endpoint)
             .bearer_auth(token)
-            .json(&serde_json::json!({ "leaks": batch }))
+            .json(&batch)
             .send()
             .await
             .with_context(|| format!("cannot reach {endpoint}"))?;
         let status = response.status();
         if !status.is_success() {
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let refusal = response.json::<ErrorResponse>().await.ok();
             bail!(
                 "the server refused the report ({status}): {}",
-                body["error"]["message"]
-                    .as_str()
-                    .unwrap_or("no reason given")
+                refusal
+                    .as_ref()
+                    .map_or("no reason given", |r| r.error.message.as_str())
             );
         }
     }
-    Ok(leaks.len())
+    Ok(sent)
 }
 
 fn scan_paths(

@@ -20,6 +20,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use keyward_core::{AdminScope, KeyDigest};
+use keyward_proto::{LeakReceipt, LeakReport};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -37,37 +38,10 @@ const MAX_BODY: usize = 1 << 20;
 const GITHUB_KEY_ID: &str = "github-public-key-identifier";
 const GITHUB_SIGNATURE: &str = "github-public-key-signature";
 
-/// One leaked key as `keyward scan` reports it.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Leak {
-    /// The key as found.
-    pub key: String,
-    /// Where it was found: `path:line`, a URL.
-    pub location: Option<String>,
-    /// The commit that first brought it in, in history scans.
-    pub commit: Option<String>,
-    /// What found it, e.g. `keyward scan`.
-    pub source: Option<String>,
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LeakReport {
-    pub leaks: Vec<Leak>,
-}
-
-/// What the server did with a report, without telling which keys exist.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct LeakReceipt {
-    /// Leaks in the report.
-    pub received: usize,
-    /// Leaks that were not well-formed Keyward keys (bad shape or checksum).
-    pub malformed: usize,
-    pub message: &'static str,
-}
-
-/// One token of a GitHub secret-scanning report.
+/// One token of a GitHub secret-scanning report. GitHub defines this shape
+/// and the labels below, so they stay here rather than in `keyward-proto`;
+/// the body is parsed only after its signature is checked over the bytes
+/// as received.
 #[derive(Debug, Deserialize)]
 struct GithubLeak {
     token: String,
@@ -141,7 +115,7 @@ async fn receive(state: &Arc<AppState>, request: Request) -> Result<Response, Ap
     Ok(Json(LeakReceipt {
         received: report.leaks.len(),
         malformed,
-        message: "every reported key that was valid is now revoked",
+        message: "every reported key that was valid is now revoked".into(),
     })
     .into_response())
 }
