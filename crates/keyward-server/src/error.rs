@@ -5,6 +5,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keyward_core::{IdError, ValueError};
+use keyward_proto::errors::Code;
 use keyward_service::Error;
 use serde::Serialize;
 
@@ -41,30 +42,35 @@ impl ApiError {
         keyward_core::key::redact_keys(&self.to_string()).into_owned()
     }
 
-    /// Status and stable code of each failure.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The stable code of each failure; its status is the code's, from
+    /// the one table in `keyward_proto::errors`.
+    pub fn code(&self) -> Code {
         let op = match self {
-            ApiError::PayloadTooLarge => {
-                return (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
-            }
+            ApiError::PayloadTooLarge => return Code::PayloadTooLarge,
             ApiError::Op(op) => op,
         };
         match op {
-            Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
-            Error::MissingScope(_) | Error::Forbidden(_) | Error::OutOfReach => {
-                (StatusCode::FORBIDDEN, "FORBIDDEN")
-            }
-            Error::NotFound(_) | Error::NoMount => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-            Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_REQUEST"),
-            Error::Conflict(_) => (StatusCode::CONFLICT, "CONFLICT"),
-            Error::LastRootToken => (StatusCode::CONFLICT, "LAST_ROOT_TOKEN"),
-            Error::EmptyFilter => (StatusCode::BAD_REQUEST, "EMPTY_FILTER"),
-            Error::SignatureInvalid(_) => (StatusCode::UNAUTHORIZED, "SIGNATURE_INVALID"),
-            Error::Sealed(_) => (StatusCode::SERVICE_UNAVAILABLE, "SEALED"),
-            Error::Tampered => (StatusCode::INTERNAL_SERVER_ERROR, "TAMPERED"),
-            Error::InvalidShare(_) => (StatusCode::BAD_REQUEST, "INVALID_SHARE"),
-            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+            Error::Unauthenticated => Code::Unauthenticated,
+            Error::MissingScope(_) | Error::Forbidden(_) | Error::OutOfReach => Code::Forbidden,
+            Error::NotFound(_) | Error::NoMount => Code::NotFound,
+            Error::InvalidRequest(_) => Code::InvalidRequest,
+            Error::Conflict(_) => Code::Conflict,
+            Error::LastRootToken => Code::LastRootToken,
+            Error::EmptyFilter => Code::EmptyFilter,
+            Error::SignatureInvalid(_) => Code::SignatureInvalid,
+            Error::Sealed(_) => Code::Sealed,
+            Error::Tampered => Code::Tampered,
+            Error::InvalidShare(_) => Code::InvalidShare,
+            Error::Internal(_) => Code::Internal,
         }
+    }
+
+    /// Status and stable code of each failure.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        let code = self.code();
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, code.as_str())
     }
 }
 
