@@ -300,11 +300,15 @@ fn now_ms() -> i64 {
 }
 
 /// A whole JSON error answer, `{"error": {"code", "message"}}`, in `out`.
+/// The answer to a `HEAD` request (`head`) has the same head and no body
+/// (RFC 9110 §9.3.2): a body there would be read as the next answer on a
+/// kept connection.
 pub(crate) fn refusal(
     out: &mut Vec<u8>,
     refusal: &Refusal,
     verification: Option<&Verification>,
     close: bool,
+    head: bool,
 ) {
     let body = serde_json::json!({
         "error": { "code": refusal.code, "message": refusal.message }
@@ -335,5 +339,7 @@ pub(crate) fn refusal(
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
+    if !head {
+        out.extend_from_slice(body.as_bytes());
+    }
 }

@@ -573,7 +573,8 @@ async fn connection<C: Stream>(
 
 /// Answers a request that could not be read, before closing.
 async fn bad_request<C: Stream>(client: &mut Inbound<C>, scratch: &mut Scratch, refusal: &Refusal) {
-    decide::refusal(&mut scratch.out, refusal, None, true);
+    // The head could not be read, so its method is not known.
+    decide::refusal(&mut scratch.out, refusal, None, true, false);
     if client.stream.write_all(&scratch.out).await.is_ok() {
         linger(client).await;
     }
@@ -682,7 +683,8 @@ async fn refuse<C: Stream>(
         Flow::Close
     };
     let close = flow == Flow::Close;
-    decide::refusal(&mut scratch.out, refusal, verification, close);
+    let head_only = head.method == Method::HEAD;
+    decide::refusal(&mut scratch.out, refusal, verification, close, head_only);
     match client.stream.write_all(&scratch.out).await {
         Ok(()) if !body_read => {
             linger(client).await;

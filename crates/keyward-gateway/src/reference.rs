@@ -412,7 +412,8 @@ impl Shared {
             self.linger.store(true, Ordering::Relaxed);
         }
         let mut message = Vec::new();
-        decide::refusal(&mut message, refusal, verification, close);
+        // hyper leaves the body out of an answer to HEAD itself.
+        decide::refusal(&mut message, refusal, verification, close, false);
         let split = message.windows(4).position(|w| w == b"\r\n\r\n");
         let (head, body) = match split {
             Some(at) => (&message[..at + 2], &message[at + 4..]),
