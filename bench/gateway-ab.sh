@@ -77,14 +77,16 @@ wait_ready http://127.0.0.1:18720/ready 30
 "$http/nginx-peer.sh" "$work/keys.txt" 18080 18081 >/dev/null
 wait_ready http://127.0.0.1:18081/v1/prices 10
 nginx_pids=$(pgrep -d ' ' -f 'nginx: worker process')
-start_gateway() { # BINARY PORT
+start_gateway() { # BINARY PORT; its pid in $started
   "$1" gateway --data-dir "$work" --upstream http://127.0.0.1:18081 \
-    --routes bench/routes.toml --listen "127.0.0.1:$2" --log warn 2>"$work/gateway-$2.log" &
-  pids+=($!)
-  echo $!
+    --routes bench/routes.toml --listen "127.0.0.1:$2" --log warn >/dev/null 2>"$work/gateway-$2.log" &
+  started=$!
+  pids+=($started)
 }
-old_pid=$(start_gateway "$old" 18082)
-new_pid=$(start_gateway "$new" 18083)
+start_gateway "$old" 18082
+old_pid=$started
+start_gateway "$new" 18083
+new_pid=$started
 sleep 0.5
 walk="$(( keys_n / 4000 + 5 ))s"
 for port in 18082 18083; do
