@@ -25,7 +25,6 @@ mod front;
 pub mod handlers;
 pub mod settings;
 
-use keyward_core::AuditAction;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,7 +35,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use keyward_core::{AdminScope, AdminToken, Environment, PlaintextKey, Prefix, TokenId};
+use keyward_core::PlaintextKey;
 use keyward_store::Store;
 use keyward_verify::{Listener, Observation, Observe, RequestLog};
 use tokio::net::TcpListener;
@@ -160,7 +159,7 @@ impl Application {
             .await
             .map_err(|e| StartError::Seal(e.to_string()))?,
         );
-        default_mount(store.as_ref()).await?;
+        keyward_service::bootstrap::default_mount(store.as_ref()).await?;
         let listener = TcpListener::bind(settings.listen).await?;
         let config = settings.verify.config();
         let verifier = Arc::new(Verifier::new(Arc::clone(&store), config.clone()));
@@ -330,6 +329,9 @@ pub enum StartError {
     Settings(String),
     #[error("cannot open the seal: {0}")]
     Seal(String),
+    /// A first-start operation failed (the root token, the default mount).
+    #[error("cannot prepare the store: {0}")]
+    Bootstrap(#[from] keyward_service::Error),
 }
 
 /// The OpenAPI document of everything the router serves, built from the same
@@ -484,74 +486,12 @@ async fn observe_request(
     response
 }
 
-/// Mounts `secret` (KV v2, live) on a store that has no secrets mount yet,
-/// as Vault's servers do, so Vault clients find it where they look.
-async fn default_mount(store: &dyn Store) -> Result<(), StartError> {
-    if !store.list_mounts().await?.is_empty() {
-        return Ok(());
-    }
-    let at = handlers::now();
-    let mount = keyward_store::SecretMount {
-        path: "secret".to_owned(),
-        environment: Environment::Live,
-        max_versions: 0,
-        cas_required: false,
-        created_at: at,
-    };
-    let event = handlers::audit_event(
-        None,
-        AuditAction::MountCreate,
-        "secret",
-        serde_json::json!({ "environment": "live", "default": true }),
-        at,
-    )
-    .map_err(|e| StartError::Settings(e.to_string()))?;
-    match store.create_mount(&mount, &event).await {
-        Ok(()) | Err(keyward_store::StoreError::Conflict(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Creates the root admin token on the first start of a store. Returns its
 /// plaintext only to the start that created it.
 async fn bootstrap(store: &dyn Store) -> Result<Option<PlaintextKey>, StartError> {
-    let now = handlers::now();
-    let (plaintext, root) = new_root_token(now)?;
-    let event = handlers::audit_event(
-        None,
-        AuditAction::TokenCreate,
-        root.id.as_str(),
-        serde_json::json!({ "name": "root", "start": root.start, "bootstrap": true }),
-        now,
-    )
-    .map_err(|e| StartError::Settings(e.to_string()))?;
-    if store.bootstrap(&root, &event).await? {
-        tracing::info!(token_id = %root.id, "created the root admin token");
-        Ok(Some(plaintext))
-    } else {
-        Ok(None)
-    }
-}
-
-/// A new root admin token — every scope, no API or environment limit, no
-/// expiry, made by no one — and its plaintext, for the first start and for
-/// `keyward operator root-token`.
-pub fn new_root_token(
-    now: time::OffsetDateTime,
-) -> Result<(PlaintextKey, AdminToken), getrandom::Error> {
-    let plaintext = PlaintextKey::generate(&Prefix::admin(), Environment::Live)?;
-    let root = AdminToken {
-        id: TokenId::generate(now)?,
-        name: "root".to_owned(),
-        digest: plaintext.digest(),
-        start: plaintext.display_start(),
-        scopes: AdminScope::ALL.to_vec(),
-        api_ids: None,
-        environments: None,
-        created_by: None,
-        created_at: now,
-        expires_at: None,
-        revoked_at: None,
-    };
-    Ok((plaintext, root))
+    let created = keyward_service::bootstrap::root_token(store).await?;
+    Ok(created.map(|(plaintext, id)| {
+        tracing::info!(token_id = %id, "created the root admin token");
+        plaintext
+    }))
 }

@@ -23,6 +23,7 @@ mod actor;
 pub mod apis;
 pub mod audit;
 pub mod audit_log;
+pub mod bootstrap;
 mod error;
 pub mod events;
 pub mod keys;

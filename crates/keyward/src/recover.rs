@@ -11,16 +11,14 @@
 //! it all (`token.recover`, `token.adopt`, `token.revoke`, no actor) and
 //! prints the new token once. Running servers drop the revoked tokens through the change feed.
 
-use keyward_core::AuditAction;
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use keyward_core::AdminToken;
 use keyward_service::seal::{Barrier, SealStatus, SealType};
-use keyward_store::{Page, SealKind, Store};
+use keyward_store::SealKind;
 use serde_json::json;
 
 use crate::output::outln;
@@ -72,55 +70,11 @@ pub async fn run(args: RootTokenArgs, json: bool) -> anyhow::Result<ExitCode> {
         .context("cannot open the seal")?;
     prove(&barrier, &settings.data_dir).await?;
 
-    let now = keyward_server::handlers::now();
-    let old = full_access_tokens(store.as_ref()).await?;
-    let (plaintext, root) = keyward_server::new_root_token(now)?;
-    let revoked: Vec<&str> = old.iter().map(|t| t.id.as_str()).collect();
-    let event = keyward_server::handlers::audit_event(
-        None,
-        AuditAction::TokenRecover,
-        root.id.as_str(),
-        json!({
-            "name": root.name,
-            "start": root.start,
-            "revokes": revoked,
-            "seal": barrier.kind().as_str(),
-            "host_user": host_user(),
-        }),
-        now,
-    )?;
-    // The new token first: at no moment is there none.
-    store
-        .create_token(&root, &event)
+    let recovered = keyward_service::bootstrap::recover_root(store.as_ref(), &barrier, host_user())
         .await
-        .context("cannot store the new root token")?;
-    for token in &old {
-        // The tokens the old root made (the services' verify tokens among
-        // them) pass to the new root first: revoking takes a token's whole
-        // tree, and losing the root must not stop every service.
-        let event = keyward_server::handlers::audit_event(
-            None,
-            AuditAction::TokenAdopt,
-            root.id.as_str(),
-            json!({ "from": token.id.as_str(), "recovery": true }),
-            now,
-        )?;
-        store
-            .adopt_tokens(&token.id, &root.id, &event)
-            .await
-            .with_context(|| format!("cannot hand over the tokens of {}", token.id))?;
-        let event = keyward_server::handlers::audit_event(
-            None,
-            AuditAction::TokenRevoke,
-            token.id.as_str(),
-            json!({ "name": token.name, "recovery": true, "replaced_by": root.id.as_str() }),
-            now,
-        )?;
-        store
-            .revoke_token(&token.id, now, &event)
-            .await
-            .with_context(|| format!("cannot revoke {}", token.id))?;
-    }
+        .context("cannot issue the new root token")?;
+    let (root, plaintext) = (&recovered.root, &recovered.plaintext);
+    let revoked: Vec<&str> = recovered.revoked.iter().map(|id| id.as_str()).collect();
     if json {
         let answer = json!({
             "id": root.id.as_str(),
@@ -211,33 +165,6 @@ async fn unseal_from_stdin(barrier: &Barrier, status: SealStatus) -> anyhow::Res
 }
 
 /// Every token not revoked that can do everything.
-async fn full_access_tokens(store: &dyn Store) -> anyhow::Result<Vec<AdminToken>> {
-    let mut found = Vec::new();
-    let mut page = Page {
-        after: None,
-        limit: 500,
-    };
-    loop {
-        let tokens = store
-            .list_tokens(&page)
-            .await
-            .context("cannot list the admin tokens")?;
-        let Some(last) = tokens.last() else {
-            return Ok(found);
-        };
-        page.after = Some(last.id.as_str().to_owned());
-        let full = tokens.len() < page.limit as usize;
-        found.extend(
-            tokens
-                .into_iter()
-                .filter(|t| t.revoked_at.is_none() && t.is_full_access()),
-        );
-        if full {
-            return Ok(found);
-        }
-    }
-}
-
 /// The host account running the recovery, for the audit.
 fn host_user() -> Option<String> {
     ["USER", "LOGNAME"]
