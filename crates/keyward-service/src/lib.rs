@@ -7,6 +7,8 @@
 //! - [`Service`]: the operations, one module per area: [`apis`],
 //!   [`audit_log`], [`keys`], [`leaks`], [`secrets`], [`sys`], [`tokens`]
 //!   and [`transit`].
+//! - [`bootstrap`]: what runs without an admin token — the first start's
+//!   root token and default mount, and the operator's root-token recovery.
 //! - [`audit`]: the audit event of an operation.
 //! - [`events`]: every committed change, for followers to act on.
 //! - [`seal`]: the master key's seal and, when unsealed, the keyring.
