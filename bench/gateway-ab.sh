@@ -39,14 +39,8 @@ echo "== building the key seeder (release)" >&2
 cargo build --release -q -p keyward --example seed_keys
 seed=target/release/examples/seed_keys
 
-wait_ready() { # URL, timeout seconds
-  local deadline=$((SECONDS + $2))
-  until curl -fs "$1" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || { echo "not ready: $1" >&2; return 1; }
-    sleep 0.05
-  done
-}
-ticks() { local t=0 p; for p in $1; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+# wait_ready and ticks.
+source bench/lib.sh
 # wrk_run NAME "PIDS" URL: prints "rps server_us", the second being the CPU
 # microseconds per request of the processes in PIDS.
 wrk_run() {

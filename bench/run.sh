@@ -49,15 +49,8 @@ estimate() { python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['mea
 sha_ns=$(estimate sha256_of_key)
 verify_ns=$(estimate verify_cache_hit)
 
-wait_ready() { # URL, timeout seconds
-  local deadline=$((SECONDS + $2))
-  until curl -fs "$1" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || { echo "not ready: $1" >&2; return 1; }
-    sleep 0.05
-  done
-}
-# CPU time (user+system, clock ticks) of the processes in PIDS.
-ticks() { local t=0 p; for p in $1; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+# wait_ready and ticks.
+source bench/lib.sh
 # wrk_run NAME "PIDS" URL [wrk args...]: prints "rps p99_ms non2xx server_us client_us",
 # the last two being CPU microseconds per request of the processes in PIDS
 # (the server side) and of wrk itself; on a machine whose cores the client

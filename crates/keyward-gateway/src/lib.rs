@@ -79,8 +79,8 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_BODY: u64 = 10 * 1024 * 1024;
 /// How long, and for how many bytes, a connection closed on a client still
 /// sending is drained first ([`linger`]).
-pub(crate) const LINGER: Duration = Duration::from_secs(2);
-pub(crate) const LINGER_BYTES: usize = 1024 * 1024;
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 impl Reach for Gateway {
     fn can_access(&self, api: &ApiId, _environment: Environment) -> bool {
@@ -586,19 +586,24 @@ async fn bad_request<C: Stream>(client: &mut Inbound<C>, scratch: &mut Scratch, 
 /// still arrives is read and dropped, for a bounded time (as nginx's
 /// lingering close does).
 async fn linger<C: Stream>(client: &mut Inbound<C>) {
-    let _ = client.stream.shutdown().await;
+    let n = client.data().len();
+    client.consume(n);
+    linger_stream(&mut client.stream).await;
+}
+
+/// [`linger`] on a bare stream, for either path: shuts the write side, then
+/// reads and drops what still arrives, up to [`LINGER_BYTES`] within
+/// [`LINGER`].
+pub(crate) async fn linger_stream<S: Stream>(stream: &mut S) {
+    use tokio::io::AsyncReadExt;
+    let _ = stream.shutdown().await;
     let drain = async {
+        let mut buf = [0u8; 8192];
         let mut drained = 0;
-        loop {
-            let n = client.data().len();
-            client.consume(n);
-            drained += n;
-            if drained > LINGER_BYTES {
-                return;
-            }
-            match client.fill().await {
+        while drained <= LINGER_BYTES {
+            match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
-                Ok(_) => {}
+                Ok(n) => drained += n,
             }
         }
     };
@@ -710,12 +715,18 @@ fn still_open(upstream: &Inbound) -> bool {
 }
 
 async fn connect(gateway: &Gateway) -> std::io::Result<Inbound> {
+    Ok(Inbound::new(open_upstream(gateway).await?))
+}
+
+/// A new connection to the upstream, within the connect deadline, for
+/// either path.
+pub(crate) async fn open_upstream(gateway: &Gateway) -> std::io::Result<TcpStream> {
     let connecting = TcpStream::connect(&gateway.upstream_address);
     let stream = tokio::time::timeout(gateway.connect_timeout, connecting)
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     stream.set_nodelay(true)?;
-    Ok(Inbound::new(stream))
+    Ok(stream)
 }
 
 /// Reads the upstream's answer head, and relays any informational (1xx)

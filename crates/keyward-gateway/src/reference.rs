@@ -39,12 +39,11 @@ use keyward_gateway_head::{
 use keyward_net::{Pace, Shed, Stream};
 use keyward_verify::{Listener, Observation, Verification};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use zeroize::Zeroizing;
 
 use crate::decide::{self, decide, Decision, Refusal};
-use crate::{Gateway, LINGER, LINGER_BYTES};
+use crate::Gateway;
 
 /// Serves one client connection with hyper until it closes, breaks the
 /// protocol, is idle or slow past its limits, or the gateway stops.
@@ -92,29 +91,10 @@ pub(crate) async fn connection<C: Stream>(
     }
     let mut client = connection.into_parts().io.into_inner();
     if unread {
-        linger(&mut client.stream).await;
+        crate::linger_stream(&mut client.stream).await;
     } else {
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut client.stream).await;
     }
-}
-
-/// Shuts the write side and drops what the client still sends, for a
-/// bounded time, so a reset does not destroy the answer (as
-/// [`crate::linger`] does on the relay).
-async fn linger<C: Stream>(client: &mut C) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = client.shutdown().await;
-    let drain = async {
-        let mut buf = [0u8; 8192];
-        let mut drained = 0;
-        while drained <= LINGER_BYTES {
-            match client.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => drained += n,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// What the requests of one client connection share.
@@ -490,11 +470,7 @@ impl UpstreamRequest {
 }
 
 async fn connect(gateway: &Gateway) -> io::Result<SendRequest<Outgoing>> {
-    let connecting = TcpStream::connect(&gateway.upstream_address);
-    let stream = tokio::time::timeout(gateway.connect_timeout, connecting)
-        .await
-        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-    stream.set_nodelay(true)?;
+    let stream = crate::open_upstream(gateway).await?;
     // Each write to the upstream may take `upstream_timeout`.
     let io = TokioIo::new(Timed::new(stream, gateway.upstream_timeout));
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
