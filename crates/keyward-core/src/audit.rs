@@ -34,10 +34,25 @@ pub enum AuditAction {
     TransitRotate,
     TransitConfig,
     TransitDelete,
+    UserCreate,
+    UserUpdate,
+    UserDisable,
+    UserPassword,
+    UserLogin,
+    UserLoginFailed,
+    UserLogout,
+    UserTotpEnroll,
+    UserTotpConfirm,
+    UserStepUp,
+    UserStepUpFailed,
+    WorkspaceCreate,
+    RoleCreate,
+    RoleUpdate,
+    RoleDelete,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 30] = [
+    pub const ALL: [AuditAction; 45] = [
         AuditAction::ApiCreate,
         AuditAction::KeyCreate,
         AuditAction::KeyUpdate,
@@ -68,6 +83,21 @@ impl AuditAction {
         AuditAction::TransitRotate,
         AuditAction::TransitConfig,
         AuditAction::TransitDelete,
+        AuditAction::UserCreate,
+        AuditAction::UserUpdate,
+        AuditAction::UserDisable,
+        AuditAction::UserPassword,
+        AuditAction::UserLogin,
+        AuditAction::UserLoginFailed,
+        AuditAction::UserLogout,
+        AuditAction::UserTotpEnroll,
+        AuditAction::UserTotpConfirm,
+        AuditAction::UserStepUp,
+        AuditAction::UserStepUpFailed,
+        AuditAction::WorkspaceCreate,
+        AuditAction::RoleCreate,
+        AuditAction::RoleUpdate,
+        AuditAction::RoleDelete,
     ];
 
     /// The stable name, `area.verb`.
@@ -103,6 +133,21 @@ impl AuditAction {
             AuditAction::TransitRotate => "transit.rotate",
             AuditAction::TransitConfig => "transit.config",
             AuditAction::TransitDelete => "transit.delete",
+            AuditAction::UserCreate => "user.create",
+            AuditAction::UserUpdate => "user.update",
+            AuditAction::UserDisable => "user.disable",
+            AuditAction::UserPassword => "user.password",
+            AuditAction::UserLogin => "user.login",
+            AuditAction::UserLoginFailed => "user.login_failed",
+            AuditAction::UserLogout => "user.logout",
+            AuditAction::UserTotpEnroll => "user.totp_enroll",
+            AuditAction::UserTotpConfirm => "user.totp_confirm",
+            AuditAction::UserStepUp => "user.step_up",
+            AuditAction::UserStepUpFailed => "user.step_up_failed",
+            AuditAction::WorkspaceCreate => "workspace.create",
+            AuditAction::RoleCreate => "role.create",
+            AuditAction::RoleUpdate => "role.update",
+            AuditAction::RoleDelete => "role.delete",
         }
     }
 

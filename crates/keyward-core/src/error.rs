@@ -59,4 +59,17 @@ pub enum ValueError {
     Refill,
     #[error("IP allowlist entries must be IPv4 or IPv6 addresses or CIDR ranges; at most 256")]
     Cidr,
+    /// A workspace or role name.
+    #[error(
+        "{field} must be 1 to 63 characters of a-z, 0-9, _ and -, starting with a letter or digit"
+    )]
+    Name { field: &'static str },
+    #[error("email must be an address such as ops@example.com, at most 254 characters")]
+    Email,
+    #[error("password must be {min} to {max} characters")]
+    PasswordLength { min: usize, max: usize },
+    #[error("password is one of the most common passwords: choose another")]
+    PasswordCommon,
+    #[error("unknown role; built-in roles are {}, and custom roles are listed by GET /v1/roles", known.join(", "))]
+    Role { known: &'static [&'static str] },
 }

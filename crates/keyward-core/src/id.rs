@@ -82,6 +82,10 @@ id_type!(
     /// Identifies an audit event.
     EventId, "evt_", "event"
 );
+id_type!(
+    /// Identifies an admin user.
+    UserId, "usr_", "user"
+);
 
 /// The last id stamp this process handed out: milliseconds and the 80-bit
 /// tail. Ids made within one millisecond (or while the clock stands still or

@@ -37,6 +37,9 @@ const MAX_BODY: &str = "yhjskwdA6OZ1AL1YmHWZWm8LLG7HjnuCA2j5rOw8Xp1";
 /// The prefix of admin tokens, reserved: no API may use it.
 pub const ADMIN_PREFIX: &str = "kwa";
 
+/// The prefix of a signed-in user's session token.
+pub const SESSION_PREFIX: &str = "kws";
+
 /// An environment: keys of one never verify where another is required.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -99,8 +102,15 @@ impl Prefix {
         &self.0
     }
 
+    /// The prefix of session tokens.
+    pub fn session() -> Self {
+        Prefix(SESSION_PREFIX.to_owned())
+    }
+
+    /// Whether this is a prefix Keyward keeps for its own tokens (admin and
+    /// session), which no API may use.
     pub fn is_admin(&self) -> bool {
-        self.0 == ADMIN_PREFIX
+        self.0 == ADMIN_PREFIX || self.0 == SESSION_PREFIX
     }
 }
 

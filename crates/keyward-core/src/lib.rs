@@ -13,9 +13,11 @@
 //! - [`limits`]: rate limits (GCRA), usage credits and IP allowlists.
 //! - [`verify`]: the verify result codes and the rules that produce them.
 //! - [`audit`]: the names of what the audit log records.
+//! - [`access`]: admin users, workspaces and roles.
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod audit;
 pub mod base62;
 pub mod error;
@@ -25,9 +27,12 @@ pub mod limits;
 pub mod model;
 pub mod verify;
 
+pub use access::{BuiltinRole, CustomRole, RoleGrant, User, Workspace, DEFAULT_WORKSPACE};
 pub use audit::AuditAction;
 pub use error::{IdError, KeyFormatError, ValueError};
-pub use id::{ApiId, EventId, KeyId, TokenId};
+pub use id::{ApiId, EventId, KeyId, TokenId, UserId};
 pub use key::{Environment, KeyDigest, ParsedKey, PlaintextKey, Prefix};
-pub use model::{AdminScope, AdminToken, Api, AuditEvent, KeyRecord, KeyState, Scope};
+pub use model::{
+    AdminScope, AdminToken, Api, AuditEvent, Grant, GrantView, KeyRecord, KeyState, Scope,
+};
 pub use verify::{evaluate, evaluate_at, KeyPolicy, Requirements, VerifyCode};

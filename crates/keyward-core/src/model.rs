@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::id::{ApiId, EventId, KeyId, TokenId};
+use crate::id::{ApiId, EventId, KeyId, TokenId, UserId};
 use crate::key::{Environment, KeyDigest, Prefix};
 use crate::limits::{Cidr, Credits, RateLimit};
 
@@ -86,10 +86,15 @@ pub enum AdminScope {
     /// Report leaked keys found by a scanner, which revokes them; grants
     /// nothing else, so it is safe to hand to CI.
     LeaksReport,
+    /// Read admin users, roles, workspaces and the access review.
+    UsersRead,
+    /// Create and change admin users, their grants, custom roles and
+    /// workspaces.
+    UsersWrite,
 }
 
 impl AdminScope {
-    pub const ALL: [AdminScope; 14] = [
+    pub const ALL: [AdminScope; 16] = [
         AdminScope::ApisRead,
         AdminScope::ApisWrite,
         AdminScope::KeysRead,
@@ -104,6 +109,8 @@ impl AdminScope {
         AdminScope::TransitUse,
         AdminScope::TransitWrite,
         AdminScope::LeaksReport,
+        AdminScope::UsersRead,
+        AdminScope::UsersWrite,
     ];
 
     /// Every admin scope's name, in the order of [`AdminScope::ALL`].
@@ -133,6 +140,8 @@ impl AdminScope {
             AdminScope::TransitUse => "transit:use",
             AdminScope::TransitWrite => "transit:write",
             AdminScope::LeaksReport => "leaks:report",
+            AdminScope::UsersRead => "users:read",
+            AdminScope::UsersWrite => "users:write",
         }
     }
 
@@ -143,6 +152,16 @@ impl AdminScope {
             .ok_or(ValueError::AdminScope {
                 known: &AdminScope::NAMES,
             })
+    }
+
+    /// Whether a session needs a fresh second factor to create a token
+    /// holding this scope: the scopes that seal the server, change who may
+    /// do what, or mint more credentials.
+    pub const fn is_critical(self) -> bool {
+        matches!(
+            self,
+            AdminScope::SysWrite | AdminScope::UsersWrite | AdminScope::TokensWrite
+        )
     }
 
     /// Every admin scope, comma-separated, for messages.
@@ -224,6 +243,8 @@ pub struct Api {
     pub prefix: Prefix,
     /// The environments keys may be issued in.
     pub environments: Vec<Environment>,
+    /// The workspace the API belongs to; fixed at creation.
+    pub workspace: String,
     pub created_at: OffsetDateTime,
 }
 
@@ -355,6 +376,17 @@ pub struct AdminToken {
     pub created_at: OffsetDateTime,
     pub expires_at: Option<OffsetDateTime>,
     pub revoked_at: Option<OffsetDateTime>,
+    /// When set, the token reaches only APIs of these workspaces.
+    pub workspaces: Option<Vec<String>>,
+    /// For a session (`kws` prefix): the user who signed in. `None` for a
+    /// service token.
+    pub user_id: Option<UserId>,
+    /// A session's grants: its user's roles as they are now, each expanded
+    /// to its scopes. A service token has none; its own scopes and limits
+    /// are its one grant.
+    pub grants: Vec<Grant>,
+    /// When the session's user last gave a second factor.
+    pub stepped_up_at: Option<OffsetDateTime>,
 }
 
 impl AdminToken {
@@ -362,6 +394,13 @@ impl AdminToken {
         self.revoked_at.is_none() && self.expires_at.is_none_or(|at| at > now)
     }
 
+    /// Whether this is a signed-in user's session rather than a service
+    /// token.
+    pub fn is_session(&self) -> bool {
+        self.user_id.is_some()
+    }
+
+    /// Whether some grant of the token holds `scope`, wherever it reaches.
     pub fn has_scope(&self, scope: AdminScope) -> bool {
         self.scopes.contains(&scope)
     }
@@ -369,18 +408,119 @@ impl AdminToken {
     /// Whether the token can grant everything: every admin scope and no API
     /// or environment limit (a root token). Usability is asked apart.
     pub fn is_full_access(&self) -> bool {
-        self.api_ids.is_none()
+        !self.is_session()
+            && self.api_ids.is_none()
             && self.environments.is_none()
+            && self.workspaces.is_none()
             && AdminScope::ALL.iter().all(|s| self.has_scope(*s))
     }
 
-    /// Whether the token may see keys of `api` in `environment`.
-    pub fn can_access(&self, api: &ApiId, environment: Environment) -> bool {
-        self.api_ids.as_ref().is_none_or(|ids| ids.contains(api))
+    /// Whether `f` holds for some grant of the token: a session's grants,
+    /// or a service token's own scopes and limits.
+    pub fn any_grant(&self, mut f: impl FnMut(GrantView<'_>) -> bool) -> bool {
+        if self.is_session() {
+            self.grants.iter().any(|g| f(g.view()))
+        } else {
+            f(GrantView {
+                scopes: &self.scopes,
+                workspaces: self.workspaces.as_deref(),
+                api_ids: self.api_ids.as_deref(),
+                environments: self.environments.as_deref(),
+            })
+        }
+    }
+
+    /// Whether a grant holding `scope` reaches records of `api` (in
+    /// `workspace`, when known) in `environment`.
+    pub fn reaches(
+        &self,
+        scope: AdminScope,
+        api: &ApiId,
+        workspace: Option<&str>,
+        environment: Environment,
+    ) -> bool {
+        self.any_grant(|g| g.has(scope) && g.reaches(api, workspace, environment))
+    }
+
+    /// Whether a grant holding `scope` reaches `environment` outside any
+    /// API (secrets mounts, transit keys of no API).
+    pub fn reaches_environment(&self, scope: AdminScope, environment: Environment) -> bool {
+        self.any_grant(|g| g.has(scope) && g.reaches_environment(environment))
+    }
+
+    /// Whether a grant holding `scope` has no API, workspace or environment
+    /// limit: the reach operations on the whole node need.
+    pub fn is_node_wide(&self, scope: AdminScope) -> bool {
+        self.any_grant(|g| g.has(scope) && g.is_unlimited())
+    }
+
+    /// Whether some grant may see keys of `api` (in `workspace`, when
+    /// known) in `environment`, whatever its scopes.
+    pub fn can_access(
+        &self,
+        api: &ApiId,
+        workspace: Option<&str>,
+        environment: Environment,
+    ) -> bool {
+        self.any_grant(|g| g.reaches(api, workspace, environment))
+    }
+}
+
+/// One grant of a token: scopes over a reach. `None` limits nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct GrantView<'a> {
+    pub scopes: &'a [AdminScope],
+    pub workspaces: Option<&'a [String]>,
+    pub api_ids: Option<&'a [ApiId]>,
+    pub environments: Option<&'a [Environment]>,
+}
+
+impl GrantView<'_> {
+    pub fn has(&self, scope: AdminScope) -> bool {
+        self.scopes.contains(&scope)
+    }
+
+    /// Whether the grant reaches `api` in `workspace` and `environment`. A
+    /// grant limited to workspaces reaches nothing whose workspace is not
+    /// known.
+    pub fn reaches(&self, api: &ApiId, workspace: Option<&str>, environment: Environment) -> bool {
+        self.api_ids.is_none_or(|ids| ids.contains(api))
             && self
-                .environments
-                .as_ref()
-                .is_none_or(|envs| envs.contains(&environment))
+                .workspaces
+                .is_none_or(|names| workspace.is_some_and(|w| names.iter().any(|n| n == w)))
+            && self.reaches_environment(environment)
+    }
+
+    pub fn reaches_environment(&self, environment: Environment) -> bool {
+        self.environments
+            .is_none_or(|envs| envs.contains(&environment))
+    }
+
+    pub fn is_unlimited(&self) -> bool {
+        self.api_ids.is_none() && self.workspaces.is_none() && self.environments.is_none()
+    }
+}
+
+/// A user's role in a workspace (or every workspace), expanded to the
+/// scopes the role holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub role: String,
+    pub scopes: Vec<AdminScope>,
+    /// `None`: every workspace.
+    pub workspace: Option<String>,
+    /// `None`: every environment the role allows.
+    pub environments: Option<Vec<Environment>>,
+}
+
+impl Grant {
+    pub fn view(&self) -> GrantView<'_> {
+        GrantView {
+            scopes: &self.scopes,
+            workspaces: self.workspace.as_ref().map(std::slice::from_ref),
+            api_ids: None,
+            environments: self.environments.as_deref(),
+        }
     }
 }
 
@@ -411,7 +551,7 @@ mod tests {
             refused.to_string(),
             "unknown admin scope; admin scopes are apis:read, apis:write, keys:read, \
              keys:write, keys:verify, tokens:read, tokens:write, audit:read, sys:write, \
-             secrets:read, secrets:write, transit:use, transit:write, leaks:report"
+             secrets:read, secrets:write, transit:use, transit:write, leaks:report, users:read, users:write"
         );
         assert_eq!(AdminScope::names(), AdminScope::NAMES.join(", "));
         for scope in AdminScope::ALL {

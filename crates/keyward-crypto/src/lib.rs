@@ -13,6 +13,8 @@
 //!   default).
 //! - [`pkcs11`]: the master key wrapped by a key inside an HSM.
 //! - [`partner`]: signatures of secret-scanning partners' leak reports.
+//! - [`password`]: admin users' passwords under Argon2id.
+//! - [`totp`]: RFC 6238 one-time codes and recovery codes.
 //! - [`transit`]: named, versioned keys that encrypt, sign and MAC for
 //!   callers who never see them.
 //!
@@ -26,9 +28,11 @@ pub mod file_seal;
 mod hex;
 pub mod master;
 pub mod partner;
+pub mod password;
 pub mod pkcs11;
 pub mod secret;
 pub mod shamir;
+pub mod totp;
 pub mod transit;
 
 pub use aead::{AeadKey, Cipher};

@@ -83,7 +83,7 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
 
 impl Reach for Gateway {
-    fn can_access(&self, api: &ApiId, _environment: Environment) -> bool {
+    fn can_access(&self, api: &ApiId, _workspace: Option<&str>, _environment: Environment) -> bool {
         self.api_ids.as_ref().is_none_or(|ids| ids.contains(api))
     }
 }

@@ -46,6 +46,14 @@ pub enum Code {
     InvalidShare,
     /// A failure the caller cannot act on; its cause is logged.
     Internal,
+    /// The password was right; the user's second factor is needed too.
+    MfaRequired,
+    /// A critical operation needs a second factor given within the step-up
+    /// window.
+    StepUpRequired,
+    /// Too many failed sign-ins or second factors from this user or
+    /// address.
+    TooManyAttempts,
 
     // Both listeners.
     /// A connection over its address's cap.
@@ -95,6 +103,9 @@ impl Code {
         Code::Tampered,
         Code::InvalidShare,
         Code::Internal,
+        Code::MfaRequired,
+        Code::StepUpRequired,
+        Code::TooManyAttempts,
         Code::TooManyConnections,
         Code::HeadersTooLarge,
         Code::BadFraming,
@@ -135,6 +146,9 @@ impl Code {
             Code::Tampered => (500, "TAMPERED"),
             Code::InvalidShare => (400, "INVALID_SHARE"),
             Code::Internal => (500, "INTERNAL"),
+            Code::MfaRequired => (401, "MFA_REQUIRED"),
+            Code::StepUpRequired => (403, "STEP_UP_REQUIRED"),
+            Code::TooManyAttempts => (429, "TOO_MANY_ATTEMPTS"),
             Code::TooManyConnections => (429, "TOO_MANY_CONNECTIONS"),
             Code::HeadersTooLarge => (431, "HEADERS_TOO_LARGE"),
             Code::BadFraming => (400, "BAD_FRAMING"),

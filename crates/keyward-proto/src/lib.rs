@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod errors;
 
 use keyward_core::limits::{RateLimit, Refill};
@@ -102,6 +103,10 @@ pub struct ApiCreate {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(min_items = 1)]
     pub environments: Option<Vec<Environment>>,
+    /// The workspace the API belongs to, for good; `default` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+    pub workspace: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -110,6 +115,7 @@ pub struct ApiView {
     pub name: String,
     pub prefix: Prefix,
     pub environments: Vec<Environment>,
+    pub workspace: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
 }
@@ -121,6 +127,7 @@ impl From<Api> for ApiView {
             name: a.name,
             prefix: a.prefix,
             environments: a.environments,
+            workspace: a.workspace,
             created_at: a.created_at,
         }
     }
@@ -577,6 +584,10 @@ pub struct TokenCreate {
     /// Limit the token to these environments (within the creator's reach).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environments: Option<Vec<Environment>>,
+    /// Limit the token to the APIs of these workspaces (within the
+    /// creator's reach).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspaces: Option<Vec<String>>,
     /// When the token stops working, in the future; never later than the creating token's
     /// own expiry, to which a later one (or none) is capped.
     #[serde(
@@ -597,6 +608,8 @@ pub struct TokenView {
     pub scopes: Vec<String>,
     pub api_ids: Option<Vec<ApiId>>,
     pub environments: Option<Vec<Environment>>,
+    #[serde(default)]
+    pub workspaces: Option<Vec<String>>,
     /// The token that created this one, when that token is within the
     /// caller's reach (`null` otherwise, and for the root token).
     pub created_by: Option<TokenId>,
@@ -617,6 +630,7 @@ impl From<AdminToken> for TokenView {
             scopes: t.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
             api_ids: t.api_ids,
             environments: t.environments,
+            workspaces: t.workspaces,
             created_by: t.created_by,
             created_at: t.created_at,
             expires_at: t.expires_at,
@@ -869,6 +883,10 @@ pub enum AdminScopeName {
     TransitWrite,
     #[schema(rename = "leaks:report")]
     LeaksReport,
+    #[schema(rename = "users:read")]
+    UsersRead,
+    #[schema(rename = "users:write")]
+    UsersWrite,
 }
 
 /// An API id as this server issues them.

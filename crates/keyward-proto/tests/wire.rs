@@ -81,15 +81,18 @@ fn api_create_sends_environments_only_when_given() {
         name: "Prices".into(),
         prefix: "px".into(),
         environments: None,
+        workspace: None,
     };
     check(&minimal, json!({"name": "Prices", "prefix": "px"}));
     let some = ApiCreate {
         environments: Some(vec![Environment::Live, Environment::Test]),
+        workspace: Some("desk".into()),
         ..minimal
     };
     check(
         &some,
-        json!({"name": "Prices", "prefix": "px", "environments": ["live", "test"]}),
+        json!({"name": "Prices", "prefix": "px", "environments": ["live", "test"],
+               "workspace": "desk"}),
     );
 }
 
@@ -435,12 +438,14 @@ fn token_create_sends_limits_only_when_given() {
         scopes: vec!["keys:read".into()],
         api_ids: None,
         environments: None,
+        workspaces: None,
         expires_at: None,
     };
     check(&plain, json!({"name": "ci", "scopes": ["keys:read"]}));
     let limited = TokenCreate {
         api_ids: Some(vec![API.into()]),
         environments: Some(vec![Environment::Live]),
+        workspaces: Some(vec!["desk".into()]),
         expires_at: Some(LATER),
         ..plain
     };
@@ -448,7 +453,8 @@ fn token_create_sends_limits_only_when_given() {
         &limited,
         json!({
             "name": "ci", "scopes": ["keys:read"], "api_ids": [API],
-            "environments": ["live"], "expires_at": "2100-01-01T00:00:00Z",
+            "environments": ["live"], "workspaces": ["desk"],
+            "expires_at": "2100-01-01T00:00:00Z",
         }),
     );
 }
@@ -537,6 +543,7 @@ fn token_view() -> TokenView {
         scopes: vec!["keys:read".into()],
         api_ids: Some(vec![ApiId::parse(API).unwrap()]),
         environments: Some(vec![Environment::Test]),
+        workspaces: Some(vec!["desk".into()]),
         created_by: Some(TokenId::generate(now).unwrap()),
         created_at: now,
         expires_at: None,
@@ -551,6 +558,7 @@ fn the_client_reads_every_answer_it_summarises_without_loss() {
         name: "Prices".into(),
         prefix: Prefix::parse("px").unwrap(),
         environments: vec![Environment::Live],
+        workspace: "desk".into(),
         created_at: datetime!(2030-05-06 7:08:09 UTC),
     };
     reads_back::<_, ApiView>(&api);

@@ -1,5 +1,5 @@
-//! Who is calling: the admin token in `Authorization: Bearer`, checked on
-//! every admin request.
+//! Who is calling: the admin token (`kwa_…`) or a user's session
+//! (`kws_…`) in `Authorization: Bearer`, checked on every admin request.
 
 use std::sync::Arc;
 
@@ -63,7 +63,8 @@ pub(crate) async fn authenticate(
     // The format check runs before any storage access: garbage costs a
     // parse, not a query.
     let parsed = ParsedKey::parse(presented).map_err(|_| ApiError::Op(Error::Unauthenticated))?;
-    if parsed.prefix() != keyward_core::key::ADMIN_PREFIX {
+    let prefix = parsed.prefix();
+    if prefix != keyward_core::key::ADMIN_PREFIX && prefix != keyward_core::key::SESSION_PREFIX {
         return Err(ApiError::Op(Error::Unauthenticated));
     }
     let digest = parsed.digest();

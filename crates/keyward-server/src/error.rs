@@ -62,6 +62,9 @@ impl ApiError {
             Error::Tampered => Code::Tampered,
             Error::InvalidShare(_) => Code::InvalidShare,
             Error::Internal(_) => Code::Internal,
+            Error::MfaRequired => Code::MfaRequired,
+            Error::StepUpRequired => Code::StepUpRequired,
+            Error::TooManyAttempts { .. } => Code::TooManyAttempts,
         }
     }
 

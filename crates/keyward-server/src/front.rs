@@ -62,7 +62,7 @@ pub(crate) async fn serve(
     let health = Arc::new(Fixed::json(&Health { status: "ok" })?);
     let admission = Connections::new(limits, shed.clone());
     let take = |stream: TcpStream,
-                _peer: SocketAddr,
+                peer: SocketAddr,
                 slot: Slot,
                 stopping: &watch::Receiver<bool>,
                 connections: &mut JoinSet<()>| {
@@ -73,6 +73,7 @@ pub(crate) async fn serve(
             limits,
             fast_path,
             shed: shed.clone(),
+            peer,
         };
         let _ = stream.set_nodelay(true);
         connections.spawn(front.connection(stream, slot, stopping.clone()));
@@ -113,6 +114,8 @@ struct Front {
     /// Asks this connection to close when it is idle and the process is
     /// out of file descriptors.
     shed: Shed,
+    /// The client's address, given to handlers as [`crate::ClientAddr`].
+    peer: SocketAddr,
 }
 
 /// The routes this front answers itself.
@@ -332,7 +335,9 @@ impl Front {
     ) {
         let _slot = slot;
         let (stream, read) = client.into_parts();
-        let service = TowerToHyperService::new(self.router);
+        let peer = crate::ClientAddr(self.peer);
+        let router = self.router;
+        let service = TowerToHyperService::new(WithPeer { router, peer });
         keyward_net::hand_over(stream, read, service, self.limits, stopping, &self.shed).await;
     }
 }
@@ -524,5 +529,34 @@ mod tests {
     #[test]
     fn the_table_fuzzed_against_hyper_is_this_one() {
         assert_eq!(RULES, keyward_fuzz::front::RULES);
+    }
+}
+
+/// The router, with the connection's peer address in every request's
+/// extensions.
+#[derive(Clone)]
+struct WithPeer {
+    router: Router,
+    peer: crate::ClientAddr,
+}
+
+impl tower_service::Service<hyper::Request<hyper::body::Incoming>> for WithPeer {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = <Router as tower_service::Service<hyper::Request<hyper::body::Incoming>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower_service::Service::<hyper::Request<hyper::body::Incoming>>::poll_ready(
+            &mut self.router,
+            cx,
+        )
+    }
+
+    fn call(&mut self, mut request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.peer);
+        tower_service::Service::call(&mut self.router, request)
     }
 }

@@ -174,12 +174,14 @@ impl Application {
             .leaks
             .partner_keys()
             .map_err(|e| StartError::Settings(e.to_string()))?;
+        let auth = settings.auth.settings().map_err(StartError::Settings)?;
         let service = keyward_service::Service::new(
             Arc::clone(&store),
             Arc::clone(&verifier),
             Arc::clone(&tokens),
             Arc::clone(&barrier),
-        );
+        )
+        .with_auth(auth);
         let state = Arc::new(AppState {
             store,
             verifier: Arc::clone(&verifier),
@@ -396,7 +398,7 @@ impl Modify for BearerAuth {
 }
 
 fn api_router() -> OpenApiRouter<Arc<AppState>> {
-    use handlers::{apis, audit, health, keys, leaks, sys, tokens};
+    use handlers::{apis, audit, health, keys, leaks, sys, tokens, users};
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
@@ -426,7 +428,25 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(sys::rekey))
         .routes(routes!(sys::list_mounts))
         .routes(routes!(sys::mount))
+        .routes(routes!(users::create_user, users::list_users))
+        .routes(routes!(users::get_user, users::update_user))
+        .routes(routes!(users::user_sessions))
+        .routes(routes!(users::login))
+        .routes(routes!(users::logout))
+        .routes(routes!(users::whoami))
+        .routes(routes!(users::enroll_totp))
+        .routes(routes!(users::confirm_totp))
+        .routes(routes!(users::step_up))
+        .routes(routes!(users::create_workspace, users::list_workspaces))
+        .routes(routes!(users::list_roles))
+        .routes(routes!(users::put_role, users::delete_role))
+        .routes(routes!(users::access_review))
 }
+
+/// The address a request's connection came from (the API listener's peer;
+/// proxies in front are not consulted).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
 
 fn router(state: Arc<AppState>, limits: keyward_net::Limits) -> Router {
     let (router, doc) = documented(api_router());

@@ -33,6 +33,8 @@ pub struct Settings {
     pub seal: keyward_service::seal::SealSettings,
     /// Who may report leaked keys besides admin tokens (`[leaks]`).
     pub leaks: LeakSettings,
+    /// Sessions and step-up (`[auth]`).
+    pub auth: AuthFileSettings,
     /// Deadlines and caps of client connections, on the API listener and
     /// the gateway alike (`[limits]`).
     pub limits: LimitSettings,
@@ -129,6 +131,62 @@ impl LeakSettings {
     }
 }
 
+/// The `[auth]` section: how long a session lasts and how long a second
+/// factor counts for critical operations. Durations are a number and a unit:
+/// `s`, `m`, `h` or `d` (`5m`, `12h`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthFileSettings {
+    pub step_up_window: String,
+    pub session_ttl: String,
+}
+
+impl Default for AuthFileSettings {
+    fn default() -> Self {
+        AuthFileSettings {
+            step_up_window: "5m".to_owned(),
+            session_ttl: "12h".to_owned(),
+        }
+    }
+}
+
+impl AuthFileSettings {
+    pub fn settings(&self) -> Result<keyward_service::users::AuthSettings, String> {
+        let step_up_window = parse_duration(&self.step_up_window)
+            .ok_or("[auth] step_up_window must be a duration such as 5m")?;
+        let session_ttl = parse_duration(&self.session_ttl)
+            .ok_or("[auth] session_ttl must be a duration such as 12h")?;
+        if step_up_window > Duration::from_secs(3600)
+            || session_ttl > Duration::from_secs(30 * 86_400)
+        {
+            return Err("[auth] step_up_window is at most 1h and session_ttl at most 30d".into());
+        }
+        Ok(keyward_service::users::AuthSettings {
+            step_up_window: time::Duration::try_from(step_up_window).map_err(|e| e.to_string())?,
+            session_ttl: time::Duration::try_from(session_ttl).map_err(|e| e.to_string())?,
+            ..keyward_service::users::AuthSettings::default()
+        })
+    }
+}
+
+/// A duration written as a number and a unit: `s`, `m`, `h` or `d`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(seconds)
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+}
+
 /// The `[verify]` section: cache, negative cache, usage flushing and credit
 /// leasing. Durations are in milliseconds.
 #[derive(Debug, Clone, Deserialize)]
@@ -201,6 +259,7 @@ impl Default for Settings {
             gateway: None,
             seal: keyward_service::seal::SealSettings::default(),
             leaks: LeakSettings::default(),
+            auth: AuthFileSettings::default(),
             limits: LimitSettings::default(),
             fast_path: true,
         }

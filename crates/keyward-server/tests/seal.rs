@@ -438,8 +438,8 @@ async fn a_store_sealed_one_way_refuses_to_start_with_another_seal() {
         gateway: None,
         seal: shamir_settings(),
         leaks: Default::default(),
-        limits: Default::default(),
         fast_path: true,
+        ..Default::default()
     };
     let err = keyward_server::Application::with_store(settings, store)
         .await
@@ -570,8 +570,8 @@ async fn a_pkcs11_server_unseals_itself_through_softhsm_after_a_restart() {
             gateway: None,
             seal: wrong,
             leaks: Default::default(),
-            limits: Default::default(),
             fast_path: true,
+            ..Default::default()
         },
         store.clone(),
     )

@@ -17,24 +17,35 @@ pub struct NewApi {
     pub prefix: String,
     /// Every environment when absent.
     pub environments: Option<Vec<Environment>>,
+    /// `default` when absent.
+    pub workspace: Option<String>,
 }
 
 impl Service {
-    /// Creates an API. Only an actor without API or environment limits may:
-    /// a new API is outside every limited token's reach.
+    /// Creates an API in a workspace. Only an actor whose grant reaches the
+    /// whole workspace (no API or environment limit) may: a new API is
+    /// outside every grant limited to APIs.
     pub async fn create_api(&self, actor: &Actor, new: NewApi) -> Result<Api, Error> {
         actor.require(AdminScope::ApisWrite)?;
-        if actor.is_restricted() {
+        let workspace = new
+            .workspace
+            .unwrap_or_else(|| keyward_core::DEFAULT_WORKSPACE.to_owned());
+        keyward_core::access::check_name("workspace", &workspace)?;
+        if !actor.reaches_workspace(AdminScope::ApisWrite, &workspace) {
             return Err(Error::Forbidden(
-                "a token limited to some APIs or environments cannot create APIs",
+                "creating an API needs a grant of apis:write over its whole workspace, without \
+                 API or environment limits",
             ));
+        }
+        if self.store.get_workspace(&workspace).await?.is_none() {
+            return Err(Error::NotFound("workspace"));
         }
         check_text("name", &new.name, 256)?;
         let prefix = Prefix::parse(&new.prefix)
             .map_err(|e| Error::InvalidRequest(e.to_string().replace("key prefix", "prefix")))?;
         if prefix.is_admin() {
             return Err(Error::InvalidRequest(
-                "the prefix kwa is reserved for admin tokens".into(),
+                "the prefixes kwa and kws are reserved for admin and session tokens".into(),
             ));
         }
         let mut environments = new
@@ -53,16 +64,20 @@ impl Service {
             name: new.name,
             prefix,
             environments,
+            workspace,
             created_at: now,
         };
         let event = audit_event(
             Some(actor),
             AuditAction::ApiCreate,
             api.id.as_str(),
-            json!({"name": api.name, "prefix": api.prefix, "environments": api.environments}),
+            json!({"name": api.name, "prefix": api.prefix, "environments": api.environments,
+                "workspace": api.workspace}),
             now,
         )?;
         self.store.create_api(&api, &event).await?;
+        self.verifier
+            .remember_workspace(&api.id, api.workspace.as_str().into());
         Ok(api)
     }
 
@@ -88,5 +103,5 @@ impl Service {
 fn reaches(actor: &Actor, api: &Api) -> bool {
     api.environments
         .iter()
-        .any(|env| actor.can_access(&api.id, *env))
+        .any(|env| actor.can(AdminScope::ApisRead, &api.id, Some(&api.workspace), *env))
 }

@@ -14,6 +14,11 @@ pub fn audit_event(
     details: serde_json::Value,
     now: OffsetDateTime,
 ) -> Result<AuditEvent, Error> {
+    // A session acts for a person: the event names the user too.
+    let mut details = details;
+    if let (Some(user), Some(object)) = (actor.and_then(Actor::user_id), details.as_object_mut()) {
+        object.insert("by_user".to_owned(), user.as_str().into());
+    }
     Ok(AuditEvent {
         id: keyward_store::event_id(now)?,
         at: now,

@@ -28,11 +28,14 @@ impl Service {
         page: &Page,
     ) -> Result<Vec<AuditEntry>, Error> {
         actor.require(AdminScope::AuditRead)?;
+        // Grants of audit:read of several shapes read the union of their
+        // APIs across the union of their environments.
+        let reach = self.reach_of(actor, AdminScope::AuditRead).await?;
         let filter = AuditFilter {
             target: listing.target,
             action: listing.action,
-            api_ids_within: actor.token.api_ids.clone(),
-            environments_within: actor.token.environments.clone(),
+            api_ids_within: reach.api_ids(),
+            environments_within: reach.environments(),
         };
         let entries = self.store.list_audit(&filter, page).await?;
         for entry in &entries {

@@ -33,6 +33,10 @@ pub fn new_root_token(at: OffsetDateTime) -> Result<(PlaintextKey, AdminToken), 
         created_at: at,
         expires_at: None,
         revoked_at: None,
+        workspaces: None,
+        user_id: None,
+        grants: Vec::new(),
+        stepped_up_at: None,
     };
     Ok((plaintext, root))
 }

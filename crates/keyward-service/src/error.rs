@@ -13,6 +13,16 @@ pub enum Error {
     Unauthenticated,
     #[error("this token lacks the {0} scope")]
     MissingScope(AdminScope),
+    /// The password was right and a second factor is enrolled, but no code
+    /// came with it.
+    #[error("this user has TOTP enrolled: send the current code from the authenticator app as `otp` (or a recovery code)")]
+    MfaRequired,
+    /// A critical operation by a session without a recent second factor.
+    #[error("this operation needs a second factor given in the last few minutes: POST /v1/auth/step-up with {{\"otp\": CODE}} (`keyward auth step-up`), then retry")]
+    StepUpRequired,
+    /// Too many failed attempts from this user or address.
+    #[error("too many failed attempts: wait {retry_after_s} s and try again")]
+    TooManyAttempts { retry_after_s: u64 },
     /// The token may not do this beyond its scopes (e.g. grant more than it has).
     #[error("{0}")]
     Forbidden(&'static str),

@@ -112,7 +112,7 @@ impl Service {
         // The token's environments are its own to know, so an environment
         // out of reach is said before any API is looked up: the answer
         // tells nothing about which APIs exist.
-        if !actor.reaches_environment(new.environment) {
+        if !actor.reaches_environment(AdminScope::KeysWrite, new.environment) {
             return Err(Error::OutOfReach);
         }
         let api_id = ApiId::parse(&new.api_id).map_err(|_| Error::NotFound("api"))?;
@@ -120,7 +120,14 @@ impl Service {
             .store
             .get_api(&api_id)
             .await?
-            .filter(|a| actor.can_access(&a.id, new.environment))
+            .filter(|a| {
+                actor.can(
+                    AdminScope::KeysWrite,
+                    &a.id,
+                    Some(&a.workspace),
+                    new.environment,
+                )
+            })
             .ok_or(Error::NotFound("api"))?;
         if !api.environments.contains(&new.environment) {
             return Err(Error::InvalidRequest(format!(
@@ -166,7 +173,7 @@ impl Service {
     /// A key by id (never its plaintext).
     pub async fn key(&self, actor: &Actor, id: &str) -> Result<KeyRecord, Error> {
         actor.require(AdminScope::KeysRead)?;
-        self.load_key(actor, id).await
+        self.load_key(actor, AdminScope::KeysRead, id).await
     }
 
     /// A key's usage counts per minute and code, for `minutes` (Unix
@@ -178,7 +185,7 @@ impl Service {
         minutes: std::ops::RangeInclusive<i64>,
     ) -> Result<Vec<keyward_store::UsageRow>, Error> {
         actor.require(AdminScope::KeysRead)?;
-        let record = self.load_key(actor, id).await?;
+        let record = self.load_key(actor, AdminScope::KeysRead, id).await?;
         Ok(self.store.key_usage(&record.id, minutes).await?)
     }
 
@@ -191,15 +198,40 @@ impl Service {
     ) -> Result<Vec<KeyRecord>, Error> {
         actor.require(AdminScope::KeysRead)?;
         let api_id = listing.api_id.as_deref().map(ApiId::parse).transpose()?;
+        let reach = self.reach_of(actor, AdminScope::KeysRead).await?;
         let filter = KeyFilter {
             api_id,
             owner: listing.owner,
             environment: listing.environment,
             state: listing.state,
-            api_ids_within: actor.token.api_ids.clone(),
-            environments_within: actor.token.environments.clone(),
+            api_ids_within: reach.api_ids(),
+            environments_within: reach.environments(),
         };
-        Ok(self.store.list_keys(&filter, page, now()).await?)
+        if reach.is_exact() {
+            return Ok(self.store.list_keys(&filter, page, now()).await?);
+        }
+        // Grants of several shapes: the store filters by their union, and
+        // what no one grant reaches is skipped here, reading on until the
+        // page is full or the keys end.
+        let mut page = page.clone();
+        let limit = page.limit as usize;
+        let mut found = Vec::with_capacity(limit);
+        loop {
+            let batch = self.store.list_keys(&filter, &page, now()).await?;
+            let full_batch = batch.len() == limit;
+            for key in batch {
+                page.after = Some(key.id.as_str().to_owned());
+                if reach.covers(&key.api_id, key.environment) {
+                    found.push(key);
+                    if found.len() == limit {
+                        return Ok(found);
+                    }
+                }
+            }
+            if !full_batch {
+                return Ok(found);
+            }
+        }
     }
 
     /// Changes a key's fields; those left out stay as they are.
@@ -210,7 +242,7 @@ impl Service {
         changes: KeyChanges,
     ) -> Result<KeyRecord, Error> {
         actor.require(AdminScope::KeysWrite)?;
-        let record = self.load_key(actor, id).await?;
+        let record = self.load_key(actor, AdminScope::KeysWrite, id).await?;
         let now = now();
         if let Some(name) = &changes.name {
             check_text("name", name, 256)?;
@@ -296,7 +328,7 @@ impl Service {
         reason: Option<String>,
     ) -> Result<KeyRecord, Error> {
         actor.require(AdminScope::KeysWrite)?;
-        let record = self.load_key(actor, id).await?;
+        let record = self.load_key(actor, AdminScope::KeysWrite, id).await?;
         let reason = reason.unwrap_or_else(|| "revoked".to_owned());
         check_text("reason", &reason, 1024)?;
         let now = now();
@@ -324,7 +356,7 @@ impl Service {
         succession: Succession,
     ) -> Result<(KeyRecord, PlaintextKey), Error> {
         actor.require(AdminScope::KeysWrite)?;
-        let old = self.load_key(actor, id).await?;
+        let old = self.load_key(actor, AdminScope::KeysWrite, id).await?;
         if succession.grace_period_seconds > MAX_GRACE_SECONDS {
             return Err(Error::InvalidRequest(format!(
                 "grace_period_seconds must be at most {MAX_GRACE_SECONDS}"
@@ -402,13 +434,15 @@ impl Service {
             environment: bulk.environment,
             created_before: bulk.created_before,
             scope: bulk.scope.as_deref().map(Scope::parse).transpose()?,
-            api_ids_within: actor.token.api_ids.clone(),
-            environments_within: actor.token.environments.clone(),
+            api_ids_within: None,
+            environments_within: None,
         };
         if !filter.has_criteria() {
             return Err(Error::EmptyFilter);
         }
         let now = now();
+        actor.require_step_up(self.auth.step_up_window, now)?;
+        let reach = self.reach_of(actor, AdminScope::KeysWrite).await?;
         let mut criteria = json!({});
         if let Some(owner) = &filter.owner {
             criteria["owner"] = json!(owner);
@@ -432,14 +466,25 @@ impl Service {
             json!({ "reason": bulk.reason, "bulk": criteria }),
             now,
         )?;
-        let revoked = self
-            .store
-            .bulk_revoke(&filter, &bulk.reason, now, &template)
-            .await?;
-        for digest in &revoked {
-            self.verifier.key_changed(digest);
+        // One revocation per shape of grant: a key two grants reach is
+        // revoked by the first and left alone by the second.
+        let mut count = 0;
+        for (api_ids, environments) in reach.rectangles() {
+            let filter = BulkRevokeFilter {
+                api_ids_within: api_ids,
+                environments_within: environments,
+                ..filter.clone()
+            };
+            let revoked = self
+                .store
+                .bulk_revoke(&filter, &bulk.reason, now, &template)
+                .await?;
+            for digest in &revoked {
+                self.verifier.key_changed(digest);
+            }
+            count += revoked.len() as u64;
         }
-        Ok(revoked.len() as u64)
+        Ok(count)
     }
 
     /// The rate limits shared by all keys of an owner. Owner limits span
@@ -471,7 +516,7 @@ impl Service {
         ratelimits: Vec<RateLimit>,
     ) -> Result<Vec<RateLimit>, Error> {
         actor.require(AdminScope::KeysWrite)?;
-        if actor.is_restricted() {
+        if !actor.is_node_wide(AdminScope::KeysWrite) {
             return Err(Error::Forbidden(
                 "owner limits span APIs and environments: setting them needs a token without API \
                  or environment limits",
@@ -498,7 +543,7 @@ impl Service {
     /// is at least one: an actor without limits reaches every owner, one
     /// with limits only owners it sees whole.
     async fn owner_within_reach(&self, actor: &Actor, owner: &str) -> Result<bool, Error> {
-        if !actor.is_restricted() {
+        if actor.is_node_wide(AdminScope::KeysRead) {
             return Ok(true);
         }
         let filter = KeyFilter {
@@ -512,11 +557,13 @@ impl Service {
         let mut seen = false;
         loop {
             let keys = self.store.list_keys(&filter, &page, now()).await?;
-            if keys
-                .iter()
-                .any(|k| !actor.can_access(&k.api_id, k.environment))
-            {
-                return Ok(false);
+            for k in &keys {
+                if !self
+                    .reaches_key(actor, AdminScope::KeysRead, &k.api_id, k.environment)
+                    .await?
+                {
+                    return Ok(false);
+                }
             }
             seen |= !keys.is_empty();
             if keys.len() < page.limit as usize {
@@ -531,13 +578,26 @@ impl Service {
 
     /// A key by the id a caller gave, as `NOT_FOUND` when it is malformed,
     /// absent or outside the actor's reach.
-    async fn load_key(&self, actor: &Actor, id: &str) -> Result<KeyRecord, Error> {
+    async fn load_key(
+        &self,
+        actor: &Actor,
+        scope: AdminScope,
+        id: &str,
+    ) -> Result<KeyRecord, Error> {
         let id = KeyId::parse(id).map_err(|_| Error::NotFound("key"))?;
-        self.store
+        let key = self
+            .store
             .get_key(&id)
             .await?
-            .filter(|k| actor.can_access(&k.api_id, k.environment))
-            .ok_or(Error::NotFound("key"))
+            .ok_or(Error::NotFound("key"))?;
+        if self
+            .reaches_key(actor, scope, &key.api_id, key.environment)
+            .await?
+        {
+            Ok(key)
+        } else {
+            Err(Error::NotFound("key"))
+        }
     }
 }
 

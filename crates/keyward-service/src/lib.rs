@@ -5,8 +5,9 @@
 //! - [`Actor`]: who is asking, and the checks on what it may do.
 //! - [`Error`]: every way an operation fails.
 //! - [`Service`]: the operations, one module per area: [`apis`],
-//!   [`audit_log`], [`keys`], [`leaks`], [`secrets`], [`sys`], [`tokens`]
-//!   and [`transit`].
+//!   [`audit_log`], [`keys`], [`leaks`], [`secrets`], [`sys`], [`tokens`],
+//!   [`transit`] and [`users`] (people, sign-in, step-up, workspaces and
+//!   roles).
 //! - [`bootstrap`]: what runs without an admin token — the first start's
 //!   root token and default mount, and the operator's root-token recovery.
 //! - [`audit`]: the audit event of an operation.
@@ -30,12 +31,14 @@ mod error;
 pub mod events;
 pub mod keys;
 pub mod leaks;
+mod reach;
 pub mod records;
 pub mod seal;
 pub mod secrets;
 pub mod sys;
 pub mod tokens;
 pub mod transit;
+pub mod users;
 
 pub use actor::Actor;
 pub use audit::{audit_event, now};
@@ -54,6 +57,8 @@ pub struct Service {
     verifier: Arc<Verifier>,
     tokens: Arc<TokenCache>,
     barrier: Arc<seal::Barrier>,
+    auth: users::AuthSettings,
+    attempts: users::Attempts,
 }
 
 impl Service {
@@ -68,7 +73,19 @@ impl Service {
             verifier,
             tokens,
             barrier,
+            auth: users::AuthSettings::default(),
+            attempts: users::Attempts::default(),
         }
+    }
+
+    /// How sign-in and step-up behave ([`users::AuthSettings`]).
+    pub fn with_auth(mut self, auth: users::AuthSettings) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    pub fn auth(&self) -> &users::AuthSettings {
+        &self.auth
     }
 
     /// The admin token cache, for authenticating callers.

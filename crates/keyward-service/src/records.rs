@@ -33,3 +33,14 @@ pub fn identity(name: &str, version: u32) -> RecordIdentity<'_> {
         version: u64::from(version),
     }
 }
+
+/// What a user's TOTP secret is bound to, pending or confirmed: the
+/// confirmation moves the envelope from one column to the other.
+pub fn totp_identity(user_id: &str) -> RecordIdentity<'_> {
+    RecordIdentity {
+        table: "users",
+        id: user_id,
+        field: "totp_secret",
+        version: 0,
+    }
+}

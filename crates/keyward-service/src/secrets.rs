@@ -138,7 +138,7 @@ impl Service {
     /// The mount named, when it exists within the actor's environments.
     pub async fn mount(&self, actor: &Actor, name: &str) -> Result<SecretMount, Error> {
         let mount = self.store.get_mount(name).await?.ok_or(Error::NoMount)?;
-        if !actor.reaches_environment(mount.environment) {
+        if !actor.sees_environment(mount.environment) {
             return Err(Error::NoMount);
         }
         Ok(mount)
@@ -167,7 +167,7 @@ impl Service {
             ));
         }
         let environment = environment.unwrap_or(Environment::Live);
-        if !actor.reaches_environment(environment) {
+        if !actor.reaches_environment(AdminScope::SysWrite, environment) {
             return Err(Error::Forbidden(
                 "this token cannot reach that environment: mounting there needs a token limited \
                  to it, or one without API or environment limits",
@@ -559,7 +559,10 @@ impl Service {
         let (action, name) = match act {
             VersionAct::Delete => (VersionAction::Delete(now()), AuditAction::SecretDelete),
             VersionAct::Undelete => (VersionAction::Undelete, AuditAction::SecretUndelete),
-            VersionAct::Destroy => (VersionAction::Destroy, AuditAction::SecretDestroy),
+            VersionAct::Destroy => {
+                actor.require_step_up(self.auth.step_up_window, now())?;
+                (VersionAction::Destroy, AuditAction::SecretDestroy)
+            }
         };
         let event = event(actor, mount, name, path, json!({ "versions": versions }))?;
         self.store
@@ -648,6 +651,7 @@ impl Service {
     ) -> Result<(), Error> {
         actor.require(AdminScope::SecretsWrite)?;
         let path = checked(path)?;
+        actor.require_step_up(self.auth.step_up_window, now())?;
         let event = event(actor, mount, AuditAction::SecretDestroyAll, path, json!({}))?;
         self.store.delete_secret(&mount.path, path, &event).await?;
         Ok(())

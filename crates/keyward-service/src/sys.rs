@@ -28,7 +28,7 @@ impl Service {
         shares: u8,
         threshold: u8,
     ) -> Result<ShareSet, Error> {
-        require_node_wide(actor)?;
+        self.require_node_wide(actor)?;
         check_split(shares, threshold)?;
         Ok(self.barrier.init(shares, threshold, actor).await?)
     }
@@ -64,7 +64,7 @@ impl Service {
 
     /// Seals this node: the keyring leaves memory.
     pub async fn seal(&self, actor: &Actor) -> Result<SealStatus, Error> {
-        require_node_wide(actor)?;
+        self.require_node_wide(actor)?;
         let event = audit_event(Some(actor), AuditAction::SealSeal, "seal", json!({}), now())?;
         self.store.append_audit(&[event]).await?;
         self.barrier.seal().await?;
@@ -76,7 +76,7 @@ impl Service {
     /// in the background (audited when done); the old versions keep
     /// opening them meanwhile.
     pub async fn rotate_keyring(&self, actor: &Actor) -> Result<u32, Error> {
-        require_node_wide(actor)?;
+        self.require_node_wide(actor)?;
         let event = audit_event(
             Some(actor),
             AuditAction::KeyringRotate,
@@ -115,7 +115,7 @@ impl Service {
 
     /// Moves every stored data key to the newest keyring version now.
     pub async fn rewrap(&self, actor: &Actor) -> Result<RewrapReport, Error> {
-        require_node_wide(actor)?;
+        self.require_node_wide(actor)?;
         let report = self.barrier.rewrap().await?;
         let event = audit_event(
             Some(actor),
@@ -137,7 +137,7 @@ impl Service {
         current: &[String],
         split: Option<(u8, u8)>,
     ) -> Result<Option<ShareSet>, Error> {
-        require_node_wide(actor)?;
+        self.require_node_wide(actor)?;
         let invalid = |e| match e {
             SealError::Invalid(message) => Error::InvalidRequest(message.into()),
             other => other.into(),
@@ -168,15 +168,19 @@ pub fn rewrap_details(report: &RewrapReport) -> serde_json::Value {
     json!({ "moved": report.moved, "current": report.current, "failed": report.failed })
 }
 
-/// `sys:write`, on an actor without API or environment limits.
-fn require_node_wide(actor: &Actor) -> Result<(), Error> {
-    actor.require(AdminScope::SysWrite)?;
-    if actor.is_restricted() {
-        return Err(Error::Forbidden(
-            "this acts on the whole node: it needs a token without API or environment limits",
-        ));
+impl Service {
+    /// `sys:write`, on an actor without API or environment limits, and for
+    /// a session a second factor within the step-up window: these act on
+    /// the seal and the keyring of the whole node.
+    fn require_node_wide(&self, actor: &Actor) -> Result<(), Error> {
+        actor.require(AdminScope::SysWrite)?;
+        if !actor.is_node_wide(AdminScope::SysWrite) {
+            return Err(Error::Forbidden(
+                "this acts on the whole node: it needs a token without API or environment limits",
+            ));
+        }
+        actor.require_step_up(self.auth.step_up_window, crate::now())
     }
-    Ok(())
 }
 
 fn check_split(shares: u8, threshold: u8) -> Result<(), Error> {

@@ -31,9 +31,11 @@ use crate::{audit_event, now, Actor, Error, Service};
 pub struct NewToken {
     pub name: String,
     pub scopes: Vec<String>,
-    /// All the creator's when absent.
+    /// No limit when absent (refused unless the creator has none).
     pub api_ids: Option<Vec<String>>,
     pub environments: Option<Vec<Environment>>,
+    /// No limit when absent (for a session, the workspaces of its grants).
+    pub workspaces: Option<Vec<String>>,
     /// Capped to the creator's.
     pub expires_at: Option<OffsetDateTime>,
 }
@@ -73,15 +75,50 @@ impl Service {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
-        let environments = new.environments;
-        if !within(&api_ids, &actor.token.api_ids)
-            || !within(&environments, &actor.token.environments)
-        {
+        if let Some(names) = &new.workspaces {
+            for name in names {
+                keyward_core::access::check_name("workspace", name)?;
+            }
+        }
+        let session = actor.token.is_session();
+        // A token says its limits; one grant of the creator must hold all
+        // of them. A session whose grants name workspaces gives the token
+        // the workspaces of the grants that hold its scopes when it names
+        // none.
+        let (api_ids, environments, workspaces) = if session {
+            let mut workspaces = new.workspaces;
+            if workspaces.is_none() && !actor.is_node_wide_for(&scopes) {
+                // The one workspace every grant holding the scopes names.
+                let mut named = Vec::new();
+                actor.token.any_grant(|g| {
+                    if scopes.iter().all(|s| g.has(*s)) {
+                        named.extend(g.workspaces.unwrap_or_default().iter().cloned());
+                    }
+                    false
+                });
+                named.sort();
+                named.dedup();
+                workspaces = Some(named);
+            }
+            (api_ids, new.environments, workspaces)
+        } else {
+            (api_ids, new.environments, new.workspaces)
+        };
+        let covered = actor.token.any_grant(|g| {
+            scopes.iter().all(|s| g.has(*s))
+                && within_slice(&api_ids, g.api_ids)
+                && within_slice(&environments, g.environments)
+                && within_slice(&workspaces, g.workspaces)
+        });
+        if !covered {
             return Err(Error::Forbidden(
-                "a token cannot reach APIs or environments its creator cannot",
+                "a token cannot reach APIs, workspaces or environments its creator cannot",
             ));
         }
         let now = now();
+        if session && scopes.iter().any(|s| s.is_critical()) {
+            actor.require_step_up(self.auth.step_up_window, now)?;
+        }
         if new.expires_at.is_some_and(|at| at <= now) {
             return Err(Error::InvalidRequest(
                 "expires_at must be in the future".into(),
@@ -89,8 +126,14 @@ impl Service {
         }
         // A child never outlives its creator: a later expiry, or none,
         // becomes the creator's. Times are kept to the millisecond, as
-        // stored.
-        let expires_at = match (new.expires_at.map(to_millis), actor.token.expires_at) {
+        // stored. A session is short-lived: what its user creates is a
+        // service token of its own, outside the session's tree.
+        let creator_expiry = if session {
+            None
+        } else {
+            actor.token.expires_at
+        };
+        let expires_at = match (new.expires_at.map(to_millis), creator_expiry) {
             (Some(at), Some(limit)) => Some(at.min(limit)),
             (None, limit) => limit,
             (at, None) => at,
@@ -105,10 +148,14 @@ impl Service {
             scopes,
             api_ids,
             environments,
-            created_by: Some(actor.id().clone()),
+            created_by: (!session).then(|| actor.id().clone()),
             created_at: now,
             expires_at,
             revoked_at: None,
+            workspaces,
+            user_id: None,
+            grants: Vec::new(),
+            stepped_up_at: None,
         };
         let event = audit_event(
             Some(actor),
@@ -119,6 +166,7 @@ impl Service {
                 "scopes": token.scopes,
                 "api_ids": token.api_ids,
                 "environments": token.environments,
+                "workspaces": token.workspaces,
                 "start": token.start,
                 "expires_at": token
                     .expires_at
@@ -242,12 +290,30 @@ impl Creators {
     }
 }
 
-/// Whether `token` is within the reach of `holder`: no more scopes, APIs
-/// or environments than its own.
+/// Whether `token` is within the reach of `holder`: one grant of the
+/// holder has every scope, API, workspace and environment each grant of
+/// the token has.
 pub fn within_reach(holder: &AdminToken, token: &AdminToken) -> bool {
-    token.scopes.iter().all(|s| holder.has_scope(*s))
-        && within(&token.api_ids, &holder.api_ids)
-        && within(&token.environments, &holder.environments)
+    token.any_grant(|t| {
+        holder.any_grant(|h| {
+            t.scopes.iter().all(|s| h.has(*s))
+                && within_slices(t.api_ids, h.api_ids)
+                && within_slices(t.workspaces, h.workspaces)
+                && within_slices(t.environments, h.environments)
+        })
+    })
+}
+
+fn within_slice<T: PartialEq>(inner: &Option<Vec<T>>, outer: Option<&[T]>) -> bool {
+    within_slices(inner.as_deref(), outer)
+}
+
+fn within_slices<T: PartialEq>(inner: Option<&[T]>, outer: Option<&[T]>) -> bool {
+    match (inner, outer) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(i), Some(o)) => i.iter().all(|x| o.contains(x)),
+    }
 }
 
 /// Whether a restriction `inner` is at least as narrow as `outer`

@@ -110,8 +110,12 @@ pub enum Proof<'a> {
 /// particular is reached, as a secrets mount is, by every token of its
 /// environment).
 fn reaches(actor: &Actor, key: &TransitKey) -> bool {
-    actor.reaches_environment(key.environment)
-        && (key.api_ids.is_none() || within(&key.api_ids, &actor.token.api_ids))
+    actor.sees_environment(key.environment)
+        && (key.api_ids.is_none()
+            || actor.is_node_wide(AdminScope::TransitUse)
+            || (!actor.token.is_session()
+                && actor.token.workspaces.is_none()
+                && within(&key.api_ids, &actor.token.api_ids)))
 }
 
 /// The answer for a key that does not exist, or is out of the actor's reach.
@@ -312,7 +316,7 @@ impl Service {
         api_ids: Option<Vec<ApiId>>,
     ) -> Result<(Environment, Option<Vec<ApiId>>), Error> {
         let environment = environment.unwrap_or(Environment::Live);
-        if !actor.reaches_environment(environment) {
+        if !actor.reaches_environment(AdminScope::TransitWrite, environment) {
             return Err(Error::Forbidden(
                 "this token cannot reach the key's environment (live unless `environment` says \
                  otherwise): name an environment it is limited to",
@@ -425,6 +429,7 @@ impl Service {
     pub async fn delete_transit_key(&self, actor: &Actor, name: &str) -> Result<(), Error> {
         actor.require(AdminScope::TransitWrite)?;
         self.stored_transit_key(actor, name).await?;
+        actor.require_step_up(self.auth.step_up_window, now())?;
         let event = audit_event(
             Some(actor),
             AuditAction::TransitDelete,

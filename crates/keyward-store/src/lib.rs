@@ -7,7 +7,7 @@
 //! [`system`] (ping, bootstrap), [`apis`], [`keys`], [`limits`] (credits and
 //! owner rate limits), [`usage`], [`tokens`], [`audit`], [`seal`] (with the
 //! keyring and the envelopes a rewrap walks), [`secrets`], [`transit`] and
-//! [`changes`] (the change feed). Everything is re-exported here. Callers
+//! [`changes`] (the change feed) and [`access`] (users, workspaces, roles). Everything is re-exported here. Callers
 //! hold an `Arc<dyn Store>`, on which every area's methods resolve; code
 //! that holds a backend itself imports [`prelude`].
 //!
@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod apis;
 pub mod audit;
 pub mod changes;
@@ -39,6 +40,7 @@ use std::sync::Arc;
 use keyward_core::EventId;
 use time::OffsetDateTime;
 
+pub use access::{AccessStore, Factor, StoredUser, UserPatch, UserSecrets};
 pub use apis::ApiStore;
 pub use audit::{AuditEntry, AuditFilter, AuditStore, CommitFeed, Committed};
 pub use changes::{Change, ChangeEntry, ChangeStore};
@@ -115,6 +117,7 @@ pub trait Store:
     + SecretStore
     + TransitStore
     + ChangeStore
+    + AccessStore
     + 'static
 {
 }
@@ -131,6 +134,7 @@ impl<S> Store for S where
         + SecretStore
         + TransitStore
         + ChangeStore
+        + AccessStore
         + 'static
 {
 }
@@ -144,9 +148,9 @@ impl<S> Store for S where
 /// clashes with a name of the importing module.
 pub mod prelude {
     pub use crate::{
-        ApiStore as _, AuditStore as _, ChangeStore as _, KeyStore as _, LimitStore as _,
-        SealStore as _, SecretStore as _, SystemStore as _, TokenStore as _, TransitStore as _,
-        UsageStore as _,
+        AccessStore as _, ApiStore as _, AuditStore as _, ChangeStore as _, KeyStore as _,
+        LimitStore as _, SealStore as _, SecretStore as _, SystemStore as _, TokenStore as _,
+        TransitStore as _, UsageStore as _,
     };
 }
 

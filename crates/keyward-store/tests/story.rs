@@ -43,6 +43,7 @@ fn api(prefix: &str) -> Api {
         name: format!("{prefix} api"),
         prefix: Prefix::parse(prefix).unwrap(),
         environments: vec![Environment::Live, Environment::Test],
+        workspace: keyward_core::DEFAULT_WORKSPACE.to_owned(),
         created_at: now(),
     }
 }
@@ -70,6 +71,10 @@ fn token(scopes: Vec<AdminScope>) -> (AdminToken, PlaintextKey) {
         created_at: now(),
         expires_at: None,
         revoked_at: None,
+        workspaces: None,
+        user_id: None,
+        grants: Vec::new(),
+        stepped_up_at: None,
     };
     (token, plain)
 }

@@ -40,6 +40,7 @@ fn bench(c: &mut Criterion) {
             name: "bench".into(),
             prefix: Prefix::parse("tm").unwrap(),
             environments: vec![Environment::Live],
+            workspace: keyward_core::DEFAULT_WORKSPACE.to_owned(),
             created_at: now,
         };
         let event = |target: &str| AuditEvent {

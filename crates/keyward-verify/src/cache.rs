@@ -196,6 +196,9 @@ impl Verifier {
             .filter(|k| k.digest.ct_eq(digest));
         match found {
             Some(record) => {
+                // Every cached key's workspace is known, so reach by
+                // workspace is decided from memory.
+                self.load_workspace(&record.api_id).await?;
                 // Read the generation before the limits: a change in between
                 // leaves the copy marked stale, never the reverse.
                 let generation = self

@@ -493,6 +493,7 @@ mod tests {
             name: "t".into(),
             prefix: Prefix::parse("tu").unwrap(),
             environments: vec![Environment::Live],
+            workspace: keyward_core::DEFAULT_WORKSPACE.to_owned(),
             created_at: now,
         };
         store.create_api(&api, &event()).await.unwrap();

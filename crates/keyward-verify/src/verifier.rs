@@ -85,13 +85,20 @@ impl Default for VerifierConfig {
 }
 
 /// Which keys a verifier's caller may see; others answer `NOT_FOUND`.
+/// `workspace` is the API's, known for every key the cache holds.
 pub trait Reach: Send + Sync {
-    fn can_access(&self, api: &ApiId, environment: Environment) -> bool;
+    fn can_access(&self, api: &ApiId, workspace: Option<&str>, environment: Environment) -> bool;
 }
 
+/// An admin token verifies keys its grants holding `keys:verify` reach.
 impl Reach for AdminToken {
-    fn can_access(&self, api: &ApiId, environment: Environment) -> bool {
-        AdminToken::can_access(self, api, environment)
+    fn can_access(&self, api: &ApiId, workspace: Option<&str>, environment: Environment) -> bool {
+        self.reaches(
+            keyward_core::AdminScope::KeysVerify,
+            api,
+            workspace,
+            environment,
+        )
     }
 }
 
@@ -139,6 +146,9 @@ pub struct Verifier {
     pub(crate) no_limits: Arc<Vec<RateLimit>>,
     /// Interned API ids, shared by the cached keys of each API.
     pub(crate) api_ids: Mutex<HashMap<ApiId, Arc<ApiId>>>,
+    /// The workspace of each API whose keys this node has read. An API's
+    /// workspace never changes, so an entry is never stale.
+    pub(crate) workspaces: std::sync::RwLock<HashMap<ApiId, Arc<str>>>,
     /// GCRA states per owner, aligned with the owner's limits.
     pub(crate) owner_limits: Map<Arc<str>, Vec<Gcra>>,
     /// Credit leases per key digest.
@@ -197,6 +207,7 @@ impl Verifier {
             owners_reload: tokio::sync::Mutex::new(()),
             no_limits: Arc::new(Vec::new()),
             api_ids: Mutex::new(HashMap::new()),
+            workspaces: std::sync::RwLock::new(HashMap::new()),
             owner_limits: Map::default(),
             credits: Map::default(),
             returns: Mutex::new(Vec::new()),
@@ -237,7 +248,7 @@ impl Verifier {
         let Some(cached) = self.lookup(&digest).await? else {
             return Ok(Verification::bare(VerifyCode::NotFound));
         };
-        if !caller.can_access(&cached.api_id, cached.policy.environment) {
+        if !self.reaches(caller, &cached) {
             return Ok(Verification::bare(VerifyCode::NotFound));
         }
         let now = WallNs::of(OffsetDateTime::now_utc());
@@ -272,6 +283,49 @@ impl Verifier {
         }
     }
 
+    fn reaches(&self, caller: &dyn Reach, cached: &CachedKey) -> bool {
+        let workspaces = self
+            .workspaces
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        caller.can_access(
+            &cached.api_id,
+            workspaces.get(&*cached.api_id).map(|w| &**w),
+            cached.policy.environment,
+        )
+    }
+
+    /// The workspace of `api`, when this node has read it.
+    pub fn workspace_of(&self, api: &ApiId) -> Option<Arc<str>> {
+        self.workspaces
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(api)
+            .cloned()
+    }
+
+    /// The workspace of `api`, read from the store the first time; `None`
+    /// when there is no such API.
+    pub async fn load_workspace(&self, api: &ApiId) -> Result<Option<Arc<str>>, StoreError> {
+        if let Some(found) = self.workspace_of(api) {
+            return Ok(Some(found));
+        }
+        let Some(stored) = self.store.get_api(api).await? else {
+            return Ok(None);
+        };
+        let workspace: Arc<str> = stored.workspace.as_str().into();
+        self.remember_workspace(api, Arc::clone(&workspace));
+        Ok(Some(workspace))
+    }
+
+    /// Notes the workspace of an API (created through this node).
+    pub fn remember_workspace(&self, api: &ApiId, workspace: Arc<str>) {
+        self.workspaces
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(api.clone(), workspace);
+    }
+
     fn hot(&self, caller: &dyn Reach, key: &str, required: &Requirements, cost: u64) -> Hot {
         // A digest in the cache is that of a stored, well-formed key, so a
         // hit needs no format check; only a miss is parsed, and a malformed
@@ -293,7 +347,7 @@ impl Verifier {
         if !self.is_fresh(&cached, now_ns) || cached.credits().is_some() {
             return Hot::Miss(digest);
         }
-        if !caller.can_access(&cached.api_id, cached.policy.environment) {
+        if !self.reaches(caller, &cached) {
             return Hot::Answer(Verification::bare(VerifyCode::NotFound));
         }
         let generation = self

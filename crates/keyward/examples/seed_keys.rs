@@ -46,6 +46,7 @@ async fn main() {
         name: format!("{prefix} benchmark API"),
         prefix: Prefix::parse(prefix).expect("PREFIX is 1-12 of a-z0-9"),
         environments: vec![Environment::Live],
+        workspace: keyward_core::DEFAULT_WORKSPACE.to_owned(),
         created_at: now,
     };
     store

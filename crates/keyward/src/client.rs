@@ -102,6 +102,9 @@ enum ApisCommand {
         /// Environments keys may be issued in [default: live,test,dev].
         #[arg(long, value_delimiter = ',', value_parser = parse_environment)]
         environments: Vec<Environment>,
+        /// The workspace the API belongs to [default: default].
+        #[arg(long)]
+        workspace: Option<String>,
     },
     /// List APIs.
     List,
@@ -391,6 +394,9 @@ enum TokensCommand {
         /// Limit the token to these environments.
         #[arg(long = "env", value_parser = parse_environment)]
         environments: Option<Vec<Environment>>,
+        /// Limit the token to the APIs of these workspaces.
+        #[arg(long = "workspace")]
+        workspaces: Option<Vec<String>>,
         #[arg(long, value_parser = parse_time)]
         expires_at: Option<OffsetDateTime>,
     },
@@ -407,11 +413,13 @@ pub async fn apis(args: ApisArgs) -> anyhow::Result<ExitCode> {
             name,
             prefix,
             environments,
+            workspace,
         } => {
             let body = ApiCreate {
                 name,
                 prefix,
                 environments: (!environments.is_empty()).then_some(environments),
+                workspace,
             };
             let value = call(c, Method::POST, "/v1/apis", Some(Body::of(&body)?)).await?;
             show(c, &value, |api: ApiView| print_api(&api))?;
@@ -671,6 +679,7 @@ pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
             scopes,
             api_ids,
             environments,
+            workspaces,
             expires_at,
         } => {
             let body = TokenCreate {
@@ -678,6 +687,7 @@ pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
                 scopes,
                 api_ids,
                 environments,
+                workspaces,
                 expires_at,
             };
             let value = call(c, Method::POST, "/v1/tokens", Some(Body::of(&body)?)).await?;

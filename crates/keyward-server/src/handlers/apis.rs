@@ -26,6 +26,7 @@ pub async fn create_api(
         name: body.name,
         prefix: body.prefix,
         environments: body.environments,
+        workspace: body.workspace,
     };
     let api = state.service.create_api(&caller, new).await?;
     Ok((StatusCode::CREATED, Json(api.into())))

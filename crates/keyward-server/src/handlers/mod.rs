@@ -11,6 +11,7 @@ pub mod leaks;
 pub mod sys;
 pub mod tokens;
 pub mod transit;
+pub mod users;
 
 use axum::extract::{FromRequest, FromRequestParts};
 use keyward_core::AuditAction;

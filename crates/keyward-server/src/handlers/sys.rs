@@ -124,7 +124,7 @@ pub async fn list_mounts(
     let mounts = state.store.list_mounts().await?;
     let data: serde_json::Map<String, serde_json::Value> = mounts
         .iter()
-        .filter(|m| caller.reaches_environment(m.environment))
+        .filter(|m| caller.sees_environment(m.environment))
         .map(|m| {
             (
                 format!("{}/", m.path),

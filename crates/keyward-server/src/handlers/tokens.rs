@@ -31,6 +31,7 @@ pub async fn create_token(
         scopes: body.scopes,
         api_ids: body.api_ids,
         environments: body.environments,
+        workspaces: body.workspaces,
         expires_at: body.expires_at,
     };
     let (token, plaintext) = state.service.create_token(&caller, new).await?;

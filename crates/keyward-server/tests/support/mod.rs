@@ -207,6 +207,38 @@ async fn start_with(
     seal: SealSettings,
     leaks: LeakSettings,
 ) -> TestApp {
+    let settings = Settings {
+        verify,
+        gateway,
+        seal,
+        leaks,
+        ..Default::default()
+    };
+    start_settings(inner, db_file, dir, root, settings).await
+}
+
+/// A server whose sessions and step-up are set by `auth`.
+pub async fn spawn_with_auth(
+    backend: Backend,
+    auth: keyward_server::settings::AuthFileSettings,
+) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let (inner, db_file) = fresh_store(backend, dir.path()).await;
+    let settings = Settings {
+        auth,
+        ..Default::default()
+    };
+    start_settings(inner, db_file, dir, None, settings).await
+}
+
+/// Starts a server with `settings` on a loopback port, its data in `dir`.
+async fn start_settings(
+    inner: Arc<dyn Store>,
+    db_file: Option<PathBuf>,
+    dir: tempfile::TempDir,
+    root: Option<String>,
+    settings: Settings,
+) -> TestApp {
     let store = Arc::new(CountingStore {
         inner,
         digest_lookups: AtomicUsize::new(0),
@@ -218,12 +250,8 @@ async fn start_with(
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_owned(),
         database_url: None,
-        verify,
-        gateway,
-        seal,
-        leaks,
-        limits: Default::default(),
         fast_path: fast_path(),
+        ..settings
     };
     let mut app = Application::with_store(settings, store.clone())
         .await
@@ -729,6 +757,87 @@ impl TransitStore for CountingStore {
     }
     async fn delete_transit_key(&self, name: &str, event: &AuditEvent) -> R<()> {
         self.inner.delete_transit_key(name, event).await
+    }
+}
+
+#[async_trait]
+impl keyward_store::AccessStore for CountingStore {
+    async fn create_workspace(&self, w: &keyward_core::Workspace, e: &AuditEvent) -> R<()> {
+        self.inner.create_workspace(w, e).await
+    }
+    async fn get_workspace(&self, name: &str) -> R<Option<keyward_core::Workspace>> {
+        self.inner.get_workspace(name).await
+    }
+    async fn list_workspaces(&self) -> R<Vec<keyward_core::Workspace>> {
+        self.inner.list_workspaces().await
+    }
+    async fn put_role(&self, r: &keyward_core::CustomRole, e: &AuditEvent) -> R<Vec<KeyDigest>> {
+        self.inner.put_role(r, e).await
+    }
+    async fn delete_role(&self, name: &str, e: &AuditEvent) -> R<()> {
+        self.inner.delete_role(name, e).await
+    }
+    async fn list_roles(&self) -> R<Vec<keyward_core::CustomRole>> {
+        self.inner.list_roles().await
+    }
+    async fn create_user(&self, u: &keyward_store::StoredUser, e: &AuditEvent) -> R<()> {
+        self.inner.create_user(u, e).await
+    }
+    async fn get_user(&self, id: &keyward_core::UserId) -> R<Option<keyward_store::StoredUser>> {
+        self.inner.get_user(id).await
+    }
+    async fn find_user_by_email(&self, email: &str) -> R<Option<keyward_store::StoredUser>> {
+        self.inner.find_user_by_email(email).await
+    }
+    async fn list_users(&self, page: &Page) -> R<Vec<keyward_core::User>> {
+        self.inner.list_users(page).await
+    }
+    async fn update_user(
+        &self,
+        id: &keyward_core::UserId,
+        patch: &keyward_store::UserPatch,
+        now: OffsetDateTime,
+        e: &AuditEvent,
+    ) -> R<Vec<KeyDigest>> {
+        self.inner.update_user(id, patch, now, e).await
+    }
+    async fn set_totp_pending(
+        &self,
+        id: &keyward_core::UserId,
+        env: &[u8],
+        e: &AuditEvent,
+    ) -> R<()> {
+        self.inner.set_totp_pending(id, env, e).await
+    }
+    async fn confirm_totp(
+        &self,
+        id: &keyward_core::UserId,
+        step: i64,
+        codes: &[String],
+        e: &AuditEvent,
+    ) -> R<()> {
+        self.inner.confirm_totp(id, step, codes, e).await
+    }
+    async fn sign_in(
+        &self,
+        session: &AdminToken,
+        factor: Option<&keyward_store::Factor>,
+        e: &AuditEvent,
+    ) -> R<bool> {
+        self.inner.sign_in(session, factor, e).await
+    }
+    async fn step_up(
+        &self,
+        session: &TokenId,
+        user: &keyward_core::UserId,
+        factor: &keyward_store::Factor,
+        at: OffsetDateTime,
+        e: &AuditEvent,
+    ) -> R<Option<KeyDigest>> {
+        self.inner.step_up(session, user, factor, at, e).await
+    }
+    async fn user_sessions(&self, user: &keyward_core::UserId) -> R<Vec<AdminToken>> {
+        self.inner.user_sessions(user).await
     }
 }
 

@@ -11,6 +11,7 @@ pub(crate) struct ApiRow {
     name: String,
     prefix: String,
     environments: String,
+    workspace: String,
     created_at: i64,
 }
 
@@ -23,6 +24,7 @@ impl TryFrom<ApiRow> for Api {
             name: r.name,
             prefix: Prefix::parse(&r.prefix).map_err(|e| corrupt(T, e))?,
             environments: json(T, &r.environments)?,
+            workspace: r.workspace,
             created_at: from_millis(T, r.created_at)?,
         })
     }
@@ -37,13 +39,14 @@ macro_rules! impl_api_store {
                 self.audited(move |tx| {
                     Box::pin(async move {
                         sqlx::query(
-                            "INSERT INTO apis (id, name, prefix, environments, created_at) \
-                             VALUES ($1, $2, $3, $4, $5)",
+                            "INSERT INTO apis (id, name, prefix, environments, workspace, created_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6)",
                         )
                         .bind(api.id.as_str())
                         .bind(&api.name)
                         .bind(api.prefix.as_str())
                         .bind(to_json(&api.environments))
+                        .bind(&api.workspace)
                         .bind(millis(api.created_at))
                         .execute(&mut **tx)
                         .await
@@ -56,7 +59,7 @@ macro_rules! impl_api_store {
 
             async fn get_api(&self, id: &ApiId) -> Result<Option<Api>> {
                 let row: Option<ApiRow> = sqlx::query_as(
-                    "SELECT id, name, prefix, environments, created_at FROM apis WHERE id = $1",
+                    "SELECT id, name, prefix, environments, workspace, created_at FROM apis WHERE id = $1",
                 )
                 .bind(id.as_str())
                 .fetch_optional(self.reader())
@@ -66,7 +69,7 @@ macro_rules! impl_api_store {
 
             async fn list_apis(&self) -> Result<Vec<Api>> {
                 let rows: Vec<ApiRow> = sqlx::query_as(
-                    "SELECT id, name, prefix, environments, created_at FROM apis ORDER BY id",
+                    "SELECT id, name, prefix, environments, workspace, created_at FROM apis ORDER BY id",
                 )
                 .fetch_all(self.reader())
                 .await?;

@@ -17,6 +17,7 @@
 //! audit events the write returns and the change-feed entries after them,
 //! and commits. Nothing else inserts audit events.
 
+pub(crate) mod access;
 pub(crate) mod apis;
 pub(crate) mod audit;
 pub(crate) mod changes;
@@ -172,6 +173,7 @@ macro_rules! impl_store {
         $crate::common::seal::impl_seal_store!($store, $db);
         $crate::common::secrets::impl_secret_store!($store, $db);
         $crate::common::transit::impl_transit_store!($store, $db);
+        $crate::common::access::impl_access_store!($store, $db);
     };
 }
 

@@ -1,13 +1,13 @@
 //! Admin tokens: their rows, and the walk of a token's tree a revocation
 //! takes.
 
-use keyward_core::{AdminScope, AdminToken, ApiId, Environment, TokenId};
+use keyward_core::{AdminScope, AdminToken, ApiId, Environment, TokenId, UserId};
 
 use crate::rows::{corrupt, digest, from_millis, json, opt_from_millis};
 use crate::StoreError;
 
 pub(crate) const TOKEN_COLUMNS: &str = "id, name, digest, start, scopes, api_ids, environments, \
-     created_by, created_at, expires_at, revoked_at";
+     created_by, created_at, expires_at, revoked_at, workspaces, user_id, stepped_up_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct TokenRow {
@@ -22,6 +22,9 @@ pub(crate) struct TokenRow {
     created_at: i64,
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
+    workspaces: Option<String>,
+    user_id: Option<String>,
+    stepped_up_at: Option<i64>,
 }
 
 impl TryFrom<TokenRow> for AdminToken {
@@ -49,6 +52,19 @@ impl TryFrom<TokenRow> for AdminToken {
             created_at: from_millis(T, r.created_at)?,
             expires_at: opt_from_millis(T, r.expires_at)?,
             revoked_at: opt_from_millis(T, r.revoked_at)?,
+            workspaces: r
+                .workspaces
+                .as_deref()
+                .map(|s| json::<Vec<String>>(T, s))
+                .transpose()?,
+            user_id: r
+                .user_id
+                .as_deref()
+                .map(|s| UserId::parse(s).map_err(|e| corrupt(T, e)))
+                .transpose()?,
+            // A session's grants are its user's, read with it.
+            grants: Vec::new(),
+            stepped_up_at: opt_from_millis(T, r.stepped_up_at)?,
         })
     }
 }
@@ -104,7 +120,8 @@ macro_rules! impl_token_store {
         ) -> Result<Vec<AdminToken>> {
             let sql = format!(
                 "SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE revoked_at IS NULL \
-                 AND api_ids IS NULL AND environments IS NULL"
+                 AND api_ids IS NULL AND environments IS NULL AND workspaces IS NULL \
+                 AND user_id IS NULL"
             );
             let rows: Vec<TokenRow> = sqlx::query_as(&sql).fetch_all(executor).await?;
             Ok(rows
@@ -119,7 +136,7 @@ macro_rules! impl_token_store {
         ) -> Result<()> {
             let sql = format!(
                 "INSERT INTO admin_tokens ({TOKEN_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
             );
             sqlx::query(&sql)
                 .bind(token.id.as_str())
@@ -133,6 +150,9 @@ macro_rules! impl_token_store {
                 .bind(millis(token.created_at))
                 .bind(token.expires_at.map(millis))
                 .bind(token.revoked_at.map(millis))
+                .bind(token.workspaces.as_ref().map(to_json))
+                .bind(token.user_id.as_ref().map(|u| u.as_str()))
+                .bind(token.stepped_up_at.map(millis))
                 .execute(&mut **tx)
                 .await
                 .map_err(unique_violation("a token with this digest already exists"))?;
@@ -175,7 +195,10 @@ macro_rules! impl_token_store {
                     .bind(id.as_str())
                     .fetch_optional(self.reader())
                     .await?;
-                row.map(AdminToken::try_from).transpose()
+                match row.map(AdminToken::try_from).transpose()? {
+                    Some(token) => Ok(Some(with_grants(self.reader(), token).await?)),
+                    None => Ok(None),
+                }
             }
 
             async fn find_token_by_digest(&self, digest: &KeyDigest) -> Result<Option<AdminToken>> {
@@ -184,12 +207,16 @@ macro_rules! impl_token_store {
                     .bind(digest.as_bytes().as_slice())
                     .fetch_optional(self.reader())
                     .await?;
-                row.map(AdminToken::try_from).transpose()
+                match row.map(AdminToken::try_from).transpose()? {
+                    Some(token) => Ok(Some(with_grants(self.reader(), token).await?)),
+                    None => Ok(None),
+                }
             }
 
             async fn list_tokens(&self, page: &Page) -> Result<Vec<AdminToken>> {
                 let sql = format!(
-                    "SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE id > $1 ORDER BY id LIMIT $2"
+                    "SELECT {TOKEN_COLUMNS} FROM admin_tokens WHERE id > $1 AND user_id IS NULL \
+                     ORDER BY id LIMIT $2"
                 );
                 let rows: Vec<TokenRow> = sqlx::query_as(&sql)
                     .bind(page.after.clone().unwrap_or_default())
