@@ -440,6 +440,8 @@ async fn a_store_sealed_one_way_refuses_to_start_with_another_seal() {
         leaks: Default::default(),
         limits: Default::default(),
         fast_path: true,
+        tls: None,
+        danger_allow_plaintext: false,
     };
     let err = keyward_server::Application::with_store(settings, store)
         .await
@@ -572,6 +574,8 @@ async fn a_pkcs11_server_unseals_itself_through_softhsm_after_a_restart() {
             leaks: Default::default(),
             limits: Default::default(),
             fast_path: true,
+            tls: None,
+            danger_allow_plaintext: false,
         },
         store.clone(),
     )

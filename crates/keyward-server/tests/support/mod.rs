@@ -224,6 +224,8 @@ async fn start_with(
         leaks,
         limits: Default::default(),
         fast_path: fast_path(),
+        tls: None,
+        danger_allow_plaintext: false,
     };
     let mut app = Application::with_store(settings, store.clone())
         .await
