@@ -8,6 +8,8 @@
 //! - `front`: the listener, which answers verify and `/health` itself and
 //!   hands every other request to hyper and the router (`fast_path`).
 //! - [`settings`]: what the server needs to start.
+//! - [`tls`]: TLS on the listeners, and the client certificate every
+//!   request of a mutual TLS connection carries.
 //! - [`auth`]: the admin token of each request, as the operation's actor.
 //! - [`handlers`]: one module per resource, translating between the wire
 //!   (`keyward-proto`) and the service.
