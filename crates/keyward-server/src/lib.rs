@@ -379,8 +379,8 @@ pub enum StartError {
     Tls(#[from] keyward_net::tls::TlsError),
     /// A listener other machines can reach would serve in plaintext.
     #[error(
-        "{listener} would listen on {addr} without TLS, so admin tokens and keys \
-         would cross the network in the clear: give --tls-cert FILE --tls-key FILE \
+        "{listener} would listen on {addr} without TLS, so the keys and tokens \
+         sent to it would cross the network in the clear: give --tls-cert FILE --tls-key FILE \
          (or [tls] cert and key in the config file), or, when a proxy in front of it \
          terminates TLS, --danger-allow-plaintext (danger_allow_plaintext = true)"
     )]

@@ -270,6 +270,12 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let mut settings = args.store.settings(None)?;
     args.tls.apply(&mut settings)?;
     let tls = settings.tls().context("cannot start the gateway")?;
+    if tls.is_none() {
+        // Before binding, so a refused start never says it is serving.
+        settings
+            .check_plaintext("the gateway", args.listen)
+            .context("cannot start the gateway")?;
+    }
     let text = std::fs::read_to_string(&args.routes)
         .with_context(|| format!("cannot read {}", args.routes.display()))?;
     let mut table: toml::Table =

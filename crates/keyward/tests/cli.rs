@@ -566,6 +566,33 @@ fn plaintext_on_a_public_address_is_refused_unless_allowed() {
     let out = serve(&["--tls-cert", "only-a-cert.pem"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--tls-key"), "{err}");
+
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(&routes, "[[route]]\npath = \"/\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "gateway",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .arg("--routes")
+        .arg(&routes)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("KEYWARD_CONFIG")
+        .env_remove("KEYWARD_DATABASE_URL")
+        .env_remove("KEYWARD_DANGER_ALLOW_PLAINTEXT")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the gateway would listen on 0.0.0.0:0 without TLS"),
+        "{err}"
+    );
+    assert!(!err.contains("serving"), "{err}");
 }
 
 #[test]
