@@ -62,6 +62,7 @@ use keyward_gateway_head::{
     ResponseHead, MAX_HEAD,
 };
 use keyward_net::body::{relay_body, Bounds, RelayError};
+use keyward_net::tls::{PeerCertificate, Tls};
 use keyward_net::workers::{Open, Scheduling, Workers};
 use keyward_net::Inbound;
 use keyward_net::{Connections, Limits, Pace, Shed, Slot, Stream};
@@ -215,6 +216,8 @@ pub struct Gateway {
     /// Whether client connections are served by the hand-written relay
     /// (`true`, the default) or by hyper ([`reference`]).
     fast_path: bool,
+    /// When set, every client connection starts with a TLS handshake.
+    tls: Option<Tls>,
 }
 
 struct CompiledRoute {
@@ -340,6 +343,7 @@ impl Gateway {
                 .map_or(UPSTREAM_TIMEOUT, Duration::from_millis),
             observer: Arc::new(RequestLog),
             fast_path: true,
+            tls: None,
         })
     }
 
@@ -360,6 +364,13 @@ impl Gateway {
     /// the same rules.
     pub fn with_fast_path(mut self, fast_path: bool) -> Self {
         self.fast_path = fast_path;
+        self
+    }
+
+    /// Serves client connections over TLS (`Some`), with a client
+    /// certificate required when it has a client CA, or in plaintext.
+    pub fn with_tls(mut self, tls: Option<Tls>) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -423,7 +434,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves one client connection on the path the gateway was built with.
+/// Serves one client connection on the path the gateway was built with,
+/// after a TLS handshake when it has TLS. The handshake is held to the
+/// deadline hyper has for a head: a client that stalls in it, or sends what
+/// is not TLS, is dropped, as is one still in it when the gateway stops.
 async fn serve_connection(
     gateway: Arc<Gateway>,
     stream: TcpStream,
@@ -431,11 +445,51 @@ async fn serve_connection(
     stopping: tokio::sync::watch::Receiver<bool>,
     shed: Shed,
 ) {
-    if gateway.fast_path {
-        connection(gateway, stream, peer, stopping, shed).await;
-    } else {
-        reference::connection(gateway, stream, peer, stopping, shed).await;
+    let Some(tls) = gateway.tls.clone() else {
+        let client = Client {
+            addr: peer,
+            certificate: None,
+        };
+        return serve_stream(gateway, stream, client, stopping, shed).await;
+    };
+    let handshake = tls.accept(stream, gateway.limits.hyper_head());
+    let accepted = tokio::select! {
+        accepted = handshake => accepted,
+        () = keyward_net::stopped(stopping.clone()) => return,
+    };
+    match accepted {
+        Ok((stream, certificate)) => {
+            let client = Client {
+                addr: peer,
+                certificate,
+            };
+            serve_stream(gateway, stream, client, stopping, shed).await;
+        }
+        Err(e) => tracing::debug!(error = %e, "gateway TLS handshake failed"),
     }
+}
+
+async fn serve_stream<C: Stream>(
+    gateway: Arc<Gateway>,
+    stream: C,
+    client: Client,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    shed: Shed,
+) {
+    if gateway.fast_path {
+        connection(gateway, stream, client, stopping, shed).await;
+    } else {
+        reference::connection(gateway, stream, client, stopping, shed).await;
+    }
+}
+
+/// Who is at the other end of a client connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Client {
+    /// The peer's address: the client's, unless it is a trusted proxy.
+    addr: SocketAddr,
+    /// The client's verified certificate, on a mutual TLS connection.
+    certificate: Option<PeerCertificate>,
 }
 
 /// Whether a client connection goes on after an exchange.
@@ -467,7 +521,7 @@ struct Scratch {
 async fn connection<C: Stream>(
     gateway: Arc<Gateway>,
     stream: C,
-    peer: SocketAddr,
+    peer: Client,
     stopping: tokio::sync::watch::Receiver<bool>,
     shed: Shed,
 ) {
@@ -539,7 +593,7 @@ async fn connection<C: Stream>(
             _ => {
                 exchange(
                     &gateway,
-                    peer,
+                    &peer,
                     &mut client,
                     &mut upstream,
                     &mut scratch,
@@ -556,6 +610,7 @@ async fn connection<C: Stream>(
                 status: scratch.status,
                 latency: started.elapsed(),
                 code: scratch.code,
+                client_certificate: peer.certificate.map(|c| c.sha256),
             });
         }
         if flow == Flow::Close || !head.keep_alive || !matches!(stopping.has_changed(), Ok(false)) {
@@ -613,7 +668,7 @@ pub(crate) async fn linger_stream<S: Stream>(stream: &mut S) {
 /// One request: routed, verified, then refused or forwarded.
 async fn exchange<C: Stream>(
     gateway: &Arc<Gateway>,
-    peer: SocketAddr,
+    peer: &Client,
     client: &mut Inbound<C>,
     upstream: &mut Option<Inbound>,
     scratch: &mut Scratch,
@@ -627,7 +682,7 @@ async fn exchange<C: Stream>(
         path,
         key,
         &scratch.forwarded,
-        peer.ip(),
+        peer.addr.ip(),
     )
     .await;
     let (verification, origin) = match decided {
@@ -646,7 +701,14 @@ async fn exchange<C: Stream>(
     };
     scratch.code = Some(verification.code);
     let (out, forwarded) = (&mut scratch.out, &scratch.forwarded);
-    decide::admitted_headers(out, gateway, &verification, forwarded, origin, peer.ip());
+    decide::admitted_headers(
+        out,
+        gateway,
+        &verification,
+        forwarded,
+        origin,
+        peer.addr.ip(),
+    );
     scratch.out.extend_from_slice(b"\r\n");
     forward(gateway, client, upstream, scratch, head, &verification).await
 }

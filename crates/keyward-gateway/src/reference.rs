@@ -43,21 +43,23 @@ use tokio::sync::{oneshot, watch};
 use zeroize::Zeroizing;
 
 use crate::decide::{self, decide, Decision, Refusal};
-use crate::Gateway;
+use crate::{Client, Gateway};
+use keyward_net::tls::PeerCertificate;
 
 /// Serves one client connection with hyper until it closes, breaks the
 /// protocol, is idle or slow past its limits, or the gateway stops.
 pub(crate) async fn connection<C: Stream>(
     gateway: Arc<Gateway>,
     stream: C,
-    peer: SocketAddr,
+    client: Client,
     stopping: watch::Receiver<bool>,
     shed: Shed,
 ) {
     let limits = gateway.limits;
     let shared = Arc::new(Shared {
         gateway,
-        peer,
+        peer: client.addr,
+        certificate: client.certificate,
         upstream: tokio::sync::Mutex::new(None),
         linger: AtomicBool::new(false),
     });
@@ -101,6 +103,8 @@ pub(crate) async fn connection<C: Stream>(
 struct Shared {
     gateway: Arc<Gateway>,
     peer: SocketAddr,
+    /// The client's verified certificate, on a mutual TLS connection.
+    certificate: Option<PeerCertificate>,
     /// The connection's own upstream connection, once opened. hyper serves
     /// one request of a connection at a time, so the lock is never waited
     /// on.
@@ -146,6 +150,7 @@ impl Shared {
                 status: served.response.status().as_u16(),
                 latency: started.elapsed(),
                 code: served.code,
+                client_certificate: self.certificate.map(|c| c.sha256),
             });
         }
         served.response

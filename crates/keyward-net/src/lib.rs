@@ -10,6 +10,8 @@
 //! - [`write`]: writing message heads by hand.
 //! - [`hand_over`]: serving the rest of a connection with hyper.
 //! - [`workers`]: one single-threaded runtime per core.
+//! - [`tls`]: certificates from PEM files, reloaded on demand, and the
+//!   handshake of each connection.
 //!
 //! Invariant: everything here is generic over the stream
 //! (`AsyncRead + AsyncWrite`), so a TLS stream plugs in where a TCP one
@@ -23,6 +25,7 @@ mod hyper_conn;
 mod inbound;
 pub mod limits;
 pub mod plain;
+pub mod tls;
 pub mod workers;
 pub mod write;
 

@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::service::TowerToHyperService;
 use keyward_net::plain;
+use keyward_net::tls::{PeerCertificate, Tls, WithPeer};
 use keyward_net::write::{finish_head, status_line};
 use keyward_net::{accept_until, push_back, stopped, Inbound, Stream};
 use tokio::io::AsyncWriteExt;
@@ -58,7 +59,11 @@ pub(crate) async fn serve(
     shed: Shed,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let Options { limits, fast_path } = options;
+    let Options {
+        limits,
+        fast_path,
+        tls,
+    } = options;
     let health = Arc::new(Fixed::json(&Health { status: "ok" })?);
     let admission = Connections::new(limits, shed.clone());
     let take = |stream: TcpStream,
@@ -73,21 +78,24 @@ pub(crate) async fn serve(
             limits,
             fast_path,
             shed: shed.clone(),
-            peer,
+            peer: None,
+            client: peer,
         };
         let _ = stream.set_nodelay(true);
-        connections.spawn(front.connection(stream, slot, stopping.clone()));
+        connections.spawn(front.start(stream, tls.clone(), slot, stopping.clone()));
     };
     accept_until(listener, &admission, TOO_MANY_CONNECTIONS, shutdown, take).await;
     Ok(())
 }
 
 /// How the listener serves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Options {
     pub limits: Limits,
     /// `false`: every connection goes to hyper from its first byte.
     pub fast_path: bool,
+    /// When set, every connection starts with a TLS handshake.
+    pub tls: Option<Tls>,
 }
 
 /// A fixed answer, serialized once.
@@ -114,8 +122,12 @@ struct Front {
     /// Asks this connection to close when it is idle and the process is
     /// out of file descriptors.
     shed: Shed,
+    /// The client's verified certificate on a mutual TLS connection. Every
+    /// request of the connection carries it: the front's own and, as a
+    /// request extension, those hyper reads.
+    peer: Option<PeerCertificate>,
     /// The client's address, given to handlers as [`crate::ClientAddr`].
-    peer: SocketAddr,
+    client: SocketAddr,
 }
 
 /// The routes this front answers itself.
@@ -208,7 +220,36 @@ impl Front {
             status: status.as_u16(),
             latency: started.elapsed(),
             code: None,
+            client_certificate: self.peer.map(|peer| peer.sha256),
         });
+    }
+
+    /// Serves one connection, after a TLS handshake when the listener has
+    /// TLS. The handshake is held to the deadline hyper has for a head: a
+    /// client that stalls in it, or sends what is not TLS, is dropped, as is
+    /// one still in it when the server stops.
+    async fn start(
+        mut self,
+        stream: TcpStream,
+        tls: Option<Tls>,
+        slot: Slot,
+        stopping: watch::Receiver<bool>,
+    ) {
+        let Some(tls) = tls else {
+            return self.connection(stream, slot, stopping).await;
+        };
+        let handshake = tls.accept(stream, self.limits.hyper_head());
+        let accepted = tokio::select! {
+            accepted = handshake => accepted,
+            () = stopped(stopping.clone()) => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                self.peer = peer;
+                self.connection(stream, slot, stopping).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+        }
     }
 
     /// Serves one connection until it closes, is idle or slow past its
@@ -335,9 +376,11 @@ impl Front {
     ) {
         let _slot = slot;
         let (stream, read) = client.into_parts();
-        let peer = crate::ClientAddr(self.peer);
-        let router = self.router;
-        let service = TowerToHyperService::new(WithPeer { router, peer });
+        let router = WithClientAddr {
+            router: self.router,
+            client: crate::ClientAddr(self.client),
+        };
+        let service = WithPeer::new(TowerToHyperService::new(router), self.peer);
         keyward_net::hand_over(stream, read, service, self.limits, stopping, &self.shed).await;
     }
 }
@@ -535,12 +578,12 @@ mod tests {
 /// The router, with the connection's peer address in every request's
 /// extensions.
 #[derive(Clone)]
-struct WithPeer {
+struct WithClientAddr {
     router: Router,
-    peer: crate::ClientAddr,
+    client: crate::ClientAddr,
 }
 
-impl tower_service::Service<hyper::Request<hyper::body::Incoming>> for WithPeer {
+impl tower_service::Service<hyper::Request<hyper::body::Incoming>> for WithClientAddr {
     type Response = Response;
     type Error = std::convert::Infallible;
     type Future = <Router as tower_service::Service<hyper::Request<hyper::body::Incoming>>>::Future;
@@ -556,7 +599,7 @@ impl tower_service::Service<hyper::Request<hyper::body::Incoming>> for WithPeer 
     }
 
     fn call(&mut self, mut request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
-        request.extensions_mut().insert(self.peer);
+        request.extensions_mut().insert(self.client);
         tower_service::Service::call(&mut self.router, request)
     }
 }

@@ -8,6 +8,8 @@
 //! - `front`: the listener, which answers verify and `/health` itself and
 //!   hands every other request to hyper and the router (`fast_path`).
 //! - [`settings`]: what the server needs to start.
+//! - [`tls`]: TLS on the listeners, and the client certificate every
+//!   request of a mutual TLS connection carries.
 //! - [`auth`]: the admin token of each request, as the operation's actor.
 //! - [`handlers`]: one module per resource, translating between the wire
 //!   (`keyward-proto`) and the service.
@@ -36,6 +38,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use keyward_core::PlaintextKey;
+use keyward_net::tls::{PeerCertificate, Tls};
 use keyward_store::Store;
 use keyward_verify::{Listener, Observation, Observe, RequestLog};
 use tokio::net::TcpListener;
@@ -48,15 +51,31 @@ use utoipa_axum::routes;
 pub use keyward_verify::{Verifier, VerifierConfig};
 pub use settings::Settings;
 
+/// TLS on the listeners: the files (`[tls]`), the reloadable configuration
+/// built from them, and the client certificate of a mutual TLS connection,
+/// which every admin request of that connection carries as a request
+/// extension.
+pub mod tls {
+    pub use keyward_net::tls::{PeerCertificate, Tls, TlsError, TlsFiles};
+}
+
 /// Runs a gateway as its own process: opens the store the settings name
 /// (without creating any admin token), verifies in process, and serves on
 /// `listener` until `shutdown` completes, flushing usage at the end.
+///
+/// `tls` is the listener's TLS, from [`Settings::tls`]; the caller keeps a
+/// clone to reload it. Without it, a `listener` other machines can reach
+/// is refused unless `danger_allow_plaintext`.
 pub async fn run_gateway(
     settings: Settings,
     config: keyward_gateway::GatewayConfig,
     listener: TcpListener,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    if tls.is_none() {
+        settings.check_plaintext("the gateway", listener.local_addr()?)?;
+    }
     let store = settings.open_store().await?;
     let verify = settings.verify.config();
     let verifier = Arc::new(Verifier::new(Arc::clone(&store), verify.clone()));
@@ -65,7 +84,8 @@ pub async fn run_gateway(
     let gateway = keyward_gateway::Gateway::new(config, Arc::clone(&verifier))
         .map_err(|e| StartError::Settings(e.to_string()))?
         .with_limits(settings.limits.limits())
-        .with_fast_path(settings.fast_path);
+        .with_fast_path(settings.fast_path)
+        .with_tls(tls);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut watch: tokio::sync::watch::Receiver<bool>| async move {
         let _ = watch.wait_for(|stop| *stop).await;
@@ -129,6 +149,8 @@ pub struct Application {
     limits: keyward_net::Limits,
     /// Whether the front answers plain verify and `/health` itself.
     fast_path: bool,
+    /// TLS on both listeners, when the settings have `[tls]`.
+    tls: Option<Tls>,
     /// The root token when this start created it; shown once, then dropped.
     root_token: Option<PlaintextKey>,
 }
@@ -150,6 +172,26 @@ impl Application {
     /// it and shows it. A token created by a start that failed would be shown
     /// to no one, and no later start would create another.
     pub async fn with_store(settings: Settings, store: Arc<dyn Store>) -> Result<Self, StartError> {
+        Self::with_observer(settings, store, Arc::new(RequestLog)).await
+    }
+
+    /// Like [`Application::with_store`], with every request of both
+    /// listeners reported to `observer` instead of logged.
+    pub async fn with_observer(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        observer: Arc<dyn Observe>,
+    ) -> Result<Self, StartError> {
+        // TLS first: a listener that would serve in plaintext where it must
+        // not, or whose certificate cannot be read, stops the start before
+        // anything else is done.
+        let tls = settings.tls()?;
+        if tls.is_none() {
+            settings.check_plaintext("the API listener", settings.listen)?;
+            if let Some(listen) = settings.gateway.as_ref().and_then(|g| g.listen) {
+                settings.check_plaintext("the gateway", listen)?;
+            }
+        }
         let barrier = Arc::new(
             keyward_service::seal::Barrier::open(
                 &settings.seal,
@@ -189,7 +231,7 @@ impl Application {
             barrier,
             service,
             partner_keys,
-            observer: Arc::new(RequestLog),
+            observer,
         });
         let gateway = match settings.gateway {
             Some(config) => {
@@ -200,7 +242,8 @@ impl Application {
                     .map_err(|e| StartError::Settings(e.to_string()))?
                     .with_limits(settings.limits.limits())
                     .with_observer(Arc::clone(&state.observer))
-                    .with_fast_path(settings.fast_path);
+                    .with_fast_path(settings.fast_path)
+                    .with_tls(tls.clone());
                 Some((Arc::new(gateway), TcpListener::bind(listen).await?))
             }
             None => None,
@@ -214,6 +257,7 @@ impl Application {
             router: router(Arc::clone(&state), limits),
             limits,
             fast_path: settings.fast_path,
+            tls,
             state,
             verifier,
             follower,
@@ -237,6 +281,12 @@ impl Application {
     /// The gateway's address, when one runs inside this server.
     pub fn gateway_addr(&self) -> Option<std::io::Result<SocketAddr>> {
         self.gateway.as_ref().map(|(_, l)| l.local_addr())
+    }
+
+    /// The TLS of both listeners, when the settings have `[tls]`: its
+    /// [`Tls::reload`] serves new handshakes with the files' new contents.
+    pub fn tls(&self) -> Option<Tls> {
+        self.tls.clone()
     }
 
     /// The verify hot path of this server.
@@ -294,6 +344,7 @@ impl Application {
             front::Options {
                 limits,
                 fast_path: self.fast_path,
+                tls: self.tls,
             },
             shed,
             stopping(watch),
@@ -325,6 +376,20 @@ pub enum StartError {
     Store(#[from] keyward_store::StoreError),
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
+    /// A certificate, key or client CA file of `[tls]` could not be used.
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] keyward_net::tls::TlsError),
+    /// A listener other machines can reach would serve in plaintext.
+    #[error(
+        "{listener} would listen on {addr} without TLS, so the keys and tokens \
+         sent to it would cross the network in the clear: give --tls-cert FILE --tls-key FILE \
+         (or [tls] cert and key in the config file), or, when a proxy in front of it \
+         terminates TLS, --danger-allow-plaintext (danger_allow_plaintext = true)"
+    )]
+    Plaintext {
+        listener: &'static str,
+        addr: SocketAddr,
+    },
     #[error("the OS random number generator failed: {0}")]
     Random(#[from] getrandom::Error),
     #[error("invalid settings: {0}")]
@@ -494,6 +559,10 @@ async fn observe_request(
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let client_certificate = request
+        .extensions()
+        .get::<PeerCertificate>()
+        .map(|peer| peer.sha256);
     let response = next.run(request).await;
     observer.observe(&Observation {
         listener: Listener::Api,
@@ -502,6 +571,7 @@ async fn observe_request(
         status: response.status().as_u16(),
         latency: started.elapsed(),
         code: None,
+        client_certificate,
     });
     response
 }

@@ -44,6 +44,14 @@ pub struct Settings {
     /// the router's on the API listener, hyper's server and client in the
     /// gateway. Slower, and the reference the fast path is tested against.
     pub fast_path: bool,
+    /// TLS on the API listener and the gateway's (`[tls]`: `cert`, `key`,
+    /// and `client_ca` for mutual TLS). Without it both listen in
+    /// plaintext, which is refused on any address but loopback unless
+    /// `danger_allow_plaintext`.
+    pub tls: Option<keyward_net::tls::TlsFiles>,
+    /// Listen in plaintext on an address other machines reach: for a
+    /// listener behind a proxy that terminates TLS itself.
+    pub danger_allow_plaintext: bool,
 }
 
 /// The `[limits]` section: how long and how slow a client connection may be,
@@ -262,6 +270,8 @@ impl Default for Settings {
             auth: AuthFileSettings::default(),
             limits: LimitSettings::default(),
             fast_path: true,
+            tls: None,
+            danger_allow_plaintext: false,
         }
     }
 }
@@ -287,6 +297,28 @@ impl Settings {
             create_private_dir(&self.data_dir)?;
         }
         Ok(keyward_store::open(&self.database_url()).await?)
+    }
+
+    /// The listeners' TLS, read from the files `[tls]` names; `None`
+    /// without `[tls]`.
+    pub fn tls(&self) -> Result<Option<keyward_net::tls::Tls>, StartError> {
+        match &self.tls {
+            Some(files) => Ok(Some(keyward_net::tls::Tls::load(files.clone())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Refuses to serve `listener` on `addr` in plaintext when other
+    /// machines can reach it, unless `danger_allow_plaintext` says to.
+    pub fn check_plaintext(
+        &self,
+        listener: &'static str,
+        addr: SocketAddr,
+    ) -> Result<(), StartError> {
+        if self.danger_allow_plaintext || addr.ip().to_canonical().is_loopback() {
+            return Ok(());
+        }
+        Err(StartError::Plaintext { listener, addr })
     }
 }
 
@@ -330,5 +362,49 @@ mod tests {
         );
         let typo = serde_json::json!({"limits": {"idle_timeout": 5000}});
         assert!(serde_json::from_value::<Settings>(typo).is_err());
+    }
+
+    #[test]
+    fn tls_is_read_by_its_documented_names() {
+        let settings: Settings = toml::from_str(
+            "danger_allow_plaintext = true\n\
+             [tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_ca = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let tls = settings.tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("c.pem"));
+        assert_eq!(tls.key, PathBuf::from("k.pem"));
+        assert_eq!(tls.client_ca, Some(PathBuf::from("ca.pem")));
+        assert!(settings.danger_allow_plaintext);
+        assert!(toml::from_str::<Settings>("[tls]\ncert = \"c\"\nkeys = \"k\"\n").is_err());
+    }
+
+    #[test]
+    fn plaintext_is_refused_off_loopback_unless_allowed() {
+        let mut settings = Settings::default();
+        for loopback in [
+            "127.0.0.1:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+            "127.8.9.10:0",
+        ] {
+            let addr = loopback.parse().unwrap();
+            assert!(settings.check_plaintext("the API listener", addr).is_ok());
+        }
+        for public in [
+            "0.0.0.0:0",
+            "[::]:0",
+            "10.0.0.1:8720",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            let addr = public.parse().unwrap();
+            let refused = settings.check_plaintext("the API listener", addr);
+            let message = refused.unwrap_err().to_string();
+            assert!(message.contains("--danger-allow-plaintext"), "{message}");
+            assert!(message.contains("--tls-cert"), "{message}");
+        }
+        settings.danger_allow_plaintext = true;
+        let addr = "0.0.0.0:0".parse().unwrap();
+        assert!(settings.check_plaintext("the API listener", addr).is_ok());
     }
 }

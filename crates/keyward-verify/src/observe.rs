@@ -39,6 +39,9 @@ pub struct Observation<'a> {
     pub latency: Duration,
     /// The verification's answer, for requests that verified a key.
     pub code: Option<VerifyCode>,
+    /// The SHA-256 of the client's certificate, on a connection the
+    /// listener verified one on (mutual TLS). A fingerprint is not secret.
+    pub client_certificate: Option<[u8; 32]>,
 }
 
 /// Whatever watches requests.
@@ -69,12 +72,18 @@ impl Observe for RequestLog {
 
     fn observe(&self, o: &Observation<'_>) {
         let path = loggable_path(o.path);
+        // Written only for a connection with a client certificate.
+        let client_cert = o
+            .client_certificate
+            .as_ref()
+            .map(|c| tracing::field::display(Hex(c)));
         match o.code {
             None if o.listener == Listener::Api => tracing::info!(
                 method = o.method,
                 path = %path,
                 status = o.status,
                 micros = o.latency.as_micros() as u64,
+                client_cert,
                 "request"
             ),
             code => tracing::debug!(
@@ -84,9 +93,19 @@ impl Observe for RequestLog {
                 status = o.status,
                 code = code.map_or("", |c| c.as_str()),
                 micros = o.latency.as_micros() as u64,
+                client_cert,
                 "request"
             ),
         }
+    }
+}
+
+/// A fingerprint in lower-case hex.
+struct Hex<'a>(&'a [u8; 32]);
+
+impl std::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
 }
 

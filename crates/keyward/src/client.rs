@@ -76,10 +76,75 @@ struct Server<'a> {
 }
 
 /// The HTTP client of one CLI run.
+///
+/// - `KEYWARD_CA_CERT` names a PEM file of CA certificates trusted besides
+///   the usual roots, for a server whose certificate a private CA issued.
+/// - `KEYWARD_CLIENT_CERT` and `KEYWARD_CLIENT_KEY` name the PEM files of
+///   the certificate and key presented to a server that asks for one
+///   (mutual TLS).
 pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .build()
-        .context("cannot set up the HTTP client")
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = std::env::var_os("KEYWARD_CA_CERT") {
+        let path = std::path::PathBuf::from(path);
+        let pem = std::fs::read(&path)
+            .with_context(|| format!("cannot read KEYWARD_CA_CERT {}", path.display()))?;
+        let cas = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|cas| !cas.is_empty())
+            .with_context(|| {
+                format!(
+                    "KEYWARD_CA_CERT {}: no PEM certificate could be read from it",
+                    path.display()
+                )
+            })?;
+        for ca in cas {
+            builder = builder.add_root_certificate(ca);
+        }
+    }
+    let cert = std::env::var_os("KEYWARD_CLIENT_CERT");
+    let key = std::env::var_os("KEYWARD_CLIENT_KEY");
+    match (cert, key) {
+        (None, None) => {}
+        (Some(cert), Some(key)) => builder = builder.identity(client_identity(cert, key)?),
+        _ => anyhow::bail!("KEYWARD_CLIENT_CERT and KEYWARD_CLIENT_KEY go together"),
+    }
+    builder.build().context("cannot set up the HTTP client")
+}
+
+/// The client certificate and key of mutual TLS, from their PEM files. The
+/// key's bytes are wiped once read, and no error quotes them.
+fn client_identity(
+    cert: std::ffi::OsString,
+    key: std::ffi::OsString,
+) -> anyhow::Result<reqwest::Identity> {
+    let read = |path: &std::ffi::OsString, name: &str| {
+        std::fs::read(path)
+            .map(zeroize::Zeroizing::new)
+            .with_context(|| {
+                format!(
+                    "cannot read {name} {}",
+                    std::path::Path::new(path).display()
+                )
+            })
+    };
+    let (cert_pem, key_pem) = (
+        read(&cert, "KEYWARD_CLIENT_CERT")?,
+        read(&key, "KEYWARD_CLIENT_KEY")?,
+    );
+    // Made large enough at once, so no copy of the key is left behind by a
+    // reallocation.
+    let mut pem = zeroize::Zeroizing::new(Vec::with_capacity(cert_pem.len() + key_pem.len() + 1));
+    pem.extend_from_slice(&cert_pem);
+    pem.push(b'\n');
+    pem.extend_from_slice(&key_pem);
+    reqwest::Identity::from_pem(&pem).map_err(|_| {
+        anyhow::anyhow!(
+            "KEYWARD_CLIENT_CERT {} and KEYWARD_CLIENT_KEY {}: no PEM certificate and private \
+             key could be read from them",
+            std::path::Path::new(&cert).display(),
+            std::path::Path::new(&key).display()
+        )
+    })
 }
 
 #[derive(Args)]

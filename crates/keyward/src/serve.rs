@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use keyward_server::tls::{Tls, TlsFiles};
 use keyward_server::{Application, Settings};
 use tracing_subscriber::EnvFilter;
 
@@ -19,14 +20,76 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYWARD_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     store: StoreArgs,
+}
+
+/// TLS on the listeners: shared by `serve` (the API listener and an
+/// embedded gateway) and `gateway`.
+#[derive(Args)]
+pub struct TlsArgs {
+    /// The server's certificate chain, PEM, leaf first ([tls] cert). With
+    /// --tls-key the listeners speak only HTTPS. Read again on SIGHUP.
+    #[arg(long, env = "KEYWARD_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key, PEM ([tls] key). Read again on SIGHUP.
+    #[arg(long, env = "KEYWARD_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates issued by this CA, PEM (mutual TLS;
+    /// [tls] client_ca). A client without one is refused in the handshake.
+    #[arg(long, env = "KEYWARD_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// Listen without TLS on an address other machines reach, e.g. behind
+    /// a proxy that terminates TLS (danger_allow_plaintext). Without TLS or
+    /// this, only loopback addresses are accepted.
+    #[arg(long, env = "KEYWARD_DANGER_ALLOW_PLAINTEXT")]
+    danger_allow_plaintext: bool,
+}
+
+impl TlsArgs {
+    /// Applies the flags over what the file said: each flag replaces its
+    /// key of `[tls]`.
+    fn apply(&self, settings: &mut Settings) -> anyhow::Result<()> {
+        if self.danger_allow_plaintext {
+            settings.danger_allow_plaintext = true;
+        }
+        if self.tls_cert.is_none() && self.tls_key.is_none() && self.tls_client_ca.is_none() {
+            return Ok(());
+        }
+        let file = settings.tls.take();
+        let cert = self
+            .tls_cert
+            .clone()
+            .or_else(|| file.as_ref().map(|f| f.cert.clone()));
+        let key = self
+            .tls_key
+            .clone()
+            .or_else(|| file.as_ref().map(|f| f.key.clone()));
+        let client_ca = self
+            .tls_client_ca
+            .clone()
+            .or_else(|| file.and_then(|f| f.client_ca));
+        let (Some(cert), Some(key)) = (cert, key) else {
+            anyhow::bail!(
+                "TLS needs both --tls-cert FILE and --tls-key FILE (or [tls] cert and key in \
+                 the config file)"
+            );
+        };
+        settings.tls = Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        });
+        Ok(())
+    }
 }
 
 /// Where the data is, and how to log: shared by `serve` and `gateway`.
 #[derive(Args)]
 pub struct StoreArgs {
-    /// TOML file with any of: listen, data_dir, database_url, [verify],
-    /// [limits], [gateway].
+    /// TOML file with any of: listen, data_dir, database_url,
+    /// danger_allow_plaintext, [tls], [verify], [limits], [gateway].
     #[arg(long, env = "KEYWARD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Directory of the embedded SQLite database [default: ./keyward-data].
@@ -105,7 +168,8 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args.store.log)?;
-    let settings = args.store.settings(args.listen)?;
+    let mut settings = args.store.settings(args.listen)?;
+    args.tls.apply(&mut settings)?;
     let embedded = settings.is_embedded();
     let mut app = Application::build(settings.clone())
         .await
@@ -124,7 +188,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "postgres".to_owned()
     };
     let stop = shutdown_signal()?;
-    tracing::info!(addr = %app.local_addr()?, %database, "keyward is serving");
+    reload_on_hangup(app.tls())?;
+    let scheme = if app.tls().is_some() { "https" } else { "http" };
+    tracing::info!(addr = %app.local_addr()?, %scheme, %database, "keyward is serving");
     if let Some(addr) = app.gateway_addr() {
         tracing::info!(addr = %addr?, "the gateway is serving");
     }
@@ -150,6 +216,29 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// Reads the TLS files again on every SIGHUP, for the handshakes that
+/// follow; connections already open keep their session. A reload that fails
+/// is logged and the certificate in use stays. Without TLS, SIGHUP keeps its
+/// default action.
+fn reload_on_hangup(tls: Option<Tls>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Some(tls) = tls else { return Ok(()) };
+    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let cert = tls.files().cert.display().to_string();
+            match tls.reload() {
+                Ok(()) => tracing::info!(%cert, "reloaded the TLS certificate"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "the TLS files could not be reloaded; the certificate in use stays"
+                ),
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Options of `keyward gateway`.
 #[derive(Args)]
 pub struct GatewayArgs {
@@ -171,12 +260,22 @@ pub struct GatewayArgs {
     )]
     listen: SocketAddr,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     store: StoreArgs,
 }
 
 pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     init_logging(&args.store.log)?;
-    let settings = args.store.settings(None)?;
+    let mut settings = args.store.settings(None)?;
+    args.tls.apply(&mut settings)?;
+    let tls = settings.tls().context("cannot start the gateway")?;
+    if tls.is_none() {
+        // Before binding, so a refused start never says it is serving.
+        settings
+            .check_plaintext("the gateway", args.listen)
+            .context("cannot start the gateway")?;
+    }
     let text = std::fs::read_to_string(&args.routes)
         .with_context(|| format!("cannot read {}", args.routes.display()))?;
     let mut table: toml::Table =
@@ -192,12 +291,15 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let stop = shutdown_signal()?;
+    reload_on_hangup(tls.clone())?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         addr = %listener.local_addr()?,
+        %scheme,
         upstream = %args.upstream,
         "the gateway is serving"
     );
-    keyward_server::run_gateway(settings, config, listener, stop)
+    keyward_server::run_gateway(settings, config, listener, tls, stop)
         .await
         .context("the gateway failed")?;
     tracing::info!("keyward gateway stopped");

@@ -369,12 +369,230 @@ fn serve_help_documents_every_option() {
         "KEYWARD_LOG",
         "--seal",
         "KEYWARD_SEAL",
+        "--tls-cert",
+        "KEYWARD_TLS_CERT",
+        "--tls-key",
+        "KEYWARD_TLS_KEY",
+        "--tls-client-ca",
+        "KEYWARD_TLS_CLIENT_CA",
+        "--danger-allow-plaintext",
+        "KEYWARD_DANGER_ALLOW_PLAINTEXT",
     ] {
         assert!(
             help.contains(needle),
             "serve --help lacks {needle}:\n{help}"
         );
     }
+}
+
+/// A CA and a server certificate it issued for `localhost`, as PEM files in
+/// `dir`: (CA, certificate, key). Beside them, `NAME-client.pem` and
+/// `NAME-client.key`: a client certificate the CA issued, and its key.
+fn tls_files(
+    dir: &Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "CLI test CA");
+    let ca = params.self_signed(&ca_key).unwrap();
+    let paths = (
+        dir.join(format!("{name}-ca.pem")),
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    for (who, names) in [
+        (name.to_owned(), vec!["localhost".to_owned()]),
+        (format!("{name}-client"), vec![]),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, &who);
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("{who}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{who}.key")), key.serialize_pem()).unwrap();
+    }
+    paths
+}
+
+/// Waits until the server has logged a line containing `needle`.
+fn wait_for_log(server: &Server, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serve_speaks_https_reloads_on_sighup_and_the_cli_trusts_keyward_ca_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path(), "first");
+    let mut server = Server::start(
+        &dir.path().join("data"),
+        &[
+            ("KEYWARD_TLS_CERT", cert.to_str().unwrap()),
+            ("KEYWARD_TLS_KEY", key.to_str().unwrap()),
+        ],
+    );
+    assert!(server.log().contains("scheme=https"), "{}", server.log());
+    let root = server.root_token().unwrap();
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    server.addr = format!("https://localhost:{port}");
+    let list = |ca: Option<&Path>| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["apis", "list", "--json"])
+            .env("KEYWARD_ADDR", &server.addr)
+            .env("KEYWARD_TOKEN", &root)
+            .env_remove("KEYWARD_CA_CERT");
+        if let Some(ca) = ca {
+            command.env("KEYWARD_CA_CERT", ca);
+        }
+        command.output().unwrap()
+    };
+    let trusted = list(Some(&ca));
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(
+        !list(None).status.success(),
+        "the private CA is not trusted by default"
+    );
+
+    // SIGHUP reads the files again; the CLI trusts the new CA only.
+    let (new_ca, new_cert, new_key) = tls_files(dir.path(), "second");
+    std::fs::copy(&new_cert, &cert).unwrap();
+    std::fs::copy(&new_key, &key).unwrap();
+    server.signal("HUP");
+    wait_for_log(&server, "reloaded the TLS certificate");
+    assert!(list(Some(&new_ca)).status.success());
+    assert!(
+        !list(Some(&ca)).status.success(),
+        "the old certificate is gone"
+    );
+
+    // A broken file is logged and the certificate in use stays.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    server.signal("HUP");
+    wait_for_log(&server, "could not be reloaded");
+    assert!(list(Some(&new_ca)).status.success());
+    assert!(server.child.try_wait().unwrap().is_none(), "still serving");
+    assert!(!server.log().contains("PRIVATE KEY"));
+}
+
+#[test]
+fn the_cli_presents_its_client_certificate_to_a_mutual_tls_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path(), "server");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            ("KEYWARD_TLS_CERT", cert.to_str().unwrap()),
+            ("KEYWARD_TLS_KEY", key.to_str().unwrap()),
+            ("KEYWARD_TLS_CLIENT_CA", ca.to_str().unwrap()),
+        ],
+    );
+    let root = server.root_token().unwrap();
+    let port = server.addr.rsplit(':').next().unwrap();
+    let list = |identity: &[(&str, std::path::PathBuf)]| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["apis", "list", "--json"])
+            .env("KEYWARD_ADDR", format!("https://localhost:{port}"))
+            .env("KEYWARD_TOKEN", &root)
+            .env("KEYWARD_CA_CERT", &ca)
+            .env_remove("KEYWARD_CLIENT_CERT")
+            .env_remove("KEYWARD_CLIENT_KEY")
+            .envs(identity.iter().map(|(k, v)| (k, v)));
+        command.output().unwrap()
+    };
+    assert!(
+        !list(&[]).status.success(),
+        "no client certificate, no answer"
+    );
+    let client_cert = dir.path().join("server-client.pem");
+    let client_key = dir.path().join("server-client.key");
+    let with = list(&[
+        ("KEYWARD_CLIENT_CERT", client_cert.clone()),
+        ("KEYWARD_CLIENT_KEY", client_key),
+    ]);
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    let half = list(&[("KEYWARD_CLIENT_CERT", client_cert)]);
+    let err = String::from_utf8_lossy(&half.stderr);
+    assert!(err.contains("KEYWARD_CLIENT_KEY"), "{err}");
+}
+
+#[test]
+fn plaintext_on_a_public_address_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |extra: &[&str]| {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .env_remove("KEYWARD_CONFIG")
+            .env_remove("KEYWARD_DATABASE_URL")
+            .env_remove("KEYWARD_DANGER_ALLOW_PLAINTEXT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+    };
+    let out = serve(&[]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without TLS"), "{err}");
+    assert!(err.contains("--danger-allow-plaintext"), "{err}");
+    let mut server = Server::spawn(serve(&["--danger-allow-plaintext"]));
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+    let out = serve(&["--tls-cert", "only-a-cert.pem"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tls-key"), "{err}");
+
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(&routes, "[[route]]\npath = \"/\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "gateway",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .arg("--routes")
+        .arg(&routes)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("KEYWARD_CONFIG")
+        .env_remove("KEYWARD_DATABASE_URL")
+        .env_remove("KEYWARD_DANGER_ALLOW_PLAINTEXT")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the gateway would listen on 0.0.0.0:0 without TLS"),
+        "{err}"
+    );
+    assert!(!err.contains("serving"), "{err}");
 }
 
 #[test]
