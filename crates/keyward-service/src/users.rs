@@ -232,6 +232,15 @@ impl Service {
             .map(|s| s.user)
     }
 
+    /// The signed-in user of a session; `None` for a service token. Needs
+    /// no scope: everyone may read who they are.
+    pub async fn own_user(&self, actor: &Actor) -> Result<Option<User>, Error> {
+        match actor.user_id() {
+            None => Ok(None),
+            Some(_) => Ok(Some(self.session_user(actor).await?.user)),
+        }
+    }
+
     /// Changes a user's grants, password or whether it is disabled.
     pub async fn update_user(
         &self,

@@ -166,10 +166,7 @@ pub async fn whoami(
     State(state): State<Arc<AppState>>,
     caller: Caller,
 ) -> Result<Json<WhoAmI>, ApiError> {
-    let user = match caller.user_id() {
-        Some(id) => Some(state.service.user(&caller, id.as_str()).await?.into()),
-        None => None,
-    };
+    let user = state.service.own_user(&caller).await?.map(UserView::from);
     let token = &caller.token;
     Ok(Json(WhoAmI {
         token_id: token.id.clone(),
