@@ -350,7 +350,8 @@ pub fn check_password(password: &str) -> Result<(), ValueError> {
         });
     }
     let lower = password.to_lowercase();
-    let repeated = lower.chars().all(|c| Some(c) == lower.chars().next());
+    let first = lower.chars().next();
+    let repeated = lower.chars().all(|c| Some(c) == first);
     if repeated || COMMON_PASSWORDS.contains(&lower.as_str()) {
         return Err(ValueError::PasswordCommon);
     }

@@ -9,69 +9,11 @@
 
 mod support;
 
-use keyward_crypto::totp::{Secret, DIGITS, STEP_SECONDS};
+use keyward_crypto::totp::STEP_SECONDS;
 use keyward_server::settings::AuthFileSettings;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{spawn_with_auth, Backend, TestApp};
-
-const PASSWORD: &str = "plum-violet-harbor-42";
-
-/// An authenticator app: the secret from an enrolment, and the last step
-/// whose code it gave, so each code it gives is one the server has not
-/// seen.
-struct Authenticator {
-    secret: Secret,
-    last: Option<u64>,
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-impl Authenticator {
-    fn from_enrolment(enrolment: &Value) -> Self {
-        let secret = enrolment["secret"].as_str().unwrap();
-        let uri = enrolment["otpauth_uri"].as_str().unwrap();
-        assert!(uri.starts_with("otpauth://totp/Keyward:"), "{uri}");
-        assert!(uri.contains(&format!("secret={secret}")), "{uri}");
-        assert!(uri.contains("algorithm=SHA1&digits=6&period=30"), "{uri}");
-        let bytes = data_encoding::BASE32_NOPAD
-            .decode(secret.as_bytes())
-            .unwrap();
-        assert_eq!(bytes.len(), 20);
-        Authenticator {
-            secret: Secret::from_bytes(bytes),
-            last: None,
-        }
-    }
-
-    fn code_at(&self, step: u64) -> String {
-        format!(
-            "{:0width$}",
-            self.secret.code(step, DIGITS),
-            width = DIGITS as usize
-        )
-    }
-
-    /// A fresh code: of the earliest step the server still accepts (one
-    /// of drift either side) after the last one given, waiting for the
-    /// clock when all three are used.
-    async fn code(&mut self) -> String {
-        loop {
-            let now = unix_now() / STEP_SECONDS;
-            let earliest = self.last.map_or(now - 1, |l| (l + 1).max(now - 1));
-            if earliest <= now + 1 {
-                self.last = Some(earliest);
-                return self.code_at(earliest);
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        }
-    }
-}
+use support::{enrol, login, session, spawn_with_auth, unix_now, Backend, TestApp, PASSWORD};
 
 async fn create_user(app: &TestApp, email: &str, roles: Value) -> Value {
     let (status, user) = app
@@ -84,51 +26,6 @@ async fn create_user(app: &TestApp, email: &str, roles: Value) -> Value {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{user}");
     user
-}
-
-async fn login(app: &TestApp, email: &str, otp: Option<&str>) -> (StatusCode, Value) {
-    let mut body = json!({"email": email, "password": PASSWORD});
-    if let Some(otp) = otp {
-        body["otp"] = json!(otp);
-    }
-    app.call(Method::POST, "/v1/auth/login", None, Some(body))
-        .await
-}
-
-async fn session(app: &TestApp, email: &str, otp: Option<&str>) -> String {
-    let (status, answer) = login(app, email, otp).await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    let token = answer["token"].as_str().unwrap();
-    assert!(token.starts_with("kws_"), "{token}");
-    token.to_owned()
-}
-
-/// Enrols TOTP for the session's user; returns its authenticator and
-/// recovery codes.
-async fn enrol(app: &TestApp, session: &str) -> (Authenticator, Vec<String>) {
-    let (status, enrolment) = app
-        .call(Method::POST, "/v1/auth/totp", Some(session), None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{enrolment}");
-    let mut app_code = Authenticator::from_enrolment(&enrolment);
-    let code = app_code.code().await;
-    let (status, confirmed) = app
-        .call(
-            Method::POST,
-            "/v1/auth/totp/confirm",
-            Some(session),
-            Some(json!({"otp": code})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{confirmed}");
-    let codes: Vec<String> = confirmed["recovery_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(codes.len(), 10);
-    (app_code, codes)
 }
 
 fn code_of(value: &Value) -> &str {

@@ -15,17 +15,18 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use keyward_core::{ApiId, Environment, KeyId, PlaintextKey, Prefix, TokenId};
+use keyward_core::BuiltinRole;
+use keyward_core::{ApiId, Environment, KeyId, PlaintextKey, Prefix, TokenId, UserId};
 use keyward_service::seal::{SealSettings, SealType};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{fresh_store, spawn_sealed, Backend, TestApp};
+use support::{enrol, fresh_store, session, spawn_sealed, Backend, TestApp, PASSWORD};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 /// Every admin scope; the tokens of the matrix hold all of them but what
 /// their state takes away.
-const ALL_SCOPES: [&str; 14] = [
+const ALL_SCOPES: [&str; 16] = [
     "apis:read",
     "apis:write",
     "keys:read",
@@ -40,7 +41,13 @@ const ALL_SCOPES: [&str; 14] = [
     "transit:use",
     "transit:write",
     "leaks:report",
+    "users:read",
+    "users:write",
 ];
+
+/// The scope of routes any valid token may call (its own session, who it
+/// is): what they answer depends on whether the token is a session.
+const ANY: &str = "any token";
 
 /// A token state the matrix tries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,10 +59,11 @@ enum State {
     LacksScope,
     OtherApi,
     OtherEnvironment,
+    OtherWorkspace,
     ChildOfRevoked,
 }
 
-const STATES: [State; 8] = [
+const STATES: [State; 9] = [
     State::NoToken,
     State::Garbage,
     State::Revoked,
@@ -63,6 +71,7 @@ const STATES: [State; 8] = [
     State::LacksScope,
     State::OtherApi,
     State::OtherEnvironment,
+    State::OtherWorkspace,
     State::ChildOfRevoked,
 ];
 
@@ -81,6 +90,10 @@ enum Expect {
     Absent,
     /// A verify answer (200) with this verify code.
     Verify(&'static str),
+    /// Past every access check: any answer but 401, 403 or 500 (what the
+    /// operation itself then says — done, conflict, bad input — is not the
+    /// matrix's business).
+    Authorized,
 }
 
 const UNAUTHENTICATED: Expect = Expect::Refused(401, "UNAUTHENTICATED");
@@ -104,8 +117,39 @@ struct Row {
     public: Expect,
     other_api: Expect,
     other_environment: Expect,
+    /// A token limited to another workspace (the fixtures are in
+    /// `default`); as for another API unless the row says.
+    other_workspace: Expect,
+    /// A session whose user's grant is in another workspace, where it
+    /// differs from a service token's answer.
+    session_workspace: Option<Expect>,
+    /// What a session of a user holding the route's scope hears, on an
+    /// [`ANY`] route.
+    as_session: Expect,
     /// The same request on a record that does not exist, for `Absent`.
     absent: Option<&'static str>,
+}
+
+impl Row {
+    const fn in_other_workspace(mut self, expect: Expect) -> Row {
+        self.other_workspace = expect;
+        self
+    }
+
+    const fn for_sessions_in_other_workspace(mut self, expect: Expect) -> Row {
+        self.session_workspace = Some(expect);
+        self
+    }
+
+    const fn answering_sessions(mut self, expect: Expect) -> Row {
+        self.as_session = expect;
+        self
+    }
+
+    const fn public_answer(mut self, expect: Expect) -> Row {
+        self.public = expect;
+        self
+    }
 }
 
 #[allow(clippy::too_many_arguments)] // Each call is one row of the table, its columns in order.
@@ -128,6 +172,9 @@ const fn admin(
         public: Expect::Ok,
         other_api,
         other_environment,
+        other_workspace: other_api,
+        session_workspace: None,
+        as_session: Expect::Authorized,
         absent,
     }
 }
@@ -142,6 +189,9 @@ const fn public(method: &'static str, template: &'static str, body: Option<&'sta
         public: Expect::Ok,
         other_api: Expect::Ok,
         other_environment: Expect::Ok,
+        other_workspace: Expect::Ok,
+        session_workspace: None,
+        as_session: Expect::Ok,
         absent: None,
     }
 }
@@ -316,7 +366,10 @@ fn rows() -> Vec<Row> {
             FORBIDDEN,
             FORBIDDEN,
             None,
-        ),
+        )
+        // A session's token takes the workspaces of the grants holding
+        // its scopes.
+        .for_sessions_in_other_workspace(Ok),
         admin(
             "GET",
             "/v1/tokens",
@@ -377,6 +430,181 @@ fn rows() -> Vec<Row> {
             Absent,
             Absent,
             Some("/v1/apis/{ABSENT_API}"),
+        ),
+        // People and access. Users belong to no API: a token limited to
+        // APIs sees none; changing one needs no environment limit.
+        public(
+            "POST",
+            "/v1/auth/login",
+            Some(r#"{"email": "nobody@example.com", "password": "not-the-password-1"}"#),
+        )
+        .public_answer(UNAUTHENTICATED),
+        admin(
+            "GET",
+            "/v1/auth/whoami",
+            "/v1/auth/whoami",
+            None,
+            ANY,
+            Ok,
+            Ok,
+            None,
+        )
+        .answering_sessions(Ok),
+        // A service token has no session, second factor or step-up.
+        admin(
+            "POST",
+            "/v1/auth/logout",
+            "/v1/auth/logout",
+            None,
+            ANY,
+            INVALID,
+            INVALID,
+            None,
+        )
+        .answering_sessions(Ok),
+        admin(
+            "POST",
+            "/v1/auth/totp",
+            "/v1/auth/totp",
+            None,
+            ANY,
+            INVALID,
+            INVALID,
+            None,
+        )
+        .answering_sessions(Ok),
+        admin(
+            "POST",
+            "/v1/auth/totp/confirm",
+            "/v1/auth/totp/confirm",
+            Some(r#"{"otp": "0000000"}"#),
+            ANY,
+            INVALID,
+            INVALID,
+            None,
+        )
+        .answering_sessions(INVALID),
+        admin(
+            "POST",
+            "/v1/auth/step-up",
+            "/v1/auth/step-up",
+            Some(r#"{"otp": "0000000"}"#),
+            ANY,
+            INVALID,
+            INVALID,
+            None,
+        )
+        .answering_sessions(INVALID),
+        admin(
+            "POST",
+            "/v1/users",
+            "/v1/users",
+            Some(r#"{"email": "made{UNIQUE}@example.com", "password": "plum-violet-harbor-42"}"#),
+            "users:write",
+            FORBIDDEN,
+            FORBIDDEN,
+            None,
+        )
+        .in_other_workspace(Ok),
+        admin(
+            "GET",
+            "/v1/users",
+            "/v1/users",
+            None,
+            "users:read",
+            OkHiding("{USER}"),
+            Ok,
+            None,
+        ),
+        admin(
+            "GET",
+            "/v1/users/{id}",
+            "/v1/users/{USER}",
+            None,
+            "users:read",
+            Absent,
+            Ok,
+            Some("/v1/users/{ABSENT_USER}"),
+        ),
+        admin(
+            "PATCH",
+            "/v1/users/{id}",
+            "/v1/users/{USER}",
+            Some(r#"{"roles": [{"role": "read-only"}]}"#),
+            "users:write",
+            Absent,
+            Absent,
+            Some("/v1/users/{ABSENT_USER}"),
+        ),
+        admin(
+            "GET",
+            "/v1/users/{id}/sessions",
+            "/v1/users/{USER}/sessions",
+            None,
+            "users:read",
+            Absent,
+            Ok,
+            Some("/v1/users/{ABSENT_USER}/sessions"),
+        ),
+        admin(
+            "POST",
+            "/v1/workspaces",
+            "/v1/workspaces",
+            Some(r#"{"name": "made{ROW}"}"#),
+            "apis:write",
+            FORBIDDEN,
+            FORBIDDEN,
+            None,
+        ),
+        admin(
+            "GET",
+            "/v1/workspaces",
+            "/v1/workspaces",
+            None,
+            "apis:read",
+            Ok,
+            Ok,
+            None,
+        ),
+        admin(
+            "GET",
+            "/v1/roles",
+            "/v1/roles",
+            None,
+            "users:read",
+            Ok,
+            Ok,
+            None,
+        ),
+        admin(
+            "PUT",
+            "/v1/roles/{name}",
+            "/v1/roles/made{ROW}",
+            Some(r#"{"scopes": ["keys:read"]}"#),
+            "users:write",
+            FORBIDDEN,
+            FORBIDDEN,
+            None,
+        ),
+        admin(
+            "DELETE",
+            "/v1/roles/{name}",
+            "/v1/roles/{ROLE}",
+            None,
+            "users:write",
+            FORBIDDEN,
+            FORBIDDEN,
+            None,
+        ),
+        admin(
+            "GET",
+            "/v1/access-review",
+            "/v1/access-review",
+            None,
+            "users:read",
+            FORBIDDEN,
+            FORBIDDEN,
+            None,
         ),
         // The node: what spans every API and environment needs a token
         // without limits.
@@ -449,7 +677,10 @@ fn rows() -> Vec<Row> {
             Ok,
             FORBIDDEN,
             None,
-        ),
+        )
+        // Mounts bind no API or workspace: the mount the row made as
+        // another API's token is there already.
+        .in_other_workspace(Refused(409, "CONFLICT")),
         // KV v2 on a live mount: a token limited to another API reaches it
         // (mounts bind no API), one limited to test finds nothing.
         kv(
@@ -765,7 +996,7 @@ impl Fixture {
             State::NoToken => None,
             State::LacksScope => Some(
                 self.lacking
-                    .get(row.scope.unwrap_or("keys:read"))
+                    .get(row.scope.filter(|s| *s != ANY).unwrap_or("keys:read"))
                     .expect("a lacking token for every scope")
                     .clone(),
             ),
@@ -841,6 +1072,35 @@ async fn fixture(app: &TestApp, rows: &[Row]) -> Fixture {
     values.insert("{TOKEN}", target);
     values.insert("{ROOT_ID}", root_id(app).await);
 
+    app.ok(
+        Method::POST,
+        "/v1/workspaces",
+        Some(json!({"name": "elsewhere"})),
+    )
+    .await;
+    let user = app
+        .ok(
+            Method::POST,
+            "/v1/users",
+            Some(
+                json!({"email": "target@example.com", "password": "plum-violet-harbor-42",
+                        "roles": [{"role": "operator", "workspace": "default"}]}),
+            ),
+        )
+        .await;
+    values.insert("{USER}", user["id"].as_str().unwrap().to_owned());
+    values.insert(
+        "{ABSENT_USER}",
+        UserId::generate(now).unwrap().as_str().to_owned(),
+    );
+    app.ok(
+        Method::PUT,
+        "/v1/roles/unheld",
+        Some(json!({"scopes": ["keys:read"]})),
+    )
+    .await;
+    values.insert("{ROLE}", "unheld".to_owned());
+
     values.insert("{MOUNT}", "vault".to_owned());
     app.ok(
         Method::POST,
@@ -898,6 +1158,13 @@ async fn fixture(app: &TestApp, rows: &[Row]) -> Fixture {
         State::OtherEnvironment,
         app.token(json!({"name": "other-env", "scopes": all_scopes(), "environments": ["test"]}))
             .await,
+    );
+    tokens.insert(
+        State::OtherWorkspace,
+        app.token(
+            json!({"name": "other-workspace", "scopes": all_scopes(), "workspaces": ["elsewhere"]}),
+        )
+        .await,
     );
     let (parent, parent_id) = minted(app, json!({"name": "parent", "scopes": all_scopes()})).await;
     let (code, child) = app
@@ -1000,6 +1267,9 @@ async fn authorization_matrix_covers_every_route_and_token_state(app: TestApp) {
         let path = fixture.fill(row.path, i);
         let body = row.body.map(|b| fixture.fill(b, i));
         for state in STATES {
+            let body = body
+                .as_deref()
+                .map(|b| b.replace("{UNIQUE}", &counts.cells.to_string()));
             let token = fixture.token(state, row);
             let expect = match (row.scope, state) {
                 (None, _) => row.public,
@@ -1007,73 +1277,28 @@ async fn authorization_matrix_covers_every_route_and_token_state(app: TestApp) {
                     UNAUTHENTICATED
                 }
                 (Some(_), State::ChildOfRevoked) => UNAUTHENTICATED,
+                (Some(ANY), State::LacksScope) => row.other_api,
                 (Some(_), State::LacksScope) => FORBIDDEN,
                 (Some(_), State::OtherApi) => row.other_api,
                 (Some(_), State::OtherEnvironment) => row.other_environment,
+                (Some(_), State::OtherWorkspace) => row.other_workspace,
             };
-            counts.cells += 1;
-            let got = send(&app, row.method, &path, token.as_deref(), body.as_deref()).await;
             let cell = format!("{} {path} as {state:?}", row.method);
-            let failure = match expect {
-                Expect::Ok | Expect::OkHiding(_) => {
-                    counts.allowed += 1;
-                    let hidden = match expect {
-                        Expect::OkHiding(what) => Some(fixture.fill(what, i)),
-                        _ => None,
-                    };
-                    if !got.0.is_success() {
-                        Some(format!("{cell}: expected 2xx, got {} {}", got.0, got.1))
-                    } else if hidden
-                        .as_ref()
-                        .is_some_and(|h| got.1.to_string().contains(h))
-                    {
-                        Some(format!("{cell}: the answer shows a record out of reach"))
-                    } else {
-                        None
-                    }
-                }
-                Expect::Verify(code) => {
-                    counts.allowed += 1;
-                    (got.0 != StatusCode::OK || got.1["code"] != code)
-                        .then(|| format!("{cell}: expected verify {code}, got {} {}", got.0, got.1))
-                }
-                Expect::Refused(status, code) => {
-                    match status {
-                        401 => counts.unauthenticated += 1,
-                        403 => counts.forbidden += 1,
-                        404 => counts.absent += 1,
-                        _ => counts.other_refusals += 1,
-                    }
-                    (got.0.as_u16() != status || got.1["error"]["code"] != code).then(|| {
-                        format!("{cell}: expected {status} {code}, got {} {}", got.0, got.1)
-                    })
-                }
-                Expect::Absent => {
-                    counts.absent += 1;
-                    let absent_path = fixture.fill(row.absent.expect("an absent path"), i);
-                    let absent = send(
-                        &app,
-                        row.method,
-                        &absent_path,
-                        token.as_deref(),
-                        body.as_deref(),
-                    )
-                    .await;
-                    if got.0 != StatusCode::NOT_FOUND || got.1["error"]["code"] != "NOT_FOUND" {
-                        Some(format!(
-                            "{cell}: expected 404 NOT_FOUND, got {} {}",
-                            got.0, got.1
-                        ))
-                    } else if got != absent {
-                        Some(format!(
-                            "{cell}: answers {} where an absent record answers {}",
-                            got.1, absent.1
-                        ))
-                    } else {
-                        None
-                    }
-                }
-            };
+            let failure = check_cell(
+                &app,
+                &fixture,
+                row,
+                i,
+                Cell {
+                    name: &cell,
+                    path: &path,
+                    body: body.as_deref(),
+                    token: token.as_deref(),
+                },
+                expect,
+                &mut counts,
+            )
+            .await;
             failures.extend(failure);
         }
     }
@@ -1109,6 +1334,267 @@ async fn authorization_matrix_covers_every_route_and_token_state(app: TestApp) {
         .await
         .1;
     assert_eq!(status["sealed"], false);
+}
+
+/// One request of a matrix.
+struct Cell<'a> {
+    name: &'a str,
+    path: &'a str,
+    body: Option<&'a str>,
+    token: Option<&'a str>,
+}
+
+/// Sends a cell's request and says how its answer differs from `expect`.
+async fn check_cell(
+    app: &TestApp,
+    fixture: &Fixture,
+    row: &Row,
+    i: usize,
+    cell: Cell<'_>,
+    expect: Expect,
+    counts: &mut Counts,
+) -> Option<String> {
+    counts.cells += 1;
+    let got = send(app, row.method, cell.path, cell.token, cell.body).await;
+    let name = cell.name;
+    match expect {
+        Expect::Ok | Expect::OkHiding(_) => {
+            counts.allowed += 1;
+            let hidden = match expect {
+                Expect::OkHiding(what) => Some(fixture.fill(what, i)),
+                _ => None,
+            };
+            if !got.0.is_success() {
+                Some(format!("{name}: expected 2xx, got {} {}", got.0, got.1))
+            } else if hidden
+                .as_ref()
+                .is_some_and(|h| got.1.to_string().contains(h))
+            {
+                Some(format!("{name}: the answer shows a record out of reach"))
+            } else {
+                None
+            }
+        }
+        Expect::Verify(code) => {
+            counts.allowed += 1;
+            (got.0 != StatusCode::OK || got.1["code"] != code)
+                .then(|| format!("{name}: expected verify {code}, got {} {}", got.0, got.1))
+        }
+        Expect::Refused(status, code) => {
+            match status {
+                401 => counts.unauthenticated += 1,
+                403 => counts.forbidden += 1,
+                404 => counts.absent += 1,
+                _ => counts.other_refusals += 1,
+            }
+            (got.0.as_u16() != status || got.1["error"]["code"] != code)
+                .then(|| format!("{name}: expected {status} {code}, got {} {}", got.0, got.1))
+        }
+        Expect::Absent => {
+            counts.absent += 1;
+            let absent_path = fixture.fill(row.absent.expect("an absent path"), i);
+            let absent = send(app, row.method, &absent_path, cell.token, cell.body).await;
+            if got.0 != StatusCode::NOT_FOUND || got.1["error"]["code"] != "NOT_FOUND" {
+                Some(format!(
+                    "{name}: expected 404 NOT_FOUND, got {} {}",
+                    got.0, got.1
+                ))
+            } else if got != absent {
+                Some(format!(
+                    "{name}: answers {} where an absent record answers {}",
+                    got.1, absent.1
+                ))
+            } else {
+                None
+            }
+        }
+        Expect::Authorized => {
+            counts.allowed += 1;
+            [401, 403, 500].contains(&got.0.as_u16()).then(|| {
+                format!(
+                    "{name}: expected past the access checks, got {} {}",
+                    got.0, got.1
+                )
+            })
+        }
+    }
+}
+
+/// A session state of the role matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SessionState {
+    /// A user granted the role in every workspace, stepped up.
+    Valid,
+    /// That user's session after signing out.
+    Revoked,
+    /// A user granted the role in another workspace only.
+    OtherWorkspace,
+    /// A user granted the role in the `test` environment only.
+    OtherEnvironment,
+}
+
+const SESSION_STATES: [SessionState; 4] = [
+    SessionState::Valid,
+    SessionState::Revoked,
+    SessionState::OtherWorkspace,
+    SessionState::OtherEnvironment,
+];
+
+/// What a session of a user with `role` in `state` must hear on `row`,
+/// from the role's documented scopes (`BuiltinRole::scopes`) and the row's
+/// answers for tokens out of reach.
+fn role_expect(row: &Row, role: BuiltinRole, state: SessionState) -> Expect {
+    let Some(scope) = row.scope else {
+        return row.public;
+    };
+    if state == SessionState::Revoked {
+        return UNAUTHENTICATED;
+    }
+    if scope == ANY {
+        return row.as_session;
+    }
+    // A developer never reaches `live`, where the fixtures are.
+    let environment_limited =
+        role.environments().is_some() || state == SessionState::OtherEnvironment;
+    // A KV route finds its mount before it asks for a scope: a mount in an
+    // environment the session does not reach is absent, whatever the role.
+    if environment_limited && row.template.starts_with("/v1/{mount}/") {
+        return row.other_environment;
+    }
+    if !role.scopes().iter().any(|s| s.as_str() == scope) {
+        return FORBIDDEN;
+    }
+    let in_reach = match state {
+        SessionState::OtherWorkspace => row.session_workspace.unwrap_or(row.other_workspace),
+        _ => Expect::Authorized,
+    };
+    match (environment_limited, state, row.other_environment) {
+        (false, _, _) => in_reach,
+        (true, SessionState::OtherWorkspace, Expect::Ok | Expect::OkHiding(_)) => in_reach,
+        (true, _, limited) => limited,
+    }
+}
+
+/// Sessions of users holding `role`, one per session state, each stepped up
+/// with a TOTP code at sign-in.
+async fn role_sessions(app: &TestApp, role: BuiltinRole) -> BTreeMap<SessionState, String> {
+    let mut sessions = BTreeMap::new();
+    for state in [
+        SessionState::Valid,
+        SessionState::OtherWorkspace,
+        SessionState::OtherEnvironment,
+    ] {
+        let grant = match state {
+            SessionState::OtherWorkspace => {
+                json!({"role": role.as_str(), "workspace": "elsewhere"})
+            }
+            SessionState::OtherEnvironment => {
+                json!({"role": role.as_str(), "environments": ["test"]})
+            }
+            _ => json!({"role": role.as_str()}),
+        };
+        let email = format!("{}-{state:?}@example.com", role.as_str()).to_lowercase();
+        app.ok(
+            Method::POST,
+            "/v1/users",
+            Some(json!({"email": email, "password": PASSWORD, "roles": [grant]})),
+        )
+        .await;
+        let first = session(app, &email, None).await;
+        let (mut phone, _) = enrol(app, &first).await;
+        let code = phone.code().await;
+        sessions.insert(state, session(app, &email, Some(&code)).await);
+        if state == SessionState::Valid {
+            let code = phone.code().await;
+            let ended = session(app, &email, Some(&code)).await;
+            let (status, _) = app
+                .call(Method::POST, "/v1/auth/logout", Some(&ended), None)
+                .await;
+            assert_eq!(status, StatusCode::NO_CONTENT);
+            sessions.insert(SessionState::Revoked, ended);
+        }
+    }
+    sessions
+}
+
+/// Every route × every built-in role × every session state, against the
+/// roles' documented scopes. The node seals, then sessions sign out, last,
+/// so those cells do not decide the others.
+async fn role_matrix_covers_every_route_role_and_session_state(app: TestApp) {
+    let rows = rows();
+    let fixture = fixture(&app, &rows).await;
+    let mut sessions = BTreeMap::new();
+    for role in BuiltinRole::ALL {
+        sessions.insert(role.as_str(), role_sessions(&app, role).await);
+    }
+    let mut cells = Vec::new();
+    for role in BuiltinRole::ALL {
+        for state in SESSION_STATES {
+            for (i, row) in rows.iter().enumerate() {
+                if row.scope.is_none() {
+                    // Public routes answer the same whoever calls.
+                    continue;
+                }
+                let last = match (row.method, row.template) {
+                    ("POST", "/v1/sys/seal") => 1,
+                    ("POST", "/v1/auth/logout") => 2,
+                    _ => 0,
+                };
+                cells.push((last, role, state, i));
+            }
+        }
+    }
+    cells.sort_by_key(|(last, ..)| *last);
+    let mut counts = Counts::default();
+    let mut failures = Vec::new();
+    for (_, role, state, i) in cells {
+        let row = &rows[i];
+        let path = fixture.fill(row.path, i);
+        let body = row.body.map(|b| {
+            fixture
+                .fill(b, i)
+                .replace("{UNIQUE}", &format!("r{}", counts.cells))
+        });
+        let expect = role_expect(row, role, state);
+        let name = format!("{} {path} as {} {state:?}", row.method, role.as_str());
+        let token = &sessions[role.as_str()][&state];
+        failures.extend(
+            check_cell(
+                &app,
+                &fixture,
+                row,
+                i,
+                Cell {
+                    name: &name,
+                    path: &path,
+                    body: body.as_deref(),
+                    token: Some(token),
+                },
+                expect,
+                &mut counts,
+            )
+            .await,
+        );
+    }
+    let routes = rows.iter().filter(|r| r.scope.is_some()).count();
+    eprintln!(
+        "role matrix: {routes} routes x {} roles x {} session states = {} cells (401: {}, 403: {}, 404/absent: {}, other refusals: {}, allowed: {})",
+        BuiltinRole::ALL.len(),
+        SESSION_STATES.len(),
+        counts.cells,
+        counts.unauthenticated,
+        counts.forbidden,
+        counts.absent,
+        counts.other_refusals,
+        counts.allowed,
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} cells failed:\n{}",
+        failures.len(),
+        counts.cells,
+        failures.join("\n")
+    );
 }
 
 /// The message node-wide refusals carry.
@@ -1363,6 +1849,7 @@ async fn owner_limits_are_read_only_by_tokens_that_reach_every_key_of_the_owner(
 
 on_both_backends!(
     authorization_matrix_covers_every_route_and_token_state,
+    role_matrix_covers_every_route_role_and_session_state,
     test_limited_sys_write_token_cannot_seal_rekey_rotate_or_rewrap,
     kv_mount_existence_is_hidden_without_a_token,
     owner_limits_are_read_only_by_tokens_that_reach_every_key_of_the_owner,

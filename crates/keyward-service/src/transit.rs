@@ -331,12 +331,10 @@ impl Service {
                 ids.sort();
                 ids.dedup();
                 for id in &ids {
-                    let reached = actor
-                        .token
-                        .api_ids
-                        .as_ref()
-                        .is_none_or(|own| own.contains(id));
-                    let exists = reached && self.store.get_api(id).await?.is_some();
+                    let exists = self.store.get_api(id).await?.is_some()
+                        && self
+                            .reaches_key(actor, AdminScope::TransitWrite, id, environment)
+                            .await?;
                     if !exists {
                         return Err(bad(
                             "api_ids names an API that does not exist or is outside this \

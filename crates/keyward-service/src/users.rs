@@ -178,6 +178,14 @@ impl Service {
     /// give).
     pub async fn create_user(&self, actor: &Actor, new: NewUser) -> Result<User, Error> {
         actor.require(AdminScope::UsersWrite)?;
+        if !actor.token.any_grant(|g| {
+            g.has(AdminScope::UsersWrite) && g.api_ids.is_none() && g.environments.is_none()
+        }) {
+            return Err(Error::Forbidden(
+                "creating users needs users:write over whole workspaces, without API or \
+                 environment limits",
+            ));
+        }
         let email = normalize_email(&new.email)?;
         check_password(&new.password)?;
         self.check_grants(actor, &new.grants).await?;
@@ -961,12 +969,16 @@ impl Service {
     }
 }
 
-/// Whether the actor sees `user` with `scope`: a grant without workspace
-/// limits sees everyone; one limited to workspaces sees users all of whose
-/// grants are inside them.
+/// Whether the actor sees `user` with `scope`. Users belong to no API:
+/// only a grant without API limits sees any. One without workspace limits
+/// sees everyone; one limited to workspaces sees users all of whose grants
+/// are inside them. Changing a user (`users:write`) needs a grant without
+/// environment limits too.
 fn sees_user(actor: &Actor, scope: AdminScope, user: &User) -> bool {
     actor.token.any_grant(|g| {
         g.has(scope)
+            && g.api_ids.is_none()
+            && (scope != AdminScope::UsersWrite || g.environments.is_none())
             && match g.workspaces {
                 None => true,
                 Some(names) => {

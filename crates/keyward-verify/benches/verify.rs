@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 struct Everywhere;
 
 impl Reach for Everywhere {
-    fn can_access(&self, _: &ApiId, _: Environment) -> bool {
+    fn can_access(&self, _: &ApiId, _: Option<&str>, _: Environment) -> bool {
         true
     }
 }

@@ -908,3 +908,107 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// The password test users are given.
+pub const PASSWORD: &str = "plum-violet-harbor-42";
+
+/// An authenticator app: the secret from an enrolment, and the last step
+/// whose code it gave, so each code it gives is one the server has not
+/// seen.
+pub struct Authenticator {
+    secret: keyward_crypto::totp::Secret,
+    last: Option<u64>,
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+impl Authenticator {
+    pub fn from_enrolment(enrolment: &Value) -> Self {
+        let secret = enrolment["secret"].as_str().unwrap();
+        let uri = enrolment["otpauth_uri"].as_str().unwrap();
+        assert!(uri.starts_with("otpauth://totp/Keyward:"), "{uri}");
+        assert!(uri.contains(&format!("secret={secret}")), "{uri}");
+        assert!(uri.contains("algorithm=SHA1&digits=6&period=30"), "{uri}");
+        let bytes = data_encoding::BASE32_NOPAD
+            .decode(secret.as_bytes())
+            .unwrap();
+        assert_eq!(bytes.len(), 20);
+        Authenticator {
+            secret: keyward_crypto::totp::Secret::from_bytes(bytes),
+            last: None,
+        }
+    }
+
+    pub fn code_at(&self, step: u64) -> String {
+        format!(
+            "{:0width$}",
+            self.secret.code(step, keyward_crypto::totp::DIGITS),
+            width = keyward_crypto::totp::DIGITS as usize
+        )
+    }
+
+    /// A fresh code: of the earliest step the server still accepts (one
+    /// of drift either side) after the last one given, waiting for the
+    /// clock when all three are used.
+    pub async fn code(&mut self) -> String {
+        loop {
+            let now = unix_now() / keyward_crypto::totp::STEP_SECONDS;
+            let earliest = self.last.map_or(now - 1, |l| (l + 1).max(now - 1));
+            if earliest <= now + 1 {
+                self.last = Some(earliest);
+                return self.code_at(earliest);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+}
+
+pub async fn login(app: &TestApp, email: &str, otp: Option<&str>) -> (StatusCode, Value) {
+    let mut body = json!({"email": email, "password": PASSWORD});
+    if let Some(otp) = otp {
+        body["otp"] = json!(otp);
+    }
+    app.call(Method::POST, "/v1/auth/login", None, Some(body))
+        .await
+}
+
+pub async fn session(app: &TestApp, email: &str, otp: Option<&str>) -> String {
+    let (status, answer) = login(app, email, otp).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let token = answer["token"].as_str().unwrap();
+    assert!(token.starts_with("kws_"), "{token}");
+    token.to_owned()
+}
+
+/// Enrols TOTP for the session's user; returns its authenticator and
+/// recovery codes.
+pub async fn enrol(app: &TestApp, session: &str) -> (Authenticator, Vec<String>) {
+    let (status, enrolment) = app
+        .call(Method::POST, "/v1/auth/totp", Some(session), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{enrolment}");
+    let mut app_code = Authenticator::from_enrolment(&enrolment);
+    let code = app_code.code().await;
+    let (status, confirmed) = app
+        .call(
+            Method::POST,
+            "/v1/auth/totp/confirm",
+            Some(session),
+            Some(json!({"otp": code})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{confirmed}");
+    let codes: Vec<String> = confirmed["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    (app_code, codes)
+}
