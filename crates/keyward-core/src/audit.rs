@@ -5,6 +5,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuditAction {
     ApiCreate,
+    ApiUpdate,
     KeyCreate,
     KeyUpdate,
     KeyRotate,
@@ -37,8 +38,9 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 30] = [
+    pub const ALL: [AuditAction; 31] = [
         AuditAction::ApiCreate,
+        AuditAction::ApiUpdate,
         AuditAction::KeyCreate,
         AuditAction::KeyUpdate,
         AuditAction::KeyRotate,
@@ -74,6 +76,7 @@ impl AuditAction {
     pub fn as_str(self) -> &'static str {
         match self {
             AuditAction::ApiCreate => "api.create",
+            AuditAction::ApiUpdate => "api.update",
             AuditAction::KeyCreate => "key.create",
             AuditAction::KeyUpdate => "key.update",
             AuditAction::KeyRotate => "key.rotate",

@@ -29,5 +29,7 @@ pub use audit::AuditAction;
 pub use error::{IdError, KeyFormatError, ValueError};
 pub use id::{ApiId, EventId, KeyId, TokenId};
 pub use key::{Environment, KeyDigest, ParsedKey, PlaintextKey, Prefix};
-pub use model::{AdminScope, AdminToken, Api, AuditEvent, KeyRecord, KeyState, Scope};
+pub use model::{
+    AdminScope, AdminToken, Api, AuditEvent, KeyRecord, KeyRoles, KeyState, RoleName, Scope,
+};
 pub use verify::{evaluate, evaluate_at, KeyPolicy, Requirements, VerifyCode};

@@ -154,6 +154,7 @@ mod tests {
             name: "k".into(),
             owner: "acme".into(),
             scopes: vec![Scope::parse("prices:read").unwrap()],
+            roles: Vec::new(),
             metadata: serde_json::json!({}),
             digest: KeyDigest::of("x"),
             start: "tm_live_0000".into(),

@@ -401,7 +401,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
         .routes(routes!(apis::create_api, apis::list_apis))
-        .routes(routes!(apis::get_api))
+        .routes(routes!(apis::get_api, apis::update_api))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::get_key, keys::update_key))
         .routes(routes!(keys::revoke_key))

@@ -81,6 +81,8 @@ enum Expect {
     Absent,
     /// A verify answer (200) with this verify code.
     Verify(&'static str),
+    /// This status with Vault's `{"errors": [...]}` body.
+    VaultRefused(u16),
 }
 
 const UNAUTHENTICATED: Expect = Expect::Refused(401, "UNAUTHENTICATED");
@@ -106,6 +108,9 @@ struct Row {
     other_environment: Expect,
     /// The same request on a record that does not exist, for `Absent`.
     absent: Option<&'static str>,
+    /// A Vault route that reads the token itself: any usable token is
+    /// served, any other state hears Vault's 403.
+    vault_self: bool,
 }
 
 #[allow(clippy::too_many_arguments)] // Each call is one row of the table, its columns in order.
@@ -129,6 +134,7 @@ const fn admin(
         other_api,
         other_environment,
         absent,
+        vault_self: false,
     }
 }
 
@@ -143,6 +149,15 @@ const fn public(method: &'static str, template: &'static str, body: Option<&'sta
         other_api: Expect::Ok,
         other_environment: Expect::Ok,
         absent: None,
+        vault_self: false,
+    }
+}
+
+/// A Vault route about the presented token itself.
+const fn vault_self(method: &'static str, template: &'static str) -> Row {
+    Row {
+        vault_self: true,
+        ..public(method, template, None)
     }
 }
 
@@ -374,6 +389,16 @@ fn rows() -> Vec<Row> {
             "/v1/apis/{API}",
             None,
             "apis:read",
+            Absent,
+            Absent,
+            Some("/v1/apis/{ABSENT_API}"),
+        ),
+        admin(
+            "PATCH",
+            "/v1/apis/{id}",
+            "/v1/apis/{API}",
+            Some(r#"{"critical_scopes": ["withdrawals:write"]}"#),
+            "apis:write",
             Absent,
             Absent,
             Some("/v1/apis/{ABSENT_API}"),
@@ -1002,6 +1027,12 @@ async fn authorization_matrix_covers_every_route_and_token_state(app: TestApp) {
         for state in STATES {
             let token = fixture.token(state, row);
             let expect = match (row.scope, state) {
+                (None, State::LacksScope | State::OtherApi | State::OtherEnvironment)
+                    if row.vault_self =>
+                {
+                    Expect::Ok
+                }
+                (None, _) if row.vault_self => Expect::VaultRefused(403),
                 (None, _) => row.public,
                 (Some(_), State::NoToken | State::Garbage | State::Revoked | State::Expired) => {
                     UNAUTHENTICATED
@@ -1046,6 +1077,12 @@ async fn authorization_matrix_covers_every_route_and_token_state(app: TestApp) {
                     }
                     (got.0.as_u16() != status || got.1["error"]["code"] != code).then(|| {
                         format!("{cell}: expected {status} {code}, got {} {}", got.0, got.1)
+                    })
+                }
+                Expect::VaultRefused(status) => {
+                    counts.other_refusals += 1;
+                    (got.0.as_u16() != status || !got.1["errors"].is_array()).then(|| {
+                        format!("{cell}: expected Vault's {status}, got {} {}", got.0, got.1)
                     })
                 }
                 Expect::Absent => {

@@ -41,6 +41,8 @@ fn bench(c: &mut Criterion) {
             prefix: Prefix::parse("tm").unwrap(),
             environments: vec![Environment::Live],
             created_at: now,
+            roles: Default::default(),
+            critical_scopes: Vec::new(),
         };
         let event = |target: &str| AuditEvent {
             id: EventId::generate(now).unwrap(),

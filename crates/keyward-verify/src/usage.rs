@@ -494,6 +494,8 @@ mod tests {
             prefix: Prefix::parse("tu").unwrap(),
             environments: vec![Environment::Live],
             created_at: now,
+            roles: Default::default(),
+            critical_scopes: Vec::new(),
         };
         store.create_api(&api, &event()).await.unwrap();
         let mut keys = Vec::new();

@@ -32,8 +32,8 @@ use dashmap::DashMap;
 use keyward_core::key::MAX_KEY_LEN;
 use keyward_core::limits::{Gcra, RateLimit};
 use keyward_core::{
-    evaluate_at, AdminToken, ApiId, Environment, KeyDigest, ParsedKey, Requirements, Scope,
-    VerifyCode,
+    evaluate_at, AdminToken, ApiId, Environment, KeyDigest, KeyRoles, ParsedKey, Requirements,
+    Scope, VerifyCode,
 };
 use keyward_store::{Store, StoreError};
 use time::OffsetDateTime;
@@ -161,6 +161,15 @@ pub struct Verifier {
     pub(crate) unwritten: Mutex<Option<Batch>>,
     /// Interned scope sets, shared by every cached key with the same set.
     pub(crate) scope_sets: Mutex<HashMap<Vec<Scope>, Arc<Vec<Scope>>>>,
+    /// The key roles of each API whose keys hold some, with when they were
+    /// read: a key's roles are expanded into its scope set when it is
+    /// cached, from here. Dropped by an API change, and reread when older
+    /// than the cache TTL.
+    pub(crate) api_roles: Mutex<HashMap<ApiId, (Instant, Arc<KeyRoles>)>>,
+    /// Bumped by every change of an API's roles, before its entries are
+    /// dropped, as `key_generations` is for keys: a lookup that read the
+    /// roles before the change drops what it cached after it.
+    pub(crate) api_generation: std::sync::atomic::AtomicU64,
     /// The zero of the monotonic clock GCRA states count from.
     pub(crate) epoch: Instant,
     /// Bumped by every change of any owner's limits, so keys cached with a
@@ -205,6 +214,8 @@ impl Verifier {
             dirty: Mutex::new(Vec::new()),
             unwritten: Mutex::new(None),
             scope_sets: Mutex::new(HashMap::new()),
+            api_roles: Mutex::new(HashMap::new()),
+            api_generation: std::sync::atomic::AtomicU64::new(0),
             epoch: Instant::now(),
             wall_at_epoch: std::sync::atomic::AtomicI64::new(0),
             owner_generation: std::sync::atomic::AtomicU64::new(0),

@@ -47,6 +47,8 @@ async fn main() {
         prefix: Prefix::parse(prefix).expect("PREFIX is 1-12 of a-z0-9"),
         environments: vec![Environment::Live],
         created_at: now,
+        roles: Default::default(),
+        critical_scopes: Vec::new(),
     };
     store
         .create_api(&api, &event("api.create", api.id.as_str()))
