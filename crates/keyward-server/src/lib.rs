@@ -418,7 +418,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(audit::list_audit))
         .routes(routes!(sys::seal_status))
-        .routes(routes!(sys::init))
+        .routes(routes!(sys::init, sys::init_status))
         .routes(routes!(sys::unseal))
         .routes(routes!(sys::seal))
         .routes(routes!(sys::rotate))
@@ -426,6 +426,8 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(sys::rekey))
         .routes(routes!(sys::list_mounts))
         .routes(routes!(sys::mount))
+        .routes(routes!(sys::vault_health))
+        .routes(routes!(tokens::lookup_self))
 }
 
 fn router(state: Arc<AppState>, limits: keyward_net::Limits) -> Router {

@@ -193,6 +193,9 @@ fn rows() -> Vec<Row> {
         public("GET", "/health", None),
         public("GET", "/ready", None),
         public("GET", "/v1/sys/seal-status", None),
+        public("GET", "/v1/sys/health", None),
+        public("GET", "/v1/sys/init", None),
+        vault_self("GET", "/v1/auth/token/lookup-self"),
         public("POST", "/v1/sys/unseal", Some(r#"{"reset": true}"#)),
         // Keys.
         admin(
