@@ -24,6 +24,7 @@ on_both_backends!(
     changing_an_api_needs_apis_write_and_every_environment_of_it,
     a_role_change_is_audited_with_what_changed,
     the_openapi_document_describes_roles_and_critical_scopes,
+    keys_issued_while_their_role_is_removed_never_hold_an_undefined_role,
 );
 on_both_backends_raw!(a_role_changed_on_one_node_reaches_a_verify_on_a_second_node);
 
@@ -591,4 +592,90 @@ async fn the_openapi_document_describes_roles_and_critical_scopes(app: TestApp) 
     }
     let patch = &doc["paths"]["/v1/apis/{id}"]["patch"];
     assert!(patch["responses"]["409"].is_object(), "{patch}");
+}
+
+async fn keys_issued_while_their_role_is_removed_never_hold_an_undefined_role(app: TestApp) {
+    let app = std::sync::Arc::new(app);
+    let api = exchange(&app, "rt").await;
+    for round in 0..6 {
+        let (status, _) = set_roles(
+            &app,
+            &api,
+            json!({"trader": ["orders:write"], "viewer": ["prices:read"], "temp": ["t:w"]}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let app = std::sync::Arc::clone(&app);
+            let api = api.clone();
+            tasks.push(tokio::spawn(async move {
+                if i == 3 {
+                    // Removing `temp` midway through the issuing.
+                    set_roles(
+                        &app,
+                        &api,
+                        json!({"trader": ["orders:write"], "viewer": ["prices:read"]}),
+                    )
+                    .await
+                    .0
+                } else {
+                    let body = json!({
+                        "api_id": api, "environment": "live",
+                        "owner": format!("race-{round}-{i}"), "roles": ["temp"],
+                    });
+                    app.call(Method::POST, "/v1/keys", Some(&app.root), Some(body))
+                        .await
+                        .0
+                }
+            }));
+        }
+        let mut removed = false;
+        for (i, task) in tasks.into_iter().enumerate() {
+            let status = task.await.unwrap();
+            if i == 3 {
+                assert!(
+                    status == StatusCode::OK || status == StatusCode::CONFLICT,
+                    "{status}"
+                );
+                removed = status == StatusCode::OK;
+            } else {
+                // Issued, or refused for a role gone (checked before the
+                // write, or inside it).
+                assert!(matches!(status.as_u16(), 201 | 400 | 409), "{status}");
+            }
+        }
+        let view = app.ok(Method::GET, &format!("/v1/apis/{api}"), None).await;
+        let defined = view["roles"].get("temp").is_some();
+        assert_eq!(defined, !removed);
+        let keys = app
+            .ok(
+                Method::GET,
+                &format!("/v1/keys?api_id={api}&state=active&limit=1000"),
+                None,
+            )
+            .await;
+        let holders: Vec<&Value> = keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["roles"].as_array().unwrap().contains(&json!("temp")))
+            .collect();
+        if !defined {
+            assert!(
+                holders.is_empty(),
+                "round {round}: keys hold a removed role"
+            );
+        }
+        // Clear the way for the next round.
+        for key in holders {
+            let id = key["id"].as_str().unwrap();
+            app.ok(
+                Method::POST,
+                &format!("/v1/keys/{id}/revoke"),
+                Some(json!({})),
+            )
+            .await;
+        }
+    }
 }
