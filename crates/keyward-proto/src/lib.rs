@@ -561,6 +561,15 @@ pub struct VerifyResult<'a> {
     pub ratelimit: Option<RateLimitView>,
     /// Present when the key is metered.
     pub credits_remaining: Option<u64>,
+    /// The key's scopes its API marks critical; absent when none.
+    #[schema(value_type = Option<Vec<String>>)]
+    #[serde(serialize_with = "scope_strings", skip_serializing_if = "no_scopes")]
+    pub critical_scopes: Option<&'a [Scope]>,
+}
+
+/// For `skip_serializing_if` on scope lists that are absent when empty.
+fn no_scopes(scopes: &Option<&[Scope]>) -> bool {
+    scopes.is_none_or(|s| s.is_empty())
 }
 
 fn scope_strings<S: serde::Serializer>(
@@ -591,6 +600,8 @@ pub struct VerifyAnswer {
     pub expires_at: Option<OffsetDateTime>,
     pub ratelimit: Option<RateLimitView>,
     pub credits_remaining: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical_scopes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]

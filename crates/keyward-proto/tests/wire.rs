@@ -681,7 +681,10 @@ fn the_client_reads_every_answer_it_summarises_without_loss() {
 
 #[test]
 fn a_verify_answer_reads_everything_the_server_writes() {
-    let scopes = [Scope::parse("signals:read").unwrap()];
+    let scopes = [
+        Scope::parse("signals:read").unwrap(),
+        Scope::parse("withdrawals:write").unwrap(),
+    ];
     let metadata = serde_json::value::RawValue::from_string(r#"{"plan":"pro"}"#.into()).unwrap();
     let id = KeyId::generate(LATER).unwrap();
     let found = VerifyResult {
@@ -699,10 +702,24 @@ fn a_verify_answer_reads_everything_the_server_writes() {
             reset: 4_102_444_800_000,
         }),
         credits_remaining: Some(3),
+        critical_scopes: Some(&scopes[1..]),
     };
     let answer: VerifyAnswer = reads_back(&found);
     assert!(answer.valid);
-    assert_eq!(answer.key_id, Some(id));
+    assert_eq!(answer.key_id.as_ref(), Some(&id));
+    assert_eq!(
+        answer.critical_scopes,
+        Some(vec!["withdrawals:write".to_owned()])
+    );
+    let none_critical = VerifyResult {
+        critical_scopes: Some(&[]),
+        ..found
+    };
+    let written = serde_json::to_value(&none_critical).unwrap();
+    assert!(
+        written.get("critical_scopes").is_none(),
+        "absent when the key has none: {written}"
+    );
     let unknown = VerifyResult {
         valid: false,
         code: VerifyCode::NotFound,
@@ -714,6 +731,7 @@ fn a_verify_answer_reads_everything_the_server_writes() {
         expires_at: None,
         ratelimit: None,
         credits_remaining: None,
+        critical_scopes: None,
     };
     let answer: VerifyAnswer = reads_back(&unknown);
     assert_eq!(answer.code, VerifyCode::NotFound);

@@ -25,6 +25,7 @@ on_both_backends!(
     a_role_change_is_audited_with_what_changed,
     the_openapi_document_describes_roles_and_critical_scopes,
     keys_issued_while_their_role_is_removed_never_hold_an_undefined_role,
+    the_verify_answer_names_the_critical_scopes_a_key_carries,
 );
 on_both_backends_raw!(a_role_changed_on_one_node_reaches_a_verify_on_a_second_node);
 
@@ -678,4 +679,41 @@ async fn keys_issued_while_their_role_is_removed_never_hold_an_undefined_role(ap
             .await;
         }
     }
+}
+
+async fn the_verify_answer_names_the_critical_scopes_a_key_carries(app: TestApp) {
+    let api = exchange(&app, "rq").await;
+    let (trader, _) = key_with(&app, &api, &["trader"], &[]).await;
+    let (direct, _) = key_with(&app, &api, &[], &["withdrawals:write", "prices:read"]).await;
+    let answer = app.verify(json!({"key": trader})).await;
+    assert!(
+        answer.get("critical_scopes").is_none(),
+        "none held: {answer}"
+    );
+    let answer = app.verify(json!({"key": direct})).await;
+    assert_eq!(answer["critical_scopes"], json!(["withdrawals:write"]));
+
+    // Marking a scope critical, or a role granting one, shows at the next
+    // verify of keys already cached.
+    app.ok(
+        Method::PATCH,
+        &format!("/v1/apis/{api}"),
+        Some(json!({"critical_scopes": ["orders:write", "withdrawals:write"]})),
+    )
+    .await;
+    let answer = app.verify(json!({"key": trader})).await;
+    assert_eq!(answer["critical_scopes"], json!(["orders:write"]));
+    app.ok(
+        Method::PATCH,
+        &format!("/v1/apis/{api}"),
+        Some(json!({"critical_scopes": []})),
+    )
+    .await;
+    let answer = app.verify(json!({"key": direct})).await;
+    assert!(answer.get("critical_scopes").is_none(), "{answer}");
+    // Not enforced yet: a critical scope verifies like any other.
+    assert_eq!(
+        verify_scope(&app, &direct, "withdrawals:write").await,
+        "VALID"
+    );
 }

@@ -34,7 +34,7 @@ use std::time::Instant;
 
 use keyward_core::limits::{RateLimit, Refill};
 use keyward_core::model::effective_scopes;
-use keyward_core::{ApiId, Environment, KeyDigest, KeyId, KeyPolicy, KeyRecord, KeyRoles};
+use keyward_core::{ApiId, Environment, KeyDigest, KeyId, KeyPolicy, KeyRecord, KeyRoles, Scope};
 use keyward_store::StoreError;
 use serde_json::value::RawValue;
 
@@ -92,6 +92,20 @@ impl CachedKey {
     pub fn credits(&self) -> Option<Option<Refill>> {
         self.extras.as_ref().and_then(|e| e.credits)
     }
+
+    /// The scopes the key carries that its API marks critical, as the API
+    /// stood when the key was cached.
+    pub fn critical_scopes(&self) -> &[Scope] {
+        self.extras.as_ref().map_or(&[], |e| &e.critical_scopes[..])
+    }
+}
+
+/// What an API adds to its keys' scopes: its roles, and which scopes it
+/// marks critical.
+#[derive(Default)]
+pub(crate) struct ApiScopes {
+    roles: KeyRoles,
+    critical: Vec<Scope>,
 }
 
 impl Verifier {
@@ -131,7 +145,8 @@ impl Verifier {
         }
     }
 
-    /// Forgets every cached key of an API and the API's roles, before a
+    /// Forgets every cached key of an API and the API's roles and critical
+    /// scopes, before a
     /// change of its roles is acknowledged and when the change feed reports
     /// one made elsewhere: each key is read again, and its roles expanded
     /// anew, at its next verify. Leases and limit states stay; what changed
@@ -139,7 +154,7 @@ impl Verifier {
     pub fn api_changed(&self, api: &ApiId) {
         self.api_generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.api_roles
+        self.api_scopes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(api);
@@ -154,7 +169,7 @@ impl Verifier {
         }
         self.api_generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.api_roles
+        self.api_scopes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
@@ -234,18 +249,9 @@ impl Verifier {
                     .load(std::sync::atomic::Ordering::Acquire);
                 let owner: Arc<str> = record.owner.as_str().into();
                 let owner_limits = self.owner_limits_of(&owner).await?;
-                let roles = if record.roles.is_empty() {
-                    None
-                } else {
-                    Some(self.roles_of(&record.api_id, seen_api).await?)
-                };
-                let cached = Arc::new(self.compact(
-                    record,
-                    roles.as_deref(),
-                    owner,
-                    owner_limits,
-                    generation,
-                )?);
+                let api = self.api_scopes_of(&record.api_id, seen_api).await?;
+                let cached =
+                    Arc::new(self.compact(record, &api, owner, owner_limits, generation)?);
                 self.cache.insert(d, Arc::clone(&cached));
                 self.uncache_if_changed_since(&d, seen);
                 // The same for a change of the API's roles, which other
@@ -267,31 +273,35 @@ impl Verifier {
         }
     }
 
-    /// The key roles of `api`, from memory when read within the cache TTL,
-    /// else from the store. What the store answers is kept only if no API
-    /// changed since `seen` (the API generation before the read), since it
-    /// may predate the change; `api_changed` drops it otherwise.
-    async fn roles_of(&self, api: &ApiId, seen: u64) -> Result<Arc<KeyRoles>, StoreError> {
-        if let Some((at, roles)) = self
-            .api_roles
+    /// The key roles and critical scopes of `api`, from memory when read
+    /// within the cache TTL, else from the store (one read per API, not per
+    /// key). What the store answers is kept only if no API changed since
+    /// `seen` (the API generation before the read), since it may predate
+    /// the change; `api_changed` drops it otherwise.
+    async fn api_scopes_of(&self, api: &ApiId, seen: u64) -> Result<Arc<ApiScopes>, StoreError> {
+        if let Some((at, scopes)) = self
+            .api_scopes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(api)
         {
             if at.elapsed() < self.config.cache_ttl {
-                return Ok(Arc::clone(roles));
+                return Ok(Arc::clone(scopes));
             }
         }
         let read_at = Instant::now();
-        let roles = Arc::new(
+        let scopes = Arc::new(
             self.store
                 .get_api(api)
                 .await?
-                .map(|a| a.roles)
+                .map(|a| ApiScopes {
+                    roles: a.roles,
+                    critical: a.critical_scopes,
+                })
                 .unwrap_or_default(),
         );
         let mut table = self
-            .api_roles
+            .api_scopes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if self
@@ -299,9 +309,9 @@ impl Verifier {
             .load(std::sync::atomic::Ordering::SeqCst)
             == seen
         {
-            table.insert(api.clone(), (read_at, Arc::clone(&roles)));
+            table.insert(api.clone(), (read_at, Arc::clone(&scopes)));
         }
-        Ok(roles)
+        Ok(scopes)
     }
 
     fn intern_api(&self, id: ApiId) -> Arc<ApiId> {
@@ -313,19 +323,25 @@ impl Verifier {
     }
 
     /// What the cache keeps of `record`, whose roles (if it holds any) are
-    /// expanded by `roles`, its API's.
+    /// expanded by `api`'s, and whose critical scopes are those `api` marks.
     fn compact(
         &self,
         record: KeyRecord,
-        roles: Option<&KeyRoles>,
+        api: &ApiScopes,
         owner: Arc<str>,
         owner_limits: Arc<Vec<RateLimit>>,
         owner_generation: u64,
     ) -> Result<CachedKey, StoreError> {
-        let effective = match roles {
-            Some(roles) => effective_scopes(&record.scopes, &record.roles, roles),
-            None => record.scopes,
+        let effective = if record.roles.is_empty() {
+            record.scopes
+        } else {
+            effective_scopes(&record.scopes, &record.roles, &api.roles)
         };
+        let critical_scopes: Box<[Scope]> = effective
+            .iter()
+            .filter(|s| api.critical.contains(s))
+            .cloned()
+            .collect();
         let scopes = {
             let mut sets = self
                 .scope_sets
@@ -346,14 +362,18 @@ impl Verifier {
         };
         let credits = record.credits.map(|c| c.refill);
         let stored_last_used = record.last_used_at;
-        let extras = (metadata.is_some() || !record.ratelimits.is_empty() || credits.is_some())
-            .then(|| {
-                Box::new(Extras {
-                    metadata,
-                    ratelimits: record.ratelimits.into(),
-                    credits,
-                })
-            });
+        let extras = (metadata.is_some()
+            || !record.ratelimits.is_empty()
+            || credits.is_some()
+            || !critical_scopes.is_empty())
+        .then(|| {
+            Box::new(Extras {
+                metadata,
+                ratelimits: record.ratelimits.into(),
+                credits,
+                critical_scopes,
+            })
+        });
         let id = InlineKeyId::new(&record.id).ok_or_else(|| StoreError::Corrupt {
             table: "keys",
             detail: format!("unexpected id {}", record.id),
@@ -391,6 +411,8 @@ struct Extras {
     ratelimits: Box<[RateLimit]>,
     /// Whether the key is metered, and how its credits refill.
     credits: Option<Option<Refill>>,
+    /// Which of the key's scopes its API marks critical.
+    critical_scopes: Box<[Scope]>,
 }
 
 /// A key id (`key_` and 22 base62 digits) without a heap allocation.

@@ -384,6 +384,7 @@ fn verify_result(v: &keyward_verify::Verification) -> VerifyResult<'_> {
             reset: r.reset,
         }),
         credits_remaining: v.credits_remaining,
+        critical_scopes: key.map(CachedKey::critical_scopes),
     }
 }
 
