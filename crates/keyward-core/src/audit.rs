@@ -5,6 +5,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AuditAction {
     ApiCreate,
+    ApiUpdate,
     KeyCreate,
     KeyUpdate,
     KeyRotate,
@@ -52,8 +53,9 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 45] = [
+    pub const ALL: [AuditAction; 46] = [
         AuditAction::ApiCreate,
+        AuditAction::ApiUpdate,
         AuditAction::KeyCreate,
         AuditAction::KeyUpdate,
         AuditAction::KeyRotate,
@@ -104,6 +106,7 @@ impl AuditAction {
     pub fn as_str(self) -> &'static str {
         match self {
             AuditAction::ApiCreate => "api.create",
+            AuditAction::ApiUpdate => "api.update",
             AuditAction::KeyCreate => "key.create",
             AuditAction::KeyUpdate => "key.update",
             AuditAction::KeyRotate => "key.rotate",

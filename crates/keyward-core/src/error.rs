@@ -42,6 +42,9 @@ pub struct IdError {
 pub enum ValueError {
     #[error("scope must be 1 to 128 characters of a-z, A-Z, 0-9 and _ . : / * -")]
     Scope,
+    /// Not a key role's name.
+    #[error("a role name must be 1 to 64 characters of a-z, A-Z, 0-9 and _ . : -")]
+    RoleName,
     /// Not the name of an admin scope; `known` lists the names there are.
     #[error("unknown admin scope; admin scopes are {}", known.join(", "))]
     AdminScope { known: &'static [&'static str] },

@@ -82,7 +82,9 @@ pub struct KeyPolicy {
 }
 
 impl KeyRecord {
-    /// The record's policy, with its own copy of the scopes.
+    /// The record's policy, with its own copy of its own scopes: the
+    /// scopes of its roles are not among them. The verifier's cached
+    /// policy holds the effective set (`model::effective_scopes`).
     pub fn policy(&self) -> KeyPolicy {
         KeyPolicy {
             environment: self.environment,
@@ -154,6 +156,7 @@ mod tests {
             name: "k".into(),
             owner: "acme".into(),
             scopes: vec![Scope::parse("prices:read").unwrap()],
+            roles: Vec::new(),
             metadata: serde_json::json!({}),
             digest: KeyDigest::of("x"),
             start: "tm_live_0000".into(),

@@ -16,6 +16,8 @@ use keyward_core::{
     AdminToken, Api, ApiId, AuditEvent, Environment, KeyId, KeyRecord, KeyState, Prefix, Scope,
     TokenId, VerifyCode,
 };
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -107,6 +109,41 @@ pub struct ApiCreate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub workspace: Option<String>,
+    /// Key roles: each name (1–64 of `A-Z a-z 0-9 _ . : -`) stands for
+    /// the scopes listed under it (at most 64), which keys holding the role
+    /// carry. At most 64 roles.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = HashMap<RoleNameKey, Vec<ScopeName>>)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Scopes marked critical: stored and shown; a later release may ask a
+    /// second factor for them. At most 64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<ScopeName>, max_items = 64)]
+    pub critical_scopes: Vec<String>,
+}
+
+/// `PATCH /v1/apis/{id}`: fields left out stay as they are.
+#[derive(Deserialize, Serialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ApiUpdate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
+    pub name: Option<String>,
+    /// Replaces every role; `{}` removes them all. Every key holding a role
+    /// carries its new scopes at its next verify, on every node. A role
+    /// left out that unrevoked keys still hold is refused with 409
+    /// `CONFLICT`, which says how many hold it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<HashMap<RoleNameKey, Vec<ScopeName>>>)]
+    pub roles: Option<BTreeMap<String, Vec<String>>>,
+    /// Replaces the critical scopes; `[]` removes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<ScopeName>>, max_items = 64)]
+    pub critical_scopes: Option<Vec<String>>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -118,6 +155,12 @@ pub struct ApiView {
     pub workspace: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Key roles and the scopes each stands for.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Scopes marked critical.
+    #[serde(default)]
+    pub critical_scopes: Vec<String>,
 }
 
 impl From<Api> for ApiView {
@@ -129,6 +172,17 @@ impl From<Api> for ApiView {
             environments: a.environments,
             workspace: a.workspace,
             created_at: a.created_at,
+            roles: a
+                .roles
+                .into_iter()
+                .map(|(name, scopes)| {
+                    (
+                        String::from(name),
+                        scopes.into_iter().map(String::from).collect(),
+                    )
+                })
+                .collect(),
+            critical_scopes: a.critical_scopes.into_iter().map(String::from).collect(),
         }
     }
 }
@@ -194,6 +248,11 @@ pub struct KeyCreate {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<IpRange>, max_items = 256)]
     pub ip_allowlist: Vec<String>,
+    /// Roles of the API the key holds; it carries their scopes besides its
+    /// own. Each must be one the API defines. At most 64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<RoleNameKey>, max_items = 64)]
+    pub roles: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -203,7 +262,11 @@ pub struct KeyView {
     pub environment: Environment,
     pub name: String,
     pub owner: String,
+    /// The key's own scopes; verify also counts those of its roles.
     pub scopes: Vec<String>,
+    /// Roles of its API the key holds.
+    #[serde(default)]
+    pub roles: Vec<String>,
     #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
     /// The first characters of the key, for telling keys apart.
@@ -241,6 +304,7 @@ impl KeyView {
             name: k.name,
             owner: k.owner,
             scopes: k.scopes.into_iter().map(String::from).collect(),
+            roles: k.roles.into_iter().map(String::from).collect(),
             metadata: k.metadata,
             start: k.start,
             enabled: k.enabled,
@@ -337,6 +401,11 @@ pub struct KeyUpdate {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<IpRange>>, max_items = 256)]
     pub ip_allowlist: Option<Vec<String>>,
+    /// Replaces the roles the key holds; `[]` removes them. Each must be
+    /// one its API defines. At most 64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<RoleNameKey>>, max_items = 64)]
+    pub roles: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Serialize, ToSchema, Default)]
@@ -499,6 +568,15 @@ pub struct VerifyResult<'a> {
     pub ratelimit: Option<RateLimitView>,
     /// Present when the key is metered.
     pub credits_remaining: Option<u64>,
+    /// The key's scopes its API marks critical; absent when none.
+    #[schema(value_type = Option<Vec<String>>)]
+    #[serde(serialize_with = "scope_strings", skip_serializing_if = "no_scopes")]
+    pub critical_scopes: Option<&'a [Scope]>,
+}
+
+/// For `skip_serializing_if` on scope lists that are absent when empty.
+fn no_scopes(scopes: &Option<&[Scope]>) -> bool {
+    scopes.is_none_or(|s| s.is_empty())
 }
 
 fn scope_strings<S: serde::Serializer>(
@@ -529,6 +607,8 @@ pub struct VerifyAnswer {
     pub expires_at: Option<OffsetDateTime>,
     pub ratelimit: Option<RateLimitView>,
     pub credits_remaining: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical_scopes: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -851,6 +931,12 @@ pub struct ErrorDetail {
 #[derive(ToSchema)]
 #[schema(pattern = r"^[A-Za-z0-9_.:/*-]{1,128}$")]
 pub struct ScopeName(#[allow(dead_code)] String);
+
+/// A key role's name: 1–64 of `A-Z a-z 0-9 _ . : -`.
+/// Documentation only: the field it describes stays a `String`.
+#[derive(ToSchema)]
+#[schema(pattern = r"^[A-Za-z0-9_.:-]{1,64}$")]
+pub struct RoleNameKey(#[allow(dead_code)] String);
 
 /// An admin token's scope.
 #[derive(ToSchema)]

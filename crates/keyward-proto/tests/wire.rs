@@ -11,12 +11,12 @@
 use keyward_core::limits::{RateLimit, Refill, RefillInterval};
 use keyward_core::{ApiId, Environment, KeyId, KeyState, Prefix, Scope, TokenId, VerifyCode};
 use keyward_proto::{
-    ApiCreate, ApiList, ApiView, BulkRevokeRequest, BulkRevokeResult, CreditsInput, CreditsView,
-    ErrorDetail, ErrorResponse, IssuedKey, IssuedToken, KeyCreate, KeyList, KeyUpdate, KeyView,
-    KeyringRotated, Leak, LeakReceipt, LeakReport, OwnerRateLimits, RateLimitView, RekeyRequest,
-    RevokeRequest, RewrapCounts, RewrapResult, RotateRequest, SealInit, SealInitResult,
-    SealStatusView, TokenCreate, TokenList, TokenView, UnsealRequest, VerifyAnswer, VerifyRequest,
-    VerifyResult,
+    ApiCreate, ApiList, ApiUpdate, ApiView, BulkRevokeRequest, BulkRevokeResult, CreditsInput,
+    CreditsView, ErrorDetail, ErrorResponse, IssuedKey, IssuedToken, KeyCreate, KeyList, KeyUpdate,
+    KeyView, KeyringRotated, Leak, LeakReceipt, LeakReport, OwnerRateLimits, RateLimitView,
+    RekeyRequest, RevokeRequest, RewrapCounts, RewrapResult, RotateRequest, SealInit,
+    SealInitResult, SealStatusView, TokenCreate, TokenList, TokenView, UnsealRequest, VerifyAnswer,
+    VerifyRequest, VerifyResult,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -82,6 +82,8 @@ fn api_create_sends_environments_only_when_given() {
         prefix: "px".into(),
         environments: None,
         workspace: None,
+        roles: Default::default(),
+        critical_scopes: Vec::new(),
     };
     check(&minimal, json!({"name": "Prices", "prefix": "px"}));
     let some = ApiCreate {
@@ -93,6 +95,57 @@ fn api_create_sends_environments_only_when_given() {
         &some,
         json!({"name": "Prices", "prefix": "px", "environments": ["live", "test"],
                "workspace": "desk"}),
+    );
+}
+
+#[test]
+fn api_create_sends_roles_and_critical_scopes_only_when_given() {
+    let body = ApiCreate {
+        name: "Exchange".into(),
+        prefix: "ex".into(),
+        environments: None,
+        workspace: None,
+        roles: [
+            (
+                "trader".to_owned(),
+                vec!["prices:read".to_owned(), "orders:write".to_owned()],
+            ),
+            ("empty".to_owned(), Vec::new()),
+        ]
+        .into(),
+        critical_scopes: vec!["withdrawals:write".into()],
+    };
+    let read = check(
+        &body,
+        json!({
+            "name": "Exchange", "prefix": "ex",
+            "roles": {"empty": [], "trader": ["prices:read", "orders:write"]},
+            "critical_scopes": ["withdrawals:write"],
+        }),
+    );
+    assert_eq!(read.roles["trader"], ["prices:read", "orders:write"]);
+}
+
+#[test]
+fn api_update_tells_absent_from_empty() {
+    check(&ApiUpdate::default(), json!({}));
+    let cleared = check(
+        &ApiUpdate {
+            roles: Some(Default::default()),
+            critical_scopes: Some(Vec::new()),
+            ..ApiUpdate::default()
+        },
+        json!({"roles": {}, "critical_scopes": []}),
+    );
+    assert_eq!(cleared.roles.map(|r| r.len()), Some(0));
+    assert!(cleared.name.is_none());
+    check(
+        &ApiUpdate {
+            name: Some("Renamed".into()),
+            roles: Some([("viewer".to_owned(), vec!["prices:read".to_owned()])].into()),
+            critical_scopes: None,
+        },
+        json!({"name": "Renamed", "roles": {"viewer": ["prices:read"]}}),
     );
 }
 
@@ -110,6 +163,7 @@ fn key_create_leaves_out_what_was_not_given() {
         ratelimits: Vec::new(),
         credits: None,
         ip_allowlist: Vec::new(),
+        roles: Vec::new(),
     };
     let read = check(
         &minimal,
@@ -126,6 +180,7 @@ fn key_create_leaves_out_what_was_not_given() {
         ratelimits: vec![burst()],
         credits: Some(monthly_credits()),
         ip_allowlist: vec!["10.0.0.0/8".into()],
+        roles: vec!["trader".into()],
         ..minimal
     };
     let read = check(
@@ -136,7 +191,7 @@ fn key_create_leaves_out_what_was_not_given() {
             "expires_at": "2100-01-01T00:00:00Z", "enabled": false,
             "ratelimits": [{"name": "burst", "limit": 10, "duration_ms": 1000}],
             "credits": {"remaining": 5, "refill": {"interval": "monthly", "amount": 5, "day": 3}},
-            "ip_allowlist": ["10.0.0.0/8"],
+            "ip_allowlist": ["10.0.0.0/8"], "roles": ["trader"],
         }),
     );
     assert_eq!(read.expires_at, Some(LATER));
@@ -183,6 +238,7 @@ fn empty_update() -> KeyUpdate {
         ratelimits: None,
         credits: None,
         ip_allowlist: None,
+        roles: None,
     }
 }
 
@@ -230,9 +286,13 @@ fn key_update_tells_absent_from_null() {
                 credits: Some(None),
                 ratelimits: Some(Vec::new()),
                 ip_allowlist: Some(Vec::new()),
+                roles: Some(Vec::new()),
                 ..empty_update()
             },
-            json!({"expires_at": null, "credits": null, "ratelimits": [], "ip_allowlist": []}),
+            json!({
+                "expires_at": null, "credits": null, "ratelimits": [], "ip_allowlist": [],
+                "roles": [],
+            }),
         ),
         (
             KeyUpdate {
@@ -242,12 +302,13 @@ fn key_update_tells_absent_from_null() {
                 enabled: Some(false),
                 ratelimits: Some(vec![burst()]),
                 ip_allowlist: Some(vec!["10.2.3.4".into()]),
+                roles: Some(vec!["trader".into()]),
                 ..empty_update()
             },
             json!({
                 "name": "renamed", "scopes": ["a", "b"], "metadata": {}, "enabled": false,
                 "ratelimits": [{"name": "burst", "limit": 10, "duration_ms": 1000}],
-                "ip_allowlist": ["10.2.3.4"],
+                "ip_allowlist": ["10.2.3.4"], "roles": ["trader"],
             }),
         ),
     ];
@@ -512,6 +573,7 @@ fn key_view() -> KeyView {
         name: "acme".into(),
         owner: "acme".into(),
         scopes: vec!["signals:read".into()],
+        roles: vec!["trader".into()],
         metadata: json!({"plan": "pro"}),
         start: "px_live_4eC3".into(),
         enabled: true,
@@ -560,6 +622,8 @@ fn the_client_reads_every_answer_it_summarises_without_loss() {
         environments: vec![Environment::Live],
         workspace: "desk".into(),
         created_at: datetime!(2030-05-06 7:08:09 UTC),
+        roles: [("trader".to_owned(), vec!["orders:write".to_owned()])].into(),
+        critical_scopes: vec!["withdrawals:write".into()],
     };
     reads_back::<_, ApiView>(&api);
     reads_back::<_, ApiList>(&ApiList { apis: vec![api] });
@@ -626,7 +690,10 @@ fn the_client_reads_every_answer_it_summarises_without_loss() {
 
 #[test]
 fn a_verify_answer_reads_everything_the_server_writes() {
-    let scopes = [Scope::parse("signals:read").unwrap()];
+    let scopes = [
+        Scope::parse("signals:read").unwrap(),
+        Scope::parse("withdrawals:write").unwrap(),
+    ];
     let metadata = serde_json::value::RawValue::from_string(r#"{"plan":"pro"}"#.into()).unwrap();
     let id = KeyId::generate(LATER).unwrap();
     let found = VerifyResult {
@@ -644,10 +711,24 @@ fn a_verify_answer_reads_everything_the_server_writes() {
             reset: 4_102_444_800_000,
         }),
         credits_remaining: Some(3),
+        critical_scopes: Some(&scopes[1..]),
     };
     let answer: VerifyAnswer = reads_back(&found);
     assert!(answer.valid);
-    assert_eq!(answer.key_id, Some(id));
+    assert_eq!(answer.key_id.as_ref(), Some(&id));
+    assert_eq!(
+        answer.critical_scopes,
+        Some(vec!["withdrawals:write".to_owned()])
+    );
+    let none_critical = VerifyResult {
+        critical_scopes: Some(&[]),
+        ..found
+    };
+    let written = serde_json::to_value(&none_critical).unwrap();
+    assert!(
+        written.get("critical_scopes").is_none(),
+        "absent when the key has none: {written}"
+    );
     let unknown = VerifyResult {
         valid: false,
         code: VerifyCode::NotFound,
@@ -659,6 +740,7 @@ fn a_verify_answer_reads_everything_the_server_writes() {
         expires_at: None,
         ratelimit: None,
         credits_remaining: None,
+        critical_scopes: None,
     };
     let answer: VerifyAnswer = reads_back(&unknown);
     assert_eq!(answer.code, VerifyCode::NotFound);

@@ -777,7 +777,8 @@ impl ToSchema for MountCreate {}
 
 /// Rules of the request shapes that no single field states: the filters
 /// of a bulk revocation, the two forms of an unseal, the share counts of a
-/// rekey, and the bodies an action may leave out.
+/// rekey, the names and number of an API's key roles, and the bodies an
+/// action may leave out.
 pub(crate) struct Constraints;
 
 impl Modify for Constraints {
@@ -839,6 +840,13 @@ impl Modify for Constraints {
                 "",
                 one_of_present(&[("secret_threshold", not_null(Type::Integer))]),
             );
+            for name in ["ApiCreate", "ApiUpdate"] {
+                if let Some(RefOr::T(Schema::Object(body))) = schemas.get_mut(name) {
+                    if let Some(RefOr::T(roles)) = body.properties.get_mut("roles") {
+                        bound_role_map(roles);
+                    }
+                }
+            }
         }
         for (path, item) in doc.paths.paths.iter_mut() {
             let optional = matches!(
@@ -857,6 +865,41 @@ impl Modify for Constraints {
                 body.required = Some(Required::False);
             }
         }
+    }
+}
+
+/// States what a role map's keys may be (a role name) and how many there
+/// may be, which a map's schema from its Rust type cannot say.
+fn bound_role_map(schema: &mut Schema) {
+    match schema {
+        Schema::Object(map) => {
+            map.property_names = Some(Box::new(Schema::Object(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^[A-Za-z0-9_.:-]{1,64}$"))
+                    .min_length(Some(1))
+                    .max_length(Some(64))
+                    .build(),
+            )));
+            map.max_properties = Some(64);
+            if let Some(utoipa::openapi::schema::AdditionalProperties::RefOr(RefOr::T(
+                Schema::Array(scopes),
+            ))) = map.additional_properties.as_deref_mut()
+            {
+                scopes.max_items = Some(64);
+            }
+        }
+        Schema::OneOf(one) => one.items.iter_mut().for_each(|item| {
+            if let RefOr::T(item) = item {
+                bound_role_map(item);
+            }
+        }),
+        Schema::AnyOf(any) => any.items.iter_mut().for_each(|item| {
+            if let RefOr::T(item) = item {
+                bound_role_map(item);
+            }
+        }),
+        _ => {}
     }
 }
 

@@ -54,7 +54,7 @@ impl ApiError {
             Error::MissingScope(_) | Error::Forbidden(_) | Error::OutOfReach => Code::Forbidden,
             Error::NotFound(_) | Error::NoMount => Code::NotFound,
             Error::InvalidRequest(_) => Code::InvalidRequest,
-            Error::Conflict(_) => Code::Conflict,
+            Error::Conflict(_) | Error::RoleInUse { .. } => Code::Conflict,
             Error::LastRootToken => Code::LastRootToken,
             Error::EmptyFilter => Code::EmptyFilter,
             Error::SignatureInvalid(_) => Code::SignatureInvalid,

@@ -468,7 +468,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
         .routes(routes!(apis::create_api, apis::list_apis))
-        .routes(routes!(apis::get_api))
+        .routes(routes!(apis::get_api, apis::update_api))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::get_key, keys::update_key))
         .routes(routes!(keys::revoke_key))
@@ -485,7 +485,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(audit::list_audit))
         .routes(routes!(sys::seal_status))
-        .routes(routes!(sys::init))
+        .routes(routes!(sys::init, sys::init_status))
         .routes(routes!(sys::unseal))
         .routes(routes!(sys::seal))
         .routes(routes!(sys::rotate))
@@ -506,6 +506,8 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(users::list_roles))
         .routes(routes!(users::put_role, users::delete_role))
         .routes(routes!(users::access_review))
+        .routes(routes!(sys::vault_health))
+        .routes(routes!(tokens::lookup_self))
 }
 
 /// The address a request's connection came from (the API listener's peer;

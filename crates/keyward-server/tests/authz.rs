@@ -94,6 +94,8 @@ enum Expect {
     /// operation itself then says — done, conflict, bad input — is not the
     /// matrix's business).
     Authorized,
+    /// This status with Vault's `{"errors": [...]}` body.
+    VaultRefused(u16),
 }
 
 const UNAUTHENTICATED: Expect = Expect::Refused(401, "UNAUTHENTICATED");
@@ -128,6 +130,9 @@ struct Row {
     as_session: Expect,
     /// The same request on a record that does not exist, for `Absent`.
     absent: Option<&'static str>,
+    /// A Vault route that reads the token itself: any usable token is
+    /// served, any other state hears Vault's 403.
+    vault_self: bool,
 }
 
 impl Row {
@@ -176,6 +181,7 @@ const fn admin(
         session_workspace: None,
         as_session: Expect::Authorized,
         absent,
+        vault_self: false,
     }
 }
 
@@ -193,6 +199,15 @@ const fn public(method: &'static str, template: &'static str, body: Option<&'sta
         session_workspace: None,
         as_session: Expect::Ok,
         absent: None,
+        vault_self: false,
+    }
+}
+
+/// A Vault route about the presented token itself.
+const fn vault_self(method: &'static str, template: &'static str) -> Row {
+    Row {
+        vault_self: true,
+        ..public(method, template, None)
     }
 }
 
@@ -228,6 +243,9 @@ fn rows() -> Vec<Row> {
         public("GET", "/health", None),
         public("GET", "/ready", None),
         public("GET", "/v1/sys/seal-status", None),
+        public("GET", "/v1/sys/health", None),
+        public("GET", "/v1/sys/init", None),
+        vault_self("GET", "/v1/auth/token/lookup-self"),
         public("POST", "/v1/sys/unseal", Some(r#"{"reset": true}"#)),
         // Keys.
         admin(
@@ -605,6 +623,16 @@ fn rows() -> Vec<Row> {
             FORBIDDEN,
             FORBIDDEN,
             None,
+        ),
+        admin(
+            "PATCH",
+            "/v1/apis/{id}",
+            "/v1/apis/{API}",
+            Some(r#"{"critical_scopes": ["withdrawals:write"]}"#),
+            "apis:write",
+            Absent,
+            Absent,
+            Some("/v1/apis/{ABSENT_API}"),
         ),
         // The node: what spans every API and environment needs a token
         // without limits.
@@ -1272,6 +1300,14 @@ async fn authorization_matrix_covers_every_route_and_token_state(app: TestApp) {
                 .map(|b| b.replace("{UNIQUE}", &counts.cells.to_string()));
             let token = fixture.token(state, row);
             let expect = match (row.scope, state) {
+                (
+                    None,
+                    State::LacksScope
+                    | State::OtherApi
+                    | State::OtherEnvironment
+                    | State::OtherWorkspace,
+                ) if row.vault_self => Expect::Ok,
+                (None, _) if row.vault_self => Expect::VaultRefused(403),
                 (None, _) => row.public,
                 (Some(_), State::NoToken | State::Garbage | State::Revoked | State::Expired) => {
                     UNAUTHENTICATED
@@ -1390,6 +1426,11 @@ async fn check_cell(
             (got.0.as_u16() != status || got.1["error"]["code"] != code)
                 .then(|| format!("{name}: expected {status} {code}, got {} {}", got.0, got.1))
         }
+        Expect::VaultRefused(status) => {
+            counts.other_refusals += 1;
+            (got.0.as_u16() != status || !got.1["errors"].is_array())
+                .then(|| format!("{name}: expected Vault's {status}, got {} {}", got.0, got.1))
+        }
         Expect::Absent => {
             counts.absent += 1;
             let absent_path = fixture.fill(row.absent.expect("an absent path"), i);
@@ -1444,6 +1485,12 @@ const SESSION_STATES: [SessionState; 4] = [
 /// from the role's documented scopes (`BuiltinRole::scopes`) and the row's
 /// answers for tokens out of reach.
 fn role_expect(row: &Row, role: BuiltinRole, state: SessionState) -> Expect {
+    if row.vault_self {
+        return match state {
+            SessionState::Revoked => Expect::VaultRefused(403),
+            _ => Expect::Ok,
+        };
+    }
     let Some(scope) = row.scope else {
         return row.public;
     };
@@ -1531,7 +1578,7 @@ async fn role_matrix_covers_every_route_role_and_session_state(app: TestApp) {
     for role in BuiltinRole::ALL {
         for state in SESSION_STATES {
             for (i, row) in rows.iter().enumerate() {
-                if row.scope.is_none() {
+                if row.scope.is_none() && !row.vault_self {
                     // Public routes answer the same whoever calls.
                     continue;
                 }
@@ -1576,7 +1623,10 @@ async fn role_matrix_covers_every_route_role_and_session_state(app: TestApp) {
             .await,
         );
     }
-    let routes = rows.iter().filter(|r| r.scope.is_some()).count();
+    let routes = rows
+        .iter()
+        .filter(|r| r.scope.is_some() || r.vault_self)
+        .count();
     eprintln!(
         "role matrix: {routes} routes x {} roles x {} session states = {} cells (401: {}, 403: {}, 404/absent: {}, other refusals: {}, allowed: {})",
         BuiltinRole::ALL.len(),

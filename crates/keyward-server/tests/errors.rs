@@ -81,7 +81,18 @@ fn routes() -> Vec<Route> {
         Route {
             method: "POST",
             path: "/v1/apis",
-            body: Some(json!({"name": "n", "prefix": "zz", "environments": ["live", "test"]})),
+            body: Some(json!({
+                "name": "n", "prefix": "zz", "environments": ["live", "test"],
+                "roles": {"trader": ["a:b"]}, "critical_scopes": ["c:d"],
+            })),
+            query: &[],
+        },
+        Route {
+            method: "PATCH",
+            path: "/v1/apis/{api_id}",
+            body: Some(json!({
+                "name": "n", "roles": {"trader": ["a:b"]}, "critical_scopes": ["c:d"],
+            })),
             query: &[],
         },
         Route {
@@ -98,6 +109,7 @@ fn routes() -> Vec<Route> {
                 "scopes": ["a:b"], "metadata": {"plan": "pro"},
                 "expires_at": "2999-01-01T00:00:00Z", "enabled": true,
                 "ratelimits": ratelimits, "credits": credits, "ip_allowlist": ["10.0.0.0/8"],
+                "roles": ["trader"],
             })),
             query: &[],
         },
@@ -114,6 +126,7 @@ fn routes() -> Vec<Route> {
                 "name": "n", "scopes": ["a:b"], "metadata": {"plan": "pro"},
                 "expires_at": "2999-01-01T00:00:00Z", "enabled": true,
                 "ratelimits": ratelimits, "credits": credits, "ip_allowlist": ["10.0.0.0/8"],
+                "roles": ["trader"],
             })),
             query: &[],
         },
@@ -253,6 +266,7 @@ fn routes() -> Vec<Route> {
 const PATHS: &[(&str, &str)] = &[
     ("GET", "/v1/keys/{}"),
     ("GET", "/v1/apis/{}"),
+    ("PATCH", "/v1/apis/{}"),
     ("PATCH", "/v1/keys/{}"),
     ("POST", "/v1/keys/{}/revoke"),
     ("GET", "/v1/keys/{}/usage"),
@@ -349,7 +363,14 @@ async fn send(
 async fn pasted_keys_are_never_echoed_in_answers_or_logs() {
     let logs = captured_logs();
     let app = support::spawn(Backend::Sqlite).await;
-    let api_id = app.create_api("tm", &["live", "test"]).await;
+    let api = app
+        .ok(
+            Method::POST,
+            "/v1/apis",
+            Some(json!({"name": "tm", "prefix": "tm", "roles": {"trader": ["a:b"]}})),
+        )
+        .await;
+    let api_id = api["id"].as_str().unwrap().to_owned();
     let issued = app
         .create_key(json!({"api_id": api_id, "environment": "live", "owner": "acme"}))
         .await;

@@ -39,6 +39,7 @@ on_both_backends_raw!(
     forged_forwarding_headers_from_an_untrusted_peer_are_ignored,
     an_honest_client_behind_a_trusted_proxy_is_the_client,
     forwarded_headers_are_read_when_configured,
+    a_keys_roles_open_routes_and_a_role_change_closes_them,
 );
 
 /// What the upstream saw of one request.
@@ -1251,4 +1252,43 @@ async fn forwarded_headers_are_read_when_configured(backend: Backend) {
         .unwrap_err()
         .to_string();
     assert!(error.contains("trusted_proxies"), "{error}");
+}
+
+async fn a_keys_roles_open_routes_and_a_role_change_closes_them(backend: Backend) {
+    let (up, seen) = upstream().await;
+    let (app, api) = setup(backend, &up).await;
+    let gw = app.gateway.clone().unwrap();
+    app.ok(
+        Method::PATCH,
+        &format!("/v1/apis/{api}"),
+        Some(json!({"roles": {"trader": ["orders:write", "prices:read"]}})),
+    )
+    .await;
+    let (key, _) = issue(&app, &api, json!({"scopes": [], "roles": ["trader"]})).await;
+    let client = reqwest::Client::new();
+    let order = || {
+        client
+            .post(format!("{gw}/v1/orders"))
+            .bearer_auth(&key)
+            .body("{}")
+            .send()
+    };
+    assert_eq!(order().await.unwrap().status(), StatusCode::IM_A_TEAPOT);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen[0].headers["x-keyward-scopes"], "orders:write prices:read",
+            "the upstream sees the scopes the key carries through its roles"
+        );
+    }
+    app.ok(
+        Method::PATCH,
+        &format!("/v1/apis/{api}"),
+        Some(json!({"roles": {"trader": ["prices:read"]}})),
+    )
+    .await;
+    let refused = order().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(refused.text().await.unwrap().contains("INSUFFICIENT_SCOPE"));
+    assert_eq!(seen.lock().unwrap().len(), 1, "refused before the upstream");
 }

@@ -39,6 +39,15 @@ pub enum Error {
     InvalidRequest(String),
     #[error("{0}")]
     Conflict(&'static str),
+    /// An API change would remove a role that unrevoked keys still hold.
+    #[error(
+        "the role {role} is held by {keys} unrevoked key(s) of this API: take it from them \
+         (PATCH /v1/keys/{{id}} with their remaining roles) or revoke them, then remove it"
+    )]
+    RoleInUse {
+        role: keyward_core::RoleName,
+        keys: u64,
+    },
     /// The server is sealed (or its seal was never initialised): what needs
     /// the keyring waits for an unseal.
     #[error("{0}")]
@@ -81,6 +90,11 @@ impl From<StoreError> for Error {
             StoreError::Conflict(what) => Error::Conflict(what),
             StoreError::NotFound => Error::NotFound("record"),
             StoreError::LastFullToken => Error::LastRootToken,
+            StoreError::RoleInUse { role, keys } => Error::RoleInUse { role, keys },
+            StoreError::UndefinedRole => Error::Conflict(
+                "a role this key names was removed from its API meanwhile: read the API's roles \
+                 and try again",
+            ),
             other => Error::internal(other),
         }
     }

@@ -14,7 +14,7 @@ use keyward_core::limits::{check_rate_limits, parse_allowlist, Credits, RateLimi
 use keyward_core::model::{check_metadata, check_text, normalize_scopes};
 use keyward_core::AuditAction;
 use keyward_core::{
-    AdminScope, ApiId, Environment, KeyId, KeyRecord, KeyState, PlaintextKey, Scope,
+    AdminScope, Api, ApiId, Environment, KeyId, KeyRecord, KeyState, PlaintextKey, RoleName, Scope,
 };
 use keyward_store::{BulkRevokeFilter, CreditsPatch, KeyFilter, KeyPatch, Page, Rotation};
 use serde_json::json;
@@ -46,6 +46,8 @@ pub struct NewKey {
     pub ratelimits: Vec<RateLimit>,
     pub credits: Option<NewCredits>,
     pub ip_allowlist: Vec<String>,
+    /// Roles of the key's API; each must be one the API defines.
+    pub roles: Vec<String>,
 }
 
 /// Usage credits as a caller gives them; their refill period starts now.
@@ -68,6 +70,8 @@ pub struct KeyChanges {
     /// `Some(None)` removes the credits.
     pub credits: Option<Option<NewCredits>>,
     pub ip_allowlist: Option<Vec<String>>,
+    /// Replaces the roles the key holds; each must be one its API defines.
+    pub roles: Option<Vec<String>>,
 }
 
 /// How a key is succeeded.
@@ -139,6 +143,7 @@ impl Service {
         let name = new.name.unwrap_or_else(|| new.owner.clone());
         check_text("name", &name, 256)?;
         let scopes = parse_scopes(new.scopes)?;
+        let roles = parse_roles(new.roles, &api)?;
         let metadata = new.metadata.unwrap_or_else(|| json!({}));
         check_metadata(&metadata)?;
         check_future("expires_at", new.expires_at, now)?;
@@ -152,6 +157,7 @@ impl Service {
             .map_err(Error::internal)?;
         record.name = name;
         record.scopes = scopes;
+        record.roles = roles;
         record.metadata = metadata;
         record.enabled = new.enabled.unwrap_or(true);
         record.expires_at = new.expires_at;
@@ -248,6 +254,17 @@ impl Service {
             check_text("name", name, 256)?;
         }
         let scopes = changes.scopes.map(parse_scopes).transpose()?;
+        let roles = match changes.roles {
+            None => None,
+            Some(roles) => {
+                let api = self
+                    .store
+                    .get_api(&record.api_id)
+                    .await?
+                    .ok_or(Error::NotFound("api"))?;
+                Some(parse_roles(roles, &api)?)
+            }
+        };
         if let Some(metadata) = &changes.metadata {
             check_metadata(metadata)?;
         }
@@ -283,6 +300,7 @@ impl Service {
             ("ratelimits", changes.ratelimits.is_some()),
             ("credits", credits.is_some()),
             ("ip_allowlist", ip_allowlist.is_some()),
+            ("roles", roles.is_some()),
         ] {
             if set {
                 changed.push(field);
@@ -291,6 +309,9 @@ impl Service {
         let mut details = json!({ "fields": changed });
         if let Some(scopes) = &scopes {
             details["scopes"] = json!(scopes);
+        }
+        if let Some(roles) = &roles {
+            details["roles"] = json!(roles);
         }
         if let Some(enabled) = changes.enabled {
             details["enabled"] = json!(enabled);
@@ -304,6 +325,7 @@ impl Service {
             ratelimits: changes.ratelimits,
             credits,
             ip_allowlist,
+            roles,
         };
         let event = audit_event(
             Some(actor),
@@ -614,6 +636,37 @@ fn parse_scopes(scopes: Vec<String>) -> Result<Vec<Scope>, Error> {
     Ok(normalize_scopes(parsed))
 }
 
+/// Checks the roles a key is to hold: valid names, at most [`MAX_SCOPES`],
+/// each defined by the key's API. The message names the position of a role
+/// the API does not define, and the roles it does, never the value given.
+fn parse_roles(roles: Vec<String>, api: &Api) -> Result<Vec<RoleName>, Error> {
+    if roles.len() > MAX_SCOPES {
+        return Err(Error::InvalidRequest(format!(
+            "a key holds at most {MAX_SCOPES} roles"
+        )));
+    }
+    let mut parsed = Vec::with_capacity(roles.len());
+    for (i, role) in roles.iter().enumerate() {
+        let role =
+            RoleName::parse(role).map_err(|e| Error::InvalidRequest(format!("roles[{i}]: {e}")))?;
+        if !api.roles.contains_key(&role) {
+            let defined: Vec<&str> = api.roles.keys().map(RoleName::as_str).collect();
+            return Err(Error::InvalidRequest(if defined.is_empty() {
+                format!("roles[{i}]: this key's API defines no roles")
+            } else {
+                format!(
+                    "roles[{i}]: this key's API defines no role of that name; its roles are {}",
+                    defined.join(", ")
+                )
+            }));
+        }
+        parsed.push(role);
+    }
+    parsed.sort();
+    parsed.dedup();
+    Ok(parsed)
+}
+
 /// Checks credits given by a caller and starts their refill period now.
 fn credits_of(c: NewCredits, now: OffsetDateTime) -> Result<Credits, Error> {
     if let Some(refill) = &c.refill {
@@ -647,6 +700,7 @@ fn created(record: &KeyRecord) -> serde_json::Value {
         "environment": record.environment,
         "owner": record.owner,
         "scopes": record.scopes,
+        "roles": record.roles,
         "start": record.start,
         "expires_at": record.expires_at.map(|t| t.unix_timestamp()),
     })

@@ -28,8 +28,9 @@ const MAX_PATH: usize = 512;
 const MAX_CUSTOM_METADATA: usize = 64;
 /// First path segments that name Keyward's own routes (or transit), so no
 /// mount may take them.
-pub const RESERVED_MOUNT_PATHS: [&str; 8] = [
+pub const RESERVED_MOUNT_PATHS: [&str; 9] = [
     "sys",
+    "auth",
     "keys",
     "apis",
     "tokens",

@@ -41,6 +41,13 @@ pub struct NewToken {
 }
 
 impl Service {
+    /// The actor's own token, as authenticated: any usable token may read
+    /// itself (Vault's `lookup-self`), whatever its scopes. It holds no
+    /// secret; the digest stays with the caller's code, never a view.
+    pub fn own_token(&self, actor: &Actor) -> std::sync::Arc<AdminToken> {
+        std::sync::Arc::clone(&actor.token)
+    }
+
     /// Creates a token below the actor's. The plaintext is returned here
     /// and kept nowhere.
     pub async fn create_token(

@@ -3,7 +3,7 @@
 //! this area only reads and prunes them.
 
 use async_trait::async_trait;
-use keyward_core::KeyDigest;
+use keyward_core::{ApiId, KeyDigest};
 use time::OffsetDateTime;
 
 use crate::Result;
@@ -17,6 +17,10 @@ pub enum Change {
     Token(KeyDigest),
     /// The owner's rate limits changed.
     Owner(String),
+    /// The API's key roles or critical scopes changed: every key of the
+    /// API may carry other scopes now, so nodes drop its cached keys. One
+    /// entry however many keys hold a role.
+    Api(ApiId),
 }
 
 /// One entry of the change feed. Sequence numbers increase with each entry

@@ -3,7 +3,9 @@
 
 use async_trait::async_trait;
 use keyward_core::limits::{Cidr, RateLimit, Refill};
-use keyward_core::{ApiId, AuditEvent, Environment, KeyDigest, KeyId, KeyRecord, KeyState, Scope};
+use keyward_core::{
+    ApiId, AuditEvent, Environment, KeyDigest, KeyId, KeyRecord, KeyState, RoleName, Scope,
+};
 use time::OffsetDateTime;
 
 use crate::{Page, Result};
@@ -60,6 +62,9 @@ pub struct KeyPatch {
     /// (and starts a new refill period now).
     pub credits: Option<Option<CreditsPatch>>,
     pub ip_allowlist: Option<Vec<Cidr>>,
+    /// Replaces the roles the key holds; each must be one its API defines
+    /// when the change commits (`StoreError::UndefinedRole` otherwise).
+    pub roles: Option<Vec<RoleName>>,
 }
 
 /// New credits for a key.

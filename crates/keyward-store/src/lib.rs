@@ -41,7 +41,7 @@ use keyward_core::EventId;
 use time::OffsetDateTime;
 
 pub use access::{AccessStore, Factor, StoredUser, UserPatch, UserSecrets};
-pub use apis::ApiStore;
+pub use apis::{ApiPatch, ApiStore};
 pub use audit::{AuditEntry, AuditFilter, AuditStore, CommitFeed, Committed};
 pub use changes::{Change, ChangeEntry, ChangeStore};
 pub use keys::{BulkRevokeFilter, CreditsPatch, KeyFilter, KeyPatch, KeyStore, Rotation};
@@ -71,6 +71,16 @@ pub enum StoreError {
     /// The record acted on does not exist.
     #[error("record not found")]
     NotFound,
+    /// An API change would remove a role that unrevoked keys still hold.
+    #[error("the role {role} is held by {keys} unrevoked keys")]
+    RoleInUse {
+        role: keyward_core::RoleName,
+        keys: u64,
+    },
+    /// A key names a role its API does not define (any more): a role was
+    /// removed between the caller's check and the key's write.
+    #[error("the API does not define a role this key names")]
+    UndefinedRole,
     /// A guarded token revocation would leave no usable admin token that
     /// can grant every scope.
     #[error("this would revoke the last usable full-access admin token")]

@@ -31,7 +31,9 @@ impl PgStore {
     const DIALECT: Dialect = Dialect {
         scope_match_open: "(keys.scopes::jsonb ? ",
         scope_match_close: ")",
+        role_match_open: "(keys.roles::jsonb ? ",
         for_update: " FOR UPDATE",
+        for_share: " FOR SHARE",
         notify_changes: "SELECT pg_notify('keyward_changes', '')",
         id_collation: " COLLATE \"C\"",
         // LATERAL keeps it one index lookup per minute of the span.

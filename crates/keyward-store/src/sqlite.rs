@@ -31,7 +31,9 @@ impl SqliteStore {
     const DIALECT: Dialect = Dialect {
         scope_match_open: "EXISTS (SELECT 1 FROM json_each(keys.scopes) WHERE json_each.value = ",
         scope_match_close: ")",
+        role_match_open: "EXISTS (SELECT 1 FROM json_each(keys.roles) WHERE json_each.value = ",
         for_update: "",
+        for_share: "",
         notify_changes: "",
         id_collation: "",
         // A recursive CTE counts the minutes of the span; each is one

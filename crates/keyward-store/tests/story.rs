@@ -9,10 +9,10 @@ use std::sync::Arc;
 use keyward_core::limits::{Cidr, Credits, RateLimit, Refill, RefillInterval};
 use keyward_core::{
     AdminScope, AdminToken, Api, ApiId, AuditEvent, Environment, EventId, KeyId, KeyRecord,
-    KeyState, PlaintextKey, Prefix, Scope, TokenId,
+    KeyState, PlaintextKey, Prefix, RoleName, Scope, TokenId,
 };
 use keyward_store::{
-    AuditEntry, AuditFilter, BulkRevokeFilter, Change, CreditsPatch, KeyFilter, KeyPatch,
+    ApiPatch, AuditEntry, AuditFilter, BulkRevokeFilter, Change, CreditsPatch, KeyFilter, KeyPatch,
     KeyringEntry, LastFullToken, Page, PgStore, Rotation, SealKind, SealRecord, SecretMetaPatch,
     SecretMount, SecretWrite, Store, StoreError, TransitKey, TransitKeyVersion, UsageRow,
     UseTarget, VersionAction,
@@ -45,6 +45,8 @@ fn api(prefix: &str) -> Api {
         environments: vec![Environment::Live, Environment::Test],
         workspace: keyward_core::DEFAULT_WORKSPACE.to_owned(),
         created_at: now(),
+        roles: Default::default(),
+        critical_scopes: Vec::new(),
     }
 }
 
@@ -1586,6 +1588,198 @@ async fn transit_keys(store: Arc<dyn Store>) {
     ));
 }
 
+async fn key_roles(store: Arc<dyn Store>) {
+    let role = |r: &str| RoleName::parse(r).unwrap();
+    let scope = |s: &str| Scope::parse(s).unwrap();
+    let mut ex = api("kr");
+    ex.roles = [
+        (
+            role("trader"),
+            vec![scope("orders:write"), scope("prices:read")],
+        ),
+        (role("viewer"), vec![scope("prices:read")]),
+    ]
+    .into();
+    ex.critical_scopes = vec![scope("withdrawals:write")];
+    store
+        .create_api(&ex, &event("api.create", ex.id.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(store.get_api(&ex.id).await.unwrap(), Some(ex.clone()));
+    assert_eq!(store.list_apis().await.unwrap(), vec![ex.clone()]);
+
+    // Keys hold roles their API defines; any other is refused in the write.
+    let (mut k, _) = key(&ex, Environment::Live, "acme", &["me:read"]);
+    k.roles = vec![role("trader")];
+    store
+        .create_key(&k, &event("key.create", k.id.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(store.get_key(&k.id).await.unwrap().unwrap().roles, k.roles);
+    let (mut stray, _) = key(&ex, Environment::Live, "acme", &[]);
+    stray.roles = vec![role("admin")];
+    assert!(matches!(
+        store
+            .create_key(&stray, &event("key.create", stray.id.as_str()))
+            .await,
+        Err(StoreError::UndefinedRole)
+    ));
+    assert_eq!(store.get_key(&stray.id).await.unwrap(), None);
+    let undefined = KeyPatch {
+        roles: Some(vec![role("viewer"), role("admin")]),
+        ..KeyPatch::default()
+    };
+    assert!(matches!(
+        store
+            .update_key(
+                &k.id,
+                &undefined,
+                now(),
+                &event("key.update", k.id.as_str())
+            )
+            .await,
+        Err(StoreError::UndefinedRole)
+    ));
+    let both = KeyPatch {
+        roles: Some(vec![role("trader"), role("viewer")]),
+        ..KeyPatch::default()
+    };
+    let updated = store
+        .update_key(&k.id, &both, now(), &event("key.update", k.id.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(updated.roles, vec![role("trader"), role("viewer")]);
+    assert_eq!(updated.scopes, k.scopes, "roles leave scopes alone");
+
+    // Changing a role's scopes writes one `api` feed entry; a name alone
+    // writes none.
+    let start = store.latest_change().await.unwrap();
+    let changed = store
+        .update_api(
+            &ex.id,
+            &ApiPatch {
+                roles: Some(
+                    [
+                        (role("trader"), vec![scope("prices:read")]),
+                        (role("viewer"), vec![scope("prices:read")]),
+                    ]
+                    .into(),
+                ),
+                ..ApiPatch::default()
+            },
+            now(),
+            &event("api.update", ex.id.as_str()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed.roles[&role("trader")], vec![scope("prices:read")]);
+    assert_eq!(
+        changed.critical_scopes, ex.critical_scopes,
+        "left out, kept"
+    );
+    let renamed = store
+        .update_api(
+            &ex.id,
+            &ApiPatch {
+                name: Some("renamed".into()),
+                ..ApiPatch::default()
+            },
+            now(),
+            &event("api.update", ex.id.as_str()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "renamed");
+    let critical = store
+        .update_api(
+            &ex.id,
+            &ApiPatch {
+                critical_scopes: Some(Vec::new()),
+                ..ApiPatch::default()
+            },
+            now(),
+            &event("api.update", ex.id.as_str()),
+        )
+        .await
+        .unwrap();
+    assert!(critical.critical_scopes.is_empty());
+    let feed: Vec<Change> = store
+        .changes_after(start, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.change)
+        .collect();
+    assert_eq!(
+        feed,
+        vec![Change::Api(ex.id.clone()), Change::Api(ex.id.clone())]
+    );
+
+    // A role unrevoked keys hold stays; the refusal counts them and
+    // changes nothing.
+    let (mut second, _) = key(&ex, Environment::Test, "acme", &[]);
+    second.roles = vec![role("trader")];
+    store
+        .create_key(&second, &event("key.create", second.id.as_str()))
+        .await
+        .unwrap();
+    let only_viewer = ApiPatch {
+        roles: Some([(role("viewer"), vec![scope("prices:read")])].into()),
+        ..ApiPatch::default()
+    };
+    let refused = store
+        .update_api(
+            &ex.id,
+            &only_viewer,
+            now(),
+            &event("api.update", ex.id.as_str()),
+        )
+        .await;
+    match refused {
+        Err(StoreError::RoleInUse { role: r, keys }) => {
+            assert_eq!((r, keys), (role("trader"), 2));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.get_api(&ex.id).await.unwrap().unwrap().roles.len(), 2);
+    assert_eq!(store.latest_change().await.unwrap(), {
+        let all = store.changes_after(start, 10).await.unwrap();
+        all.last().unwrap().seq
+    });
+    for held in [&k, &second] {
+        store
+            .revoke_key(
+                &held.id,
+                "done",
+                now(),
+                &event("key.revoke", held.id.as_str()),
+            )
+            .await
+            .unwrap();
+    }
+    let after = store
+        .update_api(
+            &ex.id,
+            &only_viewer,
+            now(),
+            &event("api.update", ex.id.as_str()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(after.roles.len(), 1);
+    assert!(matches!(
+        store
+            .update_api(
+                &ApiId::generate(now()).unwrap(),
+                &only_viewer,
+                now(),
+                &event("api.update", "x"),
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
 macro_rules! story {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1626,6 +1820,7 @@ story!(
     transit_keys,
     token_tree,
     audit_reach,
+    key_roles,
 );
 
 /// A store in a fresh schema of the server `KEYWARD_TEST_POSTGRES_URL` names.

@@ -42,6 +42,8 @@ fn bench(c: &mut Criterion) {
             environments: vec![Environment::Live],
             workspace: keyward_core::DEFAULT_WORKSPACE.to_owned(),
             created_at: now,
+            roles: Default::default(),
+            critical_scopes: Vec::new(),
         };
         let event = |target: &str| AuditEvent {
             id: EventId::generate(now).unwrap(),

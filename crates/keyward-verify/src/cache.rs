@@ -21,13 +21,20 @@
 //! stripe's generation (one of `KEY_STRIPES`, by digest) before dropping;
 //! a lookup reads the generation before the store and, after caching,
 //! drops its own entry again if the generation moved.
+//! Invariant: a cached key's scope set is its effective one — its own
+//! scopes and those of the roles it holds, as its API defined them when it
+//! was cached (`keyward_core::model::effective_scopes`). A change of an
+//! API's roles drops every cached key of the API (`api_changed`, and the
+//! feed's `Change::Api` elsewhere), guarded by `api_generation` as key
+//! changes are by their stripes. So a verify never expands roles.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use keyward_core::limits::{RateLimit, Refill};
-use keyward_core::{ApiId, Environment, KeyDigest, KeyId, KeyPolicy, KeyRecord};
+use keyward_core::model::effective_scopes;
+use keyward_core::{ApiId, Environment, KeyDigest, KeyId, KeyPolicy, KeyRecord, KeyRoles, Scope};
 use keyward_store::StoreError;
 use serde_json::value::RawValue;
 
@@ -85,6 +92,20 @@ impl CachedKey {
     pub fn credits(&self) -> Option<Option<Refill>> {
         self.extras.as_ref().and_then(|e| e.credits)
     }
+
+    /// The scopes the key carries that its API marks critical, as the API
+    /// stood when the key was cached.
+    pub fn critical_scopes(&self) -> &[Scope] {
+        self.extras.as_ref().map_or(&[], |e| &e.critical_scopes[..])
+    }
+}
+
+/// What an API adds to its keys' scopes: its roles, and which scopes it
+/// marks critical.
+#[derive(Default)]
+pub(crate) struct ApiScopes {
+    roles: KeyRoles,
+    critical: Vec<Scope>,
 }
 
 impl Verifier {
@@ -124,12 +145,34 @@ impl Verifier {
         }
     }
 
+    /// Forgets every cached key of an API and the API's roles and critical
+    /// scopes, before a
+    /// change of its roles is acknowledged and when the change feed reports
+    /// one made elsewhere: each key is read again, and its roles expanded
+    /// anew, at its next verify. Leases and limit states stay; what changed
+    /// is the keys' scopes alone.
+    pub fn api_changed(&self, api: &ApiId) {
+        self.api_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.api_scopes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(api);
+        self.cache.retain(|_, key| *key.api_id != *api);
+    }
+
     /// Forgets every cached record, unknown digest and owner limit, for when
     /// this node may have missed changes. Limit states and leases stay.
     pub fn clear(&self) {
         for generation in &self.key_generations {
             generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
+        self.api_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.api_scopes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         self.cache.clear();
         self.negative.clear();
         self.owner_generation
@@ -189,6 +232,9 @@ impl Verifier {
         let seen = self
             .key_generation(&d)
             .load(std::sync::atomic::Ordering::SeqCst);
+        let seen_api = self
+            .api_generation
+            .load(std::sync::atomic::Ordering::SeqCst);
         let found = self
             .store
             .find_key_by_digest(digest)
@@ -206,9 +252,20 @@ impl Verifier {
                     .load(std::sync::atomic::Ordering::Acquire);
                 let owner: Arc<str> = record.owner.as_str().into();
                 let owner_limits = self.owner_limits_of(&owner).await?;
-                let cached = Arc::new(self.compact(record, owner, owner_limits, generation)?);
+                let api = self.api_scopes_of(&record.api_id, seen_api).await?;
+                let cached =
+                    Arc::new(self.compact(record, &api, owner, owner_limits, generation)?);
                 self.cache.insert(d, Arc::clone(&cached));
                 self.uncache_if_changed_since(&d, seen);
+                // The same for a change of the API's roles, which other
+                // keys' stripes do not see.
+                if self
+                    .api_generation
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    != seen_api
+                {
+                    self.cache.remove(&d);
+                }
                 Ok(Some(cached))
             }
             None => {
@@ -219,6 +276,47 @@ impl Verifier {
         }
     }
 
+    /// The key roles and critical scopes of `api`, from memory when read
+    /// within the cache TTL, else from the store (one read per API, not per
+    /// key). What the store answers is kept only if no API changed since
+    /// `seen` (the API generation before the read), since it may predate
+    /// the change; `api_changed` drops it otherwise.
+    async fn api_scopes_of(&self, api: &ApiId, seen: u64) -> Result<Arc<ApiScopes>, StoreError> {
+        if let Some((at, scopes)) = self
+            .api_scopes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(api)
+        {
+            if at.elapsed() < self.config.cache_ttl {
+                return Ok(Arc::clone(scopes));
+            }
+        }
+        let read_at = Instant::now();
+        let scopes = Arc::new(
+            self.store
+                .get_api(api)
+                .await?
+                .map(|a| ApiScopes {
+                    roles: a.roles,
+                    critical: a.critical_scopes,
+                })
+                .unwrap_or_default(),
+        );
+        let mut table = self
+            .api_scopes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self
+            .api_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == seen
+        {
+            table.insert(api.clone(), (read_at, Arc::clone(&scopes)));
+        }
+        Ok(scopes)
+    }
+
     fn intern_api(&self, id: ApiId) -> Arc<ApiId> {
         let mut ids = self
             .api_ids
@@ -227,22 +325,39 @@ impl Verifier {
         Arc::clone(ids.entry(id.clone()).or_insert_with(|| Arc::new(id)))
     }
 
+    /// What the cache keeps of `record`, whose roles (if it holds any) are
+    /// expanded by `api`'s, and whose critical scopes are those `api` marks.
     fn compact(
         &self,
         record: KeyRecord,
+        api: &ApiScopes,
         owner: Arc<str>,
         owner_limits: Arc<Vec<RateLimit>>,
         owner_generation: u64,
     ) -> Result<CachedKey, StoreError> {
+        let effective = if record.roles.is_empty() {
+            record.scopes
+        } else {
+            effective_scopes(&record.scopes, &record.roles, &api.roles)
+        };
+        let critical_scopes: Box<[Scope]> = effective
+            .iter()
+            .filter(|s| api.critical.contains(s))
+            .cloned()
+            .collect();
         let scopes = {
             let mut sets = self
                 .scope_sets
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(
-                sets.entry(record.scopes.clone())
-                    .or_insert_with(|| record.scopes.clone().into()),
-            )
+            match sets.get(&effective) {
+                Some(set) => Arc::clone(set),
+                None => {
+                    let set = Arc::new(effective.clone());
+                    sets.insert(effective, Arc::clone(&set));
+                    set
+                }
+            }
         };
         let metadata = match &record.metadata {
             serde_json::Value::Object(map) if map.is_empty() => None,
@@ -250,14 +365,18 @@ impl Verifier {
         };
         let credits = record.credits.map(|c| c.refill);
         let stored_last_used = record.last_used_at;
-        let extras = (metadata.is_some() || !record.ratelimits.is_empty() || credits.is_some())
-            .then(|| {
-                Box::new(Extras {
-                    metadata,
-                    ratelimits: record.ratelimits.into(),
-                    credits,
-                })
-            });
+        let extras = (metadata.is_some()
+            || !record.ratelimits.is_empty()
+            || credits.is_some()
+            || !critical_scopes.is_empty())
+        .then(|| {
+            Box::new(Extras {
+                metadata,
+                ratelimits: record.ratelimits.into(),
+                credits,
+                critical_scopes,
+            })
+        });
         let id = InlineKeyId::new(&record.id).ok_or_else(|| StoreError::Corrupt {
             table: "keys",
             detail: format!("unexpected id {}", record.id),
@@ -295,6 +414,8 @@ struct Extras {
     ratelimits: Box<[RateLimit]>,
     /// Whether the key is metered, and how its credits refill.
     credits: Option<Option<Refill>>,
+    /// Which of the key's scopes its API marks critical.
+    critical_scopes: Box<[Scope]>,
 }
 
 /// A key id (`key_` and 22 base62 digits) without a heap allocation.

@@ -121,6 +121,7 @@ impl ChangeFollower {
         match &entry.change {
             Change::Key(digest) => self.verifier.key_changed_elsewhere(digest),
             Change::Owner(owner) => self.verifier.owner_changed(owner),
+            Change::Api(api) => self.verifier.api_changed(api),
             Change::Token(digest) => {
                 if let Some(tokens) = &self.tokens {
                     tokens.forget(digest);

@@ -495,6 +495,8 @@ mod tests {
             environments: vec![Environment::Live],
             workspace: keyward_core::DEFAULT_WORKSPACE.to_owned(),
             created_at: now,
+            roles: Default::default(),
+            critical_scopes: Vec::new(),
         };
         store.create_api(&api, &event()).await.unwrap();
         let mut keys = Vec::new();

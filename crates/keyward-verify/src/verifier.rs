@@ -38,7 +38,7 @@ use keyward_core::{
 use keyward_store::{Store, StoreError};
 use time::OffsetDateTime;
 
-use crate::cache::{CachedKey, KEY_STRIPES};
+use crate::cache::{ApiScopes, CachedKey, KEY_STRIPES};
 use crate::clock::{nanos, WallNs};
 use crate::credits::Lease;
 use crate::limits::{to_state, OwnerTable};
@@ -171,6 +171,15 @@ pub struct Verifier {
     pub(crate) unwritten: Mutex<Option<Batch>>,
     /// Interned scope sets, shared by every cached key with the same set.
     pub(crate) scope_sets: Mutex<HashMap<Vec<Scope>, Arc<Vec<Scope>>>>,
+    /// The key roles and critical scopes of each API with cached keys, with
+    /// when they were read: a key's roles are expanded into its scope set,
+    /// and its critical scopes picked out, when it is cached, from here.
+    /// Dropped by an API change, and reread when older than the cache TTL.
+    pub(crate) api_scopes: Mutex<HashMap<ApiId, (Instant, Arc<ApiScopes>)>>,
+    /// Bumped by every change of an API's roles, before its entries are
+    /// dropped, as `key_generations` is for keys: a lookup that read the
+    /// roles before the change drops what it cached after it.
+    pub(crate) api_generation: std::sync::atomic::AtomicU64,
     /// The zero of the monotonic clock GCRA states count from.
     pub(crate) epoch: Instant,
     /// Bumped by every change of any owner's limits, so keys cached with a
@@ -216,6 +225,8 @@ impl Verifier {
             dirty: Mutex::new(Vec::new()),
             unwritten: Mutex::new(None),
             scope_sets: Mutex::new(HashMap::new()),
+            api_scopes: Mutex::new(HashMap::new()),
+            api_generation: std::sync::atomic::AtomicU64::new(0),
             epoch: Instant::now(),
             wall_at_epoch: std::sync::atomic::AtomicI64::new(0),
             owner_generation: std::sync::atomic::AtomicU64::new(0),

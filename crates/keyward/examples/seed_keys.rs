@@ -48,6 +48,8 @@ async fn main() {
         environments: vec![Environment::Live],
         workspace: keyward_core::DEFAULT_WORKSPACE.to_owned(),
         created_at: now,
+        roles: Default::default(),
+        critical_scopes: Vec::new(),
     };
     store
         .create_api(&api, &event("api.create", api.id.as_str()))

@@ -7,6 +7,7 @@
 //! KV v2 bodies of `secrets` are written by hand: they are Vault's wire
 //! format, which the server reads in the KV engine, not a Keyward type.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
 
@@ -15,8 +16,8 @@ use clap::{Args, Subcommand};
 use keyward_core::limits::{RateLimit, Refill, RefillInterval};
 use keyward_core::Environment;
 use keyward_proto::{
-    ApiCreate, ApiList, ApiView, BulkRevokeRequest, BulkRevokeResult, CreditsInput, ErrorResponse,
-    IssuedKey, IssuedToken, KeyCreate, KeyList, KeyUpdate, KeyView, KeyringRotated,
+    ApiCreate, ApiList, ApiUpdate, ApiView, BulkRevokeRequest, BulkRevokeResult, CreditsInput,
+    ErrorResponse, IssuedKey, IssuedToken, KeyCreate, KeyList, KeyUpdate, KeyView, KeyringRotated,
     OwnerRateLimits, RekeyRequest, RevokeRequest, RewrapResult, RotateRequest, SealInit,
     SealInitResult, SealStatusView, TokenCreate, TokenList, TokenView, UnsealRequest, VerifyAnswer,
     VerifyRequest,
@@ -170,11 +171,37 @@ enum ApisCommand {
         /// The workspace the API belongs to [default: default].
         #[arg(long)]
         workspace: Option<String>,
+        /// A key role and the scopes it stands for, as
+        /// NAME=SCOPE,SCOPE…; repeat for several.
+        #[arg(long = "role", value_name = "NAME=SCOPES", value_parser = parse_role)]
+        roles: Vec<(String, Vec<String>)>,
+        /// A scope to mark critical; repeat for several.
+        #[arg(long = "critical-scope")]
+        critical_scopes: Vec<String>,
     },
     /// List APIs.
     List,
     /// Show one API.
     Get { id: String },
+    /// Change an API's name, key roles or critical scopes.
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Replaces every role, as NAME=SCOPE,SCOPE…; repeat for several.
+        /// Keys holding a role carry its new scopes at their next verify.
+        #[arg(long = "role", value_name = "NAME=SCOPES", value_parser = parse_role)]
+        roles: Option<Vec<(String, Vec<String>)>>,
+        /// Remove every role (refused while keys hold one).
+        #[arg(long, conflicts_with = "roles")]
+        no_roles: bool,
+        /// Replaces the critical scopes; repeat for several.
+        #[arg(long = "critical-scope")]
+        critical_scopes: Option<Vec<String>>,
+        /// Mark no scope critical.
+        #[arg(long, conflicts_with = "critical_scopes")]
+        no_critical_scopes: bool,
+    },
 }
 
 #[derive(Args)]
@@ -202,6 +229,10 @@ enum KeysCommand {
         /// A scope the key carries; repeat for several.
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// A role of the key's API; the key carries its scopes. Repeat for
+        /// several.
+        #[arg(long = "role")]
+        roles: Vec<String>,
         /// A JSON object returned by every verify.
         #[arg(long)]
         metadata: Option<String>,
@@ -229,7 +260,7 @@ enum KeysCommand {
     },
     /// Show one key.
     Get { id: String },
-    /// Change a key's name, scopes, metadata, expiry or enabled flag.
+    /// Change a key's name, scopes, roles, metadata, expiry or enabled flag.
     Update {
         id: String,
         #[arg(long)]
@@ -237,6 +268,12 @@ enum KeysCommand {
         /// Replaces all scopes; repeat for several.
         #[arg(long = "scope")]
         scopes: Option<Vec<String>>,
+        /// Replaces all roles; repeat for several.
+        #[arg(long = "role")]
+        roles: Option<Vec<String>>,
+        /// Remove every role from the key.
+        #[arg(long, conflicts_with = "roles")]
+        no_roles: bool,
         #[arg(long)]
         metadata: Option<String>,
         #[arg(long, conflicts_with = "no_expiry", value_parser = parse_time)]
@@ -479,12 +516,16 @@ pub async fn apis(args: ApisArgs) -> anyhow::Result<ExitCode> {
             prefix,
             environments,
             workspace,
+            roles,
+            critical_scopes,
         } => {
             let body = ApiCreate {
                 name,
                 prefix,
                 environments: (!environments.is_empty()).then_some(environments),
                 workspace,
+                roles: roles.into_iter().collect(),
+                critical_scopes,
             };
             let value = call(c, Method::POST, "/v1/apis", Some(Body::of(&body)?)).await?;
             show(c, &value, |api: ApiView| print_api(&api))?;
@@ -497,6 +538,36 @@ pub async fn apis(args: ApisArgs) -> anyhow::Result<ExitCode> {
         }
         ApisCommand::Get { id } => {
             let value = call(c, Method::GET, &format!("/v1/apis/{}", segment(&id)), None).await?;
+            show(c, &value, |api: ApiView| print_api(&api))?;
+        }
+        ApisCommand::Update {
+            id,
+            name,
+            roles,
+            no_roles,
+            critical_scopes,
+            no_critical_scopes,
+        } => {
+            let body = ApiUpdate {
+                name,
+                roles: if no_roles {
+                    Some(BTreeMap::new())
+                } else {
+                    roles.map(|r| r.into_iter().collect())
+                },
+                critical_scopes: if no_critical_scopes {
+                    Some(Vec::new())
+                } else {
+                    critical_scopes
+                },
+            };
+            let value = call(
+                c,
+                Method::PATCH,
+                &format!("/v1/apis/{}", segment(&id)),
+                Some(Body::of(&body)?),
+            )
+            .await?;
             show(c, &value, |api: ApiView| print_api(&api))?;
         }
     }
@@ -512,6 +583,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             owner,
             name,
             scopes,
+            roles,
             metadata,
             expires_at,
             limits,
@@ -522,6 +594,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 name,
                 owner,
                 scopes,
+                roles,
                 metadata: metadata
                     .map(|m| parse_json_arg("--metadata", &m))
                     .transpose()?,
@@ -570,6 +643,8 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             id,
             name,
             scopes,
+            roles,
+            no_roles,
             metadata,
             expires_at,
             no_expiry,
@@ -585,6 +660,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             let body = KeyUpdate {
                 name,
                 scopes,
+                roles: if no_roles { Some(Vec::new()) } else { roles },
                 metadata: metadata
                     .map(|m| parse_json_arg("--metadata", &m))
                     .transpose()?,
@@ -1432,7 +1508,28 @@ fn print_api(api: &ApiView) -> anyhow::Result<()> {
         api.prefix,
         join(&environments)
     );
+    for (role, scopes) in &api.roles {
+        outln!("  role {role}: {}", join(scopes));
+    }
+    if !api.critical_scopes.is_empty() {
+        outln!("  critical scopes: {}", join(&api.critical_scopes));
+    }
     Ok(())
+}
+
+/// A `--role NAME=SCOPE,SCOPE…` flag: the name and its scopes (none after
+/// a bare `NAME=`). The server checks both.
+fn parse_role(arg: &str) -> Result<(String, Vec<String>), String> {
+    let (name, scopes) = arg.split_once('=').ok_or_else(|| {
+        "expected NAME=SCOPE,SCOPE…, e.g. trader=prices:read,orders:write".to_owned()
+    })?;
+    let scopes = scopes
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok((name.trim().to_owned(), scopes))
 }
 
 fn print_key_line(k: &KeyView) -> anyhow::Result<()> {
@@ -1452,6 +1549,7 @@ fn print_key(k: &KeyView) -> anyhow::Result<()> {
     print_key_line(k)?;
     let fields = [
         ("name", Some(k.name.clone())),
+        ("roles", (!k.roles.is_empty()).then(|| join(&k.roles))),
         ("expires_at", k.expires_at.map(time_text)),
         ("revoked_at", k.revoked_at.map(time_text)),
         ("revoke_reason", k.revoke_reason.clone()),

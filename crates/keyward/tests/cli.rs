@@ -613,6 +613,105 @@ fn a_bad_database_url_fails_to_start_with_a_clear_error() {
 }
 
 #[test]
+fn cli_sets_key_roles_and_critical_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let root = server.root_token().unwrap();
+    let api = server.cli_json(
+        &root,
+        &[
+            "apis",
+            "create",
+            "--name",
+            "Exchange",
+            "--prefix",
+            "exc",
+            "--role",
+            "trader=prices:read,orders:write",
+            "--role",
+            "viewer=prices:read",
+            "--critical-scope",
+            "withdrawals:write",
+        ],
+    );
+    assert_eq!(
+        api["roles"],
+        serde_json::json!({"trader": ["orders:write", "prices:read"], "viewer": ["prices:read"]})
+    );
+    assert_eq!(
+        api["critical_scopes"],
+        serde_json::json!(["withdrawals:write"])
+    );
+    let api_id = api["id"].as_str().unwrap();
+    let shown = server.cli(&root, &["apis", "get", api_id], None);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("role trader: orders:write,prices:read")
+            && shown.contains("critical scopes: withdrawals:write"),
+        "{shown}"
+    );
+    let issued = server.cli_json(
+        &root,
+        &[
+            "keys", "create", "--api-id", api_id, "--env", "live", "--owner", "acme", "--role",
+            "trader",
+        ],
+    );
+    assert_eq!(issued["roles"], serde_json::json!(["trader"]));
+    let key = issued["key"].as_str().unwrap().to_owned();
+    let key_id = issued["id"].as_str().unwrap().to_owned();
+    let out = server.cli(
+        &root,
+        &["keys", "verify", &key, "--scope", "orders:write"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("VALID"));
+
+    // A role the API does not define is refused with the server's message.
+    let out = server.cli(&root, &["keys", "update", &key_id, "--role", "admin"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("INVALID_REQUEST") && err.contains("roles[0]"),
+        "{err}"
+    );
+    // A role keys hold cannot go; a malformed flag never reaches the server.
+    let out = server.cli(&root, &["apis", "update", api_id, "--no-roles"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CONFLICT"));
+    let out = server.cli(&root, &["apis", "update", api_id, "--role", "trader"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=SCOPE"));
+
+    let changed = server.cli_json(
+        &root,
+        &[
+            "apis",
+            "update",
+            api_id,
+            "--role",
+            "trader=prices:read",
+            "--role",
+            "viewer=prices:read",
+            "--no-critical-scopes",
+        ],
+    );
+    assert_eq!(
+        changed["roles"]["trader"],
+        serde_json::json!(["prices:read"])
+    );
+    assert_eq!(changed["critical_scopes"], serde_json::json!([]));
+    let out = server.cli(
+        &root,
+        &["keys", "verify", &key, "--scope", "orders:write"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("INSUFFICIENT_SCOPE"));
+    let updated = server.cli_json(&root, &["keys", "update", &key_id, "--no-roles"]);
+    assert_eq!(updated["roles"], serde_json::json!([]));
+    let removed = server.cli_json(&root, &["apis", "update", api_id, "--no-roles"]);
+    assert_eq!(removed["roles"], serde_json::json!({}));
+}
+
+#[test]
 fn cli_sets_limits_credits_and_allowlists() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);

@@ -32,7 +32,7 @@ const MAX_COST: u64 = 1_000_000;
 /// Issues a key. The plaintext is in this response and nowhere else, ever.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = KeyCreate,
     responses((status = 201, body = IssuedKey), (status = 400, body = ErrorResponse),
-              (status = 404, body = ErrorResponse)),
+              (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["keys:write"])))]
 pub async fn create_key(
     State(state): State<Arc<AppState>>,
@@ -51,6 +51,7 @@ pub async fn create_key(
         ratelimits: body.ratelimits,
         credits: body.credits.map(new_credits),
         ip_allowlist: body.ip_allowlist,
+        roles: body.roles,
     };
     let (record, plaintext) = state.service.create_key(&caller, new).await?;
     let issued = IssuedKey {
@@ -102,13 +103,14 @@ pub async fn list_keys(
     }))
 }
 
-/// Changes a key's name, scopes, metadata, expiry or enabled flag; fields left
-/// out stay as they are, and `expires_at: null` removes the expiry.
+/// Changes a key's name, scopes, roles, metadata, expiry or enabled flag;
+/// fields left out stay as they are, and `expires_at: null` removes the
+/// expiry.
 #[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = KeyUpdate,
     params(("id" = String, Path, description = "key id (one malformed or out of reach is 404)",
         pattern = r"^key_[0-6][0-9A-Za-z]{21}$")),
     responses((status = 200, body = KeyView), (status = 400, body = ErrorResponse),
-              (status = 404, body = ErrorResponse)),
+              (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["keys:write"])))]
 pub async fn update_key(
     State(state): State<Arc<AppState>>,
@@ -125,6 +127,7 @@ pub async fn update_key(
         ratelimits: body.ratelimits,
         credits: body.credits.map(|c| c.map(new_credits)),
         ip_allowlist: body.ip_allowlist,
+        roles: body.roles,
     };
     let updated = state.service.update_key(&caller, &id, changes).await?;
     Ok(Json(KeyView::new(updated, now())))
@@ -381,6 +384,7 @@ fn verify_result(v: &keyward_verify::Verification) -> VerifyResult<'_> {
             reset: r.reset,
         }),
         credits_remaining: v.credits_remaining,
+        critical_scopes: key.map(CachedKey::critical_scopes),
     }
 }
 

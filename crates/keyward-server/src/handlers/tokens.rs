@@ -82,3 +82,123 @@ pub async fn revoke_token(
     let token = state.service.revoke_token(&caller, &id).await?;
     Ok(Json(token.into()))
 }
+
+/// Vault's `auth/token/lookup-self`: the presented admin token as Vault
+/// shows a token, so Vault clients (hvac's `is_authenticated`) see a real
+/// one. Any usable token may read itself. The token itself is never in the
+/// answer: `id` and `accessor` are its public id. A missing, malformed,
+/// unknown, revoked or expired token answers Vault's 403 (never 401, which
+/// Vault clients do not read as "not authenticated"), so the document names
+/// no security requirement: the token is what it describes.
+#[utoipa::path(get, path = "/v1/auth/token/lookup-self", tag = "tokens",
+    responses((status = 200, body = TokenLookup,
+               description = "The token presented in Authorization: Bearer or X-Vault-Token"),
+              (status = 403, body = crate::handlers::sys::VaultErrors,
+               description = "No usable admin token")))]
+pub async fn lookup_self(
+    State(state): State<Arc<AppState>>,
+    caller: Result<Caller, ApiError>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let caller = match caller {
+        Ok(caller) => caller,
+        Err(ApiError::Op(keyward_service::Error::Unauthenticated)) => {
+            return (
+                StatusCode::FORBIDDEN,
+                Json(serde_json::json!({ "errors": ["permission denied"] })),
+            )
+                .into_response()
+        }
+        // The store failed: that is no answer about the token.
+        Err(other) => return other.into_response(),
+    };
+    let token = state.service.own_token(&caller);
+    let now = super::now();
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    let seconds = |d: time::Duration| d.whole_seconds().max(0);
+    let data = TokenLookupData {
+        accessor: token.id.as_str().to_owned(),
+        creation_time: token.created_at.unix_timestamp(),
+        creation_ttl: token
+            .expires_at
+            .map_or(0, |at| seconds(at - token.created_at)),
+        display_name: token.name.clone(),
+        entity_id: "",
+        expire_time: token.expires_at.map(rfc3339),
+        explicit_max_ttl: 0,
+        id: token.id.as_str().to_owned(),
+        identity_policies: Vec::new(),
+        issue_time: rfc3339(token.created_at),
+        meta: None,
+        num_uses: 0,
+        orphan: token.created_by.is_none(),
+        path: "auth/token/create",
+        policies: token.scopes.iter().map(|s| s.as_str()).collect(),
+        renewable: false,
+        ttl: token.expires_at.map_or(0, |at| seconds(at - now)),
+        kind: "service",
+    };
+    Json(TokenLookup {
+        request_id: "",
+        lease_id: "",
+        renewable: false,
+        lease_duration: 0,
+        data,
+        wrap_info: None,
+        warnings: None,
+        auth: None,
+    })
+    .into_response()
+}
+
+/// Vault's answer to a token lookup.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TokenLookup {
+    request_id: &'static str,
+    lease_id: &'static str,
+    renewable: bool,
+    lease_duration: u64,
+    data: TokenLookupData,
+    #[schema(value_type = Option<Object>)]
+    wrap_info: Option<()>,
+    #[schema(value_type = Option<Vec<String>>)]
+    warnings: Option<()>,
+    #[schema(value_type = Option<Object>)]
+    auth: Option<()>,
+}
+
+/// The token, as Vault describes one.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TokenLookupData {
+    /// The token's public id (never the token).
+    accessor: String,
+    /// Unix time in seconds.
+    creation_time: i64,
+    /// Seconds from creation to expiry; 0 without expiry.
+    creation_ttl: i64,
+    display_name: String,
+    entity_id: &'static str,
+    /// RFC 3339; null without expiry.
+    expire_time: Option<String>,
+    explicit_max_ttl: u64,
+    /// The token's public id (never the token).
+    id: String,
+    identity_policies: Vec<String>,
+    issue_time: String,
+    #[schema(value_type = Option<Object>)]
+    meta: Option<()>,
+    num_uses: u64,
+    /// Whether no token created this one (a root token).
+    orphan: bool,
+    path: &'static str,
+    /// The token's admin scopes.
+    policies: Vec<&'static str>,
+    renewable: bool,
+    /// Seconds until expiry; 0 without expiry.
+    ttl: i64,
+    #[serde(rename = "type")]
+    kind: &'static str,
+}

@@ -445,6 +445,15 @@ impl ApiStore for CountingStore {
     async fn list_apis(&self) -> R<Vec<Api>> {
         self.inner.list_apis().await
     }
+    async fn update_api(
+        &self,
+        id: &ApiId,
+        patch: &keyward_store::ApiPatch,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> R<Api> {
+        self.inner.update_api(id, patch, now, event).await
+    }
 }
 
 #[async_trait]

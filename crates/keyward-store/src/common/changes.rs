@@ -13,17 +13,19 @@ macro_rules! impl_change_store {
         ) -> Result<()> {
             for chunk in changes.chunks(EVENTS_PER_INSERT) {
                 let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                    "INSERT INTO cache_changes (kind, digest, owner, changed_at) ",
+                    "INSERT INTO cache_changes (kind, digest, owner, api_id, changed_at) ",
                 );
                 q.push_values(chunk, |mut row, c| {
-                    let (kind, digest, owner) = match c {
-                        Change::Key(d) => ("key", Some(d.as_bytes().to_vec()), None),
-                        Change::Token(d) => ("token", Some(d.as_bytes().to_vec()), None),
-                        Change::Owner(o) => ("owner", None, Some(o.clone())),
+                    let (kind, digest, owner, api) = match c {
+                        Change::Key(d) => ("key", Some(d.as_bytes().to_vec()), None, None),
+                        Change::Token(d) => ("token", Some(d.as_bytes().to_vec()), None, None),
+                        Change::Owner(o) => ("owner", None, Some(o.clone()), None),
+                        Change::Api(a) => ("api", None, None, Some(a.as_str().to_owned())),
                     };
                     row.push_bind(kind)
                         .push_bind(digest)
                         .push_bind(owner)
+                        .push_bind(api)
                         .push_bind(millis(now));
                 });
                 q.build().execute(&mut **tx).await?;
@@ -46,8 +48,9 @@ macro_rules! impl_change_store {
             }
 
             async fn changes_after(&self, after: i64, limit: u32) -> Result<Vec<ChangeEntry>> {
-                let rows: Vec<(i64, String, Option<Vec<u8>>, Option<String>)> = sqlx::query_as(
-                    "SELECT seq, kind, digest, owner FROM cache_changes WHERE seq > $1 \
+                let rows: Vec<(i64, String, Option<Vec<u8>>, Option<String>, Option<String>)> =
+                    sqlx::query_as(
+                    "SELECT seq, kind, digest, owner, api_id FROM cache_changes WHERE seq > $1 \
                      ORDER BY seq LIMIT $2",
                 )
                 .bind(after)
@@ -56,7 +59,7 @@ macro_rules! impl_change_store {
                 .await?;
                 const T: &str = "cache_changes";
                 rows.into_iter()
-                    .map(|(seq, kind, digest, owner)| {
+                    .map(|(seq, kind, digest, owner, api)| {
                         let digest = || {
                             digest
                                 .as_deref()
@@ -68,6 +71,11 @@ macro_rules! impl_change_store {
                             "token" => Change::Token(digest()?),
                             "owner" => Change::Owner(
                                 owner.clone().ok_or_else(|| corrupt(T, "missing owner"))?,
+                            ),
+                            "api" => Change::Api(
+                                api.as_deref()
+                                    .ok_or_else(|| corrupt(T, "missing api_id"))
+                                    .and_then(|a| ApiId::parse(a).map_err(|e| corrupt(T, e)))?,
                             ),
                             other => return Err(corrupt(T, format!("unknown kind {other:?}"))),
                         };

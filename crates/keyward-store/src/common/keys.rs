@@ -2,7 +2,7 @@
 //! or a bulk revocation.
 
 use keyward_core::limits::{Credits, Refill};
-use keyward_core::{ApiId, KeyId, KeyRecord, Scope};
+use keyward_core::{ApiId, KeyId, KeyRecord, RoleName, Scope};
 
 use crate::rows::{corrupt, digest, environment, from_millis, json, opt_from_millis};
 use crate::StoreError;
@@ -10,7 +10,7 @@ use crate::StoreError;
 pub(crate) const KEY_COLUMNS: &str = "id, api_id, environment, name, owner, scopes, metadata, \
      digest, start, enabled, created_at, updated_at, expires_at, revoked_at, revoke_reason, \
      rotated_from, rotated_to, ratelimits, credits_remaining, credits_refill, \
-     credits_refilled_at, ip_allowlist, last_used_at";
+     credits_refilled_at, ip_allowlist, last_used_at, roles";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct KeyRow {
@@ -37,6 +37,7 @@ pub(crate) struct KeyRow {
     credits_refilled_at: Option<i64>,
     ip_allowlist: String,
     last_used_at: Option<i64>,
+    roles: String,
 }
 
 impl TryFrom<KeyRow> for KeyRecord {
@@ -51,6 +52,7 @@ impl TryFrom<KeyRow> for KeyRecord {
             name: r.name,
             owner: r.owner,
             scopes: json::<Vec<Scope>>(T, &r.scopes)?,
+            roles: json::<Vec<RoleName>>(T, &r.roles)?,
             metadata: json(T, &r.metadata)?,
             digest: digest(T, &r.digest)?,
             start: r.start,
@@ -115,14 +117,44 @@ macro_rules! impl_key_store {
             }
         }
 
+        /// Refuses with `UndefinedRole` unless the API defines every role
+        /// in `roles`, read under a share lock that holds until the
+        /// transaction ends: an API change removing a role then either
+        /// counts this key or waits for it (see `update_api`).
+        async fn check_roles_defined(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            api_id: &ApiId,
+            roles: &[keyward_core::RoleName],
+        ) -> Result<()> {
+            if roles.is_empty() {
+                return Ok(());
+            }
+            let lock = <$store>::DIALECT.for_share;
+            let row: Option<(String,)> =
+                sqlx::query_as(&format!("SELECT roles FROM apis WHERE id = $1{lock}"))
+                    .bind(api_id.as_str())
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            let defined: keyward_core::KeyRoles = match row {
+                Some((roles,)) => $crate::rows::json("apis", &roles)?,
+                None => return Err(StoreError::NotFound),
+            };
+            if roles.iter().all(|r| defined.contains_key(r)) {
+                Ok(())
+            } else {
+                Err(StoreError::UndefinedRole)
+            }
+        }
+
         async fn insert_key(
             tx: &mut sqlx::Transaction<'_, $db>,
             key: &KeyRecord,
         ) -> Result<()> {
+            check_roles_defined(tx, &key.api_id, &key.roles).await?;
             let sql = format!(
                 "INSERT INTO keys ({KEY_COLUMNS}) VALUES \
                  ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                  $18, $19, $20, $21, $22, $23)"
+                  $18, $19, $20, $21, $22, $23, $24)"
             );
             sqlx::query(&sql)
                 .bind(key.id.as_str())
@@ -148,6 +180,7 @@ macro_rules! impl_key_store {
                 .bind(key.credits.map(|c| millis(c.refilled_at)))
                 .bind(to_json(&key.ip_allowlist))
                 .bind(key.last_used_at.map(millis))
+                .bind(to_json(&key.roles))
                 .execute(&mut **tx)
                 .await
                 .map_err(unique_violation("a key with this digest already exists"))?;
@@ -249,6 +282,18 @@ macro_rules! impl_key_store {
             ) -> Result<KeyRecord> {
                 self.audited(move |tx| {
                     Box::pin(async move {
+                        if let Some(roles) = patch.roles.as_deref().filter(|r| !r.is_empty()) {
+                            let api: Option<(String,)> =
+                                sqlx::query_as("SELECT api_id FROM keys WHERE id = $1")
+                                    .bind(id.as_str())
+                                    .fetch_optional(&mut **tx)
+                                    .await?;
+                            let Some((api,)) = api else {
+                                return Err(StoreError::NotFound);
+                            };
+                            let api = ApiId::parse(&api).map_err(|e| corrupt("keys", e))?;
+                            check_roles_defined(tx, &api, roles).await?;
+                        }
                         let sql = format!(
                             "UPDATE keys SET \
                                name = COALESCE($2, name), \
@@ -261,7 +306,8 @@ macro_rules! impl_key_store {
                                ip_allowlist = COALESCE($10, ip_allowlist), \
                                credits_remaining = CASE WHEN $11 THEN $12 ELSE credits_remaining END, \
                                credits_refill = CASE WHEN $11 THEN $13 ELSE credits_refill END, \
-                               credits_refilled_at = CASE WHEN $11 THEN $14 ELSE credits_refilled_at END \
+                               credits_refilled_at = CASE WHEN $11 THEN $14 ELSE credits_refilled_at END, \
+                               roles = COALESCE($15, roles) \
                              WHERE id = $1 RETURNING {KEY_COLUMNS}"
                         );
                         let credits = patch.credits.flatten();
@@ -280,6 +326,7 @@ macro_rules! impl_key_store {
                             .bind(credits.map(|c| c.remaining.min(i64::MAX as u64) as i64))
                             .bind(credits.and_then(|c| c.refill).map(|r| to_json(&r)))
                             .bind(credits.map(|_| millis(now)))
+                            .bind(patch.roles.as_ref().map(to_json))
                             .fetch_optional(&mut **tx)
                             .await?;
                         let Some(row) = row else {

@@ -45,9 +45,16 @@ pub(crate) struct Dialect {
     /// bound next"; [`Dialect::scope_match_close`] closes it.
     pub scope_match_open: &'static str,
     pub scope_match_close: &'static str,
+    /// Like [`Dialect::scope_match_open`] for the key's `roles` column;
+    /// closed by [`Dialect::scope_match_close`].
+    pub role_match_open: &'static str,
     /// Appended to a SELECT whose rows the transaction will update. SQLite
     /// needs none: its single writer connection serializes transactions.
     pub for_update: &'static str,
+    /// Appended to a SELECT whose rows must not change before the
+    /// transaction ends, while other readers may share them. SQLite needs
+    /// none, for the same reason.
+    pub for_share: &'static str,
     /// Run in a transaction that wrote change-feed entries, to wake the
     /// other nodes' followers at commit; empty when the backend has no
     /// notifications (followers then poll on their interval).
@@ -132,7 +139,7 @@ macro_rules! impl_store {
         use sqlx::QueryBuilder;
         use time::OffsetDateTime;
 
-        use $crate::common::apis::ApiRow;
+        use $crate::common::apis::{ApiRow, API_COLUMNS};
         use $crate::common::audit::{derive_event_reach_sql, EventRow};
         use $crate::common::keys::{KeyRow, KEY_COLUMNS};
         use $crate::common::seal::{seal_from_row, SealRow};
@@ -142,12 +149,13 @@ macro_rules! impl_store {
         use $crate::common::{convert, Outcome, WriteFuture};
         use $crate::rows::{corrupt, millis, to_json};
         use $crate::{
-            ApiStore, AuditEntry, AuditFilter, AuditStore, BulkRevokeFilter, Change, ChangeEntry,
-            ChangeStore, CreditLease, EnvelopeCursor, KeyFilter, KeyPatch, KeyStore, KeyringEntry,
-            LastFullToken, LimitStore, Page, Result, RevokedToken, Rotation, SealRecord, SealStore,
-            SecretMeta, SecretMetaPatch, SecretMount, SecretStore, SecretVersion, SecretWrite,
-            StoreError, StoredEnvelope, SystemStore, TokenStore, TransitKey, TransitKeyVersion,
-            TransitStore, UsageRow, UsageStore, UseTarget, VersionAction,
+            ApiPatch, ApiStore, AuditEntry, AuditFilter, AuditStore, BulkRevokeFilter, Change,
+            ChangeEntry, ChangeStore, CreditLease, EnvelopeCursor, KeyFilter, KeyPatch, KeyStore,
+            KeyringEntry, LastFullToken, LimitStore, Page, Result, RevokedToken, Rotation,
+            SealRecord, SealStore, SecretMeta, SecretMetaPatch, SecretMount, SecretStore,
+            SecretVersion, SecretWrite, StoreError, StoredEnvelope, SystemStore, TokenStore,
+            TransitKey, TransitKeyVersion, TransitStore, UsageRow, UsageStore, UseTarget,
+            VersionAction,
         };
 
         /// Most rows one multi-row INSERT carries, well under both drivers'
