@@ -52,12 +52,18 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// The server as one command talks to it.
-    fn connect(&self) -> anyhow::Result<Server<'_>> {
+    /// The server as one command talks to it. Without `--token` or
+    /// `KEYWARD_TOKEN`, the session `keyward login` stored for this server
+    /// is used.
+    pub(crate) fn connect(&self) -> anyhow::Result<Server<'_>> {
+        let token = match &self.token {
+            Some(token) => Some(token.clone()),
+            None => crate::people::stored_session(&self.addr),
+        };
         Ok(Server {
             http: http_client()?,
             addr: &self.addr,
-            token: self.token.as_deref(),
+            token,
             json: self.json,
         })
     }
@@ -66,14 +72,14 @@ impl Conn {
 /// The server a client command talks to. All of the command's requests go
 /// through its one HTTP client, so they share its connection pool instead
 /// of each setting up a client and a connection of its own.
-struct Server<'a> {
+pub(crate) struct Server<'a> {
     http: reqwest::Client,
     /// Where the server listens, as given (`--addr`).
-    addr: &'a str,
-    /// The admin token, sent with every request that needs one.
-    token: Option<&'a str>,
+    pub(crate) addr: &'a str,
+    /// The admin token or session, sent with every request that needs one.
+    pub(crate) token: Option<String>,
     /// Print the server's JSON instead of a summary.
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// The HTTP client of one CLI run.
@@ -440,7 +446,7 @@ fn parse_refill(spec: &str) -> anyhow::Result<Refill> {
 
 /// `--env`: the environments the server knows, checked here so that the
 /// body holds an `Environment` as the server reads it.
-fn parse_environment(s: &str) -> Result<Environment, String> {
+pub(crate) fn parse_environment(s: &str) -> Result<Environment, String> {
     s.parse()
         .map_err(|_| "expected live, test or dev".to_owned())
 }
@@ -1016,7 +1022,7 @@ pub async fn secrets(args: SecretsArgs) -> anyhow::Result<ExitCode> {
                 Method::DELETE,
                 &format!("/v1/{mount}/data/{path}"),
                 None,
-                c.token,
+                c.token.as_deref(),
             )
             .await?;
             if !c.json {
@@ -1097,7 +1103,14 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
     let status = match args.command {
         OperatorCommand::RootToken(recovery) => return crate::recover::run(recovery, c.json).await,
         OperatorCommand::Status => {
-            send(c, Method::GET, "/v1/sys/seal-status", None, c.token).await?
+            send(
+                c,
+                Method::GET,
+                "/v1/sys/seal-status",
+                None,
+                c.token.as_deref(),
+            )
+            .await?
         }
         OperatorCommand::Init { shares, threshold } => {
             if let Some(why) = seal_type(c)
@@ -1146,7 +1159,7 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
                 Method::POST,
                 "/v1/sys/unseal",
                 Some(Body::of(&body)?),
-                c.token,
+                c.token.as_deref(),
             )
             .await?
         }
@@ -1220,10 +1233,10 @@ pub async fn operator(args: OperatorArgs) -> anyhow::Result<ExitCode> {
 /// A request body, encoded from its proto type before the request is
 /// built, so that a value JSON cannot hold is reported as such rather than
 /// as a failure to reach the server.
-struct Body(Vec<u8>);
+pub(crate) struct Body(Vec<u8>);
 
 impl Body {
-    fn of(value: &impl Serialize) -> anyhow::Result<Body> {
+    pub(crate) fn of(value: &impl Serialize) -> anyhow::Result<Body> {
         serde_json::to_vec(value)
             .map(Body)
             .context("cannot encode the request body")
@@ -1232,21 +1245,21 @@ impl Body {
 
 /// Sends one request and returns the JSON body, or the server's error as
 /// `CODE: message`.
-async fn call(
+pub(crate) async fn call(
     c: &Server<'_>,
     method: Method,
     path: &str,
     body: Option<Body>,
 ) -> anyhow::Result<Value> {
-    let Some(token) = c.token else {
-        bail!("no admin token: set KEYWARD_TOKEN or pass --token");
+    let Some(token) = c.token.as_deref() else {
+        bail!("no admin token: set KEYWARD_TOKEN, pass --token, or sign in with `keyward login`");
     };
     send(c, method, path, body, Some(token)).await
 }
 
 /// Like [`call`], for the few endpoints that need no token (seal status and
 /// unseal); sends the token when there is one.
-async fn send(
+pub(crate) async fn send(
     c: &Server<'_>,
     method: Method,
     path: &str,
@@ -1282,13 +1295,17 @@ async fn send(
 }
 
 /// An answer read as the proto type the server writes it from.
+pub(crate) fn read_value<T: DeserializeOwned>(value: &Value) -> anyhow::Result<T> {
+    read(value)
+}
+
 fn read<T: DeserializeOwned>(value: &Value) -> anyhow::Result<T> {
     T::deserialize(value).context("the server's answer is not in the shape this client reads")
 }
 
 /// Prints an answer: with `--json` as the server sent it, otherwise read
 /// as `T` and summarised for people.
-fn show<T: DeserializeOwned>(
+pub(crate) fn show<T: DeserializeOwned>(
     c: &Server<'_>,
     value: &Value,
     summary: impl FnOnce(T) -> anyhow::Result<()>,
@@ -1304,10 +1321,10 @@ fn show<T: DeserializeOwned>(
 /// the answers it knows (a deleted secret version, a seal that does not
 /// take shares).
 #[derive(Debug)]
-struct ServerError {
+pub(crate) struct ServerError {
     status: reqwest::StatusCode,
     /// Keyward's stable `code`, when the answer has one.
-    code: Option<String>,
+    pub(crate) code: Option<String>,
     /// What the server said: Keyward's `error.message`, else Vault's
     /// `errors` array, else the status's reason.
     message: String,
@@ -1417,7 +1434,7 @@ fn self_unsealing(kind: &str, what: &str) -> Option<String> {
     ))
 }
 
-fn read_secret_line(what: &str) -> anyhow::Result<String> {
+pub(crate) fn read_secret_line(what: &str) -> anyhow::Result<String> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         eprintln!("{what}: ");
@@ -1447,7 +1464,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// `s` as one segment of a URL path.
-fn segment(s: &str) -> PercentEncode<'_> {
+pub(crate) fn segment(s: &str) -> PercentEncode<'_> {
     utf8_percent_encode(s, SEGMENT)
 }
 
@@ -1477,7 +1494,7 @@ fn text(v: &Value) -> &str {
 }
 
 /// Items joined with commas, or `-` for none.
-fn join<T: AsRef<str>>(items: &[T]) -> String {
+pub(crate) fn join<T: AsRef<str>>(items: &[T]) -> String {
     if items.is_empty() {
         "-".to_owned()
     } else {
@@ -1490,7 +1507,7 @@ fn join<T: AsRef<str>>(items: &[T]) -> String {
 }
 
 /// A time as the server writes it.
-fn time_text(at: OffsetDateTime) -> String {
+pub(crate) fn time_text(at: OffsetDateTime) -> String {
     at.format(&Rfc3339).unwrap_or_else(|_| at.to_string())
 }
 

@@ -7,6 +7,7 @@
 
 mod client;
 mod output;
+mod people;
 mod recover;
 mod scan;
 mod serve;
@@ -42,6 +43,20 @@ enum Command {
     Owners(client::OwnersArgs),
     /// Manage admin tokens.
     Tokens(client::TokensArgs),
+    /// Sign in as an admin user; later commands use the session.
+    Login(people::LoginArgs),
+    /// End the session `login` stored.
+    Logout(people::LogoutArgs),
+    /// Your session: who you are, TOTP enrolment, step-up.
+    Auth(people::AuthArgs),
+    /// Admin users and their roles.
+    Users(people::UsersArgs),
+    /// Workspaces, which hold APIs.
+    Workspaces(people::WorkspacesArgs),
+    /// Built-in and custom roles.
+    Roles(people::RolesArgs),
+    /// Who holds which role and scopes where.
+    AccessReview(people::AccessReviewArgs),
     /// The seal: status, init, unseal, seal, keyring rotation.
     Operator(client::OperatorArgs),
     /// Secrets in KV v2 mounts: put, get, list, delete.
@@ -72,6 +87,13 @@ fn main() -> ExitCode {
             Command::Keys(args) => client::keys(args).await,
             Command::Owners(args) => client::owners(args).await,
             Command::Tokens(args) => client::tokens(args).await,
+            Command::Login(args) => people::login(args).await,
+            Command::Logout(args) => people::logout(args).await,
+            Command::Auth(args) => people::auth(args).await,
+            Command::Users(args) => people::users(args).await,
+            Command::Workspaces(args) => people::workspaces(args).await,
+            Command::Roles(args) => people::roles(args).await,
+            Command::AccessReview(args) => people::access_review(args).await,
             // Threads and files; only --report is async.
             Command::Scan(args) => scan::run(args).await,
         }

@@ -103,6 +103,30 @@ impl Server {
         child.wait_with_output().unwrap()
     }
 
+    /// Runs a client command with no token but `env` (a session file, a
+    /// password).
+    fn cli_as(&self, env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .env("KEYWARD_ADDR", &self.addr)
+            .env_remove("KEYWARD_TOKEN")
+            .env_remove("KEYWARD_PASSWORD")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
     fn cli_json(&self, token: &str, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.push("--json");
@@ -1639,4 +1663,165 @@ fn an_id_holding_path_characters_names_no_other_route() {
     // A query or fragment in an id stays part of the id.
     let out = server.cli(&root, &["keys", "get", "key_x?limit=1#y"], None);
     assert!(!out.status.success());
+}
+
+/// The code an authenticator app shows for `secret` (base32), `drift`
+/// steps from now.
+fn totp_code(secret: &str, drift: i64) -> String {
+    let bytes = data_encoding::BASE32_NOPAD
+        .decode(secret.as_bytes())
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let step = (now / 30).checked_add_signed(drift).unwrap();
+    format!(
+        "{:06}",
+        keyward_crypto::totp::Secret::from_bytes(bytes).code(step, 6)
+    )
+}
+
+#[test]
+fn an_operator_signs_in_enrols_totp_steps_up_and_revokes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let root = server.root_token().unwrap();
+    let session = dir.path().join("session.json");
+    let session = session.to_str().unwrap();
+    let password = [("KEYWARD_PASSWORD", "plum-violet-harbor-42")];
+    let out = server.cli_as(
+        &[password[0], ("KEYWARD_TOKEN", root.as_str())],
+        &[
+            "users",
+            "create",
+            "--email",
+            "Ops@Example.com",
+            "--role",
+            "owner",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ops@example.com  roles=owner"));
+    let as_user = [("KEYWARD_SESSION_FILE", session), password[0]];
+    // A wrong password is refused and stores nothing.
+    let out = server.cli_as(
+        &[
+            ("KEYWARD_SESSION_FILE", session),
+            ("KEYWARD_PASSWORD", "not-it-at-all-1"),
+        ],
+        &["login", "--email", "ops@example.com"],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UNAUTHENTICATED"));
+    assert!(!Path::new(session).exists());
+    let out = server.cli_as(&as_user, &["login", "--email", "ops@example.com"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The session file is the user's alone.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(session).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let enrolled = server.cli_as(&as_user, &["auth", "totp", "--json"], None);
+    let enrolled: Value = serde_json::from_slice(&enrolled.stdout).unwrap();
+    let secret = enrolled["secret"].as_str().unwrap().to_owned();
+    let out = server.cli_as(
+        &as_user,
+        &["auth", "totp-confirm", &totp_code(&secret, -1)],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).matches("-").count(),
+        10
+    );
+    // Signing in again asks for the code, read from standard input.
+    let out = server.cli_as(
+        &as_user,
+        &["login", "--email", "ops@example.com"],
+        Some(&format!("{}\n", totp_code(&secret, 0))),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let api = server.cli_json(
+        &root,
+        &["apis", "create", "--name", "Exchange", "--prefix", "exc"],
+    );
+    let api = api["id"].as_str().unwrap();
+    let key = server.cli_json(
+        &root,
+        &[
+            "keys", "create", "--api-id", api, "--env", "live", "--owner", "acme",
+        ],
+    );
+    // Signed in with a code: stepped up, so the incident button works.
+    let out = server.cli_as(
+        &as_user,
+        &[
+            "keys",
+            "bulk-revoke",
+            "--owner",
+            "acme",
+            "--reason",
+            "drill",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked 1"));
+    let verified = server.cli(
+        &root,
+        &["keys", "verify"],
+        Some(key["key"].as_str().unwrap()),
+    );
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("REVOKED"));
+    let out = server.cli_as(&as_user, &["auth", "step-up", &totp_code(&secret, 1)], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = server.cli_as(&as_user, &["access-review", "--json"], None);
+    let review: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let user = review["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "user")
+        .unwrap();
+    assert_eq!(user["totp_enrolled"], true);
+    // Signing out ends the session on the server and forgets it here.
+    let out = server.cli_as(&as_user, &["logout"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!Path::new(session).exists());
+    let out = server.cli_as(&as_user, &["auth", "whoami"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no admin token"));
+    assert!(
+        !server.log().contains("plum-violet-harbor-42"),
+        "no password in the log"
+    );
 }
