@@ -470,6 +470,10 @@ pub struct AdminToken {
     pub grants: Vec<Grant>,
     /// When the session's user last gave a second factor.
     pub stepped_up_at: Option<OffsetDateTime>,
+    /// The client certificate of mutual TLS the token is bound to (SHA-256
+    /// of its DER): without it on the connection, the token authenticates
+    /// nothing.
+    pub client_cert: Option<[u8; 32]>,
 }
 
 impl AdminToken {

@@ -668,6 +668,14 @@ pub struct TokenCreate {
     /// creator's reach).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspaces: Option<Vec<String>>,
+    /// Bind the token to a client certificate of mutual TLS: its SHA-256
+    /// fingerprint (64 hex digits, colons allowed). A bound token
+    /// authenticates only on a connection that presented that
+    /// certificate. A bound token's children are bound to its certificate
+    /// unless they name another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^(sha256:)?[0-9A-Fa-f:]{64,95}$")]
+    pub client_cert: Option<String>,
     /// When the token stops working, in the future; never later than the creating token's
     /// own expiry, to which a later one (or none) is capped.
     #[serde(
@@ -690,6 +698,10 @@ pub struct TokenView {
     pub environments: Option<Vec<Environment>>,
     #[serde(default)]
     pub workspaces: Option<Vec<String>>,
+    /// The SHA-256 fingerprint (hex) of the client certificate the token
+    /// is bound to.
+    #[serde(default)]
+    pub client_cert: Option<String>,
     /// The token that created this one, when that token is within the
     /// caller's reach (`null` otherwise, and for the root token).
     pub created_by: Option<TokenId>,
@@ -711,6 +723,9 @@ impl From<AdminToken> for TokenView {
             api_ids: t.api_ids,
             environments: t.environments,
             workspaces: t.workspaces,
+            client_cert: t
+                .client_cert
+                .map(|c| c.iter().map(|b| format!("{b:02x}")).collect()),
             created_by: t.created_by,
             created_at: t.created_at,
             expires_at: t.expires_at,

@@ -500,6 +500,7 @@ fn token_create_sends_limits_only_when_given() {
         api_ids: None,
         environments: None,
         workspaces: None,
+        client_cert: None,
         expires_at: None,
     };
     check(&plain, json!({"name": "ci", "scopes": ["keys:read"]}));
@@ -507,6 +508,7 @@ fn token_create_sends_limits_only_when_given() {
         api_ids: Some(vec![API.into()]),
         environments: Some(vec![Environment::Live]),
         workspaces: Some(vec!["desk".into()]),
+        client_cert: Some("ab".repeat(32)),
         expires_at: Some(LATER),
         ..plain
     };
@@ -515,7 +517,7 @@ fn token_create_sends_limits_only_when_given() {
         json!({
             "name": "ci", "scopes": ["keys:read"], "api_ids": [API],
             "environments": ["live"], "workspaces": ["desk"],
-            "expires_at": "2100-01-01T00:00:00Z",
+            "client_cert": "ab".repeat(32), "expires_at": "2100-01-01T00:00:00Z",
         }),
     );
 }
@@ -606,6 +608,7 @@ fn token_view() -> TokenView {
         api_ids: Some(vec![ApiId::parse(API).unwrap()]),
         environments: Some(vec![Environment::Test]),
         workspaces: Some(vec!["desk".into()]),
+        client_cert: Some("cd".repeat(32)),
         created_by: Some(TokenId::generate(now).unwrap()),
         created_at: now,
         expires_at: None,

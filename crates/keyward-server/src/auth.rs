@@ -12,6 +12,7 @@ use keyward_service::Actor;
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
+use crate::tls::PeerCertificate;
 use crate::AppState;
 use keyward_service::Error;
 
@@ -38,6 +39,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             state,
             parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
             parts.headers.get("x-vault-token").map(|v| v.as_bytes()),
+            parts.extensions.get::<PeerCertificate>().copied(),
         )
         .await
     }
@@ -45,11 +47,15 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 
 /// The caller of a request with these `Authorization` and `X-Vault-Token`
 /// header values (the first of each): `Authorization: Bearer`, or Vault's
-/// header so that Vault clients work unchanged.
+/// header so that Vault clients work unchanged. `peer` is the client
+/// certificate of a mutual TLS connection: a token bound to a certificate
+/// authenticates only with it, and is otherwise answered as any invalid
+/// token is.
 pub(crate) async fn authenticate(
     state: &AppState,
     authorization: Option<&[u8]>,
     vault_token: Option<&[u8]>,
+    peer: Option<PeerCertificate>,
 ) -> Result<Caller, ApiError> {
     let presented = match authorization {
         Some(value) => visible_ascii(value)
@@ -71,8 +77,22 @@ pub(crate) async fn authenticate(
     let token = state.tokens.lookup(state.store.as_ref(), &digest).await?;
     let token = token
         .filter(|t| t.is_usable(OffsetDateTime::now_utc()))
+        .filter(|t| bound_to(t.client_cert.as_ref(), peer))
         .ok_or(ApiError::Op(Error::Unauthenticated))?;
     Ok(Caller(Actor::new(token)))
+}
+
+/// Whether a token bound to `cert` (if it is) may be used on a connection
+/// that presented `peer`.
+fn bound_to(cert: Option<&[u8; 32]>, peer: Option<PeerCertificate>) -> bool {
+    match (cert, peer) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(cert), Some(peer)) => bool::from(subtle::ConstantTimeEq::ct_eq(
+            cert.as_slice(),
+            peer.sha256.as_slice(),
+        )),
+    }
 }
 
 /// A header value as text when it is all visible ASCII (or tabs), as

@@ -358,6 +358,7 @@ impl Front {
             &self.state,
             value(&head.authorization),
             value(&head.vault_token),
+            self.peer,
         )
         .await?;
         let request: VerifyRequest = handlers::parse_lenient(body)?;

@@ -36,6 +36,7 @@ on_both_backends_raw!(
     a_reload_serves_new_handshakes_and_keeps_open_connections,
     plaintext_is_refused_on_a_public_address_unless_allowed,
     hostile_handshakes_are_closed_and_the_server_goes_on,
+    a_token_bound_to_a_client_certificate_works_only_with_it,
 );
 
 /// A certificate authority that issues the test's certificates.
@@ -650,4 +651,78 @@ async fn a_standalone_gateway_answers_over_tls() {
     assert_eq!(answer.text().await.unwrap(), "upstream");
     let _ = stop.send(());
     gateway.await.unwrap().unwrap();
+}
+
+async fn a_token_bound_to_a_client_certificate_works_only_with_it(backend: Backend) {
+    let (ca, client_ca) = (Ca::new("test CA"), Ca::new("client CA"));
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_files(dir.path(), &ca.server("api"), Some(&client_ca));
+    let server = start(backend, Some(files), None).await;
+    let (verifier, thief) = (client_ca.client("verifier"), client_ca.client("thief"));
+    let fingerprint = PeerCertificate::of(&verifier.der).to_string();
+    let own = client(&ca, Some(&verifier));
+    let other = client(&ca, Some(&thief));
+    let key = key(&server, &own).await;
+    // A verify-only service identity: the token, and the certificate.
+    let colons: Vec<String> = fingerprint
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap().to_uppercase())
+        .collect();
+    let issued = server
+        .admin(
+            &own,
+            "/v1/tokens",
+            json!({"name": "verifier", "scopes": ["keys:verify", "tokens:write"],
+                   "client_cert": colons.join(":")}),
+        )
+        .await;
+    assert_eq!(issued["client_cert"], fingerprint.as_str());
+    let token = issued["token"].as_str().unwrap().to_owned();
+    let verify = |c: &reqwest::Client, token: &str| {
+        c.post(server.url("/v1/keys/verify"))
+            .bearer_auth(token)
+            .json(&json!({"key": key}))
+            .send()
+    };
+    let answer = verify(&own, &token).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.json::<Value>().await.unwrap()["code"], "VALID");
+    // The stolen token on another certificate of the same CA, on the
+    // front's own path and through the router alike.
+    let stolen = verify(&other, &token).await.unwrap();
+    assert_eq!(stolen.status(), StatusCode::UNAUTHORIZED);
+    let listed = other
+        .get(server.url("/v1/tokens"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::UNAUTHORIZED);
+    // What the bound token creates is bound too.
+    let child = own
+        .post(server.url("/v1/tokens"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "child", "scopes": ["keys:verify"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(child.status(), StatusCode::CREATED);
+    let child: Value = child.json().await.unwrap();
+    assert_eq!(child["client_cert"], fingerprint.as_str());
+    let child = child["token"].as_str().unwrap();
+    assert_eq!(
+        verify(&other, child).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(verify(&own, child).await.unwrap().status(), StatusCode::OK);
+    // A malformed fingerprint is refused.
+    let bad = own
+        .post(server.url("/v1/tokens"))
+        .bearer_auth(&server.root)
+        .json(&json!({"name": "bad", "scopes": ["keys:verify"], "client_cert": "abc"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }

@@ -37,6 +37,7 @@ pub fn new_root_token(at: OffsetDateTime) -> Result<(PlaintextKey, AdminToken), 
         user_id: None,
         grants: Vec::new(),
         stepped_up_at: None,
+        client_cert: None,
     };
     Ok((plaintext, root))
 }

@@ -38,6 +38,10 @@ pub struct NewToken {
     pub workspaces: Option<Vec<String>>,
     /// Capped to the creator's.
     pub expires_at: Option<OffsetDateTime>,
+    /// Binds the token to this client certificate of mutual TLS (the
+    /// SHA-256 of its DER, hex). A token created by a bound token is bound
+    /// to the creator's certificate unless another is named.
+    pub client_cert: Option<String>,
 }
 
 impl Service {
@@ -122,6 +126,10 @@ impl Service {
                 "a token cannot reach APIs, workspaces or environments its creator cannot",
             ));
         }
+        let client_cert = match new.client_cert.as_deref() {
+            Some(text) => Some(parse_fingerprint(text)?),
+            None => actor.token.client_cert,
+        };
         let now = now();
         if session && scopes.iter().any(|s| s.is_critical()) {
             actor.require_step_up(self.auth.step_up_window, now)?;
@@ -163,6 +171,7 @@ impl Service {
             user_id: None,
             grants: Vec::new(),
             stepped_up_at: None,
+            client_cert,
         };
         let event = audit_event(
             Some(actor),
@@ -174,6 +183,7 @@ impl Service {
                 "api_ids": token.api_ids,
                 "environments": token.environments,
                 "workspaces": token.workspaces,
+                "client_cert": token.client_cert.map(|c| base16ct::lower::encode_string(&c)),
                 "start": token.start,
                 "expires_at": token
                     .expires_at
@@ -330,5 +340,26 @@ pub fn within<T: PartialEq>(inner: &Option<Vec<T>>, outer: &Option<Vec<T>>) -> b
         (_, None) => true,
         (None, Some(_)) => false,
         (Some(i), Some(o)) => i.iter().all(|x| o.contains(x)),
+    }
+}
+
+/// A certificate's SHA-256 fingerprint as people copy it: 64 hex digits,
+/// optionally with colons (`openssl x509 -fingerprint -sha256`) and a
+/// `sha256:` prefix.
+fn parse_fingerprint(text: &str) -> Result<[u8; 32], Error> {
+    let hex: String = text
+        .trim()
+        .trim_start_matches("sha256:")
+        .trim_start_matches("SHA256:")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let mut out = [0u8; 32];
+    match base16ct::lower::decode(hex.as_bytes(), &mut out) {
+        Ok(bytes) if bytes.len() == 32 => Ok(out),
+        _ => Err(Error::InvalidRequest(
+            "client_cert must be a SHA-256 fingerprint: 64 hex digits, colons allowed".into(),
+        )),
     }
 }

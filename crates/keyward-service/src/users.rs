@@ -462,6 +462,7 @@ impl Service {
             user_id: Some(stored.user.id.clone()),
             grants: Vec::new(),
             stepped_up_at: factor.is_some().then_some(now),
+            client_cert: None,
         };
         let event = audit_event(
             None,

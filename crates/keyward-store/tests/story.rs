@@ -77,6 +77,7 @@ fn token(scopes: Vec<AdminScope>) -> (AdminToken, PlaintextKey) {
         user_id: None,
         grants: Vec::new(),
         stepped_up_at: None,
+        client_cert: None,
     };
     (token, plain)
 }

@@ -505,6 +505,10 @@ enum TokensCommand {
         /// Limit the token to the APIs of these workspaces.
         #[arg(long = "workspace")]
         workspaces: Option<Vec<String>>,
+        /// Bind the token to a client certificate of mutual TLS: its
+        /// SHA-256 fingerprint (`openssl x509 -noout -fingerprint -sha256`).
+        #[arg(long = "client-cert-sha256")]
+        client_cert: Option<String>,
         #[arg(long, value_parser = parse_time)]
         expires_at: Option<OffsetDateTime>,
     },
@@ -827,6 +831,7 @@ pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
             api_ids,
             environments,
             workspaces,
+            client_cert,
             expires_at,
         } => {
             let body = TokenCreate {
@@ -835,6 +840,7 @@ pub async fn tokens(args: TokensArgs) -> anyhow::Result<ExitCode> {
                 api_ids,
                 environments,
                 workspaces,
+                client_cert,
                 expires_at,
             };
             let value = call(c, Method::POST, "/v1/tokens", Some(Body::of(&body)?)).await?;

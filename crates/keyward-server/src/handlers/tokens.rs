@@ -33,6 +33,7 @@ pub async fn create_token(
         environments: body.environments,
         workspaces: body.workspaces,
         expires_at: body.expires_at,
+        client_cert: body.client_cert,
     };
     let (token, plaintext) = state.service.create_token(&caller, new).await?;
     Ok((

@@ -7,7 +7,8 @@ use crate::rows::{corrupt, digest, from_millis, json, opt_from_millis};
 use crate::StoreError;
 
 pub(crate) const TOKEN_COLUMNS: &str = "id, name, digest, start, scopes, api_ids, environments, \
-     created_by, created_at, expires_at, revoked_at, workspaces, user_id, stepped_up_at";
+     created_by, created_at, expires_at, revoked_at, workspaces, user_id, stepped_up_at, \
+     client_cert";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct TokenRow {
@@ -25,6 +26,7 @@ pub(crate) struct TokenRow {
     workspaces: Option<String>,
     user_id: Option<String>,
     stepped_up_at: Option<i64>,
+    client_cert: Option<Vec<u8>>,
 }
 
 impl TryFrom<TokenRow> for AdminToken {
@@ -65,6 +67,13 @@ impl TryFrom<TokenRow> for AdminToken {
             // A session's grants are its user's, read with it.
             grants: Vec::new(),
             stepped_up_at: opt_from_millis(T, r.stepped_up_at)?,
+            client_cert: r
+                .client_cert
+                .map(|c| {
+                    <[u8; 32]>::try_from(c.as_slice())
+                        .map_err(|_| corrupt(T, "client_cert is not 32 bytes"))
+                })
+                .transpose()?,
         })
     }
 }
@@ -136,7 +145,7 @@ macro_rules! impl_token_store {
         ) -> Result<()> {
             let sql = format!(
                 "INSERT INTO admin_tokens ({TOKEN_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
             );
             sqlx::query(&sql)
                 .bind(token.id.as_str())
@@ -153,6 +162,7 @@ macro_rules! impl_token_store {
                 .bind(token.workspaces.as_ref().map(to_json))
                 .bind(token.user_id.as_ref().map(|u| u.as_str()))
                 .bind(token.stepped_up_at.map(millis))
+                .bind(token.client_cert.as_ref().map(|c| c.as_slice()))
                 .execute(&mut **tx)
                 .await
                 .map_err(unique_violation("a token with this digest already exists"))?;

@@ -1,0 +1,4 @@
+-- An admin token may be bound to a client certificate of mutual TLS: the
+-- SHA-256 of its DER. A bound token authenticates only on a connection
+-- that presented that certificate.
+ALTER TABLE admin_tokens ADD COLUMN client_cert BLOB;
