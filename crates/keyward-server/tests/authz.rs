@@ -1647,6 +1647,71 @@ async fn role_matrix_covers_every_route_role_and_session_state(app: TestApp) {
     );
 }
 
+/// The role matrix's last session state: every route refuses a session
+/// past its `session_ttl` (2 s here), whatever its user's role, as it
+/// refuses a signed-out one.
+async fn role_matrix_refuses_expired_sessions(backend: Backend) {
+    let app = support::spawn_with_auth(
+        backend,
+        keyward_server::settings::AuthFileSettings {
+            session_ttl: "2s".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let rows = rows();
+    let fixture = fixture(&app, &rows).await;
+    let mut sessions = BTreeMap::new();
+    for role in BuiltinRole::ALL {
+        let email = format!("{}-expired@example.com", role.as_str());
+        app.ok(
+            Method::POST,
+            "/v1/users",
+            Some(json!({"email": email, "password": PASSWORD, "roles": [{"role": role.as_str()}]})),
+        )
+        .await;
+        sessions.insert(role.as_str(), session(&app, &email, None).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let mut counts = Counts::default();
+    let mut failures = Vec::new();
+    for role in BuiltinRole::ALL {
+        for (i, row) in rows.iter().enumerate() {
+            let expect = match (row.scope, row.vault_self) {
+                (_, true) => Expect::VaultRefused(403),
+                (None, false) => continue,
+                (Some(_), false) => UNAUTHENTICATED,
+            };
+            let path = fixture.fill(row.path, i);
+            let body = row.body.map(|b| fixture.fill(b, i));
+            let name = format!("{} {path} as {} Expired", row.method, role.as_str());
+            failures.extend(
+                check_cell(
+                    &app,
+                    &fixture,
+                    row,
+                    i,
+                    Cell {
+                        name: &name,
+                        path: &path,
+                        body: body.as_deref(),
+                        token: Some(&sessions[role.as_str()]),
+                    },
+                    expect,
+                    &mut counts,
+                )
+                .await,
+            );
+        }
+    }
+    eprintln!(
+        "role matrix, expired sessions: {} roles, {} cells",
+        BuiltinRole::ALL.len(),
+        counts.cells
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// The message node-wide refusals carry.
 const NODE_WIDE: &str = "without API or environment limits";
 
@@ -1904,3 +1969,4 @@ on_both_backends!(
     kv_mount_existence_is_hidden_without_a_token,
     owner_limits_are_read_only_by_tokens_that_reach_every_key_of_the_owner,
 );
+on_both_backends_raw!(role_matrix_refuses_expired_sessions);
