@@ -24,7 +24,8 @@ use crate::{AppState, ClientAddr};
 /// caller could hold. A session needs a recent second factor.
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = UserCreate,
     responses((status = 201, body = UserView), (status = 400, body = ErrorResponse),
-              (status = 403, body = ErrorResponse), (status = 409, body = ErrorResponse)),
+              (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["users:write"])))]
 pub async fn create_user(
     State(state): State<Arc<AppState>>,
@@ -79,7 +80,8 @@ pub async fn get_user(
 #[utoipa::path(patch, path = "/v1/users/{id}", tag = "users", request_body = UserUpdate,
     params(("id" = String, Path, description = "user id")),
     responses((status = 200, body = UserView), (status = 400, body = ErrorResponse),
-              (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse)),
+              (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
+              (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["users:write"])))]
 pub async fn update_user(
     State(state): State<Arc<AppState>>,
@@ -123,7 +125,7 @@ pub async fn user_sessions(
 /// `UNAUTHENTICATED`; with TOTP enrolled and no `otp`, `MFA_REQUIRED`.
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = LoginAnswer), (status = 401, body = ErrorResponse),
-              (status = 429, body = ErrorResponse)))]
+              (status = 429, body = ErrorResponse), (status = 503, body = ErrorResponse)))]
 pub async fn login(
     State(state): State<Arc<AppState>>,
     client: Option<Extension<ClientAddr>>,
@@ -200,7 +202,7 @@ pub async fn enroll_totp(
 /// codes, shown this once.
 #[utoipa::path(post, path = "/v1/auth/totp/confirm", tag = "auth", request_body = OtpBody,
     responses((status = 200, body = RecoveryCodes), (status = 400, body = ErrorResponse),
-              (status = 409, body = ErrorResponse)),
+              (status = 409, body = ErrorResponse), (status = 503, body = ErrorResponse)),
     security(("admin_token" = [])))]
 pub async fn confirm_totp(
     State(state): State<Arc<AppState>>,
@@ -215,7 +217,8 @@ pub async fn confirm_totp(
 /// step-up window.
 #[utoipa::path(post, path = "/v1/auth/step-up", tag = "auth", request_body = OtpBody,
     responses((status = 200, body = SteppedUp), (status = 400, body = ErrorResponse),
-              (status = 429, body = ErrorResponse)),
+              (status = 409, body = ErrorResponse), (status = 429, body = ErrorResponse),
+              (status = 503, body = ErrorResponse)),
     security(("admin_token" = [])))]
 pub async fn step_up(
     State(state): State<Arc<AppState>>,
