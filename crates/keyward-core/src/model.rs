@@ -474,6 +474,9 @@ pub struct AdminToken {
     /// of its DER): without it on the connection, the token authenticates
     /// nothing.
     pub client_cert: Option<[u8; 32]>,
+    /// When the token was last used, to within an hour (written at most
+    /// hourly per node).
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 impl AdminToken {

@@ -613,6 +613,7 @@ fn token_view() -> TokenView {
         created_at: now,
         expires_at: None,
         revoked_at: Some(now),
+        last_used_at: Some(now),
     }
 }
 

@@ -79,7 +79,9 @@ pub(crate) async fn authenticate(
         .filter(|t| t.is_usable(OffsetDateTime::now_utc()))
         .filter(|t| bound_to(t.client_cert.as_ref(), peer))
         .ok_or(ApiError::Op(Error::Unauthenticated))?;
-    Ok(Caller(Actor::new(token)))
+    let actor = Actor::new(token);
+    state.service.note_use(&actor);
+    Ok(Caller(actor))
 }
 
 /// Whether a token bound to `cert` (if it is) may be used on a connection

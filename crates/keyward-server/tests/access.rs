@@ -165,11 +165,9 @@ async fn a_totp_code_is_accepted_once(app: TestApp) {
     session(&app, "ops@example.com", Some(&recovery[1].to_uppercase())).await;
 }
 
-async fn critical_operations_need_a_recent_second_factor(app: TestApp) {
-    create_user(&app, "owner@example.com", json!([{"role": "owner"}])).await;
-    // Signed in before enrolling: no second factor given yet.
-    let token = session(&app, "owner@example.com", None).await;
-    let (mut phone, _) = enrol(&app, &token).await;
+/// Records for the critical operations to act on; returns the
+/// operations, each as method, path and body.
+async fn critical_operations(app: &TestApp) -> Vec<(Method, &'static str, Option<Value>)> {
     let api = app.create_api("px", &["live"]).await;
     app.ok(
         Method::POST,
@@ -189,7 +187,7 @@ async fn critical_operations_need_a_recent_second_factor(app: TestApp) {
         Some(json!({"data": {"secret": "x"}})),
     )
     .await;
-    let critical: Vec<(Method, &str, Option<Value>)> = vec![
+    vec![
         (
             Method::POST,
             "/v1/keys/bulk-revoke",
@@ -217,7 +215,15 @@ async fn critical_operations_need_a_recent_second_factor(app: TestApp) {
             Some(json!({"versions": [1]})),
         ),
         (Method::DELETE, "/v1/transit/keys/doomed", None),
-    ];
+    ]
+}
+
+async fn critical_operations_need_a_recent_second_factor(app: TestApp) {
+    create_user(&app, "owner@example.com", json!([{"role": "owner"}])).await;
+    // Signed in before enrolling: no second factor given yet.
+    let token = session(&app, "owner@example.com", None).await;
+    let (mut phone, _) = enrol(&app, &token).await;
+    let critical = critical_operations(&app).await;
     for (method, path, body) in &critical {
         let (status, answer) = app
             .call(method.clone(), path, Some(&token), body.clone())
@@ -286,10 +292,15 @@ async fn the_step_up_window_closes(backend: Backend) {
     let rotate = || app.call(Method::POST, "/v1/sys/rotate", Some(&token), None);
     let (status, body) = rotate().await;
     assert!(status.is_success(), "{body}");
+    let critical = critical_operations(&app).await;
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let (status, body) = rotate().await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(code_of(&body), "STEP_UP_REQUIRED");
+    let mut critical = critical;
+    critical.push((Method::POST, "/v1/sys/seal", None));
+    for (method, path, body) in critical {
+        let (status, answer) = app.call(method, path, Some(&token), body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {answer}");
+        assert_eq!(code_of(&answer), "STEP_UP_REQUIRED", "{path}");
+    }
 }
 
 async fn service_tokens_never_step_up(app: TestApp) {
@@ -544,6 +555,10 @@ async fn the_access_review_lists_every_subject(app: TestApp) {
     let tokens: Vec<_> = subjects.iter().filter(|s| s["kind"] == "token").collect();
     assert_eq!(users.len(), 2);
     assert_eq!(tokens.len(), 1, "the root token");
+    assert!(
+        tokens[0]["last_seen_at"].is_string(),
+        "the root token was used"
+    );
     let dev = users
         .iter()
         .find(|u| u["name"] == "dev@example.com")

@@ -38,6 +38,7 @@ pub fn new_root_token(at: OffsetDateTime) -> Result<(PlaintextKey, AdminToken), 
         grants: Vec::new(),
         stepped_up_at: None,
         client_cert: None,
+        last_used_at: None,
     };
     Ok((plaintext, root))
 }

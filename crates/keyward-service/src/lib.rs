@@ -59,6 +59,8 @@ pub struct Service {
     barrier: Arc<seal::Barrier>,
     auth: users::AuthSettings,
     attempts: users::Attempts,
+    /// When this node last wrote each token's `last_used_at`.
+    token_uses: dashmap::DashMap<keyward_core::TokenId, std::time::Instant>,
 }
 
 impl Service {
@@ -75,6 +77,33 @@ impl Service {
             barrier,
             auth: users::AuthSettings::default(),
             attempts: users::Attempts::default(),
+            token_uses: dashmap::DashMap::new(),
+        }
+    }
+
+    /// Notes that `actor` was used now. Its `last_used_at` is written at
+    /// most once an hour per node, in the background: the access review
+    /// shows it, and no request waits for it.
+    pub fn note_use(&self, actor: &Actor) {
+        const RESOLUTION: std::time::Duration = std::time::Duration::from_secs(3600);
+        let id = actor.id();
+        if self
+            .token_uses
+            .get(id)
+            .is_some_and(|at| at.elapsed() < RESOLUTION)
+        {
+            return;
+        }
+        self.token_uses
+            .insert(id.clone(), std::time::Instant::now());
+        let store = std::sync::Arc::clone(&self.store);
+        let id = id.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = store.touch_token(&id, now()).await {
+                    tracing::warn!(token = %id, error = %e, "cannot record a token's last use");
+                }
+            });
         }
     }
 

@@ -172,6 +172,7 @@ impl Service {
             grants: Vec::new(),
             stepped_up_at: None,
             client_cert,
+            last_used_at: None,
         };
         let event = audit_event(
             Some(actor),

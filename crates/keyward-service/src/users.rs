@@ -463,6 +463,7 @@ impl Service {
             grants: Vec::new(),
             stepped_up_at: factor.is_some().then_some(now),
             client_cert: None,
+            last_used_at: None,
         };
         let event = audit_event(
             None,
@@ -958,7 +959,7 @@ impl Service {
                     name: token.name,
                     grants: vec![grant],
                     totp_enrolled: false,
-                    last_seen_at: None,
+                    last_seen_at: token.last_used_at,
                     disabled: false,
                 });
             }

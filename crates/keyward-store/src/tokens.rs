@@ -67,6 +67,10 @@ pub trait TokenStore: Send + Sync {
         last: LastFullToken,
     ) -> Result<Vec<RevokedToken>>;
 
+    /// Moves the token's `last_used_at` forward to `at` (never back). Not
+    /// audited: it records use, as usage does, and changes no power.
+    async fn touch_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<()>;
+
     /// Whether some token is usable at `now`, unlimited in APIs and
     /// environments, and holds every admin scope: one that can grant all.
     async fn has_full_token(&self, now: OffsetDateTime) -> Result<bool>;

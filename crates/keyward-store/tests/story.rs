@@ -78,6 +78,7 @@ fn token(scopes: Vec<AdminScope>) -> (AdminToken, PlaintextKey) {
         grants: Vec::new(),
         stepped_up_at: None,
         client_cert: None,
+        last_used_at: None,
     };
     (token, plain)
 }

@@ -561,6 +561,9 @@ impl UsageStore for CountingStore {
 
 #[async_trait]
 impl TokenStore for CountingStore {
+    async fn touch_token(&self, id: &TokenId, at: OffsetDateTime) -> R<()> {
+        self.inner.touch_token(id, at).await
+    }
     async fn create_token(&self, token: &AdminToken, event: &AuditEvent) -> R<()> {
         self.inner.create_token(token, event).await
     }

@@ -8,7 +8,7 @@ use crate::StoreError;
 
 pub(crate) const TOKEN_COLUMNS: &str = "id, name, digest, start, scopes, api_ids, environments, \
      created_by, created_at, expires_at, revoked_at, workspaces, user_id, stepped_up_at, \
-     client_cert";
+     client_cert, last_used_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct TokenRow {
@@ -27,6 +27,7 @@ pub(crate) struct TokenRow {
     user_id: Option<String>,
     stepped_up_at: Option<i64>,
     client_cert: Option<Vec<u8>>,
+    last_used_at: Option<i64>,
 }
 
 impl TryFrom<TokenRow> for AdminToken {
@@ -74,6 +75,7 @@ impl TryFrom<TokenRow> for AdminToken {
                         .map_err(|_| corrupt(T, "client_cert is not 32 bytes"))
                 })
                 .transpose()?,
+            last_used_at: opt_from_millis(T, r.last_used_at)?,
         })
     }
 }
@@ -145,7 +147,7 @@ macro_rules! impl_token_store {
         ) -> Result<()> {
             let sql = format!(
                 "INSERT INTO admin_tokens ({TOKEN_COLUMNS}) VALUES \
-                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                 ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
             );
             sqlx::query(&sql)
                 .bind(token.id.as_str())
@@ -163,6 +165,7 @@ macro_rules! impl_token_store {
                 .bind(token.user_id.as_ref().map(|u| u.as_str()))
                 .bind(token.stepped_up_at.map(millis))
                 .bind(token.client_cert.as_ref().map(|c| c.as_slice()))
+                .bind(token.last_used_at.map(millis))
                 .execute(&mut **tx)
                 .await
                 .map_err(unique_violation("a token with this digest already exists"))?;
@@ -360,6 +363,18 @@ macro_rules! impl_token_store {
                     })
                 })
                 .await
+            }
+
+            async fn touch_token(&self, id: &TokenId, at: OffsetDateTime) -> Result<()> {
+                sqlx::query(
+                    "UPDATE admin_tokens SET last_used_at = $1 \
+                     WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+                )
+                .bind(millis(at))
+                .bind(id.as_str())
+                .execute(self.writer())
+                .await?;
+                Ok(())
             }
 
             async fn has_full_token(&self, now: OffsetDateTime) -> Result<bool> {
