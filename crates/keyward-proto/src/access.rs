@@ -15,8 +15,10 @@ use crate::AdminScopeName;
 pub struct GrantBody {
     /// A built-in role (`owner`, `admin`, `operator`, `developer`,
     /// `auditor`, `read-only`) or a custom one.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub role: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub workspace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environments: Option<Vec<Environment>>,

@@ -667,6 +667,7 @@ pub struct TokenCreate {
     /// Limit the token to the APIs of these workspaces (within the
     /// creator's reach).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<WorkspaceName>>)]
     pub workspaces: Option<Vec<String>>,
     /// Bind the token to a client certificate of mutual TLS: its SHA-256
     /// fingerprint (64 hex digits, colons allowed). A bound token
@@ -674,7 +675,7 @@ pub struct TokenCreate {
     /// certificate. A bound token's children are bound to its certificate
     /// unless they name another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = r"^(sha256:)?[0-9A-Fa-f:]{64,95}$")]
+    #[schema(pattern = r"^(sha256:)?([0-9A-Fa-f]{64}|([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2})$")]
     pub client_cert: Option<String>,
     /// When the token stops working, in the future; never later than the creating token's
     /// own expiry, to which a later one (or none) is capped.
@@ -993,6 +994,12 @@ pub enum AdminScopeName {
     #[schema(rename = "users:write")]
     UsersWrite,
 }
+
+/// A workspace or role name: a lower-case slug.
+/// Documentation only: the field it describes stays a `String`.
+#[derive(ToSchema)]
+#[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+pub struct WorkspaceName(#[allow(dead_code)] String);
 
 /// An API id as this server issues them.
 /// Documentation only: the field it describes stays a `String`.

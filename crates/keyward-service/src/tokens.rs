@@ -348,19 +348,25 @@ pub fn within<T: PartialEq>(inner: &Option<Vec<T>>, outer: &Option<Vec<T>>) -> b
 /// optionally with colons (`openssl x509 -fingerprint -sha256`) and a
 /// `sha256:` prefix.
 fn parse_fingerprint(text: &str) -> Result<[u8; 32], Error> {
-    let hex: String = text
+    let text = text
         .trim()
         .trim_start_matches("sha256:")
-        .trim_start_matches("SHA256:")
-        .chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_ascii_lowercase();
+        .trim_start_matches("SHA256:");
+    // Either 64 hex digits, or 32 pairs joined by colons.
+    let paired = text.len() == 95 && text.split(':').all(|pair| pair.len() == 2);
+    if text.contains(':') && !paired {
+        return Err(Error::InvalidRequest(
+            "client_cert must be a SHA-256 fingerprint: 64 hex digits, or 32 pairs joined by colons"
+                .into(),
+        ));
+    }
+    let hex = text.replace(':', "").to_ascii_lowercase();
     let mut out = [0u8; 32];
     match base16ct::lower::decode(hex.as_bytes(), &mut out) {
         Ok(bytes) if bytes.len() == 32 => Ok(out),
         _ => Err(Error::InvalidRequest(
-            "client_cert must be a SHA-256 fingerprint: 64 hex digits, colons allowed".into(),
+            "client_cert must be a SHA-256 fingerprint: 64 hex digits, or 32 pairs joined by colons"
+                .into(),
         )),
     }
 }

@@ -15,7 +15,7 @@ use keyward_proto::{ApiCreate, ApiList, ApiUpdate, ApiView, ErrorResponse};
 /// Creates an API.
 #[utoipa::path(post, path = "/v1/apis", tag = "apis", request_body = ApiCreate,
     responses((status = 201, body = ApiView), (status = 400, body = ErrorResponse),
-              (status = 409, body = ErrorResponse)),
+              (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["apis:write"])))]
 pub async fn create_api(
     State(state): State<Arc<AppState>>,

@@ -64,7 +64,8 @@ pub async fn list_users(
 
 /// Reads one user.
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "users",
-    params(("id" = String, Path, description = "user id (one malformed or out of reach is 404)")),
+    params(("id" = String, Path, description = "user id (one malformed or out of reach is 404)",
+        pattern = r"^usr_[0-6][0-9A-Za-z]{21}$")),
     responses((status = 200, body = UserView), (status = 404, body = ErrorResponse)),
     security(("admin_token" = ["users:read"])))]
 pub async fn get_user(
@@ -78,7 +79,8 @@ pub async fn get_user(
 /// Changes a user's roles, password or whether it is disabled. Disabling
 /// or a new password revokes every session of the user.
 #[utoipa::path(patch, path = "/v1/users/{id}", tag = "users", request_body = UserUpdate,
-    params(("id" = String, Path, description = "user id")),
+    params(("id" = String, Path, description = "user id (one malformed or out of reach is 404)",
+        pattern = r"^usr_[0-6][0-9A-Za-z]{21}$")),
     responses((status = 200, body = UserView), (status = 400, body = ErrorResponse),
               (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse),
               (status = 409, body = ErrorResponse)),
@@ -107,7 +109,8 @@ pub async fn update_user(
 
 /// A user's sessions (never their plaintexts).
 #[utoipa::path(get, path = "/v1/users/{id}/sessions", tag = "users",
-    params(("id" = String, Path, description = "user id")),
+    params(("id" = String, Path, description = "user id (one malformed or out of reach is 404)",
+        pattern = r"^usr_[0-6][0-9A-Za-z]{21}$")),
     responses((status = 200, body = SessionList), (status = 404, body = ErrorResponse)),
     security(("admin_token" = ["users:read"])))]
 pub async fn user_sessions(
@@ -285,7 +288,8 @@ pub async fn list_roles(
 /// Creates or replaces a custom role; sessions of users holding it take
 /// its new scopes on their next request, on every node.
 #[utoipa::path(put, path = "/v1/roles/{name}", tag = "users", request_body = RolePut,
-    params(("name" = String, Path, description = "role name")),
+    params(("name" = String, Path, description = "role name",
+        pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 200, body = RoleView), (status = 400, body = ErrorResponse),
               (status = 403, body = ErrorResponse), (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["users:write"])))]
@@ -301,7 +305,8 @@ pub async fn put_role(
 
 /// Deletes a custom role no user holds.
 #[utoipa::path(delete, path = "/v1/roles/{name}", tag = "users",
-    params(("name" = String, Path, description = "role name")),
+    params(("name" = String, Path, description = "role name",
+        pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")),
     responses((status = 204), (status = 404, body = ErrorResponse),
               (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["users:write"])))]
