@@ -491,6 +491,62 @@ async fn grants_are_bounded_by_the_granter(app: TestApp) {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // Nor take over an owner: no new password, no disabling, no new roles.
+    let owner = create_user(&app, "boss@example.com", json!([{"role": "owner"}])).await;
+    let boss = format!("/v1/users/{}", owner["id"].as_str().unwrap());
+    for change in [
+        json!({"password": "a-brand-new-passphrase-9"}),
+        json!({"disabled": true}),
+        json!({"roles": [{"role": "read-only"}]}),
+    ] {
+        let (status, body) = app
+            .call(Method::PATCH, &boss, Some(&token), Some(change.clone()))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{change}: {body}");
+    }
+    session(&app, "boss@example.com", None).await;
+}
+
+async fn a_session_token_takes_the_limits_of_its_grant(app: TestApp) {
+    app.ok(
+        Method::POST,
+        "/v1/workspaces",
+        Some(json!({"name": "desk"})),
+    )
+    .await;
+    app.ok(
+        Method::PUT,
+        "/v1/roles/ci-maker",
+        Some(json!({"scopes": ["tokens:write", "keys:read"]})),
+    )
+    .await;
+    create_user(
+        &app,
+        "dev@example.com",
+        json!([{"role": "ci-maker", "workspace": "desk", "environments": ["test", "dev"]}]),
+    )
+    .await;
+    let token = session(&app, "dev@example.com", None).await;
+    let (status, made) = app
+        .call(
+            Method::POST,
+            "/v1/tokens",
+            Some(&token),
+            Some(json!({"name": "ci", "scopes": ["keys:read"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    assert_eq!(made["workspaces"], json!(["desk"]));
+    assert_eq!(made["environments"], json!(["test", "dev"]));
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/tokens",
+            Some(&token),
+            Some(json!({"name": "ci", "scopes": ["keys:read"], "environments": ["live"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }
 
 async fn role_changes_reach_sessions_at_once(app: TestApp) {
@@ -593,6 +649,7 @@ on_both_backends!(
     workspaces_hide_what_is_outside_them,
     developers_reach_test_and_dev_only,
     grants_are_bounded_by_the_granter,
+    a_session_token_takes_the_limits_of_its_grant,
     role_changes_reach_sessions_at_once,
     the_access_review_lists_every_subject,
 );

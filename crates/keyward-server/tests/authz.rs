@@ -125,6 +125,9 @@ struct Row {
     /// A session whose user's grant is in another workspace, where it
     /// differs from a service token's answer.
     session_workspace: Option<Expect>,
+    /// A session whose user's grant is in another environment, where it
+    /// differs from a service token's answer.
+    session_environment: Option<Expect>,
     /// What a session of a user holding the route's scope hears, on an
     /// [`ANY`] route.
     as_session: Expect,
@@ -143,6 +146,11 @@ impl Row {
 
     const fn for_sessions_in_other_workspace(mut self, expect: Expect) -> Row {
         self.session_workspace = Some(expect);
+        self
+    }
+
+    const fn for_sessions_in_other_environment(mut self, expect: Expect) -> Row {
+        self.session_environment = Some(expect);
         self
     }
 
@@ -179,6 +187,7 @@ const fn admin(
         other_environment,
         other_workspace: other_api,
         session_workspace: None,
+        session_environment: None,
         as_session: Expect::Authorized,
         absent,
         vault_self: false,
@@ -197,6 +206,7 @@ const fn public(method: &'static str, template: &'static str, body: Option<&'sta
         other_environment: Expect::Ok,
         other_workspace: Expect::Ok,
         session_workspace: None,
+        session_environment: None,
         as_session: Expect::Ok,
         absent: None,
         vault_self: false,
@@ -385,9 +395,10 @@ fn rows() -> Vec<Row> {
             FORBIDDEN,
             None,
         )
-        // A session's token takes the workspaces of the grants holding
-        // its scopes.
-        .for_sessions_in_other_workspace(Ok),
+        // A session's token takes the workspaces and environments of the
+        // grants holding its scopes.
+        .for_sessions_in_other_workspace(Ok)
+        .for_sessions_in_other_environment(Ok),
         admin(
             "GET",
             "/v1/tokens",
@@ -1515,7 +1526,8 @@ fn role_expect(row: &Row, role: BuiltinRole, state: SessionState) -> Expect {
         SessionState::OtherWorkspace => row.session_workspace.unwrap_or(row.other_workspace),
         _ => Expect::Authorized,
     };
-    match (environment_limited, state, row.other_environment) {
+    let limited = row.session_environment.unwrap_or(row.other_environment);
+    match (environment_limited, state, limited) {
         (false, _, _) => in_reach,
         (true, SessionState::OtherWorkspace, Expect::Ok | Expect::OkHiding(_)) => in_reach,
         (true, _, limited) => limited,

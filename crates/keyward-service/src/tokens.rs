@@ -18,7 +18,9 @@ use keyward_core::AuditAction;
 use std::collections::HashMap;
 
 use keyward_core::model::check_text;
-use keyward_core::{AdminScope, AdminToken, ApiId, Environment, PlaintextKey, Prefix, TokenId};
+use keyward_core::{
+    AdminScope, AdminToken, ApiId, Environment, GrantView, PlaintextKey, Prefix, TokenId,
+};
 use keyward_store::{LastFullToken, Page, StoreError};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -97,21 +99,18 @@ impl Service {
         // the workspaces of the grants that hold its scopes when it names
         // none.
         let (api_ids, environments, workspaces) = if session {
-            let mut workspaces = new.workspaces;
-            if workspaces.is_none() && !actor.is_node_wide_for(&scopes) {
-                // The one workspace every grant holding the scopes names.
-                let mut named = Vec::new();
-                actor.token.any_grant(|g| {
-                    if scopes.iter().all(|s| g.has(*s)) {
-                        named.extend(g.workspaces.unwrap_or_default().iter().cloned());
-                    }
-                    false
-                });
-                named.sort();
-                named.dedup();
-                workspaces = Some(named);
-            }
-            (api_ids, new.environments, workspaces)
+            // Left out, a limit is the session's own: none when a grant
+            // holding the scopes has none, else those of the grants that
+            // hold them.
+            let workspaces = match new.workspaces {
+                Some(names) => Some(names),
+                None => session_limit(&actor.token, &scopes, |g| g.workspaces),
+            };
+            let environments = match new.environments {
+                Some(envs) => Some(envs),
+                None => session_limit(&actor.token, &scopes, |g| g.environments),
+            };
+            (api_ids, environments, workspaces)
         } else {
             (api_ids, new.environments, new.workspaces)
         };
@@ -306,6 +305,31 @@ impl Creators {
         }
         Ok(token)
     }
+}
+
+/// The union of one limit over a session's grants that hold all of
+/// `scopes`; `None` when one of them has no such limit.
+fn session_limit<T: Clone + Ord>(
+    session: &AdminToken,
+    scopes: &[AdminScope],
+    limit: impl Fn(GrantView<'_>) -> Option<&[T]>,
+) -> Option<Vec<T>> {
+    let mut union = Some(Vec::new());
+    session.any_grant(|g| {
+        if scopes.iter().all(|s| g.has(*s)) {
+            match (limit(g), union.as_mut()) {
+                (None, _) => union = None,
+                (Some(values), Some(all)) => all.extend_from_slice(values),
+                (Some(_), None) => {}
+            }
+        }
+        false
+    });
+    union.map(|mut values: Vec<T>| {
+        values.sort();
+        values.dedup();
+        values
+    })
 }
 
 /// Whether `token` is within the reach of `holder`: one grant of the

@@ -258,6 +258,18 @@ impl Service {
     ) -> Result<User, Error> {
         actor.require(AdminScope::UsersWrite)?;
         let stored = self.load_user(actor, AdminScope::UsersWrite, id).await?;
+        // Changing a user — its roles, its password, whether it may sign
+        // in — is taking over what it holds: only an actor who could grant
+        // all of it may.
+        self.check_grants(actor, &stored.user.grants)
+            .await
+            .map_err(|e| match e {
+                Error::Forbidden(_) => Error::Forbidden(
+                    "this user holds more than you could grant: only someone who could grant \
+                     all of its roles may change it",
+                ),
+                other => other,
+            })?;
         if let Some(grants) = &changes.grants {
             self.check_grants(actor, grants).await?;
         }
