@@ -538,21 +538,16 @@ impl AdminToken {
         self.any_grant(|g| g.has(scope) && g.reaches_environment(environment))
     }
 
+    /// Whether some grant is limited to workspaces: only then does its reach
+    /// depend on an API's workspace.
+    pub fn has_workspace_limits(&self) -> bool {
+        self.any_grant(|g| g.workspaces.is_some())
+    }
+
     /// Whether a grant holding `scope` has no API, workspace or environment
     /// limit: the reach operations on the whole node need.
     pub fn is_node_wide(&self, scope: AdminScope) -> bool {
         self.any_grant(|g| g.has(scope) && g.is_unlimited())
-    }
-
-    /// Whether some grant may see keys of `api` (in `workspace`, when
-    /// known) in `environment`, whatever its scopes.
-    pub fn can_access(
-        &self,
-        api: &ApiId,
-        workspace: Option<&str>,
-        environment: Environment,
-    ) -> bool {
-        self.any_grant(|g| g.reaches(api, workspace, environment))
     }
 }
 

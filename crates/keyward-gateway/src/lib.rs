@@ -87,6 +87,10 @@ impl Reach for Gateway {
     fn can_access(&self, api: &ApiId, _workspace: Option<&str>, _environment: Environment) -> bool {
         self.api_ids.as_ref().is_none_or(|ids| ids.contains(api))
     }
+
+    fn needs_workspace(&self) -> bool {
+        false
+    }
 }
 
 /// What the gateway fronts and how requests map to scopes. Read from the

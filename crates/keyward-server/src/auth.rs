@@ -75,12 +75,13 @@ pub(crate) async fn authenticate(
     }
     let digest = parsed.digest();
     let token = state.tokens.lookup(state.store.as_ref(), &digest).await?;
+    let now = OffsetDateTime::now_utc();
     let token = token
-        .filter(|t| t.is_usable(OffsetDateTime::now_utc()))
+        .filter(|t| t.is_usable(now))
         .filter(|t| bound_to(t.client_cert.as_ref(), peer))
         .ok_or(ApiError::Op(Error::Unauthenticated))?;
     let actor = Actor::new(token);
-    state.service.note_use(&actor);
+    state.service.note_use(&actor, now);
     Ok(Caller(actor))
 }
 

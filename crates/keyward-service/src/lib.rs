@@ -84,8 +84,16 @@ impl Service {
     /// Notes that `actor` was used now. Its `last_used_at` is written at
     /// most once an hour per node, in the background: the access review
     /// shows it, and no request waits for it.
-    pub fn note_use(&self, actor: &Actor) {
+    pub fn note_use(&self, actor: &Actor, now: time::OffsetDateTime) {
         const RESOLUTION: std::time::Duration = std::time::Duration::from_secs(3600);
+        // The stored use is recent enough: nothing to look up.
+        if actor
+            .token
+            .last_used_at
+            .is_some_and(|at| now - at < RESOLUTION)
+        {
+            return;
+        }
         let id = actor.id();
         if self
             .token_uses
@@ -100,7 +108,7 @@ impl Service {
         let id = id.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(e) = store.touch_token(&id, now()).await {
+                if let Err(e) = store.touch_token(&id, audit::to_millis(now)).await {
                     tracing::warn!(token = %id, error = %e, "cannot record a token's last use");
                 }
             });

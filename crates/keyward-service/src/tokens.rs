@@ -116,9 +116,9 @@ impl Service {
         };
         let covered = actor.token.any_grant(|g| {
             scopes.iter().all(|s| g.has(*s))
-                && within_slice(&api_ids, g.api_ids)
-                && within_slice(&environments, g.environments)
-                && within_slice(&workspaces, g.workspaces)
+                && within(api_ids.as_deref(), g.api_ids)
+                && within(environments.as_deref(), g.environments)
+                && within(workspaces.as_deref(), g.workspaces)
         });
         if !covered {
             return Err(Error::Forbidden(
@@ -339,28 +339,16 @@ pub fn within_reach(holder: &AdminToken, token: &AdminToken) -> bool {
     token.any_grant(|t| {
         holder.any_grant(|h| {
             t.scopes.iter().all(|s| h.has(*s))
-                && within_slices(t.api_ids, h.api_ids)
-                && within_slices(t.workspaces, h.workspaces)
-                && within_slices(t.environments, h.environments)
+                && within(t.api_ids, h.api_ids)
+                && within(t.workspaces, h.workspaces)
+                && within(t.environments, h.environments)
         })
     })
 }
 
-fn within_slice<T: PartialEq>(inner: &Option<Vec<T>>, outer: Option<&[T]>) -> bool {
-    within_slices(inner.as_deref(), outer)
-}
-
-fn within_slices<T: PartialEq>(inner: Option<&[T]>, outer: Option<&[T]>) -> bool {
-    match (inner, outer) {
-        (_, None) => true,
-        (None, Some(_)) => false,
-        (Some(i), Some(o)) => i.iter().all(|x| o.contains(x)),
-    }
-}
-
 /// Whether a restriction `inner` is at least as narrow as `outer`
 /// (`None` = unrestricted).
-pub fn within<T: PartialEq>(inner: &Option<Vec<T>>, outer: &Option<Vec<T>>) -> bool {
+pub fn within<T: PartialEq>(inner: Option<&[T]>, outer: Option<&[T]>) -> bool {
     match (inner, outer) {
         (_, None) => true,
         (None, Some(_)) => false,

@@ -115,7 +115,7 @@ fn reaches(actor: &Actor, key: &TransitKey) -> bool {
             || actor.is_node_wide(AdminScope::TransitUse)
             || (!actor.token.is_session()
                 && actor.token.workspaces.is_none()
-                && within(&key.api_ids, &actor.token.api_ids)))
+                && within(key.api_ids.as_deref(), actor.token.api_ids.as_deref())))
 }
 
 /// The answer for a key that does not exist, or is out of the actor's reach.

@@ -567,14 +567,7 @@ impl Service {
             return Ok(None);
         };
         let secret = self.open_totp(&stored.user.id, envelope).await?;
-        let after = stored
-            .secrets
-            .totp_last_step
-            .and_then(|s| u64::try_from(s).ok());
-        Ok(secret
-            .check(code, unix(now), after)
-            .and_then(|step| i64::try_from(step).ok())
-            .map(|step| Factor::Totp { step }))
+        Ok(fresh_step(&secret, stored, code, now).map(|step| Factor::Totp { step }))
     }
 
     async fn open_totp(&self, user: &UserId, envelope: &[u8]) -> Result<totp::Secret, Error> {
@@ -649,14 +642,7 @@ impl Service {
         };
         let now = now();
         let secret = self.open_totp(&stored.user.id, pending).await?;
-        let after = stored
-            .secrets
-            .totp_last_step
-            .and_then(|s| u64::try_from(s).ok());
-        let Some(step) = secret
-            .check(otp, unix(now), after)
-            .and_then(|s| i64::try_from(s).ok())
-        else {
+        let Some(step) = fresh_step(&secret, &stored, otp, now) else {
             return Err(Error::InvalidRequest(
                 "the code does not match the enrolled secret (check the device's clock)".into(),
             ));
@@ -1020,6 +1006,23 @@ fn role_scopes(role: &str, custom: &[CustomRole]) -> Result<Vec<AdminScope>, Err
                 BuiltinRole::NAMES.join(", ")
             ))
         })
+}
+
+/// The step of `code` under `secret` at `now`, when it is later than the
+/// last step `stored` accepted.
+fn fresh_step(
+    secret: &totp::Secret,
+    stored: &StoredUser,
+    code: &str,
+    now: OffsetDateTime,
+) -> Option<i64> {
+    let after = stored
+        .secrets
+        .totp_last_step
+        .and_then(|s| u64::try_from(s).ok());
+    secret
+        .check(code, unix(now), after)
+        .and_then(|step| i64::try_from(step).ok())
 }
 
 fn factor_kind(factor: &Factor) -> &'static str {

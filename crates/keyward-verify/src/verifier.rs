@@ -88,6 +88,12 @@ impl Default for VerifierConfig {
 /// `workspace` is the API's, known for every key the cache holds.
 pub trait Reach: Send + Sync {
     fn can_access(&self, api: &ApiId, workspace: Option<&str>, environment: Environment) -> bool;
+
+    /// Whether `can_access` looks at the workspace; when not, the verifier
+    /// spares the lookup (`None` is passed).
+    fn needs_workspace(&self) -> bool {
+        true
+    }
 }
 
 /// An admin token verifies keys its grants holding `keys:verify` reach.
@@ -99,6 +105,10 @@ impl Reach for AdminToken {
             workspace,
             environment,
         )
+    }
+
+    fn needs_workspace(&self) -> bool {
+        self.has_workspace_limits()
     }
 }
 
@@ -295,19 +305,20 @@ impl Verifier {
     }
 
     fn reaches(&self, caller: &dyn Reach, cached: &CachedKey) -> bool {
-        let workspaces = self
-            .workspaces
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let workspace = if caller.needs_workspace() {
+            self.workspace_of(&cached.api_id)
+        } else {
+            None
+        };
         caller.can_access(
             &cached.api_id,
-            workspaces.get(&*cached.api_id).map(|w| &**w),
+            workspace.as_deref(),
             cached.policy.environment,
         )
     }
 
     /// The workspace of `api`, when this node has read it.
-    pub fn workspace_of(&self, api: &ApiId) -> Option<Arc<str>> {
+    fn workspace_of(&self, api: &ApiId) -> Option<Arc<str>> {
         self.workspaces
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
