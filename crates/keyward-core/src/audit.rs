@@ -50,10 +50,13 @@ pub enum AuditAction {
     RoleCreate,
     RoleUpdate,
     RoleDelete,
+    OwnerTotpEnroll,
+    OwnerTotpConfirm,
+    OwnerTotpRemove,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 46] = [
+    pub const ALL: [AuditAction; 49] = [
         AuditAction::ApiCreate,
         AuditAction::ApiUpdate,
         AuditAction::KeyCreate,
@@ -100,6 +103,9 @@ impl AuditAction {
         AuditAction::RoleCreate,
         AuditAction::RoleUpdate,
         AuditAction::RoleDelete,
+        AuditAction::OwnerTotpEnroll,
+        AuditAction::OwnerTotpConfirm,
+        AuditAction::OwnerTotpRemove,
     ];
 
     /// The stable name, `area.verb`.
@@ -151,6 +157,9 @@ impl AuditAction {
             AuditAction::RoleCreate => "role.create",
             AuditAction::RoleUpdate => "role.update",
             AuditAction::RoleDelete => "role.delete",
+            AuditAction::OwnerTotpEnroll => "owner.totp_enroll",
+            AuditAction::OwnerTotpConfirm => "owner.totp_confirm",
+            AuditAction::OwnerTotpRemove => "owner.totp_remove",
         }
     }
 

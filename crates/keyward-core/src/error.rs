@@ -75,4 +75,10 @@ pub enum ValueError {
     PasswordCommon,
     #[error("unknown role; built-in roles are {}, and custom roles are listed by GET /v1/roles", known.join(", "))]
     Role { known: &'static [&'static str] },
+    /// A value of a fixed shape, named by its field, is not of it.
+    #[error("{field} must be {expected}")]
+    Invalid {
+        field: &'static str,
+        expected: &'static str,
+    },
 }

@@ -33,7 +33,7 @@ pub use error::{IdError, KeyFormatError, ValueError};
 pub use id::{ApiId, EventId, KeyId, TokenId, UserId};
 pub use key::{Environment, KeyDigest, ParsedKey, PlaintextKey, Prefix};
 pub use model::{
-    AdminScope, AdminToken, Api, AuditEvent, Grant, GrantView, KeyRecord, KeyRoles, KeyState,
-    RoleName, Scope,
+    AdminScope, AdminToken, Api, ApiSigning, AuditEvent, Grant, GrantView, KeyRecord, KeyRoles,
+    KeySigning, KeyState, RoleName, Scope, SigningAlgorithm,
 };
 pub use verify::{evaluate, evaluate_at, KeyPolicy, Requirements, VerifyCode};

@@ -322,9 +322,109 @@ pub struct Api {
     /// Named sets of scopes that keys of this API carry by naming them;
     /// a change reaches every key holding the role at its next verify.
     pub roles: KeyRoles,
-    /// Scopes whose use a later check may hold to a second factor; stored
-    /// and shown, not yet enforced.
+    /// Scopes whose use needs the key owner's second factor at verify: a
+    /// TOTP code, or an Ed25519 signature where `signing` allows it.
     pub critical_scopes: Vec<Scope>,
+    /// Which requests to the API's keys must be signed.
+    pub signing: ApiSigning,
+}
+
+/// Which requests to an API's keys must carry a signature. A key that
+/// has a signing key of its own always needs one, whatever this says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSigning {
+    /// Every request with every key of the API: keys are issued only with
+    /// a signing key.
+    #[serde(default)]
+    pub all: bool,
+    /// Requests that need any of these scopes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<Scope>,
+    /// A valid Ed25519 signature stands in for the owner's TOTP code on a
+    /// critical scope: only the customer holds the private key, so the
+    /// signature is a second factor the provider cannot make.
+    #[serde(default)]
+    pub ed25519_replaces_otp: bool,
+}
+
+impl ApiSigning {
+    /// Whether a request needing `scopes` must be signed.
+    pub fn requires(&self, scopes: &[Scope]) -> bool {
+        self.all || scopes.iter().any(|s| self.scopes.contains(s))
+    }
+
+    /// Whether the API asks anything of signatures.
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.scopes.is_empty() && !self.ed25519_replaces_otp
+    }
+}
+
+/// How a key's requests are signed.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SigningAlgorithm {
+    /// HMAC-SHA256 with a secret the server makes and keeps sealed.
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    /// Ed25519 with a public key the customer registers; the server never
+    /// holds the private half.
+    #[serde(rename = "ed25519")]
+    Ed25519,
+}
+
+impl SigningAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlgorithm::HmacSha256 => "hmac-sha256",
+            SigningAlgorithm::Ed25519 => "ed25519",
+        }
+    }
+}
+
+/// The signing key of a key whose every request must be signed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeySigning {
+    pub algorithm: SigningAlgorithm,
+    /// How far a request's signing time may lie from the verifier's clock,
+    /// in milliseconds; a replay inside it is refused by its nonce.
+    pub window_ms: u64,
+    /// The customer's Ed25519 public key.
+    pub public_key: Option<[u8; 32]>,
+    /// The HMAC secret as a keyring envelope; `None` for Ed25519.
+    pub sealed_secret: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for KeySigning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySigning")
+            .field("algorithm", &self.algorithm)
+            .field("window_ms", &self.window_ms)
+            .field("public_key", &self.public_key.is_some())
+            .field("sealed_secret", &self.sealed_secret.is_some())
+            .finish()
+    }
+}
+
+impl KeySigning {
+    /// The window when a key asks for none: five seconds, Binance's default
+    /// `recvWindow`.
+    pub const DEFAULT_WINDOW_MS: u64 = 5_000;
+    /// The widest window a key may have: five minutes. Seen nonces are
+    /// kept this long at most.
+    pub const MAX_WINDOW_MS: u64 = 300_000;
+
+    /// Checks a window given at create or update.
+    pub fn check_window(window_ms: u64) -> Result<u64, ValueError> {
+        if (1..=Self::MAX_WINDOW_MS).contains(&window_ms) {
+            Ok(window_ms)
+        } else {
+            Err(ValueError::Invalid {
+                field: "signing.window_ms",
+                expected: "between 1 and 300000 milliseconds",
+            })
+        }
+    }
 }
 
 /// A stored API key. The plaintext is never part of it.
@@ -363,6 +463,8 @@ pub struct KeyRecord {
     pub ip_allowlist: Vec<Cidr>,
     /// When a verify last found the key (flushed in batches, so a little behind).
     pub last_used_at: Option<OffsetDateTime>,
+    /// When set, every request with the key must be signed with this.
+    pub signing: Option<KeySigning>,
 }
 
 impl KeyRecord {
@@ -399,6 +501,7 @@ impl KeyRecord {
             credits: None,
             ip_allowlist: Vec::new(),
             last_used_at: None,
+            signing: None,
         })
     }
 }

@@ -35,6 +35,19 @@ pub enum VerifyCode {
     RateLimited,
     /// The key's usage credits are used up until the next refill.
     UsageExceeded,
+    /// The request had to be signed and was not (or the key has no
+    /// signing key to sign with).
+    SignatureRequired,
+    /// The request's signature does not check out.
+    SignatureInvalid,
+    /// The request was signed outside the key's window.
+    SignatureExpired,
+    /// The request was seen before inside its window: its nonce (or, for
+    /// a scheme without one, its signature) was used already.
+    Replayed,
+    /// A critical scope needs the owner's second factor, and the request's
+    /// code was missing, wrong or used before.
+    MfaRequired,
 }
 
 impl VerifyCode {
@@ -51,6 +64,11 @@ impl VerifyCode {
             VerifyCode::IpNotAllowed => "IP_NOT_ALLOWED",
             VerifyCode::RateLimited => "RATE_LIMITED",
             VerifyCode::UsageExceeded => "USAGE_EXCEEDED",
+            VerifyCode::SignatureRequired => "SIGNATURE_REQUIRED",
+            VerifyCode::SignatureInvalid => "SIGNATURE_INVALID",
+            VerifyCode::SignatureExpired => "SIGNATURE_EXPIRED",
+            VerifyCode::Replayed => "REPLAYED",
+            VerifyCode::MfaRequired => "MFA_REQUIRED",
         }
     }
 }
@@ -172,6 +190,7 @@ mod tests {
             credits: None,
             ip_allowlist: Vec::new(),
             last_used_at: None,
+            signing: None,
         }
     }
 

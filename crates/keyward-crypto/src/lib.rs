@@ -12,6 +12,8 @@
 //! - [`file_seal`]: the master key in a 0600 file (the single-machine
 //!   default).
 //! - [`pkcs11`]: the master key wrapped by a key inside an HSM.
+//! - [`httpsig`]: signed HTTP requests, RFC 9421 and Binance's profile,
+//!   checked against a key without I/O or clocks.
 //! - [`partner`]: signatures of secret-scanning partners' leak reports.
 //! - [`password`]: admin users' passwords under Argon2id.
 //! - [`totp`]: RFC 6238 one-time codes and recovery codes.
@@ -26,6 +28,7 @@ pub mod aead;
 pub mod envelope;
 pub mod file_seal;
 mod hex;
+pub mod httpsig;
 pub mod master;
 pub mod partner;
 pub mod password;

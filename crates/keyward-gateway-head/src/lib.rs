@@ -135,6 +135,7 @@ fn classify_request_header(name: &str) -> Special {
         6 if is("expect") => Special::Expect,
         7 if is("upgrade") || is("trailer") => Special::Dropped,
         9 if is("x-api-key") => Special::ApiKey,
+        12 if is("x-mbx-apikey") => Special::ApiKey,
         9 if is("forwarded") => Special::Forwarded,
         10 if is("connection") => Special::Connection,
         10 if is("keep-alive") => Special::Dropped,

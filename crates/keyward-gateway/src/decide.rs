@@ -12,7 +12,7 @@ use keyward_core::{Requirements, VerifyCode};
 use keyward_gateway_head::BadRequest;
 use keyward_net::write::push_decimal;
 use keyward_proto::errors::{denial, Code};
-use keyward_verify::Verification;
+use keyward_verify::{Proof, Verification};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -98,13 +98,32 @@ impl Refusal {
         }
     }
 
-    fn denied(code: VerifyCode) -> Self {
+    /// A refused key: its verify code, and the reason a proof was refused
+    /// when there is one (which says what to fix, and nothing secret).
+    fn denied(code: VerifyCode, reason: Option<&'static str>) -> Self {
         let (status, message) = denial(code);
         Refusal {
             status,
             code: code.as_str(),
-            message,
+            message: reason.unwrap_or(message),
         }
+    }
+
+    /// A signed route's body without `Content-Length`: it must be read
+    /// whole before the signature is checked.
+    pub(crate) fn length_required() -> Self {
+        Refusal::of(
+            Code::LengthRequired,
+            "a signed request's body needs a Content-Length",
+        )
+    }
+
+    /// A signed request whose head could not be read for its signature.
+    pub(crate) fn unsigned_head() -> Self {
+        Refusal::of(
+            Code::BadRequest,
+            "the request head cannot be read for its signature",
+        )
     }
 }
 
@@ -133,6 +152,7 @@ pub(crate) async fn decide(
     key: Option<&str>,
     forwarded: &str,
     peer: IpAddr,
+    proof: Proof,
 ) -> Decision {
     let Some(route) = gateway.route(method, path) else {
         return Decision::Refuse {
@@ -160,15 +180,18 @@ pub(crate) async fn decide(
         environment: gateway.environment,
         ip: Some(origin.client),
     };
-    let Some(verification) = verify(gateway, key, required, route.cost).await else {
-        return Decision::Refuse {
-            refusal: Refusal::of(Code::Unavailable, "the key store is not available"),
-            verification: None,
-        };
+    let verification = match verify(gateway, key, required, route.cost, proof).await {
+        Ok(verification) => verification,
+        Err(refusal) => {
+            return Decision::Refuse {
+                refusal,
+                verification: None,
+            }
+        }
     };
     if verification.code != VerifyCode::Valid {
         return Decision::Refuse {
-            refusal: Refusal::denied(verification.code),
+            refusal: Refusal::denied(verification.code, verification.reason),
             verification: Some(verification),
         };
     }
@@ -179,40 +202,53 @@ pub(crate) async fn decide(
 }
 
 /// Verifies from memory when it can; otherwise on the server's runtime,
-/// which owns the store's connections. `None` when the store failed.
+/// which owns the store's connections. A refusal when the store failed, or
+/// when the key's proof needs a secret this sealed node cannot open.
 async fn verify(
     gateway: &Arc<Gateway>,
     key: &str,
     required: Requirements,
     cost: u64,
-) -> Option<Verification> {
+    proof: Proof,
+) -> Result<Verification, Refusal> {
+    let unavailable = Refusal::of(Code::Unavailable, "the key store is not available");
     let verifier = &gateway.verifier;
     let outcome = if gateway.threads == 0 {
-        verifier.verify(&**gateway, key, &required, cost).await
+        verifier
+            .verify_with(&**gateway, key, &required, cost, &proof)
+            .await
     } else {
-        if let Some(answer) = verifier.verify_in_memory(&**gateway, key, &required, cost) {
-            return Some(answer);
+        if let Some(answer) =
+            verifier.verify_in_memory_with(&**gateway, key, &required, cost, &proof)
+        {
+            return Ok(answer);
         }
         let runtime = &gateway.store_runtime;
         let gateway = Arc::clone(gateway);
         let key = Zeroizing::new(key.to_owned());
         let verified = runtime.spawn(async move {
             let verifier = &gateway.verifier;
-            verifier.verify(&*gateway, &key, &required, cost).await
+            verifier
+                .verify_with(&*gateway, &key, &required, cost, &proof)
+                .await
         });
         match verified.await {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!(error = %e, "a gateway verify did not finish");
-                return None;
+                return Err(unavailable);
             }
         }
     };
     match outcome {
-        Ok(verification) => Some(verification),
+        Ok(verification) => Ok(verification),
+        Err(keyward_verify::VerifyError::Sealed) => Err(Refusal::of(
+            Code::Sealed,
+            "this gateway is sealed: it cannot check this key's signature or code until unsealed",
+        )),
         Err(e) => {
             tracing::error!(error = %e, "gateway could not verify");
-            None
+            Err(unavailable)
         }
     }
 }

@@ -40,6 +40,7 @@
 mod decide;
 mod forwarded;
 mod reference;
+mod signed;
 
 pub use forwarded::ForwardedHeader;
 
@@ -69,7 +70,9 @@ use keyward_net::{Connections, Limits, Pace, Shed, Slot, Stream};
 use keyward_proto::errors::TOO_MANY_CONNECTIONS;
 
 use decide::{decide, Decision, Refusal};
-use keyward_verify::{Listener, Observation, Observe, Reach, RequestLog, Verification, Verifier};
+use keyward_verify::{
+    Listener, Observation, Observe, Proof, Reach, RequestLog, Scheme, Verification, Verifier,
+};
 
 /// How long opening an upstream connection may take, by default.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -149,6 +152,25 @@ pub struct GatewayConfig {
     /// Routes, first match wins. A request no route matches is refused.
     #[serde(rename = "route", default)]
     pub routes: Vec<Route>,
+    /// How requests on every route are signed, unless a route says:
+    /// `rfc9421` or `binance`. A key that must sign is refused
+    /// (`SIGNATURE_REQUIRED`) on a route without one.
+    pub signature: Option<SignatureScheme>,
+    /// The header carrying the key owner's one-time code for a critical
+    /// scope; `X-Keyward-OTP` when absent. It never reaches the upstream.
+    pub otp_header: Option<String>,
+}
+
+/// A signature scheme a route checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureScheme {
+    /// RFC 9421 HTTP Message Signatures: `Signature-Input` and `Signature`
+    /// headers, `keyid` the key's id.
+    Rfc9421,
+    /// Binance's SIGNED endpoints: the key in `X-MBX-APIKEY`, `timestamp`,
+    /// `recvWindow` and `signature` among the query or form parameters.
+    Binance,
 }
 
 /// `trust_forwarded_for`, which `trusted_proxies` replaced: there is no
@@ -180,6 +202,9 @@ pub struct Route {
     pub scopes: Vec<Scope>,
     /// Units a request on this route costs (default 1).
     pub cost: Option<u64>,
+    /// How requests on this route are signed; the gateway's `signature`
+    /// when absent.
+    pub signature: Option<SignatureScheme>,
 }
 
 /// Why a gateway configuration was refused.
@@ -222,6 +247,11 @@ pub struct Gateway {
     fast_path: bool,
     /// When set, every client connection starts with a TLS handshake.
     tls: Option<Tls>,
+    /// Whether any route checks signatures: only then is each request's
+    /// head kept for the signature check.
+    signs: bool,
+    /// The one-time code's header, lower-case.
+    otp_header: String,
 }
 
 struct CompiledRoute {
@@ -229,10 +259,11 @@ struct CompiledRoute {
     path: String,
     scopes: Arc<[Scope]>,
     cost: u64,
+    signature: Option<Scheme>,
 }
 
 impl CompiledRoute {
-    fn new(route: Route) -> Result<Self, GatewayConfigError> {
+    fn new(route: Route, default: Option<SignatureScheme>) -> Result<Self, GatewayConfigError> {
         let method = route
             .method
             .as_deref()
@@ -269,6 +300,10 @@ impl CompiledRoute {
             path: route.path,
             scopes: route.scopes.into(),
             cost: route.cost.unwrap_or(1),
+            signature: route.signature.or(default).map(|s| match s {
+                SignatureScheme::Rfc9421 => Scheme::Rfc9421,
+                SignatureScheme::Binance => Scheme::Binance,
+            }),
         })
     }
 
@@ -309,7 +344,7 @@ impl Gateway {
             .ok_or_else(|| GatewayConfigError("the upstream URL needs a host".into()))?;
         let mut routes = Vec::with_capacity(config.routes.len());
         for route in config.routes {
-            routes.push(CompiledRoute::new(route)?);
+            routes.push(CompiledRoute::new(route, config.signature)?);
         }
         if routes.is_empty() {
             return Err(GatewayConfigError("at least one route is needed".into()));
@@ -328,7 +363,6 @@ impl Gateway {
                 underscores_in_headers: config.underscores_in_headers,
                 forwarded_header: config.forwarded_header,
             },
-            routes,
             environment: config.environment,
             api_ids: config.api_ids,
             trusted_proxies: config.trusted_proxies,
@@ -348,6 +382,12 @@ impl Gateway {
             observer: Arc::new(RequestLog),
             fast_path: true,
             tls: None,
+            signs: routes.iter().any(|r| r.signature.is_some()),
+            otp_header: config
+                .otp_header
+                .unwrap_or_else(|| "x-keyward-otp".to_owned())
+                .to_ascii_lowercase(),
+            routes,
         })
     }
 
@@ -518,6 +558,12 @@ struct Scratch {
     status: u16,
     /// The current request's verification code, once verified.
     code: Option<VerifyCode>,
+    /// The raw head of the current request, kept when a route checks
+    /// signatures.
+    raw_head: Vec<u8>,
+    /// The current request's one-time code, wiped when the connection
+    /// ends.
+    otp: Zeroizing<String>,
 }
 
 /// Serves one client connection until it closes, breaks the protocol, is
@@ -581,6 +627,17 @@ async fn connection<C: Stream>(
                 () = &mut idle => return,
             }
         };
+        let raw = &client.data()[..head.len];
+        scratch.otp.clear();
+        if let Some(otp) = signed::header_value(raw, &gateway.otp_header) {
+            scratch
+                .otp
+                .push_str(std::str::from_utf8(otp).unwrap_or_default());
+        }
+        if gateway.signs {
+            scratch.raw_head.clear();
+            scratch.raw_head.extend_from_slice(raw);
+        }
         client.consume(head.len);
         let started = gateway
             .observer
@@ -680,6 +737,59 @@ async fn exchange<C: Stream>(
 ) -> Flow {
     let path = &scratch.target[..head.path_end];
     let key = head.has_key.then_some(&**scratch.key);
+    let scheme = match gateway.signs {
+        true => gateway.route(&head.method, path).and_then(|r| r.signature),
+        false => None,
+    };
+    let mut proof = Proof {
+        request: None,
+        otp: (!scratch.otp.is_empty()).then(|| Arc::new(scratch.otp.clone())),
+    };
+    // A signature covers the body, so a signed route's body is read whole
+    // before the request is decided; the client that waits for leave to
+    // send it gets it first.
+    let mut head_sent_continue = None;
+    if let Some(scheme) = scheme {
+        let length = match head.framing {
+            Framing::Empty => 0,
+            Framing::Length(n) => n,
+            _ => {
+                let refusal = Refusal::length_required();
+                return refuse(client, scratch, head, Body::Unread, &refusal, None).await;
+            }
+        };
+        if length > 0 {
+            if head.expect_continue && !head.http10 {
+                if client
+                    .stream
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .await
+                    .is_err()
+                {
+                    return Flow::Close;
+                }
+                head_sent_continue = Some(RequestHead {
+                    method: head.method.clone(),
+                    expect_continue: false,
+                    ..*head
+                });
+            }
+            if let Err(refusal) = read_body(gateway, client, length).await {
+                return refuse(client, scratch, head, Body::Broken, &refusal, None).await;
+            }
+        }
+        let body = &client.data()[..length as usize];
+        let tls = gateway.tls.is_some();
+        match signed::signed_request(scheme, tls, &scratch.raw_head, body) {
+            Some(signed) => proof.request = Some(Arc::new(signed)),
+            None => {
+                let refusal = Refusal::unsigned_head();
+                return refuse(client, scratch, head, Body::Unread, &refusal, None).await;
+            }
+        }
+    }
+    let head = head_sent_continue.as_ref().unwrap_or(head);
+    let path = &scratch.target[..head.path_end];
     let decided = decide(
         gateway,
         &head.method,
@@ -687,6 +797,7 @@ async fn exchange<C: Stream>(
         key,
         &scratch.forwarded,
         peer.addr.ip(),
+        proof,
     )
     .await;
     let (verification, origin) = match decided {
@@ -715,6 +826,28 @@ async fn exchange<C: Stream>(
     );
     scratch.out.extend_from_slice(b"\r\n");
     forward(gateway, client, upstream, scratch, head, &verification).await
+}
+
+/// Reads a signed request's body of `length` bytes whole into the client's
+/// buffer, at the pace `[limits]` asks of any body.
+async fn read_body<C: Stream>(
+    gateway: &Gateway,
+    client: &mut Inbound<C>,
+    length: u64,
+) -> Result<(), Refusal> {
+    if length > gateway.max_body {
+        return Err(Refusal::body_too_large());
+    }
+    let mut pace = Pace::start(&gateway.limits);
+    while (client.data().len() as u64) < length {
+        let deadline = pace.deadline();
+        match tokio::time::timeout_at(deadline, client.fill()).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(Refusal::body_broken()),
+            Ok(Ok(n)) => pace.received(n as u64),
+            Err(_) => return Err(Refusal::body_too_slow()),
+        }
+    }
+    Ok(())
 }
 
 /// Where the body of a request being refused stands.
@@ -1008,12 +1141,16 @@ mod tests {
     use super::*;
 
     fn route(method: Option<&str>, path: &str) -> Result<CompiledRoute, GatewayConfigError> {
-        CompiledRoute::new(Route {
-            method: method.map(str::to_owned),
-            path: path.to_owned(),
-            scopes: Vec::new(),
-            cost: None,
-        })
+        CompiledRoute::new(
+            Route {
+                method: method.map(str::to_owned),
+                path: path.to_owned(),
+                scopes: Vec::new(),
+                cost: None,
+                signature: None,
+            },
+            None,
+        )
     }
 
     #[test]

@@ -37,7 +37,7 @@ use keyward_gateway_head::{
     MAX_HEAD, MAX_UPSTREAM_HEADERS,
 };
 use keyward_net::{Pace, Shed, Stream};
-use keyward_verify::{Listener, Observation, Verification};
+use keyward_verify::{Listener, Observation, Proof, Verification};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{oneshot, watch};
 use zeroize::Zeroizing;
@@ -231,7 +231,26 @@ impl Shared {
         }
         let key = has_key.then_some(key.as_str());
         let peer = self.peer.ip();
-        let decided = decide(&self.gateway, &parts.method, &path, key, &forwarded, peer).await;
+        // This path streams bodies and does not check signatures: a key
+        // that must sign is refused here (`SIGNATURE_REQUIRED`).
+        let proof = Proof {
+            request: None,
+            otp: parts
+                .headers
+                .get(gateway.otp_header.as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(|v| Arc::new(Zeroizing::new(v.trim().to_owned()))),
+        };
+        let decided = decide(
+            &self.gateway,
+            &parts.method,
+            &path,
+            key,
+            &forwarded,
+            peer,
+            proof,
+        )
+        .await;
         let (verification, origin) = match decided {
             Decision::Admit {
                 verification,

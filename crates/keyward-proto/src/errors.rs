@@ -85,6 +85,8 @@ pub enum Code {
     UpstreamTimeout,
     /// The upstream could not be reached, or broke off before its answer.
     UpstreamUnavailable,
+    /// A signed route's request body without `Content-Length`.
+    LengthRequired,
 }
 
 impl Code {
@@ -118,6 +120,7 @@ impl Code {
         Code::RequestTimeout,
         Code::UpstreamTimeout,
         Code::UpstreamUnavailable,
+        Code::LengthRequired,
     ];
 
     /// The code as it appears in `error.code`.
@@ -161,6 +164,7 @@ impl Code {
             Code::RequestTimeout => (408, "REQUEST_TIMEOUT"),
             Code::UpstreamTimeout => (504, "UPSTREAM_TIMEOUT"),
             Code::UpstreamUnavailable => (502, "UPSTREAM_UNAVAILABLE"),
+            Code::LengthRequired => (411, "LENGTH_REQUIRED"),
         }
     }
 }
@@ -179,6 +183,11 @@ pub fn denial(code: VerifyCode) -> (u16, &'static str) {
         VerifyCode::IpNotAllowed => (403, "the API key may not be used from this address"),
         VerifyCode::RateLimited => (429, "rate limit exceeded"),
         VerifyCode::UsageExceeded => (429, "usage credits exhausted"),
+        VerifyCode::SignatureRequired => (401, "this request must be signed"),
+        VerifyCode::SignatureInvalid => (401, "the request's signature is not valid"),
+        VerifyCode::SignatureExpired => (401, "the request was signed outside its window"),
+        VerifyCode::Replayed => (401, "this request was seen before"),
+        VerifyCode::MfaRequired => (401, "this request needs the key owner's one-time code"),
         _ => (401, "the API key was refused"),
     }
 }
@@ -226,6 +235,11 @@ mod tests {
             VerifyCode::IpNotAllowed,
             VerifyCode::RateLimited,
             VerifyCode::UsageExceeded,
+            VerifyCode::SignatureRequired,
+            VerifyCode::SignatureInvalid,
+            VerifyCode::SignatureExpired,
+            VerifyCode::Replayed,
+            VerifyCode::MfaRequired,
         ] {
             let (status, message) = denial(code);
             assert!(is_screaming_snake(code.as_str()), "{code:?}");

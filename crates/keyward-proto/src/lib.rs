@@ -115,11 +115,72 @@ pub struct ApiCreate {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schema(value_type = HashMap<RoleNameKey, Vec<ScopeName>>)]
     pub roles: BTreeMap<String, Vec<String>>,
-    /// Scopes marked critical: stored and shown; a later release may ask a
-    /// second factor for them. At most 64.
+    /// Scopes marked critical: a verify needing one needs the key owner's
+    /// one-time code (`otp`), else `MFA_REQUIRED`. At most 64.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<ScopeName>, max_items = 64)]
     pub critical_scopes: Vec<String>,
+    /// Which requests to the API's keys must be signed; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<ApiSigningBody>,
+}
+
+/// Which requests to an API's keys must be signed. A key with a signing
+/// key of its own signs every request whatever this says.
+#[derive(Deserialize, Serialize, ToSchema, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSigningBody {
+    /// Every request, with every key: keys are issued only with a signing
+    /// key.
+    #[serde(default)]
+    pub all: bool,
+    /// Requests needing any of these scopes. At most 64.
+    #[serde(default)]
+    #[schema(value_type = Vec<ScopeName>, max_items = 64)]
+    pub scopes: Vec<String>,
+    /// A valid Ed25519 signature stands in for the owner's one-time code
+    /// on a critical scope.
+    #[serde(default)]
+    pub ed25519_replaces_otp: bool,
+}
+
+impl From<keyward_core::ApiSigning> for ApiSigningBody {
+    fn from(s: keyward_core::ApiSigning) -> Self {
+        ApiSigningBody {
+            all: s.all,
+            scopes: s.scopes.into_iter().map(String::from).collect(),
+            ed25519_replaces_otp: s.ed25519_replaces_otp,
+        }
+    }
+}
+
+/// A key's signing key as given at create or update.
+#[derive(Deserialize, Serialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SigningBody {
+    /// `hmac-sha256`: the server makes a secret and shows it once as
+    /// `signing_secret`. `ed25519`: the customer registers `public_key`.
+    pub algorithm: keyward_core::SigningAlgorithm,
+    /// How far a request's signing time may lie from the server's clock,
+    /// in milliseconds (1–300000; 5000 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 300_000)]
+    pub window_ms: Option<u64>,
+    /// Ed25519 only: the customer's public key, base64 of its 32 bytes or
+    /// PEM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1024)]
+    pub public_key: Option<String>,
+}
+
+/// A key's signing key as shown: never its secret.
+#[derive(Deserialize, Serialize, ToSchema, Clone)]
+pub struct SigningView {
+    pub algorithm: keyward_core::SigningAlgorithm,
+    pub window_ms: u64,
+    /// Ed25519: the public key, base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 /// `PATCH /v1/apis/{id}`: fields left out stay as they are.
@@ -144,6 +205,9 @@ pub struct ApiUpdate {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<ScopeName>>, max_items = 64)]
     pub critical_scopes: Option<Vec<String>>,
+    /// Replaces the signing rules; `{}` removes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing: Option<ApiSigningBody>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -161,6 +225,9 @@ pub struct ApiView {
     /// Scopes marked critical.
     #[serde(default)]
     pub critical_scopes: Vec<String>,
+    /// Which requests must be signed.
+    #[serde(default)]
+    pub signing: ApiSigningBody,
 }
 
 impl From<Api> for ApiView {
@@ -183,6 +250,7 @@ impl From<Api> for ApiView {
                 })
                 .collect(),
             critical_scopes: a.critical_scopes.into_iter().map(String::from).collect(),
+            signing: a.signing.into(),
         }
     }
 }
@@ -253,6 +321,10 @@ pub struct KeyCreate {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<RoleNameKey>, max_items = 64)]
     pub roles: Vec<String>,
+    /// When set, every request with the key must be signed with this key
+    /// (`SIGNATURE_REQUIRED` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningBody>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -292,6 +364,9 @@ pub struct KeyView {
     /// batches; `GET /v1/keys/{id}/usage` has per-minute counts).
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
+    /// The key's signing key, when its requests must be signed.
+    #[serde(default)]
+    pub signing: Option<SigningView>,
 }
 
 impl KeyView {
@@ -324,6 +399,11 @@ impl KeyView {
             }),
             ip_allowlist: k.ip_allowlist.iter().map(ToString::to_string).collect(),
             last_used_at: k.last_used_at,
+            signing: k.signing.map(|s| SigningView {
+                algorithm: s.algorithm,
+                window_ms: s.window_ms,
+                public_key: s.public_key.map(|k| base64_std(&k)),
+            }),
         }
     }
 }
@@ -335,6 +415,43 @@ pub struct IssuedKey {
     pub record: KeyView,
     /// The plaintext key. Shown only in this response; store it now.
     pub key: String,
+    /// For an `hmac-sha256` signing key: the signing secret, shown only in
+    /// this response. The HMAC key is the UTF-8 bytes of this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
+}
+
+/// A key changed, with the new signing secret when the change gave it an
+/// `hmac-sha256` signing key (shown only in this response).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct UpdatedKey {
+    #[serde(flatten)]
+    pub record: KeyView,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
+}
+
+/// Standard base64 with padding, by hand: the one place the API shows
+/// bytes so.
+fn base64_std(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -406,6 +523,15 @@ pub struct KeyUpdate {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<RoleNameKey>>, max_items = 64)]
     pub roles: Option<Vec<String>>,
+    /// A new signing key (for `hmac-sha256`, a new secret, shown once), or
+    /// `null` to let the key verify unsigned again.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<SigningBody>)]
+    pub signing: Option<Option<SigningBody>>,
 }
 
 #[derive(Deserialize, Serialize, ToSchema, Default)]
@@ -535,6 +661,62 @@ pub struct VerifyRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(maximum = 1_000_000)]
     pub cost: Option<u64>,
+    /// The request the key came with, for a key or API that requires
+    /// signed requests: its signature is checked here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestParts>,
+    /// The key owner's one-time code (six digits), for a critical scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 16)]
+    pub otp: Option<String>,
+}
+
+/// A signed request as the provider's server received it.
+#[derive(Deserialize, Serialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RequestParts {
+    /// `rfc9421` (HTTP Message Signatures: `Signature-Input` and
+    /// `Signature` headers) or `binance` (`signature`, `timestamp` and
+    /// `recvWindow` parameters). Found from the request when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<SignatureScheme>,
+    /// The method, e.g. `POST`.
+    #[schema(max_length = 32)]
+    pub method: String,
+    /// `https` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 8)]
+    pub url_scheme: Option<String>,
+    /// The `Host` the client sent; the `host` header's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512)]
+    pub authority: Option<String>,
+    /// The path as sent, e.g. `/api/v3/order`.
+    #[schema(max_length = 8192)]
+    pub path: String,
+    /// The query as sent, without its `?`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 16384)]
+    pub query: Option<String>,
+    /// The request's headers, each `[name, value]`, in the order sent.
+    #[serde(default)]
+    #[schema(value_type = Vec<Vec<String>>, max_items = 100)]
+    pub headers: Vec<(String, String)>,
+    /// The body as sent (text), when the signature covers it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// The body's SHA-256 in hex, in place of the body (RFC 9421 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[0-9a-fA-F]{64}$")]
+    pub body_sha256: Option<String>,
+}
+
+/// A signature scheme.
+#[derive(Deserialize, Serialize, ToSchema, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureScheme {
+    Rfc9421,
+    Binance,
 }
 
 /// The tightest rate limit after a verify, for `X-RateLimit-*` headers.
@@ -552,6 +734,11 @@ pub struct RateLimitView {
 pub struct VerifyResult<'a> {
     pub valid: bool,
     pub code: VerifyCode,
+    /// Why a request's proof was refused (`SIGNATURE_*`, `REPLAYED`,
+    /// `MFA_REQUIRED`): what an honest client should fix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub reason: Option<&'a str>,
     /// Present whenever the key exists and is within the caller's reach.
     #[schema(value_type = Option<String>)]
     pub key_id: Option<&'a str>,
@@ -598,6 +785,8 @@ fn scope_strings<S: serde::Serializer>(
 pub struct VerifyAnswer {
     pub valid: bool,
     pub code: VerifyCode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub key_id: Option<KeyId>,
     pub owner: Option<String>,
     pub environment: Option<Environment>,

@@ -84,6 +84,7 @@ fn api_create_sends_environments_only_when_given() {
         workspace: None,
         roles: Default::default(),
         critical_scopes: Vec::new(),
+        signing: Default::default(),
     };
     check(&minimal, json!({"name": "Prices", "prefix": "px"}));
     let some = ApiCreate {
@@ -101,6 +102,7 @@ fn api_create_sends_environments_only_when_given() {
 #[test]
 fn api_create_sends_roles_and_critical_scopes_only_when_given() {
     let body = ApiCreate {
+        signing: None,
         name: "Exchange".into(),
         prefix: "ex".into(),
         environments: None,
@@ -141,6 +143,7 @@ fn api_update_tells_absent_from_empty() {
     assert!(cleared.name.is_none());
     check(
         &ApiUpdate {
+            signing: None,
             name: Some("Renamed".into()),
             roles: Some([("viewer".to_owned(), vec!["prices:read".to_owned()])].into()),
             critical_scopes: None,
@@ -152,6 +155,7 @@ fn api_update_tells_absent_from_empty() {
 #[test]
 fn key_create_leaves_out_what_was_not_given() {
     let minimal = KeyCreate {
+        signing: None,
         api_id: API.into(),
         environment: Environment::Live,
         name: None,
@@ -230,6 +234,7 @@ fn credits_leave_out_a_refill_not_given() {
 
 fn empty_update() -> KeyUpdate {
     KeyUpdate {
+        signing: None,
         name: None,
         scopes: None,
         metadata: None,
@@ -407,6 +412,8 @@ fn bulk_revoke_sends_only_the_filters_given() {
 #[test]
 fn verify_sends_only_the_requirements_given() {
     let bare = VerifyRequest {
+        request: None,
+        otp: None,
         key: "px_live_x".into(),
         scopes: Vec::new(),
         environment: None,
@@ -569,6 +576,7 @@ fn seal_bodies_send_what_each_operation_takes() {
 fn key_view() -> KeyView {
     let now = datetime!(2030-05-06 7:08:09.123 UTC);
     KeyView {
+        signing: None,
         id: KeyId::generate(now).unwrap(),
         api_id: ApiId::parse(API).unwrap(),
         environment: Environment::Live,
@@ -620,6 +628,7 @@ fn token_view() -> TokenView {
 #[test]
 fn the_client_reads_every_answer_it_summarises_without_loss() {
     let api = ApiView {
+        signing: Default::default(),
         id: ApiId::parse(API).unwrap(),
         name: "Prices".into(),
         prefix: Prefix::parse("px").unwrap(),
@@ -633,6 +642,7 @@ fn the_client_reads_every_answer_it_summarises_without_loss() {
     reads_back::<_, ApiList>(&ApiList { apis: vec![api] });
     reads_back::<_, KeyView>(&key_view());
     let issued: IssuedKey = reads_back(&IssuedKey {
+        signing_secret: None,
         record: key_view(),
         key: "px_live_plaintext".into(),
     });
@@ -701,6 +711,7 @@ fn a_verify_answer_reads_everything_the_server_writes() {
     let metadata = serde_json::value::RawValue::from_string(r#"{"plan":"pro"}"#.into()).unwrap();
     let id = KeyId::generate(LATER).unwrap();
     let found = VerifyResult {
+        reason: None,
         valid: true,
         code: VerifyCode::Valid,
         key_id: Some(id.as_str()),
@@ -734,6 +745,7 @@ fn a_verify_answer_reads_everything_the_server_writes() {
         "absent when the key has none: {written}"
     );
     let unknown = VerifyResult {
+        reason: None,
         valid: false,
         code: VerifyCode::NotFound,
         key_id: None,

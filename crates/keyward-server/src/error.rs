@@ -110,6 +110,7 @@ macro_rules! through_service {
 }
 
 through_service!(
+    keyward_verify::VerifyError,
     keyward_service::StoreError,
     keyward_service::seal::SealError,
     ValueError,

@@ -79,6 +79,27 @@ pub async fn run_gateway(
     let store = settings.open_store().await?;
     let verify = settings.verify.config();
     let verifier = Arc::new(Verifier::new(Arc::clone(&store), verify.clone()));
+    settings.share_replays(&verifier, &store);
+    // HMAC signing secrets and owners' TOTP secrets open under the keyring:
+    // a `file` or `pkcs11` seal unseals here as in the server; a `shamir`
+    // one stays sealed, and such requests answer 503. A store whose seal
+    // the server has not made yet is left for the server to make.
+    let initialised = matches!(store.seal().await, Ok(Some(_)));
+    let barrier = match initialised {
+        true => keyward_service::seal::Barrier::open(
+            &settings.seal,
+            &settings.data_dir,
+            Arc::clone(&store),
+        )
+        .await
+        .ok(),
+        false => None,
+    };
+    if let Some(barrier) = barrier {
+        verifier.set_opener(Arc::new(keyward_service::signing::KeyringOpener(Arc::new(
+            barrier,
+        ))));
+    }
     let follower =
         keyward_verify::ChangeFollower::start(store, Arc::clone(&verifier), None).await?;
     let gateway = keyward_gateway::Gateway::new(config, Arc::clone(&verifier))
@@ -205,6 +226,7 @@ impl Application {
         let listener = TcpListener::bind(settings.listen).await?;
         let config = settings.verify.config();
         let verifier = Arc::new(Verifier::new(Arc::clone(&store), config.clone()));
+        settings.share_replays(&verifier, &store);
         let tokens = Arc::new(keyward_verify::TokenCache::new(config.cache_ttl));
         let follower = keyward_verify::ChangeFollower::start(
             Arc::clone(&store),
@@ -481,6 +503,8 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
             keys::get_owner_ratelimits,
             keys::set_owner_ratelimits
         ))
+        .routes(routes!(keys::enrol_owner_totp, keys::remove_owner_totp))
+        .routes(routes!(keys::confirm_owner_totp))
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(audit::list_audit))

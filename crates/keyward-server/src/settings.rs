@@ -218,6 +218,19 @@ pub struct VerifySettings {
     pub credit_block: u64,
     /// How often the change feed is read for changes made on other nodes.
     pub change_poll_interval_ms: u64,
+    /// Where signed requests seen inside their window are remembered, so a
+    /// replay is refused: `memory` (this process alone) or `database`
+    /// (every node sharing the store, one INSERT per signed request). The
+    /// default is `database` on PostgreSQL and `memory` on SQLite.
+    pub replay: Option<ReplayScope>,
+}
+
+/// Where signed requests are remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplayScope {
+    Memory,
+    Database,
 }
 
 impl Default for VerifySettings {
@@ -232,6 +245,7 @@ impl Default for VerifySettings {
             usage_retention_ms: d.usage_retention.as_millis() as u64,
             credit_block: d.credit_block,
             change_poll_interval_ms: d.change_poll_interval.as_millis() as u64,
+            replay: None,
         }
     }
 }
@@ -282,6 +296,20 @@ impl Settings {
         match &self.database_url {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("keyward.db").display()),
+        }
+    }
+
+    /// Tells `verifier` where signed requests are remembered.
+    pub fn share_replays(&self, verifier: &keyward_verify::Verifier, store: &Arc<dyn Store>) {
+        let scope = self.verify.replay.unwrap_or(if self.is_embedded() {
+            ReplayScope::Memory
+        } else {
+            ReplayScope::Database
+        });
+        if scope == ReplayScope::Database {
+            verifier.set_replay_store(Arc::new(keyward_verify::proof::DatabaseReplay(Arc::clone(
+                store,
+            ))));
         }
     }
 

@@ -374,6 +374,41 @@ fn rows() -> Vec<Row> {
             Some("/v1/owners/nobody/ratelimits"),
         ),
         admin(
+            "POST",
+            "/v1/owners/{owner}/totp",
+            "/v1/owners/acme/totp",
+            None,
+            "keys:write",
+            Absent,
+            Absent,
+            Some("/v1/owners/nobody/totp"),
+        ),
+        // A code that was never shown: what the full token hears is the
+        // operation's own refusal.
+        admin(
+            "POST",
+            "/v1/owners/{owner}/totp/confirm",
+            "/v1/owners/acme/totp/confirm",
+            Some(r#"{"otp": "000000"}"#),
+            "keys:write",
+            Absent,
+            Absent,
+            Some("/v1/owners/nobody/totp/confirm"),
+        )
+        .public_answer(Authorized),
+        admin(
+            "DELETE",
+            "/v1/owners/{owner}/totp",
+            "/v1/owners/acme/totp",
+            None,
+            "keys:write",
+            Absent,
+            Absent,
+            Some("/v1/owners/nobody/totp"),
+        )
+        .public_answer(Authorized)
+        .answering_sessions(Refused(403, "STEP_UP_REQUIRED")),
+        admin(
             "PUT",
             "/v1/owners/{owner}/ratelimits",
             "/v1/owners/acme/ratelimits",

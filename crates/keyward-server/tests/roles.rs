@@ -132,7 +132,12 @@ async fn a_key_carries_the_scopes_of_its_roles_and_a_role_change_reaches_it_at_o
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(verify_scope(&app, &key, "withdrawals:write").await, "VALID");
+    // The key carries the scope now; it is critical, so using it needs the
+    // owner's one-time code (tests/signing.rs has the rest of that).
+    assert_eq!(
+        verify_scope(&app, &key, "withdrawals:write").await,
+        "MFA_REQUIRED"
+    );
 
     // Taking the role from the key leaves its own scopes.
     let (status, body) = app
@@ -711,7 +716,7 @@ async fn the_verify_answer_names_the_critical_scopes_a_key_carries(app: TestApp)
     .await;
     let answer = app.verify(json!({"key": direct})).await;
     assert!(answer.get("critical_scopes").is_none(), "{answer}");
-    // Not enforced yet: a critical scope verifies like any other.
+    // No longer critical, it verifies without a code.
     assert_eq!(
         verify_scope(&app, &direct, "withdrawals:write").await,
         "VALID"

@@ -28,8 +28,21 @@ pub struct NewApi {
     /// Key roles by name, each with the scopes it stands for; none when
     /// empty.
     pub roles: BTreeMap<String, Vec<String>>,
-    /// Scopes a later check may hold to a second factor.
+    /// Scopes whose use needs the key owner's second factor.
     pub critical_scopes: Vec<String>,
+    /// Which requests must be signed; none when absent.
+    pub signing: Option<SigningRules>,
+}
+
+/// Which requests to an API's keys must be signed, as a caller gives it.
+#[derive(Debug, Clone, Default)]
+pub struct SigningRules {
+    /// Every request: keys are issued only with a signing key.
+    pub all: bool,
+    /// Requests needing any of these scopes.
+    pub scopes: Vec<String>,
+    /// A valid Ed25519 signature stands in for the owner's one-time code.
+    pub ed25519_replaces_otp: bool,
 }
 
 /// Changes to an API; `None` leaves a field as it is.
@@ -41,6 +54,8 @@ pub struct ApiChanges {
     pub roles: Option<BTreeMap<String, Vec<String>>>,
     /// Replaces the critical scopes.
     pub critical_scopes: Option<Vec<String>>,
+    /// Replaces the signing rules.
+    pub signing: Option<SigningRules>,
 }
 
 impl Service {
@@ -82,6 +97,11 @@ impl Service {
         }
         let roles = parse_roles(new.roles)?;
         let critical_scopes = parse_critical_scopes(new.critical_scopes)?;
+        let signing = new
+            .signing
+            .map(parse_signing)
+            .transpose()?
+            .unwrap_or_default();
         let now = now();
         let api = Api {
             id: ApiId::generate(now).map_err(Error::internal)?,
@@ -92,6 +112,7 @@ impl Service {
             created_at: now,
             roles,
             critical_scopes,
+            signing,
         };
         let event = audit_event(
             Some(actor),
@@ -104,6 +125,7 @@ impl Service {
                 "workspace": api.workspace,
                 "roles": api.roles,
                 "critical_scopes": api.critical_scopes,
+                "signing": api.signing,
             }),
             now,
         )?;
@@ -167,6 +189,7 @@ impl Service {
             .critical_scopes
             .map(parse_critical_scopes)
             .transpose()?;
+        let signing = changes.signing.map(parse_signing).transpose()?;
         let now = now();
         let mut fields = Vec::new();
         let mut details = json!({});
@@ -182,6 +205,10 @@ impl Service {
             fields.push("critical_scopes");
             details["critical_scopes"] = json!(critical);
         }
+        if let Some(signing) = &signing {
+            fields.push("signing");
+            details["signing"] = json!(signing);
+        }
         details["fields"] = json!(fields);
         let event = audit_event(
             Some(actor),
@@ -194,9 +221,10 @@ impl Service {
             name: changes.name,
             roles,
             critical_scopes,
+            signing,
         };
         let updated = self.store.update_api(&api.id, &patch, now, &event).await?;
-        if patch.roles.is_some() || patch.critical_scopes.is_some() {
+        if patch.roles.is_some() || patch.critical_scopes.is_some() || patch.signing.is_some() {
             self.verifier.api_changed(&api.id);
         }
         Ok(updated)
@@ -253,6 +281,25 @@ fn parse_critical_scopes(scopes: Vec<String>) -> Result<Vec<Scope>, Error> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::InvalidRequest(format!("critical_scopes: {e}")))?;
     Ok(normalize_scopes(parsed))
+}
+
+fn parse_signing(rules: SigningRules) -> Result<keyward_core::ApiSigning, Error> {
+    if rules.scopes.len() > MAX_ROLE_SCOPES {
+        return Err(Error::InvalidRequest(format!(
+            "signing.scopes: at most {MAX_ROLE_SCOPES} scopes"
+        )));
+    }
+    let scopes = rules
+        .scopes
+        .iter()
+        .map(|s| Scope::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::InvalidRequest(format!("signing.scopes: {e}")))?;
+    Ok(keyward_core::ApiSigning {
+        all: rules.all,
+        scopes: normalize_scopes(scopes),
+        ed25519_replaces_otp: rules.ed25519_replaces_otp,
+    })
 }
 
 fn reaches(actor: &Actor, api: &Api) -> bool {

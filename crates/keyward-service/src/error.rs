@@ -100,6 +100,18 @@ impl From<StoreError> for Error {
     }
 }
 
+impl From<keyward_verify::VerifyError> for Error {
+    fn from(e: keyward_verify::VerifyError) -> Self {
+        match e {
+            keyward_verify::VerifyError::Store(e) => e.into(),
+            keyward_verify::VerifyError::Sealed => Error::Sealed(
+                "the server is sealed: it checks HMAC signatures and one-time codes only when unsealed",
+            ),
+            other => Error::internal(other),
+        }
+    }
+}
+
 impl From<crate::seal::SealError> for Error {
     fn from(e: crate::seal::SealError) -> Self {
         use crate::seal::SealError;

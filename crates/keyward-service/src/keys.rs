@@ -20,6 +20,9 @@ use keyward_store::{BulkRevokeFilter, CreditsPatch, KeyFilter, KeyPatch, Page, R
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
+use zeroize::Zeroizing;
+
+pub use crate::signing::NewSigning;
 use crate::{audit_event, now, Actor, Error, Service};
 
 /// Most scopes one key may carry.
@@ -48,6 +51,16 @@ pub struct NewKey {
     pub ip_allowlist: Vec<String>,
     /// Roles of the key's API; each must be one the API defines.
     pub roles: Vec<String>,
+    /// When set, every request with the key must be signed with this.
+    pub signing: Option<NewSigning>,
+}
+
+/// A key just issued: its record, its plaintext and, for an HMAC signing
+/// key, the signing secret. Both texts are shown once and kept nowhere.
+pub struct IssuedKey {
+    pub record: KeyRecord,
+    pub plaintext: PlaintextKey,
+    pub signing_secret: Option<Zeroizing<String>>,
 }
 
 /// Usage credits as a caller gives them; their refill period starts now.
@@ -72,6 +85,9 @@ pub struct KeyChanges {
     pub ip_allowlist: Option<Vec<String>>,
     /// Replaces the roles the key holds; each must be one its API defines.
     pub roles: Option<Vec<String>>,
+    /// `Some(None)` lets the key verify unsigned again; `Some(Some(_))`
+    /// gives it a new signing key (for HMAC, a new secret, shown once).
+    pub signing: Option<Option<NewSigning>>,
 }
 
 /// How a key is succeeded.
@@ -106,11 +122,7 @@ pub struct KeyListing {
 
 impl Service {
     /// Issues a key. The plaintext is returned here and kept nowhere.
-    pub async fn create_key(
-        &self,
-        actor: &Actor,
-        new: NewKey,
-    ) -> Result<(KeyRecord, PlaintextKey), Error> {
+    pub async fn create_key(&self, actor: &Actor, new: NewKey) -> Result<IssuedKey, Error> {
         actor.require(AdminScope::KeysWrite)?;
         let now = now();
         // The token's environments are its own to know, so an environment
@@ -164,6 +176,20 @@ impl Service {
         record.ratelimits = new.ratelimits;
         record.credits = credits;
         record.ip_allowlist = ip_allowlist;
+        let signing_secret = match &new.signing {
+            Some(signing) => {
+                let (signing, secret) = self.make_signing(&record.id, signing).await?;
+                record.signing = Some(signing);
+                secret
+            }
+            None if api.signing.all => {
+                return Err(Error::InvalidRequest(
+                    "this API requires signed requests: give the key a signing key (signing.algorithm)"
+                        .into(),
+                ));
+            }
+            None => None,
+        };
         let event = audit_event(
             Some(actor),
             AuditAction::KeyCreate,
@@ -173,7 +199,11 @@ impl Service {
         )?;
         self.store.create_key(&record, &event).await?;
         self.verifier.key_changed(&record.digest);
-        Ok((record, plaintext))
+        Ok(IssuedKey {
+            record,
+            plaintext,
+            signing_secret,
+        })
     }
 
     /// A key by id (never its plaintext).
@@ -241,12 +271,14 @@ impl Service {
     }
 
     /// Changes a key's fields; those left out stay as they are.
+    /// An HMAC signing key given here comes back with its new secret, to
+    /// show once.
     pub async fn update_key(
         &self,
         actor: &Actor,
         id: &str,
         changes: KeyChanges,
-    ) -> Result<KeyRecord, Error> {
+    ) -> Result<(KeyRecord, Option<Zeroizing<String>>), Error> {
         actor.require(AdminScope::KeysWrite)?;
         let record = self.load_key(actor, AdminScope::KeysWrite, id).await?;
         let now = now();
@@ -301,6 +333,7 @@ impl Service {
             ("credits", credits.is_some()),
             ("ip_allowlist", ip_allowlist.is_some()),
             ("roles", roles.is_some()),
+            ("signing", changes.signing.is_some()),
         ] {
             if set {
                 changed.push(field);
@@ -316,7 +349,30 @@ impl Service {
         if let Some(enabled) = changes.enabled {
             details["enabled"] = json!(enabled);
         }
+        let (signing, signing_secret) = match &changes.signing {
+            None => (None, None),
+            Some(None) => {
+                let api = self
+                    .store
+                    .get_api(&record.api_id)
+                    .await?
+                    .ok_or(Error::NotFound("api"))?;
+                if api.signing.all {
+                    return Err(Error::InvalidRequest(
+                        "this API requires signed requests: a key cannot drop its signing key"
+                            .into(),
+                    ));
+                }
+                (Some(None), None)
+            }
+            Some(Some(new)) => {
+                let (signing, secret) = self.make_signing(&record.id, new).await?;
+                details["signing"] = json!(signing.algorithm.as_str());
+                (Some(Some(signing)), secret)
+            }
+        };
         let patch = KeyPatch {
+            signing,
             name: changes.name,
             scopes,
             metadata: changes.metadata,
@@ -339,7 +395,7 @@ impl Service {
             .update_key(&record.id, &patch, now, &event)
             .await?;
         self.verifier.key_changed(&record.digest);
-        Ok(updated)
+        Ok((updated, signing_secret))
     }
 
     /// Revokes a key at once. Revoking a revoked key changes nothing.
@@ -376,7 +432,7 @@ impl Service {
         actor: &Actor,
         id: &str,
         succession: Succession,
-    ) -> Result<(KeyRecord, PlaintextKey), Error> {
+    ) -> Result<IssuedKey, Error> {
         actor.require(AdminScope::KeysWrite)?;
         let old = self.load_key(actor, AdminScope::KeysWrite, id).await?;
         if succession.grace_period_seconds > MAX_GRACE_SECONDS {
@@ -400,8 +456,24 @@ impl Service {
             .ok_or(Error::NotFound("api"))?;
         let plaintext =
             PlaintextKey::generate(&api.prefix, old.environment).map_err(Error::internal)?;
+        let successor_id = KeyId::generate(now).map_err(Error::internal)?;
+        // An Ed25519 key stays the customer's; an HMAC secret is bound to
+        // its key, so the successor gets a new one, shown once.
+        let (signing, signing_secret) = match &old.signing {
+            Some(signing) if signing.algorithm == keyward_core::SigningAlgorithm::HmacSha256 => {
+                let new = NewSigning {
+                    algorithm: signing.algorithm,
+                    window_ms: Some(signing.window_ms),
+                    public_key: None,
+                };
+                let (signing, secret) = self.make_signing(&successor_id, &new).await?;
+                (Some(signing), secret)
+            }
+            other => (other.clone(), None),
+        };
         let successor = KeyRecord {
-            id: KeyId::generate(now).map_err(Error::internal)?,
+            id: successor_id,
+            signing,
             digest: plaintext.digest(),
             start: plaintext.display_start(),
             created_at: now,
@@ -442,7 +514,11 @@ impl Service {
         self.store.rotate_key(&rotation, &events).await?;
         self.verifier.key_changed(&old.digest);
         self.verifier.key_changed(&successor.digest);
-        Ok((successor, plaintext))
+        Ok(IssuedKey {
+            record: successor,
+            plaintext,
+            signing_secret,
+        })
     }
 
     /// Revokes every key within the actor's reach matching all given
@@ -564,7 +640,11 @@ impl Service {
     /// Whether every key of `owner` is within the actor's reach, and there
     /// is at least one: an actor without limits reaches every owner, one
     /// with limits only owners it sees whole.
-    async fn owner_within_reach(&self, actor: &Actor, owner: &str) -> Result<bool, Error> {
+    pub(crate) async fn owner_within_reach(
+        &self,
+        actor: &Actor,
+        owner: &str,
+    ) -> Result<bool, Error> {
         if actor.is_node_wide(AdminScope::KeysRead) {
             return Ok(true);
         }
@@ -703,5 +783,6 @@ fn created(record: &KeyRecord) -> serde_json::Value {
         "roles": record.roles,
         "start": record.start,
         "expires_at": record.expires_at.map(|t| t.unix_timestamp()),
+        "signing": record.signing.as_ref().map(|s| s.algorithm.as_str()),
     })
 }

@@ -35,6 +35,7 @@ mod reach;
 pub mod records;
 pub mod seal;
 pub mod secrets;
+pub mod signing;
 pub mod sys;
 pub mod tokens;
 pub mod transit;
@@ -70,6 +71,7 @@ impl Service {
         tokens: Arc<TokenCache>,
         barrier: Arc<seal::Barrier>,
     ) -> Self {
+        verifier.set_opener(Arc::new(signing::KeyringOpener(Arc::clone(&barrier))));
         Service {
             store,
             verifier,

@@ -44,3 +44,23 @@ pub fn totp_identity(user_id: &str) -> RecordIdentity<'_> {
         version: 0,
     }
 }
+
+/// What a key's HMAC signing secret is bound to.
+pub fn signing_identity(key_id: &str) -> RecordIdentity<'_> {
+    RecordIdentity {
+        table: "keys",
+        id: key_id,
+        field: "signing_secret",
+        version: 0,
+    }
+}
+
+/// What a key owner's TOTP secret is bound to, pending or confirmed.
+pub fn owner_totp_identity(owner: &str) -> RecordIdentity<'_> {
+    RecordIdentity {
+        table: "owner_factors",
+        id: owner,
+        field: "totp_secret",
+        version: 0,
+    }
+}

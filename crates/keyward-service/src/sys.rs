@@ -57,6 +57,7 @@ impl Service {
                 now(),
             )?;
             self.store.append_audit(&[event]).await?;
+            self.verifier.seal_changed();
             tracing::info!("unsealed");
         }
         Ok(status)
@@ -68,6 +69,7 @@ impl Service {
         let event = audit_event(Some(actor), AuditAction::SealSeal, "seal", json!({}), now())?;
         self.store.append_audit(&[event]).await?;
         self.barrier.seal().await?;
+        self.verifier.seal_changed();
         tracing::warn!("sealed by an operator");
         Ok(self.barrier.status())
     }

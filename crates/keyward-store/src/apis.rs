@@ -15,6 +15,7 @@ pub struct ApiPatch {
     /// refuses the whole change (`StoreError::RoleInUse`).
     pub roles: Option<KeyRoles>,
     pub critical_scopes: Option<Vec<Scope>>,
+    pub signing: Option<keyward_core::ApiSigning>,
 }
 
 /// The provider's APIs. An API is created once; keys name the API they

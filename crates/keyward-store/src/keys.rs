@@ -65,6 +65,9 @@ pub struct KeyPatch {
     /// Replaces the roles the key holds; each must be one its API defines
     /// when the change commits (`StoreError::UndefinedRole` otherwise).
     pub roles: Option<Vec<RoleName>>,
+    /// `Some(None)` lets the key verify unsigned again; `Some(Some(_))`
+    /// gives it a new signing key.
+    pub signing: Option<Option<keyward_core::KeySigning>>,
 }
 
 /// New credits for a key.

@@ -28,6 +28,7 @@ pub mod limits;
 mod postgres;
 pub mod seal;
 pub mod secrets;
+pub mod signing;
 mod sqlite;
 pub mod system;
 pub mod tokens;
@@ -54,6 +55,7 @@ pub use secrets::{
     SecretMeta, SecretMetaPatch, SecretMount, SecretStore, SecretVersion, SecretWrite,
     VersionAction,
 };
+pub use signing::{OwnerFactor, SigningStore};
 pub use sqlite::SqliteStore;
 pub use system::SystemStore;
 pub use tokens::{LastFullToken, RevokedToken, TokenStore};
@@ -128,6 +130,7 @@ pub trait Store:
     + TransitStore
     + ChangeStore
     + AccessStore
+    + SigningStore
     + 'static
 {
 }
@@ -145,6 +148,7 @@ impl<S> Store for S where
         + TransitStore
         + ChangeStore
         + AccessStore
+        + SigningStore
         + 'static
 {
 }
@@ -159,8 +163,8 @@ impl<S> Store for S where
 pub mod prelude {
     pub use crate::{
         AccessStore as _, ApiStore as _, AuditStore as _, ChangeStore as _, KeyStore as _,
-        LimitStore as _, SealStore as _, SecretStore as _, SystemStore as _, TokenStore as _,
-        TransitStore as _, UsageStore as _,
+        LimitStore as _, SealStore as _, SecretStore as _, SigningStore as _, SystemStore as _,
+        TokenStore as _, TransitStore as _, UsageStore as _,
     };
 }
 

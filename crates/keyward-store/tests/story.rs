@@ -47,6 +47,7 @@ fn api(prefix: &str) -> Api {
         created_at: now(),
         roles: Default::default(),
         critical_scopes: Vec::new(),
+        signing: Default::default(),
     }
 }
 

@@ -44,6 +44,7 @@ fn bench(c: &mut Criterion) {
             created_at: now,
             roles: Default::default(),
             critical_scopes: Vec::new(),
+            signing: Default::default(),
         };
         let event = |target: &str| AuditEvent {
             id: EventId::generate(now).unwrap(),

@@ -40,6 +40,7 @@ use serde_json::value::RawValue;
 
 use crate::clock::WallNs;
 use crate::limits::OwnerTable;
+use crate::proof::{Material, ProofRules};
 use crate::usage::UsageSlot;
 use crate::Verifier;
 
@@ -98,6 +99,27 @@ impl CachedKey {
     pub fn critical_scopes(&self) -> &[Scope] {
         self.extras.as_ref().map_or(&[], |e| &e.critical_scopes[..])
     }
+
+    /// What the key's requests must prove beside the key; `None` when
+    /// nothing (no signing key, no signing rule, no critical scope).
+    pub(crate) fn proof_rules(&self) -> Option<&ProofRules> {
+        self.extras.as_ref().and_then(|e| e.proof.as_ref())
+    }
+
+    /// Whether the key was cached with an opened HMAC secret, or without
+    /// one it could not open: either must go when the seal changes.
+    pub(crate) fn holds_sealed_material(&self) -> bool {
+        self.proof_rules()
+            .and_then(|p| p.signing.as_ref())
+            .is_some_and(|s| matches!(s.material, Material::Hmac(_) | Material::Sealed))
+    }
+
+    /// The algorithm of the key's signing key, when it has one.
+    pub fn signing_algorithm(&self) -> Option<keyward_core::SigningAlgorithm> {
+        self.proof_rules()
+            .and_then(|p| p.signing.as_ref())
+            .map(|s| s.algorithm)
+    }
 }
 
 /// What an API adds to its keys' scopes: its roles, and which scopes it
@@ -106,6 +128,8 @@ impl CachedKey {
 pub(crate) struct ApiScopes {
     roles: KeyRoles,
     critical: Vec<Scope>,
+    /// Which requests to the API's keys must be signed.
+    signing: Arc<keyward_core::ApiSigning>,
 }
 
 impl Verifier {
@@ -253,8 +277,21 @@ impl Verifier {
                 let owner: Arc<str> = record.owner.as_str().into();
                 let owner_limits = self.owner_limits_of(&owner).await?;
                 let api = self.api_scopes_of(&record.api_id, seen_api).await?;
-                let cached =
-                    Arc::new(self.compact(record, &api, owner, owner_limits, generation)?);
+                let opened = match &record.signing {
+                    Some(signing) => match &signing.sealed_secret {
+                        Some(sealed) => Some(self.open_signing_secret(&record.id, sealed).await),
+                        None => None,
+                    },
+                    None => None,
+                };
+                let cached = Arc::new(self.compact(
+                    record,
+                    &api,
+                    owner,
+                    owner_limits,
+                    generation,
+                    opened,
+                )?);
                 self.cache.insert(d, Arc::clone(&cached));
                 self.uncache_if_changed_since(&d, seen);
                 // The same for a change of the API's roles, which other
@@ -300,6 +337,7 @@ impl Verifier {
                 .map(|a| ApiScopes {
                     roles: a.roles,
                     critical: a.critical_scopes,
+                    signing: Arc::new(a.signing),
                 })
                 .unwrap_or_default(),
         );
@@ -334,6 +372,7 @@ impl Verifier {
         owner: Arc<str>,
         owner_limits: Arc<Vec<RateLimit>>,
         owner_generation: u64,
+        opened: Option<crate::proof::Opened>,
     ) -> Result<CachedKey, StoreError> {
         let effective = if record.roles.is_empty() {
             record.scopes
@@ -365,16 +404,26 @@ impl Verifier {
         };
         let credits = record.credits.map(|c| c.refill);
         let stored_last_used = record.last_used_at;
+        let proof =
+            (record.signing.is_some() || !api.signing.is_empty() || !critical_scopes.is_empty())
+                .then(|| ProofRules {
+                    signing: record
+                        .signing
+                        .as_ref()
+                        .map(|signing| self.signing_key(&record.id, signing, opened)),
+                    api: Arc::clone(&api.signing),
+                });
         let extras = (metadata.is_some()
             || !record.ratelimits.is_empty()
             || credits.is_some()
-            || !critical_scopes.is_empty())
+            || proof.is_some())
         .then(|| {
             Box::new(Extras {
                 metadata,
                 ratelimits: record.ratelimits.into(),
                 credits,
                 critical_scopes,
+                proof,
             })
         });
         let id = InlineKeyId::new(&record.id).ok_or_else(|| StoreError::Corrupt {
@@ -416,6 +465,8 @@ struct Extras {
     credits: Option<Option<Refill>>,
     /// Which of the key's scopes its API marks critical.
     critical_scopes: Box<[Scope]>,
+    /// What its requests must prove beside the key.
+    proof: Option<ProofRules>,
 }
 
 /// A key id (`key_` and 22 base62 digits) without a heap allocation.

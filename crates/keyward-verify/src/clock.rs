@@ -32,6 +32,10 @@ impl WallNs {
         WallNs(ns.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
     }
 
+    pub(crate) fn unix_millis(self) -> i64 {
+        self.0.div_euclid(1_000_000)
+    }
+
     pub(crate) fn minute(self) -> i64 {
         self.0.div_euclid(60 * Self::PER_SECOND)
     }

@@ -32,6 +32,7 @@ impl Verifier {
         self.owner_generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.owner_limits.remove(owner);
+        self.owner_factors.remove(owner);
         // Mark the table stale: the next verify that needs it rereads it.
         let mut table = self
             .owners

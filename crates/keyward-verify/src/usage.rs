@@ -306,6 +306,13 @@ impl Verifier {
                         }
                     }
                     self.forget_idle_limits();
+                    let now = OffsetDateTime::now_utc();
+                    self.forget_seen(WallNs::of(now).unix_millis());
+                    if let Some(replay) = self.replay.get() {
+                        if let Err(e) = replay.prune(now).await {
+                            tracing::warn!(error = %e, "could not forget expired signed requests; will retry");
+                        }
+                    }
                 }
                 () = &mut stop => break,
             }
@@ -497,6 +504,7 @@ mod tests {
             created_at: now,
             roles: Default::default(),
             critical_scopes: Vec::new(),
+            signing: Default::default(),
         };
         store.create_api(&api, &event()).await.unwrap();
         let mut keys = Vec::new();

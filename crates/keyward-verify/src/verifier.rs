@@ -42,6 +42,7 @@ use crate::cache::{ApiScopes, CachedKey, KEY_STRIPES};
 use crate::clock::{nanos, WallNs};
 use crate::credits::Lease;
 use crate::limits::{to_state, OwnerTable};
+use crate::proof::{Checked, Opener, Proof, ReplayStore, VerifyError};
 use crate::usage::{Batch, UsageCell};
 
 /// Tuning of the hot path. The defaults suit one node with up to a few
@@ -121,6 +122,10 @@ enum Hot {
 /// The answer to one verify.
 pub struct Verification {
     pub code: VerifyCode,
+    /// Why a request's proof was refused, for an honest client to fix its
+    /// code (`SIGNATURE_*`, `REPLAYED`, `MFA_REQUIRED`); never a value of
+    /// the request.
+    pub reason: Option<&'static str>,
     /// The key, when it exists and is within the caller's reach.
     pub key: Option<Arc<CachedKey>>,
     /// The tightest rate limit of the key and its owner.
@@ -206,6 +211,17 @@ pub struct Verifier {
     /// of reading both clocks, and clock steps are picked up within a flush
     /// interval.
     pub(crate) wall_at_epoch: std::sync::atomic::AtomicI64,
+    /// Signed requests seen on this node, by key and request id, until
+    /// their window passes (Unix ms).
+    pub(crate) seen: Map<[u8; 32], i64>,
+    /// Where signed requests are remembered for every node; unset on one
+    /// node.
+    pub(crate) replay: std::sync::OnceLock<Arc<dyn ReplayStore>>,
+    /// Opens signing and TOTP secrets under the keyring.
+    pub(crate) opener: std::sync::OnceLock<Arc<dyn Opener>>,
+    /// Owners' confirmed TOTP secrets, opened, with when they were read;
+    /// `None` for an owner without one.
+    pub(crate) owner_factors: Map<Arc<str>, (Instant, Option<Arc<keyward_crypto::totp::Secret>>)>,
 }
 
 /// A concurrent map with a fast keyed hash (the hot path hashes a digest
@@ -241,6 +257,10 @@ impl Verifier {
             wall_at_epoch: std::sync::atomic::AtomicI64::new(0),
             owner_generation: std::sync::atomic::AtomicU64::new(0),
             key_generations: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
+            seen: Map::default(),
+            replay: std::sync::OnceLock::new(),
+            opener: std::sync::OnceLock::new(),
+            owner_factors: Map::default(),
             config,
         };
         verifier.sync_clock();
@@ -259,10 +279,24 @@ impl Verifier {
         key: &str,
         required: &Requirements,
         cost: u64,
-    ) -> Result<Verification, StoreError> {
+    ) -> Result<Verification, VerifyError> {
+        self.verify_with(caller, key, required, cost, &Proof::NONE)
+            .await
+    }
+
+    /// [`Verifier::verify`] of a key that came with `proof`: the request it
+    /// signed and the owner's one-time code.
+    pub async fn verify_with(
+        &self,
+        caller: &dyn Reach,
+        key: &str,
+        required: &Requirements,
+        cost: u64,
+        proof: &Proof,
+    ) -> Result<Verification, VerifyError> {
         // The key is digested once (and parsed only on a miss), by the fast
         // path.
-        let digest = match self.hot(caller, key, required, cost) {
+        let digest = match self.hot(caller, key, required, cost, proof) {
             Hot::Answer(answer) => return Ok(answer),
             Hot::Miss(digest) => digest,
         };
@@ -275,10 +309,25 @@ impl Verifier {
         let now = WallNs::of(OffsetDateTime::now_utc());
         let mut outcome = Verification {
             code: evaluate_at(&cached.policy, required, now.0.into()),
+            reason: None,
             key: None,
             ratelimit: None,
             credits_remaining: None,
         };
+        if outcome.code == VerifyCode::Valid {
+            let checked = self.check_proof(&cached, &required.scopes, proof, now.unix_millis())?;
+            let refused = match checked {
+                Checked::Refuse(code, reason) => Some((code, reason)),
+                Checked::Pass { seen, otp } => {
+                    self.finish_proof(&cached, proof, seen, otp, now.datetime())
+                        .await?
+                }
+            };
+            if let Some((code, reason)) = refused {
+                outcome.code = code;
+                outcome.reason = Some(reason);
+            }
+        }
         if outcome.code == VerifyCode::Valid {
             self.apply_limits(&digest, &cached, cost, now, &mut outcome)
                 .await?;
@@ -298,7 +347,21 @@ impl Verifier {
         required: &Requirements,
         cost: u64,
     ) -> Option<Verification> {
-        match self.hot(caller, key, required, cost) {
+        self.verify_in_memory_with(caller, key, required, cost, &Proof::NONE)
+    }
+
+    /// [`Verifier::verify_in_memory`] with `proof`. A signature is checked
+    /// here when this node alone remembers signed requests; a shared
+    /// replay store or a one-time code needs the store.
+    pub fn verify_in_memory_with(
+        &self,
+        caller: &dyn Reach,
+        key: &str,
+        required: &Requirements,
+        cost: u64,
+        proof: &Proof,
+    ) -> Option<Verification> {
+        match self.hot(caller, key, required, cost, proof) {
             Hot::Answer(answer) => Some(answer),
             Hot::Miss(_) => None,
         }
@@ -348,7 +411,14 @@ impl Verifier {
             .insert(api.clone(), workspace);
     }
 
-    fn hot(&self, caller: &dyn Reach, key: &str, required: &Requirements, cost: u64) -> Hot {
+    fn hot(
+        &self,
+        caller: &dyn Reach,
+        key: &str,
+        required: &Requirements,
+        cost: u64,
+        proof: &Proof,
+    ) -> Hot {
         // A digest in the cache is that of a stored, well-formed key, so a
         // hit needs no format check; only a miss is parsed, and a malformed
         // key is answered there without reaching the store. Anything longer
@@ -387,10 +457,28 @@ impl Verifier {
         let now = self.wall_at(now_ns);
         let mut outcome = Verification {
             code: evaluate_at(&cached.policy, required, now.0.into()),
+            reason: None,
             key: None,
             ratelimit: None,
             credits_remaining: None,
         };
+        if outcome.code == VerifyCode::Valid && cached.proof_rules().is_some() {
+            // A one-time code is spent in the store, and a shared replay
+            // store is asked there too.
+            let critical = cached.critical_scopes();
+            if self.replay_is_shared() || required.scopes.iter().any(|s| critical.contains(s)) {
+                return Hot::Miss(digest);
+            }
+            match self.check_proof(&cached, &required.scopes, proof, now.unix_millis()) {
+                Ok(Checked::Pass { .. }) => {}
+                Ok(Checked::Refuse(code, reason)) => {
+                    outcome.code = code;
+                    outcome.reason = Some(reason);
+                }
+                // The slow path answers it.
+                Err(_) => return Hot::Miss(digest),
+            }
+        }
         if outcome.code == VerifyCode::Valid
             && (!cached.ratelimits().is_empty() || !owner_limits.is_empty())
         {
@@ -458,6 +546,7 @@ impl Verification {
     fn bare(code: VerifyCode) -> Self {
         Verification {
             code,
+            reason: None,
             key: None,
             ratelimit: None,
             credits_remaining: None,

@@ -50,6 +50,7 @@ async fn main() {
         created_at: now,
         roles: Default::default(),
         critical_scopes: Vec::new(),
+        signing: Default::default(),
     };
     store
         .create_api(&api, &event("api.create", api.id.as_str()))

@@ -184,6 +184,8 @@ enum ApisCommand {
         /// A scope to mark critical; repeat for several.
         #[arg(long = "critical-scope")]
         critical_scopes: Vec<String>,
+        #[command(flatten)]
+        signing: ApiSigningArgs,
     },
     /// List APIs.
     List,
@@ -207,7 +209,77 @@ enum ApisCommand {
         /// Mark no scope critical.
         #[arg(long, conflicts_with = "critical_scopes")]
         no_critical_scopes: bool,
+        #[command(flatten)]
+        signing: ApiSigningArgs,
     },
+}
+
+/// Which requests to an API's keys must be signed, as flags.
+#[derive(Args)]
+struct ApiSigningArgs {
+    /// Every request with every key must be signed.
+    #[arg(long)]
+    sign_all: bool,
+    /// Requests needing this scope must be signed; repeat for several.
+    #[arg(long = "sign-scope")]
+    sign_scopes: Vec<String>,
+    /// A valid Ed25519 signature stands in for the owner's one-time code.
+    #[arg(long)]
+    ed25519_replaces_otp: bool,
+}
+
+impl ApiSigningArgs {
+    fn body(&self) -> Option<keyward_proto::ApiSigningBody> {
+        (self.sign_all || !self.sign_scopes.is_empty() || self.ed25519_replaces_otp).then(|| {
+            keyward_proto::ApiSigningBody {
+                all: self.sign_all,
+                scopes: self.sign_scopes.clone(),
+                ed25519_replaces_otp: self.ed25519_replaces_otp,
+            }
+        })
+    }
+}
+
+/// A key's signing key, as flags of `keys create` and `keys update`.
+#[derive(Args)]
+struct SigningArgs {
+    /// Every request with the key must be signed: hmac-sha256 (the server
+    /// makes a secret, shown once) or ed25519 (give --public-key).
+    #[arg(long, value_parser = parse_signing_algorithm)]
+    signing: Option<keyward_core::SigningAlgorithm>,
+    /// How far a request's signing time may lie from the server's clock.
+    #[arg(long, requires = "signing")]
+    signing_window_ms: Option<u64>,
+    /// The customer's Ed25519 public key: base64, or a PEM file's path.
+    #[arg(long, requires = "signing")]
+    public_key: Option<String>,
+}
+
+impl SigningArgs {
+    fn body(&self) -> anyhow::Result<Option<keyward_proto::SigningBody>> {
+        let Some(algorithm) = self.signing else {
+            return Ok(None);
+        };
+        let public_key = match &self.public_key {
+            Some(key) if std::path::Path::new(key).is_file() => {
+                Some(std::fs::read_to_string(key).with_context(|| format!("--public-key {key}"))?)
+            }
+            other => other.clone(),
+        };
+        Ok(Some(keyward_proto::SigningBody {
+            algorithm,
+            window_ms: self.signing_window_ms,
+            public_key,
+        }))
+    }
+}
+
+fn parse_signing_algorithm(s: &str) -> Result<keyward_core::SigningAlgorithm, String> {
+    match s {
+        "hmac-sha256" => Ok(keyward_core::SigningAlgorithm::HmacSha256),
+        "ed25519" => Ok(keyward_core::SigningAlgorithm::Ed25519),
+        _ => Err("expected hmac-sha256 or ed25519".to_owned()),
+    }
 }
 
 #[derive(Args)]
@@ -247,6 +319,8 @@ enum KeysCommand {
         expires_at: Option<OffsetDateTime>,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        signing: SigningArgs,
     },
     /// List keys, a page at a time.
     List {
@@ -302,6 +376,11 @@ enum KeysCommand {
         /// Remove the IP allowlist (any address may use the key).
         #[arg(long, conflicts_with = "ips")]
         any_ip: bool,
+        #[command(flatten)]
+        signing: SigningArgs,
+        /// Let the key verify unsigned again.
+        #[arg(long, conflicts_with = "signing")]
+        no_signing: bool,
     },
     /// Issue a successor; the old key works for the grace period.
     Rotate {
@@ -348,6 +427,9 @@ enum KeysCommand {
         /// Units this request counts against limits and credits.
         #[arg(long)]
         cost: Option<u64>,
+        /// The key owner's one-time code, for a critical scope.
+        #[arg(long)]
+        otp: Option<String>,
     },
 }
 
@@ -477,6 +559,14 @@ enum OwnersCommand {
         #[arg(long = "ratelimit", value_name = "NAME:LIMIT:MS")]
         ratelimits: Vec<String>,
     },
+    /// Enrol a TOTP secret for an owner (your customer), for critical
+    /// scopes; shown once, for the customer's authenticator app.
+    Totp { owner: String },
+    /// Confirm an owner's TOTP secret with a first code from it.
+    TotpConfirm { owner: String, otp: String },
+    /// Remove an owner's TOTP secret (critical scopes are refused until a
+    /// new one is confirmed).
+    TotpRemove { owner: String },
 }
 
 #[derive(Args)]
@@ -528,6 +618,7 @@ pub async fn apis(args: ApisArgs) -> anyhow::Result<ExitCode> {
             workspace,
             roles,
             critical_scopes,
+            signing,
         } => {
             let body = ApiCreate {
                 name,
@@ -536,6 +627,7 @@ pub async fn apis(args: ApisArgs) -> anyhow::Result<ExitCode> {
                 workspace,
                 roles: roles.into_iter().collect(),
                 critical_scopes,
+                signing: signing.body(),
             };
             let value = call(c, Method::POST, "/v1/apis", Some(Body::of(&body)?)).await?;
             show(c, &value, |api: ApiView| print_api(&api))?;
@@ -557,8 +649,10 @@ pub async fn apis(args: ApisArgs) -> anyhow::Result<ExitCode> {
             no_roles,
             critical_scopes,
             no_critical_scopes,
+            signing,
         } => {
             let body = ApiUpdate {
+                signing: signing.body(),
                 name,
                 roles: if no_roles {
                     Some(BTreeMap::new())
@@ -597,8 +691,10 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             metadata,
             expires_at,
             limits,
+            signing,
         } => {
             let body = KeyCreate {
+                signing: signing.body()?,
                 api_id,
                 environment,
                 name,
@@ -664,6 +760,8 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             no_ratelimits,
             no_credits,
             any_ip,
+            signing,
+            no_signing,
         } => {
             // Clap keeps each `--no-…` flag apart from the values it
             // clears, so at most one of each pair is given.
@@ -694,6 +792,11 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
                     Some(Vec::new())
                 } else {
                     limits.ip_allowlist()
+                },
+                signing: if no_signing {
+                    Some(None)
+                } else {
+                    signing.body()?.map(Some)
                 },
             };
             let value = call(
@@ -764,6 +867,7 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
             environment,
             ip,
             cost,
+            otp,
         } => {
             let key = match key.as_deref() {
                 None | Some("-") => read_key_from_stdin()?,
@@ -775,6 +879,8 @@ pub async fn keys(args: KeysArgs) -> anyhow::Result<ExitCode> {
                 environment,
                 ip,
                 cost,
+                request: None,
+                otp,
             };
             let value = call(c, Method::POST, "/v1/keys/verify", Some(Body::of(&body)?)).await?;
             // Read in both modes: the exit status says whether the key is
@@ -808,6 +914,30 @@ pub async fn owners(args: OwnersArgs) -> anyhow::Result<ExitCode> {
                 ratelimits: parse_ratelimits(&ratelimits)?,
             };
             call(c, Method::PUT, &path, Some(Body::of(&body)?)).await?
+        }
+        OwnersCommand::Totp { owner } => {
+            let path = format!("/v1/owners/{}/totp", segment(&owner));
+            let value = call(c, Method::POST, &path, None).await?;
+            show(c, &value, |t: keyward_proto::access::TotpEnrolled| {
+                outln!("secret (shown once): {}", t.secret);
+                outln!("uri: {}", t.otpauth_uri);
+                outln!("confirm with: keyward owners totp-confirm {owner} CODE");
+                Ok(())
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        OwnersCommand::TotpConfirm { owner, otp } => {
+            let path = format!("/v1/owners/{}/totp/confirm", segment(&owner));
+            let body = keyward_proto::access::OtpBody { otp };
+            call(c, Method::POST, &path, Some(Body::of(&body)?)).await?;
+            outln!("confirmed: critical scopes of {owner}'s keys now need a code");
+            return Ok(ExitCode::SUCCESS);
+        }
+        OwnersCommand::TotpRemove { owner } => {
+            let path = format!("/v1/owners/{}/totp", segment(&owner));
+            call(c, Method::DELETE, &path, None).await?;
+            outln!("removed");
+            return Ok(ExitCode::SUCCESS);
         }
     };
     show(c, &value, |owner: OwnerRateLimits| {
@@ -1593,6 +1723,9 @@ fn print_key(k: &KeyView) -> anyhow::Result<()> {
 fn print_issued(k: &IssuedKey) -> anyhow::Result<()> {
     print_key_line(&k.record)?;
     outln!("key (shown once, store it now): {}", k.key);
+    if let Some(secret) = &k.signing_secret {
+        outln!("signing secret (shown once, store it now): {secret}");
+    }
     Ok(())
 }
 

@@ -18,7 +18,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("keyward-net", &["keyward-os"]),
     ("keyward-gateway-head", &["keyward-net"]),
     ("keyward-fuzz", &["keyward-gateway-head", "keyward-net"]),
-    ("keyward-verify", &["keyward-core", "keyward-store"]),
+    (
+        "keyward-verify",
+        &["keyward-core", "keyward-crypto", "keyward-store"],
+    ),
     (
         "keyward-service",
         &[

@@ -29,6 +29,7 @@ pub async fn create_api(
         workspace: body.workspace,
         roles: body.roles,
         critical_scopes: body.critical_scopes,
+        signing: body.signing.map(signing_rules),
     };
     let api = state.service.create_api(&caller, new).await?;
     Ok((StatusCode::CREATED, Json(api.into())))
@@ -82,7 +83,16 @@ pub async fn update_api(
         name: body.name,
         roles: body.roles,
         critical_scopes: body.critical_scopes,
+        signing: body.signing.map(signing_rules),
     };
     let api = state.service.update_api(&caller, &id, changes).await?;
     Ok(Json(api.into()))
+}
+
+fn signing_rules(body: keyward_proto::ApiSigningBody) -> keyward_service::apis::SigningRules {
+    keyward_service::apis::SigningRules {
+        all: body.all,
+        scopes: body.scopes,
+        ed25519_replaces_otp: body.ed25519_replaces_otp,
+    }
 }

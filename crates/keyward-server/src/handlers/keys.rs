@@ -18,13 +18,16 @@ use crate::error::ApiError;
 use crate::AppState;
 use keyward_proto::{
     BulkRevokeRequest, BulkRevokeResult, CreditsInput, ErrorResponse, IssuedKey, KeyCreate,
-    KeyList, KeyQuery, KeyUpdate, KeyView, OwnerRateLimits, RevokeRequest, RotateRequest,
-    UsageList, UsageQuery, UsageView, VerifyRequest, VerifyResult,
+    KeyList, KeyQuery, KeyUpdate, KeyView, OwnerRateLimits, RequestParts, RevokeRequest,
+    RotateRequest, SignatureScheme, SigningBody, UpdatedKey, UsageList, UsageQuery, UsageView,
+    VerifyRequest, VerifyResult,
 };
 use keyward_service::keys::{
-    BulkRevocation, KeyChanges, KeyListing, NewCredits, NewKey, Succession,
+    BulkRevocation, KeyChanges, KeyListing, NewCredits, NewKey, NewSigning, Succession,
 };
 use keyward_service::Error;
+use keyward_verify::{Proof, Scheme, SignedRequest};
+use zeroize::Zeroizing;
 
 /// Largest cost of one verify.
 const MAX_COST: u64 = 1_000_000;
@@ -52,13 +55,28 @@ pub async fn create_key(
         credits: body.credits.map(new_credits),
         ip_allowlist: body.ip_allowlist,
         roles: body.roles,
+        signing: body.signing.map(new_signing),
     };
-    let (record, plaintext) = state.service.create_key(&caller, new).await?;
-    let issued = IssuedKey {
-        record: KeyView::new(record, now()),
-        key: plaintext.expose().to_owned(),
-    };
-    Ok((StatusCode::CREATED, Json(issued)))
+    let issued = state.service.create_key(&caller, new).await?;
+    Ok((StatusCode::CREATED, Json(issued_key(issued))))
+}
+
+/// What the caller is shown of a key just issued: its plaintext and any
+/// signing secret, this once.
+fn issued_key(issued: keyward_service::keys::IssuedKey) -> IssuedKey {
+    IssuedKey {
+        record: KeyView::new(issued.record, now()),
+        key: issued.plaintext.expose().to_owned(),
+        signing_secret: issued.signing_secret.map(|s| s.as_str().to_owned()),
+    }
+}
+
+fn new_signing(body: SigningBody) -> NewSigning {
+    NewSigning {
+        algorithm: body.algorithm,
+        window_ms: body.window_ms,
+        public_key: body.public_key,
+    }
 }
 
 /// Reads a key (never its plaintext).
@@ -109,7 +127,7 @@ pub async fn list_keys(
 #[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = KeyUpdate,
     params(("id" = String, Path, description = "key id (one malformed or out of reach is 404)",
         pattern = r"^key_[0-6][0-9A-Za-z]{21}$")),
-    responses((status = 200, body = KeyView), (status = 400, body = ErrorResponse),
+    responses((status = 200, body = UpdatedKey), (status = 400, body = ErrorResponse),
               (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)),
     security(("admin_token" = ["keys:write"])))]
 pub async fn update_key(
@@ -117,7 +135,7 @@ pub async fn update_key(
     caller: Caller,
     Path(id): Path<String>,
     Json(body): Json<KeyUpdate>,
-) -> Result<Json<KeyView>, ApiError> {
+) -> Result<Json<UpdatedKey>, ApiError> {
     let changes = KeyChanges {
         name: body.name,
         scopes: body.scopes,
@@ -128,9 +146,13 @@ pub async fn update_key(
         credits: body.credits.map(|c| c.map(new_credits)),
         ip_allowlist: body.ip_allowlist,
         roles: body.roles,
+        signing: body.signing.map(|s| s.map(new_signing)),
     };
-    let updated = state.service.update_key(&caller, &id, changes).await?;
-    Ok(Json(KeyView::new(updated, now())))
+    let (updated, secret) = state.service.update_key(&caller, &id, changes).await?;
+    Ok(Json(UpdatedKey {
+        record: KeyView::new(updated, now()),
+        signing_secret: secret.map(|s| s.as_str().to_owned()),
+    }))
 }
 
 /// Revokes a key at once. Revoking a revoked key changes nothing.
@@ -169,12 +191,8 @@ pub async fn rotate_key(
         grace_period_seconds: body.grace_period_seconds,
         expires_at: body.expires_at,
     };
-    let (successor, plaintext) = state.service.rotate_key(&caller, &id, succession).await?;
-    let issued = IssuedKey {
-        record: KeyView::new(successor, now()),
-        key: plaintext.expose().to_owned(),
-    };
-    Ok((StatusCode::CREATED, Json(issued)))
+    let issued = state.service.rotate_key(&caller, &id, succession).await?;
+    Ok((StatusCode::CREATED, Json(issued_key(issued))))
 }
 
 /// Revokes every key matching all given criteria (the incident button).
@@ -249,14 +267,87 @@ pub(crate) async fn verify_answer(
         environment: body.environment,
         ip,
     };
+    let proof = Proof {
+        request: body.request.map(signed_request).transpose()?.map(Arc::new),
+        otp: body.otp.map(|otp| Arc::new(Zeroizing::new(otp))),
+    };
     let verification = state
         .verifier
-        .verify(caller.token.as_ref(), &body.key, &required, cost)
+        .verify_with(caller.token.as_ref(), &body.key, &required, cost, &proof)
         .await?;
     let mut answer = Vec::with_capacity(512);
     serde_json::to_writer(&mut answer, &verify_result(&verification))
         .map_err(|e| ApiError::Op(Error::Internal(Box::new(e))))?;
     Ok(answer)
+}
+
+/// Most headers of a request passed to verify.
+const MAX_REQUEST_HEADERS: usize = 100;
+
+/// A request passed to verify, as the verifier checks it.
+fn signed_request(parts: RequestParts) -> Result<SignedRequest, ApiError> {
+    let invalid = |what: &str| ApiError::Op(Error::InvalidRequest(format!("request.{what}")));
+    if parts.headers.len() > MAX_REQUEST_HEADERS {
+        return Err(invalid("headers: at most 100"));
+    }
+    if parts.method.is_empty()
+        || parts.method.len() > 32
+        || !parts.method.bytes().all(|b| b.is_ascii_alphabetic())
+    {
+        return Err(invalid("method must be an HTTP method such as POST"));
+    }
+    if !parts.path.starts_with('/') {
+        return Err(invalid("path must start with /"));
+    }
+    let body_sha256 = match parts.body_sha256.as_deref() {
+        None => None,
+        Some(hex) => {
+            let mut digest = [0u8; 32];
+            base16ct::mixed::decode(hex, &mut digest)
+                .ok()
+                .filter(|d| d.len() == 32)
+                .ok_or_else(|| invalid("body_sha256 must be 64 hex digits"))?;
+            Some(digest)
+        }
+    };
+    let authority = match parts.authority {
+        Some(authority) => authority,
+        None => parts
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default(),
+    };
+    let scheme = match parts.scheme {
+        Some(SignatureScheme::Rfc9421) => Scheme::Rfc9421,
+        Some(SignatureScheme::Binance) => Scheme::Binance,
+        // A request carrying RFC 9421's headers is signed that way; any
+        // other is read as the exchange style.
+        None if parts
+            .headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("signature-input")) =>
+        {
+            Scheme::Rfc9421
+        }
+        None => Scheme::Binance,
+    };
+    Ok(SignedRequest {
+        scheme,
+        method: parts.method,
+        url_scheme: parts.url_scheme.unwrap_or_else(|| "https".to_owned()),
+        authority,
+        path: parts.path,
+        query: parts.query,
+        headers: parts
+            .headers
+            .into_iter()
+            .map(|(name, value)| (name, value.into_bytes()))
+            .collect(),
+        body: parts.body.map(String::into_bytes),
+        body_sha256,
+    })
 }
 
 /// Verifications of a key per minute and result code, as flushed so far,
@@ -313,6 +404,65 @@ fn usage_span(query: &UsageQuery, now: OffsetDateTime) -> Result<RangeInclusive<
         )));
     }
     Ok(since.div_euclid(60)..=until.div_euclid(60))
+}
+
+/// Enrols a TOTP secret for an owner (the provider's customer), on its
+/// behalf: the answer is shown once, for the customer's authenticator app.
+/// It is pending until `POST /v1/owners/{owner}/totp/confirm`; from then on
+/// a verify needing a critical scope of the owner's keys needs `otp`.
+#[utoipa::path(post, path = "/v1/owners/{owner}/totp", tag = "keys",
+    params(("owner" = String, Path, description = "the owner: 1–256 characters, none a control character",
+        min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
+    responses((status = 200, body = keyward_proto::access::TotpEnrolled),
+              (status = 404, body = ErrorResponse), (status = 503, body = ErrorResponse)),
+    security(("admin_token" = ["keys:write"])))]
+pub async fn enrol_owner_totp(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(owner): Path<String>,
+) -> Result<Json<keyward_proto::access::TotpEnrolled>, ApiError> {
+    let enrolled = state.service.enrol_owner_totp(&caller, &owner).await?;
+    Ok(Json(keyward_proto::access::TotpEnrolled {
+        secret: enrolled.secret,
+        otpauth_uri: enrolled.otpauth_uri,
+    }))
+}
+
+/// Confirms an owner's pending TOTP secret with a first code from it.
+#[utoipa::path(post, path = "/v1/owners/{owner}/totp/confirm", tag = "keys",
+    params(("owner" = String, Path, description = "the owner: 1–256 characters, none a control character",
+        min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
+    request_body = keyward_proto::access::OtpBody,
+    responses((status = 204), (status = 400, body = ErrorResponse),
+              (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)),
+    security(("admin_token" = ["keys:write"])))]
+pub async fn confirm_owner_totp(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(owner): Path<String>,
+    Json(body): Json<keyward_proto::access::OtpBody>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .service
+        .confirm_owner_totp(&caller, &owner, &body.otp)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes an owner's second factor: its critical scopes answer
+/// `MFA_REQUIRED` until a new one is confirmed.
+#[utoipa::path(delete, path = "/v1/owners/{owner}/totp", tag = "keys",
+    params(("owner" = String, Path, description = "the owner: 1–256 characters, none a control character",
+        min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
+    responses((status = 204), (status = 404, body = ErrorResponse)),
+    security(("admin_token" = ["keys:write"])))]
+pub async fn remove_owner_totp(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(owner): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.service.remove_owner_totp(&caller, &owner).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Reads the rate limits shared by all keys of an owner. Owner limits span
@@ -372,6 +522,7 @@ fn verify_result(v: &keyward_verify::Verification) -> VerifyResult<'_> {
     VerifyResult {
         valid: v.code == VerifyCode::Valid,
         code: v.code,
+        reason: v.reason,
         key_id: key.map(CachedKey::id),
         owner: key.map(|k| &*k.owner),
         environment: key.map(CachedKey::environment),

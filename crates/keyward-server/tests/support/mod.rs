@@ -1024,3 +1024,50 @@ pub async fn enrol(app: &TestApp, session: &str) -> (Authenticator, Vec<String>)
     assert_eq!(codes.len(), 10);
     (app_code, codes)
 }
+
+#[async_trait]
+impl keyward_store::SigningStore for CountingStore {
+    async fn remember_nonce(
+        &self,
+        key_id: &str,
+        nonce: &[u8; 32],
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> R<bool> {
+        self.inner
+            .remember_nonce(key_id, nonce, expires_at, now)
+            .await
+    }
+    async fn prune_nonces(&self, now: OffsetDateTime) -> R<u64> {
+        self.inner.prune_nonces(now).await
+    }
+    async fn get_owner_factor(&self, owner: &str) -> R<Option<keyward_store::OwnerFactor>> {
+        self.inner.get_owner_factor(owner).await
+    }
+    async fn set_owner_totp_pending(
+        &self,
+        owner: &str,
+        sealed: &[u8],
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> R<()> {
+        self.inner
+            .set_owner_totp_pending(owner, sealed, now, event)
+            .await
+    }
+    async fn confirm_owner_totp(
+        &self,
+        owner: &str,
+        step: i64,
+        now: OffsetDateTime,
+        event: &AuditEvent,
+    ) -> R<()> {
+        self.inner.confirm_owner_totp(owner, step, now, event).await
+    }
+    async fn remove_owner_totp(&self, owner: &str, event: &AuditEvent) -> R<()> {
+        self.inner.remove_owner_totp(owner, event).await
+    }
+    async fn spend_owner_step(&self, owner: &str, step: i64) -> R<bool> {
+        self.inner.spend_owner_step(owner, step).await
+    }
+}

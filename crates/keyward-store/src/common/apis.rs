@@ -15,10 +15,11 @@ pub(crate) struct ApiRow {
     created_at: i64,
     roles: String,
     critical_scopes: String,
+    signing: String,
 }
 
 pub(crate) const API_COLUMNS: &str =
-    "id, name, prefix, environments, workspace, created_at, roles, critical_scopes";
+    "id, name, prefix, environments, workspace, created_at, roles, critical_scopes, signing";
 
 impl TryFrom<ApiRow> for Api {
     type Error = StoreError;
@@ -33,6 +34,7 @@ impl TryFrom<ApiRow> for Api {
             created_at: from_millis(T, r.created_at)?,
             roles: json(T, &r.roles)?,
             critical_scopes: json(T, &r.critical_scopes)?,
+            signing: json(T, &r.signing)?,
         })
     }
 }
@@ -47,8 +49,8 @@ macro_rules! impl_api_store {
                     Box::pin(async move {
                         sqlx::query(
                             "INSERT INTO apis (id, name, prefix, environments, workspace, \
-                             created_at, roles, critical_scopes) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                             created_at, roles, critical_scopes, signing) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                         )
                         .bind(api.id.as_str())
                         .bind(&api.name)
@@ -58,6 +60,7 @@ macro_rules! impl_api_store {
                         .bind(millis(api.created_at))
                         .bind(to_json(&api.roles))
                         .bind(to_json(&api.critical_scopes))
+                        .bind(to_json(&api.signing))
                         .execute(&mut **tx)
                         .await
                         .map_err(unique_violation("an API with this prefix already exists"))?;
@@ -98,7 +101,8 @@ macro_rules! impl_api_store {
                         let sql = format!(
                             "UPDATE apis SET name = COALESCE($2, name), \
                                roles = COALESCE($3, roles), \
-                               critical_scopes = COALESCE($4, critical_scopes) \
+                               critical_scopes = COALESCE($4, critical_scopes), \
+                               signing = COALESCE($5, signing) \
                              WHERE id = $1 RETURNING {API_COLUMNS}"
                         );
                         let old_roles: Option<(String,)> = match &patch.roles {
@@ -118,6 +122,7 @@ macro_rules! impl_api_store {
                             .bind(patch.name.as_deref())
                             .bind(patch.roles.as_ref().map(to_json))
                             .bind(patch.critical_scopes.as_ref().map(to_json))
+                            .bind(patch.signing.as_ref().map(to_json))
                             .fetch_optional(&mut **tx)
                             .await?;
                         let Some(row) = row else {
@@ -146,7 +151,10 @@ macro_rules! impl_api_store {
                                 }
                             }
                         }
-                        let changes = if patch.roles.is_some() || patch.critical_scopes.is_some() {
+                        let changes = if patch.roles.is_some()
+                            || patch.critical_scopes.is_some()
+                            || patch.signing.is_some()
+                        {
                             vec![Change::Api(api.id.clone())]
                         } else {
                             Vec::new()

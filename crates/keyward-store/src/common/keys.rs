@@ -4,13 +4,15 @@
 use keyward_core::limits::{Credits, Refill};
 use keyward_core::{ApiId, KeyId, KeyRecord, RoleName, Scope};
 
-use crate::rows::{corrupt, digest, environment, from_millis, json, opt_from_millis};
+use keyward_core::{KeySigning, SigningAlgorithm};
+
+use crate::rows::{corrupt, digest, environment, from_millis, json, opt_from_millis, to_json};
 use crate::StoreError;
 
 pub(crate) const KEY_COLUMNS: &str = "id, api_id, environment, name, owner, scopes, metadata, \
      digest, start, enabled, created_at, updated_at, expires_at, revoked_at, revoke_reason, \
      rotated_from, rotated_to, ratelimits, credits_remaining, credits_refill, \
-     credits_refilled_at, ip_allowlist, last_used_at, roles";
+     credits_refilled_at, ip_allowlist, last_used_at, roles, signing, signing_secret";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct KeyRow {
@@ -38,6 +40,66 @@ pub(crate) struct KeyRow {
     ip_allowlist: String,
     last_used_at: Option<i64>,
     roles: String,
+    signing: Option<String>,
+    signing_secret: Option<Vec<u8>>,
+}
+
+/// A key's `signing` column: what of its signing key is not secret.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SigningColumn {
+    algorithm: SigningAlgorithm,
+    window_ms: u64,
+    /// The Ed25519 public key, in hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
+}
+
+/// The `signing` column of a key's signing key.
+pub(crate) fn signing_column(signing: &KeySigning) -> String {
+    to_json(&SigningColumn {
+        algorithm: signing.algorithm,
+        window_ms: signing.window_ms,
+        public_key: signing.public_key.map(|k| {
+            k.iter().fold(String::with_capacity(64), |mut hex, b| {
+                hex.push_str(&format!("{b:02x}"));
+                hex
+            })
+        }),
+    })
+}
+
+fn signing_from(
+    column: Option<&str>,
+    secret: Option<Vec<u8>>,
+) -> Result<Option<KeySigning>, StoreError> {
+    const T: &str = "keys";
+    let Some(column) = column else {
+        return Ok(None);
+    };
+    let stored: SigningColumn = json(T, column)?;
+    let public_key = match stored.public_key {
+        None => None,
+        Some(hex) => {
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| {
+                    hex.get(i..i + 2)
+                        .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                })
+                .collect::<Option<Vec<u8>>>()
+                .ok_or_else(|| corrupt(T, "signing public key is not hex"))?;
+            Some(
+                <[u8; 32]>::try_from(bytes)
+                    .map_err(|_| corrupt(T, "signing public key is not 32 bytes"))?,
+            )
+        }
+    };
+    Ok(Some(KeySigning {
+        algorithm: stored.algorithm,
+        window_ms: stored.window_ms,
+        public_key,
+        sealed_secret: secret,
+    }))
 }
 
 impl TryFrom<KeyRow> for KeyRecord {
@@ -79,6 +141,7 @@ impl TryFrom<KeyRow> for KeyRecord {
             },
             ip_allowlist: json(T, &r.ip_allowlist)?,
             last_used_at: opt_from_millis(T, r.last_used_at)?,
+            signing: signing_from(r.signing.as_deref(), r.signing_secret)?,
         })
     }
 }
@@ -154,7 +217,7 @@ macro_rules! impl_key_store {
             let sql = format!(
                 "INSERT INTO keys ({KEY_COLUMNS}) VALUES \
                  ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                  $18, $19, $20, $21, $22, $23, $24)"
+                  $18, $19, $20, $21, $22, $23, $24, $25, $26)"
             );
             sqlx::query(&sql)
                 .bind(key.id.as_str())
@@ -181,6 +244,8 @@ macro_rules! impl_key_store {
                 .bind(to_json(&key.ip_allowlist))
                 .bind(key.last_used_at.map(millis))
                 .bind(to_json(&key.roles))
+                .bind(key.signing.as_ref().map($crate::common::keys::signing_column))
+                .bind(key.signing.as_ref().and_then(|s| s.sealed_secret.as_deref()))
                 .execute(&mut **tx)
                 .await
                 .map_err(unique_violation("a key with this digest already exists"))?;
@@ -307,7 +372,9 @@ macro_rules! impl_key_store {
                                credits_remaining = CASE WHEN $11 THEN $12 ELSE credits_remaining END, \
                                credits_refill = CASE WHEN $11 THEN $13 ELSE credits_refill END, \
                                credits_refilled_at = CASE WHEN $11 THEN $14 ELSE credits_refilled_at END, \
-                               roles = COALESCE($15, roles) \
+                               roles = COALESCE($15, roles), \
+                               signing = CASE WHEN $16 THEN $17 ELSE signing END, \
+                               signing_secret = CASE WHEN $16 THEN $18 ELSE signing_secret END \
                              WHERE id = $1 RETURNING {KEY_COLUMNS}"
                         );
                         let credits = patch.credits.flatten();
@@ -327,6 +394,13 @@ macro_rules! impl_key_store {
                             .bind(credits.and_then(|c| c.refill).map(|r| to_json(&r)))
                             .bind(credits.map(|_| millis(now)))
                             .bind(patch.roles.as_ref().map(to_json))
+                            .bind(patch.signing.is_some())
+                            .bind(patch.signing.as_ref().and_then(|s| {
+                                s.as_ref().map($crate::common::keys::signing_column)
+                            }))
+                            .bind(patch.signing.as_ref().and_then(|s| {
+                                s.as_ref().and_then(|s| s.sealed_secret.clone())
+                            }))
                             .fetch_optional(&mut **tx)
                             .await?;
                         let Some(row) = row else {

@@ -25,6 +25,7 @@ pub(crate) mod keys;
 pub(crate) mod limits;
 pub(crate) mod seal;
 pub(crate) mod secrets;
+pub(crate) mod signing;
 pub(crate) mod system;
 pub(crate) mod tokens;
 pub(crate) mod transit;
@@ -182,6 +183,7 @@ macro_rules! impl_store {
         $crate::common::secrets::impl_secret_store!($store, $db);
         $crate::common::transit::impl_transit_store!($store, $db);
         $crate::common::access::impl_access_store!($store, $db);
+        $crate::common::signing::impl_signing_store!($store, $db);
     };
 }
 
