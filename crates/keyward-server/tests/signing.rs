@@ -866,6 +866,7 @@ pub fn gateway_config(upstream: &str) -> keyward_gateway::GatewayConfig {
             {"path": "/api/v3", "scopes": ["read"], "signature": "binance"},
             {"method": "POST", "path": "/v1/orders", "scopes": ["trade"], "signature": "rfc9421"},
             {"method": "POST", "path": "/v1/withdrawals", "scopes": ["withdraw"], "signature": "rfc9421"},
+            {"path": "/v1/any", "scopes": ["trade"], "signature": "rfc9421"},
             {"path": "/v1/prices", "scopes": ["read"]},
         ],
     }))
@@ -997,4 +998,63 @@ async fn the_gateway_checks_signatures_before_the_upstream(backend: Backend) {
     assert!(answer.starts_with("HTTP/1.1 411"), "{answer}");
     assert!(answer.contains("LENGTH_REQUIRED"), "{answer}");
     assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+/// Independent clients from PyPI against the gateway: http-message-signatures
+/// (RFC 9421) and python-binance, unmodified. Needs a Python with both,
+/// named by `KEYWARD_TEST_SIGNING_PYTHON`; `.ci/run` makes one.
+mod clients {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs KEYWARD_TEST_SIGNING_PYTHON: a Python with http-message-signatures"]
+    async fn an_independent_rfc_9421_client_signs_for_the_gateway() {
+        run_script("rfc9421_client.py").await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs KEYWARD_TEST_SIGNING_PYTHON: a Python with python-binance"]
+    async fn python_binance_places_signed_orders_through_the_gateway() {
+        run_script("binance_client.py").await;
+    }
+
+    async fn run_script(name: &str) {
+        let python = std::env::var("KEYWARD_TEST_SIGNING_PYTHON")
+            .expect("KEYWARD_TEST_SIGNING_PYTHON must name a Python with the signing clients");
+        let (up, seen) = upstream().await;
+        let app = support::spawn_with_gateway(Backend::Sqlite, gateway_config(&up)).await;
+        let api = exchange_api(&app, "py", json!({})).await;
+        let hmac = issue(&app, &api, json!({"signing": {"algorithm": "hmac-sha256"}})).await;
+        let customer = ed25519_dalek::SigningKey::from_bytes(&CUSTOMER_SEED);
+        let public = b64(customer.verifying_key().as_bytes());
+        let ed = issue(
+            &app,
+            &api,
+            json!({"signing": {"algorithm": "ed25519", "public_key": public}}),
+        )
+        .await;
+        let seed: String = CUSTOMER_SEED.iter().map(|b| format!("{b:02x}")).collect();
+        let script = format!("{}/tests/signing/{name}", env!("CARGO_MANIFEST_DIR"));
+        let output = tokio::process::Command::new(python)
+            .arg(&script)
+            .env("GATEWAY", app.gateway.clone().unwrap())
+            .env("KEY", s(&hmac, "key"))
+            .env("KEY_ID", s(&hmac, "id"))
+            .env("SECRET", s(&hmac, "signing_secret"))
+            .env("ED_KEY", s(&ed, "key"))
+            .env("ED_KEY_ID", s(&ed, "id"))
+            .env("ED_SEED", seed)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stdout}\n{stderr}");
+        assert!(stdout.contains("checks passed"), "{stdout}");
+        // Only the admitted requests reached the upstream.
+        let reached = seen.lock().unwrap().len();
+        assert!(reached >= 2, "{reached}");
+        println!("{stdout}");
+        println!("{reached} requests reached the upstream");
+    }
 }
