@@ -25,6 +25,7 @@ pub mod auth;
 pub mod error;
 mod front;
 pub mod handlers;
+mod replay;
 pub mod settings;
 
 use std::future::Future;
@@ -79,7 +80,7 @@ pub async fn run_gateway(
     let store = settings.open_store().await?;
     let verify = settings.verify.config();
     let verifier = Arc::new(Verifier::new(Arc::clone(&store), verify.clone()));
-    settings.share_replays(&verifier, &store);
+    settings.share_replays(&verifier, &store).await?;
     // HMAC signing secrets and owners' TOTP secrets open under the keyring:
     // a `file` or `pkcs11` seal unseals here as in the server; a `shamir`
     // one stays sealed, and such requests answer 503. A store whose seal
@@ -226,7 +227,7 @@ impl Application {
         let listener = TcpListener::bind(settings.listen).await?;
         let config = settings.verify.config();
         let verifier = Arc::new(Verifier::new(Arc::clone(&store), config.clone()));
-        settings.share_replays(&verifier, &store);
+        settings.share_replays(&verifier, &store).await?;
         let tokens = Arc::new(keyward_verify::TokenCache::new(config.cache_ttl));
         let follower = keyward_verify::ChangeFollower::start(
             Arc::clone(&store),

@@ -52,6 +52,17 @@ pub struct Settings {
     /// Listen in plaintext on an address other machines reach: for a
     /// listener behind a proxy that terminates TLS itself.
     pub danger_allow_plaintext: bool,
+    /// Redis shared by the nodes (`[redis] url`): signed requests are
+    /// remembered there, so a replay at any node is refused.
+    pub redis: Option<RedisSettings>,
+}
+
+/// The `[redis]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://host:port/db`, or `rediss://` for TLS.
+    pub url: String,
 }
 
 /// The `[limits]` section: how long and how slow a client connection may be,
@@ -286,6 +297,7 @@ impl Default for Settings {
             fast_path: true,
             tls: None,
             danger_allow_plaintext: false,
+            redis: None,
         }
     }
 }
@@ -299,8 +311,20 @@ impl Settings {
         }
     }
 
-    /// Tells `verifier` where signed requests are remembered.
-    pub fn share_replays(&self, verifier: &keyward_verify::Verifier, store: &Arc<dyn Store>) {
+    /// Tells `verifier` where signed requests are remembered: Redis when
+    /// `[redis]` is set, else `[verify] replay`.
+    pub async fn share_replays(
+        &self,
+        verifier: &keyward_verify::Verifier,
+        store: &Arc<dyn Store>,
+    ) -> Result<(), StartError> {
+        if let Some(redis) = &self.redis {
+            let replay = crate::replay::RedisReplay::connect(&redis.url)
+                .await
+                .map_err(|e| StartError::Settings(format!("[redis] url: {e}")))?;
+            verifier.set_replay_store(Arc::new(replay));
+            return Ok(());
+        }
         let scope = self.verify.replay.unwrap_or(if self.is_embedded() {
             ReplayScope::Memory
         } else {
@@ -311,6 +335,7 @@ impl Settings {
                 store,
             ))));
         }
+        Ok(())
     }
 
     /// Whether the embedded SQLite store is in use.

@@ -1058,3 +1058,83 @@ mod clients {
         println!("{reached} requests reached the upstream");
     }
 }
+
+/// Two nodes sharing Redis (`[redis] url`) and a SQLite store, each
+/// remembering in its own memory and Redis, so only Redis can
+/// tell the second node what the first saw. Needs `KEYWARD_TEST_REDIS_URL`.
+mod redis {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs Redis: set KEYWARD_TEST_REDIS_URL, pass --ignored"]
+    async fn a_replay_is_refused_at_a_second_node_through_redis() {
+        let url = std::env::var("KEYWARD_TEST_REDIS_URL")
+            .expect("KEYWARD_TEST_REDIS_URL must name the Redis to test against");
+        let settings = || keyward_server::Settings {
+            redis: Some(keyward_server::settings::RedisSettings { url: url.clone() }),
+            // Memory alone would refuse nothing the other node saw.
+            verify: keyward_server::settings::VerifySettings {
+                replay: Some(keyward_server::settings::ReplayScope::Memory),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (inner, db_file) = support::fresh_store(Backend::Sqlite, dir.path()).await;
+        let first = support::start_settings(inner, db_file, dir, None, settings()).await;
+        let api = exchange_api(&first, "rd", json!({})).await;
+        let issued = issue(
+            &first,
+            &api,
+            json!({"signing": {"algorithm": "hmac-sha256"}}),
+        )
+        .await;
+        let (key, id, secret) = (
+            s(&issued, "key"),
+            s(&issued, "id"),
+            s(&issued, "signing_secret"),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let first_dir = first.backend_dir.as_ref().unwrap().path();
+        std::fs::copy(first_dir.join("master.key"), dir.path().join("master.key")).unwrap();
+        let second = support::start_settings(
+            first.inner_store(),
+            first.db_file.clone(),
+            dir,
+            Some(first.root.clone()),
+            settings(),
+        )
+        .await;
+        let signer = Signer::Hmac(&secret);
+        // Nonces of this run only: Redis outlives the test's servers.
+        let run = now_ms();
+        for n in 0..5 {
+            let nonce = format!("redis-{run}-{n}");
+            let signed = rfc9421(&signer, &id, "POST", "/v1/orders", b"{}", now_s(), &nonce);
+            let (at, again) = if n % 2 == 0 {
+                (&first, &second)
+            } else {
+                (&second, &first)
+            };
+            let answer = verify(at, &key, &["trade"], Some(signed.parts())).await;
+            assert_eq!(answer["code"], "VALID", "{answer}");
+            let answer = verify(again, &key, &["trade"], Some(signed.parts())).await;
+            assert_eq!(answer["code"], "REPLAYED", "at the other node: {answer}");
+        }
+        // The entry lives as long as the window, in milliseconds.
+        let client = ::redis::Client::open(url.as_str()).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("kw:seen:{id}:*"))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 5, "{keys:?}");
+        let ttl: i64 = ::redis::cmd("PTTL")
+            .arg(&keys[0])
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!((1..=6_001).contains(&ttl), "{ttl}");
+    }
+}

@@ -232,7 +232,7 @@ pub async fn spawn_with_auth(
 }
 
 /// Starts a server with `settings` on a loopback port, its data in `dir`.
-async fn start_settings(
+pub async fn start_settings(
     inner: Arc<dyn Store>,
     db_file: Option<PathBuf>,
     dir: tempfile::TempDir,
