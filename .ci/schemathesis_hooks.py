@@ -12,6 +12,9 @@ generated as valid is brought within those rules first:
 - a usage query spans at most 7 days, `since` not after `until`;
 - a key names only roles its API defines, which the fuzzer cannot know: a
   key body generated as valid names none;
+- an Ed25519 signing key is a point of the curve, which a random string
+  seldom is: a key body generated as valid registers a known public key,
+  and an HMAC one none;
 - an integer field is written as an integer literal (JSON Schema counts
   `1.0` as an integer; the server reads integer fields from integers only);
 - a number lies within a 64-bit float's range (JSON Schema sets no bound,
@@ -54,10 +57,26 @@ def map_case(context, case):
         _unique_names(body.get("ratelimits"))
         if case.operation.path in ("/v1/keys", "/v1/keys/{id}"):
             body.pop("roles", None)
+            _signing_key(body.get("signing"))
     query = case.query
     if positive and isinstance(query, dict):
         _usage_span(query)
     return case
+
+
+# RFC 8032's first test public key.
+_ED25519_PUBLIC = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+
+
+def _signing_key(signing):
+    """An Ed25519 signing key needs a public key that is a curve point; an
+    HMAC one takes none (the server makes its secret)."""
+    if not isinstance(signing, dict):
+        return
+    if signing.get("algorithm") == "ed25519":
+        signing["public_key"] = _ED25519_PUBLIC
+    else:
+        signing.pop("public_key", None)
 
 
 def _whole_numbers(value):

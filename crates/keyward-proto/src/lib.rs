@@ -681,18 +681,19 @@ pub struct RequestParts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<SignatureScheme>,
     /// The method, e.g. `POST`.
-    #[schema(max_length = 32)]
+    #[schema(pattern = r"^[A-Za-z]{1,32}$")]
     pub method: String,
-    /// `https` when absent.
+    /// `http` or `https` (`https` when absent): how the client reached
+    /// the provider's server, for `@target-uri` and `@scheme`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 8)]
+    #[schema(pattern = r"^(http|https)$")]
     pub url_scheme: Option<String>,
     /// The `Host` the client sent; the `host` header's when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 512)]
     pub authority: Option<String>,
     /// The path as sent, e.g. `/api/v3/order`.
-    #[schema(max_length = 8192)]
+    #[schema(pattern = r"^/", max_length = 8192)]
     pub path: String,
     /// The query as sent, without its `?`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -700,7 +701,7 @@ pub struct RequestParts {
     pub query: Option<String>,
     /// The request's headers, each `[name, value]`, in the order sent.
     #[serde(default)]
-    #[schema(value_type = Vec<Vec<String>>, max_items = 100)]
+    #[schema(value_type = Vec<HeaderLine>, max_items = 100)]
     pub headers: Vec<(String, String)>,
     /// The body as sent (text), when the signature covers it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -710,6 +711,27 @@ pub struct RequestParts {
     #[schema(pattern = r"^[0-9a-fA-F]{64}$")]
     pub body_sha256: Option<String>,
 }
+
+/// A header as `[name, value]` (documentation only).
+pub struct HeaderLine;
+
+impl utoipa::PartialSchema for HeaderLine {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ArrayBuilder::new()
+            .items(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::Type::String)
+                    .build(),
+            )
+            .min_items(Some(2))
+            .max_items(Some(2))
+            .description(Some("A header line: its name, then its value."))
+            .build()
+            .into()
+    }
+}
+
+impl ToSchema for HeaderLine {}
 
 /// A signature scheme.
 #[derive(Deserialize, Serialize, ToSchema, Clone, Copy, PartialEq, Eq, Debug)]

@@ -267,6 +267,11 @@ pub(crate) async fn verify_answer(
         environment: body.environment,
         ip,
     };
+    if body.otp.as_ref().is_some_and(|otp| otp.len() > 16) {
+        return Err(ApiError::Op(Error::InvalidRequest(
+            "otp must be at most 16 characters".into(),
+        )));
+    }
     let proof = Proof {
         request: body.request.map(signed_request).transpose()?.map(Arc::new),
         otp: body.otp.map(|otp| Arc::new(Zeroizing::new(otp))),
@@ -296,8 +301,21 @@ fn signed_request(parts: RequestParts) -> Result<SignedRequest, ApiError> {
     {
         return Err(invalid("method must be an HTTP method such as POST"));
     }
-    if !parts.path.starts_with('/') {
-        return Err(invalid("path must start with /"));
+    if !parts.path.starts_with('/') || parts.path.len() > 8192 {
+        return Err(invalid("path must start with / and be at most 8192 bytes"));
+    }
+    if parts.query.as_ref().is_some_and(|q| q.len() > 16384) {
+        return Err(invalid("query must be at most 16384 bytes"));
+    }
+    if parts.authority.as_ref().is_some_and(|a| a.len() > 512) {
+        return Err(invalid("authority must be at most 512 bytes"));
+    }
+    if parts
+        .url_scheme
+        .as_deref()
+        .is_some_and(|s| s != "http" && s != "https")
+    {
+        return Err(invalid("url_scheme must be http or https"));
     }
     let body_sha256 = match parts.body_sha256.as_deref() {
         None => None,
@@ -410,11 +428,12 @@ fn usage_span(query: &UsageQuery, now: OffsetDateTime) -> Result<RangeInclusive<
 /// behalf: the answer is shown once, for the customer's authenticator app.
 /// It is pending until `POST /v1/owners/{owner}/totp/confirm`; from then on
 /// a verify needing a critical scope of the owner's keys needs `otp`.
-#[utoipa::path(post, path = "/v1/owners/{owner}/totp", tag = "keys",
+#[utoipa::path(post, path = "/v1/owners/{owner}/totp", tag = "owners",
     params(("owner" = String, Path, description = "the owner: 1–256 characters, none a control character",
         min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
     responses((status = 200, body = keyward_proto::access::TotpEnrolled),
-              (status = 404, body = ErrorResponse), (status = 503, body = ErrorResponse)),
+              (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse),
+              (status = 503, body = ErrorResponse)),
     security(("admin_token" = ["keys:write"])))]
 pub async fn enrol_owner_totp(
     State(state): State<Arc<AppState>>,
@@ -429,7 +448,7 @@ pub async fn enrol_owner_totp(
 }
 
 /// Confirms an owner's pending TOTP secret with a first code from it.
-#[utoipa::path(post, path = "/v1/owners/{owner}/totp/confirm", tag = "keys",
+#[utoipa::path(post, path = "/v1/owners/{owner}/totp/confirm", tag = "owners",
     params(("owner" = String, Path, description = "the owner: 1–256 characters, none a control character",
         min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
     request_body = keyward_proto::access::OtpBody,
@@ -451,10 +470,11 @@ pub async fn confirm_owner_totp(
 
 /// Removes an owner's second factor: its critical scopes answer
 /// `MFA_REQUIRED` until a new one is confirmed.
-#[utoipa::path(delete, path = "/v1/owners/{owner}/totp", tag = "keys",
+#[utoipa::path(delete, path = "/v1/owners/{owner}/totp", tag = "owners",
     params(("owner" = String, Path, description = "the owner: 1–256 characters, none a control character",
         min_length = 1, max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")),
-    responses((status = 204), (status = 404, body = ErrorResponse)),
+    responses((status = 204), (status = 400, body = ErrorResponse),
+              (status = 404, body = ErrorResponse)),
     security(("admin_token" = ["keys:write"])))]
 pub async fn remove_owner_totp(
     State(state): State<Arc<AppState>>,
