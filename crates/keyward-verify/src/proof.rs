@@ -32,8 +32,9 @@ use crate::Verifier;
 pub use keyward_crypto::httpsig::Scheme;
 
 /// A signed request as the client sent it, owned so that a verify needing
-/// the store can take it to the server's runtime.
-#[derive(Debug, Clone)]
+/// the store can take it to the server's runtime. No `Debug`: its headers
+/// carry the key.
+#[derive(Clone)]
 pub struct SignedRequest {
     pub scheme: Scheme,
     pub method: String,
@@ -177,7 +178,7 @@ pub(crate) struct ProofRules {
 }
 
 impl ProofRules {
-    fn needs_signature(&self, required: &[Scope]) -> bool {
+    pub(crate) fn needs_signature(&self, required: &[Scope]) -> bool {
         self.signing.is_some() || self.api.requires(required)
     }
 }

@@ -462,13 +462,21 @@ impl Verifier {
             ratelimit: None,
             credits_remaining: None,
         };
-        if outcome.code == VerifyCode::Valid && cached.proof_rules().is_some() {
-            // A one-time code is spent in the store, and a shared replay
-            // store is asked there too.
-            let critical = cached.critical_scopes();
-            if self.replay_is_shared() || required.scopes.iter().any(|s| critical.contains(s)) {
-                return Hot::Miss(digest);
+        let needs_proof = match cached.proof_rules() {
+            Some(rules) if outcome.code == VerifyCode::Valid => {
+                let critical = cached.critical_scopes();
+                let needs_otp = required.scopes.iter().any(|s| critical.contains(s));
+                let needs_signature = rules.needs_signature(&required.scopes);
+                // A one-time code is spent in the store, and a shared
+                // replay store is asked there too.
+                if needs_otp || (needs_signature && self.replay_is_shared()) {
+                    return Hot::Miss(digest);
+                }
+                needs_signature
             }
+            _ => false,
+        };
+        if needs_proof {
             match self.check_proof(&cached, &required.scopes, proof, now.unix_millis()) {
                 Ok(Checked::Pass { .. }) => {}
                 Ok(Checked::Refuse(code, reason)) => {
