@@ -2,7 +2,7 @@
 //! request any of them saw. One `SET key 1 NX PX ttl` per signed request,
 //! one round trip; Redis forgets the entry when its window has passed.
 
-use keyward_store::StoreError;
+use keyward_service::StoreError;
 use keyward_verify::ReplayStore;
 use time::OffsetDateTime;
 
