@@ -11,6 +11,7 @@
 pub mod access;
 pub mod errors;
 
+use base64::Engine as _;
 use keyward_core::limits::{RateLimit, Refill};
 use keyward_core::{
     AdminToken, Api, ApiId, AuditEvent, Environment, KeyId, KeyRecord, KeyState, Prefix, Scope,
@@ -402,7 +403,9 @@ impl KeyView {
             signing: k.signing.map(|s| SigningView {
                 algorithm: s.algorithm,
                 window_ms: s.window_ms,
-                public_key: s.public_key.map(|k| base64_std(&k)),
+                public_key: s
+                    .public_key
+                    .map(|k| base64::engine::general_purpose::STANDARD.encode(k)),
             }),
         }
     }
@@ -429,29 +432,6 @@ pub struct UpdatedKey {
     pub record: KeyView,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret: Option<String>,
-}
-
-/// Standard base64 with padding, by hand: the one place the API shows
-/// bytes so.
-fn base64_std(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
