@@ -43,6 +43,7 @@ pub fn check(data: &[u8]) {
         } else {
             ForwardedHeader::Forwarded
         },
+        otp_header: Some("x-keyward-otp".into()),
     };
     if flags & 1 == 1 {
         let mut request = Vec::new();
@@ -55,12 +56,18 @@ pub fn check(data: &[u8]) {
 
 /// Checks the request at the start of `data` under `config`.
 pub fn check_request(data: &[u8], config: &HeadConfig) {
-    let (mut key, mut target, mut forwarded, mut out) =
-        (String::new(), String::new(), String::new(), Vec::new());
+    let (mut key, mut otp, mut target, mut forwarded, mut out) = (
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+        Vec::new(),
+    );
     let Ok(Some(head)) = parse_request(
         data,
         config,
         &mut key,
+        &mut otp,
         &mut target,
         &mut forwarded,
         &mut out,

@@ -69,6 +69,9 @@ pub struct HeadConfig {
     pub underscores_in_headers: bool,
     /// The forwarding header whose values are gathered.
     pub forwarded_header: ForwardedHeader,
+    /// The header, lower-case, that carries the key owner's one-time code
+    /// for critical scopes: read, and never sent upstream.
+    pub otp_header: Option<String>,
 }
 
 /// The header trusted proxies write the client's address to. Only one is
@@ -217,6 +220,7 @@ pub struct Scan<'a> {
     expect_continue: bool,
     bearer: Option<&'a [u8]>,
     api_key: Option<&'a [u8]>,
+    otp: Option<&'a [u8]>,
 }
 
 impl<'a> Scan<'a> {
@@ -238,6 +242,21 @@ impl<'a> Scan<'a> {
         } else {
             return Err(BadRequest::Underscore);
         };
+        if let Some(otp) = config.otp_header.as_deref() {
+            if name.len() == otp.len() {
+                if name.eq_ignore_ascii_case(otp) {
+                    self.otp.get_or_insert(value);
+                    return Ok(Special::Dropped);
+                }
+                // Read with `-` for `_`, it names the code: dropped unread,
+                // like the other headers the relay handles itself.
+                let dashed =
+                    |(a, b): (u8, u8)| a.to_ascii_lowercase() == b || a == b'_' && b == b'-';
+                if name.bytes().zip(otp.bytes()).all(dashed) {
+                    return Ok(Special::Dropped);
+                }
+            }
+        }
         match kind {
             Special::Connection => {
                 if self.connections == self.connection.len() || !is_options(value) {
@@ -294,6 +313,16 @@ impl<'a> Scan<'a> {
     /// The `Connection` values seen so far.
     pub fn connection(&self) -> &[&'a [u8]] {
         &self.connection[..self.connections]
+    }
+
+    /// Puts the one-time code presented (the first line of the configured
+    /// header, trimmed) in `otp`; empty when there is none or it is not
+    /// text.
+    pub fn otp(&self, otp: &mut String) {
+        otp.clear();
+        if let Some(text) = self.otp.and_then(|value| std::str::from_utf8(value).ok()) {
+            otp.push_str(text.trim());
+        }
     }
 
     /// Puts the key presented (`Authorization: Bearer` before `X-API-Key`)
@@ -377,6 +406,7 @@ pub fn parse_request(
     data: &[u8],
     config: &HeadConfig,
     key: &mut String,
+    otp: &mut String,
     target: &mut String,
     forwarded: &mut String,
     out: &mut Vec<u8>,
@@ -423,6 +453,7 @@ pub fn parse_request(
     let keep_alive = keeps_alive(http10, connection);
 
     let has_key = scan.key(key);
+    scan.otp(otp);
     let path_end = request_target(path, target)?;
 
     out.clear();
@@ -621,6 +652,7 @@ mod tests {
             host: "up:80".into(),
             underscores_in_headers,
             forwarded_header: ForwardedHeader::XForwardedFor,
+            otp_header: Some("x-otp".into()),
         }
     }
 
@@ -628,12 +660,18 @@ mod tests {
         text: &str,
         config: &HeadConfig,
     ) -> Result<Option<(RequestHead, String, String)>, BadRequest> {
-        let (mut key, mut target, mut forwarded, mut out) =
-            (String::new(), String::new(), String::new(), Vec::new());
+        let (mut key, mut otp, mut target, mut forwarded, mut out) = (
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            Vec::new(),
+        );
         let head = parse_request(
             text.as_bytes(),
             config,
             &mut key,
+            &mut otp,
             &mut target,
             &mut forwarded,
             &mut out,
@@ -643,6 +681,48 @@ mod tests {
 
     fn request(text: &str) -> Result<Option<(RequestHead, String, String)>, BadRequest> {
         parse(text, &config(false))
+    }
+
+    /// The one-time code read from `text`, and the head written upstream.
+    fn otp_and_upstream(text: &[u8], config: &HeadConfig) -> (String, String) {
+        let (mut key, mut otp, mut target, mut forwarded, mut out) = (
+            String::new(),
+            "stale".to_owned(),
+            String::new(),
+            String::new(),
+            Vec::new(),
+        );
+        let parsed = parse_request(
+            text,
+            config,
+            &mut key,
+            &mut otp,
+            &mut target,
+            &mut forwarded,
+            &mut out,
+        );
+        assert!(matches!(parsed, Ok(Some(_))));
+        (otp, String::from_utf8(out).unwrap().to_ascii_lowercase())
+    }
+
+    #[test]
+    fn the_one_time_code_is_read_and_never_sent_upstream() {
+        let text = "POST /v1/order HTTP/1.1\r\nHost: a\r\nX-OTP:  123456 \r\nx-otp: 999999\r\n\
+                    X_Otp: 111111\r\nX-OTPX: 1\r\n\r\n";
+        for underscores in [false, true] {
+            let text = if underscores {
+                text.to_owned()
+            } else {
+                text.replace("X_Otp: 111111\r\n", "")
+            };
+            let (otp, upstream) = otp_and_upstream(text.as_bytes(), &config(underscores));
+            // The first line counts; a spelling with `_` is dropped unread.
+            assert_eq!(otp, "123456");
+            assert!(!upstream.contains("otp:"), "{upstream}");
+            assert!(upstream.contains("x-otpx: 1"), "{upstream}");
+        }
+        let plain = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(otp_and_upstream(plain, &config(false)).0, "");
     }
 
     #[test]

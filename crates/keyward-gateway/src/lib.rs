@@ -250,8 +250,6 @@ pub struct Gateway {
     /// Whether any route checks signatures: only then is each request's
     /// head kept for the signature check.
     signs: bool,
-    /// The one-time code's header, lower-case.
-    otp_header: String,
 }
 
 struct CompiledRoute {
@@ -362,6 +360,12 @@ impl Gateway {
                 host: authority.as_str().to_owned(),
                 underscores_in_headers: config.underscores_in_headers,
                 forwarded_header: config.forwarded_header,
+                otp_header: Some(
+                    config
+                        .otp_header
+                        .unwrap_or_else(|| "x-keyward-otp".to_owned())
+                        .to_ascii_lowercase(),
+                ),
             },
             environment: config.environment,
             api_ids: config.api_ids,
@@ -383,10 +387,6 @@ impl Gateway {
             fast_path: true,
             tls: None,
             signs: routes.iter().any(|r| r.signature.is_some()),
-            otp_header: config
-                .otp_header
-                .unwrap_or_else(|| "x-keyward-otp".to_owned())
-                .to_ascii_lowercase(),
             routes,
         })
     }
@@ -594,6 +594,7 @@ async fn connection<C: Stream>(
                 client.data(),
                 &gateway.head,
                 &mut scratch.key,
+                &mut scratch.otp,
                 &mut scratch.target,
                 &mut scratch.forwarded,
                 &mut scratch.out,
@@ -628,12 +629,6 @@ async fn connection<C: Stream>(
             }
         };
         let raw = &client.data()[..head.len];
-        scratch.otp.clear();
-        if let Some(otp) = signed::header_value(raw, &gateway.otp_header) {
-            scratch
-                .otp
-                .push_str(std::str::from_utf8(otp).unwrap_or_default());
-        }
         if gateway.signs {
             scratch.raw_head.clear();
             scratch.raw_head.extend_from_slice(raw);

@@ -203,6 +203,8 @@ impl Shared {
         }
         let mut key = Zeroizing::new(String::new());
         let has_key = scan.key(&mut key);
+        let mut otp = Zeroizing::new(String::new());
+        scan.otp(&mut otp);
         let mut target = String::new();
         let path_end = match request_target(raw, &mut target) {
             Ok(end) => end,
@@ -235,11 +237,7 @@ impl Shared {
         // that must sign is refused here (`SIGNATURE_REQUIRED`).
         let proof = Proof {
             request: None,
-            otp: parts
-                .headers
-                .get(gateway.otp_header.as_str())
-                .and_then(|v| v.to_str().ok())
-                .map(|v| Arc::new(Zeroizing::new(v.trim().to_owned()))),
+            otp: (!otp.is_empty()).then(|| Arc::new(otp)),
         };
         let decided = decide(
             &self.gateway,

@@ -54,39 +54,9 @@ pub(crate) fn signed_request(
     })
 }
 
-/// The value of header `name` (lower-case) in a raw request head, trimmed;
-/// the first when it repeats. A line scan, so a request without the header
-/// costs one pass over its head and no allocation.
-pub(crate) fn header_value<'h>(head: &'h [u8], name: &str) -> Option<&'h [u8]> {
-    let name = name.as_bytes();
-    head.split(|&b| b == b'\n')
-        .skip(1)
-        .find_map(|line| {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let (field, value) = line.split_at_checked(name.len())?;
-            (field.eq_ignore_ascii_case(name))
-                .then_some(value)
-                .and_then(|v| v.strip_prefix(b":"))
-        })
-        .map(<[u8]>::trim_ascii)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn header_values_are_found_in_any_case_and_trimmed() {
-        let head =
-            b"GET / HTTP/1.1\r\nHost: a\r\nX-Keyward-OTP:  123456 \r\nX-Keyward-OTPX: 1\r\n\r\n";
-        assert_eq!(header_value(head, "x-keyward-otp"), Some(&b"123456"[..]));
-        assert_eq!(header_value(head, "x-other"), None);
-        // The request line is not a header.
-        assert_eq!(
-            header_value(b"x-keyward-otp: 1 HTTP/1.1\r\n\r\n", "x-keyward-otp"),
-            None
-        );
-    }
 
     #[test]
     fn a_signed_request_is_read_as_sent() {

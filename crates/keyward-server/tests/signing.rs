@@ -833,16 +833,21 @@ async fn rotation_gives_an_hmac_key_a_new_secret(backend: Backend) {
 }
 
 /// A stand-in exchange: answers every request 200 with a JSON body, and
-/// records what reached it.
+/// records what reached it (marked ` +otp` when a one-time code header
+/// did, which must never happen).
 pub async fn upstream() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
     let app = axum::Router::new().fallback(
-        move |method: axum::http::Method, uri: axum::http::Uri, body: axum::body::Bytes| {
+        move |method: axum::http::Method,
+              uri: axum::http::Uri,
+              headers: axum::http::HeaderMap,
+              body: axum::body::Bytes| {
             let log = Arc::clone(&log);
+            let otp = headers.keys().any(|name| name.as_str().contains("otp"));
             async move {
                 log.lock().unwrap().push((
-                    format!("{method} {uri}"),
+                    format!("{method} {uri}{}", if otp { " +otp" } else { "" }),
                     String::from_utf8_lossy(&body).into_owned(),
                 ));
                 axum::Json(json!({"orderId": 1, "status": "FILLED", "balances": []}))
@@ -984,6 +989,14 @@ async fn the_gateway_checks_signatures_before_the_upstream(backend: Backend) {
     let r = request.send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     assert_eq!(seen.lock().unwrap().len(), 2);
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .all(|(line, _)| !line.ends_with("+otp")),
+        "{:?}",
+        seen.lock().unwrap()
+    );
     // A chunked body on a signed route cannot be checked before it is
     // relayed: refused.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
