@@ -17,8 +17,13 @@
 use base64::Engine as _;
 use ed25519_dalek::{Signature, VerifyingKey};
 use hmac::{Hmac, Mac};
-use sfv::{BareItem, Dictionary, InnerList, ListEntry, Parser, Version};
+use sfv::visitor::{
+    DictionaryVisitor, EntryVisitor, Ignored, InnerListVisitor, ItemVisitor, ParameterVisitor,
+};
+use sfv::{BareItemFromInput, KeyRef, Parser, RefBareItem, StringRef, Version};
 use sha2::{Digest, Sha256, Sha512};
+use std::borrow::Cow;
+use std::convert::Infallible;
 use subtle::ConstantTimeEq;
 
 /// The algorithms a key signs requests with.
@@ -115,9 +120,11 @@ pub struct Verified {
     pub window_ms: Option<u64>,
     /// What the caller remembers, for as long as the request could still
     /// be accepted, to refuse the same signed request twice: SHA-256 over
-    /// a scheme tag and the RFC 9421 nonce, or over a scheme tag and the
-    /// Binance signature's bytes, since Binance has no nonce and its
-    /// signature changes with every timestamp.
+    /// a scheme tag, the RFC 9421 nonce and the key id it was signed for,
+    /// or over a scheme tag and the Binance signature's bytes, since
+    /// Binance has no nonce and its signature changes with every
+    /// timestamp. Either way no two keys' requests share an id, unless
+    /// they are the same request signed with the same key material.
     pub replay_id: [u8; 32],
 }
 
@@ -174,21 +181,19 @@ pub fn verify_rfc9421(
             "the request has no Signature-Input header",
         ));
     };
-    let inputs = parse_dictionary(&inputs).ok_or(Refusal::Invalid(
-        "Signature-Input is not a structured-field dictionary",
-    ))?;
-    let (label, input) = select_input(&inputs, key_id)?;
-    let params = SignatureParams::read(input, key.algorithm())?;
-    let signature = signature_member(request, label)?;
-    let base = build_base(request, input)?;
-    require_coverage(request, &base.covered)?;
+    let input = select_input(&inputs, key_id)?;
+    let params = SignatureParams::read(&input, key.algorithm())?;
+    let signature = signature_member(request, input.label)?;
+    let mut base = String::with_capacity(BASE_CAPACITY);
+    write_base(&mut base, request, &input)?;
+    require_coverage(request, &input)?;
     check_content_digest(request)?;
-    check_signature(key, base.text.as_bytes(), &signature)?;
+    check_signature(key, base.as_bytes(), &signature)?;
     Ok(Verified {
         created_ms: params.created_ms,
         expires_ms: params.expires_ms,
         window_ms: None,
-        replay_id: replay_id(RFC9421_TAG, params.nonce.as_bytes()),
+        replay_id: rfc9421_replay_id(key_id, params.nonce),
     })
 }
 
@@ -333,9 +338,10 @@ pub fn is_signed(request: &Request<'_>, scheme: Scheme) -> bool {
 }
 
 // Prefixes of the replay id, so that an RFC 9421 nonce and a Binance
-// signature can never give the same id.
-const RFC9421_TAG: &[u8] = b"keyward/httpsig/rfc9421\0";
-const BINANCE_TAG: &[u8] = b"keyward/httpsig/binance\0";
+// signature can never give the same id. Short, so that an id over a
+// typical key id and nonce is one SHA-256 block.
+const RFC9421_TAG: &[u8] = b"kw/9421\0";
+const BINANCE_TAG: &[u8] = b"kw/mbx\0\0";
 
 /// Binance refuses a `recvWindow` above a minute; so does Keyward.
 const MAX_RECV_WINDOW_MS: u64 = 60_000;
@@ -352,6 +358,21 @@ fn replay_id(tag: &[u8], value: &[u8]) -> [u8; 32] {
     Sha256::new()
         .chain_update(tag)
         .chain_update(value)
+        .finalize()
+        .into()
+}
+
+/// The replay id of an RFC 9421 request: its nonce under the key it names,
+/// since two keys' clients may well count nonces the same way. The
+/// nonce's length comes first (it is at most 128 bytes), so no key id and
+/// nonce run into another pair's.
+fn rfc9421_replay_id(key_id: &str, nonce: &str) -> [u8; 32] {
+    let length = u8::try_from(nonce.len()).unwrap_or(u8::MAX);
+    Sha256::new()
+        .chain_update(RFC9421_TAG)
+        .chain_update([length])
+        .chain_update(nonce.as_bytes())
+        .chain_update(key_id.as_bytes())
         .finalize()
         .into()
 }
@@ -394,6 +415,235 @@ fn body_of<'a>(request: &Request<'a>) -> Body<'a> {
 
 // --- RFC 9421 ---------------------------------------------------------
 
+/// Room for a typical signature base, so that building one allocates once.
+const BASE_CAPACITY: usize = 512;
+
+/// A Signature-Input member that is an inner list, borrowed from the
+/// header wherever no escape had to be undone. Only the member naming the
+/// key is kept; the others are checked for syntax and dropped.
+#[derive(Default)]
+struct Input<'de> {
+    label: &'de str,
+    /// The covered component identifiers, in order.
+    components: Vec<Cow<'de, StringRef>>,
+    /// Why a covered item cannot be a component, if one cannot.
+    odd_component: Option<&'static str>,
+    /// Every signature parameter in order, as `@signature-params` signs them.
+    params: Vec<(&'de KeyRef, BareItemFromInput<'de>)>,
+    repeated_param: bool,
+    /// The member's inner list and parameters as the client wrote them,
+    /// when that is already the canonical form `@signature-params` signs.
+    canonical: Option<&'de str>,
+}
+
+impl<'de> Input<'de> {
+    fn start(&mut self, label: &'de str) {
+        self.label = label;
+        self.components.clear();
+        self.odd_component = None;
+        self.params.clear();
+        self.repeated_param = false;
+        self.canonical = None;
+    }
+
+    fn param(&self, name: &str) -> Option<&BareItemFromInput<'de>> {
+        self.params
+            .iter()
+            .find(|(key, _)| key.as_str() == name)
+            .map(|(_, value)| value)
+    }
+
+    fn covers(&self, id: &str) -> bool {
+        self.components.iter().any(|c| c.as_str() == id)
+    }
+}
+
+/// Reads Signature-Input in one pass, keeping the member whose `keyid` is
+/// the key's.
+struct Inputs<'de, 'k> {
+    key_id: &'k str,
+    labels: Vec<&'de str>,
+    current: Input<'de>,
+    found: Option<Input<'de>>,
+    repeated_label: bool,
+    named_twice: bool,
+    any_keyid: bool,
+}
+
+impl<'de, 'k> Inputs<'de, 'k> {
+    fn new(key_id: &'k str) -> Self {
+        Inputs {
+            key_id,
+            labels: Vec::new(),
+            current: Input::default(),
+            found: None,
+            repeated_label: false,
+            named_twice: false,
+            any_keyid: false,
+        }
+    }
+
+    /// Reads a Signature-Input field: by the canonical reader when it can,
+    /// by `sfv` otherwise.
+    fn read(key_id: &'k str, field: &'de [u8]) -> Result<Self, Refusal> {
+        let mut inputs = Inputs::new(key_id);
+        if canonical::read_inputs(field, &mut inputs).is_some() {
+            return Ok(inputs);
+        }
+        let mut inputs = Inputs::new(key_id);
+        parser(field)
+            .parse_dictionary_with_visitor(&mut inputs)
+            .map_err(|_| {
+                Refusal::Invalid("Signature-Input is not a structured-field dictionary")
+            })?;
+        Ok(inputs)
+    }
+
+    /// The member just read is complete: keep it if it names the key.
+    fn end_member(&mut self) {
+        let Some(BareItemFromInput::String(keyid)) = self.current.param("keyid") else {
+            return;
+        };
+        self.any_keyid = true;
+        if keyid.as_str() != self.key_id {
+            return;
+        }
+        if self.found.is_some() {
+            self.named_twice = true;
+        } else {
+            self.found = Some(std::mem::take(&mut self.current));
+        }
+    }
+}
+
+impl<'de> DictionaryVisitor<'de> for &mut Inputs<'de, '_> {
+    type Out = ();
+    type Error = Infallible;
+
+    fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Infallible> {
+        let label = key.as_str();
+        self.repeated_label |= self.labels.contains(&label);
+        self.labels.push(label);
+        self.current.start(label);
+        Ok(InputMember(self))
+    }
+
+    fn finish(self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+struct InputMember<'v, 'de, 'k>(&'v mut Inputs<'de, 'k>);
+
+impl<'de> EntryVisitor<'de> for InputMember<'_, 'de, '_> {
+    type Error = Infallible;
+
+    /// A member that is not an inner list names no signature.
+    fn item(self) -> Result<impl ItemVisitor<'de>, Infallible> {
+        Ok(Ignored)
+    }
+
+    fn inner_list(self) -> Result<impl InnerListVisitor<'de>, Infallible> {
+        Ok(self)
+    }
+}
+
+impl<'de> InnerListVisitor<'de> for InputMember<'_, 'de, '_> {
+    type Error = Infallible;
+
+    fn item(&mut self) -> Result<impl ItemVisitor<'de>, Infallible> {
+        Ok(Component(&mut self.0.current))
+    }
+
+    fn finish(self) -> Result<impl ParameterVisitor<'de>, Infallible> {
+        Ok(self)
+    }
+}
+
+impl<'de> ParameterVisitor<'de> for InputMember<'_, 'de, '_> {
+    type Out = ();
+    type Error = Infallible;
+
+    fn parameter(
+        &mut self,
+        key: &'de KeyRef,
+        value: BareItemFromInput<'de>,
+    ) -> Result<(), Infallible> {
+        let current = &mut self.0.current;
+        current.repeated_param |= current.params.iter().any(|(seen, _)| *seen == key);
+        current.params.push((key, value));
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), Infallible> {
+        self.0.end_member();
+        Ok(())
+    }
+}
+
+/// One covered item of a Signature-Input member.
+struct Component<'v, 'de>(&'v mut Input<'de>);
+
+impl<'de> ItemVisitor<'de> for Component<'_, 'de> {
+    type Out = ();
+    type Error = Infallible;
+
+    fn bare_item(
+        self,
+        item: BareItemFromInput<'de>,
+    ) -> Result<impl ParameterVisitor<'de, Out = ()>, Infallible> {
+        match item {
+            BareItemFromInput::String(id) => self.0.components.push(id),
+            _ => {
+                self.0
+                    .odd_component
+                    .get_or_insert("a component identifier is not a string");
+            }
+        }
+        Ok(self)
+    }
+}
+
+impl<'de> ParameterVisitor<'de> for Component<'_, 'de> {
+    type Out = ();
+    type Error = Infallible;
+
+    fn parameter(&mut self, _: &'de KeyRef, _: BareItemFromInput<'de>) -> Result<(), Infallible> {
+        self.0
+            .odd_component
+            .get_or_insert("component parameter not supported");
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+/// The one Signature-Input member whose `keyid` is `key_id`. Two members
+/// naming the same key, or two under one label, are refused rather than
+/// one picked, so what is checked never depends on member order.
+fn select_input<'de>(field: &'de [u8], key_id: &str) -> Result<Input<'de>, Refusal> {
+    let inputs = Inputs::read(key_id, field)?;
+    if inputs.labels.is_empty() {
+        return Err(Refusal::Invalid("Signature-Input names no signature"));
+    }
+    if inputs.repeated_label {
+        return Err(Refusal::Invalid("Signature-Input repeats a label"));
+    }
+    if inputs.named_twice {
+        return Err(Refusal::Invalid("more than one signature names the key"));
+    }
+    match inputs.found {
+        Some(found) if found.repeated_param => Err(Refusal::Invalid(
+            "a signature parameter appears more than once",
+        )),
+        Some(found) => Ok(found),
+        None if inputs.any_keyid => Err(Refusal::Invalid("keyid names another key")),
+        None => Err(Refusal::Invalid("keyid parameter is required")),
+    }
+}
+
 /// The signature parameters Keyward's policy reads. Others (`tag`, and any
 /// unknown one) stay in `@signature-params` as received and are ignored.
 struct SignatureParams<'i> {
@@ -403,32 +653,38 @@ struct SignatureParams<'i> {
 }
 
 impl<'i> SignatureParams<'i> {
-    fn read(input: &'i InnerList, algorithm: Algorithm) -> Result<Self, Refusal> {
-        let params = &input.params;
-        let created_ms = match params.get("created") {
+    fn read(input: &'i Input<'_>, algorithm: Algorithm) -> Result<Self, Refusal> {
+        let created_ms = match input.param("created") {
             None => return Err(Refusal::Invalid("created parameter is required")),
             Some(value) => seconds_to_ms(value).ok_or(Refusal::Invalid(
                 "created parameter must be a non-negative integer of seconds",
             ))?,
         };
-        let expires_ms = match params.get("expires") {
+        let expires_ms = match input.param("expires") {
             None => None,
             Some(value) => Some(seconds_to_ms(value).ok_or(Refusal::Invalid(
                 "expires parameter must be a non-negative integer of seconds",
             ))?),
         };
-        let nonce = match params.get("nonce") {
+        let nonce = match input.param("nonce") {
             None => return Err(Refusal::Invalid("nonce parameter is required")),
-            Some(value) => value
-                .as_string()
-                .map(|nonce| nonce.as_str())
-                .filter(|nonce| (1..=MAX_NONCE_LEN).contains(&nonce.len()))
-                .ok_or(Refusal::Invalid(
+            Some(BareItemFromInput::String(nonce))
+                if (1..=MAX_NONCE_LEN).contains(&nonce.as_str().len()) =>
+            {
+                nonce.as_str()
+            }
+            Some(_) => {
+                return Err(Refusal::Invalid(
                     "nonce parameter must be a string of 1 to 128 characters",
-                ))?,
+                ))
+            }
         };
-        if let Some(alg) = params.get("alg") {
-            if alg.as_string().map(|alg| alg.as_str()) != Some(algorithm.as_str()) {
+        if let Some(alg) = input.param("alg") {
+            let named = match alg {
+                BareItemFromInput::String(alg) => Some(alg.as_str()),
+                _ => None,
+            };
+            if named != Some(algorithm.as_str()) {
                 return Err(Refusal::Invalid("alg does not match the key's algorithm"));
             }
         }
@@ -440,169 +696,229 @@ impl<'i> SignatureParams<'i> {
     }
 }
 
-fn seconds_to_ms(value: &BareItem) -> Option<i64> {
-    let seconds = i64::from(value.as_integer()?);
+fn seconds_to_ms(value: &BareItemFromInput<'_>) -> Option<i64> {
+    let BareItemFromInput::Integer(seconds) = value else {
+        return None;
+    };
+    let seconds = i64::from(*seconds);
     // Structured-field integers have at most 15 digits, so this cannot
     // overflow; it is checked rather than assumed.
     (seconds >= 0).then(|| seconds.checked_mul(1000)).flatten()
 }
 
-/// The one Signature-Input member whose `keyid` is `key_id`. Two members
-/// naming the same key are refused rather than one picked, so what is
-/// checked never depends on member order.
-fn select_input<'d>(
-    inputs: &'d Dictionary,
-    key_id: &str,
-) -> Result<(&'d str, &'d InnerList), Refusal> {
-    if inputs.is_empty() {
-        return Err(Refusal::Invalid("Signature-Input names no signature"));
-    }
-    let mut found = None;
-    let mut any_keyid = false;
-    for (label, entry) in inputs {
-        let ListEntry::InnerList(input) = entry else {
-            continue;
-        };
-        let Some(keyid) = input.params.get("keyid").and_then(BareItem::as_string) else {
-            continue;
-        };
-        any_keyid = true;
-        if keyid.as_str() == key_id {
-            if found.is_some() {
-                return Err(Refusal::Invalid("more than one signature names the key"));
-            }
-            found = Some((label.as_str(), input));
+/// A byte-sequence member of a dictionary, picked out by name while the
+/// rest is only checked for syntax.
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Member {
+    #[default]
+    Absent,
+    Bytes(Vec<u8>),
+    NotBytes,
+}
+
+/// Reads a dictionary for the byte sequences under the names it is asked
+/// for; `names` and `found` line up.
+struct ByteMembers<'n, const N: usize> {
+    names: [&'n str; N],
+    found: [Member; N],
+}
+
+impl<const N: usize> ByteMembers<'_, N> {
+    /// Reads `field` for the members asked for: by the canonical reader
+    /// when it can, by `sfv` otherwise. `false`: not a dictionary.
+    fn read(&mut self, field: &[u8]) -> bool {
+        if canonical::read_byte_members(field, &self.names, &mut self.found).is_some() {
+            return true;
         }
+        self.found = std::array::from_fn(|_| Member::Absent);
+        parser(field).parse_dictionary_with_visitor(self).is_ok()
     }
-    match found {
-        Some(found) => Ok(found),
-        None if any_keyid => Err(Refusal::Invalid("keyid names another key")),
-        None => Err(Refusal::Invalid("keyid parameter is required")),
+}
+
+impl<'de, const N: usize> DictionaryVisitor<'de> for &mut ByteMembers<'_, N> {
+    type Out = ();
+    type Error = Infallible;
+
+    fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Infallible> {
+        let slot = self
+            .names
+            .iter()
+            .position(|name| *name == key.as_str())
+            .and_then(|at| self.found.get_mut(at));
+        Ok(ByteMember(slot))
+    }
+
+    fn finish(self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+struct ByteMember<'v>(Option<&'v mut Member>);
+
+impl<'de> EntryVisitor<'de> for ByteMember<'_> {
+    type Error = Infallible;
+
+    fn item(self) -> Result<impl ItemVisitor<'de>, Infallible> {
+        Ok(self)
+    }
+
+    fn inner_list(self) -> Result<impl InnerListVisitor<'de>, Infallible> {
+        if let Some(slot) = self.0 {
+            *slot = Member::NotBytes;
+        }
+        Ok(Ignored)
+    }
+}
+
+impl<'de> ItemVisitor<'de> for ByteMember<'_> {
+    type Out = ();
+    type Error = Infallible;
+
+    fn bare_item(
+        self,
+        item: BareItemFromInput<'de>,
+    ) -> Result<impl ParameterVisitor<'de, Out = ()>, Infallible> {
+        if let Some(slot) = self.0 {
+            // A later member of the same name replaces an earlier one, as
+            // RFC 8941 §4.2.2 says.
+            *slot = match item {
+                BareItemFromInput::ByteSequence(bytes) => Member::Bytes(bytes),
+                _ => Member::NotBytes,
+            };
+        }
+        Ok(Ignored)
     }
 }
 
 /// The bytes of the Signature member under `label`.
 fn signature_member(request: &Request<'_>, label: &str) -> Result<Vec<u8>, Refusal> {
-    let Some(signatures) = combined_field(request, "signature") else {
+    let Some(field) = combined_field(request, "signature") else {
         return Err(Refusal::Invalid("the request has no Signature header"));
     };
-    let signatures = parse_dictionary(&signatures).ok_or(Refusal::Invalid(
-        "Signature is not a structured-field dictionary",
-    ))?;
-    match signatures.get(label) {
-        None => Err(Refusal::Invalid(
+    let mut members = ByteMembers {
+        names: [label],
+        found: [Member::Absent],
+    };
+    if !members.read(&field) {
+        return Err(Refusal::Invalid(
+            "Signature is not a structured-field dictionary",
+        ));
+    }
+    let [found] = members.found;
+    match found {
+        Member::Bytes(bytes) => Ok(bytes),
+        Member::Absent => Err(Refusal::Invalid(
             "Signature has no member with the label Signature-Input gives the key",
         )),
-        Some(ListEntry::Item(item)) => {
-            item.bare_item
-                .as_byte_sequence()
-                .map(<[u8]>::to_vec)
-                .ok_or(Refusal::Invalid(
-                    "the Signature member is not a byte sequence",
-                ))
-        }
-        Some(ListEntry::InnerList(_)) => Err(Refusal::Invalid(
+        Member::NotBytes => Err(Refusal::Invalid(
             "the Signature member is not a byte sequence",
         )),
     }
 }
 
-/// A signature base (RFC 9421 §2.5) and the component identifiers it
-/// covers, in order.
-struct Base<'i> {
-    text: String,
-    covered: Vec<&'i str>,
-}
-
-/// The signature base of `input` over `request`, exactly as RFC 9421
-/// §2.5 builds it, without Keyward's coverage policy.
+/// The signature base of the first member of `field` (a Signature-Input
+/// value) over `request`, exactly as RFC 9421 §2.5 builds it, without
+/// Keyward's coverage policy.
 #[cfg(test)]
-pub(crate) fn signature_base(request: &Request<'_>, input: &InnerList) -> Result<String, Refusal> {
-    build_base(request, input).map(|base| base.text)
+pub(crate) fn signature_base(request: &Request<'_>, field: &str) -> Result<String, Refusal> {
+    let inputs = Inputs::read("", field.as_bytes())?;
+    let mut base = String::new();
+    write_base(&mut base, request, &inputs.current)?;
+    Ok(base)
 }
 
-fn build_base<'i>(request: &Request<'_>, input: &'i InnerList) -> Result<Base<'i>, Refusal> {
-    let mut text = String::new();
-    let mut covered: Vec<&'i str> = Vec::with_capacity(input.items.len());
-    for item in &input.items {
-        let Some(id) = item.bare_item.as_string().map(|id| id.as_str()) else {
-            return Err(Refusal::Invalid("a component identifier is not a string"));
-        };
-        if !item.params.is_empty() {
-            return Err(Refusal::Invalid("component parameter not supported"));
-        }
-        if covered.contains(&id) {
+/// Writes the signature base (RFC 9421 §2.5) of `input` over `request`
+/// into `base`: each covered component's line, then `@signature-params`.
+fn write_base(base: &mut String, request: &Request<'_>, input: &Input<'_>) -> Result<(), Refusal> {
+    if let Some(reason) = input.odd_component {
+        return Err(Refusal::Invalid(reason));
+    }
+    for (at, id) in input.components.iter().enumerate() {
+        let id = id.as_str();
+        if input
+            .components
+            .get(..at)
+            .is_some_and(|before| before.iter().any(|c| c.as_str() == id))
+        {
             return Err(Refusal::Invalid("a component is covered twice"));
         }
-        covered.push(id);
-        let value = if id.starts_with('@') {
-            derived_component(request, id)?
+        base.push('"');
+        base.push_str(id);
+        base.push_str("\": ");
+        let start = base.len();
+        if id.starts_with('@') {
+            write_derived(base, request, id)?;
         } else {
-            field_component(request, id)?
-        };
-        text.push('"');
-        text.push_str(id);
-        text.push_str("\": ");
-        text.push_str(&value);
-        text.push('\n');
+            write_field(base, request, id)?;
+        }
+        if !is_visible(base.get(start..).unwrap_or_default().as_bytes()) {
+            return Err(NOT_VISIBLE);
+        }
+        base.push('\n');
     }
-    text.push_str("\"@signature-params\": ");
-    text.push_str(&serialize_inner_list(input));
-    Ok(Base { text, covered })
+    base.push_str("\"@signature-params\": ");
+    match input.canonical {
+        Some(canonical) => base.push_str(canonical),
+        None => serialize_member(base, input),
+    }
+    Ok(())
 }
 
-/// The inner list re-serialised by sfv, which is the canonical form RFC
-/// 9421 §2.3 signs, whatever spacing the client sent.
-fn serialize_inner_list(input: &InnerList) -> String {
-    let mut list = sfv::ListSerializer::new();
+/// Writes the member's inner list and parameters as sfv serialises them,
+/// which is the canonical form RFC 9421 §2.3 signs, whatever spacing the
+/// client sent.
+fn serialize_member(base: &mut String, input: &Input<'_>) {
+    let mut list = sfv::ListSerializer::with_buffer(base);
     {
         let mut inner = list.inner_list();
-        inner.items(&input.items);
-        _ = inner.finish().parameters(&input.params);
+        for id in &input.components {
+            _ = inner.bare_item(RefBareItem::String(&**id));
+        }
+        let mut params = inner.finish();
+        for (key, value) in &input.params {
+            params = params.parameter(key, value);
+        }
     }
-    // `finish` is `None` only for a list with no members; this one has
-    // one, so the default is never taken.
-    list.finish().unwrap_or_default()
+    _ = list.finish();
 }
 
-fn derived_component(request: &Request<'_>, id: &str) -> Result<String, Refusal> {
-    let value = match id {
+fn write_derived(base: &mut String, request: &Request<'_>, id: &str) -> Result<(), Refusal> {
+    match id {
         "@method" => {
             if !is_token(request.method.as_bytes()) {
                 return Err(Refusal::Invalid("the method is not an HTTP token"));
             }
-            request.method.to_owned()
+            base.push_str(request.method);
         }
-        "@scheme" => scheme(request)?.to_owned(),
-        "@authority" => authority(request)?,
+        "@scheme" => base.push_str(scheme(request)?),
+        "@authority" => write_authority(base, request)?,
         // The authority is normalised here as for `@authority`, which is
         // how HTTP client libraries write the URI they were given.
         "@target-uri" => {
-            let mut uri = format!(
-                "{}://{}{}",
-                scheme(request)?,
-                authority(request)?,
-                path(request)?
-            );
+            base.push_str(scheme(request)?);
+            base.push_str("://");
+            write_authority(base, request)?;
+            base.push_str(path(request)?);
             if let Some(query) = request.query {
-                uri.push('?');
-                uri.push_str(query);
+                base.push('?');
+                base.push_str(query);
             }
-            uri
         }
         "@request-target" => {
-            let mut target = path(request)?.to_owned();
+            base.push_str(path(request)?);
             if let Some(query) = request.query {
-                target.push('?');
-                target.push_str(query);
+                base.push('?');
+                base.push_str(query);
             }
-            target
         }
-        "@path" => path(request)?.to_owned(),
-        "@query" => format!("?{}", request.query.unwrap_or("")),
+        "@path" => base.push_str(path(request)?),
+        "@query" => {
+            base.push('?');
+            base.push_str(request.query.unwrap_or(""));
+        }
         _ => return Err(Refusal::Invalid("derived component not supported")),
-    };
-    visible_text(value.into_bytes())
+    }
+    Ok(())
 }
 
 fn scheme(request: &Request<'_>) -> Result<&'static str, Refusal> {
@@ -615,16 +931,16 @@ fn scheme(request: &Request<'_>) -> Result<&'static str, Refusal> {
     }
 }
 
-/// The authority normalised as RFC 9110 §4.2.3 asks: lower-case, without
-/// the scheme's default port.
-fn authority(request: &Request<'_>) -> Result<String, Refusal> {
-    let host = request.authority.to_ascii_lowercase();
-    let well_formed = !host.is_empty()
-        && host
-            .bytes()
-            .all(|byte| byte.is_ascii_graphic() && !b"/?#@".contains(&byte));
+/// Writes the authority normalised as RFC 9110 §4.2.3 asks: lower-case,
+/// without the scheme's default port.
+fn write_authority(base: &mut String, request: &Request<'_>) -> Result<(), Refusal> {
+    const NOT_AUTHORITY: Refusal = Refusal::Invalid("the authority is not a host and port");
+    let host = request.authority;
+    let well_formed = host
+        .bytes()
+        .all(|byte| byte.is_ascii_graphic() && !b"/?#@".contains(&byte));
     if !well_formed {
-        return Err(Refusal::Invalid("the authority is not a host and port"));
+        return Err(NOT_AUTHORITY);
     }
     let default_port = if scheme(request)? == "https" {
         ":443"
@@ -632,14 +948,15 @@ fn authority(request: &Request<'_>) -> Result<String, Refusal> {
         ":80"
     };
     // An empty port means the default one too (RFC 3986 §6.2.3).
-    let host = host
+    let without_port = host
         .strip_suffix(default_port)
         .or_else(|| host.strip_suffix(':'))
-        .unwrap_or(&host);
-    if host.is_empty() {
-        return Err(Refusal::Invalid("the authority is not a host and port"));
+        .unwrap_or(host);
+    if without_port.is_empty() {
+        return Err(NOT_AUTHORITY);
     }
-    Ok(host.to_owned())
+    base.extend(without_port.chars().map(|c| c.to_ascii_lowercase()));
+    Ok(())
 }
 
 fn path<'a>(request: &Request<'a>) -> Result<&'a str, Refusal> {
@@ -651,32 +968,40 @@ fn path<'a>(request: &Request<'a>) -> Result<&'a str, Refusal> {
     }
 }
 
-/// A header field's component value (RFC 9421 §2.1): every line's value,
-/// unfolded and trimmed, joined with ", ".
-fn field_component(request: &Request<'_>, name: &str) -> Result<String, Refusal> {
+/// Writes a header field's component value (RFC 9421 §2.1): every line's
+/// value, unfolded and trimmed, joined with ", ".
+fn write_field(base: &mut String, request: &Request<'_>, name: &str) -> Result<(), Refusal> {
     if !is_token(name.as_bytes()) || name.bytes().any(|byte| byte.is_ascii_uppercase()) {
         return Err(Refusal::Invalid(
             "a covered header name must be a lower-case HTTP token",
         ));
     }
-    let mut value = Vec::new();
     let mut any = false;
     for line in field_lines(request, name) {
         if any {
-            value.extend_from_slice(b", ");
+            base.push_str(", ");
         }
         any = true;
-        value.extend_from_slice(trim(&unfold(line)));
+        let unfolded: Cow<'_, [u8]> = if line.iter().any(|byte| matches!(byte, b'\r' | b'\n')) {
+            Cow::Owned(unfold(line))
+        } else {
+            Cow::Borrowed(line)
+        };
+        let value = trim(&unfolded);
+        if !is_visible(value) {
+            return Err(NOT_VISIBLE);
+        }
+        base.push_str(std::str::from_utf8(value).map_err(|_| NOT_VISIBLE)?);
     }
     if !any {
         return Err(Refusal::Invalid("a covered header is absent"));
     }
-    visible_text(value)
+    Ok(())
 }
 
 /// Replaces each obsolete line folding (optional whitespace, a line break,
 /// whitespace) with one space, as RFC 9421 §2.1 asks. A line break that is
-/// not a fold is left for `visible_text` to refuse.
+/// not a fold is left for `is_visible` to refuse.
 fn unfold(value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len());
     let mut at = 0;
@@ -703,23 +1028,20 @@ fn unfold(value: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `value` as text when every byte is visible ASCII, a space or a tab. Any
-/// other byte could forge a line of the signature base, or be read
-/// differently by the application behind the check.
-fn visible_text(value: Vec<u8>) -> Result<String, Refusal> {
-    let visible = value.iter().all(|byte| matches!(byte, b'\t' | b' '..=b'~'));
-    match String::from_utf8(value) {
-        Ok(text) if visible => Ok(text),
-        _ => Err(Refusal::Invalid(
-            "a covered value holds bytes other than visible ASCII, space and tab",
-        )),
-    }
+/// Whether every byte is visible ASCII, a space or a tab. Any other byte
+/// could forge a line of the signature base, or be read differently by the
+/// application behind the check.
+fn is_visible(value: &[u8]) -> bool {
+    value.iter().all(|byte| matches!(byte, b'\t' | b' '..=b'~'))
 }
+
+const NOT_VISIBLE: Refusal =
+    Refusal::Invalid("a covered value holds bytes other than visible ASCII, space and tab");
 
 /// Keyward's coverage policy: a signature that leaves the method, the
 /// target or the body out could be moved onto another request.
-fn require_coverage(request: &Request<'_>, covered: &[&str]) -> Result<(), Refusal> {
-    let has = |id: &str| covered.contains(&id);
+fn require_coverage(request: &Request<'_>, input: &Input<'_>) -> Result<(), Refusal> {
+    let has = |id: &str| input.covers(id);
     if !has("@method") {
         return Err(Refusal::Invalid("no signature covers @method"));
     }
@@ -758,38 +1080,44 @@ fn check_content_digest(request: &Request<'_>) -> Result<(), Refusal> {
     let Some(field) = combined_field(request, "content-digest") else {
         return Ok(());
     };
-    let digests = parse_dictionary(&field).ok_or(Refusal::Invalid(
-        "content-digest is not a structured-field dictionary",
-    ))?;
-    let body = body_of(request);
-    let sha256: [u8; 32] = match body {
-        Body::None => Sha256::digest(b"").into(),
-        Body::Bytes(bytes) => Sha256::digest(bytes).into(),
-        Body::Digest(digest) => digest,
+    let mut members = ByteMembers {
+        names: ["sha-256", "sha-512"],
+        found: Default::default(),
     };
+    if !members.read(&field) {
+        return Err(Refusal::Invalid(
+            "content-digest is not a structured-field dictionary",
+        ));
+    }
+    let [sha256, sha512] = &members.found;
+    if matches!(sha256, Member::NotBytes) || matches!(sha512, Member::NotBytes) {
+        return Err(Refusal::Invalid(
+            "a content-digest member is not a byte sequence",
+        ));
+    }
+    let body = body_of(request);
     let mut checked = false;
     let mut matches = true;
-    for (algorithm, entry) in &digests {
-        let algorithm = algorithm.as_str();
-        if algorithm != "sha-256" && algorithm != "sha-512" {
-            continue;
-        }
-        let claimed = match entry {
-            ListEntry::Item(item) => item.bare_item.as_byte_sequence(),
-            ListEntry::InnerList(_) => None,
-        }
-        .ok_or(Refusal::Invalid(
-            "a content-digest member is not a byte sequence",
-        ))?;
-        let actual = match (algorithm, &body) {
-            ("sha-256", _) => sha256.to_vec(),
-            ("sha-512", Body::None) => Sha512::digest(b"").to_vec(),
-            ("sha-512", Body::Bytes(bytes)) => Sha512::digest(bytes).to_vec(),
-            // SHA-512 cannot be checked against a SHA-256 of the body.
-            _ => continue,
+    if let Member::Bytes(claimed) = sha256 {
+        let actual: [u8; 32] = match body {
+            Body::None => Sha256::digest(b"").into(),
+            Body::Bytes(bytes) => Sha256::digest(bytes).into(),
+            Body::Digest(digest) => digest,
         };
         checked = true;
         matches &= bool::from(claimed.ct_eq(&actual));
+    }
+    if let Member::Bytes(claimed) = sha512 {
+        // SHA-512 cannot be checked against a SHA-256 of the body.
+        let actual = match body {
+            Body::None => Some(Sha512::digest(b"")),
+            Body::Bytes(bytes) => Some(Sha512::digest(bytes)),
+            Body::Digest(_) => None,
+        };
+        if let Some(actual) = actual {
+            checked = true;
+            matches &= bool::from(claimed.ct_eq(actual.as_slice()));
+        }
     }
     if !checked {
         return Err(Refusal::Invalid("content-digest has no sha-256 member"));
@@ -832,7 +1160,10 @@ pub(crate) fn check_signature(
 // --- Header fields ----------------------------------------------------
 
 /// Every line of the header `name`, in order, matched in any case.
-fn field_lines<'r>(request: &'r Request<'_>, name: &'r str) -> impl Iterator<Item = &'r [u8]> {
+fn field_lines<'a: 'r, 'r>(
+    request: &'r Request<'a>,
+    name: &'r str,
+) -> impl Iterator<Item = &'a [u8]> + 'r {
     request
         .headers
         .iter()
@@ -841,30 +1172,30 @@ fn field_lines<'r>(request: &'r Request<'_>, name: &'r str) -> impl Iterator<Ite
 }
 
 /// The lines of a structured header combined into one value as RFC 9110
-/// §5.3 does, skipping empty ones; `None` when the header is absent.
-fn combined_field(request: &Request<'_>, name: &str) -> Option<Vec<u8>> {
-    let mut combined: Option<Vec<u8>> = None;
+/// §5.3 does, skipping empty ones; `None` when the header is absent. One
+/// line, the usual case, is borrowed as it is.
+fn combined_field<'a>(request: &Request<'a>, name: &str) -> Option<Cow<'a, [u8]>> {
+    let mut combined: Option<Cow<'a, [u8]>> = None;
     for line in field_lines(request, name) {
-        let combined = combined.get_or_insert_with(Vec::new);
         let line = trim(line);
-        if line.is_empty() {
-            continue;
+        match &mut combined {
+            None => combined = Some(Cow::Borrowed(line)),
+            Some(_) if line.is_empty() => {}
+            Some(value) if value.is_empty() => *value = Cow::Borrowed(line),
+            Some(value) => {
+                let value = value.to_mut();
+                value.extend_from_slice(b", ");
+                value.extend_from_slice(line);
+            }
         }
-        if !combined.is_empty() {
-            combined.extend_from_slice(b", ");
-        }
-        combined.extend_from_slice(line);
     }
     combined
 }
 
 /// RFC 9421 refers to RFC 8941, so the newer Date and Display String
 /// types are refused.
-fn parse_dictionary(field: &[u8]) -> Option<Dictionary> {
-    Parser::new(field)
-        .with_version(Version::Rfc8941)
-        .parse_dictionary()
-        .ok()
+fn parser(field: &[u8]) -> Parser<'_> {
+    Parser::new(field).with_version(Version::Rfc8941)
 }
 
 fn trim(value: &[u8]) -> &[u8] {
@@ -973,10 +1304,240 @@ fn percent_decode(text: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+// --- The canonical fast path --------------------------------------------
+
+/// Readers for structured fields that are already in canonical form, which
+/// is how signing clients write them. Each reads one narrow grammar and
+/// gives up (`None`) on anything else, which `sfv` then reads in full; on
+/// what they accept they agree with `sfv` exactly, as a property test
+/// checks. Canonical input lets the Signature-Input member be signed as it
+/// stands, without parsing it into values and serialising them again.
+mod canonical {
+    use super::{Input, Inputs, Member};
+    use base64::Engine as _;
+    use sfv::{BareItemFromInput, Integer, KeyRef, StringRef, TokenRef};
+    use std::borrow::Cow;
+
+    struct Cursor<'de> {
+        text: &'de str,
+        at: usize,
+    }
+
+    impl<'de> Cursor<'de> {
+        fn peek(&self) -> Option<u8> {
+            self.text.as_bytes().get(self.at).copied()
+        }
+
+        fn eat(&mut self, byte: u8) -> Option<()> {
+            (self.peek()? == byte).then(|| self.at += 1)
+        }
+
+        fn done(&self) -> bool {
+            self.at >= self.text.len()
+        }
+
+        /// Bytes while `keep` holds, as text; at least one.
+        fn run(&mut self, keep: impl Fn(u8) -> bool) -> Option<&'de str> {
+            let start = self.at;
+            while self.peek().is_some_and(&keep) {
+                self.at += 1;
+            }
+            (self.at > start)
+                .then(|| self.text.get(start..self.at))
+                .flatten()
+        }
+
+        fn key(&mut self) -> Option<&'de KeyRef> {
+            let first = self.peek()?;
+            if !(first.is_ascii_lowercase() || first == b'*') {
+                return None;
+            }
+            let key =
+                self.run(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.*".contains(&b))?;
+            KeyRef::from_str(key).ok()
+        }
+
+        /// A string with no escapes; one with escapes is left to `sfv`.
+        fn string(&mut self) -> Option<&'de StringRef> {
+            self.eat(b'"')?;
+            let start = self.at;
+            while let Some(byte) = self.peek() {
+                match byte {
+                    b'"' => break,
+                    b' ' | b'!' | b'#'..=b'[' | b']'..=b'~' => self.at += 1,
+                    _ => return None,
+                }
+            }
+            let text = self.text.get(start..self.at)?;
+            self.eat(b'"')?;
+            StringRef::from_str(text).ok()
+        }
+
+        /// An integer as RFC 8941 serialises it: no `+`, no leading zero,
+        /// no `-0`, and not the start of a decimal.
+        fn integer(&mut self) -> Option<Integer> {
+            let start = self.at;
+            let negative = self.eat(b'-').is_some();
+            let digits = self.run(|b| b.is_ascii_digit())?;
+            let canonical = digits.len() <= 15
+                && (digits == "0" && !negative || !digits.starts_with('0'))
+                && self.peek() != Some(b'.');
+            if !canonical {
+                return None;
+            }
+            let value: i64 = self.text.get(start..self.at)?.parse().ok()?;
+            Integer::try_from(value).ok()
+        }
+
+        fn token(&mut self) -> Option<&'de TokenRef> {
+            let first = self.peek()?;
+            if !(first.is_ascii_alphabetic() || first == b'*') {
+                return None;
+            }
+            let token = self.run(|b| super::is_token(&[b]) || b == b':' || b == b'/')?;
+            TokenRef::from_str(token).ok()
+        }
+
+        /// A parameter's value after `=`. `?1` is never written after `=`
+        /// in canonical form, and decimals and byte sequences are left to
+        /// `sfv`.
+        fn value(&mut self) -> Option<BareItemFromInput<'de>> {
+            match self.peek()? {
+                b'"' => Some(BareItemFromInput::String(Cow::Borrowed(self.string()?))),
+                b'-' | b'0'..=b'9' => Some(BareItemFromInput::Integer(self.integer()?)),
+                b'?' => {
+                    self.at += 1;
+                    self.eat(b'0')?;
+                    Some(BareItemFromInput::Boolean(false))
+                }
+                _ => Some(BareItemFromInput::Token(self.token()?)),
+            }
+        }
+
+        /// Spaces and tabs between dictionary members, which are not part
+        /// of any member's canonical text.
+        fn skip_ows(&mut self) {
+            while matches!(self.peek(), Some(b' ' | b'\t')) {
+                self.at += 1;
+            }
+        }
+
+        /// Between members: a comma, then another member must follow.
+        fn next_member(&mut self) -> Option<bool> {
+            self.skip_ows();
+            if self.done() {
+                return Some(false);
+            }
+            self.eat(b',')?;
+            self.skip_ows();
+            (!self.done()).then_some(true)
+        }
+    }
+
+    /// Reads a canonical Signature-Input field into `inputs` as the `sfv`
+    /// visitor would, each member's inner list kept as written. `None`:
+    /// the field is not in the canonical grammar, and `inputs` is to be
+    /// discarded.
+    pub(super) fn read_inputs<'de>(field: &'de [u8], inputs: &mut Inputs<'de, '_>) -> Option<()> {
+        each_member(field, |cursor, label| {
+            let label = label.as_str();
+            if inputs.labels.contains(&label) {
+                return None;
+            }
+            inputs.labels.push(label);
+            inputs.current.start(label);
+            read_member(cursor, &mut inputs.current)?;
+            inputs.end_member();
+            Some(())
+        })
+    }
+
+    /// Reads the members of a dictionary, `read` taking each after its
+    /// `key=`. `None` when `read` gives up or the members are not
+    /// separated as RFC 8941 allows.
+    fn each_member<'de>(
+        field: &'de [u8],
+        mut read: impl FnMut(&mut Cursor<'de>, &'de KeyRef) -> Option<()>,
+    ) -> Option<()> {
+        let mut cursor = Cursor {
+            text: std::str::from_utf8(field).ok()?,
+            at: 0,
+        };
+        if cursor.done() {
+            return Some(());
+        }
+        loop {
+            let key = cursor.key()?;
+            cursor.eat(b'=')?;
+            read(&mut cursor, key)?;
+            if !cursor.next_member()? {
+                return Some(());
+            }
+        }
+    }
+
+    /// One inner list of strings and its parameters, exactly as RFC 8941
+    /// serialises them.
+    fn read_member<'de>(cursor: &mut Cursor<'de>, input: &mut Input<'de>) -> Option<()> {
+        let start = cursor.at;
+        cursor.eat(b'(')?;
+        if cursor.eat(b')').is_none() {
+            loop {
+                input.components.push(Cow::Borrowed(cursor.string()?));
+                if cursor.eat(b')').is_some() {
+                    break;
+                }
+                cursor.eat(b' ')?;
+            }
+        }
+        while cursor.eat(b';').is_some() {
+            let key = cursor.key()?;
+            let value = if cursor.eat(b'=').is_some() {
+                cursor.value()?
+            } else {
+                BareItemFromInput::Boolean(true)
+            };
+            if input.params.iter().any(|(seen, _)| *seen == key) {
+                return None;
+            }
+            input.params.push((key, value));
+        }
+        input.canonical = Some(cursor.text.get(start..cursor.at)?);
+        Some(())
+    }
+
+    /// Reads a dictionary whose members are all byte sequences without
+    /// parameters, in canonical base64, keeping those `names` asks for
+    /// into `found` as the `sfv` visitor would. `None`: anything else.
+    pub(super) fn read_byte_members<const N: usize>(
+        field: &[u8],
+        names: &[&str; N],
+        found: &mut [Member; N],
+    ) -> Option<()> {
+        each_member(field, |cursor, key| {
+            cursor.eat(b':')?;
+            let encoded = cursor.run(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))?;
+            cursor.eat(b':')?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()?;
+            if let Some(slot) = names
+                .iter()
+                .position(|name| *name == key.as_str())
+                .and_then(|at| found.get_mut(at))
+            {
+                *slot = Member::Bytes(bytes);
+            }
+            Some(())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ed25519_dalek::{Signer as _, SigningKey};
+    use proptest::prelude::{prop_oneof, Just, Strategy};
 
     const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -1083,11 +1644,7 @@ mod tests {
         }
 
         fn base(&self, input: &str) -> Result<String, Refusal> {
-            let member = parse_dictionary(format!("sig1={input}").as_bytes()).unwrap();
-            let Some(ListEntry::InnerList(input)) = member.get("sig1") else {
-                panic!("not an inner list: {input}");
-            };
-            self.with(|request| signature_base(request, input))
+            self.with(|request| signature_base(request, &format!("sig1={input}")))
         }
 
         /// Adds Signature-Input and Signature for `input` under `label`.
@@ -1168,17 +1725,11 @@ mod tests {
         Err(Refusal::Invalid(reason))
     }
 
-    fn rfc_input_and_signature(input: &str, signature: &str) -> (InnerList, Vec<u8>) {
-        let inputs = parse_dictionary(input.as_bytes()).unwrap();
-        let Some((_, ListEntry::InnerList(list))) = inputs.first() else {
-            panic!("no inner list in {input}");
-        };
-        let signatures = parse_dictionary(signature.as_bytes()).unwrap();
-        let Some((_, ListEntry::Item(item))) = signatures.first() else {
-            panic!("no item in {signature}");
-        };
-        let bytes = item.bare_item.as_byte_sequence().unwrap().to_vec();
-        (list.clone(), bytes)
+    /// The RFC's Signature-Input member as given, and the bytes of its
+    /// Signature member.
+    fn rfc_input_and_signature(input: &str, signature: &str) -> (String, Vec<u8>) {
+        let encoded = signature.split(':').nth(1).unwrap();
+        (input.to_owned(), B64.decode(encoded).unwrap())
     }
 
     #[test]
@@ -1329,7 +1880,7 @@ mod tests {
                     created_ms: 1_700_000_000_000,
                     expires_ms: None,
                     window_ms: None,
-                    replay_id: replay_id(RFC9421_TAG, b"b5f0e1c2"),
+                    replay_id: rfc9421_replay_id(KEY_ID, "b5f0e1c2"),
                 }
             );
             assert!(signed.with(|request| is_signed(request, Scheme::Rfc9421)));
@@ -1640,6 +2191,10 @@ mod tests {
                 Ok(()),
             ),
             (input(components, ";expires=1700000060"), Ok(())),
+            (
+                input(components, r#";nonce="another""#),
+                Err("a signature parameter appears more than once"),
+            ),
         ];
         let key = TestKey::hmac();
         for (input, expected) in cases {
@@ -1670,6 +2225,13 @@ mod tests {
         assert_eq!(
             proxy_verdict,
             invalid("no signature covers @target-uri, or @authority with @path")
+        );
+
+        // Two members under one label could be read either way.
+        let relabelled = signed.clone().sign_as("sig1", proxy_input, &proxy);
+        assert_eq!(
+            relabelled.verify(&key),
+            invalid("Signature-Input repeats a label")
         );
 
         // Two signatures naming one key are ambiguous.
@@ -1960,6 +2522,188 @@ mod tests {
             b"\xff=1",
         ] {
             assert!(!looks_like_form(other), "{other:?}");
+        }
+    }
+
+    // --- The canonical readers agree with sfv ------------------------
+
+    /// What a read of Signature-Input found, comparable across readers.
+    fn inputs_summary(inputs: &Inputs<'_, '_>) -> String {
+        let found = inputs.found.as_ref().map(|input| {
+            let mut text = String::new();
+            serialize_member(&mut text, input);
+            (
+                input.label,
+                input
+                    .components
+                    .iter()
+                    .map(|c| c.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+                format!("{:?}", input.params),
+                input.odd_component,
+                input.repeated_param,
+                text,
+            )
+        });
+        format!(
+            "{:?} {:?} {} {} {}",
+            inputs.labels, found, inputs.repeated_label, inputs.named_twice, inputs.any_keyid
+        )
+    }
+
+    fn member_piece() -> impl Strategy<Value = String> {
+        let label = prop_oneof![
+            Just("sig1"),
+            Just("sig2"),
+            Just("a-b.c"),
+            Just("Sig"),
+            Just("*x"),
+            Just("1a")
+        ];
+        let item = prop_oneof![
+            Just(r#""@method""#),
+            Just(r#""@path""#),
+            Just(r#""content-digest""#),
+            Just(r#""a\"b""#),
+            Just("@x"),
+            Just(r#""x";p"#),
+            Just(r#""é""#),
+            Just(r#""""#)
+        ];
+        let param = prop_oneof![
+            Just(";created=1700000000"),
+            Just(";created=01"),
+            Just(";created=-0"),
+            Just(";created=-5"),
+            Just(";created=0"),
+            Just(";expires=1.5"),
+            Just(";created=1234567890123456"),
+            Just(r#";keyid="k""#),
+            Just(";keyid=k"),
+            Just(r#";keyid="other""#),
+            Just(r#";nonce="n""#),
+            Just(r#"; nonce="n""#),
+            Just(";x"),
+            Just(";x=?1"),
+            Just(";x=?0"),
+            Just(";t=:AQ==:"),
+            Just(";alg=hmac-sha256"),
+            Just(";tok=a:b/c"),
+            Just(";Up=1"),
+            Just(r#";s="a b""#)
+        ];
+        let gap = prop_oneof![Just(" "), Just("  "), Just("")];
+        (
+            label,
+            proptest::collection::vec((item, gap.clone()), 0..4),
+            proptest::collection::vec(param, 0..6),
+            prop_oneof![Just("("), Just("( ")],
+            prop_oneof![Just(")"), Just(" )")],
+            prop_oneof![Just("="), Just("")],
+        )
+            .prop_map(|(label, items, params, open, close, equals)| {
+                let mut member = format!("{label}{equals}{open}");
+                for (at, (item, gap)) in items.iter().enumerate() {
+                    if at > 0 {
+                        member.push_str(gap);
+                    }
+                    member.push_str(item);
+                }
+                member.push_str(close);
+                member.extend(params);
+                member
+            })
+    }
+
+    fn byte_member_piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("sha-256=:AQID:"),
+            Just("sha-512=:AQ==:"),
+            Just("x=:AQ:"),
+            Just("sig1=:AQID:;p"),
+            Just("sig1=AQ"),
+            Just("sig1=:AQID:"),
+            Just("sig1=:AQ=D:"),
+            Just("sha-256=::"),
+            Just("sha-256=:@@:"),
+            Just("sig1"),
+            Just("Sig=:AQID:")
+        ]
+        .prop_map(str::to_owned)
+    }
+
+    fn separator() -> impl Strategy<Value = &'static str> {
+        prop_oneof![Just(", "), Just(","), Just(" ,\t"), Just(",,"), Just(" ")]
+    }
+
+    fn field(piece: impl Strategy<Value = String>) -> impl Strategy<Value = String> {
+        (
+            proptest::collection::vec((piece, separator()), 0..4),
+            prop_oneof![Just(""), Just(" "), Just(",")],
+        )
+            .prop_map(|(members, tail)| {
+                let mut field = String::new();
+                for (at, (member, sep)) in members.iter().enumerate() {
+                    if at > 0 {
+                        field.push_str(sep);
+                    }
+                    field.push_str(member);
+                }
+                field.push_str(tail);
+                field
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_canonical_signature_input_reader_agrees_with_sfv(field in field(member_piece())) {
+            let mut fast = Inputs::new("k");
+            if canonical::read_inputs(field.as_bytes(), &mut fast).is_some() {
+                let mut slow = Inputs::new("k");
+                let parsed = parser(field.as_bytes()).parse_dictionary_with_visitor(&mut slow);
+                proptest::prop_assert!(parsed.is_ok(), "sfv refused {field:?}");
+                proptest::prop_assert_eq!(inputs_summary(&fast), inputs_summary(&slow));
+                if let Some(found) = &fast.found {
+                    let mut serialized = String::new();
+                    serialize_member(&mut serialized, found);
+                    proptest::prop_assert_eq!(found.canonical, Some(serialized.as_str()));
+                }
+            }
+        }
+
+        #[test]
+        fn the_canonical_byte_member_reader_agrees_with_sfv(field in field(byte_member_piece())) {
+            let names = ["sha-256", "sig1"];
+            let mut fast: [Member; 2] = Default::default();
+            if canonical::read_byte_members(field.as_bytes(), &names, &mut fast).is_some() {
+                let mut slow = ByteMembers { names, found: Default::default() };
+                let parsed = parser(field.as_bytes()).parse_dictionary_with_visitor(&mut slow);
+                proptest::prop_assert!(parsed.is_ok(), "sfv refused {field:?}");
+                proptest::prop_assert_eq!(fast, slow.found);
+            }
+        }
+    }
+
+    #[test]
+    fn canonical_fields_take_the_canonical_readers() {
+        let field = br#"sig1=("@method" "@path");created=1;keyid="k";nonce="n", proxy=("@method");keyid="p""#;
+        let mut inputs = Inputs::new("k");
+        assert!(canonical::read_inputs(field, &mut inputs).is_some());
+        assert_eq!(
+            inputs.found.and_then(|input| input.canonical),
+            Some(r#"("@method" "@path");created=1;keyid="k";nonce="n""#)
+        );
+        let mut found: [Member; 1] = Default::default();
+        assert!(
+            canonical::read_byte_members(b"sha-256=:AQID:, sig=:AA==:", &["sig"], &mut found)
+                .is_some()
+        );
+        assert_eq!(found, [Member::Bytes(vec![0])]);
+        for odd in [
+            &br#"sig1=( "@method");keyid="k""#[..],
+            br#"sig1=("@method");created=01"#,
+        ] {
+            assert!(canonical::read_inputs(odd, &mut Inputs::new("k")).is_none());
         }
     }
 }

@@ -326,9 +326,13 @@ fn rfc_9421_request_signed_by_hand_verifies() {
     assert_eq!(verified.created_ms, 1_700_000_000_000);
     assert_eq!(verified.expires_ms, Some(1_700_000_300_000));
     assert_eq!(verified.window_ms, None);
+    // The nonce under the key it was signed for: tag, nonce length, nonce,
+    // key id.
     let replay: [u8; 32] = Sha256::new()
-        .chain_update(b"keyward/httpsig/rfc9421\0")
+        .chain_update(b"kw/9421\0")
+        .chain_update([6])
         .chain_update(b"d9c6a4")
+        .chain_update(b"client-2")
         .finalize()
         .into();
     assert_eq!(verified.replay_id, replay);

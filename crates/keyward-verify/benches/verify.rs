@@ -9,55 +9,21 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use keyward_core::limits::{Cidr, RateLimit};
-use keyward_core::{
-    ApiId, AuditEvent, Environment, EventId, KeyRecord, PlaintextKey, Prefix, Requirements, Scope,
-};
-use keyward_store::prelude::*;
-use keyward_store::{SqliteStore, Store};
-use keyward_verify::Reach;
+use keyward_core::{Environment, KeyRecord, PlaintextKey, Requirements, Scope};
+use keyward_store::Store;
 use keyward_verify::{Verifier, VerifierConfig};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-struct Everywhere;
-
-impl Reach for Everywhere {
-    fn can_access(&self, _: &ApiId, _: Option<&str>, _: Environment) -> bool {
-        true
-    }
-}
+mod setup;
+use setup::Everywhere;
 
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (verifier, key) = runtime.block_on(async {
-        let store = SqliteStore::open(&dir.path().join("bench.db"))
-            .await
-            .unwrap();
+        let (store, api) = setup::store_with_api(dir.path()).await;
         let now = OffsetDateTime::now_utc();
-        let api = keyward_core::Api {
-            id: ApiId::generate(now).unwrap(),
-            name: "bench".into(),
-            prefix: Prefix::parse("tm").unwrap(),
-            environments: vec![Environment::Live],
-            workspace: keyward_core::DEFAULT_WORKSPACE.to_owned(),
-            created_at: now,
-            roles: Default::default(),
-            critical_scopes: Vec::new(),
-            signing: Default::default(),
-        };
-        let event = |target: &str| AuditEvent {
-            id: EventId::generate(now).unwrap(),
-            at: now,
-            actor: None,
-            action: "bench".into(),
-            target: target.into(),
-            details: serde_json::json!({}),
-        };
-        store
-            .create_api(&api, &event(api.id.as_str()))
-            .await
-            .unwrap();
         let plain = PlaintextKey::generate(&api.prefix, Environment::Live).unwrap();
         let huge = |name: &str, ms| RateLimit {
             name: name.into(),
@@ -83,10 +49,7 @@ fn bench(c: &mut Criterion) {
             .iter()
             .map(|c| Cidr::parse(c).unwrap())
             .collect();
-        store
-            .create_key(&record, &event(record.id.as_str()))
-            .await
-            .unwrap();
+        setup::add_key(&store, &record).await;
         let store: Arc<dyn Store> = Arc::new(store);
         let config = VerifierConfig {
             cache_ttl: std::time::Duration::from_secs(3600),

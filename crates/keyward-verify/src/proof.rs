@@ -22,7 +22,6 @@ use std::time::Instant;
 use keyward_core::{KeyId, Scope, SigningAlgorithm, VerifyCode};
 use keyward_crypto::httpsig::{self, KeyMaterial, Refusal};
 use keyward_store::StoreError;
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -297,8 +296,9 @@ impl Verifier {
             // Remembered for as long as the request would be accepted, so
             // a replay is refused by its nonce until its time refuses it.
             let expires_at_ms = verified.created_ms.saturating_add(window).saturating_add(1);
-            let id = replay_key(key.id(), &verified.replay_id);
-            if !self.first_seen_here(id, expires_at_ms, now_ms) {
+            // The id already names the key (see `Verified::replay_id`), so
+            // one map serves every key.
+            if !self.first_seen_here(verified.replay_id, expires_at_ms, now_ms) {
                 return Ok(Checked::Refuse(
                     VerifyCode::Replayed,
                     "this request was seen before; sign each request with a new nonce",
@@ -345,8 +345,10 @@ impl Verifier {
         }
     }
 
-    /// Forgets seen requests whose window passed (each usage flush).
-    pub(crate) fn forget_seen(&self, now_ms: i64) {
+    /// Forgets the signed requests seen on this node whose window passed,
+    /// `now_ms` being Unix milliseconds. The usage flush does this each
+    /// tick, so the memory holds about one window of requests.
+    pub fn forget_seen(&self, now_ms: i64) {
         self.seen.retain(|_, expires| *expires > now_ms);
     }
 
@@ -535,15 +537,6 @@ impl Verifier {
             material,
         }
     }
-}
-
-/// The replay memory's key: a request's id within its key, so equal
-/// nonces of two keys never collide.
-fn replay_key(key_id: &str, id: &[u8; 32]) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(key_id.as_bytes());
-    hasher.update(id);
-    hasher.finalize().into()
 }
 
 /// The database as the replay store: every node sharing it refuses a
