@@ -656,19 +656,21 @@ mod tests {
         }
     }
 
-    fn parse(
-        text: &str,
+    /// Parses `text`: the head, and the key, one-time code and upstream
+    /// head `parse_request` wrote.
+    fn parse_all(
+        text: &[u8],
         config: &HeadConfig,
-    ) -> Result<Option<(RequestHead, String, String)>, BadRequest> {
+    ) -> Result<Option<(RequestHead, String, String, String)>, BadRequest> {
         let (mut key, mut otp, mut target, mut forwarded, mut out) = (
             String::new(),
-            String::new(),
+            "stale".to_owned(),
             String::new(),
             String::new(),
             Vec::new(),
         );
         let head = parse_request(
-            text.as_bytes(),
+            text,
             config,
             &mut key,
             &mut otp,
@@ -676,7 +678,14 @@ mod tests {
             &mut forwarded,
             &mut out,
         )?;
-        Ok(head.map(|h| (h, key, String::from_utf8(out).unwrap())))
+        Ok(head.map(|h| (h, key, otp, String::from_utf8(out).unwrap())))
+    }
+
+    fn parse(
+        text: &str,
+        config: &HeadConfig,
+    ) -> Result<Option<(RequestHead, String, String)>, BadRequest> {
+        Ok(parse_all(text.as_bytes(), config)?.map(|(head, key, _, out)| (head, key, out)))
     }
 
     fn request(text: &str) -> Result<Option<(RequestHead, String, String)>, BadRequest> {
@@ -685,24 +694,10 @@ mod tests {
 
     /// The one-time code read from `text`, and the head written upstream.
     fn otp_and_upstream(text: &[u8], config: &HeadConfig) -> (String, String) {
-        let (mut key, mut otp, mut target, mut forwarded, mut out) = (
-            String::new(),
-            "stale".to_owned(),
-            String::new(),
-            String::new(),
-            Vec::new(),
-        );
-        let parsed = parse_request(
-            text,
-            config,
-            &mut key,
-            &mut otp,
-            &mut target,
-            &mut forwarded,
-            &mut out,
-        );
-        assert!(matches!(parsed, Ok(Some(_))));
-        (otp, String::from_utf8(out).unwrap().to_ascii_lowercase())
+        let Ok(Some((_, _, otp, out))) = parse_all(text, config) else {
+            panic!("not parsed");
+        };
+        (otp, out.to_ascii_lowercase())
     }
 
     #[test]
