@@ -468,7 +468,17 @@ async fn the_client_certificate_reaches_every_request_of_its_connection(backend:
     );
     let answer = https.get(&gateway).bearer_auth(&key).send().await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
+    // The gateway observes a request once its answer is written, so the
+    // client may read the answer before the observation lands.
     let recorder = &server.recorder;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while recorder
+        .certificates_of(Listener::Gateway, "/v1/prices")
+        .is_empty()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     for (listener, path, count) in [
         (Listener::Api, "/health", 2),
         (Listener::Api, "/v1/apis", 2),
