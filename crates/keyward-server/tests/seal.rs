@@ -24,6 +24,20 @@ fn shamir_settings() -> SealSettings {
     }
 }
 
+/// An exchange-style order body signed with an HMAC key's secret.
+fn signed_order(secret: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let body = format!("symbol=BTCUSDT&side=BUY&quantity=1&timestamp={now}");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    let signature = data_encoding::HEXLOWER.encode(&mac.finalize().into_bytes());
+    format!("{body}&signature={signature}")
+}
+
 async fn status(app: &TestApp) -> Value {
     let (code, body) = app
         .call(Method::GET, "/v1/sys/seal-status", None, None)
@@ -197,6 +211,41 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
             Some(json!({"plaintext": "cGxhbnRlZA=="})),
         )
         .await;
+    // Envelopes beside secret values and transit keys: a secret's custom
+    // metadata, a key's HMAC signing secret, a key owner's confirmed and
+    // pending TOTP secrets, a user's pending one.
+    let metadata = json!({"custom_metadata": {"desk": "otc"}});
+    app.ok(Method::POST, "/v1/secret/metadata/exchange", Some(metadata))
+        .await;
+    let signed = app
+        .create_key(json!({"api_id": api, "environment": "live", "owner": "c1",
+            "signing": {"algorithm": "hmac-sha256"}}))
+        .await;
+    let enrolment = app.ok(Method::POST, "/v1/owners/c1/totp", None).await;
+    let mut owner_phone = support::Authenticator::from_enrolment(&enrolment);
+    let otp = owner_phone.code().await;
+    let (code, body) = app
+        .call(
+            Method::POST,
+            "/v1/owners/c1/totp/confirm",
+            Some(&root),
+            Some(json!({ "otp": otp })),
+        )
+        .await;
+    assert_eq!(code, StatusCode::NO_CONTENT, "{body}");
+    app.create_key(json!({"api_id": api, "environment": "live", "owner": "c2"}))
+        .await;
+    let enrolment = app.ok(Method::POST, "/v1/owners/c2/totp", None).await;
+    let mut pending_phone = support::Authenticator::from_enrolment(&enrolment);
+    let user = json!({"email": "ops@example.com", "password": support::PASSWORD, "roles": []});
+    app.ok(Method::POST, "/v1/users", Some(user)).await;
+    let ops = support::session(&app, "ops@example.com", None).await;
+    let (code, enrolment) = app
+        .call(Method::POST, "/v1/auth/totp", Some(&ops), None)
+        .await;
+    assert_eq!(code, StatusCode::OK, "{enrolment}");
+    let mut user_phone = support::Authenticator::from_enrolment(&enrolment);
+
     let rotated = app.ok(Method::POST, "/v1/sys/rotate", None).await;
     assert_eq!(rotated["keyring_version"], 2);
     assert_eq!(status(&app).await["keyring_version"], 2);
@@ -208,17 +257,21 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
     )
     .await;
     // The rotation's background rewrap moves every stored data key to
-    // version 2: the first secret version and the transit key's material.
+    // version 2: the first secret version, the transit key's material and
+    // every envelope above.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let mut versions = Vec::new();
-        for stored in store.secret_envelopes(None, 100).await.unwrap() {
-            versions.push(keyward_crypto::envelope_version(&stored.envelope).unwrap());
+        let mut stored = store.secret_envelopes(None, 100).await.unwrap();
+        stored.extend(store.transit_envelopes(None, 100).await.unwrap());
+        stored.extend(store.metadata_envelopes(None, 100).await.unwrap());
+        for column in keyward_store::EnvelopeColumn::ALL {
+            stored.extend(store.row_envelopes(column, None, 100).await.unwrap());
         }
-        for stored in store.transit_envelopes(None, 100).await.unwrap() {
-            versions.push(keyward_crypto::envelope_version(&stored.envelope).unwrap());
-        }
-        assert_eq!(versions.len(), 3);
+        let versions: Vec<u32> = stored
+            .iter()
+            .map(|s| keyward_crypto::envelope_version(&s.envelope).unwrap())
+            .collect();
+        assert_eq!(versions.len(), 8, "{stored:?}");
         if versions.iter().all(|v| *v == 2) {
             break;
         }
@@ -231,8 +284,47 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
     let report = app.ok(Method::POST, "/v1/sys/rewrap", None).await;
     assert_eq!(
         report["data"],
-        json!({"moved": 0, "current": 3, "failed": 0})
+        json!({"moved": 0, "current": 8, "failed": 0})
     );
+    // Each moved envelope still opens, under the record it belongs to.
+    let read = app
+        .ok(Method::GET, "/v1/secret/metadata/exchange", None)
+        .await;
+    assert_eq!(read["data"]["custom_metadata"], json!({"desk": "otc"}));
+    let order = signed_order(signed["signing_secret"].as_str().unwrap());
+    let request = json!({"method": "POST", "path": "/api/v3/order", "body": order,
+        "headers": [["Host", "api.example.com"]]});
+    let answer = app
+        .verify(json!({"key": signed["key"], "request": request}))
+        .await;
+    assert_eq!(answer["code"], "VALID", "{answer}");
+    // The pending secrets confirm; the confirmed one was confirmed before.
+    for (path, token, phone, expected) in [
+        (
+            "/v1/owners/c2/totp/confirm",
+            &root,
+            &mut pending_phone,
+            StatusCode::NO_CONTENT,
+        ),
+        (
+            "/v1/auth/totp/confirm",
+            &ops,
+            &mut user_phone,
+            StatusCode::OK,
+        ),
+        (
+            "/v1/owners/c1/totp/confirm",
+            &root,
+            &mut owner_phone,
+            StatusCode::CONFLICT,
+        ),
+    ] {
+        let otp = phone.code().await;
+        let (code, body) = app
+            .call(Method::POST, path, Some(token), Some(json!({ "otp": otp })))
+            .await;
+        assert_eq!(code, expected, "{path}: {body}");
+    }
 
     // Sealing by hand needs sys:write and takes effect at once.
     let (code, _) = app

@@ -22,9 +22,10 @@ use keyward_crypto::pkcs11::{Hsm, HsmConfig};
 
 use crate::Actor;
 use keyward_crypto::shamir::{self, Share, ShareError, ShareSet, ShareSetRecord, Unsealer};
-use keyward_crypto::{file_seal, CryptoError, Keyring, MasterKey, SecretKey};
+use keyward_crypto::{file_seal, CryptoError, Keyring, MasterKey, RecordIdentity, SecretKey};
 use keyward_store::{
-    EnvelopeCursor, KeyringEntry, SealKind, SealRecord, Store, StoreError, UseTarget,
+    EnvelopeColumn, EnvelopeCursor, KeyringEntry, SealKind, SealRecord, Store, StoreError,
+    UseTarget,
 };
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -648,20 +649,29 @@ impl Barrier {
         Ok(())
     }
 
-    /// Moves every stored data key (secret values, transit key material)
-    /// to the keyring's newest version. The values themselves are not
-    /// re-encrypted. An envelope changed since it was read (a write, a
-    /// destroy) is left to its writer. Returns how many were moved.
+    /// Moves every stored data key to the keyring's newest version: secret
+    /// values and custom metadata, transit key material, users' and key
+    /// owners' TOTP secrets, keys' HMAC signing secrets. The values
+    /// themselves are not re-encrypted. An envelope changed since it was
+    /// read (a write, a destroy) is left to its writer. Returns how many
+    /// were moved.
     pub async fn rewrap(&self) -> Result<RewrapReport, SealError> {
         const PAGE: u32 = 500;
         let mut report = RewrapReport::default();
-        for transit in [false, true] {
+        let sources = [Source::Secrets, Source::Metadata, Source::Transit]
+            .into_iter()
+            .chain(EnvelopeColumn::ALL.into_iter().map(Source::Row));
+        for source in sources {
             let mut after: Option<EnvelopeCursor> = None;
             loop {
-                let page = if transit {
-                    self.store.transit_envelopes(after.as_ref(), PAGE).await?
-                } else {
-                    self.store.secret_envelopes(after.as_ref(), PAGE).await?
+                let after_ref = after.as_ref();
+                let page = match source {
+                    Source::Secrets => self.store.secret_envelopes(after_ref, PAGE).await?,
+                    Source::Metadata => self.store.metadata_envelopes(after_ref, PAGE).await?,
+                    Source::Transit => self.store.transit_envelopes(after_ref, PAGE).await?,
+                    Source::Row(column) => {
+                        self.store.row_envelopes(column, after_ref, PAGE).await?
+                    }
                 };
                 let Some(last) = page.last() else { break };
                 after = Some(last.at.clone());
@@ -675,21 +685,9 @@ impl Barrier {
                 )
                 .await?;
                 for stored in &page {
-                    let moved = match &stored.at {
-                        EnvelopeCursor::Secret {
-                            mount,
-                            path,
-                            version,
-                        } => {
-                            let id = format!("{mount}/{path}");
-                            keyring.rewrap(
-                                &crate::records::secret_identity(&id, *version),
-                                &stored.envelope,
-                            )
-                        }
-                        EnvelopeCursor::Transit { name, version } => keyring
-                            .rewrap(&crate::records::identity(name, *version), &stored.envelope),
-                    };
+                    let moved = with_identity(&stored.at, |identity| {
+                        keyring.rewrap(identity, &stored.envelope)
+                    });
                     match moved {
                         Ok(Some(new)) => {
                             if self
@@ -870,4 +868,42 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|_| SealError::Invalid("an HSM call panicked"))?
         .map_err(SealError::from)
+}
+
+/// What a rewrap walks, one after another.
+#[derive(Clone, Copy)]
+enum Source {
+    Secrets,
+    Metadata,
+    Transit,
+    Row(EnvelopeColumn),
+}
+
+/// Calls `f` with the record identity the envelope at `at` is bound to, the
+/// one its writer sealed it under.
+fn with_identity<T>(at: &EnvelopeCursor, f: impl FnOnce(&RecordIdentity<'_>) -> T) -> T {
+    use crate::records;
+    match at {
+        EnvelopeCursor::Secret {
+            mount,
+            path,
+            version,
+        } => f(&records::secret_identity(
+            &format!("{mount}/{path}"),
+            *version,
+        )),
+        EnvelopeCursor::Metadata { mount, path } => {
+            f(&records::metadata_identity(&format!("{mount}/{path}")))
+        }
+        EnvelopeCursor::Transit { name, version } => f(&records::identity(name, *version)),
+        EnvelopeCursor::Row { column, id } => f(&match column {
+            EnvelopeColumn::UserTotp | EnvelopeColumn::UserTotpPending => {
+                records::totp_identity(id)
+            }
+            EnvelopeColumn::KeySigning => records::signing_identity(id),
+            EnvelopeColumn::OwnerTotp | EnvelopeColumn::OwnerTotpPending => {
+                records::owner_totp_identity(id)
+            }
+        }),
+    }
 }

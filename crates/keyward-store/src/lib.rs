@@ -49,7 +49,8 @@ pub use keys::{BulkRevokeFilter, CreditsPatch, KeyFilter, KeyPatch, KeyStore, Ro
 pub use limits::{CreditLease, LimitStore};
 pub use postgres::PgStore;
 pub use seal::{
-    EnvelopeCursor, KeyringEntry, SealKind, SealRecord, SealStore, StoredEnvelope, UseTarget,
+    EnvelopeColumn, EnvelopeCursor, KeyringEntry, SealKind, SealRecord, SealStore, StoredEnvelope,
+    UseTarget,
 };
 pub use secrets::{
     SecretMeta, SecretMetaPatch, SecretMount, SecretStore, SecretVersion, SecretWrite,

@@ -58,8 +58,9 @@ pub struct KeyringEntry {
     pub created_at: OffsetDateTime,
 }
 
-/// Where a stored envelope lives: a secret version or a transit key
-/// version.
+/// Where a stored envelope lives: a secret version, a transit key
+/// version, a secret's custom metadata, or one of the columns holding one
+/// envelope per row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvelopeCursor {
     Secret {
@@ -71,6 +72,51 @@ pub enum EnvelopeCursor {
         name: String,
         version: u32,
     },
+    Metadata {
+        mount: String,
+        path: String,
+    },
+    Row {
+        column: EnvelopeColumn,
+        id: String,
+    },
+}
+
+/// A column holding at most one keyring envelope per row, the row named by
+/// one text id. A rewrap walks each of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EnvelopeColumn {
+    /// A user's confirmed TOTP secret, by user id.
+    UserTotp,
+    /// A user's TOTP secret waiting for its first code.
+    UserTotpPending,
+    /// A key's HMAC signing secret, by key id.
+    KeySigning,
+    /// A key owner's confirmed TOTP secret, by owner.
+    OwnerTotp,
+    /// A key owner's TOTP secret waiting for its first code.
+    OwnerTotpPending,
+}
+
+impl EnvelopeColumn {
+    pub const ALL: [EnvelopeColumn; 5] = [
+        EnvelopeColumn::UserTotp,
+        EnvelopeColumn::UserTotpPending,
+        EnvelopeColumn::KeySigning,
+        EnvelopeColumn::OwnerTotp,
+        EnvelopeColumn::OwnerTotpPending,
+    ];
+
+    /// The table, its id column and the envelope's column.
+    pub fn sql(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            EnvelopeColumn::UserTotp => ("users", "id", "totp_secret"),
+            EnvelopeColumn::UserTotpPending => ("users", "id", "totp_pending"),
+            EnvelopeColumn::KeySigning => ("keys", "id", "signing_secret"),
+            EnvelopeColumn::OwnerTotp => ("owner_factors", "owner", "totp_secret"),
+            EnvelopeColumn::OwnerTotpPending => ("owner_factors", "owner", "totp_pending"),
+        }
+    }
 }
 
 /// A stored envelope and where it lives.
@@ -129,6 +175,22 @@ pub trait SealStore: Send + Sync {
     /// Up to `limit` transit key versions after `after` (name, version).
     async fn transit_envelopes(
         &self,
+        after: Option<&EnvelopeCursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredEnvelope>>;
+
+    /// Up to `limit` sealed custom metadata after `after` (mount, path).
+    async fn metadata_envelopes(
+        &self,
+        after: Option<&EnvelopeCursor>,
+        limit: u32,
+    ) -> Result<Vec<StoredEnvelope>>;
+
+    /// Up to `limit` envelopes of `column` whose row's id is after `after`,
+    /// in id order; rows without one are skipped.
+    async fn row_envelopes(
+        &self,
+        column: EnvelopeColumn,
         after: Option<&EnvelopeCursor>,
         limit: u32,
     ) -> Result<Vec<StoredEnvelope>>;

@@ -12,10 +12,10 @@ use keyward_core::{
     KeyState, PlaintextKey, Prefix, RoleName, Scope, TokenId,
 };
 use keyward_store::{
-    ApiPatch, AuditEntry, AuditFilter, BulkRevokeFilter, Change, CreditsPatch, KeyFilter, KeyPatch,
-    KeyringEntry, LastFullToken, Page, PgStore, Rotation, SealKind, SealRecord, SecretMetaPatch,
-    SecretMount, SecretWrite, Store, StoreError, TransitKey, TransitKeyVersion, UsageRow,
-    UseTarget, VersionAction,
+    ApiPatch, AuditEntry, AuditFilter, BulkRevokeFilter, Change, CreditsPatch, EnvelopeColumn,
+    EnvelopeCursor, KeyFilter, KeyPatch, KeyringEntry, LastFullToken, Page, PgStore, Rotation,
+    SealKind, SealRecord, SecretMetaPatch, SecretMount, SecretWrite, Store, StoreError,
+    StoredEnvelope, TransitKey, TransitKeyVersion, UsageRow, UseTarget, VersionAction,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -1783,6 +1783,89 @@ async fn key_roles(store: Arc<dyn Store>) {
     ));
 }
 
+/// The columns holding one envelope per row are walked in id order, page
+/// by page, and an envelope is replaced only while it is still the one read.
+async fn envelope_columns(store: Arc<dyn Store>) {
+    for owner in ["carol", "alice", "bob"] {
+        let sealed = format!("sealed-for-{owner}");
+        store
+            .set_owner_totp_pending(owner, sealed.as_bytes(), now(), &event("owner.totp", owner))
+            .await
+            .unwrap();
+    }
+    store
+        .confirm_owner_totp("bob", 7, now(), &event("owner.totp.confirm", "bob"))
+        .await
+        .unwrap();
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .row_envelopes(EnvelopeColumn::OwnerTotpPending, after.as_ref(), 1)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.at.clone());
+        walked.extend(page);
+    }
+    let at = |id: &str| EnvelopeCursor::Row {
+        column: EnvelopeColumn::OwnerTotpPending,
+        id: id.to_owned(),
+    };
+    assert_eq!(
+        walked,
+        vec![
+            StoredEnvelope {
+                at: at("alice"),
+                envelope: b"sealed-for-alice".to_vec()
+            },
+            StoredEnvelope {
+                at: at("carol"),
+                envelope: b"sealed-for-carol".to_vec()
+            },
+        ]
+    );
+    let confirmed = store
+        .row_envelopes(EnvelopeColumn::OwnerTotp, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(confirmed.len(), 1);
+    assert_eq!(confirmed[0].envelope, b"sealed-for-bob");
+    // Another column's cursor starts the walk over, it does not skip rows.
+    let from_other = store
+        .row_envelopes(EnvelopeColumn::OwnerTotp, after.as_ref(), 10)
+        .await
+        .unwrap();
+    assert_eq!(from_other, confirmed);
+
+    let bob = &confirmed[0].at;
+    assert!(!store.replace_envelope(bob, b"stale", b"new").await.unwrap());
+    assert!(store
+        .replace_envelope(bob, b"sealed-for-bob", b"rewrapped")
+        .await
+        .unwrap());
+    let factor = store.get_owner_factor("bob").await.unwrap().unwrap();
+    assert_eq!(factor.totp_secret.as_deref(), Some(&b"rewrapped"[..]));
+    // The pending column is its own: replacing there leaves bob alone.
+    assert!(!store
+        .replace_envelope(&at("bob"), b"rewrapped", b"other")
+        .await
+        .unwrap());
+    for column in EnvelopeColumn::ALL {
+        if !matches!(
+            column,
+            EnvelopeColumn::OwnerTotp | EnvelopeColumn::OwnerTotpPending
+        ) {
+            assert!(store
+                .row_envelopes(column, None, 10)
+                .await
+                .unwrap()
+                .is_empty());
+        }
+    }
+    assert!(store.metadata_envelopes(None, 10).await.unwrap().is_empty());
+}
+
 macro_rules! story {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1824,6 +1907,7 @@ story!(
     token_tree,
     audit_reach,
     key_roles,
+    envelope_columns,
 );
 
 /// A store in a fresh schema of the server `KEYWARD_TEST_POSTGRES_URL` names.

@@ -26,8 +26,8 @@ use keyward_store::{
 };
 use keyward_store::{ChangeEntry, CreditLease, KeyringEntry, SealRecord, UsageRow};
 use keyward_store::{
-    EnvelopeCursor, SecretMeta, SecretMetaPatch, SecretMount, SecretVersion, SecretWrite,
-    StoredEnvelope, TransitKey, TransitKeyVersion, UseTarget, VersionAction,
+    EnvelopeColumn, EnvelopeCursor, SecretMeta, SecretMetaPatch, SecretMount, SecretVersion,
+    SecretWrite, StoredEnvelope, TransitKey, TransitKeyVersion, UseTarget, VersionAction,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -651,6 +651,21 @@ impl SealStore for CountingStore {
         limit: u32,
     ) -> R<Vec<StoredEnvelope>> {
         self.inner.transit_envelopes(after, limit).await
+    }
+    async fn metadata_envelopes(
+        &self,
+        after: Option<&EnvelopeCursor>,
+        limit: u32,
+    ) -> R<Vec<StoredEnvelope>> {
+        self.inner.metadata_envelopes(after, limit).await
+    }
+    async fn row_envelopes(
+        &self,
+        column: EnvelopeColumn,
+        after: Option<&EnvelopeCursor>,
+        limit: u32,
+    ) -> R<Vec<StoredEnvelope>> {
+        self.inner.row_envelopes(column, after, limit).await
     }
     async fn replace_envelope(&self, at: &EnvelopeCursor, old: &[u8], new: &[u8]) -> R<bool> {
         self.inner.replace_envelope(at, old, new).await

@@ -265,6 +265,66 @@ macro_rules! impl_seal_store {
                     .collect())
             }
 
+            async fn metadata_envelopes(
+                &self,
+                after: Option<&EnvelopeCursor>,
+                limit: u32,
+            ) -> Result<Vec<StoredEnvelope>> {
+                let (mount, path) = match after {
+                    Some(EnvelopeCursor::Metadata { mount, path }) => {
+                        (mount.clone(), path.clone())
+                    }
+                    _ => (String::new(), String::new()),
+                };
+                let rows: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
+                    "SELECT mount, path, custom_metadata_sealed FROM secret_meta \
+                     WHERE custom_metadata_sealed IS NOT NULL \
+                     AND (mount > $1 OR (mount = $1 AND path > $2)) \
+                     ORDER BY mount, path LIMIT $3",
+                )
+                .bind(mount)
+                .bind(path)
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(mount, path, envelope)| StoredEnvelope {
+                        at: EnvelopeCursor::Metadata { mount, path },
+                        envelope,
+                    })
+                    .collect())
+            }
+
+            async fn row_envelopes(
+                &self,
+                column: $crate::EnvelopeColumn,
+                after: Option<&EnvelopeCursor>,
+                limit: u32,
+            ) -> Result<Vec<StoredEnvelope>> {
+                let after = match after {
+                    Some(EnvelopeCursor::Row { column: c, id }) if *c == column => id.as_str(),
+                    _ => "",
+                };
+                let (table, id, field) = column.sql();
+                let sql = format!(
+                    "SELECT {id}, {field} FROM {table} WHERE {field} IS NOT NULL \
+                     AND {id} > $1 ORDER BY {id} LIMIT $2"
+                );
+                let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(&sql)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, envelope)| StoredEnvelope {
+                        at: EnvelopeCursor::Row { column, id },
+                        envelope,
+                    })
+                    .collect())
+            }
+
             async fn replace_envelope(
                 &self,
                 at: &EnvelopeCursor,
@@ -272,6 +332,31 @@ macro_rules! impl_seal_store {
                 new: &[u8],
             ) -> Result<bool> {
                 let replaced = match at {
+                    EnvelopeCursor::Metadata { mount, path } => sqlx::query(
+                        "UPDATE secret_meta SET custom_metadata_sealed = $3 \
+                         WHERE mount = $1 AND path = $2 AND custom_metadata_sealed = $4",
+                    )
+                    .bind(mount)
+                    .bind(path)
+                    .bind(new)
+                    .bind(old)
+                    .execute(self.writer())
+                    .await?
+                    .rows_affected(),
+                    EnvelopeCursor::Row { column, id } => {
+                        let (table, id_column, field) = column.sql();
+                        let sql = format!(
+                            "UPDATE {table} SET {field} = $2 WHERE {id_column} = $1 \
+                             AND {field} = $3"
+                        );
+                        sqlx::query(&sql)
+                            .bind(id)
+                            .bind(new)
+                            .bind(old)
+                            .execute(self.writer())
+                            .await?
+                            .rows_affected()
+                    }
                     EnvelopeCursor::Secret { mount, path, version } => sqlx::query(
                         "UPDATE secret_versions SET value = $4 WHERE mount = $1 AND path = $2 \
                          AND version = $3 AND value = $5",
