@@ -53,10 +53,11 @@ pub enum AuditAction {
     OwnerTotpEnroll,
     OwnerTotpConfirm,
     OwnerTotpRemove,
+    AuditTamperDetected,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 49] = [
+    pub const ALL: [AuditAction; 50] = [
         AuditAction::ApiCreate,
         AuditAction::ApiUpdate,
         AuditAction::KeyCreate,
@@ -106,6 +107,7 @@ impl AuditAction {
         AuditAction::OwnerTotpEnroll,
         AuditAction::OwnerTotpConfirm,
         AuditAction::OwnerTotpRemove,
+        AuditAction::AuditTamperDetected,
     ];
 
     /// The stable name, `area.verb`.
@@ -160,6 +162,7 @@ impl AuditAction {
             AuditAction::OwnerTotpEnroll => "owner.totp_enroll",
             AuditAction::OwnerTotpConfirm => "owner.totp_confirm",
             AuditAction::OwnerTotpRemove => "owner.totp_remove",
+            AuditAction::AuditTamperDetected => "audit.tamper_detected",
         }
     }
 

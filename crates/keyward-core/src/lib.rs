@@ -13,6 +13,7 @@
 //! - [`limits`]: rate limits (GCRA), usage credits and IP allowlists.
 //! - [`verify`]: the verify result codes and the rules that produce them.
 //! - [`audit`]: the names of what the audit log records.
+//! - [`chain`]: the audit log's hash chain and the check that finds tampering.
 //! - [`access`]: admin users, workspaces and roles.
 
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@
 pub mod access;
 pub mod audit;
 pub mod base62;
+pub mod chain;
 pub mod error;
 pub mod id;
 pub mod key;

@@ -1017,6 +1017,47 @@ pub struct AuditList {
     pub next_cursor: Option<String>,
 }
 
+/// The audit chain's last sequence number and hash.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChainHeadView {
+    pub sequence: u64,
+    /// SHA-256, hex.
+    pub hash: String,
+}
+
+/// The first place where the audit chain was found changed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TamperView {
+    pub sequence: u64,
+    /// `edited`, `deleted`, `inserted`, `reordered`, `truncated` or
+    /// `bad_signature`.
+    #[schema(example = "edited")]
+    pub kind: String,
+    pub detail: String,
+}
+
+/// A check of the whole audit chain.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChainCheckView {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub intact: bool,
+    /// Events read.
+    pub events: u64,
+    /// Signed checkpoints checked.
+    pub checkpoints: u64,
+    pub first_bad: Option<TamperView>,
+}
+
+/// `GET /v1/audit/status`: the chain's head and this node's last check.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditStatusView {
+    /// `null` when the head is missing from the store.
+    pub head: Option<ChainHeadView>,
+    /// `null` until this node has checked the chain.
+    pub last_verification: Option<ChainCheckView>,
+}
+
 /// The seal's state, in the shape of Vault's `sys/seal-status`.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct SealStatusView {

@@ -165,6 +165,8 @@ pub struct Application {
     /// Keeps the caches true to changes made elsewhere.
     follower: keyward_verify::ChangeFollower,
     change_poll_interval: std::time::Duration,
+    /// How long between two checks of the audit log's hash chain.
+    audit_check_interval: std::time::Duration,
     /// The gateway and its listener, when the settings have a `[gateway]`.
     gateway: Option<(Arc<keyward_gateway::Gateway>, TcpListener)>,
     /// Deadlines and caps of client connections, on both listeners.
@@ -240,6 +242,10 @@ impl Application {
             .partner_keys()
             .map_err(|e| StartError::Settings(e.to_string()))?;
         let auth = settings.auth.settings().map_err(StartError::Settings)?;
+        let audit_check_interval = settings
+            .audit
+            .verify_interval()
+            .map_err(StartError::Settings)?;
         let service = keyward_service::Service::new(
             Arc::clone(&store),
             Arc::clone(&verifier),
@@ -285,6 +291,7 @@ impl Application {
             verifier,
             follower,
             change_poll_interval: config.change_poll_interval,
+            audit_check_interval,
             gateway,
             root_token,
         })
@@ -334,6 +341,11 @@ impl Application {
         };
         let flusher =
             tokio::spawn(Arc::clone(&self.verifier).run_flusher(until_stopped(stopped.clone())));
+        let chain_checks = tokio::spawn(check_audit_chain(
+            Arc::clone(&self.state),
+            self.audit_check_interval,
+            until_stopped(stopped.clone()),
+        ));
         let following = tokio::spawn(
             self.follower
                 .run(self.change_poll_interval, until_stopped(stopped)),
@@ -387,7 +399,35 @@ impl Application {
         if let Err(e) = flusher.await {
             tracing::error!(error = %e, "the usage flusher failed");
         }
+        if let Err(e) = chain_checks.await {
+            tracing::error!(error = %e, "the audit chain check failed");
+        }
         served
+    }
+}
+
+/// Checks the audit log's hash chain from end to end soon after the start
+/// and then every `interval`, until `stop`; a finding is logged and
+/// audited by the service.
+async fn check_audit_chain(
+    state: Arc<AppState>,
+    interval: std::time::Duration,
+    stop: impl Future<Output = ()>,
+) {
+    // The first check waits a little, so that a start is not slowed by it.
+    const FIRST: std::time::Duration = std::time::Duration::from_secs(5);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + FIRST, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(e) = state.service.check_audit_chain().await {
+                    tracing::error!(error = %e, "could not check the audit chain; will retry");
+                }
+            }
+            () = &mut stop => return,
+        }
     }
 }
 
@@ -509,6 +549,8 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::audit_status))
+        .routes(routes!(audit::verify_audit))
         .routes(routes!(sys::seal_status))
         .routes(routes!(sys::init, sys::init_status))
         .routes(routes!(sys::unseal))

@@ -35,6 +35,8 @@ pub struct Settings {
     pub leaks: LeakSettings,
     /// Sessions and step-up (`[auth]`).
     pub auth: AuthFileSettings,
+    /// The audit log's hash chain (`[audit]`).
+    pub audit: AuditFileSettings,
     /// Deadlines and caps of client connections, on the API listener and
     /// the gateway alike (`[limits]`).
     pub limits: LimitSettings,
@@ -188,6 +190,30 @@ impl AuthFileSettings {
     }
 }
 
+/// The `[audit]` section: how often the server checks the audit log's hash
+/// chain from end to end (`verify_interval`, a duration such as `1h`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditFileSettings {
+    pub verify_interval: String,
+}
+
+impl Default for AuditFileSettings {
+    fn default() -> Self {
+        AuditFileSettings {
+            verify_interval: "1h".to_owned(),
+        }
+    }
+}
+
+impl AuditFileSettings {
+    /// How long between two checks of the whole chain.
+    pub fn verify_interval(&self) -> Result<Duration, String> {
+        parse_duration(&self.verify_interval)
+            .ok_or_else(|| "[audit] verify_interval must be a duration such as 1h".to_owned())
+    }
+}
+
 /// A duration written as a number and a unit: `s`, `m`, `h` or `d`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -293,6 +319,7 @@ impl Default for Settings {
             seal: keyward_service::seal::SealSettings::default(),
             leaks: LeakSettings::default(),
             auth: AuthFileSettings::default(),
+            audit: AuditFileSettings::default(),
             limits: LimitSettings::default(),
             fast_path: true,
             tls: None,

@@ -464,6 +464,27 @@ fn rows() -> Vec<Row> {
             OkHiding("{KEY}"),
             None,
         ),
+        // The chain covers every event: only a token that reaches them all.
+        admin(
+            "GET",
+            "/v1/audit/status",
+            "/v1/audit/status",
+            None,
+            "audit:read",
+            FORBIDDEN,
+            FORBIDDEN,
+            None,
+        ),
+        admin(
+            "POST",
+            "/v1/audit/verify",
+            "/v1/audit/verify",
+            None,
+            "audit:read",
+            FORBIDDEN,
+            FORBIDDEN,
+            None,
+        ),
         // APIs.
         admin(
             "POST",

@@ -62,6 +62,8 @@ pub struct Service {
     attempts: users::Attempts,
     /// When this node last wrote each token's `last_used_at`.
     token_uses: dashmap::DashMap<keyward_core::TokenId, std::time::Instant>,
+    /// This node's last check of the audit chain.
+    chain_checks: std::sync::Mutex<Option<audit_log::ChainCheckResult>>,
 }
 
 impl Service {
@@ -80,6 +82,7 @@ impl Service {
             auth: users::AuthSettings::default(),
             attempts: users::Attempts::default(),
             token_uses: dashmap::DashMap::new(),
+            chain_checks: std::sync::Mutex::new(None),
         }
     }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use keyward_core::chain::{ChainHead, ChainRow};
 use keyward_core::{ApiId, AuditEvent, Environment};
 use tokio::sync::broadcast;
 
@@ -60,6 +61,18 @@ pub trait AuditStore: Send + Sync {
     /// Appends events that record no change of stored state (an unseal, a
     /// seal).
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<()>;
+
+    /// The hash chain's head as stored; `None` when its row is gone.
+    async fn chain_head(&self) -> Result<Option<ChainHead>>;
+
+    /// Up to `limit` rows of the chain after sequence number `after`, in
+    /// sequence order, every field as stored.
+    async fn chain_rows(&self, after: u64, limit: u32) -> Result<Vec<ChainRow>>;
+
+    /// Where the first event outside the chain (one with no sequence
+    /// number, which only a write around Keyward leaves) would stand: one
+    /// more than the chained events before it in id order.
+    async fn first_unchained(&self) -> Result<Option<u64>>;
 
     /// The events of every audited write this store commits from now on,
     /// each write's together, in commit order: the feed the service turns

@@ -73,11 +73,13 @@ impl PgStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PgStore {
+        let store = PgStore {
             pool,
             listener: tokio::sync::Mutex::new(None),
             commit_feed: crate::CommitFeed::new(),
-        })
+        };
+        store.start_chain().await?;
+        Ok(store)
     }
 
     fn reader(&self) -> &PgPool {

@@ -63,11 +63,13 @@ impl SqliteStore {
             .max_connections(READERS)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore {
+        let store = SqliteStore {
             readers,
             writer,
             commit_feed: crate::CommitFeed::new(),
-        })
+        };
+        store.start_chain().await?;
+        Ok(store)
     }
 
     fn reader(&self) -> &SqlitePool {

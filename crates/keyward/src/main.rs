@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod client;
 mod output;
 mod people;
@@ -63,6 +64,8 @@ enum Command {
     Secrets(client::SecretsArgs),
     /// Find leaked secrets in files, standard input and git history.
     Scan(scan::ScanArgs),
+    /// The audit log's hash chain: verify it offline, or ask its status.
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
             Command::AccessReview(args) => people::access_review(args).await,
             // Threads and files; only --report is async.
             Command::Scan(args) => scan::run(args).await,
+            Command::Audit(args) => audit::run(args).await,
         }
     });
     match outcome {

@@ -5,6 +5,10 @@
 //! environment (seal, tokens, transit) are seen only by tokens unlimited in
 //! that dimension.
 //!
+//! `/v1/audit/status` shows the hash chain's head and this node's last
+//! check of it; `POST /v1/audit/verify` checks it now. Both need
+//! `audit:read` over every API and environment.
+//!
 //! A row that cannot be read back is listed in its place as
 //! `{"id", "error": "unreadable"}` and logged, so that one bad row neither
 //! fails the listing nor disappears from it.
@@ -20,7 +24,11 @@ use super::{next_cursor, page, Json, Query};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
-use keyward_proto::{AuditEntryView, AuditList, AuditQuery, AuditView, UnreadableAuditView};
+use keyward_proto::{
+    AuditEntryView, AuditList, AuditQuery, AuditStatusView, AuditView, ChainCheckView,
+    ChainHeadView, TamperView, UnreadableAuditView,
+};
+use keyward_service::audit_log::{ChainCheckResult, ChainHead};
 
 /// Lists audit events within the caller's reach, in the order they
 /// happened.
@@ -54,4 +62,52 @@ pub async fn list_audit(
         events,
         next_cursor: next,
     }))
+}
+
+/// The audit chain's head and this node's last check of the whole chain.
+#[utoipa::path(get, path = "/v1/audit/status", tag = "audit",
+    responses((status = 200, body = AuditStatusView)),
+    security(("admin_token" = ["audit:read"])))]
+pub async fn audit_status(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<AuditStatusView>, ApiError> {
+    let status = state.service.audit_status(&caller).await?;
+    Ok(Json(AuditStatusView {
+        head: status.head.map(head_view),
+        last_verification: status.last_check.map(check_view),
+    }))
+}
+
+/// Checks the whole audit chain now.
+#[utoipa::path(post, path = "/v1/audit/verify", tag = "audit",
+    responses((status = 200, body = ChainCheckView)),
+    security(("admin_token" = ["audit:read"])))]
+pub async fn verify_audit(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<Json<ChainCheckView>, ApiError> {
+    let result = state.service.verify_audit_chain(&caller).await?;
+    Ok(Json(check_view(result)))
+}
+
+fn head_view(head: ChainHead) -> ChainHeadView {
+    ChainHeadView {
+        sequence: head.sequence,
+        hash: head.hash.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+fn check_view(check: ChainCheckResult) -> ChainCheckView {
+    ChainCheckView {
+        at: check.at,
+        intact: check.report.finding.is_none(),
+        events: check.report.rows,
+        checkpoints: 0,
+        first_bad: check.report.finding.map(|f| TamperView {
+            sequence: f.sequence,
+            kind: f.kind.as_str().to_owned(),
+            detail: f.detail.to_owned(),
+        }),
+    }
 }

@@ -606,6 +606,15 @@ impl AuditStore for CountingStore {
     async fn append_audit(&self, events: &[AuditEvent]) -> R<()> {
         self.inner.append_audit(events).await
     }
+    async fn chain_head(&self) -> R<Option<keyward_core::chain::ChainHead>> {
+        self.inner.chain_head().await
+    }
+    async fn chain_rows(&self, after: u64, limit: u32) -> R<Vec<keyward_core::chain::ChainRow>> {
+        self.inner.chain_rows(after, limit).await
+    }
+    async fn first_unchained(&self) -> R<Option<u64>> {
+        self.inner.first_unchained().await
+    }
     fn committed(&self) -> keyward_store::Committed {
         self.inner.committed()
     }

@@ -1,6 +1,7 @@
 //! The audit log's rows, and the one helper through which every audited
 //! write runs (`audited`), so that every audit event is written in one
-//! place: the future home of a hash chain over them.
+//! place, where it is linked into the log's hash chain
+//! (`keyward_core::chain`).
 
 use keyward_core::{AuditEvent, EventId, TokenId};
 
@@ -36,25 +37,42 @@ impl TryFrom<EventRow> for AuditEvent {
     }
 }
 
-/// Fills the API and environment of the audit events whose ids are bound
-/// next (a list closed by the caller) from the record each is about: a key
-/// (API and environment), an API (API only) or a secret's mount, named by
-/// its path or by `mount/secret` (environment only). `{c}` is the dialect's
-/// id collation.
-pub(crate) fn derive_event_reach_sql(c: &str) -> String {
+/// Opens a query of the API and environment of each target bound next, in
+/// a `VALUES` list the caller closes with `) AS t`: the record a target
+/// names is a key (API and environment), an API (API only) or a secret's
+/// mount, named by its path or by `mount/secret` (environment only). `{c}`
+/// is the dialect's id collation.
+pub(crate) fn event_reach_sql(c: &str) -> String {
     format!(
-        "UPDATE audit_events SET \
-         api_id = COALESCE(\
-           (SELECT k.api_id FROM keys k WHERE k.id = audit_events.target{c}), \
-           (SELECT a.id FROM apis a WHERE a.id = audit_events.target{c})), \
-         environment = COALESCE(\
-           (SELECT k.environment FROM keys k WHERE k.id = audit_events.target{c}), \
+        "SELECT t.column1 AS target, \
+         COALESCE(\
+           (SELECT k.api_id FROM keys k WHERE k.id = t.column1{c}), \
+           (SELECT a.id FROM apis a WHERE a.id = t.column1{c})) AS api_id, \
+         COALESCE(\
+           (SELECT k.environment FROM keys k WHERE k.id = t.column1{c}), \
            (SELECT m.environment FROM secret_mounts m \
-            WHERE audit_events.target = m.path \
-               OR substr(audit_events.target, 1, length(m.path) + 1) = m.path || '/' \
-            ORDER BY length(m.path) DESC LIMIT 1)) \
-         WHERE id IN ("
+            WHERE t.column1 = m.path \
+               OR substr(t.column1, 1, length(m.path) + 1) = m.path || '/' \
+            ORDER BY length(m.path) DESC LIMIT 1)) AS environment \
+         FROM ("
     )
+}
+
+/// The columns of an audit row that the chain covers, with its chain
+/// columns.
+pub(crate) const CHAIN_COLUMNS: &str =
+    "id, at, actor, action, target, details, api_id, environment, seq, prev_hash, hash";
+
+/// Stands for a stored field that cannot be read as its type: no stored
+/// value is this, so the row can never verify.
+pub(crate) const UNREADABLE: &str = "\u{0}unreadable";
+
+/// A hash read back as stored; one of another length reads as a hash no
+/// event has.
+pub(crate) fn stored_hash(bytes: Option<Vec<u8>>) -> [u8; 32] {
+    bytes
+        .and_then(|bytes| bytes.try_into().ok())
+        .unwrap_or([0xff; 32])
 }
 
 /// Implements `AuditStore` and defines `audited`, the helper every audited
@@ -102,38 +120,182 @@ macro_rules! impl_audit_store {
                     }
                 }
             }
+
+            /// Starts the hash chain once, on the first open after the
+            /// migration that added it: the events written before it are
+            /// chained as they are, in id order. Later opens find the head's
+            /// hash set and change nothing; an event inserted around Keyward
+            /// later stays outside the chain, where its check finds it.
+            pub(crate) async fn start_chain(&self) -> Result<()> {
+                use keyward_core::chain::{link, GENESIS};
+                const PAGE: i64 = 1000;
+                let mut tx = self.writer().begin().await?;
+                let (mut seq, head): (i64, Option<Vec<u8>>) = sqlx::query_as(&format!(
+                    "SELECT seq, hash FROM audit_chain WHERE singleton = 1{}",
+                    <$store>::DIALECT.for_update
+                ))
+                .fetch_one(&mut *tx)
+                .await?;
+                if head.is_some() {
+                    tx.rollback().await?;
+                    return Ok(());
+                }
+                let mut prev = GENESIS;
+                loop {
+                    let rows = sqlx::query(&format!(
+                        "SELECT {CHAIN_COLUMNS} FROM audit_events WHERE seq IS NULL \
+                         ORDER BY id LIMIT $1"
+                    ))
+                    .bind(PAGE)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    if rows.is_empty() {
+                        break;
+                    }
+                    for row in &rows {
+                        let event = chain_row(row).event;
+                        let hash = link(&prev, &event);
+                        seq += 1;
+                        sqlx::query(
+                            "UPDATE audit_events SET seq = $1, prev_hash = $2, hash = $3 \
+                             WHERE id = $4",
+                        )
+                        .bind(seq)
+                        .bind(prev.to_vec())
+                        .bind(hash.to_vec())
+                        .bind(event.id)
+                        .execute(&mut *tx)
+                        .await?;
+                        prev = hash;
+                    }
+                }
+                sqlx::query("UPDATE audit_chain SET seq = $1, hash = $2 WHERE singleton = 1")
+                    .bind(seq)
+                    .bind(prev.to_vec())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
         }
 
-        /// Inserts audit events and derives their reach from the records
-        /// they are about. Only `audited` calls it (a test holds this), in
-        /// the transaction of the write the events record.
+        /// Inserts audit events, each with the reach of the record it is
+        /// about, linked into the hash chain after its head, and moves the
+        /// head. Only `audited` calls it (a test holds this), in the
+        /// transaction of the write the events record. On PostgreSQL the
+        /// head row is locked until that transaction ends, so appends from
+        /// every node form one chain.
         async fn insert_events(
             tx: &mut sqlx::Transaction<'_, $db>,
             events: &[AuditEvent],
         ) -> Result<()> {
+            use keyward_core::chain::{link, ChainedEvent};
+            if events.is_empty() {
+                return Ok(());
+            }
+            let (mut seq, head): (i64, Option<Vec<u8>>) = sqlx::query_as(&format!(
+                "SELECT seq, hash FROM audit_chain WHERE singleton = 1{}",
+                <$store>::DIALECT.for_update
+            ))
+            .fetch_one(&mut **tx)
+            .await?;
+            let Some(mut prev) = head.and_then(|hash| <[u8; 32]>::try_from(hash).ok()) else {
+                return Err(corrupt("audit_chain", "the chain's head has no hash"));
+            };
             for chunk in events.chunks(EVENTS_PER_INSERT) {
-                let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                    "INSERT INTO audit_events (id, at, actor, action, target, details) ",
-                );
+                let mut q: QueryBuilder<$db> =
+                    QueryBuilder::new(event_reach_sql(<$store>::DIALECT.id_collation));
                 q.push_values(chunk, |mut row, e| {
-                    row.push_bind(e.id.as_str().to_owned())
-                        .push_bind(millis(e.at))
-                        .push_bind(e.actor.as_ref().map(|a| a.as_str().to_owned()))
-                        .push_bind(e.action.clone())
-                        .push_bind(e.target.clone())
-                        .push_bind(to_json(&e.details));
+                    row.push_bind(e.target.clone());
+                });
+                q.push(") AS t");
+                let reach: std::collections::HashMap<String, (Option<String>, Option<String>)> = q
+                    .build_query_as::<(String, Option<String>, Option<String>)>()
+                    .fetch_all(&mut **tx)
+                    .await?
+                    .into_iter()
+                    .map(|(target, api, environment)| (target, (api, environment)))
+                    .collect();
+                let mut chained = Vec::with_capacity(chunk.len());
+                for e in chunk {
+                    let (api_id, environment) = reach.get(&e.target).cloned().unwrap_or_default();
+                    let event = ChainedEvent {
+                        id: e.id.as_str().to_owned(),
+                        at_ms: millis(e.at),
+                        actor: e.actor.as_ref().map(|a| a.as_str().to_owned()),
+                        action: e.action.clone(),
+                        target: e.target.clone(),
+                        details: to_json(&e.details),
+                        api_id,
+                        environment,
+                    };
+                    let hash = link(&prev, &event);
+                    seq += 1;
+                    chained.push((seq, prev, hash, event));
+                    prev = hash;
+                }
+                let mut q: QueryBuilder<$db> =
+                    QueryBuilder::new(format!("INSERT INTO audit_events ({CHAIN_COLUMNS}) "));
+                q.push_values(chained, |mut row, (seq, prev, hash, e)| {
+                    row.push_bind(e.id)
+                        .push_bind(e.at_ms)
+                        .push_bind(e.actor)
+                        .push_bind(e.action)
+                        .push_bind(e.target)
+                        .push_bind(e.details)
+                        .push_bind(e.api_id)
+                        .push_bind(e.environment)
+                        .push_bind(seq)
+                        .push_bind(prev.to_vec())
+                        .push_bind(hash.to_vec());
                 });
                 q.build().execute(&mut **tx).await?;
-                let mut q: QueryBuilder<$db> =
-                    QueryBuilder::new(derive_event_reach_sql(<$store>::DIALECT.id_collation));
-                let mut ids = q.separated(", ");
-                for e in chunk {
-                    ids.push_bind(e.id.as_str().to_owned());
-                }
-                q.push(")");
-                q.build().execute(&mut **tx).await?;
             }
+            sqlx::query("UPDATE audit_chain SET seq = $1, hash = $2 WHERE singleton = 1")
+                .bind(seq)
+                .bind(prev.to_vec())
+                .execute(&mut **tx)
+                .await?;
             Ok(())
+        }
+
+        /// An audit row as the chain sees it, every field read as stored;
+        /// one that cannot be read as its type reads as a value no event
+        /// has, so that the row fails its check instead of the read.
+        fn chain_row(row: &<$db as sqlx::Database>::Row) -> keyward_core::chain::ChainRow {
+            use keyward_core::chain::{ChainRow, ChainedEvent};
+            use sqlx::Row;
+            let optional = |name: &str| -> Option<String> {
+                row.try_get::<Option<String>, _>(name)
+                    .unwrap_or_else(|_| Some(UNREADABLE.to_owned()))
+            };
+            let required = |name: &str| optional(name).unwrap_or_else(|| UNREADABLE.to_owned());
+            let bytes = |name: &str| -> Option<Vec<u8>> {
+                row.try_get::<Option<Vec<u8>>, _>(name).unwrap_or_default()
+            };
+            ChainRow {
+                sequence: row
+                    .try_get::<Option<i64>, _>("seq")
+                    .ok()
+                    .flatten()
+                    .unwrap_or(-1),
+                prev_hash: bytes("prev_hash"),
+                hash: bytes("hash"),
+                event: ChainedEvent {
+                    id: required("id"),
+                    at_ms: row
+                        .try_get::<Option<i64>, _>("at")
+                        .ok()
+                        .flatten()
+                        .unwrap_or(i64::MIN),
+                    actor: optional("actor"),
+                    action: required("action"),
+                    target: required("target"),
+                    details: required("details"),
+                    api_id: optional("api_id"),
+                    environment: optional("environment"),
+                },
+            }
         }
 
         /// An audit row as an entry: the event, or what made it unreadable.
@@ -204,6 +366,51 @@ macro_rules! impl_audit_store {
             async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
                 self.audited(move |_tx| Box::pin(async move { Ok(Outcome::commit((), events)) }))
                     .await
+            }
+
+            async fn chain_head(&self) -> Result<Option<keyward_core::chain::ChainHead>> {
+                let head: Option<(i64, Option<Vec<u8>>)> =
+                    sqlx::query_as("SELECT seq, hash FROM audit_chain WHERE singleton = 1")
+                        .fetch_optional(self.reader())
+                        .await?;
+                Ok(head.map(|(seq, hash)| keyward_core::chain::ChainHead {
+                    sequence: u64::try_from(seq).unwrap_or(u64::MAX),
+                    hash: stored_hash(hash),
+                }))
+            }
+
+            async fn chain_rows(
+                &self,
+                after: u64,
+                limit: u32,
+            ) -> Result<Vec<keyward_core::chain::ChainRow>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {CHAIN_COLUMNS} FROM audit_events WHERE seq > $1 \
+                     ORDER BY seq LIMIT $2"
+                ))
+                .bind(i64::try_from(after).unwrap_or(i64::MAX))
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows.iter().map(chain_row).collect())
+            }
+
+            async fn first_unchained(&self) -> Result<Option<u64>> {
+                let first: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM audit_events WHERE seq IS NULL ORDER BY id LIMIT 1",
+                )
+                .fetch_optional(self.reader())
+                .await?;
+                let Some(first) = first else {
+                    return Ok(None);
+                };
+                let before: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM audit_events WHERE seq IS NOT NULL AND id < $1",
+                )
+                .bind(first)
+                .fetch_one(self.reader())
+                .await?;
+                Ok(Some(u64::try_from(before).unwrap_or(0) + 1))
             }
 
             fn committed(&self) -> crate::Committed {

@@ -141,7 +141,9 @@ macro_rules! impl_store {
         use time::OffsetDateTime;
 
         use $crate::common::apis::{ApiRow, API_COLUMNS};
-        use $crate::common::audit::{derive_event_reach_sql, EventRow};
+        use $crate::common::audit::{
+            event_reach_sql, stored_hash, EventRow, CHAIN_COLUMNS, UNREADABLE,
+        };
         use $crate::common::keys::{KeyRow, KEY_COLUMNS};
         use $crate::common::seal::{seal_from_row, SealRow};
         use $crate::common::secrets::{meta_from_row, mount_from_row, MetaRow};

@@ -1,0 +1,139 @@
+//! `keyward audit`: the audit log's hash chain. `verify` checks it offline,
+//! straight from the store (`--data-dir`, `--database-url`, `--config`, as
+//! `serve` finds it), and exits 0 when it is intact, 1 with the first bad
+//! sequence number and what was found there, 2 when it cannot check.
+//! `status` asks a server for the chain's head and its last check.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use keyward_proto::{AuditStatusView, ChainCheckView, ChainHeadView, TamperView};
+use keyward_service::audit_log::{check_chain, ChainHead};
+use reqwest::Method;
+use serde_json::json;
+
+use crate::client::{call, show, Conn};
+use crate::output::outln;
+use crate::serve::StoreArgs;
+
+#[derive(Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit log's hash chain from end to end, reading the store
+    /// directly: exit 0 when intact, 1 when changed, 2 on error.
+    Verify(VerifyArgs),
+    /// The chain's head and the server's last check of it.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print `{intact, events, checkpoints, first_bad, head}` as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        AuditCommand::Verify(args) => verify(args).await,
+        AuditCommand::Status { conn } => {
+            let c = &conn.connect()?;
+            let value = call(c, Method::GET, "/v1/audit/status", None).await?;
+            show(c, &value, |status: AuditStatusView| {
+                match status.head {
+                    Some(head) => outln!("head: {} ({})", head.sequence, head.hash),
+                    None => outln!("head: missing"),
+                }
+                match status.last_verification {
+                    Some(check) => print_check(&check)?,
+                    None => outln!("not checked yet"),
+                }
+                Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let settings = args.store.settings(None)?;
+    if settings.database_url.is_none() {
+        let db = settings.data_dir.join("keyward.db");
+        if !db.exists() {
+            bail!(
+                "no Keyward store at {}: give the --data-dir, --database-url or --config \
+                 the server runs with",
+                db.display()
+            );
+        }
+    }
+    let store = settings
+        .open_store()
+        .await
+        .context("cannot open the store")?;
+    let report = check_chain(store.as_ref())
+        .await
+        .context("cannot read the audit log")?;
+    let check = ChainCheckView {
+        at: time::OffsetDateTime::now_utc(),
+        intact: report.finding.is_none(),
+        events: report.rows,
+        checkpoints: 0,
+        first_bad: report.finding.map(|f| TamperView {
+            sequence: f.sequence,
+            kind: f.kind.as_str().to_owned(),
+            detail: f.detail.to_owned(),
+        }),
+    };
+    let intact = check.intact;
+    if args.json {
+        let head = head_view(report.head);
+        let value = json!({
+            "intact": check.intact,
+            "events": check.events,
+            "checkpoints": check.checkpoints,
+            "first_bad": check.first_bad,
+            "head": head,
+        });
+        outln!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print_check(&check)?;
+    }
+    Ok(if intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn head_view(head: ChainHead) -> ChainHeadView {
+    ChainHeadView {
+        sequence: head.sequence,
+        hash: head.hash.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+fn print_check(check: &ChainCheckView) -> std::io::Result<()> {
+    match &check.first_bad {
+        None => outln!("intact: {} events chained", check.events),
+        Some(bad) => outln!(
+            "TAMPERED at sequence {}: {} ({}); {} events read",
+            bad.sequence,
+            bad.kind,
+            bad.detail,
+            check.events
+        ),
+    }
+    Ok(())
+}
