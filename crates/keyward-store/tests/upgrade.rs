@@ -215,6 +215,17 @@ impl Legacy {
             [self.key.as_str(), self.api.as_str()]
         );
         assert_eq!(listed(AuditFilter::default()).await.len(), 3);
+        // The events written before the chain were chained as they were,
+        // in id order, when the store first opened; and they still are.
+        let mut check = keyward_core::chain::ChainCheck::new();
+        for row in store.chain_rows(0, 100).await.unwrap() {
+            check.push(row);
+        }
+        let report = check.finish(store.chain_head().await.unwrap());
+        assert_eq!(report.finding, None);
+        assert_eq!(report.rows, 3);
+        assert_eq!(report.head.sequence, 3);
+        assert_eq!(store.first_unchained().await.unwrap(), None);
     }
 }
 

@@ -1825,3 +1825,131 @@ fn an_operator_signs_in_enrols_totp_steps_up_and_revokes() {
         "no password in the log"
     );
 }
+
+/// Runs `keyward audit verify` on a data directory.
+fn audit_verify(data_dir: &Path, json: bool) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(["audit", "verify", "--data-dir"])
+        .arg(data_dir)
+        .env_remove("KEYWARD_DATABASE_URL")
+        .env_remove("KEYWARD_CONFIG");
+    if json {
+        command.arg("--json");
+    }
+    command.output().unwrap()
+}
+
+/// Runs `sql` on the SQLite file of a data directory, around Keyward.
+fn tamper(data_dir: &Path, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let url = format!("sqlite://{}", data_dir.join("keyward.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+        pool.close().await;
+    });
+}
+
+fn http_post(addr: &str, token: &str, path: &str) -> (u16, Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(format!("{addr}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    })
+}
+
+#[test]
+fn audit_verify_finds_an_edited_event_offline_and_the_server_audits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let root = server.root_token().unwrap();
+    let api = server.cli_json(
+        &root,
+        &["apis", "create", "--name", "Prices", "--prefix", "px"],
+    );
+    let api_id = api["id"].as_str().unwrap();
+    for owner in ["acme", "globex"] {
+        server.cli_json(
+            &root,
+            &[
+                "keys", "create", "--api-id", api_id, "--env", "live", "--owner", owner,
+            ],
+        );
+    }
+    let status = server.cli_json(&root, &["audit", "status"]);
+    let head = status["head"]["sequence"].as_u64().unwrap();
+    assert!(head >= 3, "{status}");
+    assert_eq!(status["head"]["hash"].as_str().unwrap().len(), 64);
+
+    // Intact, read straight from the store while the server runs.
+    let out = audit_verify(&data, true);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["intact"], true, "{report}");
+    assert_eq!(report["events"], head);
+    assert_eq!(report["first_bad"], Value::Null);
+    let out = audit_verify(&data, false);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("intact: {head} events chained")
+    );
+
+    // The API's creation is made to look like another name.
+    tamper(
+        &data,
+        r#"UPDATE audit_events SET details = '{"name":"Other"}' WHERE action = 'api.create'"#,
+    );
+    let out = audit_verify(&data, true);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["intact"], false);
+    assert_eq!(report["first_bad"]["kind"], "edited", "{report}");
+    let bad = report["first_bad"]["sequence"].as_u64().unwrap();
+    assert!(bad >= 1 && bad <= head, "{report}");
+    let out = audit_verify(&data, false);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with(&format!("TAMPERED at sequence {bad}: edited")),
+        "{out:?}"
+    );
+
+    // The server finds it too, and records the finding once.
+    let (code, check) = http_post(&server.addr, &root, "/v1/audit/verify");
+    assert_eq!(code, 200, "{check}");
+    assert_eq!(check["intact"], false);
+    assert_eq!(check["first_bad"]["sequence"], bad);
+    let (code, _) = http_post(&server.addr, &root, "/v1/audit/verify");
+    assert_eq!(code, 200);
+    let (_, found) = http_get(
+        &server.addr,
+        &root,
+        "/v1/audit?action=audit.tamper_detected",
+    );
+    let events = found["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{found}");
+    assert_eq!(events[0]["details"]["sequence"], bad);
+    assert_eq!(events[0]["details"]["kind"], "edited");
+    let (_, status) = http_get(&server.addr, &root, "/v1/audit/status");
+    assert_eq!(status["last_verification"]["intact"], false, "{status}");
+
+    // No store where one is named: an error, not a verdict.
+    let out = audit_verify(&dir.path().join("nowhere"), true);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Keyward store"));
+}
