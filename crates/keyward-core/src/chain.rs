@@ -98,6 +98,40 @@ pub fn link(prev: &[u8; 32], event: &ChainedEvent) -> [u8; 32] {
         .into()
 }
 
+/// Starts a checkpoint's signed bytes.
+const CHECKPOINT_VERSION: &[u8] = b"keyward-audit-checkpoint/1\n";
+
+/// A signed statement that the chain's event `sequence` had `hash` at
+/// `at_ms`, by the audit key `key_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub sequence: u64,
+    pub hash: [u8; 32],
+    pub at_ms: i64,
+    pub key_id: String,
+    /// Ed25519 over [`checkpoint_message`].
+    pub signature: Vec<u8>,
+}
+
+impl Checkpoint {
+    /// The bytes its signature covers.
+    pub fn message(&self) -> Vec<u8> {
+        checkpoint_message(self.sequence, &self.hash, self.at_ms)
+    }
+}
+
+/// What a checkpoint signs: the version tag, the sequence number (eight
+/// big-endian bytes), the hash, and the time (eight big-endian bytes of
+/// milliseconds since the Unix epoch).
+pub fn checkpoint_message(sequence: u64, hash: &[u8; 32], at_ms: i64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CHECKPOINT_VERSION.len() + 8 + 32 + 8);
+    out.extend_from_slice(CHECKPOINT_VERSION);
+    out.extend_from_slice(&sequence.to_be_bytes());
+    out.extend_from_slice(hash);
+    out.extend_from_slice(&at_ms.to_be_bytes());
+    out
+}
+
 /// The chain's last sequence number and hash, as its head row keeps them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainHead {
@@ -203,6 +237,10 @@ pub struct ChainCheck {
     pending: Option<ChainRow>,
     finding: Option<Finding>,
     rows: u64,
+    /// Sequence numbers whose hashes to keep (checkpoints'), and the
+    /// hashes kept.
+    wanted: std::collections::BTreeSet<u64>,
+    kept: std::collections::BTreeMap<u64, [u8; 32]>,
 }
 
 impl Default for ChainCheck {
@@ -220,7 +258,16 @@ impl ChainCheck {
             pending: None,
             finding: None,
             rows: 0,
+            wanted: std::collections::BTreeSet::new(),
+            kept: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// Keeps the hash of each of these sequence numbers as it verifies,
+    /// for [`ChainReport::hash_at`]: where checkpoints are compared.
+    pub fn keeping(mut self, sequences: impl IntoIterator<Item = u64>) -> Self {
+        self.wanted.extend(sequences);
+        self
     }
 
     /// The next row, in sequence order.
@@ -289,6 +336,8 @@ impl ChainCheck {
             rows: self.rows,
             head: self.good_head(),
             finding: self.finding,
+            checkpoints: 0,
+            kept: self.kept,
         }
     }
 
@@ -366,6 +415,9 @@ impl ChainCheck {
         }
         self.before_last = Some(self.last);
         self.last = hash;
+        if self.wanted.contains(&sequence) {
+            self.kept.insert(sequence, hash);
+        }
         self.expected += 1;
     }
 }
@@ -378,6 +430,29 @@ pub struct ChainReport {
     /// The last sequence number and hash that verified.
     pub head: ChainHead,
     pub finding: Option<Finding>,
+    /// Checkpoints checked against the chain.
+    pub checkpoints: u64,
+    /// The verified hashes of the sequence numbers asked for.
+    kept: std::collections::BTreeMap<u64, [u8; 32]>,
+}
+
+impl ChainReport {
+    /// The verified hash of event `sequence`, if it was asked for
+    /// ([`ChainCheck::keeping`]) and verified.
+    pub fn hash_at(&self, sequence: u64) -> Option<[u8; 32]> {
+        self.kept.get(&sequence).copied()
+    }
+
+    /// Keeps `finding` if it comes before the one already found.
+    pub fn note(&mut self, finding: Finding) {
+        if self
+            .finding
+            .as_ref()
+            .is_none_or(|f| finding.sequence < f.sequence)
+        {
+            self.finding = Some(finding);
+        }
+    }
 }
 
 #[cfg(test)]

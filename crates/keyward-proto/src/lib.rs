@@ -1056,6 +1056,20 @@ pub struct AuditStatusView {
     pub head: Option<ChainHeadView>,
     /// `null` until this node has checked the chain.
     pub last_verification: Option<ChainCheckView>,
+    /// `null` until a checkpoint was signed.
+    pub last_checkpoint: Option<CheckpointView>,
+    /// The audit key's public half, base64; `null` until one was made.
+    pub public_key: Option<String>,
+}
+
+/// A signed checkpoint of the audit chain.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointView {
+    pub sequence: u64,
+    /// SHA-256, hex.
+    pub hash: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
 }
 
 /// The seal's state, in the shape of Vault's `sys/seal-status`.

@@ -246,13 +246,15 @@ impl Application {
             .audit
             .verify_interval()
             .map_err(StartError::Settings)?;
+        let checkpoints = settings.audit.checkpoints().map_err(StartError::Settings)?;
         let service = keyward_service::Service::new(
             Arc::clone(&store),
             Arc::clone(&verifier),
             Arc::clone(&tokens),
             Arc::clone(&barrier),
         )
-        .with_auth(auth);
+        .with_auth(auth)
+        .with_checkpoints(checkpoints);
         let state = Arc::new(AppState {
             store,
             verifier: Arc::clone(&verifier),
@@ -346,6 +348,11 @@ impl Application {
             self.audit_check_interval,
             until_stopped(stopped.clone()),
         ));
+        let checkpoints = tokio::spawn(checkpoint_audit_chain(
+            Arc::clone(&self.state),
+            until_stopped(stopped.clone()),
+        ));
+        let service_state = Arc::clone(&self.state);
         let following = tokio::spawn(
             self.follower
                 .run(self.change_poll_interval, until_stopped(stopped)),
@@ -402,7 +409,32 @@ impl Application {
         if let Err(e) = chain_checks.await {
             tracing::error!(error = %e, "the audit chain check failed");
         }
+        if let Err(e) = checkpoints.await {
+            tracing::error!(error = %e, "the audit checkpointer failed");
+        }
+        // The last events of a clean shutdown are checkpointed too.
+        if let Err(e) = service_state.service.checkpoint(true).await {
+            tracing::error!(error = %e, "could not checkpoint the audit chain at shutdown");
+        }
         served
+    }
+}
+
+/// Signs a checkpoint of the audit chain whenever one is due, looking once
+/// a second, until `stop`. A sealed node makes none until it is unsealed.
+async fn checkpoint_audit_chain(state: Arc<AppState>, stop: impl Future<Output = ()>) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(e) = state.service.checkpoint(false).await {
+                    tracing::error!(error = %e, "could not checkpoint the audit chain; will retry");
+                }
+            }
+            () = &mut stop => return,
+        }
     }
 }
 

@@ -191,22 +191,45 @@ impl AuthFileSettings {
 }
 
 /// The `[audit]` section: how often the server checks the audit log's hash
-/// chain from end to end (`verify_interval`, a duration such as `1h`).
+/// chain from end to end (`verify_interval`), how often it signs a
+/// checkpoint of it (`checkpoint_interval`, and after `checkpoint_events`
+/// events), and the file each checkpoint is also appended to
+/// (`witness_file`). Durations are a number and a unit (`1m`, `1h`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuditFileSettings {
     pub verify_interval: String,
+    pub checkpoint_interval: String,
+    pub checkpoint_events: u64,
+    pub witness_file: Option<PathBuf>,
 }
 
 impl Default for AuditFileSettings {
     fn default() -> Self {
         AuditFileSettings {
             verify_interval: "1h".to_owned(),
+            checkpoint_interval: "1m".to_owned(),
+            checkpoint_events: 1000,
+            witness_file: None,
         }
     }
 }
 
 impl AuditFileSettings {
+    /// How checkpoints are made.
+    pub fn checkpoints(&self) -> Result<keyward_service::audit_log::CheckpointSettings, String> {
+        let interval = parse_duration(&self.checkpoint_interval)
+            .ok_or("[audit] checkpoint_interval must be a duration such as 1m")?;
+        if self.checkpoint_events == 0 {
+            return Err("[audit] checkpoint_events must be at least 1".into());
+        }
+        Ok(keyward_service::audit_log::CheckpointSettings {
+            interval,
+            events: self.checkpoint_events,
+            witness_file: self.witness_file.clone(),
+        })
+    }
+
     /// How long between two checks of the whole chain.
     pub fn verify_interval(&self) -> Result<Duration, String> {
         parse_duration(&self.verify_interval)

@@ -195,6 +195,24 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
     assert_eq!(s["keyring_version"], 1);
     let (code, _) = unseal(&app, &shares[1]).await;
     assert_eq!(code, StatusCode::CONFLICT);
+    // Unsealed, the node catches up on the checkpoints it could not sign
+    // while sealed, and makes the audit key (an envelope too) for them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let audit = app.ok(Method::GET, "/v1/audit/status", None).await;
+        if !audit["public_key"].is_null() {
+            assert_eq!(
+                audit["last_checkpoint"]["sequence"], audit["head"]["sequence"],
+                "{audit}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint: {audit}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     app.ok(
         Method::POST,
@@ -213,7 +231,7 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
         .await;
     // Envelopes beside secret values and transit keys: a secret's custom
     // metadata, a key's HMAC signing secret, a key owner's confirmed and
-    // pending TOTP secrets, a user's pending one.
+    // pending TOTP secrets, a user's pending one; and the audit key above.
     let metadata = json!({"custom_metadata": {"desk": "otc"}});
     app.ok(Method::POST, "/v1/secret/metadata/exchange", Some(metadata))
         .await;
@@ -271,7 +289,7 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
             .iter()
             .map(|s| keyward_crypto::envelope_version(&s.envelope).unwrap())
             .collect();
-        assert_eq!(versions.len(), 8, "{stored:?}");
+        assert_eq!(versions.len(), 9, "{stored:?}");
         if versions.iter().all(|v| *v == 2) {
             break;
         }
@@ -284,7 +302,7 @@ async fn a_shamir_server_starts_sealed_unseals_share_by_share_and_verifies_keys_
     let report = app.ok(Method::POST, "/v1/sys/rewrap", None).await;
     assert_eq!(
         report["data"],
-        json!({"moved": 0, "current": 8, "failed": 0})
+        json!({"moved": 0, "current": 9, "failed": 0})
     );
     // Each moved envelope still opens, under the record it belongs to.
     let read = app

@@ -64,6 +64,10 @@ pub struct Service {
     token_uses: dashmap::DashMap<keyward_core::TokenId, std::time::Instant>,
     /// This node's last check of the audit chain.
     chain_checks: std::sync::Mutex<Option<audit_log::ChainCheckResult>>,
+    /// How this node makes audit checkpoints.
+    checkpointing: audit_log::CheckpointSettings,
+    /// Held while a checkpoint is appended to the witness file.
+    witness_lock: tokio::sync::Mutex<()>,
 }
 
 impl Service {
@@ -83,6 +87,8 @@ impl Service {
             attempts: users::Attempts::default(),
             token_uses: dashmap::DashMap::new(),
             chain_checks: std::sync::Mutex::new(None),
+            checkpointing: audit_log::CheckpointSettings::default(),
+            witness_lock: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -64,3 +64,13 @@ pub fn owner_totp_identity(owner: &str) -> RecordIdentity<'_> {
         version: 0,
     }
 }
+
+/// What the private half of an audit checkpoint key is bound to.
+pub fn audit_key_identity(id: &str) -> RecordIdentity<'_> {
+    RecordIdentity {
+        table: "audit_keys",
+        id,
+        field: "private_key",
+        version: 0,
+    }
+}

@@ -904,6 +904,7 @@ fn with_identity<T>(at: &EnvelopeCursor, f: impl FnOnce(&RecordIdentity<'_>) -> 
             EnvelopeColumn::OwnerTotp | EnvelopeColumn::OwnerTotpPending => {
                 records::owner_totp_identity(id)
             }
+            EnvelopeColumn::AuditKey => records::audit_key_identity(id),
         }),
     }
 }

@@ -206,7 +206,7 @@ impl Service {
     }
 }
 
-fn getrandom_fill(buf: &mut [u8]) -> Result<(), Error> {
+pub(crate) fn getrandom_fill(buf: &mut [u8]) -> Result<(), Error> {
     getrandom::fill(buf).map_err(|_| Error::internal(std::io::Error::other("no randomness")))
 }
 

@@ -8,9 +8,10 @@
 
 use std::sync::Arc;
 
-use keyward_core::chain::{link, ChainedEvent, Tamper};
+use ed25519_dalek::Signer as _;
+use keyward_core::chain::{checkpoint_message, link, ChainedEvent, Checkpoint, Tamper};
 use keyward_core::{AuditAction, AuditEvent, TokenId};
-use keyward_service::audit_log::check_chain;
+use keyward_service::audit_log::{check_chain, check_chain_with, Evidence, Witnessed};
 use keyward_store::{PgStore, SqliteStore, Store};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -277,6 +278,206 @@ async fn concurrent_writes_form_one_gapless_chain(backend: Backend) {
     assert_eq!(stores[0].chain_head().await.unwrap(), Some(report.head));
 }
 
+/// The key a test signs checkpoints with, stored as the store's audit
+/// key (its private half is the server's business, not the check's).
+async fn audit_key(store: &dyn Store, seed: u8) -> ed25519_dalek::SigningKey {
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    store
+        .put_audit_key(&keyward_store::AuditKey {
+            id: "signing".into(),
+            public_key: signing.verifying_key().to_bytes().to_vec(),
+            private_key: b"sealed".to_vec(),
+            created_at: OffsetDateTime::now_utc(),
+        })
+        .await
+        .unwrap();
+    signing
+}
+
+/// A checkpoint of event `seq` as stored, signed by `signing`.
+async fn checkpoint_at(raw: &Raw, signing: &ed25519_dalek::SigningKey, seq: u64) -> Checkpoint {
+    let hash: [u8; 32] = raw
+        .hash_at(i64::try_from(seq).unwrap())
+        .await
+        .try_into()
+        .unwrap();
+    let at_ms = 1_700_000_000_000 + i64::try_from(seq).unwrap();
+    Checkpoint {
+        sequence: seq,
+        hash,
+        at_ms,
+        key_id: "signing".into(),
+        signature: signing
+            .sign(&checkpoint_message(seq, &hash, at_ms))
+            .to_bytes()
+            .to_vec(),
+    }
+}
+
+/// Re-chains every event from `from` on after the one before it, as an
+/// attacker who edited event `from` would to hide it, and moves the head.
+async fn rechain_from(store: &dyn Store, raw: &Raw, from: u64) {
+    let rows = store.chain_rows(0, 100).await.unwrap();
+    let mut prev = [0u8; 32];
+    for row in rows {
+        let seq = u64::try_from(row.sequence).unwrap();
+        if seq < from {
+            prev = row.hash.unwrap().try_into().unwrap();
+            continue;
+        }
+        let hash = link(&prev, &row.event);
+        let sql = "UPDATE audit_events SET prev_hash = $1, hash = $2 WHERE seq = $3";
+        match raw {
+            Raw::Sqlite(pool) => {
+                sqlx::query(sql)
+                    .bind(prev.to_vec())
+                    .bind(hash.to_vec())
+                    .bind(row.sequence)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+            }
+            Raw::Postgres(pool) => {
+                sqlx::query(sql)
+                    .bind(prev.to_vec())
+                    .bind(hash.to_vec())
+                    .bind(row.sequence)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+            }
+        }
+        prev = hash;
+    }
+    let sql = "UPDATE audit_chain SET hash = $1";
+    match raw {
+        Raw::Sqlite(pool) => sqlx::query(sql)
+            .bind(prev.to_vec())
+            .execute(pool)
+            .await
+            .map(|_| ()),
+        Raw::Postgres(pool) => sqlx::query(sql)
+            .bind(prev.to_vec())
+            .execute(pool)
+            .await
+            .map(|_| ()),
+    }
+    .unwrap();
+}
+
+/// Signed checkpoints at events 6 and 12, kept in the store and by a
+/// witness: what each tampering that gets past the chain itself looks
+/// like against them.
+async fn checkpoints_and_witnesses_catch_what_the_chain_cannot(backend: Backend) {
+    type Case = (&'static str, Option<(u64, Tamper)>, Option<(u64, Tamper)>);
+    // Each case, what the store alone finds, and what the witness (and the
+    // auditor's own copy of the public key) adds.
+    let cases: [Case; 5] = [
+        ("untouched", None, None),
+        (
+            "edit an event and re-chain the rest",
+            Some((6, Tamper::Edited)),
+            Some((6, Tamper::Edited)),
+        ),
+        (
+            "replace the public key",
+            Some((6, Tamper::BadSignature)),
+            Some((6, Tamper::BadSignature)),
+        ),
+        (
+            "replace the key and re-sign every checkpoint",
+            None,
+            Some((6, Tamper::BadSignature)),
+        ),
+        (
+            "cut the tail with its checkpoints and head",
+            None,
+            Some((10, Tamper::Truncated)),
+        ),
+    ];
+    for (case, alone, witnessed) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, raw) = open(backend, dir.path()).await;
+        twelve_events(store.as_ref()).await;
+        let signing = audit_key(store.as_ref(), 7).await;
+        let public = signing.verifying_key().to_bytes();
+        let mut witness = Vec::new();
+        for seq in [6, 12] {
+            let checkpoint = checkpoint_at(&raw, &signing, seq).await;
+            store.put_checkpoint(&checkpoint).await.unwrap();
+            witness.push(Witnessed {
+                checkpoint,
+                public_key: public,
+            });
+        }
+        match case {
+            "untouched" => {}
+            "edit an event and re-chain the rest" => {
+                raw.run(r#"UPDATE audit_events SET details = '{"n":3}' WHERE seq = 3"#)
+                    .await;
+                rechain_from(store.as_ref(), &raw, 3).await;
+            }
+            "replace the public key" => {
+                let other = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+                let hex: String = other
+                    .verifying_key()
+                    .to_bytes()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                let literal = match backend {
+                    Backend::Sqlite => format!("X'{hex}'"),
+                    Backend::Postgres => format!("'\\x{hex}'::bytea"),
+                };
+                raw.run(&format!("UPDATE audit_keys SET public_key = {literal}"))
+                    .await;
+            }
+            "replace the key and re-sign every checkpoint" => {
+                raw.run("DELETE FROM audit_checkpoints").await;
+                raw.run("DELETE FROM audit_keys").await;
+                let forger = audit_key(store.as_ref(), 9).await;
+                for seq in [6, 12] {
+                    let checkpoint = checkpoint_at(&raw, &forger, seq).await;
+                    store.put_checkpoint(&checkpoint).await.unwrap();
+                }
+            }
+            "cut the tail with its checkpoints and head" => {
+                let hash = raw.hash_at(9).await;
+                raw.run("DELETE FROM audit_events WHERE seq > 9").await;
+                raw.run("DELETE FROM audit_checkpoints WHERE seq > 9").await;
+                let sql = "UPDATE audit_chain SET seq = 9, hash = $1";
+                match &raw {
+                    Raw::Sqlite(pool) => {
+                        sqlx::query(sql).bind(hash).execute(pool).await.map(|_| ())
+                    }
+                    Raw::Postgres(pool) => {
+                        sqlx::query(sql).bind(hash).execute(pool).await.map(|_| ())
+                    }
+                }
+                .unwrap();
+            }
+            other => unreachable!("{other}"),
+        }
+        let report = check_chain(store.as_ref()).await.unwrap();
+        assert_eq!(
+            report.finding.map(|f| (f.sequence, f.kind)),
+            alone,
+            "{case}, the store alone"
+        );
+        let evidence = Evidence {
+            public_key: Some(public),
+            witnessed: witness,
+        };
+        let report = check_chain_with(store.as_ref(), &evidence).await.unwrap();
+        assert_eq!(
+            report.finding.map(|f| (f.sequence, f.kind)),
+            witnessed,
+            "{case}, with the witness and the pinned key"
+        );
+        assert!(report.checkpoints >= 2, "{case}");
+    }
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -301,5 +502,6 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     each_tampering_is_found_and_named,
+    checkpoints_and_witnesses_catch_what_the_chain_cannot,
     concurrent_writes_form_one_gapless_chain,
 );

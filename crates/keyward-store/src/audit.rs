@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use keyward_core::chain::{ChainHead, ChainRow};
+use keyward_core::chain::{ChainHead, ChainRow, Checkpoint};
 use keyward_core::{ApiId, AuditEvent, Environment};
 use tokio::sync::broadcast;
 
@@ -49,6 +49,16 @@ impl AuditEntry {
     }
 }
 
+/// The Ed25519 key that signs the audit chain's checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditKey {
+    pub id: String,
+    pub public_key: Vec<u8>,
+    /// The private half as a keyring envelope.
+    pub private_key: Vec<u8>,
+    pub created_at: time::OffsetDateTime,
+}
+
 /// The audit log: read back in id order, each entry with the API and
 /// environment of its record.
 #[async_trait]
@@ -73,6 +83,23 @@ pub trait AuditStore: Send + Sync {
     /// number, which only a write around Keyward leaves) would stand: one
     /// more than the chained events before it in id order.
     async fn first_unchained(&self) -> Result<Option<u64>>;
+
+    /// The key that signs checkpoints, if one was made.
+    async fn audit_key(&self) -> Result<Option<AuditKey>>;
+
+    /// Stores `key` unless a key of its id exists, and returns the key
+    /// stored under that id: of two nodes making one at once, one wins.
+    async fn put_audit_key(&self, key: &AuditKey) -> Result<AuditKey>;
+
+    /// Stores a checkpoint; one of a sequence number already checkpointed
+    /// (another node's) changes nothing.
+    async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()>;
+
+    /// Up to `limit` checkpoints after sequence number `after`, in order.
+    async fn checkpoints(&self, after: u64, limit: u32) -> Result<Vec<Checkpoint>>;
+
+    /// The checkpoint of the highest sequence number.
+    async fn last_checkpoint(&self) -> Result<Option<Checkpoint>>;
 
     /// The events of every audited write this store commits from now on,
     /// each write's together, in commit order: the feed the service turns

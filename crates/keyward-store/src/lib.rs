@@ -43,7 +43,7 @@ use time::OffsetDateTime;
 
 pub use access::{AccessStore, Factor, StoredUser, UserPatch, UserSecrets};
 pub use apis::{ApiPatch, ApiStore};
-pub use audit::{AuditEntry, AuditFilter, AuditStore, CommitFeed, Committed};
+pub use audit::{AuditEntry, AuditFilter, AuditKey, AuditStore, CommitFeed, Committed};
 pub use changes::{Change, ChangeEntry, ChangeStore};
 pub use keys::{BulkRevokeFilter, CreditsPatch, KeyFilter, KeyPatch, KeyStore, Rotation};
 pub use limits::{CreditLease, LimitStore};

@@ -96,15 +96,18 @@ pub enum EnvelopeColumn {
     OwnerTotp,
     /// A key owner's TOTP secret waiting for its first code.
     OwnerTotpPending,
+    /// The private half of the key that signs audit checkpoints, by id.
+    AuditKey,
 }
 
 impl EnvelopeColumn {
-    pub const ALL: [EnvelopeColumn; 5] = [
+    pub const ALL: [EnvelopeColumn; 6] = [
         EnvelopeColumn::UserTotp,
         EnvelopeColumn::UserTotpPending,
         EnvelopeColumn::KeySigning,
         EnvelopeColumn::OwnerTotp,
         EnvelopeColumn::OwnerTotpPending,
+        EnvelopeColumn::AuditKey,
     ];
 
     /// The table, its id column and the envelope's column.
@@ -115,6 +118,7 @@ impl EnvelopeColumn {
             EnvelopeColumn::KeySigning => ("keys", "id", "signing_secret"),
             EnvelopeColumn::OwnerTotp => ("owner_factors", "owner", "totp_secret"),
             EnvelopeColumn::OwnerTotpPending => ("owner_factors", "owner", "totp_pending"),
+            EnvelopeColumn::AuditKey => ("audit_keys", "id", "private_key"),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use keyward_proto::{AuditStatusView, ChainCheckView, ChainHeadView, TamperView};
-use keyward_service::audit_log::{check_chain, ChainHead};
+use keyward_service::audit_log::{check_chain_with, read_witness, ChainHead, Evidence};
 use reqwest::Method;
 use serde_json::json;
 
@@ -33,6 +33,12 @@ enum AuditCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Print the public half of the key that signs checkpoints (base64),
+    /// read from the store, for auditors to pin with `verify --public-key`.
+    PublicKey {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Args)]
@@ -42,11 +48,38 @@ struct VerifyArgs {
     /// Print `{intact, events, checkpoints, first_bad, head}` as JSON.
     #[arg(long)]
     json: bool,
+    /// A witness file (`[audit] witness_file`): its checkpoints must be in
+    /// the chain too, so a tail cut with its checkpoints is still found.
+    #[arg(long, value_name = "FILE")]
+    witness: Option<std::path::PathBuf>,
+    /// The audit key's public half as you know it (base64, from
+    /// `keyward audit public-key`), instead of the one stored beside the
+    /// chain.
+    #[arg(long, value_name = "KEY")]
+    public_key: Option<String>,
 }
 
 pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         AuditCommand::Verify(args) => verify(args).await,
+        AuditCommand::PublicKey { store } => {
+            let store = open(&store).await?;
+            let Some(key) = store
+                .audit_key()
+                .await
+                .context("cannot read the audit key")?
+            else {
+                bail!(
+                    "no checkpoint key yet: an unsealed server makes one with its first checkpoint"
+                );
+            };
+            use base64::Engine as _;
+            outln!(
+                "{}",
+                base64::engine::general_purpose::STANDARD.encode(&key.public_key)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         AuditCommand::Status { conn } => {
             let c = &conn.connect()?;
             let value = call(c, Method::GET, "/v1/audit/status", None).await?;
@@ -54,6 +87,13 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
                 match status.head {
                     Some(head) => outln!("head: {} ({})", head.sequence, head.hash),
                     None => outln!("head: missing"),
+                }
+                if let Some(checkpoint) = status.last_checkpoint {
+                    outln!(
+                        "last checkpoint: {} at {}",
+                        checkpoint.sequence,
+                        checkpoint.at
+                    );
                 }
                 match status.last_verification {
                     Some(check) => print_check(&check)?,
@@ -66,8 +106,9 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let settings = args.store.settings(None)?;
+/// Opens the store as `serve` finds it, refusing to create one.
+async fn open(args: &StoreArgs) -> anyhow::Result<std::sync::Arc<dyn keyward_store::Store>> {
+    let settings = args.settings(None)?;
     if settings.database_url.is_none() {
         let db = settings.data_dir.join("keyward.db");
         if !db.exists() {
@@ -78,18 +119,34 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let store = settings
-        .open_store()
-        .await
-        .context("cannot open the store")?;
-    let report = check_chain(store.as_ref())
+    settings.open_store().await.context("cannot open the store")
+}
+
+async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    use base64::Engine as _;
+    let mut evidence = Evidence::default();
+    if let Some(path) = &args.witness {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        evidence.witnessed = read_witness(&text).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(key) = &args.public_key {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(key.trim())
+            .ok()
+            .and_then(|k| <[u8; 32]>::try_from(k).ok())
+            .context("--public-key must be the 32 bytes of the key in base64")?;
+        evidence.public_key = Some(bytes);
+    }
+    let store = open(&args.store).await?;
+    let report = check_chain_with(store.as_ref(), &evidence)
         .await
         .context("cannot read the audit log")?;
     let check = ChainCheckView {
         at: time::OffsetDateTime::now_utc(),
         intact: report.finding.is_none(),
         events: report.rows,
-        checkpoints: 0,
+        checkpoints: report.checkpoints,
         first_bad: report.finding.map(|f| TamperView {
             sequence: f.sequence,
             kind: f.kind.as_str().to_owned(),

@@ -1953,3 +1953,119 @@ fn audit_verify_finds_an_edited_event_offline_and_the_server_audits_it() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no Keyward store"));
 }
+
+/// Waits until the witness file's last checkpoint is at `sequence`.
+fn wait_for_witness(path: &Path, sequence: u64) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let lines: Vec<Value> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.last().and_then(|l| l["sequence"].as_u64()) == Some(sequence) {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint of {sequence}: {lines:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_tail_cut_with_its_checkpoints_is_found_against_the_witness_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let witness = dir.path().join("witness.jsonl");
+    let config = dir.path().join("keyward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[audit]\ncheckpoint_interval = \"1s\"\nwitness_file = \"{}\"\n",
+            witness.display()
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start(&data, &[("KEYWARD_CONFIG", config.to_str().unwrap())]);
+    let root = server.root_token().unwrap();
+    let api = server.cli_json(
+        &root,
+        &["apis", "create", "--name", "Prices", "--prefix", "px"],
+    );
+    let api_id = api["id"].as_str().unwrap().to_owned();
+    let first = server.cli_json(&root, &["audit", "status"])["head"]["sequence"]
+        .as_u64()
+        .unwrap();
+    wait_for_witness(&witness, first);
+    for owner in ["acme", "globex"] {
+        server.cli_json(
+            &root,
+            &[
+                "keys", "create", "--api-id", &api_id, "--env", "live", "--owner", owner,
+            ],
+        );
+    }
+    let status = server.cli_json(&root, &["audit", "status"]);
+    let head = status["head"]["sequence"].as_u64().unwrap();
+    assert!(head > first, "{status}");
+    let lines = wait_for_witness(&witness, head);
+    let status = server.cli_json(&root, &["audit", "status"]);
+    assert_eq!(status["last_checkpoint"]["sequence"], head, "{status}");
+    // The public key the server shows, the store holds and the witness saw.
+    let public_key = status["public_key"].as_str().unwrap().to_owned();
+    let printed = Command::new(BIN)
+        .args(["audit", "public-key", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(printed.status.success(), "{printed:?}");
+    assert_eq!(String::from_utf8_lossy(&printed.stdout).trim(), public_key);
+    assert!(lines.iter().all(|l| l["public_key"] == public_key.as_str()));
+
+    let verify = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["audit", "verify", "--json", "--data-dir"])
+            .arg(&data)
+            .args(extra)
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code(), report)
+    };
+    let witness_arg = witness.to_str().unwrap();
+    let (code, report) = verify(&["--witness", witness_arg, "--public-key", &public_key]);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report["checkpoints"].as_u64().unwrap() >= 4, "{report}");
+
+    // Stopped, then the tail after the first checkpoint is cut with its
+    // checkpoints, and the head moved back to match.
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+    tamper(
+        &data,
+        &format!(
+            "DELETE FROM audit_events WHERE seq > {first};\
+             DELETE FROM audit_checkpoints WHERE seq > {first};\
+             UPDATE audit_chain SET seq = {first}, \
+               hash = (SELECT hash FROM audit_events WHERE seq = {first});"
+        ),
+    );
+    let (code, report) = verify(&[]);
+    assert_eq!(
+        code,
+        Some(0),
+        "the store alone agrees with itself: {report}"
+    );
+    let (code, report) = verify(&["--witness", witness_arg]);
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(report["first_bad"]["kind"], "truncated", "{report}");
+    assert_eq!(report["first_bad"]["sequence"], first + 1, "{report}");
+
+    // A witness file that is not one is an error, not a verdict.
+    let junk = dir.path().join("junk.jsonl");
+    std::fs::write(&junk, "not json\n").unwrap();
+    let (code, _) = verify(&["--witness", junk.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+}

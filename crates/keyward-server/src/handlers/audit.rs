@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::AppState;
 use keyward_proto::{
     AuditEntryView, AuditList, AuditQuery, AuditStatusView, AuditView, ChainCheckView,
-    ChainHeadView, TamperView, UnreadableAuditView,
+    ChainHeadView, CheckpointView, TamperView, UnreadableAuditView,
 };
 use keyward_service::audit_log::{ChainCheckResult, ChainHead};
 
@@ -76,6 +76,16 @@ pub async fn audit_status(
     Ok(Json(AuditStatusView {
         head: status.head.map(head_view),
         last_verification: status.last_check.map(check_view),
+        last_checkpoint: status.last_checkpoint.map(|c| CheckpointView {
+            sequence: c.sequence,
+            hash: hex(&c.hash),
+            at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(c.at_ms) * 1_000_000)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        }),
+        public_key: status.public_key.map(|k| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(k)
+        }),
     }))
 }
 
@@ -94,8 +104,12 @@ pub async fn verify_audit(
 fn head_view(head: ChainHead) -> ChainHeadView {
     ChainHeadView {
         sequence: head.sequence,
-        hash: head.hash.iter().map(|b| format!("{b:02x}")).collect(),
+        hash: hex(&head.hash),
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn check_view(check: ChainCheckResult) -> ChainCheckView {
@@ -103,7 +117,7 @@ fn check_view(check: ChainCheckResult) -> ChainCheckView {
         at: check.at,
         intact: check.report.finding.is_none(),
         events: check.report.rows,
-        checkpoints: 0,
+        checkpoints: check.report.checkpoints,
         first_bad: check.report.finding.map(|f| TamperView {
             sequence: f.sequence,
             kind: f.kind.as_str().to_owned(),

@@ -615,6 +615,21 @@ impl AuditStore for CountingStore {
     async fn first_unchained(&self) -> R<Option<u64>> {
         self.inner.first_unchained().await
     }
+    async fn audit_key(&self) -> R<Option<keyward_store::AuditKey>> {
+        self.inner.audit_key().await
+    }
+    async fn put_audit_key(&self, key: &keyward_store::AuditKey) -> R<keyward_store::AuditKey> {
+        self.inner.put_audit_key(key).await
+    }
+    async fn put_checkpoint(&self, checkpoint: &keyward_core::chain::Checkpoint) -> R<()> {
+        self.inner.put_checkpoint(checkpoint).await
+    }
+    async fn checkpoints(&self, after: u64, limit: u32) -> R<Vec<keyward_core::chain::Checkpoint>> {
+        self.inner.checkpoints(after, limit).await
+    }
+    async fn last_checkpoint(&self) -> R<Option<keyward_core::chain::Checkpoint>> {
+        self.inner.last_checkpoint().await
+    }
     fn committed(&self) -> keyward_store::Committed {
         self.inner.committed()
     }

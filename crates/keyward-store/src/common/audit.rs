@@ -67,6 +67,20 @@ pub(crate) const CHAIN_COLUMNS: &str =
 /// value is this, so the row can never verify.
 pub(crate) const UNREADABLE: &str = "\u{0}unreadable";
 
+/// A checkpoint row as stored; a hash of another length reads as one no
+/// event has, so the checkpoint fails its check.
+pub(crate) fn checkpoint(
+    (seq, hash, at, key_id, signature): (i64, Vec<u8>, i64, String, Vec<u8>),
+) -> keyward_core::chain::Checkpoint {
+    keyward_core::chain::Checkpoint {
+        sequence: u64::try_from(seq).unwrap_or(0),
+        hash: stored_hash(Some(hash)),
+        at_ms: at,
+        key_id,
+        signature,
+    }
+}
+
 /// A hash read back as stored; one of another length reads as a hash no
 /// event has.
 pub(crate) fn stored_hash(bytes: Option<Vec<u8>>) -> [u8; 32] {
@@ -366,6 +380,92 @@ macro_rules! impl_audit_store {
             async fn append_audit(&self, events: &[AuditEvent]) -> Result<()> {
                 self.audited(move |_tx| Box::pin(async move { Ok(Outcome::commit((), events)) }))
                     .await
+            }
+
+            async fn audit_key(&self) -> Result<Option<crate::AuditKey>> {
+                let row: Option<(String, Vec<u8>, Vec<u8>, i64)> = sqlx::query_as(
+                    "SELECT id, public_key, private_key, created_at FROM audit_keys \
+                     ORDER BY created_at, id LIMIT 1",
+                )
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(|(id, public_key, private_key, created_at)| {
+                    Ok(crate::AuditKey {
+                        id,
+                        public_key,
+                        private_key,
+                        created_at: crate::rows::from_millis("audit_keys", created_at)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn put_audit_key(&self, key: &crate::AuditKey) -> Result<crate::AuditKey> {
+                sqlx::query(
+                    "INSERT INTO audit_keys (id, public_key, private_key, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&key.id)
+                .bind(&key.public_key)
+                .bind(&key.private_key)
+                .bind(millis(key.created_at))
+                .execute(self.writer())
+                .await?;
+                let (id, public_key, private_key, created_at): (String, Vec<u8>, Vec<u8>, i64) =
+                    sqlx::query_as(
+                        "SELECT id, public_key, private_key, created_at FROM audit_keys \
+                         WHERE id = $1",
+                    )
+                    .bind(&key.id)
+                    .fetch_one(self.writer())
+                    .await?;
+                Ok(crate::AuditKey {
+                    id,
+                    public_key,
+                    private_key,
+                    created_at: crate::rows::from_millis("audit_keys", created_at)?,
+                })
+            }
+
+            async fn put_checkpoint(&self, c: &keyward_core::chain::Checkpoint) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO audit_checkpoints (seq, hash, at, key_id, signature) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING",
+                )
+                .bind(i64::try_from(c.sequence).unwrap_or(i64::MAX))
+                .bind(c.hash.to_vec())
+                .bind(c.at_ms)
+                .bind(&c.key_id)
+                .bind(&c.signature)
+                .execute(self.writer())
+                .await?;
+                Ok(())
+            }
+
+            async fn checkpoints(
+                &self,
+                after: u64,
+                limit: u32,
+            ) -> Result<Vec<keyward_core::chain::Checkpoint>> {
+                let rows: Vec<(i64, Vec<u8>, i64, String, Vec<u8>)> = sqlx::query_as(
+                    "SELECT seq, hash, at, key_id, signature FROM audit_checkpoints \
+                     WHERE seq > $1 ORDER BY seq LIMIT $2",
+                )
+                .bind(i64::try_from(after).unwrap_or(i64::MAX))
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows.into_iter().map(checkpoint).collect())
+            }
+
+            async fn last_checkpoint(&self) -> Result<Option<keyward_core::chain::Checkpoint>> {
+                let row: Option<(i64, Vec<u8>, i64, String, Vec<u8>)> = sqlx::query_as(
+                    "SELECT seq, hash, at, key_id, signature FROM audit_checkpoints \
+                     ORDER BY seq DESC LIMIT 1",
+                )
+                .fetch_optional(self.reader())
+                .await?;
+                Ok(row.map(checkpoint))
             }
 
             async fn chain_head(&self) -> Result<Option<keyward_core::chain::ChainHead>> {

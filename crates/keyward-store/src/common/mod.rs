@@ -142,7 +142,7 @@ macro_rules! impl_store {
 
         use $crate::common::apis::{ApiRow, API_COLUMNS};
         use $crate::common::audit::{
-            event_reach_sql, stored_hash, EventRow, CHAIN_COLUMNS, UNREADABLE,
+            checkpoint, event_reach_sql, stored_hash, EventRow, CHAIN_COLUMNS, UNREADABLE,
         };
         use $crate::common::keys::{KeyRow, KEY_COLUMNS};
         use $crate::common::seal::{seal_from_row, SealRow};
