@@ -263,6 +263,32 @@ impl ChainCheck {
         }
     }
 
+    /// A check of a stretch of the chain that starts after event `after`
+    /// with hash `hash` (an export from a sequence number on): the first
+    /// row must be `after + 1`, chained to `hash`.
+    pub fn after(after: u64, hash: [u8; 32]) -> Self {
+        ChainCheck {
+            expected: after + 1,
+            last: hash,
+            ..ChainCheck::new()
+        }
+    }
+
+    /// Ends a stretch that has no head to compare with (an export): only
+    /// the rows themselves are judged.
+    pub fn finish_stretch(mut self) -> ChainReport {
+        if let Some(pending) = self.pending.take() {
+            self.judge(&pending, None);
+        }
+        ChainReport {
+            rows: self.rows,
+            head: self.good_head(),
+            finding: self.finding,
+            checkpoints: 0,
+            kept: self.kept,
+        }
+    }
+
     /// Keeps the hash of each of these sequence numbers as it verifies,
     /// for [`ChainReport::hash_at`]: where checkpoints are compared.
     pub fn keeping(mut self, sequences: impl IntoIterator<Item = u64>) -> Self {

@@ -1049,6 +1049,53 @@ pub struct ChainCheckView {
     pub first_bad: Option<TamperView>,
 }
 
+/// One event of the audit chain as exported: every field the chain covers,
+/// exactly as stored, with its sequence number and hashes, so that an
+/// export can be verified on its own (`keyward audit verify --export`).
+/// One per line in `keyward audit export`'s JSON Lines.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExportedEvent {
+    pub sequence: u64,
+    pub id: String,
+    /// The time, for people.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The time as chained: milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    pub actor: Option<String>,
+    pub action: String,
+    pub target: String,
+    /// The details object; chained as its compact JSON text with keys in
+    /// order.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    /// The API and environment of the record the event is about.
+    pub api_id: Option<String>,
+    pub environment: Option<String>,
+    /// SHA-256 of the event before, hex (zeros for the first).
+    pub prev_hash: String,
+    /// SHA-256 of `prev_hash` and the event's canonical bytes, hex.
+    pub hash: String,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditExportQuery {
+    /// Events after this sequence number (default 0: from the first).
+    pub since: Option<u64>,
+    /// 1–1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+}
+
+/// `GET /v1/audit/events`: a page of the chain in sequence order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditExport {
+    pub events: Vec<ExportedEvent>,
+    /// The `since` of the next page; `null` at the chain's end.
+    pub next: Option<u64>,
+}
+
 /// `GET /v1/audit/status`: the chain's head and this node's last check.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AuditStatusView {

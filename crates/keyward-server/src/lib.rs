@@ -582,6 +582,7 @@ fn api_router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::audit_status))
+        .routes(routes!(audit::export_audit))
         .routes(routes!(audit::verify_audit))
         .routes(routes!(sys::seal_status))
         .routes(routes!(sys::init, sys::init_status))

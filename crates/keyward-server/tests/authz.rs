@@ -485,6 +485,16 @@ fn rows() -> Vec<Row> {
             FORBIDDEN,
             None,
         ),
+        admin(
+            "GET",
+            "/v1/audit/events",
+            "/v1/audit/events",
+            None,
+            "audit:read",
+            FORBIDDEN,
+            FORBIDDEN,
+            None,
+        ),
         // APIs.
         admin(
             "POST",

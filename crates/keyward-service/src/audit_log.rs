@@ -359,6 +359,19 @@ impl Service {
         })
     }
 
+    /// Up to `limit` events of the chain after sequence number `after`, in
+    /// order, every field as stored: the export. Needs `audit:read` over
+    /// every API and environment, as the chain is whole.
+    pub async fn export_audit(
+        &self,
+        actor: &Actor,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<keyward_core::chain::ChainRow>, Error> {
+        self.require_whole_log(actor).await?;
+        Ok(self.store.chain_rows(after, limit).await?)
+    }
+
     /// Checks the chain now, for an actor who asked.
     pub async fn verify_audit_chain(&self, actor: &Actor) -> Result<ChainCheckResult, Error> {
         self.require_whole_log(actor).await?;

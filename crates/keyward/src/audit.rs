@@ -8,8 +8,13 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use keyward_proto::{AuditStatusView, ChainCheckView, ChainHeadView, TamperView};
-use keyward_service::audit_log::{check_chain_with, read_witness, ChainHead, Evidence};
+use keyward_core::chain::{ChainCheck, ChainRow, ChainedEvent};
+use keyward_proto::{
+    AuditExport, AuditStatusView, ChainCheckView, ChainHeadView, ExportedEvent, TamperView,
+};
+use keyward_service::audit_log::{
+    check_chain_with, read_witness, ChainHead, ChainReport, Evidence,
+};
 use reqwest::Method;
 use serde_json::json;
 
@@ -33,6 +38,16 @@ enum AuditCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Write the chain, from a sequence number on, as JSON Lines: every
+    /// event with its sequence number and hashes, verifiable with
+    /// `verify --export`.
+    Export {
+        #[command(flatten)]
+        conn: Conn,
+        /// Events after this sequence number [default: 0, from the first].
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
     /// Print the public half of the key that signs checkpoints (base64),
     /// read from the store, for auditors to pin with `verify --public-key`.
     PublicKey {
@@ -52,6 +67,10 @@ struct VerifyArgs {
     /// the chain too, so a tail cut with its checkpoints is still found.
     #[arg(long, value_name = "FILE")]
     witness: Option<std::path::PathBuf>,
+    /// Verify a file `keyward audit export` wrote instead of the store:
+    /// each line's hash and its link to the line before.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["witness", "public_key"])]
+    export: Option<std::path::PathBuf>,
     /// The audit key's public half as you know it (base64, from
     /// `keyward audit public-key`), instead of the one stored beside the
     /// chain.
@@ -62,6 +81,23 @@ struct VerifyArgs {
 pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         AuditCommand::Verify(args) => verify(args).await,
+        AuditCommand::Export { conn, since } => {
+            let c = &conn.connect()?;
+            let mut since = since;
+            loop {
+                let path = format!("/v1/audit/events?since={since}&limit=1000");
+                let page: AuditExport =
+                    serde_json::from_value(call(c, Method::GET, &path, None).await?)
+                        .context("the server's answer is not an export page")?;
+                for event in &page.events {
+                    outln!("{}", serde_json::to_string(event)?);
+                }
+                match page.next {
+                    Some(next) => since = next,
+                    None => return Ok(ExitCode::SUCCESS),
+                }
+            }
+        }
         AuditCommand::PublicKey { store } => {
             let store = open(&store).await?;
             let Some(key) = store
@@ -124,6 +160,11 @@ async fn open(args: &StoreArgs) -> anyhow::Result<std::sync::Arc<dyn keyward_sto
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     use base64::Engine as _;
+    if let Some(path) = &args.export {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        return report(check_export(&text), args.json);
+    }
     let mut evidence = Evidence::default();
     if let Some(path) = &args.witness {
         let text = std::fs::read_to_string(path)
@@ -139,9 +180,14 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         evidence.public_key = Some(bytes);
     }
     let store = open(&args.store).await?;
-    let report = check_chain_with(store.as_ref(), &evidence)
+    let checked = check_chain_with(store.as_ref(), &evidence)
         .await
         .context("cannot read the audit log")?;
+    report(checked, args.json)
+}
+
+/// Prints what a check found and gives the exit status: 0 intact, 1 not.
+fn report(report: ChainReport, json: bool) -> anyhow::Result<ExitCode> {
     let check = ChainCheckView {
         at: time::OffsetDateTime::now_utc(),
         intact: report.finding.is_none(),
@@ -154,7 +200,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         }),
     };
     let intact = check.intact;
-    if args.json {
+    if json {
         let head = head_view(report.head);
         let value = json!({
             "intact": check.intact,
@@ -172,6 +218,62 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Checks an export: the first line's own link is taken as given (an
+/// export may start anywhere), every line after must be chained to the one
+/// before, and each line's fields must give its hash. A line that is not an
+/// exported event is an edit where it stands.
+fn check_export(text: &str) -> ChainReport {
+    let mut check: Option<ChainCheck> = None;
+    let mut last = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(event) = serde_json::from_str::<ExportedEvent>(line) else {
+            let mut check = check.unwrap_or_default();
+            // Stands in for the line: fails its own check where it is.
+            check.push(ChainRow {
+                sequence: i64::try_from(last + 1).unwrap_or(i64::MAX),
+                ..ChainRow::default()
+            });
+            return check.finish_stretch();
+        };
+        let prev = unhex(&event.prev_hash);
+        let check = check.get_or_insert_with(|| {
+            ChainCheck::after(
+                event.sequence.saturating_sub(1),
+                prev.as_deref()
+                    .and_then(|p| <[u8; 32]>::try_from(p).ok())
+                    .unwrap_or([0xff; 32]),
+            )
+        });
+        last = event.sequence;
+        check.push(ChainRow {
+            sequence: i64::try_from(event.sequence).unwrap_or(i64::MAX),
+            prev_hash: prev,
+            hash: unhex(&event.hash),
+            event: ChainedEvent {
+                id: event.id,
+                at_ms: event.at_ms,
+                actor: event.actor,
+                action: event.action,
+                target: event.target,
+                details: serde_json::to_string(&event.details).unwrap_or_default(),
+                api_id: event.api_id,
+                environment: event.environment,
+            },
+        });
+    }
+    check.unwrap_or_default().finish_stretch()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
+        .collect()
 }
 
 fn head_view(head: ChainHead) -> ChainHeadView {

@@ -2069,3 +2069,92 @@ fn a_tail_cut_with_its_checkpoints_is_found_against_the_witness_file() {
     let (code, _) = verify(&["--witness", junk.to_str().unwrap()]);
     assert_eq!(code, Some(2));
 }
+
+#[test]
+fn an_export_verifies_on_its_own_and_a_changed_line_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &[]);
+    let root = server.root_token().unwrap();
+    let api = server.cli_json(
+        &root,
+        &["apis", "create", "--name", "Prices", "--prefix", "px"],
+    );
+    let api_id = api["id"].as_str().unwrap();
+    let mut plaintexts = vec![root.clone()];
+    for owner in ["acme", "globex", "initech"] {
+        let issued = server.cli_json(
+            &root,
+            &[
+                "keys", "create", "--api-id", api_id, "--env", "live", "--owner", owner,
+            ],
+        );
+        plaintexts.push(issued["key"].as_str().unwrap().to_owned());
+    }
+    let head = server.cli_json(&root, &["audit", "status"])["head"]["sequence"]
+        .as_u64()
+        .unwrap();
+    let out = server.cli(&root, &["audit", "export"], None);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len() as u64, head);
+    let first: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(first["sequence"], 1);
+    assert_eq!(first["prev_hash"], "0".repeat(64));
+    assert_eq!(first["hash"].as_str().unwrap().len(), 64);
+    // No secret travels in an export: no key's or token's plaintext.
+    for plaintext in &plaintexts {
+        assert!(!text.contains(plaintext.as_str()), "{text}");
+    }
+
+    let check = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        let out = Command::new(BIN)
+            .args(["audit", "verify", "--json", "--export"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code(), report)
+    };
+    let (code, report) = check("whole.jsonl", &text);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["events"], head);
+    // From a sequence number on, as a SIEM that already holds the start.
+    let out = server.cli(&root, &["audit", "export", "--since", "2"], None);
+    let tail = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(tail.lines().count() as u64, head - 2);
+    assert_eq!(check("tail.jsonl", &tail).0, Some(0));
+
+    // A changed field, a line taken out, two lines swapped.
+    let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    let mut event: Value = serde_json::from_str(&edited[2]).unwrap();
+    event["target"] = "someone_else".into();
+    edited[2] = event.to_string();
+    let (code, report) = check("edited.jsonl", &(edited.join("\n") + "\n"));
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        (
+            report["first_bad"]["sequence"].as_u64(),
+            report["first_bad"]["kind"].as_str()
+        ),
+        (Some(3), Some("edited")),
+        "{report}"
+    );
+    let mut gapped: Vec<&str> = lines.clone();
+    gapped.remove(3);
+    let (code, report) = check("gapped.jsonl", &(gapped.join("\n") + "\n"));
+    assert_eq!(code, Some(1));
+    assert_eq!(report["first_bad"]["kind"], "deleted", "{report}");
+    let mut swapped: Vec<&str> = lines.clone();
+    swapped.swap(3, 4);
+    let (code, report) = check("swapped.jsonl", &(swapped.join("\n") + "\n"));
+    assert_eq!(code, Some(1), "{report}");
+    let mut junk = lines.clone();
+    junk[1] = "not an event";
+    let (code, report) = check("junk.jsonl", &(junk.join("\n") + "\n"));
+    assert_eq!(code, Some(1));
+    assert_eq!(report["first_bad"]["sequence"], 2, "{report}");
+}
