@@ -170,7 +170,7 @@ fn forged(n: usize) -> ChainedEvent {
 /// sequence number and kind the check names.
 async fn each_tampering_is_found_and_named(backend: Backend) {
     type Tampering = (&'static str, Option<(u64, Tamper)>);
-    let cases: [Tampering; 9] = [
+    let cases: [Tampering; 10] = [
         ("untouched", None),
         ("edit a field", Some((5, Tamper::Edited))),
         ("edit the reach", Some((8, Tamper::Edited))),
@@ -183,8 +183,13 @@ async fn each_tampering_is_found_and_named(backend: Backend) {
         ("swap two", Some((3, Tamper::Reordered))),
         ("delete the tail", Some((10, Tamper::Truncated))),
         ("append past the head", Some((13, Tamper::Inserted))),
+        // SQLite keeps a value of any type in any column.
+        ("text where the time goes", Some((2, Tamper::Edited))),
     ];
     for (case, expected) in cases {
+        if case == "text where the time goes" && matches!(backend, Backend::Postgres) {
+            continue;
+        }
         let dir = tempfile::tempdir().unwrap();
         let (store, raw) = open(backend, dir.path()).await;
         twelve_events(store.as_ref()).await;
@@ -226,6 +231,10 @@ async fn each_tampering_is_found_and_named(backend: Backend) {
             "append past the head" => {
                 let prev = raw.hash_at(12).await;
                 raw.insert(Some(13), &prev, &forged(13)).await;
+            }
+            "text where the time goes" => {
+                raw.run("UPDATE audit_events SET at = 'yesterday' WHERE seq = 2")
+                    .await
             }
             other => unreachable!("{other}"),
         }

@@ -37,6 +37,10 @@ impl PgStore {
         notify_changes: "SELECT pg_notify('keyward_changes', '')",
         id_collation: " COLLATE \"C\"",
         // LATERAL keeps it one index lookup per minute of the span.
+        chain_page: "SELECT COALESCE(json_agg(json_build_array(seq, id, at, actor, action, \
+            target, details, api_id, environment, encode(prev_hash, 'hex'), \
+            encode(hash, 'hex')) ORDER BY seq), '[]')::text \
+            FROM (SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2) AS e",
         usage_of_key: "SELECT u.minute, u.code, u.count \
             FROM generate_series($2::bigint, $3::bigint) AS span(minute) \
             CROSS JOIN LATERAL (SELECT minute, code, count FROM key_usage \

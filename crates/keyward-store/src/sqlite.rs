@@ -38,6 +38,10 @@ impl SqliteStore {
         id_collation: "",
         // A recursive CTE counts the minutes of the span; each is one
         // lookup in the (minute, key_id, code) primary key.
+        // hex(NULL) is '', which reads as a hash of the wrong length.
+        chain_page: "SELECT json_group_array(json_array(seq, id, at, actor, action, target, \
+            details, api_id, environment, hex(prev_hash), hex(hash))) \
+            FROM (SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2)",
         usage_of_key: "WITH RECURSIVE span(minute) AS \
             (SELECT $2 UNION ALL SELECT minute + 1 FROM span WHERE minute < $3) \
             SELECT u.minute, u.code, u.count FROM span \

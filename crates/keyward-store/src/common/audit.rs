@@ -81,6 +81,65 @@ pub(crate) fn checkpoint(
     }
 }
 
+/// One row of a `Dialect::chain_page` array.
+type PageRow = (
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// The rows of a `Dialect::chain_page` answer, as `chain_row` reads them
+/// one by one; `None` when any value is not of its column's type (a row
+/// changed around Keyward), for the caller to read that page row by row.
+pub(crate) fn parse_chain_page(text: &str) -> Option<Vec<keyward_core::chain::ChainRow>> {
+    use keyward_core::chain::{ChainRow, ChainedEvent};
+    let rows: Vec<PageRow> = serde_json::from_str(text).ok()?;
+    let required = |value: Option<String>| value.unwrap_or_else(|| UNREADABLE.to_owned());
+    let hash = |hex: Option<String>| hex.map(|hex| unhex(&hex).unwrap_or_default());
+    let mut out: Vec<ChainRow> = rows
+        .into_iter()
+        .map(
+            |(seq, id, at, actor, action, target, details, api_id, environment, prev, own)| {
+                ChainRow {
+                    sequence: seq.unwrap_or(-1),
+                    prev_hash: hash(prev),
+                    hash: hash(own),
+                    event: ChainedEvent {
+                        id: required(id),
+                        at_ms: at.unwrap_or(i64::MIN),
+                        actor,
+                        action: required(action),
+                        target: required(target),
+                        details: required(details),
+                        api_id,
+                        environment,
+                    },
+                }
+            },
+        )
+        .collect();
+    out.sort_by_key(|row| row.sequence);
+    Some(out)
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
+        .collect()
+}
+
 /// A hash read back as stored; one of another length reads as a hash no
 /// event has.
 pub(crate) fn stored_hash(bytes: Option<Vec<u8>>) -> [u8; 32] {
@@ -484,11 +543,23 @@ macro_rules! impl_audit_store {
                 after: u64,
                 limit: u32,
             ) -> Result<Vec<keyward_core::chain::ChainRow>> {
+                let after = i64::try_from(after).unwrap_or(i64::MAX);
+                let page: Option<Option<String>> = sqlx::query_scalar(<$store>::DIALECT.chain_page)
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_optional(self.reader())
+                    .await
+                    .ok();
+                if let Some(rows) = page.flatten().as_deref().and_then(parse_chain_page) {
+                    return Ok(rows);
+                }
+                // A value of another type than its column's (or one JSON
+                // cannot hold): read this page row by row, as stored.
                 let rows = sqlx::query(&format!(
                     "SELECT {CHAIN_COLUMNS} FROM audit_events WHERE seq > $1 \
                      ORDER BY seq LIMIT $2"
                 ))
-                .bind(i64::try_from(after).unwrap_or(i64::MAX))
+                .bind(after)
                 .bind(i64::from(limit))
                 .fetch_all(self.reader())
                 .await?;

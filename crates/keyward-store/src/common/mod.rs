@@ -67,6 +67,11 @@ pub(crate) struct Dialect {
     /// (minute, key) per minute of the span, so the cost follows the span
     /// and not the table.
     pub usage_of_key: &'static str,
+    /// The chain's rows after sequence number `$1`, at most `$2`, as one
+    /// JSON array of arrays in `CHAIN_PAGE_COLUMNS` order (hashes in hex):
+    /// one value per page instead of one per row, which is most of the cost
+    /// of reading a long chain.
+    pub chain_page: &'static str,
 }
 
 /// Converts rows, stopping at the first corrupt one.
@@ -142,7 +147,8 @@ macro_rules! impl_store {
 
         use $crate::common::apis::{ApiRow, API_COLUMNS};
         use $crate::common::audit::{
-            checkpoint, event_reach_sql, stored_hash, EventRow, CHAIN_COLUMNS, UNREADABLE,
+            checkpoint, event_reach_sql, parse_chain_page, stored_hash, EventRow, CHAIN_COLUMNS,
+            UNREADABLE,
         };
         use $crate::common::keys::{KeyRow, KEY_COLUMNS};
         use $crate::common::seal::{seal_from_row, SealRow};
