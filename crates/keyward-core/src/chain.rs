@@ -132,6 +132,24 @@ pub fn checkpoint_message(sequence: u64, hash: &[u8; 32], at_ms: i64) -> Vec<u8>
     out
 }
 
+/// A hash (or any bytes) as the chain's exports and pages write it:
+/// lower-case hex.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes from hex as [`to_hex`] writes it (either case); `None` for text
+/// that is not hex.
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
+        .collect()
+}
+
 /// The chain's last sequence number and hash, as its head row keeps them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainHead {
@@ -280,6 +298,10 @@ impl ChainCheck {
         if let Some(pending) = self.pending.take() {
             self.judge(&pending, None);
         }
+        self.report()
+    }
+
+    fn report(self) -> ChainReport {
         ChainReport {
             rows: self.rows,
             head: self.good_head(),
@@ -358,13 +380,7 @@ impl ChainCheck {
                 Some(_) => None,
             };
         }
-        ChainReport {
-            rows: self.rows,
-            head: self.good_head(),
-            finding: self.finding,
-            checkpoints: 0,
-            kept: self.kept,
-        }
+        self.report()
     }
 
     fn found(&mut self, sequence: u64, kind: Tamper, detail: &'static str) {

@@ -1025,6 +1025,15 @@ pub struct ChainHeadView {
     pub hash: String,
 }
 
+impl From<keyward_core::chain::ChainHead> for ChainHeadView {
+    fn from(head: keyward_core::chain::ChainHead) -> Self {
+        ChainHeadView {
+            sequence: head.sequence,
+            hash: keyward_core::chain::to_hex(&head.hash),
+        }
+    }
+}
+
 /// The first place where the audit chain was found changed.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TamperView {
@@ -1094,6 +1103,23 @@ pub struct AuditExport {
     pub events: Vec<ExportedEvent>,
     /// The `since` of the next page; `null` at the chain's end.
     pub next: Option<u64>,
+}
+
+impl ChainCheckView {
+    /// What a check run at `at` found.
+    pub fn of(at: OffsetDateTime, report: &keyward_core::chain::ChainReport) -> Self {
+        ChainCheckView {
+            at,
+            intact: report.finding.is_none(),
+            events: report.rows,
+            checkpoints: report.checkpoints,
+            first_bad: report.finding.as_ref().map(|f| TamperView {
+                sequence: f.sequence,
+                kind: f.kind.as_str().to_owned(),
+                detail: f.detail.to_owned(),
+            }),
+        }
+    }
 }
 
 /// `GET /v1/audit/status`: the chain's head and this node's last check.

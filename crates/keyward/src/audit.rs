@@ -8,13 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use keyward_core::chain::{ChainCheck, ChainRow, ChainedEvent};
-use keyward_proto::{
-    AuditExport, AuditStatusView, ChainCheckView, ChainHeadView, ExportedEvent, TamperView,
-};
-use keyward_service::audit_log::{
-    check_chain_with, read_witness, ChainHead, ChainReport, Evidence,
-};
+use keyward_core::chain::{from_hex, ChainCheck, ChainRow, ChainedEvent};
+use keyward_proto::{AuditExport, AuditStatusView, ChainCheckView, ChainHeadView, ExportedEvent};
+use keyward_service::audit_log::{check_chain_with, read_witness, ChainReport, Evidence};
 use reqwest::Method;
 use serde_json::json;
 
@@ -99,7 +95,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             }
         }
         AuditCommand::PublicKey { store } => {
-            let store = open(&store).await?;
+            let (_, store) = store.open_existing().await?;
             let Some(key) = store
                 .audit_key()
                 .await
@@ -142,22 +138,6 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Opens the store as `serve` finds it, refusing to create one.
-async fn open(args: &StoreArgs) -> anyhow::Result<std::sync::Arc<dyn keyward_store::Store>> {
-    let settings = args.settings(None)?;
-    if settings.database_url.is_none() {
-        let db = settings.data_dir.join("keyward.db");
-        if !db.exists() {
-            bail!(
-                "no Keyward store at {}: give the --data-dir, --database-url or --config \
-                 the server runs with",
-                db.display()
-            );
-        }
-    }
-    settings.open_store().await.context("cannot open the store")
-}
-
 async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     use base64::Engine as _;
     if let Some(path) = &args.export {
@@ -179,7 +159,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             .context("--public-key must be the 32 bytes of the key in base64")?;
         evidence.public_key = Some(bytes);
     }
-    let store = open(&args.store).await?;
+    let (_, store) = args.store.open_existing().await?;
     let checked = check_chain_with(store.as_ref(), &evidence)
         .await
         .context("cannot read the audit log")?;
@@ -188,20 +168,10 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 
 /// Prints what a check found and gives the exit status: 0 intact, 1 not.
 fn report(report: ChainReport, json: bool) -> anyhow::Result<ExitCode> {
-    let check = ChainCheckView {
-        at: time::OffsetDateTime::now_utc(),
-        intact: report.finding.is_none(),
-        events: report.rows,
-        checkpoints: report.checkpoints,
-        first_bad: report.finding.map(|f| TamperView {
-            sequence: f.sequence,
-            kind: f.kind.as_str().to_owned(),
-            detail: f.detail.to_owned(),
-        }),
-    };
+    let check = ChainCheckView::of(time::OffsetDateTime::now_utc(), &report);
     let intact = check.intact;
     if json {
-        let head = head_view(report.head);
+        let head = ChainHeadView::from(report.head);
         let value = json!({
             "intact": check.intact,
             "events": check.events,
@@ -237,7 +207,7 @@ fn check_export(text: &str) -> ChainReport {
             });
             return check.finish_stretch();
         };
-        let prev = unhex(&event.prev_hash);
+        let prev = from_hex(&event.prev_hash);
         let check = check.get_or_insert_with(|| {
             ChainCheck::after(
                 event.sequence.saturating_sub(1),
@@ -250,7 +220,7 @@ fn check_export(text: &str) -> ChainReport {
         check.push(ChainRow {
             sequence: i64::try_from(event.sequence).unwrap_or(i64::MAX),
             prev_hash: prev,
-            hash: unhex(&event.hash),
+            hash: from_hex(&event.hash),
             event: ChainedEvent {
                 id: event.id,
                 at_ms: event.at_ms,
@@ -264,23 +234,6 @@ fn check_export(text: &str) -> ChainReport {
         });
     }
     check.unwrap_or_default().finish_stretch()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
-        .collect()
-}
-
-fn head_view(head: ChainHead) -> ChainHeadView {
-    ChainHeadView {
-        sequence: head.sequence,
-        hash: head.hash.iter().map(|b| format!("{b:02x}")).collect(),
-    }
 }
 
 fn print_check(check: &ChainCheckView) -> std::io::Result<()> {

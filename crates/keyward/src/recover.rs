@@ -34,21 +34,7 @@ pub struct RootTokenArgs {
 pub async fn run(args: RootTokenArgs, json: bool) -> anyhow::Result<ExitCode> {
     // No log subscriber: the seal's log lines speak to a server's operator
     // ("serving sealed"), and everything this command has to say it prints.
-    let settings = args.store.settings(None)?;
-    if settings.database_url.is_none() {
-        let db = settings.data_dir.join("keyward.db");
-        if !db.exists() {
-            bail!(
-                "no Keyward store at {}: give the --data-dir, --database-url or --config \
-                 the server runs with",
-                db.display()
-            );
-        }
-    }
-    let store = settings
-        .open_store()
-        .await
-        .context("cannot open the store")?;
+    let (settings, store) = args.store.open_existing().await?;
     if let Some(stored) = store.seal().await.context("cannot read the seal")? {
         let asked = match settings.seal.kind {
             SealType::File => SealKind::File,

@@ -120,6 +120,30 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The settings and the store they name, for commands that work on an
+    /// install's store directly: an embedded store that is not there is
+    /// refused rather than created.
+    pub(crate) async fn open_existing(
+        &self,
+    ) -> anyhow::Result<(Settings, std::sync::Arc<dyn keyward_store::Store>)> {
+        let settings = self.settings(None)?;
+        if settings.database_url.is_none() {
+            let db = settings.data_dir.join("keyward.db");
+            if !db.exists() {
+                anyhow::bail!(
+                    "no Keyward store at {}: give the --data-dir, --database-url or --config \
+                     the server runs with",
+                    db.display()
+                );
+            }
+        }
+        let store = settings
+            .open_store()
+            .await
+            .context("cannot open the store")?;
+        Ok((settings, store))
+    }
+
     /// Merges the file (if any) with flags and variables.
     pub(crate) fn settings(&self, listen: Option<SocketAddr>) -> anyhow::Result<Settings> {
         let mut settings = match &self.config {

@@ -24,12 +24,11 @@ use super::{next_cursor, page, Json, Query};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
+use keyward_core::chain::to_hex;
 use keyward_proto::{
     AuditEntryView, AuditExport, AuditExportQuery, AuditList, AuditQuery, AuditStatusView,
-    AuditView, ChainCheckView, ChainHeadView, CheckpointView, ExportedEvent, TamperView,
-    UnreadableAuditView,
+    AuditView, ChainCheckView, ChainHeadView, CheckpointView, ExportedEvent, UnreadableAuditView,
 };
-use keyward_service::audit_log::{ChainCheckResult, ChainHead};
 
 /// Lists audit events within the caller's reach, in the order they
 /// happened.
@@ -107,8 +106,8 @@ fn exported(row: keyward_core::chain::ChainRow) -> ExportedEvent {
         details: serde_json::from_str(&e.details).unwrap_or(serde_json::Value::String(e.details)),
         api_id: e.api_id,
         environment: e.environment,
-        prev_hash: hex(row.prev_hash.as_deref().unwrap_or_default()),
-        hash: hex(row.hash.as_deref().unwrap_or_default()),
+        prev_hash: to_hex(row.prev_hash.as_deref().unwrap_or_default()),
+        hash: to_hex(row.hash.as_deref().unwrap_or_default()),
     }
 }
 
@@ -122,11 +121,13 @@ pub async fn audit_status(
 ) -> Result<Json<AuditStatusView>, ApiError> {
     let status = state.service.audit_status(&caller).await?;
     Ok(Json(AuditStatusView {
-        head: status.head.map(head_view),
-        last_verification: status.last_check.map(check_view),
+        head: status.head.map(ChainHeadView::from),
+        last_verification: status
+            .last_check
+            .map(|check| ChainCheckView::of(check.at, &check.report)),
         last_checkpoint: status.last_checkpoint.map(|c| CheckpointView {
             sequence: c.sequence,
-            hash: hex(&c.hash),
+            hash: to_hex(&c.hash),
             at: time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(c.at_ms) * 1_000_000)
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
         }),
@@ -146,30 +147,5 @@ pub async fn verify_audit(
     caller: Caller,
 ) -> Result<Json<ChainCheckView>, ApiError> {
     let result = state.service.verify_audit_chain(&caller).await?;
-    Ok(Json(check_view(result)))
-}
-
-fn head_view(head: ChainHead) -> ChainHeadView {
-    ChainHeadView {
-        sequence: head.sequence,
-        hash: hex(&head.hash),
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn check_view(check: ChainCheckResult) -> ChainCheckView {
-    ChainCheckView {
-        at: check.at,
-        intact: check.report.finding.is_none(),
-        events: check.report.rows,
-        checkpoints: check.report.checkpoints,
-        first_bad: check.report.finding.map(|f| TamperView {
-            sequence: f.sequence,
-            kind: f.kind.as_str().to_owned(),
-            detail: f.detail.to_owned(),
-        }),
-    }
+    Ok(Json(ChainCheckView::of(result.at, &result.report)))
 }

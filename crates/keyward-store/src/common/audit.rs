@@ -103,7 +103,9 @@ pub(crate) fn parse_chain_page(text: &str) -> Option<Vec<keyward_core::chain::Ch
     use keyward_core::chain::{ChainRow, ChainedEvent};
     let rows: Vec<PageRow> = serde_json::from_str(text).ok()?;
     let required = |value: Option<String>| value.unwrap_or_else(|| UNREADABLE.to_owned());
-    let hash = |hex: Option<String>| hex.map(|hex| unhex(&hex).unwrap_or_default());
+    let hash = |hex: Option<String>| {
+        hex.map(|hex| keyward_core::chain::from_hex(&hex).unwrap_or_default())
+    };
     let mut out: Vec<ChainRow> = rows
         .into_iter()
         .map(
@@ -128,16 +130,6 @@ pub(crate) fn parse_chain_page(text: &str) -> Option<Vec<keyward_core::chain::Ch
         .collect();
     out.sort_by_key(|row| row.sequence);
     Some(out)
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
-        .collect()
 }
 
 /// A hash read back as stored; one of another length reads as a hash no
